@@ -1,0 +1,88 @@
+from rest_framework import serializers
+
+from annotation.models import Assignment, Image, Rating, Study
+
+
+class StudySerializer(serializers.ModelSerializer):
+    image_count = serializers.IntegerField(read_only=True, source="images.count")
+
+    class Meta:
+        model = Study
+        fields = [
+            "id", "name", "slug", "description", "instructions", "consent_text",
+            "scale_min", "scale_max", "scale_labels", "raters_per_image",
+            "quota_per_annotator", "lease_seconds", "completion_url", "completion_code",
+            "demographics_fields", "status", "created_at", "image_count",
+        ]
+        read_only_fields = ["id", "created_at", "image_count"]
+
+
+class StudyPublicSerializer(serializers.ModelSerializer):
+    """What an annotator may see of a study (no completion code)."""
+
+    class Meta:
+        model = Study
+        fields = ["id", "name", "slug", "instructions", "scale_min", "scale_max",
+                  "scale_labels", "status"]
+
+
+class ImageSerializer(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Image
+        fields = ["id", "study", "url", "sha256", "width", "height", "format", "prompt",
+                  "domain", "provenance", "target_ratings", "rating_count", "lease_count",
+                  "open_slots", "created_at"]
+
+    def get_url(self, image) -> str:
+        request = self.context.get("request")
+        url = image.file.url
+        return request.build_absolute_uri(url) if request else url
+
+
+class ImageUploadSerializer(serializers.Serializer):
+    file = serializers.FileField()
+    prompt = serializers.CharField(required=False, allow_blank=True, default="")
+    domain = serializers.CharField(required=False, allow_blank=True, default="",
+                                   max_length=60)
+    provenance = serializers.JSONField(required=False, default=dict)
+
+
+class AssignmentSerializer(serializers.ModelSerializer):
+    image_url = serializers.SerializerMethodField()
+    image_width = serializers.IntegerField(source="image.width", read_only=True)
+    image_height = serializers.IntegerField(source="image.height", read_only=True)
+
+    class Meta:
+        model = Assignment
+        fields = ["id", "study", "image", "image_url", "image_width", "image_height",
+                  "status", "leased_at", "expires_at"]
+
+    def get_image_url(self, assignment) -> str:
+        request = self.context.get("request")
+        url = assignment.image.file.url
+        return request.build_absolute_uri(url) if request else url
+
+
+class RatingInputSerializer(serializers.Serializer):
+    score = serializers.IntegerField()
+
+
+class RatingSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Rating
+        fields = ["id", "study", "image", "assignment", "score", "time_on_item_ms",
+                  "created_at"]
+
+
+class ProgressSerializer(serializers.Serializer):
+    study = serializers.IntegerField()
+    images = serializers.IntegerField()
+    images_complete = serializers.IntegerField()
+    ratings = serializers.IntegerField()
+    ratings_target = serializers.IntegerField()
+    fraction_complete = serializers.FloatField()
+    ratings_last_hour = serializers.IntegerField()
+    images_by_rating_count = serializers.DictField(child=serializers.IntegerField())
+    annotators = serializers.IntegerField()

@@ -1,0 +1,122 @@
+"""REST API v1 for studies, images, assignments, ratings and progress.
+
+Views only parse input and call ``annotation.services`` / ``selectors``; the
+services raise ``PalateError``s that ``errors.exception_handler`` renders.
+"""
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.decorators import api_view, parser_classes, permission_classes
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.permissions import IsAdminUser, IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from annotation import selectors, services
+from annotation.models import Study
+
+from .serializers import (
+    AssignmentSerializer,
+    ImageSerializer,
+    ImageUploadSerializer,
+    ProgressSerializer,
+    RatingInputSerializer,
+    RatingSerializer,
+    StudyPublicSerializer,
+    StudySerializer,
+)
+
+
+@extend_schema(methods=["GET"], responses=StudySerializer(many=True))
+@extend_schema(methods=["POST"], request=StudySerializer, responses={201: StudySerializer})
+@api_view(["GET", "POST"])
+@permission_classes([IsAuthenticated])
+def study_list(request: Request) -> Response:
+    if request.method == "GET":
+        studies = selectors.study_list_for(user=request.user)
+        cls = StudySerializer if request.user.is_staff else StudyPublicSerializer
+        return Response(cls(studies, many=True).data)
+    if not request.user.is_staff:
+        return Response({"detail": "Only staff can create studies.", "code": "forbidden"},
+                        status=status.HTTP_403_FORBIDDEN)
+    serializer = StudySerializer(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    data = dict(serializer.validated_data)
+    study = services.study_create(
+        name=data.pop("name"), slug=data.pop("slug"), created_by=request.user, **data
+    )
+    return Response(StudySerializer(study).data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema(request={"multipart/form-data": ImageUploadSerializer},
+               responses={201: ImageSerializer})
+@api_view(["POST"])
+@permission_classes([IsAdminUser])
+@parser_classes([MultiPartParser, FormParser])
+def image_upload(request: Request, study_id: int) -> Response:
+    study = get_object_or_404(Study, pk=study_id)
+    serializer = ImageUploadSerializer(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    upload = serializer.validated_data["file"]
+    image = services.image_create(
+        study=study,
+        data=upload.read(),
+        filename=upload.name,
+        prompt=serializer.validated_data["prompt"],
+        domain=serializer.validated_data["domain"],
+        provenance=serializer.validated_data["provenance"],
+    )
+    return Response(ImageSerializer(image, context={"request": request}).data,
+                    status=status.HTTP_201_CREATED)
+
+
+@extend_schema(request=None, responses={
+    200: AssignmentSerializer,
+    204: OpenApiResponse(description="Nothing left for this annotator."),
+})
+@api_view(["POST"])
+@permission_classes([IsAuthenticated])
+def assignment_next(request: Request, study_id: int) -> Response:
+    study = get_object_or_404(Study, pk=study_id)
+    annotator = services.annotator_for_user(request.user)
+    leases = services.assignment_claim(annotator=annotator, study=study)
+    if not leases:
+        return Response(status=status.HTTP_204_NO_CONTENT)
+    return Response(AssignmentSerializer(leases[0], context={"request": request}).data)
+
+
+@extend_schema(request=RatingInputSerializer, responses={
+    201: RatingSerializer, 200: RatingSerializer,
+    409: OpenApiResponse(description="Rated differently before, skipped, or full."),
+})
+@api_view(["POST"])
+@permission_classes([IsAuthenticated])
+@parser_classes([JSONParser, FormParser])
+def rating_create(request: Request, assignment_id: int) -> Response:
+    serializer = RatingInputSerializer(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    annotator = services.annotator_for_user(request.user)
+    rating, created = services.rating_submit(
+        assignment_id=assignment_id, annotator=annotator,
+        score=serializer.validated_data["score"],
+    )
+    return Response(RatingSerializer(rating).data,
+                    status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+@extend_schema(request=None, responses={200: AssignmentSerializer})
+@api_view(["POST"])
+@permission_classes([IsAuthenticated])
+def assignment_skip(request: Request, assignment_id: int) -> Response:
+    annotator = services.annotator_for_user(request.user)
+    assignment = services.assignment_skip(assignment_id=assignment_id, annotator=annotator)
+    return Response(AssignmentSerializer(assignment, context={"request": request}).data)
+
+
+@extend_schema(responses=ProgressSerializer)
+@api_view(["GET"])
+@permission_classes([IsAdminUser])
+def study_progress(request: Request, study_id: int) -> Response:
+    study = get_object_or_404(Study, pk=study_id)
+    return Response(selectors.study_progress(study=study))

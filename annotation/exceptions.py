@@ -1,0 +1,39 @@
+"""Errors the services raise. Each carries a message meant for the person who
+caused it; views map them to HTTP statuses (see ``http_status``)."""
+
+
+class PalateError(Exception):
+    http_status = 400
+    code = "invalid"
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(PalateError):
+    http_status = 400
+    code = "invalid"
+
+
+class NotPermitted(PalateError):
+    http_status = 403
+    code = "forbidden"
+
+
+class NotFound(PalateError):
+    http_status = 404
+    code = "not_found"
+
+
+class Conflict(PalateError):
+    http_status = 409
+    code = "conflict"
+
+
+class StudyNotOpen(NotPermitted):
+    code = "study_not_open"
+
+
+class AnnotatorNotActive(NotPermitted):
+    code = "annotator_not_active"

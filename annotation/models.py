@@ -1,0 +1,312 @@
+"""Studies, images, annotators and the rating bookkeeping.
+
+The invariants that keep every image at exactly ``target_ratings`` ratings live in
+the database (see ``Image.Meta.constraints`` and the unique pairs on ``Assignment``
+and ``Rating``); ``annotation.services`` only ever moves the counters with
+conditional UPDATEs that those constraints check.
+"""
+
+import secrets
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import F, Q
+
+
+def _token() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def _public_id() -> str:
+    return "a-" + secrets.token_hex(6)
+
+
+def _shuffle() -> int:
+    return secrets.randbelow(2**31)
+
+
+def _default_scale_labels() -> list[str]:
+    return [
+        "Strongly dislike",
+        "Dislike",
+        "Slightly dislike",
+        "Neutral",
+        "Slightly like",
+        "Like",
+        "Strongly like",
+    ]
+
+
+class Study(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        OPEN = "open", "Open"
+        CLOSED = "closed", "Closed"
+
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=80, unique=True)
+    description = models.TextField(blank=True)
+    instructions = models.TextField(blank=True, help_text="Markdown, shown to annotators.")
+    consent_text = models.TextField(blank=True, help_text="Markdown; must be accepted.")
+    scale_min = models.SmallIntegerField(default=1)
+    scale_max = models.SmallIntegerField(default=7)
+    scale_labels = models.JSONField(
+        default=_default_scale_labels,
+        blank=True,
+        help_text="One label per scale point, lowest first (may be empty).",
+    )
+    raters_per_image = models.PositiveSmallIntegerField(default=15)
+    quota_per_annotator = models.PositiveIntegerField(
+        default=200, help_text="Most images one annotator rates in this study."
+    )
+    lease_seconds = models.PositiveIntegerField(
+        default=600, help_text="How long an annotator holds an image before it returns."
+    )
+    completion_url = models.URLField(blank=True, max_length=500)
+    completion_code = models.CharField(max_length=64, blank=True)
+    invite_token = models.CharField(max_length=64, default=_token, unique=True)
+    demographics_fields = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Optional demographics asked on joining, e.g. ['age_range', 'country'].",
+    )
+    status = models.CharField(max_length=10, choices=Status, default=Status.DRAFT)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "studies"
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(scale_min__lt=F("scale_max")), name="study_scale_ordered"
+            ),
+            models.CheckConstraint(
+                condition=Q(raters_per_image__gte=1), name="study_raters_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(quota_per_annotator__gte=1), name="study_quota_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(lease_seconds__gte=5), name="study_lease_min_5s"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["draft", "open", "closed"]),
+                name="study_status_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def scale_points(self) -> list[tuple[int, str]]:
+        labels = list(self.scale_labels or [])
+        return [
+            (v, labels[i] if i < len(labels) else "")
+            for i, v in enumerate(range(self.scale_min, self.scale_max + 1))
+        ]
+
+
+def image_upload_to(instance: "Image", filename: str) -> str:
+    ext = filename.rsplit(".", 1)[-1].lower() if "." in filename else "img"
+    return f"images/{instance.study_id}/{instance.sha256[:2]}/{instance.sha256}.{ext}"
+
+
+class Image(models.Model):
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="images")
+    file = models.ImageField(upload_to=image_upload_to, width_field="width",
+                             height_field="height")
+    sha256 = models.CharField(max_length=64)
+    width = models.PositiveIntegerField(default=0)
+    height = models.PositiveIntegerField(default=0)
+    format = models.CharField(max_length=10, blank=True)
+    prompt = models.TextField(blank=True)
+    domain = models.CharField(max_length=60, blank=True, db_index=True)
+    provenance = models.JSONField(default=dict, blank=True)
+    # Copied from the study when the image enters the pool, so the database can
+    # check the slot arithmetic on this row alone.
+    target_ratings = models.PositiveSmallIntegerField()
+    rating_count = models.PositiveSmallIntegerField(default=0)
+    lease_count = models.PositiveSmallIntegerField(default=0)
+    open_slots = models.GeneratedField(
+        expression=F("target_ratings") - F("rating_count") - F("lease_count"),
+        output_field=models.IntegerField(),
+        db_persist=True,
+    )
+    # Fixed random key: "random among equals" without ORDER BY random().
+    shuffle = models.IntegerField(default=_shuffle)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["study", "sha256"], name="image_unique_sha"),
+            models.CheckConstraint(
+                condition=Q(rating_count__gte=0) & Q(lease_count__gte=0),
+                name="image_counts_nonnegative",
+            ),
+            models.CheckConstraint(
+                condition=Q(
+                    rating_count__lte=F("target_ratings") - F("lease_count")
+                ),
+                name="image_never_over_target",
+            ),
+        ]
+        indexes = [
+            # The claim's only access path: open images of a study, fullest first,
+            # then in shuffle order. Partial, so complete images cost nothing.
+            models.Index(
+                fields=["study", "open_slots", "shuffle"],
+                condition=Q(open_slots__gt=0),
+                name="image_open_queue",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.study.slug}:{self.sha256[:10]}"
+
+
+class Annotator(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        PAUSED = "paused", "Paused"
+        BANNED = "banned", "Banned"
+        EXCLUDED = "excluded", "Excluded"
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="annotator"
+    )
+    public_id = models.CharField(max_length=32, unique=True, default=_public_id)
+    external_id = models.CharField(
+        max_length=128, blank=True, help_text="e.g. the Prolific PID."
+    )
+    source = models.CharField(
+        max_length=20, default="invite", help_text="invite, prolific, staff, import"
+    )
+    status = models.CharField(max_length=10, choices=Status, default=Status.ACTIVE)
+    status_reason = models.TextField(blank=True)
+    demographics = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source", "external_id"],
+                condition=~Q(external_id=""),
+                name="annotator_unique_external_id",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["active", "paused", "banned", "excluded"]),
+                name="annotator_status_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.public_id
+
+
+class Participation(models.Model):
+    annotator = models.ForeignKey(
+        Annotator, on_delete=models.CASCADE, related_name="participations"
+    )
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="participations")
+    consented_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    completion_code = models.CharField(max_length=64, blank=True)
+    external_study_id = models.CharField(max_length=128, blank=True)
+    external_session_id = models.CharField(max_length=128, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["annotator", "study"], name="participation_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.annotator} in {self.study}"
+
+
+class Assignment(models.Model):
+    class Status(models.TextChoices):
+        LEASED = "leased", "Leased"
+        SUBMITTED = "submitted", "Submitted"
+        SKIPPED = "skipped", "Skipped"
+        EXPIRED = "expired", "Expired"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="+")
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="assignments")
+    annotator = models.ForeignKey(
+        Annotator, on_delete=models.CASCADE, related_name="assignments"
+    )
+    status = models.CharField(max_length=10, choices=Status, default=Status.LEASED)
+    leased_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # One assignment per (image, annotator), ever: an image that an annotator
+            # rated, skipped or let expire is never dealt to them again.
+            models.UniqueConstraint(
+                fields=["image", "annotator"], name="assignment_unique_pair"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["leased", "submitted", "skipped", "expired"]),
+                name="assignment_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(expires_at__gt=F("leased_at")),
+                name="assignment_expires_after_lease",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["expires_at"],
+                condition=Q(status="leased"),
+                name="assignment_live_by_expiry",
+            ),
+            models.Index(
+                fields=["annotator", "study", "leased_at"],
+                condition=Q(status="leased"),
+                name="assignment_live_by_annotator",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.annotator} {self.image_id} {self.status}"
+
+
+class Rating(models.Model):
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="ratings")
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="ratings")
+    annotator = models.ForeignKey(
+        Annotator, on_delete=models.CASCADE, related_name="ratings"
+    )
+    assignment = models.OneToOneField(
+        Assignment, null=True, blank=True, on_delete=models.SET_NULL, related_name="rating"
+    )
+    score = models.SmallIntegerField(validators=[MinValueValidator(-100),
+                                                 MaxValueValidator(100)])
+    # Lease to submit, measured by the server (client clocks are not trusted).
+    time_on_item_ms = models.PositiveIntegerField(null=True, blank=True)
+    # False once the annotator is excluded; such ratings no longer fill a slot.
+    is_valid = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["image", "annotator"], name="rating_unique_pair"),
+            models.CheckConstraint(
+                condition=Q(score__gte=-100) & Q(score__lte=100), name="rating_score_range"
+            ),
+        ]
+        indexes = [models.Index(fields=["annotator", "study"], name="rating_by_annotator")]
+
+    def __str__(self) -> str:
+        return f"{self.annotator} → {self.image_id}: {self.score}"

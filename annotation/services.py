@@ -1,0 +1,452 @@
+"""Writes for the annotation app: the assignment engine and image intake.
+
+The engine keeps three promises under any concurrency:
+
+* an image never holds more valid ratings plus live leases than ``target_ratings``
+  (checked by the ``image_never_over_target`` constraint; every counter change is a
+  conditional UPDATE);
+* an annotator has at most one assignment and one rating per image (unique pairs), so
+  no image is rated twice or shown again after a skip;
+* expired leases give their slot back, both lazily (every claim sweeps its study) and
+  from the periodic ``annotation.sweep_expired_leases`` task.
+
+Lock order is always Participation → Assignment → Image (ascending id), and the claim
+takes its image with ``SKIP LOCKED``, so concurrent claims never wait on each other.
+"""
+
+import random
+from collections import Counter
+from datetime import datetime, timedelta
+
+from django.contrib.auth import get_user_model
+from django.core.files.base import ContentFile
+from django.db import IntegrityError, transaction
+from django.db.models import Exists, F, OuterRef
+from django.utils import timezone
+
+from .exceptions import (
+    AnnotatorNotActive,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    StudyNotOpen,
+)
+from .images import image_inspect
+from .models import Annotator, Assignment, Image, Participation, Rating, Study
+
+User = get_user_model()
+
+# How many live leases one claim call may hold for an annotator (the UI preloads
+# the next image by holding two).
+MAX_HOLD = 3
+
+
+# --- studies and annotators ---------------------------------------------------
+
+
+def study_create(*, name: str, slug: str, created_by=None, **fields) -> Study:
+    if not name.strip():
+        raise InvalidInput("A study needs a name.")
+    if Study.objects.filter(slug=slug).exists():
+        raise InvalidInput(f"A study with slug '{slug}' already exists.")
+    study = Study(name=name.strip(), slug=slug, created_by=created_by, **fields)
+    _validate_study(study)
+    study.save()
+    return study
+
+
+def _validate_study(study: Study) -> None:
+    if study.scale_min >= study.scale_max:
+        raise InvalidInput("scale_min must be below scale_max.")
+    points = study.scale_max - study.scale_min + 1
+    if points > 101:
+        raise InvalidInput("A scale has at most 101 points.")
+    if study.scale_labels and len(study.scale_labels) != points:
+        raise InvalidInput(
+            f"scale_labels has {len(study.scale_labels)} labels for {points} points."
+        )
+    if study.raters_per_image < 1:
+        raise InvalidInput("raters_per_image must be at least 1.")
+    if study.lease_seconds < 5:
+        raise InvalidInput("lease_seconds must be at least 5.")
+
+
+def annotator_create(
+    *,
+    source: str = "invite",
+    external_id: str = "",
+    demographics: dict | None = None,
+    username: str | None = None,
+) -> Annotator:
+    """A passwordless annotator account (pseudonymous: only the public id is shown)."""
+    with transaction.atomic():
+        annotator = Annotator(
+            source=source, external_id=external_id, demographics=demographics or {}
+        )
+        user = User(username=username or annotator.public_id)
+        user.set_unusable_password()
+        user.save()
+        annotator.user = user
+        annotator.save()
+    return annotator
+
+
+def annotator_for_user(user) -> Annotator:
+    """The annotator behind a user; staff get one made on first use."""
+    try:
+        return user.annotator
+    except Annotator.DoesNotExist:
+        if not user.is_staff:
+            raise NotFound("This account is not an annotator.") from None
+        try:
+            with transaction.atomic():
+                return Annotator.objects.create(user=user, source="staff")
+        except IntegrityError:
+            return Annotator.objects.get(user=user)
+
+
+def annotator_set_status(*, annotator: Annotator, status: str, reason: str = "") -> int:
+    """Pause, ban, exclude or re-activate. Returns the number of slots reopened.
+
+    Excluding invalidates the annotator's ratings and hands their slots back, so
+    the image is topped up by someone else; live leases of anyone not active are
+    released. (Re-activating does not re-validate excluded ratings: their slots may
+    already be filled.)
+    """
+    if status not in Annotator.Status.values:
+        raise InvalidInput(f"Unknown status '{status}'.")
+    reopened = 0
+    with transaction.atomic():
+        annotator = Annotator.objects.select_for_update().get(pk=annotator.pk)
+        annotator.status = status
+        annotator.status_reason = reason
+        annotator.save(update_fields=["status", "status_reason"])
+        if status == Annotator.Status.ACTIVE:
+            return 0
+        now = timezone.now()
+        live = list(
+            Assignment.objects.select_for_update()
+            .filter(annotator=annotator, status=Assignment.Status.LEASED)
+            .order_by("pk")
+        )
+        Assignment.objects.filter(pk__in=[a.pk for a in live]).update(
+            status=Assignment.Status.EXPIRED, finished_at=now
+        )
+        _adjust_images(Counter(a.image_id for a in live), lease_delta=-1)
+        reopened += len(live)
+        if status == Annotator.Status.EXCLUDED:
+            ratings = list(
+                Rating.objects.select_for_update()
+                .filter(annotator=annotator, is_valid=True)
+                .order_by("pk")
+            )
+            Rating.objects.filter(pk__in=[r.pk for r in ratings]).update(is_valid=False)
+            _adjust_images(Counter(r.image_id for r in ratings), rating_delta=-1)
+            reopened += len(ratings)
+    return reopened
+
+
+def _adjust_images(counts: Counter, *, lease_delta: int = 0, rating_delta: int = 0) -> None:
+    for image_id in sorted(counts):
+        n = counts[image_id]
+        Image.objects.filter(pk=image_id).update(
+            lease_count=F("lease_count") + lease_delta * n,
+            rating_count=F("rating_count") + rating_delta * n,
+        )
+
+
+def participation_get(*, annotator: Annotator, study: Study) -> Participation:
+    participation, _ = Participation.objects.get_or_create(annotator=annotator, study=study)
+    return participation
+
+
+# --- images -------------------------------------------------------------------
+
+
+def image_create(
+    *,
+    study: Study,
+    data: bytes,
+    filename: str = "upload",
+    prompt: str = "",
+    domain: str = "",
+    provenance: dict | None = None,
+) -> Image:
+    """Validate and store one image and open its rating slots.
+
+    Raises InvalidInput for non-images, oversize images and duplicates (same bytes
+    already in this study).
+    """
+    info = image_inspect(data=data, name=filename)
+    if Image.objects.filter(study=study, sha256=info.sha256).exists():
+        raise InvalidInput(f"{filename}: this image is already in study '{study.slug}'.")
+    image = Image(
+        study=study,
+        sha256=info.sha256,
+        format=info.format,
+        prompt=prompt,
+        domain=domain,
+        provenance=provenance or {},
+        target_ratings=study.raters_per_image,
+    )
+    image.file.save(f"{info.sha256}.{info.extension}", ContentFile(data), save=False)
+    try:
+        with transaction.atomic():
+            image.save()
+    except IntegrityError:
+        image.file.delete(save=False)
+        raise InvalidInput(
+            f"{filename}: this image is already in study '{study.slug}'."
+        ) from None
+    return image
+
+
+# --- the assignment engine ----------------------------------------------------
+
+
+def _check_can_work(annotator: Annotator, study: Study) -> None:
+    if annotator.status != Annotator.Status.ACTIVE:
+        raise AnnotatorNotActive(
+            {
+                "paused": "Your account is paused. Please contact the researchers.",
+                "banned": "Your account has been blocked from this platform.",
+                "excluded": "Your account has been excluded from this study.",
+            }.get(annotator.status, "Your account is not active.")
+        )
+    if study.status != Study.Status.OPEN:
+        raise StudyNotOpen(f"The study '{study.name}' is not open for ratings.")
+
+
+def lease_expire(*, study_id: int | None = None, now: datetime | None = None,
+                 limit: int = 1000) -> int:
+    """Mark overdue leases expired and give their slots back. Safe to run anywhere,
+    any number of times at once: rows are taken with SKIP LOCKED, each exactly once."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        qs = Assignment.objects.filter(status=Assignment.Status.LEASED, expires_at__lte=now)
+        if study_id is not None:
+            qs = qs.filter(study_id=study_id)
+        rows = list(
+            qs.select_for_update(skip_locked=True)
+            .order_by("pk")
+            .values_list("pk", "image_id")[:limit]
+        )
+        if not rows:
+            return 0
+        Assignment.objects.filter(pk__in=[pk for pk, _ in rows]).update(
+            status=Assignment.Status.EXPIRED, finished_at=now
+        )
+        _adjust_images(Counter(image_id for _, image_id in rows), lease_delta=-1)
+    return len(rows)
+
+
+def _live_leases(annotator: Annotator, study: Study, now: datetime) -> list[Assignment]:
+    return list(
+        Assignment.objects.filter(
+            annotator=annotator,
+            study=study,
+            status=Assignment.Status.LEASED,
+            expires_at__gt=now,
+        )
+        .select_related("image")
+        .order_by("leased_at", "pk")
+    )
+
+
+def _pick_image(annotator: Annotator, study: Study, exclude: set[int]) -> Image | None:
+    """Lock one image with a free slot that this annotator has never been dealt.
+
+    Fullest images first (fewest open slots), random among equals: start at a
+    random point in the fixed ``shuffle`` order and wrap around. Every query walks
+    the ``image_open_queue`` index and stops at its first row.
+    """
+    never_dealt = ~Exists(
+        Assignment.objects.filter(image=OuterRef("pk"), annotator=annotator)
+    )
+    base = Image.objects.filter(study=study, open_slots__gt=0).filter(never_dealt)
+    if exclude:
+        base = base.exclude(pk__in=exclude)
+    level_floor = 0
+    for _ in range(study.raters_per_image + 2):
+        level = (
+            base.filter(open_slots__gt=level_floor)
+            .order_by("open_slots", "shuffle")
+            .values_list("open_slots", flat=True)
+            .first()
+        )
+        if level is None:
+            return None
+        at_level = base.filter(open_slots=level)
+        start = random.randrange(2**31)
+        for part in (at_level.filter(shuffle__gte=start), at_level.filter(shuffle__lt=start)):
+            image = (
+                part.order_by("shuffle")
+                .select_for_update(skip_locked=True, of=("self",))
+                .only("pk", "open_slots")
+                .first()
+            )
+            if image is not None:
+                return image
+        # Every candidate at this level is being claimed right now: go one level up.
+        level_floor = level
+    return None
+
+
+def assignment_claim(
+    *, annotator: Annotator, study: Study, hold: int = 1, now: datetime | None = None
+) -> list[Assignment]:
+    """The annotator's live leases in this study, oldest first, topped up to ``hold``.
+
+    Asking again returns the same lease (a reload or a retried request does not
+    burn images). An empty list means nothing is left for this annotator: the
+    quota is reached or every remaining image is full or already dealt to them.
+    """
+    if not 1 <= hold <= MAX_HOLD:
+        raise InvalidInput(f"hold must be between 1 and {MAX_HOLD}.")
+    _check_can_work(annotator, study)
+    now = now or timezone.now()
+    lease_expire(study_id=study.pk, now=now, limit=200)
+    with transaction.atomic():
+        participation = participation_get(annotator=annotator, study=study)
+        # Serialises this annotator's own claims (quota, hold) and nobody else's.
+        participation = Participation.objects.select_for_update().get(pk=participation.pk)
+        if participation.started_at is None:
+            participation.started_at = now
+            participation.save(update_fields=["started_at"])
+        live = _live_leases(annotator, study, now)
+        if len(live) >= hold:
+            return live[:hold]
+        rated = Rating.objects.filter(annotator=annotator, study=study).count()
+        room = study.quota_per_annotator - rated - len(live)
+        exclude = {a.image_id for a in live}
+        while len(live) < hold and room > 0:
+            image = _pick_image(annotator, study, exclude)
+            if image is None:
+                break
+            updated = Image.objects.filter(pk=image.pk, open_slots__gt=0).update(
+                lease_count=F("lease_count") + 1
+            )
+            if updated != 1:  # cannot happen while we hold the row lock; be safe
+                exclude.add(image.pk)
+                continue
+            assignment = Assignment.objects.create(
+                study=study,
+                image_id=image.pk,
+                annotator=annotator,
+                leased_at=now,
+                expires_at=now + timedelta(seconds=study.lease_seconds),
+            )
+            live.append(assignment)
+            exclude.add(image.pk)
+            room -= 1
+    return live
+
+
+def _locked_assignment(assignment_id: int, annotator: Annotator) -> Assignment:
+    try:
+        assignment = (
+            Assignment.objects.select_for_update(of=("self",))
+            .select_related("study")
+            .get(pk=assignment_id)
+        )
+    except Assignment.DoesNotExist:
+        raise NotFound("No such assignment.") from None
+    if assignment.annotator_id != annotator.pk:
+        # Same answer as a missing id: assignments of others are not disclosed.
+        raise NotFound("No such assignment.")
+    return assignment
+
+
+def rating_submit(
+    *, assignment_id: int, annotator: Annotator, score: int, now: datetime | None = None
+) -> tuple[Rating, bool]:
+    """Record a score for the image behind an assignment. Returns (rating, created).
+
+    The same score again is a no-op (a network retry); another score is a Conflict.
+    A lease that has expired is still accepted while the image has a free slot.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        assignment = _locked_assignment(assignment_id, annotator)
+        study = assignment.study
+        if isinstance(score, bool) or not isinstance(score, int):
+            raise InvalidInput("score must be a whole number.")
+        if not study.scale_min <= score <= study.scale_max:
+            raise InvalidInput(
+                f"score must be between {study.scale_min} and {study.scale_max}."
+            )
+        existing = Rating.objects.filter(
+            image_id=assignment.image_id, annotator=annotator
+        ).first()
+        if existing is not None:
+            if existing.score == score:
+                return existing, False
+            raise Conflict(
+                f"You already rated this image {existing.score}; ratings cannot be changed."
+            )
+        _check_can_work(annotator, study)
+        if assignment.status == Assignment.Status.SKIPPED:
+            raise Conflict("You skipped this image, so it can no longer be rated.")
+        if assignment.status == Assignment.Status.LEASED:
+            # The lease still holds its slot (even if overdue and not yet swept).
+            updated = Image.objects.filter(pk=assignment.image_id).update(
+                lease_count=F("lease_count") - 1, rating_count=F("rating_count") + 1
+            )
+        elif assignment.status == Assignment.Status.EXPIRED:
+            updated = Image.objects.filter(
+                pk=assignment.image_id, open_slots__gt=0
+            ).update(rating_count=F("rating_count") + 1)
+            if updated != 1:
+                raise Conflict(
+                    "Your time on this image ran out and it has since received all "
+                    "its ratings, so this rating was not recorded."
+                )
+        else:
+            raise Conflict(f"This assignment is {assignment.status}.")
+        rating = Rating.objects.create(
+            study=study,
+            image_id=assignment.image_id,
+            annotator=annotator,
+            assignment=assignment,
+            score=score,
+            time_on_item_ms=max(0, int((now - assignment.leased_at).total_seconds() * 1000)),
+        )
+        assignment.status = Assignment.Status.SUBMITTED
+        assignment.finished_at = now
+        assignment.save(update_fields=["status", "finished_at"])
+    return rating, True
+
+
+def assignment_skip(
+    *, assignment_id: int, annotator: Annotator, now: datetime | None = None
+) -> Assignment:
+    """Give the image back without rating it; it is never dealt to this annotator
+    again. Skipping twice is a no-op."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        assignment = _locked_assignment(assignment_id, annotator)
+        if assignment.status == Assignment.Status.SKIPPED:
+            return assignment
+        if assignment.status == Assignment.Status.SUBMITTED:
+            raise Conflict("You already rated this image.")
+        if assignment.status == Assignment.Status.LEASED:
+            Image.objects.filter(pk=assignment.image_id).update(
+                lease_count=F("lease_count") - 1
+            )
+        assignment.status = Assignment.Status.SKIPPED
+        assignment.finished_at = now
+        assignment.save(update_fields=["status", "finished_at"])
+    return assignment
+
+
+def participation_complete(*, participation: Participation) -> Participation:
+    """Mark finished and fix the completion code shown (idempotent)."""
+    with transaction.atomic():
+        p = Participation.objects.select_for_update().select_related("study").get(
+            pk=participation.pk
+        )
+        if p.completed_at is None:
+            p.completed_at = timezone.now()
+            p.completion_code = p.study.completion_code or f"PAL-{p.study_id}-{p.pk:06d}"
+            p.save(update_fields=["completed_at", "completion_code"])
+    return p

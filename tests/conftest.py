@@ -1,0 +1,37 @@
+import pytest
+from django.db import connection
+
+from tests.factories import AnnotatorFactory, StudyFactory
+
+
+def pytest_collection_modifyitems(config, items):
+    on_sqlite = connection.vendor == "sqlite"
+    for item in items:
+        if on_sqlite and "postgres" in item.keywords:
+            item.add_marker(pytest.mark.skip(
+                reason="needs PostgreSQL: set DATABASE_URL (make test does when it runs)"
+            ))
+        if not on_sqlite and "sqlite_only" in item.keywords:
+            item.add_marker(pytest.mark.skip(reason="SQLite-only test"))
+
+
+@pytest.fixture(autouse=True)
+def _media_root(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "media"
+
+
+@pytest.fixture
+def study(db):
+    return StudyFactory(raters_per_image=3, quota_per_annotator=50)
+
+
+@pytest.fixture
+def annotator(db):
+    return AnnotatorFactory()
+
+
+@pytest.fixture
+def staff_user(db, django_user_model):
+    return django_user_model.objects.create_user(
+        username="staff", password="pw-staff-123", is_staff=True, is_superuser=True
+    )

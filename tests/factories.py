@@ -1,0 +1,50 @@
+"""factory_boy factories for the annotation models."""
+
+import io
+import itertools
+
+import factory
+from PIL import Image as PILImage
+
+from annotation import services
+from annotation.models import Annotator, Study
+
+_counter = itertools.count(1)
+
+
+def png_bytes(seed: int | None = None, size: tuple[int, int] = (16, 16)) -> bytes:
+    """A small PNG whose bytes differ for each seed (so sha256 differs)."""
+    seed = next(_counter) if seed is None else seed
+    img = PILImage.new("RGB", size, ((seed * 37) % 256, (seed * 91) % 256, seed % 256))
+    img.putpixel((0, 0), (seed % 256, (seed // 256) % 256, (seed // 65536) % 256))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class StudyFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Study
+
+    name = factory.Sequence(lambda n: f"Study {n}")
+    slug = factory.Sequence(lambda n: f"study-{n}")
+    status = Study.Status.OPEN
+    instructions = "Rate how much **you** like each image."
+    consent_text = "I agree to take part."
+
+
+class AnnotatorFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Annotator
+
+    @classmethod
+    def _create(cls, model_class, *args, **kwargs):
+        return services.annotator_create(**kwargs)
+
+
+def make_images(study: Study, n: int, start: int = 0) -> list:
+    return [
+        services.image_create(study=study, data=png_bytes(10_000 + start + i),
+                              filename=f"img{start + i}.png", domain="art")
+        for i in range(n)
+    ]
