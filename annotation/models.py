@@ -118,8 +118,9 @@ def image_upload_to(instance: "Image", filename: str) -> str:
 
 class Image(models.Model):
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="images")
-    file = models.ImageField(upload_to=image_upload_to, width_field="width",
-                             height_field="height")
+    # Dimensions come from image_inspect (already decoded once), not from
+    # ImageField's width_field, which would reopen the file on every load.
+    file = models.ImageField(upload_to=image_upload_to)
     sha256 = models.CharField(max_length=64)
     width = models.PositiveIntegerField(default=0)
     height = models.PositiveIntegerField(default=0)

@@ -183,6 +183,8 @@ def image_create(
     image = Image(
         study=study,
         sha256=info.sha256,
+        width=info.width,
+        height=info.height,
         format=info.format,
         prompt=prompt,
         domain=domain,

@@ -189,6 +189,12 @@ CELERY_TIMEZONE = TIME_ZONE
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_BEAT_SCHEDULE = {
+    "sweep-expired-leases": {
+        "task": "annotation.sweep_expired_leases",
+        "schedule": 60.0,
+    },
+}
 
 LOGGING = {
     "version": 1,
