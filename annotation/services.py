@@ -284,7 +284,7 @@ def _pick_image(annotator: Annotator, study: Study, exclude: set[int]) -> Image 
             image = (
                 part.order_by("shuffle")
                 .select_for_update(skip_locked=True, of=("self",))
-                .only("pk", "open_slots")
+                .only("pk", "file", "width", "height")
                 .first()
             )
             if image is not None:
@@ -292,6 +292,16 @@ def _pick_image(annotator: Annotator, study: Study, exclude: set[int]) -> Image 
         # Every candidate at this level is being claimed right now: go one level up.
         level_floor = level
     return None
+
+
+def _locked_participation(annotator: Annotator, study: Study) -> Participation:
+    qs = Participation.objects.select_for_update().filter(annotator=annotator,
+                                                         study=study)
+    participation = qs.first()
+    if participation is None:
+        participation_get(annotator=annotator, study=study)
+        participation = qs.get()
+    return participation
 
 
 def assignment_claim(
@@ -307,11 +317,14 @@ def assignment_claim(
         raise InvalidInput(f"hold must be between 1 and {MAX_HOLD}.")
     _check_can_work(annotator, study)
     now = now or timezone.now()
-    lease_expire(study_id=study.pk, now=now, limit=200)
+    # A cheap autocommit probe first: most claims find nothing overdue.
+    if Assignment.objects.filter(
+        study=study, status=Assignment.Status.LEASED, expires_at__lte=now
+    ).exists():
+        lease_expire(study_id=study.pk, now=now, limit=200)
     with transaction.atomic():
-        participation = participation_get(annotator=annotator, study=study)
         # Serialises this annotator's own claims (quota, hold) and nobody else's.
-        participation = Participation.objects.select_for_update().get(pk=participation.pk)
+        participation = _locked_participation(annotator, study)
         if participation.started_at is None:
             participation.started_at = now
             participation.save(update_fields=["started_at"])
@@ -333,7 +346,7 @@ def assignment_claim(
                 continue
             assignment = Assignment.objects.create(
                 study=study,
-                image_id=image.pk,
+                image=image,
                 annotator=annotator,
                 leased_at=now,
                 expires_at=now + timedelta(seconds=study.lease_seconds),
@@ -452,3 +465,141 @@ def participation_complete(*, participation: Participation) -> Participation:
             p.completion_code = p.study.completion_code or f"PAL-{p.study_id}-{p.pk:06d}"
             p.save(update_fields=["completed_at", "completion_code"])
     return p
+
+
+# --- entering a study through the browser (annotator UI) ----------------------
+
+DEMOGRAPHIC_FIELDS = ("age_range", "gender", "country", "art_experience")
+
+
+def study_invite_check(*, study: Study, token: str) -> None:
+    """The entry link must carry the study's invite token and the study be open."""
+    import hmac
+
+    if not token or not hmac.compare_digest(str(token), study.invite_token):
+        raise NotFound(
+            "This link is not valid: please check the address you were given."
+        )
+    if study.status != Study.Status.OPEN:
+        raise StudyNotOpen(f"The study '{study.name}' is not open for ratings.")
+
+
+def annotator_by_external_id(*, source: str, external_id: str) -> Annotator | None:
+    if not external_id:
+        return None
+    return Annotator.objects.filter(source=source, external_id=external_id).first()
+
+
+def participation_consent(
+    *,
+    annotator: Annotator,
+    study: Study,
+    demographics: dict | None = None,
+    external_study_id: str = "",
+    external_session_id: str = "",
+    consent: bool = True,
+    now: datetime | None = None,
+) -> Participation:
+    """Record consent (once), the answers to the study's demographics questions and
+    the recruiting platform's ids. Calling it again changes only what was blank;
+    ``consent=False`` records the ids alone (a returning Prolific visit)."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        p = participation_get(annotator=annotator, study=study)
+        p = Participation.objects.select_for_update().get(pk=p.pk)
+        changed = []
+        if consent and p.consented_at is None:
+            p.consented_at = now
+            changed.append("consented_at")
+        for field, value in (
+            ("external_study_id", external_study_id),
+            ("external_session_id", external_session_id),
+        ):
+            if value and not getattr(p, field):
+                setattr(p, field, value[:128])
+                changed.append(field)
+        if changed:
+            p.save(update_fields=changed)
+        asked = set(study.demographics_fields or ()) & set(DEMOGRAPHIC_FIELDS)
+        answers = {
+            k: str(v)[:100] for k, v in (demographics or {}).items() if k in asked and v
+        }
+        if answers:
+            a = Annotator.objects.select_for_update().get(pk=annotator.pk)
+            a.demographics = {**a.demographics, **answers}
+            a.save(update_fields=["demographics"])
+            annotator.demographics = a.demographics
+    return p
+
+
+def annotator_join(
+    *,
+    study: Study,
+    token: str,
+    prolific_pid: str = "",
+    external_study_id: str = "",
+    external_session_id: str = "",
+    demographics: dict | None = None,
+) -> Annotator:
+    """Enter a study through its entry link, consenting to it.
+
+    An invite link makes a new pseudonymous annotator; a Prolific link finds the
+    annotator with that PID (so a return visit, even from another browser,
+    continues the same session) and makes them on the first visit.
+    """
+    study_invite_check(study=study, token=token)
+    if prolific_pid:
+        if len(prolific_pid) > 128:
+            raise InvalidInput("PROLIFIC_PID is too long.")
+        pid = {"source": "prolific", "external_id": prolific_pid}
+        annotator = annotator_by_external_id(**pid)
+        if annotator is None:
+            try:
+                annotator = annotator_create(**pid)
+            except IntegrityError:  # the same PID joining twice at once
+                annotator = annotator_by_external_id(**pid)
+    else:
+        annotator = annotator_create(source="invite")
+    participation_consent(
+        annotator=annotator,
+        study=study,
+        demographics=demographics,
+        external_study_id=external_study_id,
+        external_session_id=external_session_id,
+    )
+    return annotator
+
+
+def participation_start(*, participation: Participation) -> Participation:
+    """Mark that the annotator has read the instructions and begun (idempotent)."""
+    if participation.started_at is None:
+        Participation.objects.filter(pk=participation.pk, started_at=None).update(
+            started_at=timezone.now()
+        )
+        participation.refresh_from_db(fields=["started_at"])
+    return participation
+
+
+def annotator_may_get_more(*, annotator: Annotator, study: Study) -> bool:
+    """Whether images this annotator was never dealt still lack ratings: when a
+    claim came back empty below quota, they are leased by others right now and
+    may come back, so the annotator should wait rather than be finished."""
+    dealt = Assignment.objects.filter(image=OuterRef("pk"), annotator=annotator)
+    return (
+        Image.objects.filter(study=study, rating_count__lt=F("target_ratings"))
+        .exclude(Exists(dealt))
+        .exists()
+    )
+
+
+def annotator_progress(*, annotator: Annotator, study: Study) -> tuple[int, int]:
+    """(images rated, images this annotator can rate at most) in a study."""
+    rated = Rating.objects.filter(annotator=annotator, study=study).count()
+    pool = Image.objects.filter(study=study).count()
+    return rated, max(rated, min(study.quota_per_annotator, pool))
+
+
+def assignment_timed_out(*, assignment_id: int, annotator: Annotator) -> bool:
+    return Assignment.objects.filter(
+        pk=assignment_id, annotator=annotator, status=Assignment.Status.EXPIRED
+    ).exists()

@@ -21,4 +21,5 @@ urlpatterns = [
     # Media from Django storage. Behind a real web server or object storage in a
     # large deployment; served here so the embedded default needs nothing else.
     path("media/<path:path>", serve, {"document_root": settings.MEDIA_ROOT}),
+    path("", include("annotation.urls")),
 ]

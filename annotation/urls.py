@@ -1,0 +1,24 @@
+"""Web routes of the annotator UI (the API lives in ``annotation.api.urls``)."""
+
+from django.urls import path
+
+from . import views
+
+app_name = "annotation"
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("s/<slug:slug>/", views.rate, name="rate"),
+    path("s/<slug:slug>/join", views.join, name="join"),
+    path("s/<slug:slug>/consent", views.consent, name="consent"),
+    path("s/<slug:slug>/instructions", views.instructions, name="instructions"),
+    path("s/<slug:slug>/start", views.start, name="start"),
+    path("s/<slug:slug>/pause", views.pause, name="pause"),
+    path("s/<slug:slug>/done", views.done, name="done"),
+    path(
+        "s/<slug:slug>/a/<int:assignment_id>/rate",
+        views.rate_submit,
+        name="rate_submit",
+    ),
+    path("s/<slug:slug>/a/<int:assignment_id>/skip", views.skip, name="skip"),
+]
