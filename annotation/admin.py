@@ -6,8 +6,15 @@ from .models import Annotator, Assignment, Image, Participation, Rating, Study
 
 @admin.register(Study)
 class StudyAdmin(admin.ModelAdmin):
-    list_display = ["name", "slug", "status", "raters_per_image", "quota_per_annotator",
-                    "lease_seconds", "created_at"]
+    list_display = [
+        "name",
+        "slug",
+        "status",
+        "raters_per_image",
+        "quota_per_annotator",
+        "lease_seconds",
+        "created_at",
+    ]
     list_filter = ["status"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
@@ -16,13 +23,33 @@ class StudyAdmin(admin.ModelAdmin):
 
 @admin.register(Image)
 class ImageAdmin(admin.ModelAdmin):
-    list_display = ["id", "study", "domain", "rating_count", "lease_count", "open_slots",
-                    "target_ratings", "width", "height", "created_at"]
+    list_display = [
+        "id",
+        "study",
+        "domain",
+        "rating_count",
+        "lease_count",
+        "open_slots",
+        "target_ratings",
+        "width",
+        "height",
+        "created_at",
+    ]
     list_filter = ["study", "domain", "format"]
     search_fields = ["sha256", "prompt"]
     # Counters are owned by the assignment engine: never edited by hand.
-    readonly_fields = ["sha256", "width", "height", "format", "target_ratings",
-                       "rating_count", "lease_count", "open_slots", "shuffle", "created_at"]
+    readonly_fields = [
+        "sha256",
+        "width",
+        "height",
+        "format",
+        "target_ratings",
+        "rating_count",
+        "lease_count",
+        "open_slots",
+        "shuffle",
+        "created_at",
+    ]
     list_select_related = ["study"]
 
 
@@ -47,8 +74,11 @@ def _set_status(request, queryset, status):
         reopened += services.annotator_set_status(
             annotator=annotator, status=status, reason=f"admin action by {request.user}"
         )
-    messages.info(request, f"{queryset.count()} annotator(s) set to {status}; "
-                           f"{reopened} slot(s) reopened.")
+    messages.info(
+        request,
+        f"{queryset.count()} annotator(s) set to {status}; "
+        f"{reopened} slot(s) reopened.",
+    )
 
 
 @admin.register(Annotator)
@@ -66,17 +96,34 @@ class AnnotatorAdmin(admin.ModelAdmin):
 
 @admin.register(Participation)
 class ParticipationAdmin(admin.ModelAdmin):
-    list_display = ["annotator", "study", "consented_at", "started_at", "completed_at",
-                    "completion_code"]
+    list_display = [
+        "annotator",
+        "study",
+        "consented_at",
+        "started_at",
+        "completed_at",
+        "completion_code",
+    ]
     list_filter = ["study"]
-    search_fields = ["annotator__public_id", "annotator__external_id", "completion_code"]
+    search_fields = [
+        "annotator__public_id",
+        "annotator__external_id",
+        "completion_code",
+    ]
     list_select_related = ["annotator", "study"]
 
 
 @admin.register(Assignment)
 class AssignmentAdmin(admin.ModelAdmin):
-    list_display = ["id", "study", "image", "annotator", "status", "leased_at",
-                    "expires_at"]
+    list_display = [
+        "id",
+        "study",
+        "image",
+        "annotator",
+        "status",
+        "leased_at",
+        "expires_at",
+    ]
     list_filter = ["status", "study"]
     search_fields = ["annotator__public_id"]
     list_select_related = ["study", "annotator"]
@@ -85,8 +132,16 @@ class AssignmentAdmin(admin.ModelAdmin):
 
 @admin.register(Rating)
 class RatingAdmin(admin.ModelAdmin):
-    list_display = ["id", "study", "image", "annotator", "score", "time_on_item_ms",
-                    "is_valid", "created_at"]
+    list_display = [
+        "id",
+        "study",
+        "image",
+        "annotator",
+        "score",
+        "time_on_item_ms",
+        "is_valid",
+        "created_at",
+    ]
     list_filter = ["study", "is_valid", "score"]
     search_fields = ["annotator__public_id"]
     list_select_related = ["study", "annotator"]

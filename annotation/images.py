@@ -33,7 +33,9 @@ def image_inspect(*, data: bytes, name: str = "upload") -> InspectedImage:
         raise InvalidInput(f"{name}: the file is empty.")
     max_bytes = settings.PALATE_MAX_UPLOAD_BYTES
     if len(data) > max_bytes:
-        raise InvalidInput(f"{name}: {len(data)} bytes is over the {max_bytes}-byte limit.")
+        raise InvalidInput(
+            f"{name}: {len(data)} bytes is over the {max_bytes}-byte limit."
+        )
     max_pixels = settings.PALATE_MAX_IMAGE_PIXELS
     try:
         with warnings.catch_warnings():
@@ -55,7 +57,9 @@ def image_inspect(*, data: bytes, name: str = "upload") -> InspectedImage:
     except InvalidInput:
         raise
     except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning):
-        raise InvalidInput(f"{name}: the image is too large to decode safely.") from None
+        raise InvalidInput(
+            f"{name}: the image is too large to decode safely."
+        ) from None
     except Exception as exc:  # Pillow raises many types for bad files
         raise InvalidInput(f"{name}: not a readable image ({exc}).") from None
     return InspectedImage(

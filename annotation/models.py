@@ -47,7 +47,9 @@ class Study(models.Model):
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=80, unique=True)
     description = models.TextField(blank=True)
-    instructions = models.TextField(blank=True, help_text="Markdown, shown to annotators.")
+    instructions = models.TextField(
+        blank=True, help_text="Markdown, shown to annotators."
+    )
     consent_text = models.TextField(blank=True, help_text="Markdown; must be accepted.")
     scale_min = models.SmallIntegerField(default=1)
     scale_max = models.SmallIntegerField(default=7)
@@ -69,7 +71,7 @@ class Study(models.Model):
     demographics_fields = models.JSONField(
         default=list,
         blank=True,
-        help_text="Optional demographics asked on joining, e.g. ['age_range', 'country'].",
+        help_text="Demographics asked on joining, e.g. ['age_range', 'country'].",
     )
     status = models.CharField(max_length=10, choices=Status, default=Status.DRAFT)
     created_by = models.ForeignKey(
@@ -144,15 +146,15 @@ class Image(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["study", "sha256"], name="image_unique_sha"),
+            models.UniqueConstraint(
+                fields=["study", "sha256"], name="image_unique_sha"
+            ),
             models.CheckConstraint(
                 condition=Q(rating_count__gte=0) & Q(lease_count__gte=0),
                 name="image_counts_nonnegative",
             ),
             models.CheckConstraint(
-                condition=Q(
-                    rating_count__lte=F("target_ratings") - F("lease_count")
-                ),
+                condition=Q(rating_count__lte=F("target_ratings") - F("lease_count")),
                 name="image_never_over_target",
             ),
         ]
@@ -213,7 +215,9 @@ class Participation(models.Model):
     annotator = models.ForeignKey(
         Annotator, on_delete=models.CASCADE, related_name="participations"
     )
-    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="participations")
+    study = models.ForeignKey(
+        Study, on_delete=models.CASCADE, related_name="participations"
+    )
     consented_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
@@ -241,7 +245,9 @@ class Assignment(models.Model):
         EXPIRED = "expired", "Expired"
 
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="+")
-    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="assignments")
+    image = models.ForeignKey(
+        Image, on_delete=models.CASCADE, related_name="assignments"
+    )
     annotator = models.ForeignKey(
         Annotator, on_delete=models.CASCADE, related_name="assignments"
     )
@@ -290,10 +296,15 @@ class Rating(models.Model):
         Annotator, on_delete=models.CASCADE, related_name="ratings"
     )
     assignment = models.OneToOneField(
-        Assignment, null=True, blank=True, on_delete=models.SET_NULL, related_name="rating"
+        Assignment,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="rating",
     )
-    score = models.SmallIntegerField(validators=[MinValueValidator(-100),
-                                                 MaxValueValidator(100)])
+    score = models.SmallIntegerField(
+        validators=[MinValueValidator(-100), MaxValueValidator(100)]
+    )
     # Lease to submit, measured by the server (client clocks are not trusted).
     time_on_item_ms = models.PositiveIntegerField(null=True, blank=True)
     # False once the annotator is excluded; such ratings no longer fill a slot.
@@ -302,12 +313,17 @@ class Rating(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["image", "annotator"], name="rating_unique_pair"),
+            models.UniqueConstraint(
+                fields=["image", "annotator"], name="rating_unique_pair"
+            ),
             models.CheckConstraint(
-                condition=Q(score__gte=-100) & Q(score__lte=100), name="rating_score_range"
+                condition=Q(score__gte=-100) & Q(score__lte=100),
+                name="rating_score_range",
             ),
         ]
-        indexes = [models.Index(fields=["annotator", "study"], name="rating_by_annotator")]
+        indexes = [
+            models.Index(fields=["annotator", "study"], name="rating_by_annotator")
+        ]
 
     def __str__(self) -> str:
         return f"{self.annotator} → {self.image_id}: {self.score}"

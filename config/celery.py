@@ -1,4 +1,4 @@
-"""The Celery app. Workers: ``celery -A config worker``; beat: ``celery -A config beat``."""
+"""The Celery app: ``celery -A config worker`` and ``celery -A config beat``."""
 
 import os
 

@@ -8,9 +8,11 @@ def pytest_collection_modifyitems(config, items):
     on_sqlite = connection.vendor == "sqlite"
     for item in items:
         if on_sqlite and "postgres" in item.keywords:
-            item.add_marker(pytest.mark.skip(
-                reason="needs PostgreSQL: set DATABASE_URL (make test does when it runs)"
-            ))
+            item.add_marker(
+                pytest.mark.skip(
+                    reason="needs PostgreSQL: set DATABASE_URL (make test does)"
+                )
+            )
         if not on_sqlite and "sqlite_only" in item.keywords:
             item.add_marker(pytest.mark.skip(reason="SQLite-only test"))
 

@@ -44,7 +44,11 @@ class AnnotatorFactory(factory.django.DjangoModelFactory):
 
 def make_images(study: Study, n: int, start: int = 0) -> list:
     return [
-        services.image_create(study=study, data=png_bytes(10_000 + start + i),
-                              filename=f"img{start + i}.png", domain="art")
+        services.image_create(
+            study=study,
+            data=png_bytes(10_000 + start + i),
+            filename=f"img{start + i}.png",
+            domain="art",
+        )
         for i in range(n)
     ]

@@ -8,5 +8,7 @@ from annotation.exceptions import PalateError
 
 def exception_handler(exc, context):
     if isinstance(exc, PalateError):
-        return Response({"detail": exc.message, "code": exc.code}, status=exc.http_status)
+        return Response(
+            {"detail": exc.message, "code": exc.code}, status=exc.http_status
+        )
     return drf_exception_handler(exc, context)

@@ -9,10 +9,24 @@ class StudySerializer(serializers.ModelSerializer):
     class Meta:
         model = Study
         fields = [
-            "id", "name", "slug", "description", "instructions", "consent_text",
-            "scale_min", "scale_max", "scale_labels", "raters_per_image",
-            "quota_per_annotator", "lease_seconds", "completion_url", "completion_code",
-            "demographics_fields", "status", "created_at", "image_count",
+            "id",
+            "name",
+            "slug",
+            "description",
+            "instructions",
+            "consent_text",
+            "scale_min",
+            "scale_max",
+            "scale_labels",
+            "raters_per_image",
+            "quota_per_annotator",
+            "lease_seconds",
+            "completion_url",
+            "completion_code",
+            "demographics_fields",
+            "status",
+            "created_at",
+            "image_count",
         ]
         read_only_fields = ["id", "created_at", "image_count"]
 
@@ -22,8 +36,16 @@ class StudyPublicSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Study
-        fields = ["id", "name", "slug", "instructions", "scale_min", "scale_max",
-                  "scale_labels", "status"]
+        fields = [
+            "id",
+            "name",
+            "slug",
+            "instructions",
+            "scale_min",
+            "scale_max",
+            "scale_labels",
+            "status",
+        ]
 
 
 class ImageSerializer(serializers.ModelSerializer):
@@ -31,9 +53,23 @@ class ImageSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Image
-        fields = ["id", "study", "url", "sha256", "width", "height", "format", "prompt",
-                  "domain", "provenance", "target_ratings", "rating_count", "lease_count",
-                  "open_slots", "created_at"]
+        fields = [
+            "id",
+            "study",
+            "url",
+            "sha256",
+            "width",
+            "height",
+            "format",
+            "prompt",
+            "domain",
+            "provenance",
+            "target_ratings",
+            "rating_count",
+            "lease_count",
+            "open_slots",
+            "created_at",
+        ]
 
     def get_url(self, image) -> str:
         request = self.context.get("request")
@@ -44,8 +80,9 @@ class ImageSerializer(serializers.ModelSerializer):
 class ImageUploadSerializer(serializers.Serializer):
     file = serializers.FileField()
     prompt = serializers.CharField(required=False, allow_blank=True, default="")
-    domain = serializers.CharField(required=False, allow_blank=True, default="",
-                                   max_length=60)
+    domain = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=60
+    )
     provenance = serializers.JSONField(required=False, default=dict)
 
 
@@ -56,8 +93,17 @@ class AssignmentSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Assignment
-        fields = ["id", "study", "image", "image_url", "image_width", "image_height",
-                  "status", "leased_at", "expires_at"]
+        fields = [
+            "id",
+            "study",
+            "image",
+            "image_url",
+            "image_width",
+            "image_height",
+            "status",
+            "leased_at",
+            "expires_at",
+        ]
 
     def get_image_url(self, assignment) -> str:
         request = self.context.get("request")
@@ -72,8 +118,15 @@ class RatingInputSerializer(serializers.Serializer):
 class RatingSerializer(serializers.ModelSerializer):
     class Meta:
         model = Rating
-        fields = ["id", "study", "image", "assignment", "score", "time_on_item_ms",
-                  "created_at"]
+        fields = [
+            "id",
+            "study",
+            "image",
+            "assignment",
+            "score",
+            "time_on_item_ms",
+            "created_at",
+        ]
 
 
 class ProgressSerializer(serializers.Serializer):

@@ -5,10 +5,18 @@ from . import views
 urlpatterns = [
     path("studies/", views.study_list, name="api-study-list"),
     path("studies/<int:study_id>/images/", views.image_upload, name="api-image-upload"),
-    path("studies/<int:study_id>/assignments/next/", views.assignment_next,
-         name="api-assignment-next"),
+    path(
+        "studies/<int:study_id>/assignments/next/",
+        views.assignment_next,
+        name="api-assignment-next",
+    ),
     path("studies/<int:study_id>/progress/", views.study_progress, name="api-progress"),
-    path("assignments/<int:assignment_id>/rating/", views.rating_create,
-         name="api-rating"),
-    path("assignments/<int:assignment_id>/skip/", views.assignment_skip, name="api-skip"),
+    path(
+        "assignments/<int:assignment_id>/rating/",
+        views.rating_create,
+        name="api-rating",
+    ),
+    path(
+        "assignments/<int:assignment_id>/skip/", views.assignment_skip, name="api-skip"
+    ),
 ]

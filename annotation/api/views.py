@@ -29,7 +29,9 @@ from .serializers import (
 
 
 @extend_schema(methods=["GET"], responses=StudySerializer(many=True))
-@extend_schema(methods=["POST"], request=StudySerializer, responses={201: StudySerializer})
+@extend_schema(
+    methods=["POST"], request=StudySerializer, responses={201: StudySerializer}
+)
 @api_view(["GET", "POST"])
 @permission_classes([IsAuthenticated])
 def study_list(request: Request) -> Response:
@@ -38,8 +40,10 @@ def study_list(request: Request) -> Response:
         cls = StudySerializer if request.user.is_staff else StudyPublicSerializer
         return Response(cls(studies, many=True).data)
     if not request.user.is_staff:
-        return Response({"detail": "Only staff can create studies.", "code": "forbidden"},
-                        status=status.HTTP_403_FORBIDDEN)
+        return Response(
+            {"detail": "Only staff can create studies.", "code": "forbidden"},
+            status=status.HTTP_403_FORBIDDEN,
+        )
     serializer = StudySerializer(data=request.data)
     serializer.is_valid(raise_exception=True)
     data = dict(serializer.validated_data)
@@ -49,8 +53,10 @@ def study_list(request: Request) -> Response:
     return Response(StudySerializer(study).data, status=status.HTTP_201_CREATED)
 
 
-@extend_schema(request={"multipart/form-data": ImageUploadSerializer},
-               responses={201: ImageSerializer})
+@extend_schema(
+    request={"multipart/form-data": ImageUploadSerializer},
+    responses={201: ImageSerializer},
+)
 @api_view(["POST"])
 @permission_classes([IsAdminUser])
 @parser_classes([MultiPartParser, FormParser])
@@ -67,14 +73,19 @@ def image_upload(request: Request, study_id: int) -> Response:
         domain=serializer.validated_data["domain"],
         provenance=serializer.validated_data["provenance"],
     )
-    return Response(ImageSerializer(image, context={"request": request}).data,
-                    status=status.HTTP_201_CREATED)
+    return Response(
+        ImageSerializer(image, context={"request": request}).data,
+        status=status.HTTP_201_CREATED,
+    )
 
 
-@extend_schema(request=None, responses={
-    200: AssignmentSerializer,
-    204: OpenApiResponse(description="Nothing left for this annotator."),
-})
+@extend_schema(
+    request=None,
+    responses={
+        200: AssignmentSerializer,
+        204: OpenApiResponse(description="Nothing left for this annotator."),
+    },
+)
 @api_view(["POST"])
 @permission_classes([IsAuthenticated])
 def assignment_next(request: Request, study_id: int) -> Response:
@@ -86,10 +97,14 @@ def assignment_next(request: Request, study_id: int) -> Response:
     return Response(AssignmentSerializer(leases[0], context={"request": request}).data)
 
 
-@extend_schema(request=RatingInputSerializer, responses={
-    201: RatingSerializer, 200: RatingSerializer,
-    409: OpenApiResponse(description="Rated differently before, skipped, or full."),
-})
+@extend_schema(
+    request=RatingInputSerializer,
+    responses={
+        201: RatingSerializer,
+        200: RatingSerializer,
+        409: OpenApiResponse(description="Rated differently before, skipped, or full."),
+    },
+)
 @api_view(["POST"])
 @permission_classes([IsAuthenticated])
 @parser_classes([JSONParser, FormParser])
@@ -98,11 +113,14 @@ def rating_create(request: Request, assignment_id: int) -> Response:
     serializer.is_valid(raise_exception=True)
     annotator = services.annotator_for_user(request.user)
     rating, created = services.rating_submit(
-        assignment_id=assignment_id, annotator=annotator,
+        assignment_id=assignment_id,
+        annotator=annotator,
         score=serializer.validated_data["score"],
     )
-    return Response(RatingSerializer(rating).data,
-                    status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+    return Response(
+        RatingSerializer(rating).data,
+        status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+    )
 
 
 @extend_schema(request=None, responses={200: AssignmentSerializer})
@@ -110,7 +128,9 @@ def rating_create(request: Request, assignment_id: int) -> Response:
 @permission_classes([IsAuthenticated])
 def assignment_skip(request: Request, assignment_id: int) -> Response:
     annotator = services.annotator_for_user(request.user)
-    assignment = services.assignment_skip(assignment_id=assignment_id, annotator=annotator)
+    assignment = services.assignment_skip(
+        assignment_id=assignment_id, annotator=annotator
+    )
     return Response(AssignmentSerializer(assignment, context={"request": request}).data)
 
 

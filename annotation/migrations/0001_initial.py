@@ -81,7 +81,7 @@ class Migration(migrations.Migration):
                 ('completion_url', models.URLField(blank=True, max_length=500)),
                 ('completion_code', models.CharField(blank=True, max_length=64)),
                 ('invite_token', models.CharField(default=annotation.models._token, max_length=64, unique=True)),
-                ('demographics_fields', models.JSONField(blank=True, default=list, help_text="Optional demographics asked on joining, e.g. ['age_range', 'country'].")),
+                ('demographics_fields', models.JSONField(blank=True, default=list, help_text="Demographics asked on joining, e.g. ['age_range', 'country'].")),
                 ('status', models.CharField(choices=[('draft', 'Draft'), ('open', 'Open'), ('closed', 'Closed')], default='draft', max_length=10)),
                 ('created_at', models.DateTimeField(auto_now_add=True)),
                 ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL)),

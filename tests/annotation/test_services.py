@@ -105,8 +105,9 @@ def test_database_refuses_a_second_rating_of_the_same_pair(study, annotator):
     make_images(study, 1)
     a = rate(annotator, study)
     with pytest.raises(IntegrityError), transaction.atomic():
-        Rating.objects.create(study=study, image_id=a.image_id, annotator=annotator,
-                              score=1)
+        Rating.objects.create(
+            study=study, image_id=a.image_id, annotator=annotator, score=1
+        )
 
 
 def test_annotator_never_rates_an_image_twice(study, annotator):
@@ -119,8 +120,12 @@ def test_annotator_never_rates_an_image_twice(study, annotator):
 def test_same_score_again_is_a_no_op_and_another_score_conflicts(study, annotator):
     make_images(study, 2)
     a = claim(annotator, study)
-    r1, created1 = services.rating_submit(assignment_id=a.pk, annotator=annotator, score=5)
-    r2, created2 = services.rating_submit(assignment_id=a.pk, annotator=annotator, score=5)
+    r1, created1 = services.rating_submit(
+        assignment_id=a.pk, annotator=annotator, score=5
+    )
+    r2, created2 = services.rating_submit(
+        assignment_id=a.pk, annotator=annotator, score=5
+    )
     assert (created1, created2, r1.pk) == (True, False, r2.pk)
     with pytest.raises(Conflict, match="already rated this image 5"):
         services.rating_submit(assignment_id=a.pk, annotator=annotator, score=2)
@@ -221,8 +226,9 @@ def test_expired_lease_returns_its_slot_on_the_next_claim(study):
     # Fill the image with others after the lease ran out; their claims sweep it.
     for _ in range(3):
         b = claim(AnnotatorFactory(), study, now=later)
-        services.rating_submit(assignment_id=b.pk, annotator=b.annotator, score=3,
-                               now=later)
+        services.rating_submit(
+            assignment_id=b.pk, annotator=b.annotator, score=3, now=later
+        )
     a.refresh_from_db()
     assert a.status == Assignment.Status.EXPIRED
     image = Image.objects.get()
@@ -239,8 +245,9 @@ def test_expired_lease_is_accepted_while_the_image_has_room(study, annotator):
     later = now + timedelta(seconds=study.lease_seconds + 1)
     assert services.lease_expire(now=later) == 1
     assert services.lease_expire(now=later) == 0  # idempotent
-    rating, created = services.rating_submit(assignment_id=a.pk, annotator=annotator,
-                                             score=6, now=later)
+    rating, created = services.rating_submit(
+        assignment_id=a.pk, annotator=annotator, score=6, now=later
+    )
     assert created and rating.time_on_item_ms >= study.lease_seconds * 1000
     image = Image.objects.get()
     assert (image.rating_count, image.lease_count) == (1, 0)
@@ -251,8 +258,9 @@ def test_overdue_but_unswept_lease_keeps_its_slot(study, annotator):
     now = timezone.now()
     a = claim(annotator, study, now=now)
     later = now + timedelta(hours=1)
-    _, created = services.rating_submit(assignment_id=a.pk, annotator=annotator,
-                                        score=2, now=later)
+    _, created = services.rating_submit(
+        assignment_id=a.pk, annotator=annotator, score=2, now=later
+    )
     assert created
     image = Image.objects.get()
     assert (image.rating_count, image.lease_count) == (1, 0)
@@ -293,4 +301,7 @@ def test_sweep_task_expires_every_overdue_lease(study, settings):
 def test_participation_completion_code_is_stable(study, annotator):
     p = services.participation_get(annotator=annotator, study=study)
     code = services.participation_complete(participation=p).completion_code
-    assert code and services.participation_complete(participation=p).completion_code == code
+    assert (
+        code
+        and services.participation_complete(participation=p).completion_code == code
+    )

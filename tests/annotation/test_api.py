@@ -1,0 +1,205 @@
+"""REST API v1: status codes, permissions and query counts of the hot endpoints."""
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from annotation import services
+from annotation.models import Image, Rating
+from tests.factories import AnnotatorFactory, StudyFactory, make_images, png_bytes
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def api_for():
+    def make(user):
+        client = APIClient()
+        token, _ = Token.objects.get_or_create(user=user)
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+        return client
+
+    return make
+
+
+@pytest.fixture
+def staff_api(api_for, staff_user):
+    return api_for(staff_user)
+
+
+def next_url(study):
+    return f"/api/v1/studies/{study.pk}/assignments/next/"
+
+
+def test_anonymous_requests_are_refused(study):
+    assert APIClient().post(next_url(study)).status_code in (401, 403)
+    assert APIClient().get("/api/v1/studies/").status_code in (401, 403)
+
+
+def test_claim_rate_repeat_conflict_cycle(api_for, study, annotator):
+    make_images(study, 2)
+    api = api_for(annotator.user)
+    r = api.post(next_url(study))
+    assert r.status_code == 200
+    body = r.json()
+    assert body["image_url"].endswith(".png") and body["status"] == "leased"
+    assert api.post(next_url(study)).json()["id"] == body["id"]  # same lease on retry
+    url = f"/api/v1/assignments/{body['id']}/rating/"
+    assert api.post(url, {"score": 5}, format="json").status_code == 201
+    assert api.post(url, {"score": 5}, format="json").status_code == 200
+    r = api.post(url, {"score": 6}, format="json")
+    assert r.status_code == 409 and "already rated" in r.json()["detail"]
+    assert Rating.objects.get().score == 5
+
+
+def test_bad_scores_get_400_and_change_nothing(api_for, study, annotator):
+    make_images(study, 1)
+    api = api_for(annotator.user)
+    a = api.post(next_url(study)).json()
+    url = f"/api/v1/assignments/{a['id']}/rating/"
+    for payload in ({"score": 99}, {"score": "nice"}, {}):
+        r = api.post(url, payload, format="json")
+        assert r.status_code == 400, payload
+        assert r.json()
+    assert not Rating.objects.exists()
+
+
+def test_204_when_nothing_is_left(api_for, study, annotator):
+    make_images(study, 1)
+    api = api_for(annotator.user)
+    a = api.post(next_url(study)).json()
+    assert api.post(f"/api/v1/assignments/{a['id']}/skip/").status_code == 200
+    assert api.post(next_url(study)).status_code == 204
+
+
+def test_cannot_rate_an_image_through_someone_elses_assignment(api_for, study):
+    make_images(study, 1)
+    owner, intruder = AnnotatorFactory(), AnnotatorFactory()
+    a = api_for(owner.user).post(next_url(study)).json()
+    r = api_for(intruder.user).post(
+        f"/api/v1/assignments/{a['id']}/rating/", {"score": 3}, format="json"
+    )
+    assert r.status_code == 404
+    assert not Rating.objects.exists()
+
+
+def test_paused_annotator_gets_403_with_message(api_for, study, annotator):
+    make_images(study, 1)
+    services.annotator_set_status(annotator=annotator, status="paused")
+    r = api_for(annotator.user).post(next_url(study))
+    assert r.status_code == 403
+    assert "paused" in r.json()["detail"]
+
+
+def test_closed_study_gets_403(api_for, annotator):
+    study = StudyFactory(status="closed")
+    make_images(study, 1)
+    r = api_for(annotator.user).post(next_url(study))
+    assert r.status_code == 403 and r.json()["code"] == "study_not_open"
+
+
+def test_annotators_see_only_their_studies_staff_see_all(api_for, staff_api, study):
+    other = StudyFactory()
+    annotator = AnnotatorFactory()
+    make_images(study, 1)
+    api = api_for(annotator.user)
+    assert api.get("/api/v1/studies/").json() == []
+    api.post(next_url(study))
+    listed = api.get("/api/v1/studies/").json()
+    assert [s["id"] for s in listed] == [study.pk]
+    assert "completion_code" not in listed[0]
+    assert {s["id"] for s in staff_api.get("/api/v1/studies/").json()} >= {
+        study.pk,
+        other.pk,
+    }
+
+
+def test_only_staff_create_studies_and_bad_input_is_explained(
+    api_for, staff_api, annotator
+):
+    payload = {"name": "Cats", "slug": "cats", "raters_per_image": 15}
+    assert (
+        api_for(annotator.user)
+        .post("/api/v1/studies/", payload, format="json")
+        .status_code
+        == 403
+    )
+    r = staff_api.post("/api/v1/studies/", payload, format="json")
+    assert r.status_code == 201 and r.json()["raters_per_image"] == 15
+    r = staff_api.post(
+        "/api/v1/studies/",
+        {"name": "Bad", "slug": "bad", "scale_min": 5, "scale_max": 2},
+        format="json",
+    )
+    assert r.status_code == 400 and "scale_min" in r.json()["detail"]
+
+
+def test_upload_accepts_images_and_refuses_the_rest(
+    staff_api, api_for, study, annotator
+):
+    url = f"/api/v1/studies/{study.pk}/images/"
+    data = png_bytes(1)
+    r = staff_api.post(
+        url,
+        {"file": SimpleUploadedFile("a.png", data), "prompt": "a cat", "domain": "art"},
+        format="multipart",
+    )
+    assert r.status_code == 201, r.json()
+    assert r.json()["open_slots"] == study.raters_per_image
+    r = staff_api.post(
+        url, {"file": SimpleUploadedFile("b.png", data)}, format="multipart"
+    )
+    assert r.status_code == 400 and "already in study" in r.json()["detail"]
+    r = staff_api.post(
+        url, {"file": SimpleUploadedFile("c.png", b"not an image")}, format="multipart"
+    )
+    assert r.status_code == 400 and "not a readable image" in r.json()["detail"]
+    r = api_for(annotator.user).post(
+        url, {"file": SimpleUploadedFile("d.png", png_bytes(2))}, format="multipart"
+    )
+    assert r.status_code == 403
+    assert Image.objects.count() == 1
+
+
+def test_progress_counts_images_by_valid_ratings(staff_api, study, api_for):
+    make_images(study, 2)
+    for _ in range(2):
+        annotator = AnnotatorFactory()
+        a = services.assignment_claim(annotator=annotator, study=study)[0]
+        services.rating_submit(assignment_id=a.pk, annotator=annotator, score=3)
+    body = staff_api.get(f"/api/v1/studies/{study.pk}/progress/").json()
+    assert body["ratings"] == 2 and body["images"] == 2
+    assert body["images_by_rating_count"] == {"0": 1, "1": 0, "2": 1, "3": 0}
+    assert body["ratings_last_hour"] == 2
+    assert (
+        api_for(AnnotatorFactory().user)
+        .get(f"/api/v1/studies/{study.pk}/progress/")
+        .status_code
+        == 403
+    )
+
+
+def test_schema_and_docs_are_served(staff_api, client, staff_user):
+    r = staff_api.get("/api/v1/schema/")
+    assert r.status_code == 200
+    assert b"/api/v1/assignments/{assignment_id}/rating/" in r.content
+    client.force_login(staff_user)
+    docs = client.get("/api/v1/docs/")
+    assert docs.status_code == 200 and b"cdn" not in docs.content.lower()
+
+
+def test_claim_and_submit_query_counts(
+    api_for, study, annotator, django_assert_max_num_queries
+):
+    make_images(study, 3)
+    api = api_for(annotator.user)
+    api.post(next_url(study))  # warm: participation exists
+    a = services.assignment_claim(annotator=annotator, study=study)[0]
+    services.rating_submit(assignment_id=a.pk, annotator=annotator, score=3)
+    # token, study, annotator, expiry probe, participation lock, live leases, quota
+    # count, fill level, pick, slot update, insert (+ savepoint pair)
+    with django_assert_max_num_queries(13):
+        a = api.post(next_url(study)).json()
+    with django_assert_max_num_queries(9):
+        api.post(f"/api/v1/assignments/{a['id']}/rating/", {"score": 4}, format="json")
