@@ -189,6 +189,13 @@ CELERY_TIMEZONE = TIME_ZONE
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TASK_DEFAULT_QUEUE = "default"
+# GPU work gets its own queue so GPU workers can run elsewhere: celery -A config
+# worker -Q gpu -c 1 on each GPU machine.
+CELERY_TASK_ROUTES = {
+    "generation.generate_diffusers": {
+        "queue": os.environ.get("GENERATION_GPU_QUEUE", "gpu")
+    },
+}
 CELERY_BEAT_SCHEDULE = {
     "sweep-expired-leases": {
         "task": "annotation.sweep_expired_leases",
@@ -199,7 +206,9 @@ CELERY_BEAT_SCHEDULE = {
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}
+    },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
@@ -208,4 +217,6 @@ LOGGING = {
 # --- Palate -------------------------------------------------------------------
 # Largest image accepted, in pixels (decompression-bomb guard).
 PALATE_MAX_IMAGE_PIXELS = int(os.environ.get("PALATE_MAX_IMAGE_PIXELS", 40_000_000))
-PALATE_MAX_UPLOAD_BYTES = int(os.environ.get("PALATE_MAX_UPLOAD_BYTES", 50 * 1024 * 1024))
+PALATE_MAX_UPLOAD_BYTES = int(
+    os.environ.get("PALATE_MAX_UPLOAD_BYTES", 50 * 1024 * 1024)
+)
