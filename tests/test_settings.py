@@ -1,0 +1,59 @@
+"""Settings: production passes Django's deploy checks; the web process stays small."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(code_or_args, **env):
+    full_env = {**os.environ, **env}
+    args = code_or_args if isinstance(code_or_args, list) else ["-c", code_or_args]
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_production_settings_pass_check_deploy(tmp_path):
+    result = run(
+        ["manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        DJANGO_SETTINGS_MODULE="config.settings.production",
+        DJANGO_SECRET_KEY="x" * 64 + "-a-long-random-production-secret",
+        DATABASE_URL="postgres://postgres@127.0.0.1:5432/palate",
+        PALATE_DATA_DIR=str(tmp_path),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_production_refuses_to_start_without_a_secret(tmp_path):
+    result = run(
+        ["manage.py", "check"],
+        DJANGO_SETTINGS_MODULE="config.settings.production",
+        DJANGO_SECRET_KEY="",
+        DATABASE_URL="postgres://postgres@127.0.0.1:5432/palate",
+        PALATE_DATA_DIR=str(tmp_path),
+    )
+    assert result.returncode != 0 and "DJANGO_SECRET_KEY" in result.stderr
+
+
+def test_web_process_does_not_import_torch(tmp_path):
+    code = (
+        "import django, sys; django.setup(); import config.urls;"
+        "from django.test import Client; Client().get('/api/v1/schema/');"
+        "heavy = ('torch', 'open_clip', 'diffusers');"
+        "print(sorted(m for m in heavy if m in sys.modules))"
+    )
+    result = run(
+        code,
+        DJANGO_SETTINGS_MODULE="config.settings.test",
+        PALATE_DATA_DIR=str(tmp_path),
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("[]"), result.stdout
