@@ -10,6 +10,7 @@ from drf_spectacular.views import (
 
 api_v1 = [
     path("", include("annotation.api.urls")),
+    path("", include("rewardmodel.api.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),

@@ -1,0 +1,177 @@
+from django.contrib import admin, messages
+
+from annotation.exceptions import PalateError
+
+from . import services
+from .models import (
+    AnnotatorMetric,
+    Embedding,
+    ExternalItem,
+    ExternalSource,
+    ModelVersion,
+    TrainingRun,
+    VersionEvent,
+)
+
+
+@admin.register(TrainingRun)
+class TrainingRunAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "status",
+        "stage",
+        "progress",
+        "trigger",
+        "promote",
+        "study",
+        "created_at",
+        "finished_at",
+    ]
+    list_filter = ["status", "trigger"]
+    readonly_fields = [
+        "status",
+        "progress",
+        "stage",
+        "error",
+        "log",
+        "last_rating_id",
+        "created_at",
+        "started_at",
+        "heartbeat_at",
+        "finished_at",
+        "created_by",
+    ]
+    actions = ["start_training"]
+
+    @admin.action(description="Start a new training run (like the nightly one)")
+    def start_training(self, request, queryset):
+        try:
+            run = services.training_run_enqueue(
+                trigger=TrainingRun.Trigger.ADMIN, user=request.user
+            )
+        except PalateError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+            return
+        self.message_user(request, f"Training run #{run.pk} queued.")
+
+
+class VersionEventInline(admin.TabularInline):
+    model = VersionEvent
+    fk_name = "version"
+    extra = 0
+    can_delete = False
+    readonly_fields = ["action", "reason", "previous", "user", "created_at"]
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "is_active",
+        "status",
+        "primary_metric",
+        "backbone",
+        "weights_loaded",
+        "created_at",
+        "promotion_reason",
+    ]
+    list_filter = ["status", "backbone", "weights_loaded"]
+    readonly_fields = [f.name for f in ModelVersion._meta.fields]
+    inlines = [VersionEventInline]
+    actions = ["promote", "force_promote", "rollback"]
+
+    def _one(self, request, queryset):
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one version.", messages.ERROR)
+            return None
+        return queryset.get()
+
+    @admin.action(description="Promote if at least as good as the active version")
+    def promote(self, request, queryset):
+        version = self._one(request, queryset)
+        if version is None:
+            return
+        done = services.model_version_promote(
+            version=version, user=request.user, reason="admin action"
+        )
+        version.refresh_from_db()
+        self.message_user(
+            request,
+            version.promotion_reason,
+            messages.SUCCESS if done else messages.WARNING,
+        )
+
+    @admin.action(description="Force-promote (ignore the metric)")
+    def force_promote(self, request, queryset):
+        version = self._one(request, queryset)
+        if version is None:
+            return
+        services.model_version_promote(
+            version=version, force=True, user=request.user, reason="admin action"
+        )
+        self.message_user(request, f"v{version.pk} is now active.")
+
+    @admin.action(description="Roll back to this version")
+    def rollback(self, request, queryset):
+        version = self._one(request, queryset)
+        if version is None:
+            return
+        try:
+            services.model_version_rollback(
+                version=version, user=request.user, reason="admin action"
+            )
+        except PalateError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+            return
+        self.message_user(request, f"Rolled back: v{version.pk} is active.")
+
+
+@admin.register(AnnotatorMetric)
+class AnnotatorMetricAdmin(admin.ModelAdmin):
+    list_display = [
+        "version",
+        "annotator",
+        "split",
+        "k",
+        "n_test",
+        "pairwise_accuracy",
+        "spearman",
+        "mae",
+    ]
+    list_filter = ["split", "k", "version"]
+    readonly_fields = [f.name for f in AnnotatorMetric._meta.fields]
+
+
+@admin.register(Embedding)
+class EmbeddingAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "image",
+        "external_item",
+        "backbone",
+        "dim",
+        "weights_loaded",
+        "created_at",
+    ]
+    list_filter = ["backbone", "weights_loaded"]
+    readonly_fields = [f.name for f in Embedding._meta.fields]
+
+
+@admin.register(ExternalSource)
+class ExternalSourceAdmin(admin.ModelAdmin):
+    list_display = [
+        "name",
+        "kind",
+        "study",
+        "scale_min",
+        "scale_max",
+        "weight",
+        "created_at",
+    ]
+
+
+@admin.register(ExternalItem)
+class ExternalItemAdmin(admin.ModelAdmin):
+    list_display = ["id", "source", "key", "image", "path"]
+    list_filter = ["source"]
+    search_fields = ["key", "path"]

@@ -1,0 +1,97 @@
+"""REST API for the reward model (staff only). Views parse input and call the
+services; nothing here imports torch (``inference`` does so lazily on a predict)."""
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.decorators import api_view, permission_classes
+from rest_framework.permissions import IsAdminUser
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from annotation.models import Study
+
+from .. import selectors, services
+from ..models import ModelVersion, TrainingRun
+from .serializers import (
+    AnnotatorMetricSerializer,
+    ModelVersionSerializer,
+    PredictRequestSerializer,
+    PredictResponseSerializer,
+    TrainingRequestSerializer,
+    TrainingRunSerializer,
+)
+
+
+@extend_schema(
+    request=TrainingRequestSerializer, responses={201: TrainingRunSerializer}
+)
+@api_view(["POST"])
+@permission_classes([IsAdminUser])
+def training_create(request: Request) -> Response:
+    ser = TrainingRequestSerializer(data=request.data)
+    ser.is_valid(raise_exception=True)
+    data = ser.validated_data
+    study = get_object_or_404(Study, pk=data["study"]) if data.get("study") else None
+    run = services.training_run_enqueue(
+        study=study,
+        trigger=TrainingRun.Trigger.API,
+        promote=data["promote"],
+        config=data["config"],
+        user=request.user,
+    )
+    return Response(TrainingRunSerializer(run).data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema(responses=TrainingRunSerializer)
+@api_view(["GET"])
+@permission_classes([IsAdminUser])
+def training_detail(request: Request, run_id: int) -> Response:
+    run = get_object_or_404(selectors.training_run_list(), pk=run_id)
+    return Response(TrainingRunSerializer(run).data)
+
+
+@extend_schema(responses=ModelVersionSerializer(many=True))
+@api_view(["GET"])
+@permission_classes([IsAdminUser])
+def version_list(request: Request) -> Response:
+    return Response(ModelVersionSerializer(selectors.version_list(), many=True).data)
+
+
+@extend_schema(responses=AnnotatorMetricSerializer(many=True))
+@api_view(["GET"])
+@permission_classes([IsAdminUser])
+def version_annotators(request: Request, version_id: int) -> Response:
+    version = get_object_or_404(ModelVersion, pk=version_id)
+    rows = selectors.annotator_metrics(
+        version=version, split=request.query_params.get("split")
+    )
+    return Response(AnnotatorMetricSerializer(rows, many=True).data)
+
+
+@extend_schema(request=PredictRequestSerializer, responses=PredictResponseSerializer)
+@api_view(["POST"])
+@permission_classes([IsAdminUser])
+def predict(request: Request) -> Response:
+    from .. import inference
+
+    ser = PredictRequestSerializer(data=request.data)
+    ser.is_valid(raise_exception=True)
+    data = ser.validated_data
+    annotator = inference.annotator_get(data["annotator"])
+    version = (
+        get_object_or_404(ModelVersion, pk=data["version"])
+        if data.get("version")
+        else None
+    )
+    result = inference.predict(
+        annotator=annotator, image_ids=data["images"], version=version
+    )
+    ranking = sorted(result["scores"], key=lambda i: -result["scores"][i])
+    return Response(
+        {
+            **result,
+            "scores": {str(k): v for k, v in result["scores"].items()},
+            "ranking": ranking,
+        }
+    )

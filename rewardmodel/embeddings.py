@@ -1,0 +1,170 @@
+"""The embedding cache: one float16 vector per (image, backbone), computed once.
+
+Computation is incremental (only rows missing for this backbone are embedded) and
+idempotent (rows are inserted with ``ignore_conflicts`` against the unique
+constraint, so two workers racing on the same image store it once).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+
+import numpy as np
+from django.db import transaction
+
+from annotation.models import Image
+
+from .models import Embedding, ExternalItem
+
+logger = logging.getLogger(__name__)
+
+
+def to_blob(vec: np.ndarray) -> bytes:
+    return np.asarray(vec, dtype=np.float16).tobytes()
+
+
+def from_blob(blob) -> np.ndarray:
+    return np.frombuffer(bytes(blob), dtype=np.float16).astype(np.float32)
+
+
+def missing_image_ids(*, backbone: str, image_ids: Iterable[int]) -> list[int]:
+    ids = sorted(set(image_ids))
+    have: set[int] = set()
+    for start in range(0, len(ids), 5000):
+        chunk = ids[start : start + 5000]
+        have.update(
+            Embedding.objects.filter(backbone=backbone, image_id__in=chunk).values_list(
+                "image_id", flat=True
+            )
+        )
+    return [i for i in ids if i not in have]
+
+
+def _read_image(image: Image) -> bytes:
+    with image.file.open("rb") as fh:
+        return fh.read()
+
+
+def embeddings_compute(
+    *,
+    backbone: str,
+    image_ids: Iterable[int] | None = None,
+    batch_size: int | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Embed the images (all images when ``image_ids`` is None) that have no
+    embedding for ``backbone`` yet. Returns counts and the backbone's weight status."""
+    from . import conf
+    from .backbones import get_backbone
+
+    if image_ids is None:
+        image_ids = Image.objects.values_list("pk", flat=True)
+    todo = missing_image_ids(backbone=backbone, image_ids=image_ids)
+    result = {"computed": 0, "already_cached": 0, "weights_loaded": None, "warning": ""}
+    if not todo:
+        return result
+    bb = get_backbone(backbone)
+    result["weights_loaded"] = bb.weights_loaded
+    result["warning"] = bb.warning
+    batch_size = batch_size or conf.embed_batch_size()
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start : start + batch_size]
+        images = list(Image.objects.filter(pk__in=chunk).order_by("pk"))
+        vectors = bb.embed([_read_image(im) for im in images])
+        rows = [
+            Embedding(
+                image_id=im.pk,
+                backbone=backbone,
+                dim=bb.dim,
+                vector=to_blob(vec),
+                weights_loaded=bb.weights_loaded,
+            )
+            for im, vec in zip(images, vectors, strict=True)
+        ]
+        with transaction.atomic():
+            created = Embedding.objects.bulk_create(rows, ignore_conflicts=True)
+        result["computed"] += len(created)
+        if on_progress:
+            on_progress(min(start + batch_size, len(todo)), len(todo))
+    return result
+
+
+def external_embeddings_compute(*, backbone: str, item_ids: Iterable[int]) -> int:
+    """Embed external items that point at files (items that point at a study
+    image reuse that image's embedding)."""
+    from .backbones import get_backbone
+
+    items = list(
+        ExternalItem.objects.filter(pk__in=list(item_ids), image__isnull=True)
+        .exclude(path="")
+        .exclude(embeddings__backbone=backbone)
+        .order_by("pk")
+    )
+    if not items:
+        return 0
+    bb = get_backbone(backbone)
+    done = 0
+    for start in range(0, len(items), 32):
+        chunk = items[start : start + 32]
+        vectors = bb.embed([it.path for it in chunk])
+        rows = [
+            Embedding(
+                external_item_id=it.pk,
+                backbone=backbone,
+                dim=bb.dim,
+                vector=to_blob(vec),
+                weights_loaded=bb.weights_loaded,
+            )
+            for it, vec in zip(chunk, vectors, strict=True)
+        ]
+        done += len(Embedding.objects.bulk_create(rows, ignore_conflicts=True))
+    return done
+
+
+def embedding_matrix(*, backbone: str, image_ids: list[int]) -> np.ndarray:
+    """Rows in the order of ``image_ids``; raises KeyError naming missing ones."""
+    found: dict[int, bytes] = {}
+    for start in range(0, len(image_ids), 5000):
+        chunk = image_ids[start : start + 5000]
+        found.update(
+            Embedding.objects.filter(backbone=backbone, image_id__in=chunk).values_list(
+                "image_id", "vector"
+            )
+        )
+    missing = [i for i in image_ids if i not in found]
+    if missing:
+        raise KeyError(missing)
+    return _stack([found[i] for i in image_ids])
+
+
+def external_embedding_matrix(
+    *, backbone: str, items: list[ExternalItem]
+) -> np.ndarray:
+    by_image = {it.image_id for it in items if it.image_id}
+    img_vecs = dict(
+        Embedding.objects.filter(backbone=backbone, image_id__in=by_image).values_list(
+            "image_id", "vector"
+        )
+    )
+    item_vecs = dict(
+        Embedding.objects.filter(
+            backbone=backbone, external_item_id__in=[it.pk for it in items]
+        ).values_list("external_item_id", "vector")
+    )
+    blobs = []
+    for it in items:
+        blob = img_vecs.get(it.image_id) if it.image_id else item_vecs.get(it.pk)
+        if blob is None:
+            raise KeyError([it.pk])
+        blobs.append(blob)
+    return _stack(blobs)
+
+
+def _stack(blobs: list) -> np.ndarray:
+    if not blobs:
+        return np.zeros((0, 0), dtype=np.float32)
+    raw = b"".join(bytes(b) for b in blobs)
+    return (
+        np.frombuffer(raw, dtype=np.float16).reshape(len(blobs), -1).astype(np.float32)
+    )

@@ -1,0 +1,88 @@
+"""Per-annotator evaluation metrics: plain numpy, no torch, no Django.
+
+Pairwise accuracy counts only pairs the annotator rated differently (ties in the
+truth are dropped); a tie in the prediction scores half, so a constant predictor
+(the annotator's mean) scores exactly 0.5.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def pairwise_accuracy(y_true, y_pred) -> float | None:
+    """Share of pairs with different true scores that the prediction orders the
+    same way (prediction ties count 0.5). None when no such pair exists."""
+    t = np.asarray(y_true, dtype=np.float64)
+    p = np.asarray(y_pred, dtype=np.float64)
+    if t.shape != p.shape:
+        raise ValueError("y_true and y_pred differ in shape")
+    if t.size < 2:
+        return None
+    dt = np.sign(t[:, None] - t[None, :])
+    dp = np.sign(p[:, None] - p[None, :])
+    upper = np.triu(np.ones_like(dt, dtype=bool), k=1)
+    valid = upper & (dt != 0)
+    n = int(valid.sum())
+    if n == 0:
+        return None
+    agree = (dt == dp) & valid
+    tied = (dp == 0) & valid
+    return float((agree.sum() + 0.5 * tied.sum()) / n)
+
+
+def rankdata(x) -> np.ndarray:
+    """Ranks starting at 1; tied values get the mean of their ranks."""
+    x = np.asarray(x, dtype=np.float64)
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(x.size, dtype=np.float64)
+    sorted_x = x[order]
+    i = 0
+    while i < x.size:
+        j = i
+        while j + 1 < x.size and sorted_x[j + 1] == sorted_x[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    return ranks
+
+
+def pearson(x, y) -> float | None:
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if x.size < 2:
+        return None
+    xc = x - x.mean()
+    yc = y - y.mean()
+    denom = math.sqrt(float((xc * xc).sum()) * float((yc * yc).sum()))
+    if denom == 0.0:
+        return None
+    return float((xc * yc).sum() / denom)
+
+
+def spearman(x, y) -> float | None:
+    """Pearson correlation of the tie-averaged ranks."""
+    return pearson(rankdata(x), rankdata(y))
+
+
+def mae(y_true, y_pred) -> float | None:
+    t = np.asarray(y_true, dtype=np.float64)
+    if t.size == 0:
+        return None
+    return float(np.abs(t - np.asarray(y_pred, dtype=np.float64)).mean())
+
+
+def all_metrics(y_true, y_pred) -> dict:
+    return {
+        "pairwise_accuracy": pairwise_accuracy(y_true, y_pred),
+        "spearman": spearman(y_true, y_pred),
+        "pearson": pearson(y_true, y_pred),
+        "mae": mae(y_true, y_pred),
+    }
+
+
+def mean_of(values) -> float | None:
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    return float(np.mean(vals)) if vals else None

@@ -1,0 +1,76 @@
+"""Celery tasks: thin wrappers that take ids and call the services.
+
+Nothing here imports torch at module level; the services import it inside the
+worker when a task actually runs.
+"""
+
+import logging
+
+from celery import shared_task
+
+from annotation.exceptions import Conflict
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(
+    name="rewardmodel.embed_images",
+    soft_time_limit=3 * 3600,
+    time_limit=3 * 3600 + 300,
+)
+def embed_images(
+    image_ids: list[int] | None = None, backbone: str | None = None
+) -> int:
+    """Embed images that have no embedding for the backbone yet (idempotent)."""
+    from . import conf
+    from .embeddings import embeddings_compute
+
+    result = embeddings_compute(
+        backbone=backbone or conf.backbone_key(), image_ids=image_ids
+    )
+    return result["computed"]
+
+
+@shared_task(
+    bind=True,
+    name="rewardmodel.train",
+    soft_time_limit=6 * 3600,
+    time_limit=6 * 3600 + 600,
+    max_retries=12,
+)
+def train_reward_model(self, run_id: int) -> str:
+    """Execute a queued training run. Waits (retries) while another run holds the
+    training lock; that is the only error retried."""
+    from .models import TrainingRun
+    from .services import training_run_execute
+
+    try:
+        run = training_run_execute(run_id=run_id)
+    except Conflict as exc:
+        if self.request.retries >= self.max_retries:
+            TrainingRun.objects.filter(pk=run_id, status="queued").update(
+                status="failed", error=f"Gave up waiting for the training lock: {exc}"
+            )
+            return "failed"
+        raise self.retry(
+            exc=exc, countdown=min(600, 60 * 2**self.request.retries)
+        ) from exc
+    return run.status
+
+
+@shared_task(name="rewardmodel.nightly_retrain", time_limit=300)
+def nightly_retrain() -> str:
+    """Beat entry: start a run when new ratings arrived since the last one."""
+    from django.db import transaction
+
+    from .models import TrainingRun
+    from .services import training_nightly
+
+    try:
+        run = training_nightly()
+    except Conflict as exc:
+        logger.info("nightly retraining not started: %s", exc)
+        return "busy"
+    if run.status == TrainingRun.Status.QUEUED:
+        transaction.on_commit(lambda: train_reward_model.delay(run.pk))
+    return run.status
