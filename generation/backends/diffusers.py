@@ -150,10 +150,10 @@ class DiffusersBackend(Backend):
                         str(Path(model).expanduser())
                         if model.startswith(("/", ".", "~"))
                         else model,
-                        torch_dtype=self._dtype(dtype_name, device),
+                        dtype=self._dtype(dtype_name, device),
                         local_files_only=_local_files_only(),
                     )
-                except (OSError, ValueError) as exc:
+                except Exception as exc:  # missing files, bad config, wrong class
                     raise PermanentError(
                         f"Could not load diffusers model '{model}': {exc}"
                     ) from exc

@@ -1,0 +1,217 @@
+"""The diffusers backend against a tiny, randomly initialised StableDiffusionPipeline.
+
+The pipeline is built here (no downloads), saved with ``save_pretrained`` and then
+loaded by the backend through the real ``from_pretrained(path,
+local_files_only=True)`` path, 2 steps at 32×32 on the CPU.
+"""
+
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from PIL import Image as PILImage
+
+from annotation.models import Image
+from generation import services
+from generation.backends import GenerationRequest, PermanentError, backend_get
+from generation.backends import diffusers as diffusers_backend
+
+pytestmark = pytest.mark.slow
+
+
+def build_tiny_pipeline(path):
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "!": 2}
+    for ch in "abcdefghijklmnopqrstuvwxyz":
+        vocab[ch] = len(vocab)
+        vocab[ch + "</w>"] = len(vocab)
+    (path / "vocab.json").write_text(json.dumps(vocab))
+    (path / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(
+        str(path / "vocab.json"), str(path / "merges.txt"), model_max_length=77
+    )
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=16,
+        attention_head_dim=2,
+        norm_num_groups=4,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(8,),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",),
+        up_block_types=("UpDecoderBlock2D",),
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=32,
+    )
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+            hidden_size=16,
+            intermediate_size=32,
+            num_attention_heads=2,
+            num_hidden_layers=2,
+            vocab_size=len(vocab),
+            max_position_embeddings=77,
+            projection_dim=16,
+        )
+    )
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    out = path / "tiny-sd"
+    pipe.save_pretrained(str(out))
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    pytest.importorskip("diffusers")
+    return str(build_tiny_pipeline(tmp_path_factory.mktemp("tiny")))
+
+
+PARAMS = {"steps": 2, "width": 32, "height": 32}
+
+
+def test_generates_deterministic_pngs_and_loads_the_pipeline_once(tiny_model):
+    backend = backend_get("diffusers")
+    backend.validate(model=tiny_model, params=PARAMS)
+
+    def run(seeds, negative=""):
+        return backend.generate(
+            [
+                GenerationRequest(
+                    prompt="a red fox",
+                    seed=s,
+                    model=tiny_model,
+                    params=PARAMS,
+                    negative_prompt=negative,
+                )
+                for s in seeds
+            ]
+        )
+
+    first = run([1, 2])
+    assert len(first) == 2
+    img = PILImage.open(io.BytesIO(first[0].data))
+    assert img.format == "PNG" and img.size == (32, 32)
+    assert first[0].data != first[1].data  # seeds differ
+    loaded = [k for k in diffusers_backend.pipelines_loaded() if k[0] == tiny_model]
+    pipe = diffusers_backend._PIPELINES[loaded[0]]
+    again = run([1], negative="blurry")
+    assert diffusers_backend._PIPELINES[loaded[0]] is pipe  # cached per process
+    assert (
+        len([k for k in diffusers_backend.pipelines_loaded() if k[0] == tiny_model])
+        == 1
+    )
+    same = run([1])
+    assert same[0].data == first[0].data  # same seed, same bytes
+    assert again[0].data != first[0].data  # the negative prompt is used
+    prov = first[0].provenance["diffusers"]
+    assert prov["pipeline"] == "StableDiffusionPipeline"
+    assert prov["device"] == "cpu" and prov["steps"] == 2 and prov["batch_size"] == 2
+
+
+def test_unknown_local_model_fails_the_item_with_a_message(tmp_path):
+    (tmp_path / "model_index.json").write_text("{}")
+    backend = backend_get("diffusers")
+    with pytest.raises(PermanentError, match="Could not load diffusers model"):
+        backend.generate(
+            [GenerationRequest(prompt="x", seed=0, model=str(tmp_path), params=PARAMS)]
+        )
+
+
+@pytest.mark.django_db
+def test_job_with_batches_fills_the_pool(study, tiny_model):
+    prompt = services.prompt_create(study=study, text="a blue bird", domain="art")
+    job = services.job_create(
+        prompt=prompt,
+        backend="diffusers",
+        model=tiny_model,
+        n_seeds=3,
+        params={**PARAMS, "batch_size": 2},
+        enqueue=False,
+    )
+    items = list(job.items.order_by("seed"))
+    # The first delivery claims a batch of two; the second item's own task will
+    # then find it finished.
+    assert services.item_run(item_id=items[0].pk) == "done"
+    items[1].refresh_from_db()
+    assert items[1].status == "done"
+    assert services.item_run(item_id=items[1].pk) == "skipped"
+    job = services.job_run_inline(job=job)
+    assert (job.status, job.n_done) == ("done", 3)
+    images = Image.objects.filter(study=study)
+    assert images.count() == 3
+    image = images.first()
+    assert image.provenance["backend"] == "diffusers"
+    assert image.provenance["diffusers"]["steps"] == 2
+    assert image.open_slots == study.raters_per_image
+
+
+def test_diffusers_tasks_go_to_the_gpu_queue():
+    from config.celery import app
+    from generation.tasks import task_for_backend
+
+    route = app.amqp.router.route({}, task_for_backend("diffusers").name)
+    assert route["queue"].name == "gpu"
+    route = app.amqp.router.route({}, task_for_backend("procedural").name)
+    assert route["queue"].name == "default"
+
+
+def test_web_process_does_not_import_torch():
+    code = (
+        "import sys, django; django.setup();"
+        "import config.urls, generation.services, generation.tasks, generation.views;"
+        "from generation.backends import backend_get;"
+        "[backend_get(n) for n in ('procedural', 'diffusers', 'flux', 'gemini')];"
+        "bad = [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules];"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test"}
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=os.getcwd(),
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
