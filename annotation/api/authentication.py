@@ -1,0 +1,22 @@
+"""Token authentication that loads the annotator along with the user."""
+
+from django.utils.translation import gettext_lazy as _
+from rest_framework import exceptions
+from rest_framework.authentication import TokenAuthentication
+
+
+class AnnotatorTokenAuthentication(TokenAuthentication):
+    """DRF's ``TokenAuthentication`` (same header, same errors), but the token
+    query also joins the user's annotator, so ``annotator_for_user`` costs no
+    query on the hot claim and rating endpoints. Status is still read fresh from
+    the database on every request (nothing is cached between requests)."""
+
+    def authenticate_credentials(self, key):
+        model = self.get_model()
+        try:
+            token = model.objects.select_related("user", "user__annotator").get(key=key)
+        except model.DoesNotExist:
+            raise exceptions.AuthenticationFailed(_("Invalid token.")) from None
+        if not token.user.is_active:
+            raise exceptions.AuthenticationFailed(_("User inactive or deleted."))
+        return (token.user, token)
