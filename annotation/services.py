@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 
 from django.contrib.auth import get_user_model
 from django.core.files.base import ContentFile
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
@@ -261,36 +261,53 @@ def _pick_image(annotator: Annotator, study: Study, exclude: set[int]) -> Image 
     Fullest images first (fewest open slots), random among equals: start at a
     random point in the fixed ``shuffle`` order and wrap around. Every query walks
     the ``image_open_queue`` index and stops at its first row.
+
+    Plain SQL rather than querysets: this runs on every claim, and building the
+    equivalent ORM queries cost more CPU than PostgreSQL spends executing them.
     """
-    never_dealt = ~Exists(
-        Assignment.objects.filter(image=OuterRef("pk"), annotator=annotator)
+    candidates = (
+        f"FROM {Image._meta.db_table} i WHERE i.study_id = %s AND i.open_slots > 0 "
+        f"AND NOT EXISTS (SELECT 1 FROM {Assignment._meta.db_table} a "
+        "WHERE a.image_id = i.id AND a.annotator_id = %s)"
     )
-    base = Image.objects.filter(study=study, open_slots__gt=0).filter(never_dealt)
+    common = [study.pk, annotator.pk]
     if exclude:
-        base = base.exclude(pk__in=exclude)
+        candidates += f" AND i.id NOT IN ({', '.join(['%s'] * len(exclude))})"
+        common += sorted(exclude)
+    # SQLite has no row locks (its IMMEDIATE transactions serialise writers).
+    lock = (
+        " FOR UPDATE OF i SKIP LOCKED"
+        if connection.features.has_select_for_update_skip_locked
+        else ""
+    )
     level_floor = 0
-    for _ in range(study.raters_per_image + 2):
-        level = (
-            base.filter(open_slots__gt=level_floor)
-            .order_by("open_slots", "shuffle")
-            .values_list("open_slots", flat=True)
-            .first()
-        )
-        if level is None:
-            return None
-        at_level = base.filter(open_slots=level)
-        start = random.randrange(2**31)
-        for part in (at_level.filter(shuffle__gte=start), at_level.filter(shuffle__lt=start)):
-            image = (
-                part.order_by("shuffle")
-                .select_for_update(skip_locked=True, of=("self",))
-                .only("pk", "file", "width", "height")
-                .first()
+    with connection.cursor() as cursor:
+        for _ in range(study.raters_per_image + 2):
+            cursor.execute(
+                f"SELECT i.open_slots {candidates} AND i.open_slots > %s "
+                "ORDER BY i.open_slots, i.shuffle LIMIT 1",
+                [*common, level_floor],
             )
-            if image is not None:
-                return image
-        # Every candidate at this level is being claimed right now: go one level up.
-        level_floor = level
+            row = cursor.fetchone()
+            if row is None:
+                return None
+            level = row[0]
+            start = random.randrange(2**31)
+            for op in (">=", "<"):
+                cursor.execute(
+                    f"SELECT i.id, i.file, i.width, i.height {candidates} "
+                    f"AND i.open_slots = %s AND i.shuffle {op} %s "
+                    f"ORDER BY i.shuffle LIMIT 1{lock}",
+                    [*common, level, start],
+                )
+                row = cursor.fetchone()
+                if row is not None:
+                    return Image.from_db(
+                        connection.alias, ["id", "file", "width", "height"], row
+                    )
+            # Every candidate at this level is being claimed right now: go one
+            # level up.
+            level_floor = level
     return None
 
 
