@@ -50,8 +50,14 @@ def limits_for(name: str) -> Limits:
 
 def retry_base_seconds() -> float:
     """First backoff step; doubles with each transient failure (with jitter)."""
+    env = os.environ.get("GENERATION_RETRY_BASE_SECONDS")
+    if env:
+        return float(env)
     return float(getattr(settings, "GENERATION_RETRY_BASE_SECONDS", 2.0))
 
 
 def retry_max_seconds() -> float:
+    env = os.environ.get("GENERATION_RETRY_MAX_SECONDS")
+    if env:
+        return float(env)
     return float(getattr(settings, "GENERATION_RETRY_MAX_SECONDS", 300.0))

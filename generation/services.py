@@ -249,9 +249,9 @@ def job_validate(
         raise InvalidInput(
             f"The number of seeds must be between 1 and {MAX_SEEDS_PER_JOB}."
         )
-    params = dict(params or {})
-    if not isinstance(params, dict):
+    if params is not None and not isinstance(params, dict):
         raise InvalidInput("Parameters must be a JSON object.")
+    params = dict(params or {})
     model = (model or "").strip() or impl.default_model
     try:
         impl.validate(model=model, params=params)

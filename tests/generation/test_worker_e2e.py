@@ -1,0 +1,175 @@
+"""End to end: a real ``celery -A config worker`` process on Redis turns prompts
+into rateable images in the same PostgreSQL test database this test uses."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from annotation.models import Image
+from config.celery import app as celery_app
+from generation import services
+from generation.models import GenerationItem, GenerationJob
+from generation.tasks import task_for_backend
+
+from .fakes import API_KEY, FakeBFL
+
+BROKER = os.environ.get("GENERATION_TEST_BROKER", "redis://127.0.0.1:6379/3")
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+
+def _database_url() -> str:
+    s = connection.settings_dict
+    auth = s["USER"] + (f":{s['PASSWORD']}" if s["PASSWORD"] else "")
+    return (
+        f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+    )
+
+
+def _reset_producers():
+    """Drop pooled broker connections so the next send uses the current URL."""
+    if celery_app._pool is not None:
+        celery_app._pool.force_close_all()
+    celery_app._pool = None
+    celery_app.amqp._producer_pool = None
+
+
+@pytest.fixture
+def redis_broker():
+    redis = pytest.importorskip("redis")
+    client = redis.Redis.from_url(BROKER)
+    try:
+        client.ping()
+    except redis.exceptions.ConnectionError:
+        pytest.skip(f"Redis is not running at {BROKER}")
+    client.flushdb()  # leftovers of an earlier run must not be consumed
+    saved = (celery_app.conf.broker_url, celery_app.conf.broker_transport_options)
+    celery_app.conf.broker_url = BROKER
+    celery_app.conf.broker_transport_options = {}
+    _reset_producers()
+    yield BROKER
+    _reset_producers()
+    celery_app.conf.broker_url, celery_app.conf.broker_transport_options = saved
+    client.flushdb()
+
+
+@pytest.fixture
+def worker(redis_broker, transactional_db, tmp_path, monkeypatch):
+    """Start a worker with 2 processes; yields a function that waits for items."""
+    fake = FakeBFL()
+    fake.start()
+    monkeypatch.setenv("BFL_API_KEY", API_KEY)
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        "DATABASE_URL": _database_url(),
+        "CELERY_BROKER_URL": redis_broker,
+        "DJANGO_MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        "PALATE_DATA_DIR": str(tmp_path / "worker-data"),
+        "BFL_API_KEY": API_KEY,
+        "BFL_API_BASE_URL": fake.base_url,
+        "GENERATION_RETRY_BASE_SECONDS": "0.05",
+    }
+    log = open(tmp_path / "worker.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "-c",
+            "2",
+            "-Q",
+            "default",
+            "-l",
+            "info",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-n",
+            f"e2e-{os.getpid()}@%h",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=settings.BASE_DIR,
+    )
+
+    def wait_for(job_ids, timeout=180):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pending = GenerationItem.objects.filter(
+                job_id__in=job_ids, status__in=["queued", "running"]
+            ).count()
+            if pending == 0:
+                return
+            if proc.poll() is not None:
+                break
+            time.sleep(0.3)
+        log.flush()
+        pytest.fail("worker did not finish:\n" + (tmp_path / "worker.log").read_text())
+
+    try:
+        yield fake, wait_for
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        fake.stop()
+
+
+def test_worker_turns_prompts_into_rateable_images(worker, study):
+    fake, wait_for = worker
+    fake.mode, fake.fail_times, fake.retry_after = "rate_limited", 1, "0.05"
+    prompts = [
+        services.prompt_create(study=study, text=f"prompt {i}", domain="art")
+        for i in range(3)
+    ]
+    jobs = services.jobs_create(
+        prompts=prompts,
+        backend="procedural",
+        n_seeds=3,
+        params={"width": 64, "height": 64},
+    )
+    flux_job = services.job_create(
+        prompt=prompts[0], backend="flux", n_seeds=1, params={"poll_interval": 0.01}
+    )
+    wait_for([j.pk for j in jobs] + [flux_job.pk])
+
+    for job in GenerationJob.objects.filter(pk__in=[j.pk for j in jobs]):
+        assert (job.status, job.n_done, job.n_failed) == ("done", 3, 0)
+    flux_job.refresh_from_db()
+    assert (flux_job.status, flux_job.n_done) == ("done", 1)
+    flux_item = flux_job.items.get()
+    assert flux_item.attempts == 1  # one 429, retried by Celery, then produced
+    submits = [r for r in fake.requests if r["method"] == "POST"]
+    assert len(submits) == 2
+
+    images = Image.objects.filter(study=study)
+    assert images.count() == 10
+    assert all(img.open_slots == study.raters_per_image for img in images)
+    assert all(img.file.storage.exists(img.file.name) for img in images)
+
+    # Redelivery: the same tasks sent again change nothing.
+    item_ids = list(
+        GenerationItem.objects.filter(job__in=jobs).values_list("pk", flat=True)
+    )
+    for item_id in item_ids[:3]:
+        task_for_backend("procedural").delay(item_id)
+        task_for_backend("procedural").delay(item_id)
+    time.sleep(2)  # give the worker time to (not) act on them
+    wait_for([j.pk for j in jobs])
+    assert Image.objects.filter(study=study).count() == 10
+    assert GenerationItem.objects.filter(job__in=jobs, status="done").count() == 9
