@@ -30,7 +30,7 @@ browser:
 run: install
 	$(PY) manage.py migrate --no-input
 	$(PY) manage.py collectstatic --no-input -v0
-	$(PY) manage.py seed_demo
+	$(PY) manage.py seed_demo --host http://$(HOST):$(PORT)
 	HOST=$(HOST) PORT=$(PORT) bash scripts/run_embedded.sh
 
 test: install browser
