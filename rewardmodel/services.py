@@ -641,7 +641,9 @@ def external_ratings_import(
     lo = min(scores) if scale_min is None else scale_min
     hi = max(scores) if scale_max is None else scale_max
     if lo >= hi:
-        raise InvalidInput("The scale needs scale_min < scale_max.")
+        raise InvalidInput(
+            "The scale needs scale_min < scale_max (give --scale-min/--scale-max)."
+        )
     bad = [n for n, _, s, _ in parsed if not lo <= s <= hi]
     if bad:
         raise InvalidInput(f"rows {bad[:5]}: score outside [{lo}, {hi}].")

@@ -116,9 +116,16 @@ def fit(
         lr=cfg["lr"],
     )
     steps = int(cfg["steps"])
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=cfg["lr"], total_steps=max(steps, 1), pct_start=0.1
-    )
+    warm = max(1, steps // 10)
+
+    def lr_factor(s: int) -> float:
+        # Linear warm-up, then cosine decay to 5%.
+        if s < warm:
+            return (s + 1) / warm
+        t = (s - warm) / max(1, steps - warm)
+        return 0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * min(t, 1.0)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     n = data.y.size
     bs = min(int(cfg["batch_size"]), n)
     perm = rng.permutation(n)

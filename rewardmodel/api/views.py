@@ -5,6 +5,7 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.decorators import api_view, permission_classes
+from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -21,6 +22,12 @@ from .serializers import (
     TrainingRequestSerializer,
     TrainingRunSerializer,
 )
+
+
+def _paginated(request: Request, queryset, serializer_class) -> Response:
+    paginator = LimitOffsetPagination()
+    page = paginator.paginate_queryset(queryset, request)
+    return paginator.get_paginated_response(serializer_class(page, many=True).data)
 
 
 @extend_schema(
@@ -55,7 +62,7 @@ def training_detail(request: Request, run_id: int) -> Response:
 @api_view(["GET"])
 @permission_classes([IsAdminUser])
 def version_list(request: Request) -> Response:
-    return Response(ModelVersionSerializer(selectors.version_list(), many=True).data)
+    return _paginated(request, selectors.version_list(), ModelVersionSerializer)
 
 
 @extend_schema(responses=AnnotatorMetricSerializer(many=True))
@@ -66,7 +73,7 @@ def version_annotators(request: Request, version_id: int) -> Response:
     rows = selectors.annotator_metrics(
         version=version, split=request.query_params.get("split")
     )
-    return Response(AnnotatorMetricSerializer(rows, many=True).data)
+    return _paginated(request, rows, AnnotatorMetricSerializer)
 
 
 @extend_schema(request=PredictRequestSerializer, responses=PredictResponseSerializer)

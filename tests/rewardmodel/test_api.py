@@ -1,0 +1,136 @@
+import pytest
+from rest_framework.test import APIClient
+
+from annotation import services as ann
+from rewardmodel import inference, services
+from rewardmodel.models import TrainingRun
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def staff_client(staff_user):
+    client = APIClient()
+    client.force_authenticate(staff_user)
+    return client
+
+
+@pytest.fixture
+def trained(rated_study):
+    study, annotators = rated_study
+    run = services.training_run_create(study=study, config={"steps": 30})
+    run = services.training_run_execute(run_id=run.pk)
+    assert run.status == "succeeded", run.error
+    return study, annotators, run.version
+
+
+def test_endpoints_are_staff_only(db, annotator):
+    client = APIClient()
+    client.force_authenticate(annotator.user)
+    assert client.get("/api/v1/rewardmodel/versions/").status_code == 403
+    assert client.post("/api/v1/rewardmodel/trainings/", {}).status_code == 403
+    assert APIClient().get("/api/v1/rewardmodel/versions/").status_code in (401, 403)
+
+
+def test_start_and_poll_a_training(
+    staff_client, rated_study, django_capture_on_commit_callbacks
+):
+    study, _ = rated_study
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        r = staff_client.post(
+            "/api/v1/rewardmodel/trainings/",
+            {"study": study.pk, "config": {"steps": 20}},
+            format="json",
+        )
+    assert r.status_code == 201, r.json()
+    assert r.json()["status"] == "queued" and len(callbacks) == 1
+    again = staff_client.post("/api/v1/rewardmodel/trainings/", {}, format="json")
+    assert again.status_code == 409 and again.json()["code"] == "conflict"
+    # What the worker does with the enqueued id:
+    services.training_run_execute(run_id=r.json()["id"])
+    poll = staff_client.get(f"/api/v1/rewardmodel/trainings/{r.json()['id']}/")
+    assert poll.status_code == 200
+    body = poll.json()
+    assert body["status"] == "succeeded" and body["progress"] == 1.0
+    assert body["version"] is not None
+    assert TrainingRun.objects.get(pk=body["id"]).trigger == "api"
+
+
+def test_versions_annotators_and_predict(staff_client, trained):
+    study, annotators, version = trained
+    versions = staff_client.get("/api/v1/rewardmodel/versions/").json()
+    assert versions["results"][0]["id"] == version.pk
+    assert versions["results"][0]["weights_loaded"] is False
+    assert versions["results"][0]["backbone_warning"]
+    rows = staff_client.get(
+        f"/api/v1/rewardmodel/versions/{version.pk}/annotators/?split=seen"
+    ).json()
+    assert len(rows["results"]) == 7
+    assert {"population", "annotator_mean", "loo_consensus"} == set(
+        rows["results"][0]["baselines"]
+    )
+
+    image_ids = list(study.images.values_list("pk", flat=True)[:6])
+    seen = next(
+        a
+        for a in annotators
+        if version.annotator_metrics.filter(annotator=a, split="seen").exists()
+    )
+    r = staff_client.post(
+        "/api/v1/rewardmodel/predict/",
+        {"annotator": seen.pk, "images": image_ids},
+        format="json",
+    )
+    assert r.status_code == 200, r.json()
+    body = r.json()
+    assert body["how"] == "trained" and body["version"] == version.pk
+    assert sorted(body["ranking"]) == sorted(image_ids)
+    scores = body["scores"]
+    assert [int(i) for i in sorted(scores, key=lambda i: -scores[i])] == body["ranking"]
+    assert (
+        staff_client.post(
+            "/api/v1/rewardmodel/predict/",
+            {"annotator": 10**9, "images": image_ids},
+            format="json",
+        ).status_code
+        == 404
+    )
+
+
+def test_predict_cold_start_and_adaptation(trained):
+    study, annotators, version = trained
+    image_ids = list(study.images.values_list("pk", flat=True))
+    newcomer = ann.annotator_create()
+    cold = inference.predict(annotator=newcomer, image_ids=image_ids)
+    assert cold["how"] == "cold start"
+    # Cold start ranks like the population component: same order for everyone new.
+    other = inference.predict(annotator=ann.annotator_create(), image_ids=image_ids)
+    order = sorted(cold["scores"], key=cold["scores"].get)
+    assert order == sorted(other["scores"], key=other["scores"].get)
+    # The held-out annotator is adapted from their own ratings, no retraining.
+    unseen = next(
+        a
+        for a in annotators
+        if not version.annotator_metrics.filter(annotator=a, split="seen").exists()
+    )
+    adapted = inference.predict(annotator=unseen, image_ids=image_ids)
+    assert adapted["how"].startswith("adapted from")
+    ranked = inference.rank(annotator=unseen, image_ids=image_ids)
+    assert [i for i, _ in ranked] == sorted(
+        image_ids, key=lambda i: -adapted["scores"][i]
+    )
+    # Loaded once per process, keyed by version id.
+    assert inference.load(version) is inference.load(version)
+
+
+def test_predict_refuses_images_without_embeddings(staff_client, trained):
+    study, annotators, _ = trained
+    from tests.factories import png_bytes
+
+    fresh = ann.image_create(study=study, data=png_bytes(99_123), filename="new.png")
+    r = staff_client.post(
+        "/api/v1/rewardmodel/predict/",
+        {"annotator": annotators[0].pk, "images": [fresh.pk]},
+        format="json",
+    )
+    assert r.status_code == 409 and "embedding" in r.json()["detail"]

@@ -1,0 +1,78 @@
+import hashlib
+
+import pytest
+from django.db import IntegrityError, transaction
+
+from annotation.exceptions import Conflict
+from rewardmodel import services
+from rewardmodel.models import ModelVersion, VersionEvent
+
+pytestmark = pytest.mark.django_db
+
+
+def _version(tmp_path, metric, name):
+    path = tmp_path / f"{name}.pt"
+    path.write_bytes(name.encode())
+    return ModelVersion.objects.create(
+        backbone="pixelstats:v1",
+        weights_loaded=True,
+        primary_metric=metric,
+        checkpoint_path=str(path),
+        checkpoint_sha256=hashlib.sha256(name.encode()).hexdigest(),
+    )
+
+
+def test_promotion_needs_at_least_the_active_metric(tmp_path):
+    v1 = _version(tmp_path, 0.70, "v1")
+    assert services.model_version_promote(version=v1)
+    v1.refresh_from_db()
+    assert v1.is_active and "first version" in v1.promotion_reason
+
+    worse = _version(tmp_path, 0.65, "v2")
+    assert not services.model_version_promote(version=worse)
+    worse.refresh_from_db()
+    v1.refresh_from_db()
+    assert not worse.is_active and v1.is_active
+    assert "0.6500 < active" in worse.promotion_reason
+    assert worse.events.get().action == VersionEvent.Action.NOT_PROMOTED
+
+    equal = _version(tmp_path, 0.70, "v3")
+    assert services.model_version_promote(version=equal)
+    equal.refresh_from_db()
+    v1.refresh_from_db()
+    assert equal.is_active and v1.status == "retired" and not v1.is_active
+    assert equal.events.get().previous == v1
+
+    assert services.model_version_promote(version=worse, force=True, reason="test")
+    worse.refresh_from_db()
+    assert worse.is_active and worse.promotion_reason.startswith("forced")
+    assert ModelVersion.objects.filter(is_active=True).count() == 1
+
+
+def test_rollback_to_an_earlier_version(tmp_path):
+    v1 = _version(tmp_path, 0.7, "v1")
+    v2 = _version(tmp_path, 0.8, "v2")
+    services.model_version_promote(version=v1)
+    services.model_version_promote(version=v2)
+    services.model_version_rollback(version=v1, reason="v2 misbehaves")
+    v1.refresh_from_db()
+    v2.refresh_from_db()
+    assert v1.is_active and not v2.is_active
+    event = v1.events.filter(action=VersionEvent.Action.ROLLED_BACK).get()
+    assert event.previous == v2 and "v2 misbehaves" in event.reason
+    with pytest.raises(Conflict):
+        services.model_version_rollback(version=v1)
+    # A tampered checkpoint is refused.
+    open(v2.checkpoint_path, "wb").write(b"tampered")
+    with pytest.raises(Conflict):
+        services.model_version_rollback(version=v2)
+
+
+def test_only_one_active_version_is_a_database_rule(tmp_path):
+    _version(tmp_path, 0.5, "a")
+    ModelVersion.objects.filter(checkpoint_path__endswith="a.pt").update(
+        is_active=True, status="active"
+    )
+    b = _version(tmp_path, 0.5, "b")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        ModelVersion.objects.filter(pk=b.pk).update(is_active=True, status="active")
