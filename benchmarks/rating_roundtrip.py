@@ -85,18 +85,20 @@ def main() -> None:
             clients.append([c, _assignment(page.content)])
         page_html = page.content
 
-        timings = []
+        timings, cpu = [], []
         for step in range(per):
             for entry in clients:
                 c, assignment = entry
                 url = reverse("annotation:rate_submit", args=[study.slug, assignment])
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 r = c.post(url, {"score": str(1 + step % 7)}, HTTP_HX_REQUEST="true")
                 elapsed = time.perf_counter() - t0
+                cpu_ms = (time.process_time() - c0) * 1000
                 assert r.status_code == 200, (r.status_code, r.content[:300])
                 entry[1] = _assignment(r.content)
                 if step >= args.warmup:
                     timings.append(elapsed * 1000)
+                    cpu.append(cpu_ms)
 
         timings.sort()
         p50 = statistics.median(timings)
@@ -107,6 +109,14 @@ def main() -> None:
             f"{n_images} images, PostgreSQL:"
         )
         print(f"  p50 {p50:.1f} ms   p95 {p95:.1f} ms   max {timings[-1]:.1f} ms")
+        cpu.sort()
+        print(
+            f"  of which Django process CPU: p50 {statistics.median(cpu):.1f} ms, "
+            f"p95 {cpu[int(0.95 * (len(cpu) - 1))]:.1f} ms (the rest: PostgreSQL, "
+            f"waiting for a CPU)"
+        )
+        load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+        print(f"  load average during the run: {load}")
 
         assets = re.findall(rb'(?:src|href)="(/static/[^"]+)"', page_html)
         total_raw = len(page_html)
