@@ -253,6 +253,9 @@ class Assignment(models.Model):
     )
     status = models.CharField(max_length=10, choices=Status, default=Status.LEASED)
     leased_at = models.DateTimeField()
+    # When it became the image on screen (a preloaded lease waits its turn);
+    # time on item is measured from here.
+    shown_at = models.DateTimeField(null=True, blank=True)
     expires_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)
 

@@ -146,7 +146,9 @@ def annotator_set_status(*, annotator: Annotator, status: str, reason: str = "")
     return reopened
 
 
-def _adjust_images(counts: Counter, *, lease_delta: int = 0, rating_delta: int = 0) -> None:
+def _adjust_images(
+    counts: Counter, *, lease_delta: int = 0, rating_delta: int = 0
+) -> None:
     for image_id in sorted(counts):
         n = counts[image_id]
         Image.objects.filter(pk=image_id).update(
@@ -156,7 +158,9 @@ def _adjust_images(counts: Counter, *, lease_delta: int = 0, rating_delta: int =
 
 
 def participation_get(*, annotator: Annotator, study: Study) -> Participation:
-    participation, _ = Participation.objects.get_or_create(annotator=annotator, study=study)
+    participation, _ = Participation.objects.get_or_create(
+        annotator=annotator, study=study
+    )
     return participation
 
 
@@ -179,7 +183,9 @@ def image_create(
     """
     info = image_inspect(data=data, name=filename)
     if Image.objects.filter(study=study, sha256=info.sha256).exists():
-        raise InvalidInput(f"{filename}: this image is already in study '{study.slug}'.")
+        raise InvalidInput(
+            f"{filename}: this image is already in study '{study.slug}'."
+        )
     image = Image(
         study=study,
         sha256=info.sha256,
@@ -219,13 +225,16 @@ def _check_can_work(annotator: Annotator, study: Study) -> None:
         raise StudyNotOpen(f"The study '{study.name}' is not open for ratings.")
 
 
-def lease_expire(*, study_id: int | None = None, now: datetime | None = None,
-                 limit: int = 1000) -> int:
+def lease_expire(
+    *, study_id: int | None = None, now: datetime | None = None, limit: int = 1000
+) -> int:
     """Mark overdue leases expired and give their slots back. Safe to run anywhere,
     any number of times at once: rows are taken with SKIP LOCKED, each exactly once."""
     now = now or timezone.now()
     with transaction.atomic():
-        qs = Assignment.objects.filter(status=Assignment.Status.LEASED, expires_at__lte=now)
+        qs = Assignment.objects.filter(
+            status=Assignment.Status.LEASED, expires_at__lte=now
+        )
         if study_id is not None:
             qs = qs.filter(study_id=study_id)
         rows = list(
@@ -312,8 +321,9 @@ def _pick_image(annotator: Annotator, study: Study, exclude: set[int]) -> Image 
 
 
 def _locked_participation(annotator: Annotator, study: Study) -> Participation:
-    qs = Participation.objects.select_for_update().filter(annotator=annotator,
-                                                         study=study)
+    qs = Participation.objects.select_for_update().filter(
+        annotator=annotator, study=study
+    )
     participation = qs.first()
     if participation is None:
         participation_get(annotator=annotator, study=study)
@@ -346,32 +356,43 @@ def assignment_claim(
             participation.started_at = now
             participation.save(update_fields=["started_at"])
         live = _live_leases(annotator, study, now)
-        if len(live) >= hold:
-            return live[:hold]
-        rated = Rating.objects.filter(annotator=annotator, study=study).count()
-        room = study.quota_per_annotator - rated - len(live)
-        exclude = {a.image_id for a in live}
-        while len(live) < hold and room > 0:
-            image = _pick_image(annotator, study, exclude)
-            if image is None:
-                break
-            updated = Image.objects.filter(pk=image.pk, open_slots__gt=0).update(
-                lease_count=F("lease_count") + 1
-            )
-            if updated != 1:  # cannot happen while we hold the row lock; be safe
-                exclude.add(image.pk)
-                continue
-            assignment = Assignment.objects.create(
+        if len(live) < hold:
+            _top_up(annotator, study, live, hold, now)
+        if live and live[0].shown_at is None:
+            # The first lease is what the annotator sees now; preloaded ones start
+            # their clock when they come to the front (time on item is measured
+            # from here, not from the lease).
+            Assignment.objects.filter(pk=live[0].pk).update(shown_at=now)
+            live[0].shown_at = now
+    return live[:hold]
+
+
+def _top_up(annotator, study, live: list[Assignment], hold: int, now) -> None:
+    rated = Rating.objects.filter(annotator=annotator, study=study).count()
+    room = study.quota_per_annotator - rated - len(live)
+    exclude = {a.image_id for a in live}
+    while len(live) < hold and room > 0:
+        image = _pick_image(annotator, study, exclude)
+        if image is None:
+            break
+        updated = Image.objects.filter(pk=image.pk, open_slots__gt=0).update(
+            lease_count=F("lease_count") + 1
+        )
+        if updated != 1:  # cannot happen while we hold the row lock; be safe
+            exclude.add(image.pk)
+            continue
+        live.append(
+            Assignment.objects.create(
                 study=study,
                 image=image,
                 annotator=annotator,
                 leased_at=now,
                 expires_at=now + timedelta(seconds=study.lease_seconds),
+                shown_at=now if not live else None,
             )
-            live.append(assignment)
-            exclude.add(image.pk)
-            room -= 1
-    return live
+        )
+        exclude.add(image.pk)
+        room -= 1
 
 
 def _locked_assignment(assignment_id: int, annotator: Annotator) -> Assignment:
@@ -414,7 +435,8 @@ def rating_submit(
             if existing.score == score:
                 return existing, False
             raise Conflict(
-                f"You already rated this image {existing.score}; ratings cannot be changed."
+                f"You already rated this image {existing.score}; "
+                "ratings cannot be changed."
             )
         _check_can_work(annotator, study)
         if assignment.status == Assignment.Status.SKIPPED:
@@ -441,12 +463,18 @@ def rating_submit(
             annotator=annotator,
             assignment=assignment,
             score=score,
-            time_on_item_ms=max(0, int((now - assignment.leased_at).total_seconds() * 1000)),
+            time_on_item_ms=_elapsed_ms(
+                assignment.shown_at or assignment.leased_at, now
+            ),
         )
         assignment.status = Assignment.Status.SUBMITTED
         assignment.finished_at = now
         assignment.save(update_fields=["status", "finished_at"])
     return rating, True
+
+
+def _elapsed_ms(start: datetime, end: datetime) -> int:
+    return max(0, int((end - start).total_seconds() * 1000))
 
 
 def assignment_skip(
@@ -474,12 +502,16 @@ def assignment_skip(
 def participation_complete(*, participation: Participation) -> Participation:
     """Mark finished and fix the completion code shown (idempotent)."""
     with transaction.atomic():
-        p = Participation.objects.select_for_update().select_related("study").get(
-            pk=participation.pk
+        p = (
+            Participation.objects.select_for_update()
+            .select_related("study")
+            .get(pk=participation.pk)
         )
         if p.completed_at is None:
             p.completed_at = timezone.now()
-            p.completion_code = p.study.completion_code or f"PAL-{p.study_id}-{p.pk:06d}"
+            p.completion_code = (
+                p.study.completion_code or f"PAL-{p.study_id}-{p.pk:06d}"
+            )
             p.save(update_fields=["completed_at", "completion_code"])
     return p
 

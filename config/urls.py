@@ -1,12 +1,25 @@
 from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
+from django.views.decorators.http import require_GET
 from django.views.static import serve
 from drf_spectacular.views import (
     SpectacularAPIView,
     SpectacularRedocView,
     SpectacularSwaggerView,
 )
+
+
+@require_GET
+def media(request, path):
+    """Media from Django storage, for the embedded default (a real deployment puts
+    a web server or object storage in front). Reads MEDIA_ROOT per request, and
+    marks files immutable: image names are their sha256, so a name never changes
+    content."""
+    response = serve(request, path, document_root=settings.MEDIA_ROOT)
+    response["Cache-Control"] = "public, max-age=31536000, immutable"
+    return response
+
 
 api_v1 = [
     path("", include("annotation.api.urls")),
@@ -21,8 +34,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("generation/", include("generation.urls")),
-    # Media from Django storage. Behind a real web server or object storage in a
-    # large deployment; served here so the embedded default needs nothing else.
-    path("media/<path:path>", serve, {"document_root": settings.MEDIA_ROOT}),
+    path("media/<path:path>", media, name="media"),
     path("", include("annotation.urls")),
 ]

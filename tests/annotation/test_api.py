@@ -203,3 +203,12 @@ def test_claim_and_submit_query_counts(
         a = api.post(next_url(study)).json()
     with django_assert_max_num_queries(9):
         api.post(f"/api/v1/assignments/{a['id']}/rating/", {"score": 4}, format="json")
+
+
+def test_media_is_served_from_the_current_media_root_and_cached(client, study):
+    (image,) = make_images(study, 1)
+    r = client.get(image.file.url)
+    assert r.status_code == 200
+    assert b"".join(r.streaming_content) == image.file.read()
+    assert "immutable" in r["Cache-Control"]
+    assert client.get("/media/../config/settings/base.py").status_code in (400, 404)

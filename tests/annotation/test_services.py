@@ -305,3 +305,22 @@ def test_participation_completion_code_is_stable(study, annotator):
         code
         and services.participation_complete(participation=p).completion_code == code
     )
+
+
+def test_time_on_item_counts_from_when_the_image_came_to_the_front(study, annotator):
+    make_images(study, 3)
+    t0 = timezone.now()
+    first, preloaded = services.assignment_claim(
+        annotator=annotator, study=study, hold=2, now=t0
+    )
+    assert first.shown_at == t0 and preloaded.shown_at is None
+    t1 = t0 + timedelta(seconds=30)
+    services.rating_submit(assignment_id=first.pk, annotator=annotator, score=3, now=t1)
+    front = services.assignment_claim(annotator=annotator, study=study, hold=2, now=t1)
+    assert front[0].pk == preloaded.pk and front[0].shown_at == t1
+    t2 = t1 + timedelta(seconds=4)
+    rating, _ = services.rating_submit(
+        assignment_id=preloaded.pk, annotator=annotator, score=5, now=t2
+    )
+    assert rating.time_on_item_ms == 4000
+    assert Rating.objects.get(assignment=first).time_on_item_ms == 30000

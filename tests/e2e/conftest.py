@@ -73,16 +73,9 @@ def new_page(browser):
 
 
 @pytest.fixture(autouse=True)
-def _media_root(settings, tmp_path, monkeypatch):
-    """Per-test media folder. config/urls.py binds MEDIA_ROOT into the media
-    route when it is imported, so point that route at the same folder."""
-    from config import urls
-
+def _media_root(settings, tmp_path):
+    """Per-test media folder (the media view reads MEDIA_ROOT per request)."""
     settings.MEDIA_ROOT = tmp_path / "media"
-    for pattern in urls.urlpatterns:
-        args = getattr(pattern, "default_args", None)
-        if args and "document_root" in args:
-            monkeypatch.setitem(args, "document_root", settings.MEDIA_ROOT)
     yield
     shutil.rmtree(settings.MEDIA_ROOT, ignore_errors=True)
 
