@@ -150,64 +150,134 @@ class OpenClipBackbone(Backbone):
 
 # --- pixelstats: deterministic features for offline benchmarks ---------------
 
-_PS_SIZE = 64
+_PS_SIZE = 128
 _HUE_BINS = 12
-PIXELSTATS_DIM = 3 + 3 + 3 + _HUE_BINS + 4 + 8 + 4 + 3 + 9
+
+
+def _grad(lum: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    gx = np.zeros_like(lum)
+    gy = np.zeros_like(lum)
+    gx[:, 1:-1] = (lum[:, 2:] - lum[:, :-2]) / 2
+    gy[1:-1, :] = (lum[2:, :] - lum[:-2, :]) / 2
+    return gx, gy
+
+
+def _box(a: np.ndarray, k: int) -> np.ndarray:
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    padded = np.pad(a, k // 2, mode="edge")
+    return sliding_window_view(padded, (k, k)).mean(axis=(-1, -2))
 
 
 def _pixelstats(image) -> np.ndarray:
-    """Colour, tone, edge, symmetry and texture statistics of a 64×64 thumbnail.
+    """Colour, tone, layout, edge, shape and texture statistics of a thumbnail.
 
-    Not learned and not semantic: a stand-in that lets the offline benchmark test
-    the *model* when no pretrained CLIP can be loaded. Each group is scaled to
-    roughly unit range; the vector is L2-normalised by the caller after centring.
+    Not learned and not semantic: a documented stand-in that lets the offline
+    benchmark test the *reward model* when no pretrained CLIP can be loaded. Groups:
+    colour moments and hue histogram; tone histogram and percentiles; a 4×4 layout
+    of luminance and saturation; edge density at three scales and the edge
+    orientation histogram; structure-tensor cornerness and curvature (straight
+    versus curved contours); mirror symmetry; fine-grain residual.
     """
     from PIL import Image as PILImage
+    from PIL import ImageFilter
 
-    im = _to_rgb(image).resize((_PS_SIZE, _PS_SIZE), PILImage.Resampling.BILINEAR)
-    rgb = np.asarray(im, dtype=np.float32) / 255.0
-    hsv = np.asarray(im.convert("HSV"), dtype=np.float32) / 255.0
+    rgb_im = _to_rgb(image).resize((_PS_SIZE, _PS_SIZE), PILImage.Resampling.BILINEAR)
+    rgb = np.asarray(rgb_im, dtype=np.float32) / 255.0
+    hsv = np.asarray(rgb_im.convert("HSV"), dtype=np.float32) / 255.0
     h, s, v = hsv[..., 0], hsv[..., 1], hsv[..., 2]
     lum = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    feats: list[float] = []
-    feats += list(rgb.reshape(-1, 3).mean(0))
-    feats += list(rgb.reshape(-1, 3).std(0) * 2)
-    feats += [float(s.mean()), float(v.mean()), float(lum.std() * 2)]
+    f: list[float] = []
+    f += list(rgb.reshape(-1, 3).mean(0))
+    f += list(rgb.reshape(-1, 3).std(0) * 2)
+    f += [float(s.mean()), float(v.mean()), float(lum.std() * 2)]
     weights = s * v
     hist, _ = np.histogram(h, bins=_HUE_BINS, range=(0, 1), weights=weights)
-    feats += list(hist / (weights.sum() + 1e-6))
-    gx = np.abs(np.diff(lum, axis=1))
-    gy = np.abs(np.diff(lum, axis=0))
-    edges = (gx[:-1, :] + gy[:, :-1]) / 2
-    feats += [
-        float(edges.mean() * 8),
-        float((edges > 0.05).mean()),
-        float((edges > 0.15).mean()),
-        float(edges.std() * 8),
-    ]
-    # Tone histogram of luminance.
+    f += list(hist / (weights.sum() + 1e-6))
     tone, _ = np.histogram(lum, bins=8, range=(0, 1))
-    feats += list(tone / lum.size)
-    # Mirror symmetry (left/right, top/bottom) and centre vs surround.
-    feats += [
-        1.0 - float(np.abs(lum - lum[:, ::-1]).mean() * 4),
-        1.0 - float(np.abs(lum - lum[::-1, :]).mean() * 4),
-        float(lum[16:48, 16:48].mean() - lum.mean()) * 4,
-        float(s[16:48, 16:48].mean() - s.mean()) * 4,
+    f += list(tone / lum.size)
+    f += [float(np.percentile(lum, q)) for q in (5, 25, 75, 95)]
+    f += [
+        float((rgb[..., 0] - rgb[..., 2]).mean() * 2),
+        float((rgb[..., 1] - rgb[..., 2]).mean() * 2),
     ]
-    # Fine texture: residual after a 2×2 box blur, per channel.
-    blur = (rgb[:-1, :-1] + rgb[1:, :-1] + rgb[:-1, 1:] + rgb[1:, 1:]) / 4
-    feats += list(np.abs(rgb[:-1, :-1] - blur).reshape(-1, 3).mean(0) * 10)
-    # Warm vs cool balance and chroma by tone band.
-    warm = float((rgb[..., 0] - rgb[..., 2]).mean())
-    feats += [warm * 2, float((rgb[..., 1] - rgb[..., 2]).mean() * 2)]
     for lo, hi in ((0, 0.33), (0.33, 0.66), (0.66, 1.01)):
         mask = (lum >= lo) & (lum < hi)
-        feats.append(float(s[mask].mean()) if mask.any() else 0.0)
-    feats += [float(np.percentile(lum, q)) for q in (5, 25, 75, 95)]
-    out = np.asarray(feats, dtype=np.float32)
+        f.append(float(s[mask].mean()) if mask.any() else 0.0)
+    g = _PS_SIZE // 4
+    f += list(lum.reshape(4, g, 4, g).mean(axis=(1, 3)).ravel())
+    f += list(s.reshape(4, g, 4, g).mean(axis=(1, 3)).ravel())
+    # Edges at three scales.
+    gray = PILImage.fromarray((lum * 255).astype(np.uint8))
+    for size in (_PS_SIZE, _PS_SIZE // 2, _PS_SIZE // 4):
+        small = (
+            np.asarray(
+                gray.resize((size, size), PILImage.Resampling.BILINEAR),
+                dtype=np.float32,
+            )
+            / 255.0
+        )
+        mag = np.hypot(*_grad(small))
+        f += [
+            float(mag.mean() * 10),
+            float((mag > 0.02).mean()),
+            float((mag > 0.06).mean()),
+        ]
+    gx, gy = _grad(lum)
+    mag = np.hypot(gx, gy)
+    ang = np.mod(np.arctan2(gy, gx), np.pi)
+    ohist, _ = np.histogram(ang, bins=8, range=(0, np.pi), weights=mag)
+    ohist = ohist / (ohist.sum() + 1e-6)
+    f += list(ohist) + [float(-(ohist * np.log(ohist + 1e-9)).sum())]
+    # Structure tensor on smoothed luminance: ~0 along straight edges, larger at
+    # corners and along curves; orientation change between neighbours = curvature.
+    for blur, win in ((1.0, 5), (1.5, 7), (2.0, 9)):
+        sm = (
+            np.asarray(gray.filter(ImageFilter.GaussianBlur(blur)), dtype=np.float32)
+            / 255.0
+        )
+        sx, sy = _grad(sm)
+        jxx, jyy, jxy = _box(sx * sx, win), _box(sy * sy, win), _box(sx * sy, win)
+        tr = jxx + jyy
+        det = jxx * jyy - jxy**2
+        edge = tr > np.percentile(tr, 85)
+        ratio = det[edge] / (tr[edge] ** 2 + 1e-12)
+        f += [
+            float(ratio.mean() * 4),
+            float(np.percentile(ratio, 50) * 4),
+            float(np.percentile(ratio, 90) * 4),
+            float((ratio > 0.1).mean()),
+        ]
+        theta = np.arctan2(2 * jxy, jxx - jyy) / 2
+        turn = np.abs(np.angle(np.exp(2j * (theta[:, 1:] - theta[:, :-1])))) / 2
+        f.append(float(turn[edge[:, 1:]].mean()))
+    lap = np.abs(
+        4 * lum[1:-1, 1:-1]
+        - lum[:-2, 1:-1]
+        - lum[2:, 1:-1]
+        - lum[1:-1, :-2]
+        - lum[1:-1, 2:]
+    )
+    f += [
+        float(lap.mean() / (mag.mean() + 1e-6)),
+        float(np.percentile(lap, 99) / (np.percentile(mag, 99) + 1e-6)),
+    ]
+    f += [
+        1.0 - float(np.abs(lum - lum[:, ::-1]).mean() * 4),
+        1.0 - float(np.abs(lum - lum[::-1, :]).mean() * 4),
+        float(lum[g:-g, g:-g].mean() - lum.mean()) * 4,
+        float(s[g:-g, g:-g].mean() - s.mean()) * 4,
+    ]
+    blur = (rgb[:-1, :-1] + rgb[1:, :-1] + rgb[:-1, 1:] + rgb[1:, 1:]) / 4
+    f += list(np.abs(rgb[:-1, :-1] - blur).reshape(-1, 3).mean(0) * 10)
+    q = (rgb * 3.99).astype(np.int32)
+    f.append(len(np.unique(q[..., 0] * 16 + q[..., 1] * 4 + q[..., 2])) / 64)
+    out = np.asarray(f, dtype=np.float32)
     assert out.size == PIXELSTATS_DIM, out.size
     return out
+
+
+PIXELSTATS_DIM = 3 + 3 + 3 + _HUE_BINS + 8 + 4 + 2 + 3 + 32 + 9 + 9 + 15 + 2 + 4 + 3 + 1
 
 
 class PixelStatsBackbone(Backbone):

@@ -13,7 +13,7 @@ valid ratings (ridge towards their demographic prior: cold start with none).
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -42,6 +42,28 @@ class Predictor:
     ridge: float
     norm: dict
     scale: tuple[float, float]
+    # Image features (population score, taste projection) depend only on the
+    # version: computed once per image and kept, so a warm prediction is a
+    # lookup plus one matrix-vector product.
+    feature_cache: dict = field(default_factory=dict)
+    max_cached: int = 500_000
+
+    def features_for(self, image_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        from .embeddings import embedding_matrix
+
+        missing = [i for i in dict.fromkeys(image_ids) if i not in self.feature_cache]
+        if missing:
+            emb = embedding_matrix(backbone=self.backbone, image_ids=missing)
+            pop, z = self.image_features(emb)
+            if len(self.feature_cache) + len(missing) > self.max_cached:
+                self.feature_cache.clear()
+            for i, p, zz in zip(missing, pop, z, strict=True):
+                self.feature_cache[i] = (float(p), zz)
+        rows = [self.feature_cache[i] for i in image_ids]
+        return (
+            np.fromiter((r[0] for r in rows), dtype=np.float32, count=len(rows)),
+            np.stack([r[1] for r in rows]) if rows else np.zeros((0, 1)),
+        )
 
     def image_features(self, emb: np.ndarray):
         from .training import image_features
@@ -153,13 +175,11 @@ def predict(
     """Predicted scores on the annotator's own scale, in the order asked.
 
     Raises Conflict (listing them) when some images are not embedded yet."""
-    from .embeddings import embedding_matrix
-
     version = _version(version)
     pred = load(version)
     ids = [int(i) for i in image_ids]
     try:
-        emb = embedding_matrix(backbone=pred.backbone, image_ids=ids)
+        pop, z = pred.features_for(ids)
     except KeyError as exc:
         missing = exc.args[0]
         raise Conflict(
@@ -167,7 +187,7 @@ def predict(
             f"(e.g. {missing[:5]}); they are embedded by the next training run or "
             "the rewardmodel.embed_images task."
         ) from None
-    scores = _scores(pred, annotator, emb)
+    scores = _scores(pred, annotator, pop, z)
     return {
         "version": version.pk,
         "annotator": annotator.pk,
@@ -176,9 +196,8 @@ def predict(
     }
 
 
-def _scores(pred: Predictor, annotator: Annotator, emb: np.ndarray):
+def _scores(pred: Predictor, annotator: Annotator, pop: np.ndarray, z: np.ndarray):
     u, log_scale, bias, m, s, how = pred.annotator_head(annotator)
-    pop, z = pred.image_features(emb)
     norm = np.exp(log_scale) * (pop + z @ u) + bias
     return m + s * norm, how
 
@@ -202,7 +221,8 @@ def score_pixels(
     if not images:
         return []
     emb = get_backbone(pred.backbone).embed(images)
-    return _scores(pred, annotator, emb)[0].tolist()
+    pop, z = pred.image_features(emb)
+    return _scores(pred, annotator, pop, z)[0].tolist()
 
 
 def annotator_get(pk: int) -> Annotator:

@@ -11,8 +11,9 @@ annotator's normalised units::
     s(a, x) = exp(log_scale_a) * (pop(x) + u_a · P x) + bias_a
     u_a     = D demographics_a + delta_a
 
-``pop`` is the population component (an MLP), ``P`` projects the embedding into a
-low-rank taste space, ``u_a`` is the annotator's taste vector: a demographic prior
+``pop`` is the population component (an MLP), ``P`` maps the embedding into a
+low-rank taste space (linear plus a non-linear path through the shared trunk),
+``u_a`` is the annotator's taste vector: a demographic prior
 ``D`` plus a learned offset. An unseen annotator gets ``u = D demographics`` (cold
 start; zero without demographics, i.e. the population), and
 ``rewardmodel.adapt.adapt_taste`` fits ``u`` from k ratings in closed form
@@ -34,7 +35,7 @@ class TasteModel(nn.Module):
         n_annotators: int,
         n_demographics: int = 0,
         n_sources: int = 0,
-        rank: int = 32,
+        rank: int = 16,
         hidden: int = 128,
         dropout: float = 0.1,
     ):
@@ -50,9 +51,14 @@ class TasteModel(nn.Module):
         }
         self.register_buffer("feat_mean", torch.zeros(dim))
         self.register_buffer("feat_std", torch.ones(dim))
-        self.population = nn.Sequential(
-            nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, 1)
+        # A shared non-linear trunk feeds both the population score and the taste
+        # space; the linear ``project`` path keeps the taste space close to the
+        # embedding when data are scarce.
+        self.trunk = nn.Sequential(
+            nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout)
         )
+        self.population = nn.Linear(hidden, 1)
+        self.taste_head = nn.Linear(hidden, rank, bias=False)
         self.project = nn.Linear(dim, rank, bias=False)
         self.taste = nn.Embedding(max(n_annotators, 1), rank)
         self.bias = nn.Embedding(max(n_annotators, 1), 1)
@@ -72,7 +78,8 @@ class TasteModel(nn.Module):
     def image_features(self, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(population score, taste-space projection) per image."""
         x = (emb - self.feat_mean) / self.feat_std
-        return self.population(x).squeeze(-1), self.project(x)
+        h = self.trunk(x)
+        return self.population(h).squeeze(-1), self.project(x) + self.taste_head(h)
 
     def prior_taste(self, demo: torch.Tensor) -> torch.Tensor:
         return self.demo(demo)

@@ -212,16 +212,8 @@ def _train(
 
     from . import data as D
     from . import embeddings as E
-    from .evaluation import Head, evaluate
     from .models import Embedding, ExternalItem
-    from .training import (
-        DEFAULT_CONFIG,
-        TrainData,
-        fit,
-        head_params,
-        image_features,
-        ridge_lambda,
-    )
+    from .training import DEFAULT_CONFIG, train_and_evaluate
 
     cfg = {**DEFAULT_CONFIG, **run.config}
     seed = int(cfg.get("seed", 0))
@@ -273,125 +265,31 @@ def _train(
         )
         log(f"WARNING: {warning}", level=logging.WARNING)
 
-    split = D.split_make(
-        snap,
-        seed=seed,
-        test_images=cfg["test_images"],
-        unseen_annotators=cfg["unseen_annotators"],
-    )
-    n_ann = len(snap.annotator_keys)
-    tr = split.train
-    norm_mean, norm_std = D.normalisation(snap.r_score[tr], snap.r_ann[tr], n_ann)
-    # Unseen annotators' statistics stay unused by training (kept for the record).
-    seen_keys = [k for k, s in zip(snap.annotator_keys, split.seen, strict=True) if s]
-    _, vocab = D.demographic_features(snap.demographics, seen_keys)
-    demo, _ = D.demographic_features(
-        snap.demographics, snap.annotator_keys, vocab=vocab
-    )
-    y = (snap.r_score - norm_mean[snap.r_ann]) / norm_std[snap.r_ann]
-    # External population scores: drop test images, z-score per source.
-    keep = ~split.test_row[snap.e_row] if snap.e_row.size else np.zeros(0, bool)
-    e_row, e_src, e_score = snap.e_row[keep], snap.e_src[keep], snap.e_score[keep]
-    src_mean, src_std = D.normalisation(e_score, e_src, len(snap.sources))
-    e_y = (e_score - src_mean[e_src]) / src_std[e_src] if e_score.size else e_score
-    counts = {
-        **snap.counts,
-        "train_ratings": int(tr.sum()),
-        "seen_test_ratings": int(split.seen_test.sum()),
-        "unseen_annotators": int((~split.seen[: snap.n_real_annotators]).sum()),
-        "unseen_query_ratings": int(split.unseen_query.sum()),
-        "test_images": int(split.test_row.sum()),
-    }
-    log(f"split: {counts}")
-    if counts["train_ratings"] < MIN_RATINGS:
-        raise InvalidInput("Too few training ratings after the split.")
-
-    train = TrainData(
-        emb=emb,
-        row=snap.r_row[tr],
-        ann=snap.r_ann[tr],
-        y=y[tr],
-        demographics=demo,
-        e_row=e_row,
-        e_src=e_src,
-        e_y=e_y,
-        source_weights=np.asarray(
-            [s["weight"] for s in snap.sources], dtype=np.float32
-        ),
-        n_annotators=n_ann,
-    )
     every = max(1, int(cfg["steps"]) // 20)
 
     def on_step(step: int, total: int, info: dict) -> None:
         if step % every == 0 or step == total:
             _progress(run, on_progress, "training", 0.25 + 0.6 * step / total, info)
 
-    model, last = fit(train, config=cfg, seed=seed, on_step=on_step)
-    log(f"trained {cfg['steps']} steps: {last}")
-
-    _progress(run, on_progress, "evaluating", 0.87)
-    pop, z = image_features(model, emb)
-    hp = head_params(model)
-    pred_tr = (
-        np.exp(hp["log_scale"][train.ann])
-        * (pop[train.row] + np.einsum("ij,ij->i", z[train.row], hp["taste"][train.ann]))
-        + hp["bias"][train.ann]
-    )
-    resid_var = float(np.mean((pred_tr - train.y) ** 2))
-    seen_idx = np.flatnonzero(split.seen)
-    ridge = ridge_lambda(
-        residual_var=resid_var, taste_offsets=hp["taste_offset"][seen_idx]
-    )
-    head = Head(
-        taste=hp["taste"],
-        bias=hp["bias"],
-        log_scale=hp["log_scale"],
-        demo_weight=hp["demo_weight"],
-        ridge=ridge,
-    )
-    summary, per_annotator = evaluate(
+    result = train_and_evaluate(
         snap=snap,
-        split=split,
-        pop=pop,
-        z=z,
-        head=head,
-        norm_mean=norm_mean,
-        norm_std=norm_std,
-        demo=demo,
-        ks=list(cfg["ks"]),
-        seed=seed,
+        emb=emb,
+        cfg=cfg,
+        on_step=on_step,
+        log=log,
+        on_stage=lambda stage, f: _progress(run, on_progress, stage, f),
     )
-    summary["train"] = {**last, "residual_var": resid_var, "ridge": ridge}
-    log(f"primary metric (seen pairwise accuracy): {summary['primary_metric']}")
-
+    model, summary, per_annotator, counts = (
+        result.model,
+        result.summary,
+        result.per_annotator,
+        result.counts,
+    )
     _progress(run, on_progress, "saving", 0.95)
     import torch
 
-    seen_set = set(seen_idx.tolist())
     ckpt = model.checkpoint(
-        backbone=backbone,
-        weights_loaded=weights_loaded,
-        annotator_keys=[snap.annotator_keys[i] for i in range(n_ann)],
-        trained_annotators=[snap.annotator_keys[i] for i in sorted(seen_set)],
-        normalisation={
-            "per_annotator": {
-                snap.annotator_keys[i]: [float(norm_mean[i]), float(norm_std[i])]
-                for i in sorted(seen_set)
-            },
-            "global": [
-                float(np.mean(norm_mean[seen_idx])),
-                float(np.mean(norm_std[seen_idx])),
-            ],
-            "sources": {
-                s["name"]: [float(src_mean[i]), float(src_std[i])]
-                for i, s in enumerate(snap.sources)
-            },
-        },
-        demographics_vocab=vocab,
-        ridge=ridge,
-        train_config=cfg,
-        seed=seed,
-        scale=list(snap.scale),
+        backbone=backbone, weights_loaded=weights_loaded, **result.checkpoint_extra
     )
     path = conf.checkpoint_dir() / f"run{run.pk}-{timezone.now():%Y%m%dT%H%M%S}.pt"
     torch.save(ckpt, path)

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 
 DEFAULT_CONFIG = {
-    "rank": 32,
+    "rank": 16,
     "hidden": 128,
     "dropout": 0.1,
-    "steps": 400,
+    "steps": 250,
     "batch_size": 4096,
     "lr": 3e-3,
     "weight_decay": 1e-4,
@@ -98,16 +98,9 @@ def fit(
     src_w = torch.from_numpy(data.source_weights.astype(np.float32))
     order, starts, counts = _partners(data.ann, rng)
 
-    decay = [
-        p
-        for n, p in model.named_parameters()
-        if n.startswith(("population", "project"))
-    ]
-    other = [
-        p
-        for n, p in model.named_parameters()
-        if not n.startswith(("population", "project"))
-    ]
+    shared = ("trunk", "population", "taste_head", "project")
+    decay = [p for n, p in model.named_parameters() if n.startswith(shared)]
+    other = [p for n, p in model.named_parameters() if not n.startswith(shared)]
     opt = torch.optim.AdamW(
         [
             {"params": decay, "weight_decay": cfg["weight_decay"]},
@@ -226,3 +219,147 @@ def ridge_lambda(*, residual_var: float, taste_offsets: np.ndarray) -> float:
     if tau2 <= 1e-8:
         return 1e3
     return float(np.clip(residual_var / tau2, 1e-2, 1e4))
+
+
+@dataclass
+class Result:
+    model: object
+    summary: dict
+    per_annotator: list
+    counts: dict
+    checkpoint_extra: dict
+
+
+def train_and_evaluate(
+    *,
+    snap,
+    emb: np.ndarray,
+    cfg: dict,
+    on_step: Callable[[int, int, dict], None] | None = None,
+    on_stage: Callable[[str, float], None] | None = None,
+    log: Callable[[str], None] = lambda msg: None,
+    min_train: int = 10,
+) -> Result:
+    """Split, normalise, fit, evaluate: everything between the data snapshot and
+    the saved checkpoint, with no database access (the benchmarks call it too)."""
+    from . import data as D
+    from .evaluation import Head, evaluate
+
+    seed = int(cfg["seed"])
+    split = D.split_make(
+        snap,
+        seed=seed,
+        test_images=cfg["test_images"],
+        unseen_annotators=cfg["unseen_annotators"],
+    )
+    n_ann = len(snap.annotator_keys)
+    tr = split.train
+    norm_mean, norm_std = D.normalisation(snap.r_score[tr], snap.r_ann[tr], n_ann)
+    # Unseen annotators' statistics stay unused by training (kept for the record).
+    seen_keys = [k for k, s in zip(snap.annotator_keys, split.seen, strict=True) if s]
+    _, vocab = D.demographic_features(snap.demographics, seen_keys)
+    demo, _ = D.demographic_features(
+        snap.demographics, snap.annotator_keys, vocab=vocab
+    )
+    y = (snap.r_score - norm_mean[snap.r_ann]) / norm_std[snap.r_ann]
+    # External population scores: drop test images, z-score per source.
+    keep = ~split.test_row[snap.e_row] if snap.e_row.size else np.zeros(0, bool)
+    e_row, e_src, e_score = snap.e_row[keep], snap.e_src[keep], snap.e_score[keep]
+    src_mean, src_std = D.normalisation(e_score, e_src, len(snap.sources))
+    e_y = (e_score - src_mean[e_src]) / src_std[e_src] if e_score.size else e_score
+    counts = {
+        **snap.counts,
+        "train_ratings": int(tr.sum()),
+        "seen_test_ratings": int(split.seen_test.sum()),
+        "unseen_annotators": int((~split.seen[: snap.n_real_annotators]).sum()),
+        "unseen_query_ratings": int(split.unseen_query.sum()),
+        "test_images": int(split.test_row.sum()),
+    }
+    log(f"split: {counts}")
+    if counts["train_ratings"] < min_train:
+        raise ValueError("Too few training ratings after the split.")
+
+    train = TrainData(
+        emb=emb,
+        row=snap.r_row[tr],
+        ann=snap.r_ann[tr],
+        y=y[tr],
+        demographics=demo,
+        e_row=e_row,
+        e_src=e_src,
+        e_y=e_y,
+        source_weights=np.asarray(
+            [s["weight"] for s in snap.sources], dtype=np.float32
+        ),
+        n_annotators=n_ann,
+    )
+    model, last = fit(train, config=cfg, seed=seed, on_step=on_step)
+    log(f"trained {cfg['steps']} steps: {last}")
+
+    if on_stage is not None:
+        on_stage("evaluating", 0.87)
+    pop, z = image_features(model, emb)
+    hp = head_params(model)
+    pred_tr = (
+        np.exp(hp["log_scale"][train.ann])
+        * (pop[train.row] + np.einsum("ij,ij->i", z[train.row], hp["taste"][train.ann]))
+        + hp["bias"][train.ann]
+    )
+    resid_var = float(np.mean((pred_tr - train.y) ** 2))
+    seen_idx = np.flatnonzero(split.seen)
+    ridge = ridge_lambda(
+        residual_var=resid_var, taste_offsets=hp["taste_offset"][seen_idx]
+    )
+    head = Head(
+        taste=hp["taste"],
+        bias=hp["bias"],
+        log_scale=hp["log_scale"],
+        demo_weight=hp["demo_weight"],
+        ridge=ridge,
+    )
+    summary, per_annotator = evaluate(
+        snap=snap,
+        split=split,
+        pop=pop,
+        z=z,
+        head=head,
+        norm_mean=norm_mean,
+        norm_std=norm_std,
+        demo=demo,
+        ks=list(cfg["ks"]),
+        seed=seed,
+    )
+    summary["train"] = {**last, "residual_var": resid_var, "ridge": ridge}
+    log(f"primary metric (seen pairwise accuracy): {summary['primary_metric']}")
+
+    seen_set = set(seen_idx.tolist())
+    extra = dict(
+        annotator_keys=[snap.annotator_keys[i] for i in range(n_ann)],
+        trained_annotators=[snap.annotator_keys[i] for i in sorted(seen_set)],
+        normalisation={
+            "per_annotator": {
+                snap.annotator_keys[i]: [float(norm_mean[i]), float(norm_std[i])]
+                for i in sorted(seen_set)
+            },
+            "global": [
+                float(np.mean(norm_mean[seen_idx])),
+                float(np.mean(norm_std[seen_idx])),
+            ],
+            "sources": {
+                s["name"]: [float(src_mean[i]), float(src_std[i])]
+                for i, s in enumerate(snap.sources)
+            },
+        },
+        demographics_vocab=vocab,
+        ridge=ridge,
+        train_config=cfg,
+        seed=seed,
+        scale=list(snap.scale),
+    )
+    return Result(
+        model=model,
+        summary=summary,
+        per_annotator=per_annotator,
+        counts=counts,
+        checkpoint_extra=extra,
+    )

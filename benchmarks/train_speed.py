@@ -1,0 +1,269 @@
+"""Reward-model speed: training, prediction and embedding throughput.
+
+1. Training: 70,000 ratings over 5,000 images by 350 annotators, with synthetic
+   768-d embeddings written straight into the embedding cache (so no backbone
+   runs). Times the real training run (snapshot, split, fit, evaluation,
+   checkpoint) and reports the process's peak RSS (Django + torch included).
+2. Prediction: ``rewardmodel.inference.predict`` for one annotator over all 5,000
+   images: the first (cold) call loads the checkpoint and computes image features,
+   then the median of warm calls.
+3. Embedding throughput of open_clip ViT-B-32 and ViT-L-14 with random weights
+   (the real ``create_model_and_transforms`` path, preprocessing included), on the
+   CPU with small batches, or on the GPU with ``--gpu`` (batch 256, bf16 autocast).
+
+Runs in a throw-away test database. Usage::
+
+    .venv/bin/python benchmarks/train_speed.py
+    .venv/bin/python benchmarks/train_speed.py --only embed --gpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--images", type=int, default=5000)
+    p.add_argument("--ratings", type=int, default=70_000)
+    p.add_argument("--annotators", type=int, default=350)
+    p.add_argument("--dim", type=int, default=768)
+    p.add_argument("--only", choices=["train", "embed"], help="run one part")
+    p.add_argument("--gpu", action="store_true", help="embedding throughput on CUDA")
+    p.add_argument("--cpu-batch", type=int, default=8)
+    return p.parse_args()
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def setup_django(data_dir: str):
+    os.environ["PALATE_DATA_DIR"] = data_dir
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.test")
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.db import connection
+    from django.test.utils import setup_test_environment
+
+    settings.MEDIA_ROOT = Path(data_dir) / "media"
+    settings.REWARDMODEL_DIR = str(Path(data_dir) / "rm")
+    setup_test_environment()
+    old_name = connection.settings_dict["NAME"]
+    if connection.vendor == "postgresql":
+        connection.settings_dict.setdefault("TEST", {})["NAME"] = (
+            f"test_{old_name}_speed"
+        )
+    connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
+    return connection, old_name
+
+
+def bench_train(args) -> dict:
+    from annotation import services as ann
+    from annotation.models import Image, Rating, Study
+    from rewardmodel import inference, services
+    from rewardmodel.embeddings import to_blob
+    from rewardmodel.models import Embedding
+
+    rng = np.random.default_rng(0)
+    backbone = f"synthetic:{args.dim}"
+    t0 = time.monotonic()
+    study = ann.study_create(
+        name="Speed",
+        slug="speed",
+        status=Study.Status.OPEN,
+        raters_per_image=15,
+        quota_per_annotator=10**6,
+    )
+    images = Image.objects.bulk_create(
+        [
+            Image(
+                study=study,
+                file=f"synthetic/{i}.png",
+                sha256=f"{i:064x}",
+                target_ratings=15,
+            )
+            for i in range(args.images)
+        ],
+        batch_size=2000,
+    )
+    emb = rng.normal(size=(args.images, args.dim)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    Embedding.objects.bulk_create(
+        [
+            Embedding(
+                image_id=im.pk,
+                backbone=backbone,
+                dim=args.dim,
+                vector=to_blob(vec),
+                weights_loaded=True,
+            )
+            for im, vec in zip(images, emb, strict=True)
+        ],
+        batch_size=2000,
+    )
+    annotators = [ann.annotator_create() for _ in range(args.annotators)]
+    # Planted taste so the fit has something to find: shared + individual.
+    directions = rng.normal(size=(8, args.dim)).astype(np.float32)
+    feats = emb @ directions.T * 10
+    taste = rng.normal(size=8) + rng.normal(size=(args.annotators, 8))
+    per_image = args.ratings // args.images
+    rows = []
+    for i, im in enumerate(images):
+        for a in rng.choice(args.annotators, per_image, replace=False):
+            score = int(
+                np.clip(np.rint(4 + feats[i] @ taste[a] / 3 + rng.normal(0, 0.5)), 1, 7)
+            )
+            rows.append(
+                Rating(
+                    study=study, image_id=im.pk, annotator=annotators[a], score=score
+                )
+            )
+    Rating.objects.bulk_create(rows, batch_size=5000)
+    t_setup = time.monotonic() - t0
+
+    rss_before = peak_rss_mb()
+    run = services.training_run_create(
+        study=study, config={"backbone": backbone, "seed": 0}
+    )
+    t1 = time.monotonic()
+    run = services.training_run_execute(run_id=run.pk)
+    t_train = time.monotonic() - t1
+    if run.status != "succeeded":
+        raise SystemExit(f"training failed: {run.error}\n{run.log}")
+    version = run.version
+    fit_line = next((ln for ln in version.log.splitlines() if "trained" in ln), "")
+
+    who = next(
+        a for a in annotators if version.annotator_metrics.filter(annotator=a).exists()
+    )
+    ids = [im.pk for im in images]
+    t2 = time.monotonic()
+    inference.predict(annotator=who, image_ids=ids)
+    t_cold = time.monotonic() - t2
+    warm = []
+    for _ in range(30):
+        t3 = time.perf_counter()
+        inference.predict(annotator=who, image_ids=ids)
+        warm.append(time.perf_counter() - t3)
+    return {
+        "ratings": len(rows),
+        "images": args.images,
+        "annotators": args.annotators,
+        "dim": args.dim,
+        "setup_s": t_setup,
+        "train_run_s": t_train,
+        "fit_log": fit_line,
+        "steps": version.config["steps"],
+        "primary_metric": version.primary_metric,
+        "peak_rss_mb_before_training": rss_before,
+        "peak_rss_mb": peak_rss_mb(),
+        "predict_cold_ms": t_cold * 1000,
+        "predict_warm_median_ms": statistics.median(warm) * 1000,
+        "predict_warm_p90_ms": sorted(warm)[int(0.9 * len(warm))] * 1000,
+    }
+
+
+def bench_embed(args) -> list[dict]:
+    import torch
+    from PIL import Image as PILImage
+
+    from rewardmodel.backbones import OpenClipBackbone
+
+    device = "cuda" if args.gpu else "cpu"
+    out = []
+    for name in ("ViT-B-32", "ViT-L-14"):
+        bb = OpenClipBackbone.build(f"open_clip:{name}", device=device)
+        batch = 256 if args.gpu else args.cpu_batch
+        rng = np.random.default_rng(0)
+        imgs = [
+            PILImage.fromarray(rng.integers(0, 255, (256, 256, 3), dtype=np.uint8))
+            for _ in range(batch)
+        ]
+        bb.embed(imgs[: min(4, batch)])  # warm-up
+        if args.gpu:
+            torch.cuda.synchronize()
+        reps = 3 if args.gpu else (2 if name == "ViT-B-32" else 1)
+        t = time.perf_counter()
+        for _ in range(reps):
+            bb.embed(imgs)
+        if args.gpu:
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t
+        out.append(
+            {
+                "model": name,
+                "device": device,
+                "batch": batch,
+                "precision": "bf16 autocast" if args.gpu else "fp32",
+                "images_per_s": reps * batch / dt,
+                "threads": torch.get_num_threads(),
+            }
+        )
+        del bb
+    return out
+
+
+def main() -> int:
+    args = parse_args()
+    data_dir = tempfile.mkdtemp(prefix="palate-speed-")
+    print(f"# train_speed on {os.cpu_count()} CPU(s)")
+    if args.only != "embed":
+        connection, old_name = setup_django(data_dir)
+        try:
+            r = bench_train(args)
+        finally:
+            connection.creation.destroy_test_db(old_name, verbosity=0)
+        print(
+            f"training: {r['ratings']} ratings, {r['images']} images, "
+            f"{r['annotators']} annotators, {r['dim']}-d cached embeddings, "
+            f"{r['steps']} steps"
+        )
+        print(
+            f"  training run (snapshot+split+fit+eval+checkpoint): "
+            f"{r['train_run_s']:.1f} s   [target < 60 s]"
+        )
+        print(
+            f"  peak RSS of the process: {r['peak_rss_mb']:.0f} MB "
+            f"(before training {r['peak_rss_mb_before_training']:.0f} MB)"
+            f"   [target < 2048 MB]"
+        )
+        print(f"  primary metric on the synthetic data: {r['primary_metric']:.3f}")
+        print(
+            f"  predict 1 annotator × {r['images']} images: cold "
+            f"{r['predict_cold_ms']:.0f} ms (loads checkpoint, image features), "
+            f"warm median {r['predict_warm_median_ms']:.1f} ms, "
+            f"p90 {r['predict_warm_p90_ms']:.1f} ms   [target < 20 ms]"
+        )
+        print(f"  (setup of the synthetic data: {r['setup_s']:.0f} s)")
+    if args.only != "train":
+        os.environ.setdefault("PALATE_DATA_DIR", data_dir)
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.test")
+        import django
+
+        django.setup()
+        for e in bench_embed(args):
+            print(
+                f"embedding {e['model']} random weights on {e['device']} "
+                f"(batch {e['batch']}, {e['precision']}, {e['threads']} threads): "
+                f"{e['images_per_s']:.1f} images/s"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
