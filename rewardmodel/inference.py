@@ -43,27 +43,33 @@ class Predictor:
     norm: dict
     scale: tuple[float, float]
     # Image features (population score, taste projection) depend only on the
-    # version: computed once per image and kept, so a warm prediction is a
-    # lookup plus one matrix-vector product.
-    feature_cache: dict = field(default_factory=dict)
+    # version: computed once per image and kept in flat arrays, so a warm
+    # prediction is an index lookup plus one matrix-vector product.
+    cache_index: dict = field(default_factory=dict)
+    cache_pop: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    cache_z: np.ndarray | None = None
     max_cached: int = 500_000
 
     def features_for(self, image_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
         from .embeddings import embedding_matrix
 
-        missing = [i for i in dict.fromkeys(image_ids) if i not in self.feature_cache]
+        index = self.cache_index
+        missing = [i for i in dict.fromkeys(image_ids) if i not in index]
         if missing:
             emb = embedding_matrix(backbone=self.backbone, image_ids=missing)
             pop, z = self.image_features(emb)
-            if len(self.feature_cache) + len(missing) > self.max_cached:
-                self.feature_cache.clear()
-            for i, p, zz in zip(missing, pop, z, strict=True):
-                self.feature_cache[i] = (float(p), zz)
-        rows = [self.feature_cache[i] for i in image_ids]
-        return (
-            np.fromiter((r[0] for r in rows), dtype=np.float32, count=len(rows)),
-            np.stack([r[1] for r in rows]) if rows else np.zeros((0, 1)),
+            if self.cache_z is None or len(index) + len(missing) > self.max_cached:
+                index.clear()
+                self.cache_pop, self.cache_z = pop[:0], z[:0]
+            base = len(index)
+            for j, i in enumerate(missing):
+                index[i] = base + j
+            self.cache_pop = np.concatenate([self.cache_pop, pop])
+            self.cache_z = np.concatenate([self.cache_z, z])
+        rows = np.fromiter(
+            (index[i] for i in image_ids), dtype=np.int64, count=len(image_ids)
         )
+        return self.cache_pop[rows], self.cache_z[rows]
 
     def image_features(self, emb: np.ndarray):
         from .training import image_features
@@ -98,12 +104,7 @@ class Predictor:
             return prior, 0.0, 0.0, m, s, "cold start"
         ys = np.asarray([r[1] for r in ratings], dtype=np.float64)
         m, s = float(ys.mean()), max(float(ys.std()), 0.25)
-        from .embeddings import embedding_matrix
-
-        emb = embedding_matrix(
-            backbone=self.backbone, image_ids=[r[0] for r in ratings]
-        )
-        pop, z = self.image_features(emb)
+        pop, z = self.features_for([r[0] for r in ratings])
         u = adapt_taste(z=z, residual=(ys - m) / s - pop, prior=prior, ridge=self.ridge)
         return u, 0.0, 0.0, m, s, f"adapted from {len(ratings)} ratings"
 

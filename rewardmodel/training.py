@@ -179,6 +179,30 @@ def fit(
     return model, last
 
 
+def refit_demographic_prior(model, *, seen: np.ndarray, ridge: float = 1.0) -> None:
+    """Re-estimate the demographics → taste map in closed form from the learned
+    taste vectors of the trained annotators (group means, shrunk), keeping every
+    trained annotator's total taste vector unchanged.
+
+    Adam moves the per-annotator offsets as fast as the shared map, so after SGD
+    the split between "group" and "individual" is arbitrary; cold start needs the
+    group part to be the best guess for a newcomer, which this regression gives.
+    """
+    import torch
+
+    with torch.no_grad():
+        demo = model.demographics.numpy().astype(np.float64)
+        w_old = model.demo.weight.numpy().astype(np.float64)  # (rank, n_demo)
+        total = model.taste.weight.numpy().astype(np.float64) + demo @ w_old.T
+        d_seen, u_seen = demo[seen], total[seen]
+        gram = d_seen.T @ d_seen + ridge * np.eye(demo.shape[1])
+        w_new = np.linalg.solve(gram, d_seen.T @ u_seen)  # (n_demo, rank)
+        offsets = total - demo @ w_new
+        offsets[~seen] = 0.0  # never trained: their taste is the prior alone
+        model.demo.weight.copy_(torch.from_numpy(w_new.T.astype(np.float32)))
+        model.taste.weight.copy_(torch.from_numpy(offsets.astype(np.float32)))
+
+
 def image_features(model, emb: np.ndarray, *, batch: int = 8192):
     """Population score and taste projection for embedding rows, as numpy."""
     import torch
@@ -294,6 +318,7 @@ def train_and_evaluate(
         n_annotators=n_ann,
     )
     model, last = fit(train, config=cfg, seed=seed, on_step=on_step)
+    refit_demographic_prior(model, seen=split.seen)
     log(f"trained {cfg['steps']} steps: {last}")
 
     if on_stage is not None:

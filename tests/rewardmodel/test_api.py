@@ -65,7 +65,8 @@ def test_versions_annotators_and_predict(staff_client, trained):
     rows = staff_client.get(
         f"/api/v1/rewardmodel/versions/{version.pk}/annotators/?split=seen"
     ).json()
-    assert len(rows["results"]) == 7
+    # (The engine deals images at random, so the count varies between runs.)
+    assert len(rows["results"]) == version.metrics["seen"]["n_annotators"] >= 2
     assert {"population", "annotator_mean", "loo_consensus"} == set(
         rows["results"][0]["baselines"]
     )
@@ -108,11 +109,8 @@ def test_predict_cold_start_and_adaptation(trained):
     order = sorted(cold["scores"], key=cold["scores"].get)
     assert order == sorted(other["scores"], key=other["scores"].get)
     # The held-out annotator is adapted from their own ratings, no retraining.
-    unseen = next(
-        a
-        for a in annotators
-        if not version.annotator_metrics.filter(annotator=a, split="seen").exists()
-    )
+    trained = inference.load(version).norm["per_annotator"]
+    unseen = next(a for a in annotators if str(a.pk) not in trained)
     adapted = inference.predict(annotator=unseen, image_ids=image_ids)
     assert adapted["how"].startswith("adapted from")
     ranked = inference.rank(annotator=unseen, image_ids=image_ids)

@@ -29,7 +29,13 @@ def test_tiny_config_runs_the_real_open_clip_path():
 
 def test_unloadable_pretrained_weights_fall_back_to_random_loudly(caplog):
     key = "open_clip:palate-tiny-vit:/nonexistent/weights.bin"
-    bb = backbones.get_backbone(key)
+    backbones._CACHE.pop(f"{key}@auto", None)
+    with caplog.at_level("WARNING", logger="rewardmodel.backbones"):
+        bb = backbones.get_backbone(key)
+    assert any(
+        r.levelname == "WARNING" and "PRETRAINED WEIGHTS NOT LOADED" in r.getMessage()
+        for r in caplog.records
+    )
     assert bb.weights_loaded is False
     assert "PRETRAINED WEIGHTS NOT LOADED" in bb.warning
     assert bb.embed([png_bytes(3)]).shape == (1, 32)
