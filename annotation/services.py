@@ -289,33 +289,30 @@ def _pick_image(annotator: Annotator, study: Study, exclude: set[int]) -> Image 
         if connection.features.has_select_for_update_skip_locked
         else ""
     )
+    fullest = f"(SELECT MIN(i.open_slots) {candidates} AND i.open_slots > %s)"
     level_floor = 0
     with connection.cursor() as cursor:
         for _ in range(study.raters_per_image + 2):
-            cursor.execute(
-                f"SELECT i.open_slots {candidates} AND i.open_slots > %s "
-                "ORDER BY i.open_slots, i.shuffle LIMIT 1",
-                [*common, level_floor],
-            )
-            row = cursor.fetchone()
-            if row is None:
-                return None
-            level = row[0]
             start = random.randrange(2**31)
+            # Usually one query: the fullest level and the first image from a
+            # random point in it; wrap around, then step up a level only when
+            # every candidate there is being claimed by someone else right now.
             for op in (">=", "<"):
                 cursor.execute(
                     f"SELECT i.id, i.file, i.width, i.height {candidates} "
-                    f"AND i.open_slots = %s AND i.shuffle {op} %s "
+                    f"AND i.open_slots = {fullest} AND i.shuffle {op} %s "
                     f"ORDER BY i.shuffle LIMIT 1{lock}",
-                    [*common, level, start],
+                    [*common, *common, level_floor, start],
                 )
                 row = cursor.fetchone()
                 if row is not None:
                     return Image.from_db(
                         connection.alias, ["id", "file", "width", "height"], row
                     )
-            # Every candidate at this level is being claimed right now: go one
-            # level up.
+            cursor.execute(f"SELECT {fullest}", [*common, level_floor])
+            level = cursor.fetchone()[0]
+            if level is None:
+                return None
             level_floor = level
     return None
 
@@ -344,11 +341,6 @@ def assignment_claim(
         raise InvalidInput(f"hold must be between 1 and {MAX_HOLD}.")
     _check_can_work(annotator, study)
     now = now or timezone.now()
-    # A cheap autocommit probe first: most claims find nothing overdue.
-    if Assignment.objects.filter(
-        study=study, status=Assignment.Status.LEASED, expires_at__lte=now
-    ).exists():
-        lease_expire(study_id=study.pk, now=now, limit=200)
     with transaction.atomic():
         # Serialises this annotator's own claims (quota, hold) and nobody else's.
         participation = _locked_participation(annotator, study)
@@ -371,8 +363,19 @@ def _top_up(annotator, study, live: list[Assignment], hold: int, now) -> None:
     rated = Rating.objects.filter(annotator=annotator, study=study).count()
     room = study.quota_per_annotator - rated - len(live)
     exclude = {a.image_id for a in live}
+    before = len(live)
+    swept = False
     while len(live) < hold and room > 0:
         image = _pick_image(annotator, study, exclude)
+        if image is None and not swept and len(live) == before:
+            # Overdue leases still count against their images; only when nothing
+            # else is left does it matter, so sweep then (no cron needed for
+            # correctness; the beat task keeps the fill order honest meanwhile).
+            # Only before this call has locked an image of its own: the sweep
+            # then waits on nobody who could be waiting on us.
+            swept = True
+            if lease_expire(study_id=study.pk, now=now, limit=500):
+                continue
         if image is None:
             break
         updated = Image.objects.filter(pk=image.pk, open_slots__gt=0).update(
@@ -419,57 +422,60 @@ def rating_submit(
     A lease that has expired is still accepted while the image has a free slot.
     """
     now = now or timezone.now()
-    with transaction.atomic():
-        assignment = _locked_assignment(assignment_id, annotator)
-        study = assignment.study
-        if isinstance(score, bool) or not isinstance(score, int):
-            raise InvalidInput("score must be a whole number.")
-        if not study.scale_min <= score <= study.scale_max:
-            raise InvalidInput(
-                f"score must be between {study.scale_min} and {study.scale_max}."
-            )
-        existing = Rating.objects.filter(
-            image_id=assignment.image_id, annotator=annotator
-        ).first()
-        if existing is not None:
-            if existing.score == score:
-                return existing, False
-            raise Conflict(
-                f"You already rated this image {existing.score}; "
-                "ratings cannot be changed."
-            )
-        _check_can_work(annotator, study)
-        if assignment.status == Assignment.Status.SKIPPED:
-            raise Conflict("You skipped this image, so it can no longer be rated.")
-        if assignment.status == Assignment.Status.LEASED:
-            # The lease still holds its slot (even if overdue and not yet swept).
-            updated = Image.objects.filter(pk=assignment.image_id).update(
-                lease_count=F("lease_count") - 1, rating_count=F("rating_count") + 1
-            )
-        elif assignment.status == Assignment.Status.EXPIRED:
-            updated = Image.objects.filter(
-                pk=assignment.image_id, open_slots__gt=0
-            ).update(rating_count=F("rating_count") + 1)
-            if updated != 1:
-                raise Conflict(
-                    "Your time on this image ran out and it has since received all "
-                    "its ratings, so this rating was not recorded."
-                )
-        else:
-            raise Conflict(f"This assignment is {assignment.status}.")
-        rating = Rating.objects.create(
-            study=study,
-            image_id=assignment.image_id,
-            annotator=annotator,
-            assignment=assignment,
-            score=score,
-            time_on_item_ms=_elapsed_ms(
-                assignment.shown_at or assignment.leased_at, now
-            ),
+    try:
+        with transaction.atomic():
+            return _rating_submit(assignment_id, annotator, score, now)
+    except IntegrityError:
+        # Only reachable when a rating of this pair exists outside this
+        # assignment (e.g. imported): the unique pair refuses it.
+        raise Conflict("You already rated this image.") from None
+
+
+def _rating_submit(assignment_id, annotator, score, now) -> tuple[Rating, bool]:
+    assignment = _locked_assignment(assignment_id, annotator)
+    study = assignment.study
+    if isinstance(score, bool) or not isinstance(score, int):
+        raise InvalidInput("score must be a whole number.")
+    if not study.scale_min <= score <= study.scale_max:
+        raise InvalidInput(
+            f"score must be between {study.scale_min} and {study.scale_max}."
         )
-        assignment.status = Assignment.Status.SUBMITTED
-        assignment.finished_at = now
-        assignment.save(update_fields=["status", "finished_at"])
+    if assignment.status == Assignment.Status.SUBMITTED:
+        # One assignment per (image, annotator): its rating is the only one.
+        existing = Rating.objects.get(assignment=assignment)
+        if existing.score == score:
+            return existing, False
+        raise Conflict(
+            f"You already rated this image {existing.score}; ratings cannot be changed."
+        )
+    _check_can_work(annotator, study)
+    if assignment.status == Assignment.Status.SKIPPED:
+        raise Conflict("You skipped this image, so it can no longer be rated.")
+    if assignment.status == Assignment.Status.LEASED:
+        # The lease still holds its slot (even if overdue and not yet swept).
+        Image.objects.filter(pk=assignment.image_id).update(
+            lease_count=F("lease_count") - 1, rating_count=F("rating_count") + 1
+        )
+    else:  # expired: only while the image still has room
+        updated = Image.objects.filter(pk=assignment.image_id, open_slots__gt=0).update(
+            rating_count=F("rating_count") + 1
+        )
+        if updated != 1:
+            raise Conflict(
+                "Your time on this image ran out and it has since received all "
+                "its ratings, so this rating was not recorded."
+            )
+    rating = Rating.objects.create(
+        study=study,
+        image_id=assignment.image_id,
+        annotator=annotator,
+        assignment=assignment,
+        score=score,
+        time_on_item_ms=_elapsed_ms(assignment.shown_at or assignment.leased_at, now),
+    )
+    assignment.status = Assignment.Status.SUBMITTED
+    assignment.finished_at = now
+    assignment.save(update_fields=["status", "finished_at"])
     return rating, True
 
 

@@ -197,11 +197,12 @@ def test_claim_and_submit_query_counts(
     api.post(next_url(study))  # warm: participation exists
     a = services.assignment_claim(annotator=annotator, study=study)[0]
     services.rating_submit(assignment_id=a.pk, annotator=annotator, score=3)
-    # token, study, annotator, expiry probe, participation lock, live leases, quota
-    # count, fill level, pick, slot update, insert (+ savepoint pair)
-    with django_assert_max_num_queries(13):
+    # token+annotator, study, participation lock, live leases, quota count,
+    # pick (fill level and image in one), slot update, insert, savepoint pair;
+    # rating: token+annotator, lock, image update, insert, status, savepoints
+    with django_assert_max_num_queries(11):
         a = api.post(next_url(study)).json()
-    with django_assert_max_num_queries(9):
+    with django_assert_max_num_queries(7):
         api.post(f"/api/v1/assignments/{a['id']}/rating/", {"score": 4}, format="json")
 
 
