@@ -179,7 +179,7 @@ def fit(
     return model, last
 
 
-def refit_demographic_prior(model, *, seen: np.ndarray, ridge: float = 1.0) -> None:
+def refit_demographic_prior(model, *, seen: np.ndarray) -> float:
     """Re-estimate the demographics → taste map in closed form from the learned
     taste vectors of the trained annotators (group means, shrunk), keeping every
     trained annotator's total taste vector unchanged.
@@ -195,12 +195,22 @@ def refit_demographic_prior(model, *, seen: np.ndarray, ridge: float = 1.0) -> N
         w_old = model.demo.weight.numpy().astype(np.float64)  # (rank, n_demo)
         total = model.taste.weight.numpy().astype(np.float64) + demo @ w_old.T
         d_seen, u_seen = demo[seen], total[seen]
-        gram = d_seen.T @ d_seen + ridge * np.eye(demo.shape[1])
-        w_new = np.linalg.solve(gram, d_seen.T @ u_seen)  # (n_demo, rank)
+        eye = np.eye(demo.shape[1])
+        # Empirical Bayes: shrink the group effects by how far they stand out of
+        # the spread within groups (noise-only groups shrink to the population).
+        w0 = np.linalg.solve(d_seen.T @ d_seen + 1e-3 * eye, d_seen.T @ u_seen)
+        within = float(np.mean((u_seen - d_seen @ w0) ** 2))
+        counts = d_seen.sum(0)
+        used = counts > 0
+        n_bar = float(counts[used].mean()) if used.any() else 1.0
+        between = float(np.mean(w0[used] ** 2)) - within / n_bar if used.any() else 0.0
+        ridge = within / between if between > 1e-8 else 1e6
+        w_new = np.linalg.solve(d_seen.T @ d_seen + ridge * eye, d_seen.T @ u_seen)
         offsets = total - demo @ w_new
         offsets[~seen] = 0.0  # never trained: their taste is the prior alone
         model.demo.weight.copy_(torch.from_numpy(w_new.T.astype(np.float32)))
         model.taste.weight.copy_(torch.from_numpy(offsets.astype(np.float32)))
+    return ridge
 
 
 def image_features(model, emb: np.ndarray, *, batch: int = 8192):
@@ -318,7 +328,8 @@ def train_and_evaluate(
         n_annotators=n_ann,
     )
     model, last = fit(train, config=cfg, seed=seed, on_step=on_step)
-    refit_demographic_prior(model, seen=split.seen)
+    demo_ridge = refit_demographic_prior(model, seen=split.seen)
+    log(f"demographic prior refit, ridge {demo_ridge:.3g}")
     log(f"trained {cfg['steps']} steps: {last}")
 
     if on_stage is not None:
