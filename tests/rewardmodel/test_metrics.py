@@ -63,3 +63,26 @@ def test_adapt_taste_recovers_a_planted_vector_and_falls_back_to_prior():
     )
     far = adapt_taste(z=z, residual=z @ u_true, prior=prior, ridge=1e9)
     assert np.allclose(far, prior, atol=1e-4)
+
+
+def test_leave_one_out_consensus_by_hand():
+    from rewardmodel.data import Snapshot
+    from rewardmodel.evaluation import _loo_consensus
+
+    # a0 rates 1, 3 (z -1, +1); a1 rates 2, 6 (z -1, +1); a2 rates image 0 once
+    # (one rating: mean 5, std 1, z 0).
+    snap = Snapshot(
+        image_ids=[10, 11],
+        ext_item_rows={},
+        n_rows=2,
+        r_row=np.array([0, 1, 0, 1, 0]),
+        r_ann=np.array([0, 0, 1, 1, 2]),
+        r_score=np.array([1.0, 3.0, 2.0, 6.0, 5.0]),
+        annotator_keys=["1", "2", "3"],
+        demographics={},
+        n_real_annotators=3,
+    )
+    loo = _loo_consensus(snap)
+    # (a0, img0): mean of a1 (-1) and a2 (0); (a0, img1): a1 (+1) alone;
+    # (a1, img0): a0 (-1), a2 (0); (a1, img1): a0 (+1); (a2, img0): a0, a1 (-1, -1).
+    assert loo.tolist() == [-0.5, 1.0, -0.5, 1.0, -1.0]
