@@ -90,3 +90,30 @@ def test_train_command_prints_metrics(rated_study, capsys):
     out = capsys.readouterr().out
     assert "succeeded" in out and "pairwise accuracy" in out
     assert "unseen k=20" in out and "WARNING" in out and "not promoted" in out
+
+
+def test_parquet_population_scores_of_study_images(rated_study, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    study, _ = rated_study
+    ids = list(study.images.values_list("pk", flat=True)[:4])
+    path = tmp_path / "aesthetic.parquet"
+    pq.write_table(pa.table({"image": ids, "score": [1.5, 3.0, 4.5, 6.0]}), path)
+    call_command(
+        "import_ratings",
+        str(study.pk),
+        str(path),
+        "--format",
+        "parquet",
+        "--scale-min",
+        "1",
+        "--scale-max",
+        "10",
+        "--source",
+        "aes",
+    )
+    source = ExternalSource.objects.get(name="aes")
+    items = ExternalItem.objects.filter(source=source)
+    assert sorted(items.values_list("image_id", flat=True)) == sorted(ids)
+    assert not items.exclude(path="").exists()
