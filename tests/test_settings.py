@@ -9,7 +9,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run(code_or_args, **env):
+    # The browser tests set DJANGO_ALLOW_ASYNC_UNSAFE in this process; a deployed
+    # process never has it (check --deploy rightly refuses it).
     full_env = {**os.environ, **env}
+    full_env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
     args = code_or_args if isinstance(code_or_args, list) else ["-c", code_or_args]
     return subprocess.run(
         [sys.executable, *args],

@@ -162,6 +162,16 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Several models call their choices "Status": name each set. (Generation jobs
+    # and items share one set, so one name covers both.)
+    "ENUM_NAME_OVERRIDES": {
+        "StudyStatusEnum": "annotation.models.Study.Status",
+        "AssignmentStatusEnum": "annotation.models.Assignment.Status",
+        "AnnotatorStatusEnum": "annotation.models.Annotator.Status",
+        "GenerationStatusEnum": "generation.models.JobStatus",
+        "TrainingRunStatusEnum": "rewardmodel.models.TrainingRun.Status",
+        "ModelVersionStatusEnum": "rewardmodel.models.ModelVersion.Status",
+    },
 }
 
 # --- Celery -----------------------------------------------------------------
