@@ -22,9 +22,11 @@ default) and a temporary data dir. Usage::
     .venv/bin/python benchmarks/planted_taste.py --images 300    # quicker
     .venv/bin/python benchmarks/planted_taste.py --backbone open_clip:palate-tiny-vit
 
-Default backbone ``pixelstats:v1``: offline no pretrained CLIP can be loaded, and a
-randomly initialised CLIP carries little of these attributes (run with the tiny
-open_clip backbone to see that). Exit status 1 when a target is missed.
+Default backbone ``pixelstats:v2`` (v1 plus shape-count and curved-versus-straight
+statistics; ``benchmarks/pixelstats_probe.py`` measures what each version recovers):
+offline no pretrained CLIP can be loaded, and a randomly initialised CLIP carries
+little of these attributes (run with the tiny open_clip backbone to see that). Exit
+status 1 when a target is missed.
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ def parse_args():
     p.add_argument("--annotators", type=int, default=60)
     p.add_argument("--raters", type=int, default=15)
     p.add_argument("--size", type=int, default=128, help="image side in pixels")
-    p.add_argument("--backbone", default="pixelstats:v1")
+    p.add_argument("--backbone", default="pixelstats:v2")
     p.add_argument("--steps", type=int, default=250)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shared", type=float, default=1.0, help="shared taste strength")
