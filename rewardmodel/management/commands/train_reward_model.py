@@ -23,7 +23,7 @@ class Command(BaseCommand):
         parser.add_argument("--steps", type=int, help="optimizer steps")
         parser.add_argument(
             "--backbone",
-            help="e.g. open_clip:ViT-L-14:<tag> or pixelstats:v1 (default: settings)",
+            help="e.g. open_clip:ViT-L-14:<tag> or pixelstats:v2 (default: settings)",
         )
 
     def handle(self, *args, **opts):
