@@ -24,7 +24,7 @@ def _get(name: str, default):
 
 
 def backbone_key() -> str:
-    """``open_clip:<model>:<pretrained tag>`` or ``pixelstats:v1`` / ``pixelstats:v2``."""
+    """``open_clip:<model>:<pretrained tag>`` or ``pixelstats:v1``/``v2``."""
     return str(_get("REWARDMODEL_BACKBONE", DEFAULT_BACKBONE))
 
 
