@@ -289,7 +289,12 @@ def _pick_image(annotator: Annotator, study: Study, exclude: set[int]) -> Image 
         if connection.features.has_select_for_update_skip_locked
         else ""
     )
-    fullest = f"(SELECT MIN(i.open_slots) {candidates} AND i.open_slots > %s)"
+    # ORDER BY ... LIMIT 1, not MIN(): with the anti-join PostgreSQL would
+    # aggregate every open image; this walks the index and stops at the first.
+    fullest = (
+        f"(SELECT i.open_slots {candidates} AND i.open_slots > %s "
+        "ORDER BY i.open_slots, i.shuffle LIMIT 1)"
+    )
     level_floor = 0
     with connection.cursor() as cursor:
         for _ in range(study.raters_per_image + 2):
