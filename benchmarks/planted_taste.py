@@ -32,7 +32,6 @@ status 1 when a target is missed.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import sys
 import tempfile
@@ -43,6 +42,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _common import setup_django  # noqa: E402
 
 ATTRS = (
     "warmth",
@@ -108,29 +110,6 @@ def parse_args():
     return p.parse_args()
 
 
-def setup_django(data_dir: str):
-    os.environ["PALATE_DATA_DIR"] = data_dir
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.test")
-    import django
-
-    django.setup()
-    from django.conf import settings
-    from django.db import connection
-    from django.test.utils import setup_test_environment
-
-    settings.MEDIA_ROOT = Path(data_dir) / "media"
-    settings.REWARDMODEL_DIR = str(Path(data_dir) / "rm")
-    setup_test_environment()
-    old_name = connection.settings_dict["NAME"]
-    if connection.vendor == "postgresql":
-        # Never the name pytest uses for this database.
-        connection.settings_dict.setdefault("TEST", {})["NAME"] = (
-            f"test_{old_name}_planted"
-        )
-    connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
-    return connection, old_name
-
-
 def simulate(args, rng):
     n_groups = 3
     shared = rng.normal(size=len(ATTRS)) * args.shared
@@ -150,7 +129,7 @@ def main() -> int:
     # seeding it makes the whole benchmark repeatable.
     random.seed(args.seed)
     data_dir = tempfile.mkdtemp(prefix="palate-planted-")
-    connection, old_name = setup_django(data_dir)
+    connection, old_name = setup_django(data_dir, "planted")
     try:
         return run(args, rng)
     finally:

@@ -32,6 +32,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _common import setup_django  # noqa: E402
 
 
 def parse_args():
@@ -48,28 +51,6 @@ def parse_args():
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def setup_django(data_dir: str):
-    os.environ["PALATE_DATA_DIR"] = data_dir
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.test")
-    import django
-
-    django.setup()
-    from django.conf import settings
-    from django.db import connection
-    from django.test.utils import setup_test_environment
-
-    settings.MEDIA_ROOT = Path(data_dir) / "media"
-    settings.REWARDMODEL_DIR = str(Path(data_dir) / "rm")
-    setup_test_environment()
-    old_name = connection.settings_dict["NAME"]
-    if connection.vendor == "postgresql":
-        connection.settings_dict.setdefault("TEST", {})["NAME"] = (
-            f"test_{old_name}_speed"
-        )
-    connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
-    return connection, old_name
 
 
 def bench_train(args) -> dict:
@@ -246,7 +227,7 @@ def main() -> int:
     data_dir = tempfile.mkdtemp(prefix="palate-speed-")
     print(f"# train_speed on {os.cpu_count()} CPU(s)")
     if args.only != "embed":
-        connection, old_name = setup_django(data_dir)
+        connection, old_name = setup_django(data_dir, "speed")
         try:
             r = bench_train(args)
         finally:

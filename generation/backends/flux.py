@@ -18,7 +18,6 @@ The API key comes from ``BFL_API_KEY``; ``BFL_API_BASE_URL`` (default
 
 from __future__ import annotations
 
-import io
 import os
 import time
 from typing import Any
@@ -34,7 +33,7 @@ from .base import (
     PermanentError,
     TransientError,
 )
-from .http import parse_retry_after, short
+from .http import check_image, parse_retry_after, short
 
 MODELS = (
     "flux-2-max",
@@ -168,7 +167,7 @@ class FluxBackend(Backend):
                     f"Malformed FLUX result: no sample URL in {short(result)}."
                 )
             data = self._call(client, "GET", sample).content
-        self._check_image(data)
+        check_image(data, what="Malformed FLUX result: the sample")
         provenance = {
             "flux": {
                 "request_id": task_id,
@@ -259,18 +258,6 @@ class FluxBackend(Backend):
         if not isinstance(payload, dict):
             raise PermanentError(f"Malformed FLUX {what} response: {short(payload)}")
         return payload
-
-    @staticmethod
-    def _check_image(data: bytes) -> None:
-        from PIL import Image
-
-        try:
-            with Image.open(io.BytesIO(data)) as img:
-                img.verify()
-        except Exception:
-            raise PermanentError(
-                "Malformed FLUX result: the sample is not an image."
-            ) from None
 
 
 def _error_detail(response) -> str:

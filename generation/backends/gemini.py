@@ -13,7 +13,6 @@ they are counted per item. ``GEMINI_API_KEY`` holds the key and
 
 from __future__ import annotations
 
-import io
 import os
 import time
 from typing import Any
@@ -29,7 +28,7 @@ from .base import (
     PermanentError,
     TransientError,
 )
-from .http import parse_retry_after, short
+from .http import check_image, parse_retry_after, short
 
 TRANSIENT_HTTP = {408, 429, 500, 502, 503, 504}
 REFUSAL_FINISH = {
@@ -211,7 +210,10 @@ class GeminiBackend(Backend):
                 and inline.data
                 and (inline.mime_type or "").startswith("image/")
             ):
-                _check_image(inline.data)
+                check_image(
+                    inline.data,
+                    what="Malformed Gemini response: the inline data",
+                )
                 return inline.data, inline.mime_type
             if getattr(part, "text", None):
                 texts.append(part.text)
@@ -233,15 +235,3 @@ def _enum_name(value) -> str:
     if value is None:
         return ""
     return getattr(value, "value", None) or getattr(value, "name", None) or str(value)
-
-
-def _check_image(data: bytes) -> None:
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.verify()
-    except Exception:
-        raise PermanentError(
-            "Malformed Gemini response: the inline data is not an image."
-        ) from None

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import email.utils
+import io
 import time
+
+from .base import PermanentError
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -25,3 +28,14 @@ def parse_retry_after(value: str | None) -> float | None:
 def short(text: str, limit: int = 500) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def check_image(data: bytes, *, what: str) -> None:
+    """Refuse a provider payload that is not a decodable image (permanent)."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.verify()
+    except Exception:
+        raise PermanentError(f"{what} is not an image.") from None
