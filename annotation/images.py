@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from PIL import Image as PILImage
 
-from .exceptions import InvalidInput
+from core.exceptions import InvalidInput
 
 ALLOWED_FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp"}
 

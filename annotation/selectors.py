@@ -2,10 +2,20 @@
 
 from datetime import timedelta
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import (
+    Count,
+    Exists,
+    F,
+    IntegerField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+)
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from .models import Annotator, Image, Rating, Study
+from .models import Annotator, Assignment, Image, Rating, Study
 
 
 def study_list_for(*, user) -> QuerySet[Study]:
@@ -47,5 +57,47 @@ def study_progress(*, study: Study, now=None) -> dict:
     }
 
 
-def annotator_rated_count(*, annotator: Annotator, study: Study) -> int:
-    return Rating.objects.filter(annotator=annotator, study=study).count()
+def annotator_by_external_id(*, source: str, external_id: str) -> Annotator | None:
+    if not external_id:
+        return None
+    return Annotator.objects.filter(source=source, external_id=external_id).first()
+
+
+def annotator_may_get_more(*, annotator: Annotator, study: Study) -> bool:
+    """Whether images this annotator was never dealt still lack ratings: when a
+    claim came back empty below quota, they are leased by others right now and
+    may come back, so the annotator should wait rather than be finished."""
+    dealt = Assignment.objects.filter(image=OuterRef("pk"), annotator=annotator)
+    return (
+        Image.objects.filter(study=study, rating_count__lt=F("target_ratings"))
+        .exclude(Exists(dealt))
+        .exists()
+    )
+
+
+def annotator_progress(*, annotator: Annotator, study: Study) -> tuple[int, int]:
+    """(images rated, images this annotator can rate at most) in a study.
+
+    One query (two counting subqueries): it runs on every rating round-trip."""
+
+    def counted(qs):
+        n = qs.order_by().values("study").annotate(n=Count("pk")).values("n")
+        return Coalesce(Subquery(n, output_field=IntegerField()), 0)
+
+    mine = Rating.objects.filter(annotator=annotator, study=OuterRef("pk"))
+    rated, pool = (
+        Study.objects.filter(pk=study.pk)
+        .annotate(
+            rated=counted(mine),
+            pool=counted(Image.objects.filter(study=OuterRef("pk"))),
+        )
+        .values_list("rated", "pool")
+        .get()
+    )
+    return rated, max(rated, min(study.quota_per_annotator, pool))
+
+
+def assignment_timed_out(*, assignment_id: int, annotator: Annotator) -> bool:
+    return Assignment.objects.filter(
+        pk=assignment_id, annotator=annotator, status=Assignment.Status.EXPIRED
+    ).exists()

@@ -19,8 +19,7 @@ from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from . import services
-from .exceptions import (
+from core.exceptions import (
     AnnotatorNotActive,
     Conflict,
     InvalidInput,
@@ -29,12 +28,15 @@ from .exceptions import (
     PalateError,
     StudyNotOpen,
 )
+
+from . import selectors, services
 from .forms import ConsentForm, ScoreForm
 from .models import Annotator, Participation, Study
 
-# Leases held at once: the current image and the next one, which the page
-# preloads so it appears the moment the current one is rated.
-HOLD = 2
+# Leases the rating page holds at once: the current image and the next one, which
+# it preloads so it appears the moment the current one is rated (the engine allows
+# up to services.MAX_HOLD).
+PAGE_LEASES = 2
 MODEL_BACKEND = "django.contrib.auth.backends.ModelBackend"
 TIMED_OUT = "This image timed out, so it was not rated. Here is the next one."
 
@@ -65,7 +67,7 @@ def _annotator(request: HttpRequest) -> Annotator:
             "Please open the study link you were given (invite or Prolific link) "
             "to take part."
         )
-    return services.annotator_for_user(request.user)
+    return services.annotator_get_or_create_for_user(request.user)
 
 
 def _redirect(request: HttpRequest, url: str) -> HttpResponse:
@@ -137,8 +139,10 @@ def _show_next(
 ) -> HttpResponse:
     """Render the rating page (or its ``rater`` partial) for the annotator's
     current lease; finish the participation when nothing is left."""
-    leases = services.assignment_claim(annotator=annotator, study=study, hold=HOLD)
-    rated, total = services.annotator_progress(annotator=annotator, study=study)
+    leases = services.assignment_claim(
+        annotator=annotator, study=study, hold=PAGE_LEASES
+    )
+    rated, total = selectors.annotator_progress(annotator=annotator, study=study)
     partial = "#rater" if request.htmx else ""
     context = {
         "study": study,
@@ -148,7 +152,7 @@ def _show_next(
         "notice": notice,
     }
     if not leases:
-        if rated < total and services.annotator_may_get_more(
+        if rated < total and selectors.annotator_may_get_more(
             annotator=annotator, study=study
         ):
             return render(request, "annotation/waiting.html" + partial, context)
@@ -168,7 +172,7 @@ def _participation_ready(
 ) -> tuple[Participation, str | None]:
     """The participation, and where to send the annotator first if they are not
     at the rating stage (consent, instructions, done)."""
-    p = services.participation_get(annotator=annotator, study=study)
+    p = services.participation_get_or_create(annotator=annotator, study=study)
     if p.consented_at is None:
         return p, _url("consent", study)
     if p.completed_at is not None:
@@ -214,7 +218,7 @@ def join(request: HttpRequest, slug: str) -> HttpResponse:
     pid = entry["PROLIFIC_PID"]
     known = None
     if pid:
-        known = services.annotator_by_external_id(source="prolific", external_id=pid)
+        known = selectors.annotator_by_external_id(source="prolific", external_id=pid)
     elif request.user.is_authenticated:
         known = _annotator(request)
     if known is not None:
@@ -286,7 +290,9 @@ def consent(request: HttpRequest, slug: str) -> HttpResponse:
 def instructions(request: HttpRequest, slug: str) -> HttpResponse:
     study = _study(slug)
     annotator = _annotator(request)
-    participation = services.participation_get(annotator=annotator, study=study)
+    participation = services.participation_get_or_create(
+        annotator=annotator, study=study
+    )
     if participation.consented_at is None:
         return redirect(_url("consent", study))
     return render(
@@ -306,7 +312,9 @@ def instructions(request: HttpRequest, slug: str) -> HttpResponse:
 def start(request: HttpRequest, slug: str) -> HttpResponse:
     study = _study(slug)
     annotator = _annotator(request)
-    participation = services.participation_get(annotator=annotator, study=study)
+    participation = services.participation_get_or_create(
+        annotator=annotator, study=study
+    )
     if participation.consented_at is None:
         return redirect(_url("consent", study))
     services.participation_start(participation=participation)
@@ -362,7 +370,7 @@ def rate_submit(request: HttpRequest, slug: str, assignment_id: int) -> HttpResp
         )
     except Conflict as exc:
         notice = exc.message
-        if services.assignment_timed_out(
+        if selectors.assignment_timed_out(
             assignment_id=assignment_id, annotator=annotator
         ):
             notice = TIMED_OUT
@@ -397,10 +405,12 @@ def pause(request: HttpRequest, slug: str) -> HttpResponse:
 def done(request: HttpRequest, slug: str) -> HttpResponse:
     study = _study(slug)
     annotator = _annotator(request)
-    participation = services.participation_get(annotator=annotator, study=study)
+    participation = services.participation_get_or_create(
+        annotator=annotator, study=study
+    )
     if participation.completed_at is None:
         return redirect(_url("rate", study))
-    rated, _ = services.annotator_progress(annotator=annotator, study=study)
+    rated, _ = selectors.annotator_progress(annotator=annotator, study=study)
     completion_url = study.completion_url.replace(
         "{code}", participation.completion_code
     )

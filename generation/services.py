@@ -29,9 +29,9 @@ from django.db import connection, transaction
 from django.db.models import Count, Max
 from django.utils import timezone
 
-from annotation.exceptions import Conflict, InvalidInput
 from annotation.models import Image, Study
 from annotation.services import image_create
+from core.exceptions import Conflict, InvalidInput
 
 from . import conf
 from .backends import (

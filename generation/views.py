@@ -12,8 +12,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from annotation.exceptions import PalateError
 from annotation.models import Study
+from core.exceptions import PalateError
 
 from . import selectors, services
 from .backends import BACKENDS

@@ -1,6 +1,6 @@
 from django.contrib import admin, messages
 
-from annotation.exceptions import PalateError
+from core.exceptions import PalateError
 
 from . import services
 from .models import (

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from annotation.exceptions import Conflict, NotFound
 from annotation.models import Annotator
+from core.exceptions import Conflict, NotFound
 
 from .adapt import adapt_taste
 from .models import ModelVersion

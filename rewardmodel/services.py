@@ -20,8 +20,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from annotation.exceptions import Conflict, InvalidInput, NotFound
 from annotation.models import Annotator, Study
+from core.exceptions import Conflict, InvalidInput, NotFound
 
 from . import conf
 from .models import (

@@ -8,7 +8,7 @@ import logging
 
 from celery import shared_task
 
-from annotation.exceptions import Conflict
+from core.exceptions import Conflict
 
 logger = logging.getLogger(__name__)
 

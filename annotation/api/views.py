@@ -90,7 +90,7 @@ def image_upload(request: Request, study_id: int) -> Response:
 @permission_classes([IsAuthenticated])
 def assignment_next(request: Request, study_id: int) -> Response:
     study = get_object_or_404(Study, pk=study_id)
-    annotator = services.annotator_for_user(request.user)
+    annotator = services.annotator_get_or_create_for_user(request.user)
     leases = services.assignment_claim(annotator=annotator, study=study)
     if not leases:
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -111,7 +111,7 @@ def assignment_next(request: Request, study_id: int) -> Response:
 def rating_create(request: Request, assignment_id: int) -> Response:
     serializer = RatingInputSerializer(data=request.data)
     serializer.is_valid(raise_exception=True)
-    annotator = services.annotator_for_user(request.user)
+    annotator = services.annotator_get_or_create_for_user(request.user)
     rating, created = services.rating_submit(
         assignment_id=assignment_id,
         annotator=annotator,
@@ -127,7 +127,7 @@ def rating_create(request: Request, assignment_id: int) -> Response:
 @api_view(["POST"])
 @permission_classes([IsAuthenticated])
 def assignment_skip(request: Request, assignment_id: int) -> Response:
-    annotator = services.annotator_for_user(request.user)
+    annotator = services.annotator_get_or_create_for_user(request.user)
     assignment = services.assignment_skip(
         assignment_id=assignment_id, annotator=annotator
     )

@@ -18,8 +18,8 @@ from django.db.models import Count
 from django.utils import timezone
 
 from annotation import services
-from annotation.exceptions import Conflict
 from annotation.models import Assignment, Image, Rating
+from core.exceptions import Conflict
 from tests.factories import AnnotatorFactory, StudyFactory, make_images
 
 

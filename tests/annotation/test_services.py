@@ -8,14 +8,14 @@ from django.db.models import F
 from django.utils import timezone
 
 from annotation import services
-from annotation.exceptions import (
+from annotation.models import Annotator, Assignment, Image, Rating, Study
+from core.exceptions import (
     AnnotatorNotActive,
     Conflict,
     InvalidInput,
     NotFound,
     StudyNotOpen,
 )
-from annotation.models import Annotator, Assignment, Image, Rating, Study
 from tests.factories import AnnotatorFactory, StudyFactory, make_images
 
 pytestmark = pytest.mark.django_db
@@ -299,7 +299,7 @@ def test_sweep_task_expires_every_overdue_lease(study, settings):
 
 
 def test_participation_completion_code_is_stable(study, annotator):
-    p = services.participation_get(annotator=annotator, study=study)
+    p = services.participation_get_or_create(annotator=annotator, study=study)
     code = services.participation_complete(participation=p).completion_code
     assert (
         code

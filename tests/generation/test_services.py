@@ -4,8 +4,8 @@ import pytest
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from annotation.exceptions import Conflict, InvalidInput
 from annotation.models import Image
+from core.exceptions import Conflict, InvalidInput
 from generation import services
 from generation.backends import BACKENDS, Backend, PermanentError, TransientError
 from generation.backends import _instances as backend_instances

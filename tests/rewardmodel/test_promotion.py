@@ -3,7 +3,7 @@ import hashlib
 import pytest
 from django.db import IntegrityError, transaction
 
-from annotation.exceptions import Conflict
+from core.exceptions import Conflict
 from rewardmodel import services
 from rewardmodel.models import ModelVersion, VersionEvent
 

@@ -3,7 +3,7 @@ import torch
 from django.db import IntegrityError, transaction
 
 from annotation import services as ann
-from annotation.exceptions import Conflict
+from core.exceptions import Conflict
 from rewardmodel import services
 from rewardmodel.data import snapshot_take
 from rewardmodel.models import AnnotatorMetric, ModelVersion, TrainingRun

@@ -7,8 +7,8 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from annotation import services
-from annotation.exceptions import InvalidInput
 from annotation.models import Study
+from core.exceptions import InvalidInput
 
 SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 

@@ -6,8 +6,8 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from annotation.exceptions import PalateError
 from annotation.models import Study
+from core.exceptions import PalateError
 from generation import services
 from generation.backends import BACKENDS
 from generation.models import GenerationItem, ItemStatus, Prompt

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation.exceptions import PalateError
 from annotation.models import Study
+from core.exceptions import PalateError
 from rewardmodel import services
 
 

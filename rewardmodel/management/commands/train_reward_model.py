@@ -5,8 +5,8 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation.exceptions import PalateError
 from annotation.models import Study
+from core.exceptions import PalateError
 from rewardmodel import services
 from rewardmodel.models import TrainingRun
 

@@ -3,7 +3,7 @@
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from annotation.exceptions import PalateError
+from core.exceptions import PalateError
 
 
 def exception_handler(exc, context):

@@ -1,4 +1,5 @@
-"""Writes for the annotation app: the assignment engine and image intake.
+"""The assignment engine: claim, rate, skip, expire, and status changes that
+give slots back.
 
 The engine keeps three promises under any concurrency:
 
@@ -7,102 +8,37 @@ The engine keeps three promises under any concurrency:
   conditional UPDATE);
 * an annotator has at most one assignment and one rating per image (unique pairs), so
   no image is rated twice or shown again after a skip;
-* expired leases give their slot back, both lazily (every claim sweeps its study) and
-  from the periodic ``annotation.sweep_expired_leases`` task.
+* expired leases give their slot back, both lazily (a claim that finds nothing sweeps
+  its study) and from the periodic ``annotation.sweep_expired_leases`` task.
 
 Lock order is always Participation → Assignment → Image (ascending id), and the claim
 takes its image with ``SKIP LOCKED``, so concurrent claims never wait on each other.
+See docs/architecture.md for the full lock order.
 """
 
 import random
 from collections import Counter
 from datetime import datetime, timedelta
 
-from django.contrib.auth import get_user_model
-from django.core.files.base import ContentFile
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Exists, F, OuterRef
+from django.db.models import F
 from django.utils import timezone
 
-from .exceptions import (
+from core.exceptions import (
     AnnotatorNotActive,
     Conflict,
     InvalidInput,
     NotFound,
     StudyNotOpen,
 )
-from .images import image_inspect
-from .models import Annotator, Assignment, Image, Participation, Rating, Study
 
-User = get_user_model()
+from ..models import Annotator, Assignment, Image, Participation, Rating, Study
+from .studies import participation_get_or_create
 
-# How many live leases one claim call may hold for an annotator (the UI preloads
-# the next image by holding two).
+# How many live leases one claim call may hold for an annotator. The rating page
+# holds two (the image shown and the one preloaded behind it); the API may ask for
+# up to this many.
 MAX_HOLD = 3
-
-
-# --- studies and annotators ---------------------------------------------------
-
-
-def study_create(*, name: str, slug: str, created_by=None, **fields) -> Study:
-    if not name.strip():
-        raise InvalidInput("A study needs a name.")
-    if Study.objects.filter(slug=slug).exists():
-        raise InvalidInput(f"A study with slug '{slug}' already exists.")
-    study = Study(name=name.strip(), slug=slug, created_by=created_by, **fields)
-    _validate_study(study)
-    study.save()
-    return study
-
-
-def _validate_study(study: Study) -> None:
-    if study.scale_min >= study.scale_max:
-        raise InvalidInput("scale_min must be below scale_max.")
-    points = study.scale_max - study.scale_min + 1
-    if points > 101:
-        raise InvalidInput("A scale has at most 101 points.")
-    if study.scale_labels and len(study.scale_labels) != points:
-        raise InvalidInput(
-            f"scale_labels has {len(study.scale_labels)} labels for {points} points."
-        )
-    if study.raters_per_image < 1:
-        raise InvalidInput("raters_per_image must be at least 1.")
-    if study.lease_seconds < 5:
-        raise InvalidInput("lease_seconds must be at least 5.")
-
-
-def annotator_create(
-    *,
-    source: str = "invite",
-    external_id: str = "",
-    demographics: dict | None = None,
-    username: str | None = None,
-) -> Annotator:
-    """A passwordless annotator account (pseudonymous: only the public id is shown)."""
-    with transaction.atomic():
-        annotator = Annotator(
-            source=source, external_id=external_id, demographics=demographics or {}
-        )
-        user = User(username=username or annotator.public_id)
-        user.set_unusable_password()
-        user.save()
-        annotator.user = user
-        annotator.save()
-    return annotator
-
-
-def annotator_for_user(user) -> Annotator:
-    """The annotator behind a user; staff get one made on first use."""
-    try:
-        return user.annotator
-    except Annotator.DoesNotExist:
-        if not user.is_staff:
-            raise NotFound("This account is not an annotator.") from None
-        try:
-            with transaction.atomic():
-                return Annotator.objects.create(user=user, source="staff")
-        except IntegrityError:
-            return Annotator.objects.get(user=user)
 
 
 def annotator_set_status(*, annotator: Annotator, status: str, reason: str = "") -> int:
@@ -155,61 +91,6 @@ def _adjust_images(
             lease_count=F("lease_count") + lease_delta * n,
             rating_count=F("rating_count") + rating_delta * n,
         )
-
-
-def participation_get(*, annotator: Annotator, study: Study) -> Participation:
-    participation, _ = Participation.objects.get_or_create(
-        annotator=annotator, study=study
-    )
-    return participation
-
-
-# --- images -------------------------------------------------------------------
-
-
-def image_create(
-    *,
-    study: Study,
-    data: bytes,
-    filename: str = "upload",
-    prompt: str = "",
-    domain: str = "",
-    provenance: dict | None = None,
-) -> Image:
-    """Validate and store one image and open its rating slots.
-
-    Raises InvalidInput for non-images, oversize images and duplicates (same bytes
-    already in this study).
-    """
-    info = image_inspect(data=data, name=filename)
-    if Image.objects.filter(study=study, sha256=info.sha256).exists():
-        raise InvalidInput(
-            f"{filename}: this image is already in study '{study.slug}'."
-        )
-    image = Image(
-        study=study,
-        sha256=info.sha256,
-        width=info.width,
-        height=info.height,
-        format=info.format,
-        prompt=prompt,
-        domain=domain,
-        provenance=provenance or {},
-        target_ratings=study.raters_per_image,
-    )
-    image.file.save(f"{info.sha256}.{info.extension}", ContentFile(data), save=False)
-    try:
-        with transaction.atomic():
-            image.save()
-    except IntegrityError:
-        image.file.delete(save=False)
-        raise InvalidInput(
-            f"{filename}: this image is already in study '{study.slug}'."
-        ) from None
-    return image
-
-
-# --- the assignment engine ----------------------------------------------------
 
 
 def _check_can_work(annotator: Annotator, study: Study) -> None:
@@ -328,7 +209,7 @@ def _locked_participation(annotator: Annotator, study: Study) -> Participation:
     )
     participation = qs.first()
     if participation is None:
-        participation_get(annotator=annotator, study=study)
+        participation_get_or_create(annotator=annotator, study=study)
         participation = qs.get()
     return participation
 
@@ -508,175 +389,3 @@ def assignment_skip(
         assignment.finished_at = now
         assignment.save(update_fields=["status", "finished_at"])
     return assignment
-
-
-def participation_complete(*, participation: Participation) -> Participation:
-    """Mark finished and fix the completion code shown (idempotent)."""
-    with transaction.atomic():
-        p = (
-            Participation.objects.select_for_update()
-            .select_related("study")
-            .get(pk=participation.pk)
-        )
-        if p.completed_at is None:
-            p.completed_at = timezone.now()
-            p.completion_code = (
-                p.study.completion_code or f"PAL-{p.study_id}-{p.pk:06d}"
-            )
-            p.save(update_fields=["completed_at", "completion_code"])
-    return p
-
-
-# --- entering a study through the browser (annotator UI) ----------------------
-
-DEMOGRAPHIC_FIELDS = ("age_range", "gender", "country", "art_experience")
-
-
-def study_invite_check(*, study: Study, token: str) -> None:
-    """The entry link must carry the study's invite token and the study be open."""
-    import hmac
-
-    if not token or not hmac.compare_digest(str(token), study.invite_token):
-        raise NotFound(
-            "This link is not valid: please check the address you were given."
-        )
-    if study.status != Study.Status.OPEN:
-        raise StudyNotOpen(f"The study '{study.name}' is not open for ratings.")
-
-
-def annotator_by_external_id(*, source: str, external_id: str) -> Annotator | None:
-    if not external_id:
-        return None
-    return Annotator.objects.filter(source=source, external_id=external_id).first()
-
-
-def participation_consent(
-    *,
-    annotator: Annotator,
-    study: Study,
-    demographics: dict | None = None,
-    external_study_id: str = "",
-    external_session_id: str = "",
-    consent: bool = True,
-    now: datetime | None = None,
-) -> Participation:
-    """Record consent (once), the answers to the study's demographics questions and
-    the recruiting platform's ids. Calling it again changes only what was blank;
-    ``consent=False`` records the ids alone (a returning Prolific visit)."""
-    now = now or timezone.now()
-    with transaction.atomic():
-        p = participation_get(annotator=annotator, study=study)
-        p = Participation.objects.select_for_update().get(pk=p.pk)
-        changed = []
-        if consent and p.consented_at is None:
-            p.consented_at = now
-            changed.append("consented_at")
-        for field, value in (
-            ("external_study_id", external_study_id),
-            ("external_session_id", external_session_id),
-        ):
-            if value and not getattr(p, field):
-                setattr(p, field, value[:128])
-                changed.append(field)
-        if changed:
-            p.save(update_fields=changed)
-        asked = set(study.demographics_fields or ()) & set(DEMOGRAPHIC_FIELDS)
-        answers = {
-            k: str(v)[:100] for k, v in (demographics or {}).items() if k in asked and v
-        }
-        if answers:
-            a = Annotator.objects.select_for_update().get(pk=annotator.pk)
-            a.demographics = {**a.demographics, **answers}
-            a.save(update_fields=["demographics"])
-            annotator.demographics = a.demographics
-    return p
-
-
-def annotator_join(
-    *,
-    study: Study,
-    token: str,
-    prolific_pid: str = "",
-    external_study_id: str = "",
-    external_session_id: str = "",
-    demographics: dict | None = None,
-) -> Annotator:
-    """Enter a study through its entry link, consenting to it.
-
-    An invite link makes a new pseudonymous annotator; a Prolific link finds the
-    annotator with that PID (so a return visit, even from another browser,
-    continues the same session) and makes them on the first visit.
-    """
-    study_invite_check(study=study, token=token)
-    if prolific_pid:
-        if len(prolific_pid) > 128:
-            raise InvalidInput("PROLIFIC_PID is too long.")
-        pid = {"source": "prolific", "external_id": prolific_pid}
-        annotator = annotator_by_external_id(**pid)
-        if annotator is None:
-            try:
-                annotator = annotator_create(**pid)
-            except IntegrityError:  # the same PID joining twice at once
-                annotator = annotator_by_external_id(**pid)
-    else:
-        annotator = annotator_create(source="invite")
-    participation_consent(
-        annotator=annotator,
-        study=study,
-        demographics=demographics,
-        external_study_id=external_study_id,
-        external_session_id=external_session_id,
-    )
-    return annotator
-
-
-def participation_start(*, participation: Participation) -> Participation:
-    """Mark that the annotator has read the instructions and begun (idempotent)."""
-    if participation.started_at is None:
-        Participation.objects.filter(pk=participation.pk, started_at=None).update(
-            started_at=timezone.now()
-        )
-        participation.refresh_from_db(fields=["started_at"])
-    return participation
-
-
-def annotator_may_get_more(*, annotator: Annotator, study: Study) -> bool:
-    """Whether images this annotator was never dealt still lack ratings: when a
-    claim came back empty below quota, they are leased by others right now and
-    may come back, so the annotator should wait rather than be finished."""
-    dealt = Assignment.objects.filter(image=OuterRef("pk"), annotator=annotator)
-    return (
-        Image.objects.filter(study=study, rating_count__lt=F("target_ratings"))
-        .exclude(Exists(dealt))
-        .exists()
-    )
-
-
-def annotator_progress(*, annotator: Annotator, study: Study) -> tuple[int, int]:
-    """(images rated, images this annotator can rate at most) in a study.
-
-    One query (two counting subqueries): it runs on every rating round-trip."""
-    from django.db.models import Count, IntegerField, Subquery
-    from django.db.models.functions import Coalesce
-
-    def counted(qs):
-        n = qs.order_by().values("study").annotate(n=Count("pk")).values("n")
-        return Coalesce(Subquery(n, output_field=IntegerField()), 0)
-
-    mine = Rating.objects.filter(annotator=annotator, study=OuterRef("pk"))
-    rated, pool = (
-        Study.objects.filter(pk=study.pk)
-        .annotate(
-            rated=counted(mine),
-            pool=counted(Image.objects.filter(study=OuterRef("pk"))),
-        )
-        .values_list("rated", "pool")
-        .get()
-    )
-    return rated, max(rated, min(study.quota_per_annotator, pool))
-
-
-def assignment_timed_out(*, assignment_id: int, annotator: Annotator) -> bool:
-    return Assignment.objects.filter(
-        pk=assignment_id, annotator=annotator, status=Assignment.Status.EXPIRED
-    ).exists()

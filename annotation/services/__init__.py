@@ -1,0 +1,52 @@
+"""Writes for the annotation app, one module per sub-domain:
+
+* ``studies``: studies, annotator accounts, participations, image intake;
+* ``engine``: the assignment engine (claim, rate, skip, expire, status changes);
+* ``entry``: entering a study through the browser (links, consent, completion).
+
+The names below are the app's public write API; import them from here.
+"""
+
+from .engine import (
+    MAX_HOLD,
+    annotator_set_status,
+    assignment_claim,
+    assignment_skip,
+    lease_expire,
+    rating_submit,
+)
+from .entry import (
+    DEMOGRAPHIC_FIELDS,
+    annotator_join,
+    participation_complete,
+    participation_consent,
+    participation_start,
+    study_invite_check,
+)
+from .studies import (
+    annotator_create,
+    annotator_get_or_create_for_user,
+    image_create,
+    participation_get_or_create,
+    study_create,
+)
+
+__all__ = [
+    "DEMOGRAPHIC_FIELDS",
+    "MAX_HOLD",
+    "annotator_create",
+    "annotator_get_or_create_for_user",
+    "annotator_join",
+    "annotator_set_status",
+    "assignment_claim",
+    "assignment_skip",
+    "image_create",
+    "lease_expire",
+    "participation_complete",
+    "participation_consent",
+    "participation_get_or_create",
+    "participation_start",
+    "rating_submit",
+    "study_create",
+    "study_invite_check",
+]

@@ -1,0 +1,122 @@
+"""Studies, annotator accounts, participations and image intake."""
+
+from django.contrib.auth import get_user_model
+from django.core.files.base import ContentFile
+from django.db import IntegrityError, transaction
+
+from core.exceptions import InvalidInput, NotFound
+
+from ..images import image_inspect
+from ..models import Annotator, Image, Participation, Study
+
+User = get_user_model()
+
+
+def study_create(*, name: str, slug: str, created_by=None, **fields) -> Study:
+    if not name.strip():
+        raise InvalidInput("A study needs a name.")
+    if Study.objects.filter(slug=slug).exists():
+        raise InvalidInput(f"A study with slug '{slug}' already exists.")
+    study = Study(name=name.strip(), slug=slug, created_by=created_by, **fields)
+    _validate_study(study)
+    study.save()
+    return study
+
+
+def _validate_study(study: Study) -> None:
+    if study.scale_min >= study.scale_max:
+        raise InvalidInput("scale_min must be below scale_max.")
+    points = study.scale_max - study.scale_min + 1
+    if points > 101:
+        raise InvalidInput("A scale has at most 101 points.")
+    if study.scale_labels and len(study.scale_labels) != points:
+        raise InvalidInput(
+            f"scale_labels has {len(study.scale_labels)} labels for {points} points."
+        )
+    if study.raters_per_image < 1:
+        raise InvalidInput("raters_per_image must be at least 1.")
+    if study.lease_seconds < 5:
+        raise InvalidInput("lease_seconds must be at least 5.")
+
+
+def annotator_create(
+    *,
+    source: str = "invite",
+    external_id: str = "",
+    demographics: dict | None = None,
+    username: str | None = None,
+) -> Annotator:
+    """A passwordless annotator account (pseudonymous: only the public id is shown)."""
+    with transaction.atomic():
+        annotator = Annotator(
+            source=source, external_id=external_id, demographics=demographics or {}
+        )
+        user = User(username=username or annotator.public_id)
+        user.set_unusable_password()
+        user.save()
+        annotator.user = user
+        annotator.save()
+    return annotator
+
+
+def annotator_get_or_create_for_user(user) -> Annotator:
+    """The annotator behind a user; staff get one made on first use."""
+    try:
+        return user.annotator
+    except Annotator.DoesNotExist:
+        if not user.is_staff:
+            raise NotFound("This account is not an annotator.") from None
+        try:
+            with transaction.atomic():
+                return Annotator.objects.create(user=user, source="staff")
+        except IntegrityError:
+            return Annotator.objects.get(user=user)
+
+
+def participation_get_or_create(*, annotator: Annotator, study: Study) -> Participation:
+    participation, _ = Participation.objects.get_or_create(
+        annotator=annotator, study=study
+    )
+    return participation
+
+
+def image_create(
+    *,
+    study: Study,
+    data: bytes,
+    filename: str = "upload",
+    prompt: str = "",
+    domain: str = "",
+    provenance: dict | None = None,
+) -> Image:
+    """Validate and store one image and open its rating slots.
+
+    Raises InvalidInput for non-images, oversize images and duplicates (same bytes
+    already in this study).
+    """
+    info = image_inspect(data=data, name=filename)
+    if Image.objects.filter(study=study, sha256=info.sha256).exists():
+        raise InvalidInput(
+            f"{filename}: this image is already in study '{study.slug}'."
+        )
+    image = Image(
+        study=study,
+        sha256=info.sha256,
+        width=info.width,
+        height=info.height,
+        format=info.format,
+        prompt=prompt,
+        domain=domain,
+        provenance=provenance or {},
+        target_ratings=study.raters_per_image,
+    )
+    image.file.save(f"{info.sha256}.{info.extension}", ContentFile(data), save=False)
+    try:
+        with transaction.atomic():
+            image.save()
+    except IntegrityError:
+        image.file.delete(save=False)
+        raise InvalidInput(
+            f"{filename}: this image is already in study '{study.slug}'."
+        ) from None
+    return image
