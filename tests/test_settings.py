@@ -30,6 +30,7 @@ def test_production_settings_pass_check_deploy(tmp_path):
         DJANGO_SETTINGS_MODULE="config.settings.production",
         DJANGO_SECRET_KEY="x" * 64 + "-a-long-random-production-secret",
         DATABASE_URL="postgres://postgres@127.0.0.1:5432/palate",
+        CELERY_BROKER_URL="redis://127.0.0.1:6379/0",
         PALATE_DATA_DIR=str(tmp_path),
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -41,9 +42,26 @@ def test_production_refuses_to_start_without_a_secret(tmp_path):
         DJANGO_SETTINGS_MODULE="config.settings.production",
         DJANGO_SECRET_KEY="",
         DATABASE_URL="postgres://postgres@127.0.0.1:5432/palate",
+        CELERY_BROKER_URL="redis://127.0.0.1:6379/0",
         PALATE_DATA_DIR=str(tmp_path),
     )
     assert result.returncode != 0 and "DJANGO_SECRET_KEY" in result.stderr
+
+
+def test_production_refuses_to_start_without_a_broker(tmp_path):
+    # Without it base.py would fall back to a local folder that remote workers
+    # never read: tasks would queue silently and never run.
+    result = run(
+        ["manage.py", "check"],
+        DJANGO_SETTINGS_MODULE="config.settings.production",
+        DJANGO_SECRET_KEY="x" * 64 + "-a-long-random-production-secret",
+        DATABASE_URL="postgres://postgres@127.0.0.1:5432/palate",
+        CELERY_BROKER_URL="",
+        PALATE_DATA_DIR=str(tmp_path),
+    )
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert "CELERY_BROKER_URL" in result.stderr
 
 
 def test_web_process_does_not_import_torch(tmp_path):

@@ -11,6 +11,12 @@ if not SECRET_KEY:
     raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set in production.")
 if not os.environ.get("DATABASE_URL"):
     raise ImproperlyConfigured("DATABASE_URL must point at PostgreSQL in production.")
+# base.py falls back to a local filesystem broker for the embedded setup; in
+# production that would queue tasks into a folder that remote workers never read.
+if not os.environ.get("CELERY_BROKER_URL"):
+    raise ImproperlyConfigured(
+        "CELERY_BROKER_URL must be set in production (redis://... or amqp://...)."
+    )
 
 DEBUG = False
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
