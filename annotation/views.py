@@ -70,6 +70,17 @@ def _annotator(request: HttpRequest) -> Annotator:
     return services.annotator_get_or_create_for_user(request.user)
 
 
+def _entered(request: HttpRequest, slug: str) -> tuple[Study, Annotator, Participation]:
+    """The study at ``slug``, the signed-in annotator and their participation in it:
+    what every page after the entry link starts from."""
+    study = _study(slug)
+    annotator = _annotator(request)
+    participation = services.participation_get_or_create(
+        annotator=annotator, study=study
+    )
+    return study, annotator, participation
+
+
 def _redirect(request: HttpRequest, url: str) -> HttpResponse:
     """A redirect that also works for htmx requests (which follow it in place)."""
     if request.htmx:
@@ -288,11 +299,7 @@ def consent(request: HttpRequest, slug: str) -> HttpResponse:
 @require_GET
 @_friendly_errors
 def instructions(request: HttpRequest, slug: str) -> HttpResponse:
-    study = _study(slug)
-    annotator = _annotator(request)
-    participation = services.participation_get_or_create(
-        annotator=annotator, study=study
-    )
+    study, annotator, participation = _entered(request, slug)
     if participation.consented_at is None:
         return redirect(_url("consent", study))
     return render(
@@ -310,11 +317,7 @@ def instructions(request: HttpRequest, slug: str) -> HttpResponse:
 @require_POST
 @_friendly_errors
 def start(request: HttpRequest, slug: str) -> HttpResponse:
-    study = _study(slug)
-    annotator = _annotator(request)
-    participation = services.participation_get_or_create(
-        annotator=annotator, study=study
-    )
+    study, annotator, participation = _entered(request, slug)
     if participation.consented_at is None:
         return redirect(_url("consent", study))
     services.participation_start(participation=participation)
@@ -403,11 +406,7 @@ def pause(request: HttpRequest, slug: str) -> HttpResponse:
 @require_GET
 @_friendly_errors
 def done(request: HttpRequest, slug: str) -> HttpResponse:
-    study = _study(slug)
-    annotator = _annotator(request)
-    participation = services.participation_get_or_create(
-        annotator=annotator, study=study
-    )
+    study, annotator, participation = _entered(request, slug)
     if participation.completed_at is None:
         return redirect(_url("rate", study))
     rated, _ = selectors.annotator_progress(annotator=annotator, study=study)
