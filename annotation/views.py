@@ -124,6 +124,22 @@ def _friendly_errors(view):
     return wrapper
 
 
+def _consent_page(
+    request: HttpRequest, study: Study, form: ConsentForm, action: str, hidden: dict
+) -> HttpResponse:
+    return render(
+        request,
+        "annotation/consent.html",
+        {
+            "study": study,
+            "form": form,
+            "action": action,
+            "hidden": hidden,
+            "consent_html": _markdown(study.consent_text),
+        },
+    )
+
+
 def _scale(study: Study) -> list[dict]:
     """The scale buttons with their keyboard keys: the digit itself when every
     value is a digit, else the button's position (1..9, then 0)."""
@@ -257,17 +273,8 @@ def join(request: HttpRequest, slug: str) -> HttpResponse:
             )
             login(request, known.user, backend=MODEL_BACKEND)
         return redirect(_url("rate", study))
-    return render(
-        request,
-        "annotation/consent.html",
-        {
-            "study": study,
-            "form": form,
-            "action": _url("join", study),
-            "hidden": {k: v for k, v in entry.items() if v},
-            "consent_html": _markdown(study.consent_text),
-        },
-    )
+    hidden = {k: v for k, v in entry.items() if v}
+    return _consent_page(request, study, form, _url("join", study), hidden)
 
 
 @require_http_methods(["GET", "POST"])
@@ -283,17 +290,7 @@ def consent(request: HttpRequest, slug: str) -> HttpResponse:
             annotator=annotator, study=study, demographics=form.demographics()
         )
         return redirect(_url("rate", study))
-    return render(
-        request,
-        "annotation/consent.html",
-        {
-            "study": study,
-            "form": form,
-            "action": _url("consent", study),
-            "hidden": {},
-            "consent_html": _markdown(study.consent_text),
-        },
-    )
+    return _consent_page(request, study, form, _url("consent", study), {})
 
 
 @require_GET
