@@ -1,4 +1,5 @@
-"""The assignment engine's guarantees, one at a time (single-threaded)."""
+"""The assignment engine's guarantees, one at a time (single-threaded): tests for
+annotation/services/engine.py."""
 
 from datetime import timedelta
 
