@@ -13,6 +13,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import F, Q
 
+from . import splits
+
 
 def _token() -> str:
     return secrets.token_urlsafe(16)
@@ -312,6 +314,8 @@ class Rating(models.Model):
     time_on_item_ms = models.PositiveIntegerField(null=True, blank=True)
     # False once the annotator is excluded; such ratings no longer fill a slot.
     is_valid = models.BooleanField(default=True)
+    # Evaluation split (annotation.splits), fixed when the rating is written.
+    split = models.CharField(max_length=12, choices=splits.CHOICES)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -323,10 +327,25 @@ class Rating(models.Model):
                 condition=Q(score__gte=-100) & Q(score__lte=100),
                 name="rating_score_range",
             ),
+            models.CheckConstraint(
+                condition=Q(split__in=splits.SPLITS), name="rating_split_valid"
+            ),
         ]
         indexes = [
-            models.Index(fields=["annotator", "study"], name="rating_by_annotator")
+            models.Index(fields=["annotator", "study"], name="rating_by_annotator"),
+            models.Index(fields=["study", "split"], name="rating_by_split"),
         ]
 
     def __str__(self) -> str:
         return f"{self.annotator} → {self.image_id}: {self.score}"
+
+    def save(self, *args, **kwargs):
+        # Every write path gets a split even if it does not name one (bulk_create
+        # bypasses this; the CHECK constraint then refuses an empty split).
+        if not self.split:
+            self.split = splits.split_assign(
+                study_id=self.study_id,
+                image_id=self.image_id,
+                annotator_id=self.annotator_id,
+            )
+        super().save(*args, **kwargs)

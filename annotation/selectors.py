@@ -1,5 +1,6 @@
 """Reads for the annotation app."""
 
+from collections.abc import Iterable
 from datetime import timedelta
 
 from django.db.models import (
@@ -15,7 +16,10 @@ from django.db.models import (
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from core.exceptions import InvalidInput
+
 from .models import Annotator, Assignment, Image, Rating, Study
+from .splits import SPLITS, split_validate
 
 
 def study_list_for(*, user) -> QuerySet[Study]:
@@ -101,3 +105,39 @@ def assignment_timed_out(*, assignment_id: int, annotator: Annotator) -> bool:
     return Assignment.objects.filter(
         pk=assignment_id, annotator=annotator, status=Assignment.Status.EXPIRED
     ).exists()
+
+
+def ratings_in_split(
+    *, study: Study | int, split: str | Iterable[str], valid_only: bool = True
+) -> QuerySet[Rating]:
+    """Ratings of a study in one split or several (``annotation.splits``).
+
+    The one way training, evaluation and export read a split. ``valid_only``
+    leaves out invalidated ratings and every rating of an excluded annotator.
+    """
+    names = [split] if isinstance(split, str) else list(split)
+    for name in names:
+        try:
+            split_validate(name)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+    study_id = study if isinstance(study, int) else study.pk
+    qs = Rating.objects.filter(study_id=study_id, split__in=names)
+    if valid_only:
+        qs = qs.filter(is_valid=True).exclude(
+            annotator__status=Annotator.Status.EXCLUDED
+        )
+    return qs
+
+
+def split_counts(*, study: Study | int) -> dict[str, int]:
+    """Valid ratings per split (every split named, zeros included)."""
+    study_id = study if isinstance(study, int) else study.pk
+    got = dict(
+        Rating.objects.filter(study_id=study_id, is_valid=True)
+        .exclude(annotator__status=Annotator.Status.EXCLUDED)
+        .values_list("split")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    return {name: got.get(name, 0) for name in SPLITS}

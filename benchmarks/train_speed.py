@@ -56,6 +56,7 @@ def peak_rss_mb() -> float:
 def bench_train(args) -> dict:
     from annotation import services as ann
     from annotation.models import Image, Rating, Study
+    from annotation.splits import split_assign
     from rewardmodel import inference, services
     from rewardmodel.embeddings import to_blob
     from rewardmodel.models import Embedding
@@ -111,7 +112,13 @@ def bench_train(args) -> dict:
             )
             rows.append(
                 Rating(
-                    study=study, image_id=im.pk, annotator=annotators[a], score=score
+                    study=study,
+                    image_id=im.pk,
+                    annotator=annotators[a],
+                    score=score,
+                    split=split_assign(
+                        study_id=study.pk, image_id=im.pk, annotator_id=annotators[a].pk
+                    ),
                 )
             )
     Rating.objects.bulk_create(rows, batch_size=5000)

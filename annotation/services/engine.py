@@ -33,6 +33,7 @@ from core.exceptions import (
 )
 
 from ..models import Annotator, Assignment, Image, Participation, Rating, Study
+from ..splits import split_assign
 from .studies import participation_get_or_create
 
 # How many live leases one claim call may hold for an annotator. The rating page
@@ -358,6 +359,9 @@ def _rating_submit(assignment_id, annotator, score, now) -> tuple[Rating, bool]:
         assignment=assignment,
         score=score,
         time_on_item_ms=_elapsed_ms(assignment.shown_at or assignment.leased_at, now),
+        split=split_assign(
+            study_id=study.pk, image_id=assignment.image_id, annotator_id=annotator.pk
+        ),
     )
     assignment.status = Assignment.Status.SUBMITTED
     assignment.finished_at = now
