@@ -15,3 +15,17 @@ def sweep_expired_leases() -> int:
     while (n := services.lease_expire(limit=1000)) > 0:
         total += n
     return total
+
+
+@shared_task(
+    name="annotation.export_dataset",
+    ignore_result=True,
+    acks_late=True,
+    soft_time_limit=3 * 3600,
+    time_limit=3 * 3600 + 300,
+)
+def export_dataset(export_id: int) -> str:
+    """Write a queued dataset export (progress on the Export row). Idempotent."""
+    from .services.export_jobs import export_execute
+
+    return export_execute(export_id=export_id).status

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import views
+from . import staff_exports, views
 
 app_name = "annotation"
 
@@ -21,4 +21,14 @@ urlpatterns = [
         name="rate_submit",
     ),
     path("s/<slug:slug>/a/<int:assignment_id>/skip", views.skip, name="skip"),
+    path(
+        "staff/studies/<int:study_id>/exports/",
+        staff_exports.study_exports,
+        name="study_exports",
+    ),
+    path(
+        "staff/studies/<int:study_id>/exports/list",
+        staff_exports.study_exports_list,
+        name="study_exports_list",
+    ),
 ]

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import exports, views
 
 urlpatterns = [
     path("studies/", views.study_list, name="api-study-list"),
@@ -18,5 +18,16 @@ urlpatterns = [
     ),
     path(
         "assignments/<int:assignment_id>/skip/", views.assignment_skip, name="api-skip"
+    ),
+    path(
+        "studies/<int:study_id>/exports/",
+        exports.export_list_create,
+        name="api-export-list",
+    ),
+    path("exports/<int:export_id>/", exports.export_detail, name="api-export-detail"),
+    path(
+        "exports/<int:export_id>/download/",
+        exports.export_download,
+        name="api-export-download",
     ),
 ]

@@ -234,3 +234,6 @@ PALATE_MAX_IMAGE_PIXELS = int(os.environ.get("PALATE_MAX_IMAGE_PIXELS", 40_000_0
 PALATE_MAX_UPLOAD_BYTES = int(
     os.environ.get("PALATE_MAX_UPLOAD_BYTES", 50 * 1024 * 1024)
 )
+# Finished dataset exports (archives for download). Not under MEDIA_ROOT: media
+# is served publicly, exports are for staff only.
+PALATE_EXPORT_DIR = Path(os.environ.get("PALATE_EXPORT_DIR", DATA_DIR / "exports"))
