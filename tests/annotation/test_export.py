@@ -70,6 +70,7 @@ def test_parquet_layout_opens_with_pyarrow(tmp_path):
         assert row["created_at"] == rating.created_at
         assert row["time_on_item_ms"] == rating.time_on_item_ms
         assert row["is_valid"] is True
+        assert row["split"] == rating.split  # the stored assignment
     images = read_parquet(root, "images")
     assert [r["image_id"] for r in images] == sorted(
         Image.objects.filter(study=study).values_list("pk", flat=True)
@@ -149,6 +150,22 @@ def test_card_front_matter_and_prose(tmp_path):
     assert f"{report['alpha_interval']}" in text
     assert "| ratings | 18 |" in text and "| annotators | 3 |" in text
     assert "How it was collected" in text and study.name in text
+
+
+def test_splits_are_the_stored_ones_never_recomputed(tmp_path):
+    study = rated_study()
+    moved = Rating.objects.order_by("pk").first()
+    other = next(s for s in SPLITS if s != moved.split)
+    Rating.objects.filter(pk=moved.pk).update(split=other)
+    report = dataset_export(study=study, out=tmp_path / "ds")
+    rows = read_parquet(tmp_path / "ds", "ratings")
+    got = {(r["image_id"], r["annotator_id"]): r["split"] for r in rows}
+    assert got[(moved.image_id, moved.annotator.public_id)] == other
+    stored = {s: Rating.objects.filter(study=study, split=s).count() for s in SPLITS}
+    assert report["splits"] == stored
+    for split in SPLITS:
+        files = list((tmp_path / "ds/ratings/data").glob(f"{split}-*.parquet"))
+        assert bool(files) == bool(stored[split])
 
 
 def test_same_study_exports_byte_identical_files(tmp_path):
