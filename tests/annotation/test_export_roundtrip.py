@@ -1,0 +1,215 @@
+"""Round trip: a Palate export imports into a new study with identical ratings,
+images (byte-equal), annotators and splits, in every format; bad input changes
+nothing."""
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from django.core.management import CommandError, call_command
+
+from annotation import services
+from annotation.models import Annotator, Image, Rating, Study
+from annotation.services.dataset_import import dataset_import
+from annotation.services.export import ExportOptions, dataset_export
+from core.exceptions import InvalidInput
+from tests.annotation.export_fixtures import rated_study
+
+pytestmark = pytest.mark.django_db
+
+
+def stored_files(media: Path) -> list[Path]:
+    return sorted(p for p in media.rglob("*") if p.is_file())
+
+
+def new_study(like: Study, slug: str = "copy") -> Study:
+    return services.study_create(
+        name="Imported copy",
+        slug=slug,
+        raters_per_image=like.raters_per_image,
+        demographics_fields=like.demographics_fields,
+        scale_min=like.scale_min,
+        scale_max=like.scale_max,
+    )
+
+
+def load(root: Path, config: str) -> list[dict]:
+    rows = []
+    for path in sorted((root / config / "data").glob("*.parquet")):
+        rows += pq.read_table(path).to_pylist()
+    return rows
+
+
+def comparable(root: Path) -> dict:
+    """The three tables keyed by content (sha256, pseudonymous id), not by the
+    database ids that differ between studies."""
+    images = load(root, "images")
+    sha = {r["image_id"]: r["sha256"] for r in images}
+    ratings = sorted(
+        (
+            sha[r["image_id"]],
+            r["annotator_id"],
+            r["score"],
+            r["time_on_item_ms"],
+            r["created_at"],
+            r["split"],
+            r["is_valid"],
+        )
+        for r in load(root, "ratings")
+    )
+    images = sorted(
+        (
+            r["sha256"],
+            json.dumps({k: v for k, v in r.items() if k != "image_id"}, default=repr),
+        )
+        for r in images
+    )
+    annotators = sorted(json.dumps(r, sort_keys=True) for r in load(root, "annotators"))
+    return {"ratings": ratings, "images": images, "annotators": annotators}
+
+
+def db_state(study: Study) -> dict:
+    return {
+        "ratings": sorted(
+            (
+                r.image.sha256,
+                r.annotator.public_id,
+                r.score,
+                r.time_on_item_ms,
+                r.created_at,
+                r.split,
+                r.is_valid,
+            )
+            for r in Rating.objects.filter(study=study).select_related(
+                "image", "annotator"
+            )
+        ),
+        "images": sorted(
+            (
+                i.sha256,
+                i.prompt,
+                i.domain,
+                json.dumps(i.provenance, sort_keys=True),
+                i.width,
+                i.height,
+                i.format,
+                i.rating_count,
+                i.file.open("rb").read(),
+            )
+            for i in Image.objects.filter(study=study)
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "fmt,images",
+    [("parquet", "embed"), ("parquet", "path"), ("jsonl", "path"), ("csv", "path")],
+)
+def test_round_trip_is_exact(tmp_path, fmt, images):
+    original = rated_study()
+    dataset_export(
+        study=original,
+        out=tmp_path / "a",
+        options=ExportOptions(fmt=fmt, images=images),
+    )
+    copy = new_study(original)
+    report = dataset_import(study=copy, root=tmp_path / "a")
+    assert report["ratings"] == 18 and report["images"] == 6
+    before, after = db_state(original), db_state(copy)
+    assert after == before  # ratings, splits, times, counters, bytes
+    # And the copy exports to the same tables as the original.
+    dataset_export(study=original, out=tmp_path / "orig")
+    dataset_export(study=copy, out=tmp_path / "copy")
+    assert comparable(tmp_path / "copy") == comparable(tmp_path / "orig")
+
+
+def test_round_trip_onto_another_instance_recreates_annotators(tmp_path):
+    original = rated_study()
+    dataset_export(study=original, out=tmp_path / "a")
+    reference = comparable(tmp_path / "a")
+    demographics = {a.public_id: a.demographics for a in Annotator.objects.all()}
+    # Another installation: neither the study nor its people exist there.
+    users = [a.user for a in Annotator.objects.all()]
+    original.delete()
+    for user in users:
+        user.delete()
+    copy = new_study(original)
+    dataset_import(study=copy, root=tmp_path / "a")
+    for a in Annotator.objects.all():
+        assert a.source == "import" and a.external_id == a.public_id
+        assert a.demographics == demographics[a.public_id]
+    dataset_export(study=copy, out=tmp_path / "b")
+    assert comparable(tmp_path / "b") == reference
+
+
+def test_zip_from_the_api_imports_through_the_command(tmp_path, settings, capsys):
+    from annotation.services import export_jobs
+
+    settings.PALATE_EXPORT_DIR = tmp_path / "exports"
+    original = rated_study()
+    export = export_jobs.export_create(study=original)
+    export = export_jobs.export_execute(export_id=export.pk)
+    archive = export_jobs.export_file(export)
+    copy = new_study(original)
+    call_command("import_dataset", copy.slug, str(archive))
+    assert json.loads(capsys.readouterr().out)["ratings"] == 18
+    assert db_state(copy) == db_state(original)
+
+
+def test_bad_imports_change_nothing(tmp_path):
+    original = rated_study()
+    dataset_export(study=original, out=tmp_path / "a")
+    media = Path(original.images.first().file.path).parents[2]
+    files_before = stored_files(media)
+    # A score outside the target study's scale: refused before any write.
+    narrow = services.study_create(
+        name="Narrow",
+        slug="narrow",
+        raters_per_image=3,
+        scale_min=1,
+        scale_max=3,
+        scale_labels=[],
+    )
+    with pytest.raises(InvalidInput, match="outside the study's scale"):
+        dataset_import(study=narrow, root=tmp_path / "a")
+    # Fewer raters per image than the dataset has.
+    few = services.study_create(name="Few", slug="few", raters_per_image=2)
+    with pytest.raises(InvalidInput, match="more than the study's raters_per_image"):
+        dataset_import(study=few, root=tmp_path / "a")
+    # A study that already has images.
+    with pytest.raises(InvalidInput, match="already has images"):
+        dataset_import(study=original, root=tmp_path / "a")
+    # No images in the export.
+    dataset_export(
+        study=original, out=tmp_path / "meta", options=ExportOptions(images="none")
+    )
+    with pytest.raises(InvalidInput, match="carries no images"):
+        dataset_import(study=new_study(original, "c1"), root=tmp_path / "meta")
+    # Not an export at all.
+    with pytest.raises(CommandError, match="holds no Palate dataset export"):
+        call_command("import_dataset", "c1", str(tmp_path))
+    assert Image.objects.exclude(study=original).count() == 0
+    assert Rating.objects.exclude(study=original).count() == 0
+    assert stored_files(media) == files_before
+
+
+def test_failure_while_writing_rolls_back_and_deletes_stored_files(
+    tmp_path, monkeypatch
+):
+    from annotation.services import dataset_import as module
+
+    original = rated_study()
+    dataset_export(study=original, out=tmp_path / "a")
+    media = Path(original.images.first().file.path).parents[2]
+    files_before = stored_files(media)
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(module, "_ratings_create", boom)
+    copy = new_study(original)
+    with pytest.raises(RuntimeError):
+        dataset_import(study=copy, root=tmp_path / "a")
+    assert Image.objects.filter(study=copy).count() == 0
+    assert stored_files(media) == files_before
