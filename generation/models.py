@@ -165,6 +165,12 @@ class GenerationItem(models.Model):
     # twice; a claim left by a dead worker expires and is taken over.
     claim_token = models.CharField(max_length=64, blank=True)
     claimed_until = models.DateTimeField(null=True, blank=True)
+    # The provider task producing it (FLUX: id + polling_url), recorded the moment
+    # it is submitted, so an attempt after a poll failure resumes that paid task
+    # instead of submitting a second one. Cleared once the task is known gone.
+    task_id = models.CharField(max_length=200, blank=True)
+    polling_url = models.URLField(max_length=2000, blank=True)
+    task_submitted_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)

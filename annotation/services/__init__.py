@@ -2,11 +2,13 @@
 
 * ``studies``: studies, annotator accounts, participations, image intake;
 * ``engine``: the assignment engine (claim, rate, skip, expire, status changes);
-* ``entry``: entering a study through the browser (links, consent, completion).
+* ``entry``: entering a study through the browser (links, consent, completion);
+* ``demo``: the demo study, its staff login and demo annotators (``seed_demo``).
 
 The names below are the app's public write API; import them from here.
 """
 
+from .demo import demo_study_ensure
 from .engine import (
     MAX_HOLD,
     annotator_set_status,
@@ -40,6 +42,7 @@ __all__ = [
     "annotator_set_status",
     "assignment_claim",
     "assignment_skip",
+    "demo_study_ensure",
     "image_create",
     "lease_expire",
     "participation_complete",

@@ -16,6 +16,7 @@ from .base import (
     GenerationRequest,
     ModerationRefused,
     PermanentError,
+    ProviderTask,
     TransientError,
 )
 
@@ -27,6 +28,7 @@ __all__ = [
     "GenerationRequest",
     "ModerationRefused",
     "PermanentError",
+    "ProviderTask",
     "TransientError",
     "BACKENDS",
     "backend_get",

@@ -13,6 +13,7 @@ split in two so the task knows what to do:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +56,21 @@ class ConfigurationError(Exception):
     """
 
 
+def _type_ok(value: Any, expected: type | tuple[type, ...]) -> bool:
+    types = expected if isinstance(expected, tuple) else (expected,)
+    if isinstance(value, bool):  # bool is an int to Python, not to a JSON schema
+        return bool in types
+    return isinstance(value, types) or (float in types and isinstance(value, int))
+
+
+@dataclass(frozen=True)
+class ProviderTask:
+    """A task the provider is running for one item (FLUX: id + polling_url)."""
+
+    id: str
+    polling_url: str
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
     prompt: str
@@ -62,6 +78,14 @@ class GenerationRequest:
     model: str
     negative_prompt: str = ""
     params: dict[str, Any] = field(default_factory=dict)
+    # For backends that submit a paid task and poll it: the task an earlier
+    # attempt of this item submitted (resume it rather than pay again), and the
+    # callback that records a new one on the item the moment it exists (None
+    # forgets it once it is known to be gone).
+    task: ProviderTask | None = None
+    task_store: Callable[[ProviderTask | None], None] | None = field(
+        default=None, compare=False, repr=False
+    )
 
     def param(self, name: str, default: Any = None) -> Any:
         value = self.params.get(name)
@@ -78,7 +102,11 @@ class GeneratedImage:
 
 
 class Backend:
-    """One image generator. Subclasses set the class attributes and ``generate``."""
+    """One image generator. Subclasses set the class attributes and ``generate``.
+
+    ``generate`` returns one result per request, in order: a GeneratedImage, or
+    a BackendError when only that image failed (a safety-checker hit in a batch);
+    raising fails (or retries) every request of the call."""
 
     name: str = ""
     default_model: str = ""
@@ -102,14 +130,12 @@ class Backend:
                     f"Backend '{self.name}' does not take the parameter '{key}' "
                     f"(it takes: {', '.join(sorted(self.allowed_params)) or 'none'})."
                 )
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, expected)
-            ):
-                if not (expected is float and isinstance(value, int)):
-                    raise ConfigurationError(
-                        f"Parameter '{key}' has the wrong type "
-                        f"({type(value).__name__})."
-                    )
+            if value is not None and not _type_ok(value, expected):
+                raise ConfigurationError(
+                    f"Parameter '{key}' has the wrong type ({type(value).__name__})."
+                )
 
-    def generate(self, requests: list[GenerationRequest]) -> list[GeneratedImage]:
+    def generate(
+        self, requests: list[GenerationRequest]
+    ) -> list[GeneratedImage | BackendError]:
         raise NotImplementedError

@@ -7,7 +7,13 @@ from django.utils import timezone
 from annotation.models import Image
 from core.exceptions import Conflict, InvalidInput
 from generation import services
-from generation.backends import BACKENDS, Backend, PermanentError, TransientError
+from generation.backends import (
+    BACKENDS,
+    Backend,
+    PermanentError,
+    TransientError,
+    backend_get,
+)
 from generation.backends import _instances as backend_instances
 from generation.models import GenerationItem, GenerationJob, Prompt
 
@@ -105,7 +111,10 @@ def test_import_errors_name_the_line_and_write_nothing(study, content, fmt, mess
         ({"backend": "flux"}, "BFL_API_KEY"),
         ({"backend": "gemini"}, "GEMINI_API_KEY"),
         ({"backend": "flux", "model": "flux-9"}, "Unknown model 'flux-9'"),
-        ({"backend": "gemini", "model": "gemini-2.5-pro"}, "Unknown model"),
+        (
+            {"backend": "gemini", "model": "gemini-2.5-pro"},
+            "Unknown Gemini image model",
+        ),
         ({"backend": "diffusers", "model": "not a model id"}, "Unknown model"),
         ({"backend": "diffusers", "model": "/nowhere/pipe"}, "model_index.json"),
     ],
@@ -355,15 +364,13 @@ def test_cancel_while_generating_discards_the_result(prompt, monkeypatch):
         prompt=prompt, backend="procedural", n_seeds=1, enqueue=False
     )
     item = job.items.get()
-    real_generate = services.backend_get("procedural").generate
+    real_generate = backend_get("procedural").generate
 
     def generate_then_cancelled(requests):
         services.job_cancel(job=job)  # the researcher clicks cancel meanwhile
         return real_generate(requests)
 
-    monkeypatch.setattr(
-        services.backend_get("procedural"), "generate", generate_then_cancelled
-    )
+    monkeypatch.setattr(backend_get("procedural"), "generate", generate_then_cancelled)
     assert services.item_run(item_id=item.pk) == "cancelled"
     assert Image.objects.count() == 0
 

@@ -132,7 +132,7 @@ def worker(redis_broker, transactional_db, tmp_path, monkeypatch):
 
 def test_worker_turns_prompts_into_rateable_images(worker, study):
     fake, wait_for = worker
-    fake.mode, fake.fail_times, fake.retry_after = "rate_limited", 1, "0.05"
+    fake.mode, fake.fail_times = "rate_limited", 1
     prompts = [
         services.prompt_create(study=study, text=f"prompt {i}", domain="art")
         for i in range(3)
