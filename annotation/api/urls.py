@@ -1,19 +1,19 @@
 from django.urls import path
 
-from . import exports, views
+from . import exports, hot, views
 
 urlpatterns = [
     path("studies/", views.study_list, name="api-study-list"),
     path("studies/<int:study_id>/images/", views.image_upload, name="api-image-upload"),
     path(
         "studies/<int:study_id>/assignments/next/",
-        views.assignment_next,
+        hot.assignment_next,
         name="api-assignment-next",
     ),
     path("studies/<int:study_id>/progress/", views.study_progress, name="api-progress"),
     path(
         "assignments/<int:assignment_id>/rating/",
-        views.rating_create,
+        hot.rating_create,
         name="api-rating",
     ),
     path(

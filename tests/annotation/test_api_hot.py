@@ -1,0 +1,176 @@
+"""The plain-Django fast path of the two hot API endpoints (annotation/api/hot.py):
+the same answers as the DRF views, fewer queries, and the DRF view for the rest."""
+
+import json
+
+import pytest
+from django.test import Client, RequestFactory
+from rest_framework.authtoken.models import Token
+
+from annotation import services
+from annotation.api import views
+from annotation.api.serializers import AssignmentSerializer, RatingSerializer
+from annotation.models import Assignment, Rating
+from tests.factories import AnnotatorFactory, make_images
+
+pytestmark = pytest.mark.django_db
+
+
+def token_client(annotator) -> Client:
+    token, _ = Token.objects.get_or_create(user=annotator.user)
+    return Client(HTTP_AUTHORIZATION=f"Token {token.key}")
+
+
+def next_url(study):
+    return f"/api/v1/studies/{study.pk}/assignments/next/"
+
+
+def rating_url(assignment_id):
+    return f"/api/v1/assignments/{assignment_id}/rating/"
+
+
+def test_claim_answers_exactly_what_the_serializer_would(study, annotator, rf):
+    make_images(study, 2)
+    r = token_client(annotator).post(next_url(study))
+    assert r.status_code == 200 and r["Content-Type"] == "application/json"
+    lease = Assignment.objects.select_related("image").get(pk=r.json()["id"])
+    request = rf.post(next_url(study))  # same host: testserver
+    expected = AssignmentSerializer(lease, context={"request": request}).data
+    assert r.json() == json.loads(json.dumps(expected))
+
+
+def test_rating_answers_exactly_what_the_serializer_would(study, annotator):
+    make_images(study, 1)
+    api = token_client(annotator)
+    a = api.post(next_url(study)).json()
+    r = api.post(rating_url(a["id"]), {"score": 5}, content_type="application/json")
+    assert r.status_code == 201
+    expected = RatingSerializer(Rating.objects.get()).data
+    assert r.json() == json.loads(json.dumps(expected))
+    form = "application/x-www-form-urlencoded"
+    again = api.post(rating_url(a["id"]), "score=5", content_type=form)
+    assert again.status_code == 200 and again.json() == r.json()
+    other = api.post(rating_url(a["id"]), {"score": 6}, content_type="application/json")
+    assert other.status_code == 409
+    assert other.json()["code"] == "conflict"
+    assert "already rated" in other.json()["detail"]
+
+
+def test_fast_path_is_taken_with_fewer_queries(
+    study, annotator, django_assert_max_num_queries, monkeypatch
+):
+    make_images(study, 3)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the DRF view was called")
+
+    api = token_client(annotator)
+    api.post(next_url(study))  # participation exists now
+    a = services.assignment_claim(annotator=annotator, study=study)[0]
+    services.rating_submit(assignment_id=a.pk, annotator=annotator, score=3)
+    monkeypatch.setattr(views, "assignment_next", refuse)
+    monkeypatch.setattr(views, "rating_create", refuse)
+    # token+user+annotator (1) and study (1) before the engine; the DRF view
+    # needs the same two plus nothing else, so the gain is CPU, not queries.
+    with django_assert_max_num_queries(11):
+        a = api.post(next_url(study)).json()
+    with django_assert_max_num_queries(7):
+        r = api.post(rating_url(a["id"]), {"score": 4}, content_type="application/json")
+    assert r.status_code == 201
+
+
+def test_engine_errors_keep_the_envelope(study, annotator):
+    make_images(study, 1)
+    api = token_client(annotator)
+    intruder = token_client(AnnotatorFactory())
+    a = api.post(next_url(study)).json()
+    url = rating_url(a["id"])
+    r = intruder.post(url, {"score": 3}, content_type="application/json")
+    assert r.status_code == 404
+    assert r.json() == {"detail": "No such assignment.", "code": "not_found"}
+    r = api.post(rating_url(a["id"]), {"score": 99}, content_type="application/json")
+    assert r.status_code == 400 and r.json()["code"] == "invalid"
+    services.annotator_set_status(annotator=annotator, status="paused")
+    r = api.post(next_url(study))
+    assert r.status_code == 403 and r.json()["code"] == "annotator_not_active"
+    assert not Rating.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "body, content_type",
+    [
+        ({"score": "nice"}, "application/json"),
+        ({}, "application/json"),
+        ({"score": True}, "application/json"),
+        ("{bad", "application/json"),
+        ("score=x", "application/x-www-form-urlencoded"),
+        ("5", "text/plain"),
+    ],
+)
+def test_other_bodies_get_the_drf_answer(study, annotator, body, content_type):
+    make_images(study, 1)
+    token = Token.objects.create(user=annotator.user)
+    a = token_client(annotator).post(next_url(study)).json()
+    plain = Client(HTTP_AUTHORIZATION=f"Token {token.key}")
+    fast = plain.post(rating_url(a["id"]), body, content_type=content_type)
+    # The DRF view alone: what the URL answered before the fast path existed.
+    drf = _call_drf(views.rating_create, rating_url(a["id"]), body, content_type, token)
+    assert (fast.status_code, fast.json()) == (drf.status_code, json.loads(drf.content))
+    assert fast.status_code in (400, 415)
+    assert not Rating.objects.exists()
+
+
+def _call_drf(view, path, body, content_type, token):
+    if isinstance(body, dict):
+        body = json.dumps(body)
+    request = RequestFactory().post(
+        path, body, content_type=content_type, HTTP_AUTHORIZATION=f"Token {token.key}"
+    )
+    assignment_id = int(path.rstrip("/").split("/")[-2])
+    response = view(request, assignment_id=assignment_id)
+    response.render()
+    return response
+
+
+@pytest.mark.parametrize(
+    "header", ["Token", "Token a b", "Token nope", "Bearer x", None]
+)
+def test_bad_or_missing_tokens_get_the_drf_answer(study, header):
+    make_images(study, 1)
+    client = Client(HTTP_AUTHORIZATION=header) if header else Client()
+    r = client.post(next_url(study))
+    assert r.status_code == 403 and "detail" in r.json()
+    assert not Assignment.objects.exists()
+
+
+def test_inactive_user_and_unknown_study_fall_back(study, annotator):
+    make_images(study, 1)
+    api = token_client(annotator)
+    assert api.post("/api/v1/studies/999999/assignments/next/").status_code == 404
+    annotator.user.is_active = False
+    annotator.user.save()
+    assert api.post(next_url(study)).status_code == 403
+    assert not Assignment.objects.exists()
+
+
+def test_staff_session_and_staff_token_still_work(study, staff_user):
+    make_images(study, 1)
+    staff = Client()
+    staff.force_login(staff_user)
+    r = staff.post(next_url(study))  # no annotator yet: the DRF view makes one
+    assert r.status_code == 200
+    token = Token.objects.create(user=staff_user)
+    again = Client(HTTP_AUTHORIZATION=f"Token {token.key}").post(next_url(study))
+    assert again.status_code == 200 and again.json()["id"] == r.json()["id"]
+
+
+def test_schema_documents_the_fast_endpoints(client, staff_user):
+    client.force_login(staff_user)
+    schema = client.get("/api/v1/schema/", HTTP_ACCEPT="application/json").json()
+    claim = schema["paths"]["/api/v1/studies/{study_id}/assignments/next/"]["post"]
+    assert set(claim["responses"]) == {"200", "204"}
+    assert "Assignment" in json.dumps(claim["responses"]["200"])
+    rate = schema["paths"]["/api/v1/assignments/{assignment_id}/rating/"]["post"]
+    assert {"200", "201", "409"} <= set(rate["responses"])
+    assert "RatingInput" in json.dumps(rate["requestBody"])
+    assert {"tokenAuth", "cookieAuth"} <= {k for s in claim["security"] for k in s}
