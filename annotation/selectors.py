@@ -37,7 +37,10 @@ def study_list_for(*, user) -> QuerySet[Study]:
     """Staff see every study; an annotator sees the studies they take part in."""
     if user.is_staff:
         return Study.objects.all()
-    return Study.objects.filter(participations__annotator__user=user).distinct()
+    return Study.objects.filter(
+        participations__annotator__user=user,
+        participations__consented_at__isnull=False,
+    ).distinct()
 
 
 def study_progress(*, study: Study, now=None) -> dict:
@@ -245,3 +248,7 @@ def export_ratings_in_split(*, ratings: QuerySet[Rating], split: str):
     """The exported ratings in one of the five splits, as stored on each rating
     (``annotation.splits``: the same assignment the reward model uses)."""
     return ratings.filter(split=split_validate(split))
+
+
+def participation_of(*, annotator: Annotator, study: Study) -> Participation | None:
+    return Participation.objects.filter(annotator=annotator, study=study).first()

@@ -24,6 +24,7 @@ from core.exceptions import (
     Conflict,
     InvalidInput,
     NotFound,
+    NotMember,
     NotPermitted,
     PalateError,
     StudyNotOpen,
@@ -38,6 +39,15 @@ from .models import Annotator, Participation, Study
 # up to services.MAX_HOLD).
 PAGE_LEASES = 2
 MODEL_BACKEND = "django.contrib.auth.backends.ModelBackend"
+# The studies this browser session entered through their own links. A session
+# reaches only these (staff reach every study): whoever opens study B's link with
+# someone's Prolific PID gets a session for study B, never for the studies that
+# person joined elsewhere.
+SCOPE_KEY = "palate_studies"
+OTHER_STUDY = (
+    "This browser was signed in through the link of another study. Please open "
+    "the link you were given for this study."
+)
 TIMED_OUT = "This image timed out, so it was not rated. Here is the next one."
 
 
@@ -61,20 +71,42 @@ def _study(slug: str) -> Study:
         raise NotFound("There is no study at this address.") from None
 
 
-def _annotator(request: HttpRequest) -> Annotator:
+def _annotator(request: HttpRequest, study: Study) -> Annotator:
+    """The signed-in annotator, if this session may reach ``study``."""
     if not request.user.is_authenticated:
         raise _NotJoined(
             "Please open the study link you were given (invite or Prolific link) "
             "to take part."
         )
+    if not request.user.is_staff and study.pk not in _scope(request):
+        raise NotMember(OTHER_STUDY)
     return services.annotator_get_or_create_for_user(request.user)
+
+
+def _scope(request: HttpRequest) -> list[int]:
+    return request.session.get(SCOPE_KEY, [])
+
+
+def _scope_add(request: HttpRequest, study: Study) -> None:
+    if study.pk not in _scope(request):
+        request.session[SCOPE_KEY] = [*_scope(request), study.pk]
+
+
+def _sign_in(request: HttpRequest, annotator: Annotator, study: Study) -> None:
+    """Sign this browser in as ``annotator`` for ``study``. Signing in as another
+    account starts a fresh session (``login`` flushes the old one), whose scope is
+    this study alone."""
+    if request.user != annotator.user:
+        login(request, annotator.user, backend=MODEL_BACKEND)
+        request.session[SCOPE_KEY] = []
+    _scope_add(request, study)
 
 
 def _entered(request: HttpRequest, slug: str) -> tuple[Study, Annotator, Participation]:
     """The study at ``slug``, the signed-in annotator and their participation in it:
     what every page after the entry link starts from."""
     study = _study(slug)
-    annotator = _annotator(request)
+    annotator = _annotator(request, study)
     participation = services.participation_get_or_create(
         annotator=annotator, study=study
     )
@@ -96,6 +128,7 @@ _ERROR_TITLES = [
     (AnnotatorNotActive, "Your account is paused"),
     (StudyNotOpen, "This study is closed"),
     (_NotJoined, "Please use your study link"),
+    (NotMember, "Please use your study link"),
     (NotFound, "Not found"),
     (Conflict, "That did not work"),
     (PalateError, "Something is not right"),
@@ -122,22 +155,6 @@ def _friendly_errors(view):
             )
 
     return wrapper
-
-
-def _consent_page(
-    request: HttpRequest, study: Study, form: ConsentForm, action: str, hidden: dict
-) -> HttpResponse:
-    return render(
-        request,
-        "annotation/consent.html",
-        {
-            "study": study,
-            "form": form,
-            "action": action,
-            "hidden": hidden,
-            "consent_html": _markdown(study.consent_text),
-        },
-    )
 
 
 def _scale(study: Study) -> list[dict]:
@@ -198,9 +215,12 @@ def _participation_ready(
     study: Study, annotator: Annotator
 ) -> tuple[Participation, str | None]:
     """The participation, and where to send the annotator first if they are not
-    at the rating stage (consent, instructions, done)."""
+    at the rating stage (consent, instructions, done). Only staff can consent
+    without the study's link, so only they are sent to the consent page."""
     p = services.participation_get_or_create(annotator=annotator, study=study)
     if p.consented_at is None:
+        if not annotator.user.is_staff:
+            raise NotMember()
         return p, _url("consent", study)
     if p.completed_at is not None:
         return p, _url("done", study)
@@ -217,7 +237,42 @@ def home(request: HttpRequest) -> HttpResponse:
     participations = []
     if request.user.is_authenticated and hasattr(request.user, "annotator"):
         participations = request.user.annotator.participations.select_related("study")
+        if not request.user.is_staff:
+            participations = participations.filter(study__in=_scope(request))
     return render(request, "home.html", {"participations": participations})
+
+
+def _consent_page(
+    request: HttpRequest,
+    study: Study,
+    form: ConsentForm,
+    *,
+    action: str,
+    hidden: dict,
+    returning: bool = False,
+) -> HttpResponse:
+    """The consent form (or, for a returning participant, a Continue button),
+    warning when this browser is signed in as someone else."""
+    signed_in_as = ""
+    if request.user.is_authenticated and hidden.get("PROLIFIC_PID"):
+        known = getattr(request.user, "annotator", None)
+        if known is None or known.external_id != hidden["PROLIFIC_PID"]:
+            signed_in_as = (
+                getattr(known, "public_id", "") or request.user.get_username()
+            )
+    return render(
+        request,
+        "annotation/consent.html",
+        {
+            "study": study,
+            "form": form,
+            "action": action,
+            "hidden": hidden,
+            "returning": returning,
+            "signed_in_as": signed_in_as,
+            "consent_html": _markdown(study.consent_text),
+        },
+    )
 
 
 @require_http_methods(["GET", "POST"])
@@ -226,71 +281,115 @@ def join(request: HttpRequest, slug: str) -> HttpResponse:
     """Entry link: ``/s/<slug>/join?t=<invite token>`` and, from Prolific,
     ``&PROLIFIC_PID=...&STUDY_ID=...&SESSION_ID=...``.
 
-    Opening the link never creates an account (link previews and crawlers open
-    links too): the account is made when the consent form is posted.
+    A GET never creates an account and never signs anyone in (link previews and
+    crawlers open links, and any web page can make a browser open one): it shows
+    the consent form, or for a returning Prolific participant in a new browser a
+    Continue button; the POST (CSRF-protected) does the rest. A browser already
+    signed in as the same person goes straight on. A returning PID continues only
+    with the Prolific SESSION_ID that began the study, and the session it gets
+    reaches this study alone.
     """
     study = _study(slug)
     data = request.POST if request.method == "POST" else request.GET
-    entry = {
-        "t": data.get("t", ""),
-        "PROLIFIC_PID": data.get("PROLIFIC_PID", "").strip(),
-        "STUDY_ID": data.get("STUDY_ID", "").strip(),
-        "SESSION_ID": data.get("SESSION_ID", "").strip(),
+    ids = services.entry_ids_clean(params=data)
+    token = data.get("t", "")
+    services.study_invite_check(study=study, token=token)
+    pid = ids["PROLIFIC_PID"]
+    ext = {
+        "external_study_id": ids["STUDY_ID"],
+        "external_session_id": ids["SESSION_ID"],
     }
-    services.study_invite_check(study=study, token=entry["t"])
-    ids = {
-        "external_study_id": entry["STUDY_ID"],
-        "external_session_id": entry["SESSION_ID"],
-    }
-    pid = entry["PROLIFIC_PID"]
-    known = None
     if pid:
         known = selectors.annotator_by_external_id(source="prolific", external_id=pid)
     elif request.user.is_authenticated:
-        known = _annotator(request)
+        known = services.annotator_get_or_create_for_user(request.user)
+    else:
+        known = None
+    returning = False
     if known is not None:
-        # A returning visitor: continue where they left off, in any browser.
-        if request.user != known.user:
-            login(request, known.user, backend=MODEL_BACKEND)
-        services.participation_consent(
-            annotator=known, study=study, consent=False, **ids
+        participation = (
+            services.prolific_session_check(
+                annotator=known, study=study, session_id=ids["SESSION_ID"]
+            )
+            if pid
+            else selectors.participation_of(annotator=known, study=study)
         )
-        if request.method == "GET":
+        returning = bool(participation and participation.consented_at)
+        if returning and (request.method == "POST" or request.user == known.user):
+            _sign_in(request, known, study)
+            services.participation_consent(
+                annotator=known, study=study, consent=False, **ext
+            )
             return redirect(_url("rate", study))
     form = ConsentForm(request.POST or None, study=study)
     if request.method == "POST" and form.is_valid():
         if known is not None:
             services.participation_consent(
-                annotator=known, study=study, demographics=form.demographics(), **ids
+                annotator=known,
+                study=study,
+                token=token,
+                demographics=form.demographics(),
+                **ext,
             )
         else:
             known = services.annotator_join(
                 study=study,
-                token=entry["t"],
+                token=token,
                 prolific_pid=pid,
                 demographics=form.demographics(),
-                **ids,
+                **ext,
             )
-            login(request, known.user, backend=MODEL_BACKEND)
+        _sign_in(request, known, study)
         return redirect(_url("rate", study))
-    hidden = {k: v for k, v in entry.items() if v}
-    return _consent_page(request, study, form, _url("join", study), hidden)
+    hidden = {"t": token, **{k: v for k, v in ids.items() if v}}
+    return _consent_page(
+        request,
+        study,
+        form,
+        action=_url("join", study),
+        hidden=hidden,
+        returning=returning,
+    )
 
 
 @require_http_methods(["GET", "POST"])
 @_friendly_errors
 def consent(request: HttpRequest, slug: str) -> HttpResponse:
-    """Consent for someone already signed in (staff, or an annotator of another
-    study) who has not yet agreed to this one."""
+    """Consent for staff previewing a study (staff need no link). Anyone else
+    joins through the study's own link (``join``); here they need its invite
+    token too, so this page never admits a non-member."""
     study = _study(slug)
-    annotator = _annotator(request)
+    if not request.user.is_authenticated:
+        raise _NotJoined(
+            "Please open the study link you were given (invite or Prolific link) "
+            "to take part."
+        )
+    annotator = services.annotator_get_or_create_for_user(request.user)
+    data = request.POST if request.method == "POST" else request.GET
+    token = data.get("t", "")
+    # Checked here, not only on a first consent: a member of this study whose
+    # browser was scoped to another study must come back through this study's
+    # link, not widen the scope with a bare POST.
+    services.participation_admission_check(
+        annotator=annotator, study=study, token=token
+    )
     form = ConsentForm(request.POST or None, study=study)
     if request.method == "POST" and form.is_valid():
         services.participation_consent(
-            annotator=annotator, study=study, demographics=form.demographics()
+            annotator=annotator,
+            study=study,
+            token=token,
+            demographics=form.demographics(),
         )
+        _scope_add(request, study)
         return redirect(_url("rate", study))
-    return _consent_page(request, study, form, _url("consent", study), {})
+    return _consent_page(
+        request,
+        study,
+        form,
+        action=_url("consent", study),
+        hidden={"t": token} if token else {},
+    )
 
 
 @require_GET
@@ -325,7 +424,7 @@ def start(request: HttpRequest, slug: str) -> HttpResponse:
 @_friendly_errors
 def rate(request: HttpRequest, slug: str) -> HttpResponse:
     study = _study(slug)
-    annotator = _annotator(request)
+    annotator = _annotator(request, study)
     participation, elsewhere = _participation_ready(study, annotator)
     if elsewhere:
         return _redirect(request, elsewhere)
@@ -357,7 +456,7 @@ def rate_submit(request: HttpRequest, slug: str, assignment_id: int) -> HttpResp
     ``rating_submit`` and renders the same next image.
     """
     study = _study(slug)
-    annotator = _annotator(request)
+    annotator = _annotator(request, study)
     form = ScoreForm(request.POST)
     if not form.is_valid():
         raise InvalidInput("Please choose one of the rating buttons.")
@@ -381,7 +480,7 @@ def rate_submit(request: HttpRequest, slug: str, assignment_id: int) -> HttpResp
 @_friendly_errors
 def skip(request: HttpRequest, slug: str, assignment_id: int) -> HttpResponse:
     study = _study(slug)
-    annotator = _annotator(request)
+    annotator = _annotator(request, study)
     notice = ""
     try:
         services.assignment_skip(assignment_id=assignment_id, annotator=annotator)
@@ -396,7 +495,7 @@ def pause(request: HttpRequest, slug: str) -> HttpResponse:
     """The pause screen for browsers without JavaScript (with it, pausing is an
     overlay on the rating page)."""
     study = _study(slug)
-    _annotator(request)
+    _annotator(request, study)
     return render(request, "annotation/pause.html", {"study": study})
 
 

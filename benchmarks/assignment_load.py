@@ -192,6 +192,9 @@ def build_study(args: argparse.Namespace) -> tuple[int, list[str]]:
             annotator = services.annotator_create(
                 source="import", external_id=f"bench-{i}", username=f"bench{i:04d}"
             )
+            services.participation_consent(
+                annotator=annotator, study=study, token=study.invite_token
+            )
             tokens.append(Token.objects.create(user=annotator.user).key)
     return study.pk, tokens
 

@@ -171,6 +171,8 @@ def run(args, rng) -> int:
     annotators = [
         ann.annotator_create(demographics={"taste_group": f"g{g}"}) for g in group_of
     ]
+    for a in annotators:  # members, as if they had opened the study's link
+        ann.participation_consent(annotator=a, study=study, token=study.invite_token)
     ann_index = {a.pk: i for i, a in enumerate(annotators)}
     centred = {pk: x - 0.5 for pk, x in attrs.items()}
     util_sd = float(

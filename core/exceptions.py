@@ -37,3 +37,17 @@ class StudyNotOpen(NotPermitted):
 
 class AnnotatorNotActive(NotPermitted):
     code = "annotator_not_active"
+
+
+class NotMember(NotPermitted):
+    """The annotator has not joined this study (through its own invite or Prolific
+    link, with consent), or this browser session was opened for another study."""
+
+    code = "not_a_member"
+    default_message = (
+        "You have not joined this study. Please open the link you were given for "
+        "it (invite or Prolific link) and give your consent first."
+    )
+
+    def __init__(self, message: str | None = None):
+        super().__init__(message or self.default_message)

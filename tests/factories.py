@@ -52,3 +52,13 @@ def make_images(study: Study, n: int, start: int = 0) -> list:
         )
         for i in range(n)
     ]
+
+
+def join(annotator, *studies: Study):
+    """Make ``annotator`` a member of each study the way the entry link does:
+    consent through the study's invite token. Idempotent."""
+    for study in studies:
+        services.participation_consent(
+            annotator=annotator, study=study, token=study.invite_token
+        )
+    return annotator

@@ -2,7 +2,7 @@
 
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions
-from rest_framework.authentication import TokenAuthentication
+from rest_framework.authentication import SessionAuthentication, TokenAuthentication
 
 
 class AnnotatorTokenAuthentication(TokenAuthentication):
@@ -20,3 +20,18 @@ class AnnotatorTokenAuthentication(TokenAuthentication):
         if not token.user.is_active:
             raise exceptions.AuthenticationFailed(_("User inactive or deleted."))
         return (token.user, token)
+
+
+class StaffSessionAuthentication(SessionAuthentication):
+    """DRF's session authentication (with its CSRF check), for staff only.
+
+    An annotator's browser session is scoped to the studies entered through their
+    own links (``annotation.views``); the API knows no such scope, so it does not
+    accept annotator sessions at all: annotators use the API with a token, staff
+    with either (the browsable docs use the session)."""
+
+    def authenticate(self, request):
+        result = super().authenticate(request)
+        if result is not None and not result[0].is_staff:
+            return None
+        return result

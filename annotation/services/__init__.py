@@ -20,9 +20,12 @@ from .engine import (
 from .entry import (
     DEMOGRAPHIC_FIELDS,
     annotator_join,
+    entry_ids_clean,
+    participation_admission_check,
     participation_complete,
     participation_consent,
     participation_start,
+    prolific_session_check,
     study_invite_check,
 )
 from .studies import (
@@ -43,12 +46,15 @@ __all__ = [
     "assignment_claim",
     "assignment_skip",
     "demo_study_ensure",
+    "entry_ids_clean",
     "image_create",
     "lease_expire",
+    "participation_admission_check",
     "participation_complete",
     "participation_consent",
     "participation_get_or_create",
     "participation_start",
+    "prolific_session_check",
     "rating_submit",
     "study_create",
     "study_invite_check",

@@ -29,6 +29,7 @@ from core.exceptions import (
     Conflict,
     InvalidInput,
     NotFound,
+    NotMember,
     StudyNotOpen,
 )
 
@@ -205,12 +206,21 @@ def _pick_image(annotator: Annotator, study: Study, exclude: set[int]) -> Image 
 
 
 def _locked_participation(annotator: Annotator, study: Study) -> Participation:
+    """The annotator's participation, locked; only members get this far.
+
+    A member joined through this study's own invite or Prolific link and consented
+    (``participation_consent``). Staff are members of every study: their
+    participation is recorded, with consent, on their first claim.
+    """
     qs = Participation.objects.select_for_update().filter(
         annotator=annotator, study=study
     )
     participation = qs.first()
-    if participation is None:
+    if participation is None or participation.consented_at is None:
+        if not annotator.user.is_staff:
+            raise NotMember()
         participation_get_or_create(annotator=annotator, study=study)
+        qs.filter(consented_at=None).update(consented_at=timezone.now())
         participation = qs.get()
     return participation
 

@@ -2,18 +2,55 @@
 demographics, starting and completing."""
 
 import hmac
+import re
 from datetime import datetime
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from core.exceptions import InvalidInput, NotFound, StudyNotOpen
+from core.exceptions import InvalidInput, NotFound, NotMember, StudyNotOpen
 
 from ..models import Annotator, Participation, Study
 from ..selectors import annotator_by_external_id
 from .studies import annotator_create, participation_get_or_create
 
 DEMOGRAPHIC_FIELDS = ("age_range", "gender", "country", "art_experience")
+# Prolific's ids are 24 hex digits; allow a little more (other platforms, tests)
+# but nothing that could not be a plain id: no NUL, no spaces, no placeholders.
+_EXTERNAL_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+ENTRY_ID_NAMES = ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID")
+
+
+def entry_ids_clean(*, params: dict) -> dict[str, str]:
+    """The recruiting platform's ids from an entry link, checked: each absent or a
+    plain id of at most 128 characters (``InvalidInput`` otherwise)."""
+    ids = {}
+    for name in ENTRY_ID_NAMES:
+        value = str(params.get(name) or "").strip()
+        if value and not _EXTERNAL_ID.fullmatch(value):
+            raise InvalidInput(
+                f"{name} in this link is not a valid id (letters, digits and - _ . : "
+                "only, at most 128). Please open the link exactly as you were given it."
+            )
+        ids[name] = value
+    return ids
+
+
+def prolific_session_check(
+    *, annotator: Annotator, study: Study, session_id: str
+) -> Participation | None:
+    """A known PID may continue a study only with the Prolific session that began
+    it: the PID alone is not a secret (it appears in every study link of that
+    participant), the SESSION_ID of one study's submission is. Returns the
+    participation in this study, if any."""
+    p = Participation.objects.filter(annotator=annotator, study=study).first()
+    recorded = p.external_session_id if p else ""
+    if recorded and not hmac.compare_digest(recorded, session_id):
+        raise NotMember(
+            "This Prolific session does not match the one that started this study. "
+            "Please return to Prolific and open the study from there."
+        )
+    return p
 
 
 def study_invite_check(*, study: Study, token: str) -> None:
@@ -26,10 +63,25 @@ def study_invite_check(*, study: Study, token: str) -> None:
         raise StudyNotOpen(f"The study '{study.name}' is not open for ratings.")
 
 
+def participation_admission_check(
+    *, annotator: Annotator, study: Study, token: str | None
+) -> None:
+    """Consent admits an annotator to a study only when it comes through that
+    study's own link (its invite token). Staff may join any study without one:
+    they can read every invite link anyway, and this is how they preview a study."""
+    if annotator.user.is_staff:
+        return
+    if not token or not hmac.compare_digest(str(token), study.invite_token):
+        raise NotMember()
+    if study.status != Study.Status.OPEN:
+        raise StudyNotOpen(f"The study '{study.name}' is not open for ratings.")
+
+
 def participation_consent(
     *,
     annotator: Annotator,
     study: Study,
+    token: str | None = None,
     demographics: dict | None = None,
     external_study_id: str = "",
     external_session_id: str = "",
@@ -38,13 +90,19 @@ def participation_consent(
 ) -> Participation:
     """Record consent (once), the answers to the study's demographics questions and
     the recruiting platform's ids. Calling it again changes only what was blank;
-    ``consent=False`` records the ids alone (a returning Prolific visit)."""
+    ``consent=False`` records the ids alone (a returning Prolific visit).
+
+    Consent is what makes an annotator a member of the study (the engine refuses
+    everyone else), so a first consent needs the study's invite ``token``
+    (``NotMember`` otherwise), except for staff.
+    """
     now = now or timezone.now()
     with transaction.atomic():
         p = participation_get_or_create(annotator=annotator, study=study)
         p = Participation.objects.select_for_update().get(pk=p.pk)
         changed = []
         if consent and p.consented_at is None:
+            participation_admission_check(annotator=annotator, study=study, token=token)
             p.consented_at = now
             changed.append("consented_at")
         for field, value in (
@@ -60,6 +118,8 @@ def participation_consent(
         answers = {
             k: str(v)[:100] for k, v in (demographics or {}).items() if k in asked and v
         }
+        if any("\x00" in v for v in answers.values()):
+            raise InvalidInput("Answers cannot contain NUL characters.")
         if answers:
             a = Annotator.objects.select_for_update().get(pk=annotator.pk)
             a.demographics = {**a.demographics, **answers}
@@ -84,9 +144,14 @@ def annotator_join(
     continues the same session) and makes them on the first visit.
     """
     study_invite_check(study=study, token=token)
+    entry_ids_clean(
+        params={
+            "PROLIFIC_PID": prolific_pid,
+            "STUDY_ID": external_study_id,
+            "SESSION_ID": external_session_id,
+        }
+    )
     if prolific_pid:
-        if len(prolific_pid) > 128:
-            raise InvalidInput("PROLIFIC_PID is too long.")
         pid = {"source": "prolific", "external_id": prolific_pid}
         annotator = annotator_by_external_id(**pid)
         if annotator is None:
@@ -94,11 +159,15 @@ def annotator_join(
                 annotator = annotator_create(**pid)
             except IntegrityError:  # the same PID joining twice at once
                 annotator = annotator_by_external_id(**pid)
+        prolific_session_check(
+            annotator=annotator, study=study, session_id=external_session_id
+        )
     else:
         annotator = annotator_create(source="invite")
     participation_consent(
         annotator=annotator,
         study=study,
+        token=token,
         demographics=demographics,
         external_study_id=external_study_id,
         external_session_id=external_session_id,

@@ -145,7 +145,8 @@ LOGIN_URL = "admin:login"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
+        # Sessions for staff only (annotator sessions are scoped to a study).
+        "annotation.api.authentication.StaffSessionAuthentication",
         # DRF's TokenAuthentication, also joining the annotator (one query less).
         "annotation.api.authentication.AnnotatorTokenAuthentication",
     ],

@@ -7,7 +7,7 @@ from rest_framework.test import APIClient
 
 from annotation import services
 from annotation.models import Image, Rating
-from tests.factories import AnnotatorFactory, StudyFactory, make_images, png_bytes
+from tests.factories import AnnotatorFactory, StudyFactory, join, make_images, png_bytes
 
 pytestmark = pytest.mark.django_db
 
@@ -21,6 +21,12 @@ def api_for():
         return client
 
     return make
+
+
+@pytest.fixture
+def annotator(study):
+    """An annotator who joined ``study`` through its link."""
+    return join(AnnotatorFactory(), study)
 
 
 @pytest.fixture
@@ -75,7 +81,7 @@ def test_204_when_nothing_is_left(api_for, study, annotator):
 
 def test_cannot_rate_an_image_through_someone_elses_assignment(api_for, study):
     make_images(study, 1)
-    owner, intruder = AnnotatorFactory(), AnnotatorFactory()
+    owner, intruder = join(AnnotatorFactory(), study), join(AnnotatorFactory(), study)
     a = api_for(owner.user).post(next_url(study)).json()
     r = api_for(intruder.user).post(
         f"/api/v1/assignments/{a['id']}/rating/", {"score": 3}, format="json"
@@ -92,9 +98,10 @@ def test_paused_annotator_gets_403_with_message(api_for, study, annotator):
     assert "paused" in r.json()["detail"]
 
 
-def test_closed_study_gets_403(api_for, annotator):
-    study = StudyFactory(status="closed")
+def test_closed_study_gets_403(api_for, annotator, study):
     make_images(study, 1)
+    study.status = "closed"
+    study.save()
     r = api_for(annotator.user).post(next_url(study))
     assert r.status_code == 403 and r.json()["code"] == "study_not_open"
 
@@ -105,7 +112,7 @@ def test_annotators_see_only_their_studies_staff_see_all(api_for, staff_api, stu
     make_images(study, 1)
     api = api_for(annotator.user)
     assert api.get("/api/v1/studies/").json() == []
-    api.post(next_url(study))
+    join(annotator, study)
     listed = api.get("/api/v1/studies/").json()
     assert [s["id"] for s in listed] == [study.pk]
     assert "completion_code" not in listed[0]
@@ -165,7 +172,7 @@ def test_upload_accepts_images_and_refuses_the_rest(
 def test_progress_counts_images_by_valid_ratings(staff_api, study, api_for):
     make_images(study, 2)
     for _ in range(2):
-        annotator = AnnotatorFactory()
+        annotator = join(AnnotatorFactory(), study)
         a = services.assignment_claim(annotator=annotator, study=study)[0]
         services.rating_submit(assignment_id=a.pk, annotator=annotator, score=3)
     body = staff_api.get(f"/api/v1/studies/{study.pk}/progress/").json()

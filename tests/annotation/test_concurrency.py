@@ -20,7 +20,7 @@ from django.utils import timezone
 from annotation import services
 from annotation.models import Assignment, Image, Rating
 from core.exceptions import Conflict
-from tests.factories import AnnotatorFactory, StudyFactory, make_images
+from tests.factories import AnnotatorFactory, StudyFactory, join, make_images
 
 
 def score_for(annotator_id: int, image_id: int) -> int:
@@ -34,7 +34,7 @@ def run_crowd(*, n_images, n_annotators, n_threads, raters, lease_seconds, deadl
         lease_seconds=lease_seconds,
     )
     make_images(study, n_images)
-    annotators = [AnnotatorFactory() for _ in range(n_annotators)]
+    annotators = [join(AnnotatorFactory(), study) for _ in range(n_annotators)]
     stats = Counter()
     stats_lock = threading.Lock()
     errors = []

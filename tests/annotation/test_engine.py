@@ -17,12 +17,19 @@ from core.exceptions import (
     NotFound,
     StudyNotOpen,
 )
-from tests.factories import AnnotatorFactory, StudyFactory, make_images
+from tests.factories import AnnotatorFactory, StudyFactory, join, make_images
 
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture
+def annotator(study):
+    """An annotator who joined ``study`` through its link."""
+    return join(AnnotatorFactory(), study)
+
+
 def claim(annotator, study, **kw):
+    join(annotator, study)
     leases = services.assignment_claim(annotator=annotator, study=study, **kw)
     return leases[0] if leases else None
 

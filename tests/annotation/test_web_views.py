@@ -19,7 +19,7 @@ from annotation.models import (
     Rating,
     Study,
 )
-from tests.factories import StudyFactory, make_images
+from tests.factories import StudyFactory, join, make_images
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
 
@@ -151,9 +151,16 @@ def test_prolific_link_stores_ids_and_same_pid_continues(client, open_study):
     assert (annotator.source, annotator.external_id) == ("prolific", "5f1a2b3c")
     p = Participation.objects.get(annotator=annotator)
     assert (p.external_study_id, p.external_session_id) == ("st-1", "se-1")
-    # The same PID from a fresh browser is the same annotator, logged straight in.
+    # The same PID from a fresh browser is the same annotator. Opening the link
+    # (a GET) signs nobody in; one click on Continue (a POST) does.
     other = Client()
     r = other.get(join_url(open_study, **ids))
+    assert r.status_code == 200 and ">Continue<" in r.content.decode()
+    assert "_auth_user_id" not in other.session
+    r = other.post(
+        reverse("annotation:join", args=[open_study.slug]),
+        {"t": open_study.invite_token, **ids},
+    )
     assert r.status_code == 302
     assert other.session["_auth_user_id"] == str(annotator.user_id)
     assert Annotator.objects.count() == 1
@@ -274,7 +281,7 @@ def test_done_page_before_finishing_sends_back(client, open_study):
 def test_waiting_page_when_remaining_images_are_leased_by_others(client, db):
     study = StudyFactory(raters_per_image=1, quota_per_annotator=5)
     make_images(study, 3)
-    other = services.annotator_create()
+    other = join(services.annotator_create(), study)
     services.assignment_claim(annotator=other, study=study, hold=3)
     joined(client, study)
     r = client.get(reverse("annotation:rate", args=[study.slug]))
@@ -371,8 +378,7 @@ def test_rating_page_needs_a_joined_session(client, open_study):
 
 def test_cannot_rate_someone_elses_assignment(client, open_study):
     joined(client, open_study)
-    other = services.annotator_create()
-    services.participation_consent(annotator=other, study=open_study)
+    other = join(services.annotator_create(), open_study)
     theirs = services.assignment_claim(annotator=other, study=open_study)[0]
     r = client.post(
         reverse("annotation:rate_submit", args=[open_study.slug, theirs.pk]),

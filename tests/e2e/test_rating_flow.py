@@ -147,9 +147,12 @@ def test_prolific_returning_with_same_pid_continues(live_server, new_page, study
     current = wait_ready(page)
     page.context.close()
 
-    # Another browser (no cookies), same PID: straight back to the same image.
+    # Another browser (no cookies), same PID and Prolific session: one click on
+    # Continue (opening a link signs nobody in), then back to the same image.
     page = new_page()
     page.goto(join_url(live_server, study, **ids))
+    page.get_by_role("button", name="Continue").click()
+    page.wait_for_url(f"**/s/{study.slug}/")
     assert page.url.endswith(f"/s/{study.slug}/")
     assert wait_ready(page) == current
     assert page.locator("#progress-text").inner_text() == "3 of 20 rated"

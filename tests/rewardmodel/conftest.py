@@ -13,6 +13,8 @@ def rate_study(study, annotators, *, seed: int = 0, scores=None) -> int:
     seeded per-annotator preference for the image's first pixel colour."""
     rng = np.random.default_rng(seed)
     taste = rng.normal(size=(len(annotators), 3))
+    for a in annotators:  # members, as if they had opened the study's link
+        ann.participation_consent(annotator=a, study=study, token=study.invite_token)
     n = 0
     progress = True
     while progress:
