@@ -6,7 +6,7 @@ from django.db import IntegrityError, transaction
 from annotation import selectors, services, splits
 from annotation.models import Rating
 from core.exceptions import InvalidInput
-from tests.factories import AnnotatorFactory, StudyFactory, make_images
+from tests.factories import AnnotatorFactory, StudyFactory, join, make_images
 
 pytestmark = pytest.mark.django_db
 
@@ -14,6 +14,7 @@ pytestmark = pytest.mark.django_db
 def rate_all(study, annotators, score=4):
     """Every annotator rates everything they are dealt, through the engine."""
     for i, annotator in enumerate(annotators):
+        join(annotator, study)
         while True:
             leases = services.assignment_claim(annotator=annotator, study=study)
             if not leases:
