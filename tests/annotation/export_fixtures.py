@@ -36,6 +36,7 @@ def rated_study(
         services.participation_consent(
             annotator=annotator,
             study=study,
+            token=study.invite_token,
             demographics={"age_range": f"{20 + 10 * a}-{29 + 10 * a}", "country": "DE"},
         )
         while True:

@@ -457,7 +457,9 @@ def test_command_progress_bar(tmp_path):
 def test_annotator_without_ratings_in_study_is_not_listed(tmp_path):
     study = rated_study()
     idle = AnnotatorFactory()
-    services.participation_consent(annotator=idle, study=study)
+    services.participation_consent(
+        annotator=idle, study=study, token=study.invite_token
+    )
     dataset_export(study=study, out=tmp_path / "ds")
     ids = {a["annotator_id"] for a in read_parquet(tmp_path / "ds", "annotators")}
     assert idle.public_id not in ids
