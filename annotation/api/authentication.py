@@ -1,6 +1,7 @@
 """Token authentication that loads the annotator along with the user."""
 
 from django.utils.translation import gettext_lazy as _
+from drf_spectacular.authentication import SessionScheme
 from rest_framework import exceptions
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
 
@@ -35,3 +36,9 @@ class StaffSessionAuthentication(SessionAuthentication):
         if result is not None and not result[0].is_staff:
             return None
         return result
+
+
+class StaffSessionScheme(SessionScheme):
+    """Documents ``StaffSessionAuthentication`` as the session cookie it is."""
+
+    target_class = "annotation.api.authentication.StaffSessionAuthentication"

@@ -11,9 +11,15 @@ from annotation import services
 from annotation.api import views
 from annotation.api.serializers import AssignmentSerializer, RatingSerializer
 from annotation.models import Assignment, Rating
-from tests.factories import AnnotatorFactory, make_images
+from tests.factories import AnnotatorFactory, join, make_images
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def annotator(study):
+    """An annotator who joined ``study`` through its link."""
+    return join(AnnotatorFactory(), study)
 
 
 def token_client(annotator) -> Client:
