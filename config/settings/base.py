@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "annotation",
     "generation",
     "rewardmodel",
+    "steering",
 ]
 
 MIDDLEWARE = [

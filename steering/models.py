@@ -1,0 +1,172 @@
+"""Prompt optimisations, their rounds and candidates, and blind paired tests.
+
+An ``Optimization`` is one run of the loop for one annotator and one base prompt;
+every prompt it tried is a ``Candidate`` (guard-rejected ones included, with the
+reason) grouped in ``OptimizationRound`` rows written as each round finishes, so
+a page polling the run sees rounds arrive. A ``PairedTest`` is the closing step:
+the base and the optimised image shown to that annotator, in random order, as an
+uncounted item of their rating stream; the outcome is stored here.
+"""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+
+from annotation.models import Annotator, Image, Study
+
+MAX_ROUNDS = 50
+MAX_PER_ROUND = 32
+MAX_IMAGES_PER_PROMPT = 4
+
+
+class Optimization(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="+")
+    annotator = models.ForeignKey(
+        Annotator, on_delete=models.CASCADE, related_name="optimizations"
+    )
+    base_prompt = models.TextField()
+    proposer = models.CharField(max_length=20)
+    backend = models.CharField(max_length=40)
+    model_name = models.CharField(max_length=200, blank=True)
+    rounds = models.PositiveSmallIntegerField()
+    per_round = models.PositiveSmallIntegerField()
+    images_per_prompt = models.PositiveSmallIntegerField(default=1)
+    max_images = models.PositiveIntegerField()
+    seed = models.BigIntegerField(default=0)
+    status = models.CharField(max_length=10, choices=Status, default=Status.QUEUED)
+    stopped = models.CharField(
+        max_length=500, blank=True, help_text="Why the search ended."
+    )
+    error = models.TextField(blank=True)
+    # The reward model version that scored every candidate (pinned for the run).
+    model_version_id = models.BigIntegerField(null=True, blank=True)
+    model_version_label = models.CharField(max_length=200, blank=True)
+    images_used = models.PositiveIntegerField(default=0)
+    cost_estimate = models.FloatField(default=0.0)
+    cost_spent = models.FloatField(default=0.0)
+    cost_unit = models.CharField(max_length=20, default="USD")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-pk"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=["queued", "running", "done", "failed"]),
+                name="optimization_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(rounds__gte=1) & Q(rounds__lte=MAX_ROUNDS),
+                name="optimization_rounds_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(per_round__gte=1) & Q(per_round__lte=MAX_PER_ROUND),
+                name="optimization_per_round_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(images_per_prompt__gte=1)
+                & Q(images_per_prompt__lte=MAX_IMAGES_PER_PROMPT),
+                name="optimization_images_per_prompt_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(max_images__gte=F("images_per_prompt")),
+                name="optimization_budget_fits_base",
+            ),
+            models.CheckConstraint(
+                condition=Q(images_used__lte=F("max_images")),
+                name="optimization_within_budget",
+            ),
+            models.CheckConstraint(
+                condition=(
+                    Q(status__in=["queued", "running"], finished_at__isnull=True)
+                    | Q(status__in=["done", "failed"], finished_at__isnull=False)
+                ),
+                name="optimization_finished_at_matches_status",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"optimisation {self.pk} for {self.annotator}: {self.base_prompt[:40]}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.DONE, self.Status.FAILED)
+
+
+class OptimizationRound(models.Model):
+    optimization = models.ForeignKey(
+        Optimization, on_delete=models.CASCADE, related_name="round_rows"
+    )
+    index = models.PositiveSmallIntegerField()
+    # The kept best after this round (never lower than the round before).
+    best_prompt = models.TextField()
+    best_personal = models.FloatField()
+    best_population = models.FloatField()
+    improved = models.BooleanField(default=False)
+    n_images = models.PositiveIntegerField(default=0)
+    duration_ms = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["optimization", "index"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["optimization", "index"], name="round_unique_index"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"round {self.index} of optimisation {self.optimization_id}"
+
+
+class Candidate(models.Model):
+    optimization = models.ForeignKey(
+        Optimization, on_delete=models.CASCADE, related_name="candidates"
+    )
+    round = models.ForeignKey(
+        OptimizationRound, on_delete=models.CASCADE, related_name="candidates"
+    )
+    prompt = models.TextField()
+    note = models.CharField(max_length=500, blank=True)
+    rejected = models.CharField(max_length=500, blank=True)
+    # The candidate's best image by personal score (None when rejected).
+    image = models.ForeignKey(
+        Image, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    image_ids = models.JSONField(default=list, blank=True)
+    personal = models.FloatField(null=True, blank=True)
+    population = models.FloatField(null=True, blank=True)
+    image_personal = models.JSONField(default=list, blank=True)
+    image_population = models.JSONField(default=list, blank=True)
+    generation_ms = models.PositiveIntegerField(default=0)
+    scoring_ms = models.PositiveIntegerField(default=0)
+    cost = models.FloatField(default=0.0)
+
+    class Meta:
+        ordering = ["optimization", "round__index", "pk"]
+        constraints = [
+            # A candidate is either rejected by the guard or scored, never both.
+            models.CheckConstraint(
+                condition=(
+                    Q(rejected="", personal__isnull=False)
+                    | (~Q(rejected="") & Q(personal__isnull=True))
+                ),
+                name="candidate_scored_or_rejected",
+            ),
+            models.UniqueConstraint(
+                fields=["optimization", "prompt"], name="candidate_unique_prompt"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.prompt[:60]
