@@ -1,8 +1,17 @@
 """Local diffusers pipelines (FLUX.2, SDXL, SD-Turbo, ...) by model id or path.
 
 The pipeline is loaded once per worker process and kept (``_PIPELINES``), on the
-GPU when there is one. torch and diffusers are imported inside functions only,
-so importing this module (the registry does, in the web process) costs nothing.
+GPU when there is one. A model too big for the card (FLUX.2 [dev] does not fit
+an 80 GB GPU with ``.to("cuda")``) is loaded with diffusers' documented
+``enable_model_cpu_offload`` (param ``offload``; per-model default in
+``MODEL_DEFAULTS``, which also holds each model's documented steps, guidance and
+size). Seeds drive a CPU ``torch.Generator``, so a seed gives the same image on
+any card. Out of memory, at load or inside the pipeline call, is transient (the
+item is retried; the message suggests offload or a smaller batch). A safety-checker
+hit fails that image only; the rest of the batch is kept.
+
+torch and diffusers are imported inside functions only, so importing this module
+(the registry does, in the web process) costs nothing.
 
 Weights must already be on the worker (``huggingface-cli download`` into the HF
 cache, or a local folder): loading uses ``local_files_only`` unless
@@ -31,9 +40,50 @@ from .base import (
 )
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_PIPELINES: dict[tuple[str, str, str], Any] = {}
+_PIPELINES: dict[tuple[str, str, str, str], Any] = {}
 _LOCK = threading.Lock()
 DTYPES = ("auto", "float32", "float16", "bfloat16")
+OFFLOADS = ("none", "model", "sequential")
+
+# What each model's card / diffusers pipeline documents (checked 2026-11-27); a job's
+# own params win, and a model not listed gets its pipeline's own defaults.
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    # Distilled one-step models: more steps or any guidance make them worse.
+    "stabilityai/sd-turbo": {
+        "steps": 1,
+        "guidance_scale": 0.0,
+        "width": 512,
+        "height": 512,
+    },
+    "stabilityai/sdxl-turbo": {
+        "steps": 1,
+        "guidance_scale": 0.0,
+        "width": 512,
+        "height": 512,
+    },
+    "black-forest-labs/FLUX.1-schnell": {
+        "steps": 4,
+        "guidance_scale": 0.0,
+        "width": 1024,
+        "height": 1024,
+        "offload": "model",
+    },
+    "black-forest-labs/FLUX.1-dev": {
+        "steps": 50,
+        "guidance_scale": 3.5,
+        "width": 1024,
+        "height": 1024,
+        "offload": "model",
+    },
+    # About 32B parameters plus a 24B text encoder: more than an 80 GB card holds.
+    "black-forest-labs/FLUX.2-dev": {
+        "steps": 50,
+        "guidance_scale": 4.0,
+        "width": 1024,
+        "height": 1024,
+        "offload": "model",
+    },
+}
 
 
 def _allowed_models() -> list[str]:
@@ -53,8 +103,8 @@ def _local_files_only() -> bool:
     )
 
 
-def pipelines_loaded() -> list[tuple[str, str, str]]:
-    """(model, device, dtype) of the pipelines this process holds."""
+def pipelines_loaded() -> list[tuple[str, str, str, str]]:
+    """(model, device, dtype, offload) of the pipelines this process holds."""
     return list(_PIPELINES)
 
 
@@ -75,6 +125,7 @@ class DiffusersBackend(Backend):
         "batch_size": int,
         "dtype": str,
         "device": str,
+        "offload": str,
     }
 
     def validate(self, *, model: str, params: dict[str, Any]) -> None:
@@ -111,6 +162,10 @@ class DiffusersBackend(Backend):
             )
         if params.get("dtype", "auto") not in DTYPES:
             raise ConfigurationError(f"dtype must be one of {', '.join(DTYPES)}.")
+        if params.get("offload", "none") not in OFFLOADS:
+            raise ConfigurationError(f"offload must be one of {', '.join(OFFLOADS)}.")
+        if params.get("guidance_scale", 0) < 0:
+            raise ConfigurationError("guidance_scale cannot be negative.")
 
     # -- loading ---------------------------------------------------------------
 
@@ -138,100 +193,153 @@ class DiffusersBackend(Backend):
             return torch.float32
         return getattr(torch, name)
 
-    def pipeline(self, model: str, device: str, dtype_name: str):
-        """The cached pipeline for (model, device, dtype), loaded on first use."""
-        key = (model, device, dtype_name)
+    def pipeline(self, model: str, device: str, dtype_name: str, offload: str = "none"):
+        """The cached pipeline for (model, device, dtype, offload), loaded on first
+        use. With ``offload`` on an accelerator the weights stay in CPU memory and
+        each component moves to the card only while it runs."""
+        key = (model, device, dtype_name, offload)
         with _LOCK:
             if key not in _PIPELINES:
-                from diffusers import DiffusionPipeline
-
-                try:
-                    pipe = DiffusionPipeline.from_pretrained(
-                        str(Path(model).expanduser())
-                        if model.startswith(("/", ".", "~"))
-                        else model,
-                        dtype=self._dtype(dtype_name, device),
-                        local_files_only=_local_files_only(),
-                    )
-                except Exception as exc:  # missing files, bad config, wrong class
-                    raise PermanentError(
-                        f"Could not load diffusers model '{model}': {exc}"
-                    ) from exc
-                pipe = pipe.to(device)
-                pipe.set_progress_bar_config(disable=True)
-                _PIPELINES[key] = pipe
+                _PIPELINES[key] = self._load(model, device, dtype_name, offload)
             return _PIPELINES[key]
+
+    def _load(self, model: str, device: str, dtype_name: str, offload: str):
+        from diffusers import DiffusionPipeline
+
+        try:
+            pipe = DiffusionPipeline.from_pretrained(
+                str(Path(model).expanduser())
+                if model.startswith(("/", ".", "~"))
+                else model,
+                dtype=self._dtype(dtype_name, device),
+                local_files_only=_local_files_only(),
+            )
+        except Exception as exc:  # missing files, bad config, wrong class, OOM
+            _raise_if_oom(exc, f"loading '{model}'")
+            raise PermanentError(
+                f"Could not load diffusers model '{model}': {exc}"
+            ) from exc
+        try:
+            if offload == "none" or device == "cpu":  # nothing to offload to
+                pipe = pipe.to(device)
+            elif offload == "model":
+                pipe.enable_model_cpu_offload(device=device)
+            else:
+                pipe.enable_sequential_cpu_offload(device=device)
+        except Exception as exc:
+            _raise_if_oom(exc, f"moving '{model}' to {device}")
+            raise
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
 
     # -- generating ------------------------------------------------------------
 
-    def generate(self, requests: list[GenerationRequest]) -> list[GeneratedImage]:
+    def generate(self, requests: list[GenerationRequest]) -> list:
         import torch
 
         first = requests[0]
         if any(r.model != first.model or r.params != first.params for r in requests):
             raise PermanentError("A diffusers batch must share model and parameters.")
-        device = self._device(first.params.get("device"))
-        dtype_name = first.param("dtype", "auto")
-        pipe = self.pipeline(first.model, device, dtype_name)
-        accepted = inspect.signature(pipe.__call__).parameters
-        kwargs: dict[str, Any] = {
-            "prompt": [r.prompt for r in requests],
-            "num_inference_steps": int(first.param("steps", 30)),
-            "generator": [
-                torch.Generator(
-                    device="cpu" if device == "mps" else device
-                ).manual_seed(int(r.seed) % (2**63))
-                for r in requests
-            ],
-            "output_type": "pil",
-        }
-        for name in ("width", "height", "guidance_scale"):
-            if first.params.get(name) is not None and name in accepted:
-                kwargs[name] = first.params[name]
-        if "negative_prompt" in accepted and any(r.negative_prompt for r in requests):
-            kwargs["negative_prompt"] = [r.negative_prompt for r in requests]
+        settings = {**MODEL_DEFAULTS.get(first.model, {}), **_set(first.params)}
+        device = self._device(settings.get("device"))
+        dtype_name = settings.get("dtype", "auto")
+        offload = settings.get("offload", "none")
+        pipe = self.pipeline(first.model, device, dtype_name, offload)
+        kwargs = _call_kwargs(pipe, requests, settings)
         try:
             with torch.inference_mode():
                 output = pipe(**kwargs)
-        except torch.cuda.OutOfMemoryError as exc:
-            torch.cuda.empty_cache()
-            raise TransientError(f"GPU out of memory: {exc}") from exc
+        except Exception as exc:
+            _raise_if_oom(exc, f"generating {len(requests)} image(s)")
+            raise
         flagged = getattr(output, "nsfw_content_detected", None) or [False] * len(
             requests
         )
-        results = []
-        for req, image, nsfw in zip(requests, output.images, flagged, strict=True):
-            if nsfw:
-                raise ModerationRefused(
-                    f"The pipeline's safety checker flagged seed {req.seed}."
-                )
-            buf = io.BytesIO()
-            image.save(buf, format="PNG")
-            results.append(
-                GeneratedImage(
-                    data=buf.getvalue(),
-                    provenance={
-                        "diffusers": {
-                            "pipeline": type(pipe).__name__,
-                            "scheduler": type(pipe.scheduler).__name__
-                            if getattr(pipe, "scheduler", None)
-                            else None,
-                            "device": device,
-                            "dtype": str(self._dtype(dtype_name, device)).replace(
-                                "torch.", ""
-                            ),
-                            "steps": kwargs["num_inference_steps"],
-                            "guidance_scale": kwargs.get("guidance_scale"),
-                            "batch_size": len(requests),
-                            "width": image.width,
-                            "height": image.height,
-                            "torch": torch.__version__,
-                            "diffusers": _diffusers_version(),
-                        }
-                    },
-                )
-            )
-        return results
+        info = {
+            "pipeline": type(pipe).__name__,
+            "scheduler": type(pipe.scheduler).__name__
+            if getattr(pipe, "scheduler", None)
+            else None,
+            "device": device,
+            "dtype": str(self._dtype(dtype_name, device)).replace("torch.", ""),
+            "offload": offload if device != "cpu" else "none",
+            "generator": "cpu",
+            "steps": kwargs.get("num_inference_steps"),
+            "guidance_scale": kwargs.get("guidance_scale"),
+            "batch_size": len(requests),
+            "torch": torch.__version__,
+            "diffusers": _diffusers_version(),
+        }
+        return [
+            _result(req, image, nsfw, info)
+            for req, image, nsfw in zip(requests, output.images, flagged, strict=True)
+        ]
+
+
+def _set(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def _call_kwargs(pipe, requests: list[GenerationRequest], settings: dict) -> dict:
+    import torch
+
+    accepted = inspect.signature(pipe.__call__).parameters
+    kwargs: dict[str, Any] = {
+        "prompt": [r.prompt for r in requests],
+        # A CPU generator: the same seed gives the same noise on any card.
+        "generator": [
+            torch.Generator(device="cpu").manual_seed(int(r.seed) % (2**63))
+            for r in requests
+        ],
+        "output_type": "pil",
+    }
+    names = {
+        "steps": "num_inference_steps",
+        "guidance_scale": "guidance_scale",
+        "width": "width",
+        "height": "height",
+    }
+    for ours, theirs in names.items():
+        if ours in settings and theirs in accepted:
+            kwargs[theirs] = settings[ours]
+    if "negative_prompt" in accepted and any(r.negative_prompt for r in requests):
+        kwargs["negative_prompt"] = [r.negative_prompt for r in requests]
+    return kwargs
+
+
+def _result(req: GenerationRequest, image, nsfw: bool, info: dict):
+    if nsfw:
+        # Only this image: the others of the batch are fine and kept.
+        return ModerationRefused(
+            f"The pipeline's safety checker flagged seed {req.seed}."
+        )
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return GeneratedImage(
+        data=buf.getvalue(),
+        provenance={
+            "diffusers": {**info, "width": image.width, "height": image.height}
+        },
+    )
+
+
+def _raise_if_oom(exc: BaseException, doing: str) -> None:
+    """Out of memory (CUDA's OutOfMemoryError, or MPS's RuntimeError) becomes a
+    TransientError: the memory may be free on the next try or another worker."""
+    import torch
+
+    oom = isinstance(exc, torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    )
+    if not oom:
+        return
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    text = str(exc.args[0]) if exc.args else type(exc).__name__
+    raise TransientError(
+        f"Out of memory {doing}: {text.splitlines()[0]}. "
+        "A smaller batch_size, offload='model' or dtype 'bfloat16' needs less."
+    ) from exc
 
 
 def _diffusers_version() -> str:

@@ -16,7 +16,13 @@ from PIL import Image as PILImage
 
 from annotation.models import Image
 from generation import services
-from generation.backends import GenerationRequest, PermanentError, backend_get
+from generation.backends import (
+    ConfigurationError,
+    GenerationRequest,
+    PermanentError,
+    TransientError,
+    backend_get,
+)
 from generation.backends import diffusers as diffusers_backend
 
 pytestmark = pytest.mark.slow
@@ -215,3 +221,141 @@ def test_web_process_does_not_import_torch():
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _requests(model, seeds, params):
+    return [
+        GenerationRequest(prompt="a red fox", seed=s, model=model, params=params)
+        for s in seeds
+    ]
+
+
+def _cached_pipe(model):
+    [key] = [k for k in diffusers_backend.pipelines_loaded() if k[0] == model]
+    return diffusers_backend._PIPELINES[key]
+
+
+def test_seeds_drive_a_cpu_generator(tiny_model):
+    [result] = backend_get("diffusers").generate(_requests(tiny_model, [7], PARAMS))
+    assert result.provenance["diffusers"]["generator"] == "cpu"
+    # The same noise as a CPU generator seeded by hand gives, on any device.
+    import torch
+
+    pipe = _cached_pipe(tiny_model)
+    with torch.inference_mode():
+        out = pipe(
+            prompt=["a red fox"],
+            generator=[torch.Generator(device="cpu").manual_seed(7)],
+            num_inference_steps=2,
+            width=32,
+            height=32,
+            output_type="pil",
+        )
+    buf = io.BytesIO()
+    out.images[0].save(buf, format="PNG")
+    assert buf.getvalue() == result.data
+
+
+def test_per_model_defaults_apply_unless_the_job_sets_them(tiny_model, monkeypatch):
+    assert diffusers_backend.MODEL_DEFAULTS["stabilityai/sd-turbo"] == {
+        "steps": 1,
+        "guidance_scale": 0.0,
+        "width": 512,
+        "height": 512,
+    }
+    monkeypatch.setitem(
+        diffusers_backend.MODEL_DEFAULTS,
+        tiny_model,
+        {"steps": 1, "guidance_scale": 0.0, "width": 48, "height": 48},
+    )
+    backend = backend_get("diffusers")
+    [default] = backend.generate(_requests(tiny_model, [1], {}))
+    prov = default.provenance["diffusers"]
+    assert (prov["steps"], prov["guidance_scale"]) == (1, 0.0)
+    assert (prov["width"], prov["height"]) == (48, 48)
+    [own] = backend.generate(_requests(tiny_model, [1], PARAMS))
+    assert own.provenance["diffusers"]["steps"] == 2
+    assert own.provenance["diffusers"]["width"] == 32
+
+
+def test_offload_is_validated_and_recorded(tiny_model):
+    backend = backend_get("diffusers")
+    backend.validate(model=tiny_model, params={**PARAMS, "offload": "model"})
+    with pytest.raises(ConfigurationError, match="offload must be one of"):
+        backend.validate(model=tiny_model, params={"offload": "disk"})
+    # On a CPU-only worker there is no card to offload to: loaded as is, said so.
+    [result] = backend.generate(
+        _requests(tiny_model, [1], {**PARAMS, "offload": "model"})
+    )
+    assert result.provenance["diffusers"]["offload"] == "none"
+    assert (
+        diffusers_backend.MODEL_DEFAULTS["black-forest-labs/FLUX.2-dev"]["offload"]
+        == "model"
+    )
+
+
+def _oom(*args, **kwargs):
+    import torch
+
+    raise torch.OutOfMemoryError(
+        "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.19 GiB total)"
+    )
+
+
+@pytest.mark.django_db
+def test_out_of_memory_inside_the_pipeline_call_is_retried(
+    study, tiny_model, monkeypatch
+):
+    backend_get("diffusers").generate(_requests(tiny_model, [1], PARAMS))  # load
+    monkeypatch.setattr(_cached_pipe(tiny_model).unet, "forward", _oom)
+    prompt = services.prompt_create(study=study, text="a heron")
+    item = services.job_create(
+        prompt=prompt,
+        backend="diffusers",
+        model=tiny_model,
+        params=PARAMS,
+        enqueue=False,
+    ).items.get()
+    with pytest.raises(services.RetryLater):
+        services.item_run(item_id=item.pk)
+    item.refresh_from_db()
+    assert (item.status, item.attempts) == ("queued", 1)
+    assert "Out of memory generating 1 image(s): CUDA out of memory" in item.error
+    assert "offload='model'" in item.error
+
+
+def test_out_of_memory_at_load_is_treated_the_same(tiny_model, monkeypatch):
+    from diffusers import DiffusionPipeline
+
+    monkeypatch.setattr(DiffusionPipeline, "to", _oom)
+    with pytest.raises(TransientError, match=r"Out of memory moving .* to cpu"):
+        backend_get("diffusers").generate(
+            _requests(tiny_model, [1], {**PARAMS, "dtype": "float16"})
+        )
+
+
+@pytest.mark.django_db
+def test_a_safety_checker_hit_fails_that_image_only(study, tiny_model, monkeypatch):
+    backend_get("diffusers").generate(_requests(tiny_model, [1], PARAMS))  # load
+    pipe = _cached_pipe(tiny_model)
+
+    def flag_second(image, device, dtype):
+        # The hook StableDiffusionPipeline.__call__ asks; a real checker answers
+        # one flag per image of the batch.
+        return image, [i == 1 for i in range(len(image))]
+
+    monkeypatch.setattr(pipe, "run_safety_checker", flag_second)
+    prompt = services.prompt_create(study=study, text="a heron")
+    job = services.job_create(
+        prompt=prompt,
+        backend="diffusers",
+        model=tiny_model,
+        n_seeds=2,
+        params={**PARAMS, "batch_size": 2},
+        enqueue=False,
+    )
+    job = services.job_run_inline(job=job)
+    assert (job.status, job.n_done, job.n_failed) == ("done", 1, 1)
+    failed = job.items.get(status="failed")
+    assert failed.error == f"The pipeline's safety checker flagged seed {failed.seed}."
+    assert Image.objects.filter(study=study).count() == 1
