@@ -13,7 +13,12 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import F, Q
 
+from core.validation import StringListValidator, validate_json_object
+
 from . import splits
+
+# The demographics questions a study may ask (``Study.demographics_fields``).
+DEMOGRAPHIC_FIELDS = ("age_range", "gender", "country", "art_experience")
 
 
 def _token() -> str:
@@ -53,19 +58,33 @@ class Study(models.Model):
         blank=True, help_text="Markdown, shown to annotators."
     )
     consent_text = models.TextField(blank=True, help_text="Markdown; must be accepted.")
-    scale_min = models.SmallIntegerField(default=1)
-    scale_max = models.SmallIntegerField(default=7)
+    # Bounds that make sense (and that Rating.score's -100..100 can hold); the
+    # validators reach the admin, the API serializers and study_create alike.
+    scale_min = models.SmallIntegerField(
+        default=1, validators=[MinValueValidator(-100), MaxValueValidator(100)]
+    )
+    scale_max = models.SmallIntegerField(
+        default=7, validators=[MinValueValidator(-100), MaxValueValidator(100)]
+    )
     scale_labels = models.JSONField(
         default=_default_scale_labels,
         blank=True,
         help_text="One label per scale point, lowest first (may be empty).",
+        validators=[StringListValidator(max_items=101, max_length=200)],
     )
-    raters_per_image = models.PositiveSmallIntegerField(default=15)
+    raters_per_image = models.PositiveSmallIntegerField(
+        default=15, validators=[MinValueValidator(1), MaxValueValidator(1000)]
+    )
     quota_per_annotator = models.PositiveIntegerField(
-        default=200, help_text="Most images one annotator rates in this study."
+        default=200,
+        help_text="Most images one annotator rates in this study.",
+        validators=[MinValueValidator(1), MaxValueValidator(1_000_000)],
     )
     lease_seconds = models.PositiveIntegerField(
-        default=600, help_text="How long an annotator holds an image before it returns."
+        default=600,
+        help_text="How long an annotator holds an image before it returns "
+        "(5 seconds to 1 day).",
+        validators=[MinValueValidator(5), MaxValueValidator(86_400)],
     )
     completion_url = models.URLField(blank=True, max_length=500)
     completion_code = models.CharField(max_length=64, blank=True)
@@ -74,6 +93,13 @@ class Study(models.Model):
         default=list,
         blank=True,
         help_text="Demographics asked on joining, e.g. ['age_range', 'country'].",
+        validators=[
+            StringListValidator(
+                max_items=len(DEMOGRAPHIC_FIELDS),
+                max_length=40,
+                choices=DEMOGRAPHIC_FIELDS,
+            )
+        ],
     )
     status = models.CharField(max_length=10, choices=Status, default=Status.DRAFT)
     created_by = models.ForeignKey(
@@ -131,7 +157,9 @@ class Image(models.Model):
     format = models.CharField(max_length=10, blank=True)
     prompt = models.TextField(blank=True)
     domain = models.CharField(max_length=60, blank=True, db_index=True)
-    provenance = models.JSONField(default=dict, blank=True)
+    provenance = models.JSONField(
+        default=dict, blank=True, validators=[validate_json_object]
+    )
     # Copied from the study when the image enters the pool, so the database can
     # check the slot arithmetic on this row alone.
     target_ratings = models.PositiveSmallIntegerField()

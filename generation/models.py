@@ -16,6 +16,9 @@ from annotation.models import Image, Study
 
 PROMPT_MAX_CHARS = 2000
 MAX_SEEDS_PER_JOB = 1000
+# Seeds are unsigned 32-bit numbers: what numpy, torch generators and the hosted
+# APIs all take.
+SEED_MAX = 2**32 - 1
 
 
 class Prompt(models.Model):

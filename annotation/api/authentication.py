@@ -6,6 +6,11 @@ from rest_framework import exceptions
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
 
 
+def token_key_plausible(key: str) -> bool:
+    """DRF token keys are 40 hex digits; anything else cannot match one."""
+    return len(key) == 40 and all(c in "0123456789abcdef" for c in key)
+
+
 class AnnotatorTokenAuthentication(TokenAuthentication):
     """DRF's ``TokenAuthentication`` (same header, same errors), but the token
     query also joins the user's annotator, so ``annotator_for_user`` costs no
@@ -13,6 +18,8 @@ class AnnotatorTokenAuthentication(TokenAuthentication):
     the database on every request (nothing is cached between requests)."""
 
     def authenticate_credentials(self, key):
+        if not token_key_plausible(key):  # e.g. a NUL, which SQL would refuse
+            raise exceptions.AuthenticationFailed(_("Invalid token."))
         model = self.get_model()
         try:
             token = model.objects.select_related("user", "user__annotator").get(key=key)

@@ -35,6 +35,7 @@ from annotation.models import Annotator, Assignment, Rating, Study
 from core.exceptions import PalateError
 
 from . import views as drf_views
+from .authentication import token_key_plausible
 
 _JSON = "application/json"
 _WHOLE = re.compile(r"\s*-?\d{1,6}\s*")
@@ -71,6 +72,8 @@ def token_annotator(request: HttpRequest) -> Annotator | None:
     header = request.META.get("HTTP_AUTHORIZATION", "")
     parts = header.split()
     if len(parts) != 2 or parts[0].lower() != "token":
+        return None
+    if not token_key_plausible(parts[1]):
         return None
     with connection.cursor() as cursor:
         cursor.execute(_token_query(), [parts[1]])

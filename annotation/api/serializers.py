@@ -1,6 +1,7 @@
 from rest_framework import serializers
 
 from annotation.models import Assignment, Image, Rating, Study
+from core.validation import validate_json_object
 
 
 class StudySerializer(serializers.ModelSerializer):
@@ -79,11 +80,18 @@ class ImageSerializer(serializers.ModelSerializer):
 
 class ImageUploadSerializer(serializers.Serializer):
     file = serializers.FileField()
-    prompt = serializers.CharField(required=False, allow_blank=True, default="")
+    prompt = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=20_000
+    )
     domain = serializers.CharField(
         required=False, allow_blank=True, default="", max_length=60
     )
-    provenance = serializers.JSONField(required=False, default=dict)
+    provenance = serializers.JSONField(
+        required=False,
+        default=dict,
+        validators=[validate_json_object],
+        help_text="A JSON object (where the image came from); no NUL characters.",
+    )
 
 
 class AssignmentSerializer(serializers.ModelSerializer):
@@ -112,7 +120,9 @@ class AssignmentSerializer(serializers.ModelSerializer):
 
 
 class RatingInputSerializer(serializers.Serializer):
-    score = serializers.IntegerField()
+    # Any study's scale lies within -100..100 (the study's own range is checked
+    # by the engine, with a message naming it).
+    score = serializers.IntegerField(min_value=-100, max_value=100)
 
 
 class RatingSerializer(serializers.ModelSerializer):

@@ -22,9 +22,8 @@ from django.db.models import F
 
 from core.exceptions import InvalidInput
 
-from ..models import Annotator, Image, Participation, Rating, Study
+from ..models import DEMOGRAPHIC_FIELDS, Annotator, Image, Participation, Rating, Study
 from ..splits import SPLITS
-from .entry import DEMOGRAPHIC_FIELDS
 from .studies import image_create
 
 ProgressFn = Callable[[str, int, int], None]

@@ -10,11 +10,10 @@ from django.utils import timezone
 
 from core.exceptions import InvalidInput, NotFound, NotMember, StudyNotOpen
 
-from ..models import Annotator, Participation, Study
+from ..models import DEMOGRAPHIC_FIELDS, Annotator, Participation, Study
 from ..selectors import annotator_by_external_id
 from .studies import annotator_create, participation_get_or_create
 
-DEMOGRAPHIC_FIELDS = ("age_range", "gender", "country", "art_experience")
 # Prolific's ids are 24 hex digits; allow a little more (other platforms, tests)
 # but nothing that could not be a plain id: no NUL, no spaces, no placeholders.
 _EXTERNAL_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")

@@ -41,10 +41,9 @@ from django.core.files.storage import default_storage
 from core.exceptions import InvalidInput
 
 from .. import selectors
-from ..models import Annotator, Export, Image, Study
+from ..models import DEMOGRAPHIC_FIELDS, Annotator, Export, Image, Study
 from ..splits import SPLITS
 from . import export_card
-from .entry import DEMOGRAPHIC_FIELDS
 
 # Tables without splits are one split, named "train" as the Hub expects.
 SINGLE_SPLIT = "train"

@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import selectors
-from ..models import Study
-from .entry import DEMOGRAPHIC_FIELDS
+from ..models import DEMOGRAPHIC_FIELDS, Study
 
 if TYPE_CHECKING:
     from .export import Column, ExportOptions, SplitFiles

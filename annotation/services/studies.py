@@ -1,6 +1,7 @@
 """Studies, annotator accounts, participations and image intake."""
 
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
 
@@ -23,7 +24,22 @@ def study_create(*, name: str, slug: str, created_by=None, **fields) -> Study:
     return study
 
 
+def fields_check(instance, *, exclude: tuple[str, ...] = ()) -> None:
+    """Run the model's field validators (bounds, JSON shapes, NUL characters,
+    lengths) and raise ``InvalidInput`` naming each bad field, so nothing the
+    database would refuse reaches it."""
+    try:
+        instance.clean_fields(exclude=list(exclude))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{field}: {' '.join(messages)}"
+            for field, messages in exc.message_dict.items()
+        )
+        raise InvalidInput(f"Invalid input: {problems}") from None
+
+
 def _validate_study(study: Study) -> None:
+    fields_check(study, exclude=("created_by", "invite_token"))
     if study.scale_min >= study.scale_max:
         raise InvalidInput("scale_min must be below scale_max.")
     points = study.scale_max - study.scale_min + 1
@@ -110,6 +126,9 @@ def image_create(
         provenance=provenance or {},
         target_ratings=study.raters_per_image,
     )
+    # Everything about the row is checked before the file is written, so a bad
+    # row leaves no file behind; and a row that still fails removes its file.
+    fields_check(image, exclude=("file", "study"))
     image.file.save(f"{info.sha256}.{info.extension}", ContentFile(data), save=False)
     try:
         with transaction.atomic():
@@ -119,4 +138,7 @@ def image_create(
         raise InvalidInput(
             f"{filename}: this image is already in study '{study.slug}'."
         ) from None
+    except BaseException:
+        image.file.delete(save=False)
+        raise
     return image

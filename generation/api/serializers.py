@@ -1,32 +1,56 @@
 from rest_framework import serializers
 
-from ..models import MAX_SEEDS_PER_JOB, PROMPT_MAX_CHARS, GenerationItem, GenerationJob
+from core.validation import BIGINT_MAX, validate_json_object
+
+from ..models import (
+    MAX_SEEDS_PER_JOB,
+    PROMPT_MAX_CHARS,
+    SEED_MAX,
+    GenerationItem,
+    GenerationJob,
+)
 
 
 class JobCreateSerializer(serializers.Serializer):
     """Either an existing ``prompt`` id, or ``study`` + ``text`` (the prompt is
     created, or reused when the study already has it)."""
 
-    prompt = serializers.IntegerField(required=False)
-    study = serializers.IntegerField(required=False)
+    prompt = serializers.IntegerField(required=False, min_value=1, max_value=BIGINT_MAX)
+    study = serializers.IntegerField(required=False, min_value=1, max_value=BIGINT_MAX)
     text = serializers.CharField(
         required=False,
         allow_blank=True,
         trim_whitespace=False,
         max_length=PROMPT_MAX_CHARS * 2,
     )
-    domain = serializers.CharField(required=False, allow_blank=True, default="")
+    domain = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=60
+    )
     tags = serializers.ListField(
-        child=serializers.CharField(), required=False, default=list
+        child=serializers.CharField(max_length=60),
+        required=False,
+        default=list,
+        max_length=50,
     )
     negative_prompt = serializers.CharField(
-        required=False, allow_blank=True, default=""
+        required=False, allow_blank=True, default="", max_length=PROMPT_MAX_CHARS
     )
-    backend = serializers.CharField()
-    model = serializers.CharField(required=False, allow_blank=True, default="")
+    backend = serializers.CharField(max_length=40)
+    model = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=200
+    )
     n_seeds = serializers.IntegerField(min_value=1, max_value=MAX_SEEDS_PER_JOB)
-    params = serializers.DictField(required=False, default=dict)
-    seed_start = serializers.IntegerField(required=False, allow_null=True, default=None)
+    params = serializers.DictField(
+        required=False, default=dict, validators=[validate_json_object]
+    )
+    seed_start = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        default=None,
+        min_value=0,
+        max_value=SEED_MAX - MAX_SEEDS_PER_JOB,
+        help_text="First seed (seeds are 32-bit); default: after the last one used.",
+    )
 
     def validate(self, data):
         if data.get("prompt") is None and (

@@ -15,10 +15,12 @@ from django.db.models import Count, Max
 from django.utils import timezone
 
 from core.exceptions import Conflict, InvalidInput
+from core.validation import json_problem
 
 from ..backends import ConfigurationError, backend_get
 from ..models import (
     MAX_SEEDS_PER_JOB,
+    SEED_MAX,
     GenerationItem,
     GenerationJob,
     ItemStatus,
@@ -46,6 +48,9 @@ def job_validate(
     if params is not None and not isinstance(params, dict):
         raise InvalidInput("Parameters must be a JSON object.")
     params = dict(params or {})
+    problem = json_problem(params)
+    if problem:
+        raise InvalidInput(f"The parameters cannot be stored: the object {problem}.")
     model = (model or "").strip() or impl.default_model
     try:
         impl.validate(model=model, params=params)
@@ -81,6 +86,11 @@ def jobs_create(
     backend, model, params = job_validate(
         backend=backend, model=model, n_seeds=n_seeds, params=params
     )
+    if seed_start is not None and not 0 <= seed_start <= SEED_MAX - n_seeds + 1:
+        raise InvalidInput(
+            f"seed_start must be between 0 and {SEED_MAX - n_seeds + 1} "
+            f"(seeds are 32-bit, {n_seeds} from there)."
+        )
     prompts = list(prompts)
     if not prompts:
         raise InvalidInput("No prompts to generate from.")

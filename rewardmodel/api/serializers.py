@@ -1,14 +1,75 @@
 from rest_framework import serializers
 
+from core.validation import BIGINT_MAX, validate_json_object
+
 from ..models import AnnotatorMetric, ModelVersion, TrainingRun
+
+# What a training run's ``config`` may set (rewardmodel.training.DEFAULT_CONFIG,
+# plus seed and backbone), each with the values that make sense. Anything else is
+# refused by name rather than stored and ignored (or failing in a worker).
+_NUMBER = (int, float)
+CONFIG_FIELDS = {
+    "rank": (int, 1, 1024),
+    "hidden": (int, 1, 8192),
+    "dropout": (_NUMBER, 0, 0.9),
+    "steps": (int, 1, 100_000),
+    "batch_size": (int, 1, 1_000_000),
+    "lr": (_NUMBER, 0, 10),
+    "weight_decay": (_NUMBER, 0, 10),
+    "rank_weight": (_NUMBER, 0, 100),
+    "taste_l2": (_NUMBER, 0, 100),
+    "scale_l2": (_NUMBER, 0, 100),
+    "test_images": (_NUMBER, 0, 0.9),
+    "unseen_annotators": (_NUMBER, 0, 0.9),
+    "seed": (int, 0, 2**32 - 1),
+}
+
+
+def _config_item_problem(key, value) -> str | None:
+    if key == "backbone":
+        ok = isinstance(value, str) and 0 < len(value) <= 200 and "\x00" not in value
+        return None if ok else "a backbone key (text, at most 200 characters)"
+    if key == "ks":
+        ok = (
+            isinstance(value, list)
+            and 0 < len(value) <= 20
+            and all(type(k) is int and 0 <= k <= 10_000 for k in value)
+        )
+        return None if ok else "a list of 1 to 20 whole numbers 0..10000"
+    kind, low, high = CONFIG_FIELDS[key]
+    if isinstance(value, bool) or not isinstance(value, kind):
+        return f"a {'whole number' if kind is int else 'number'} {low}..{high}"
+    return None if low <= value <= high else f"between {low} and {high}"
+
+
+def validate_training_config(value) -> None:
+    validate_json_object(value)
+    known = {*CONFIG_FIELDS, "backbone", "ks"}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise serializers.ValidationError(
+            f"Unknown setting(s): {', '.join(unknown)}. "
+            f"Known: {', '.join(sorted(known))}."
+        )
+    problems = [
+        f"{key} must be {problem}"
+        for key, item in value.items()
+        if (problem := _config_item_problem(key, item))
+    ]
+    if problems:
+        raise serializers.ValidationError("; ".join(problems) + ".")
 
 
 class TrainingRequestSerializer(serializers.Serializer):
-    study = serializers.IntegerField(required=False, allow_null=True)
+    study = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=BIGINT_MAX
+    )
     promote = serializers.ChoiceField(
         choices=TrainingRun.Promote.choices, default="auto"
     )
-    config = serializers.DictField(required=False, default=dict)
+    config = serializers.DictField(
+        required=False, default=dict, validators=[validate_training_config]
+    )
 
 
 class TrainingRunSerializer(serializers.ModelSerializer):
@@ -84,11 +145,15 @@ class AnnotatorMetricSerializer(serializers.ModelSerializer):
 
 
 class PredictRequestSerializer(serializers.Serializer):
-    annotator = serializers.IntegerField()
+    annotator = serializers.IntegerField(min_value=1, max_value=BIGINT_MAX)
     images = serializers.ListField(
-        child=serializers.IntegerField(), min_length=1, max_length=10_000
+        child=serializers.IntegerField(min_value=1, max_value=BIGINT_MAX),
+        min_length=1,
+        max_length=10_000,
     )
-    version = serializers.IntegerField(required=False)
+    version = serializers.IntegerField(
+        required=False, min_value=1, max_value=BIGINT_MAX
+    )
 
 
 class PredictResponseSerializer(serializers.Serializer):

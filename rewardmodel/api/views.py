@@ -5,15 +5,16 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.decorators import api_view, permission_classes
-from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from annotation.models import Study
+from core.pagination import BoundedLimitOffsetPagination
 
 from .. import selectors, services
-from ..models import ModelVersion, TrainingRun
+from ..models import AnnotatorMetric, ModelVersion, TrainingRun
 from .serializers import (
     AnnotatorMetricSerializer,
     ModelVersionSerializer,
@@ -25,7 +26,7 @@ from .serializers import (
 
 
 def _paginated(request: Request, queryset, serializer_class) -> Response:
-    paginator = LimitOffsetPagination()
+    paginator = BoundedLimitOffsetPagination()
     page = paginator.paginate_queryset(queryset, request)
     return paginator.get_paginated_response(serializer_class(page, many=True).data)
 
@@ -70,9 +71,12 @@ def version_list(request: Request) -> Response:
 @permission_classes([IsAdminUser])
 def version_annotators(request: Request, version_id: int) -> Response:
     version = get_object_or_404(ModelVersion, pk=version_id)
-    rows = selectors.annotator_metrics(
-        version=version, split=request.query_params.get("split")
-    )
+    split = request.query_params.get("split") or None
+    if split is not None and split not in AnnotatorMetric.Split.values:
+        raise ValidationError(
+            {"split": [f"One of: {', '.join(AnnotatorMetric.Split.values)}."]}
+        )
+    rows = selectors.annotator_metrics(version=version, split=split)
     return _paginated(request, rows, AnnotatorMetricSerializer)
 
 
