@@ -1,7 +1,15 @@
 from django.contrib import admin, messages
 
 from . import services
-from .models import Annotator, Assignment, Image, Participation, Rating, Study
+from .models import (
+    Annotator,
+    Assignment,
+    Export,
+    Image,
+    Participation,
+    Rating,
+    Study,
+)
 
 
 @admin.register(Study)
@@ -146,3 +154,26 @@ class RatingAdmin(admin.ModelAdmin):
     search_fields = ["annotator__public_id"]
     list_select_related = ["study", "annotator"]
     readonly_fields = [f.name for f in Rating._meta.fields]
+
+
+@admin.register(Export)
+class ExportAdmin(admin.ModelAdmin):
+    """Read-only: exports are made by the API, the staff page or the command."""
+
+    list_display = [
+        "id",
+        "study",
+        "format",
+        "images",
+        "status",
+        "progress",
+        "created_at",
+    ]
+    list_filter = ["status", "format"]
+    readonly_fields = [f.name for f in Export._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
