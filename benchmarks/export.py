@@ -108,12 +108,13 @@ def build(args) -> int:
         services.participation_consent(
             annotator=a,
             study=study,
-            demographics={"age_range": ["18-29", "30-44", "45+"][i % 3], "country": "DE"},
+            demographics={
+                "age_range": ["18-29", "30-44", "45+"][i % 3],
+                "country": "DE",
+            },
         )
         annotators.append(a)
-    pool = [
-        render(prompt=f"benchmark image {k}", seed=k)[0] for k in range(args.pool)
-    ]
+    pool = [render(prompt=f"benchmark image {k}", seed=k)[0] for k in range(args.pool)]
     media = Path(settings.MEDIA_ROOT)
     rows, total_bytes = [], 0
     for i in range(args.images):
@@ -133,7 +134,11 @@ def build(args) -> int:
                 format="PNG",
                 prompt=f"benchmark image {i % len(pool)}",
                 domain=["art", "photo"][i % 2],
-                provenance={"backend": "procedural", "model": "procedural-v1", "seed": i},
+                provenance={
+                    "backend": "procedural",
+                    "model": "procedural-v1",
+                    "seed": i,
+                },
                 target_ratings=15,
             )
         )
@@ -217,8 +222,9 @@ def main() -> None:
 
     data_dir = tempfile.mkdtemp(prefix="palate-export-bench-")
     connection, old_name = setup_django(data_dir, "exportbench")
+    cpu = platform.processor() or platform.machine()
     print(
-        f"machine: {platform.node()} {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}; "
+        f"machine: {platform.node()} {os.cpu_count()} CPUs, {cpu}; "
         f"database: {connection.vendor}; load average before: "
         f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}",
         flush=True,
@@ -248,8 +254,7 @@ def main() -> None:
                 raise SystemExit(f"{variant} failed")
             print(result.stdout.strip().splitlines()[-1], flush=True)
         print(
-            "load average after: "
-            + " ".join(f"{x:.2f}" for x in os.getloadavg()),
+            "load average after: " + " ".join(f"{x:.2f}" for x in os.getloadavg()),
             flush=True,
         )
     finally:

@@ -5,7 +5,12 @@ refused cleanly (nothing written) when there is nothing or something missing."""
 import hashlib
 import io
 import json
+import os
 from pathlib import Path
+
+# `datasets` reads these once, when first imported: no network, ever, in tests.
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pyarrow.parquet as pq
 import pytest

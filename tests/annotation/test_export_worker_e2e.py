@@ -33,8 +33,12 @@ def _database_url() -> str:
 
 
 def _reset_producers():
-    if celery_app._pool is not None:
-        celery_app._pool.force_close_all()
+    """Forget pooled broker connections and producers. ``app.pool`` is kombu's
+    global pool for the URL: closing it alone would leave kombu's global producer
+    pool holding a closed pool for the next test on the same broker."""
+    from kombu import pools
+
+    pools.reset()
     celery_app._pool = None
     celery_app.amqp._producer_pool = None
 
