@@ -212,10 +212,11 @@ def export_consented_annotator_ids(*, study: Study) -> set[int]:
 
 
 def export_score_counts(*, ratings: QuerySet[Rating]):
-    """(image id, score, count) rows for the agreement statistic, image order."""
+    """(image id, image domain, score, count) rows for the agreement statistic,
+    in image order."""
     return (
         ratings.order_by()
-        .values_list("image_id", "score")
+        .values_list("image_id", "image__domain", "score")
         .annotate(n=Count("pk"))
         .order_by("image_id", "score")
         .iterator(chunk_size=10000)
@@ -238,9 +239,13 @@ def export_rating_counts_by_image(*, ratings: QuerySet[Rating]) -> dict[int, int
 
 
 def export_rating_span(*, ratings: QuerySet[Rating]) -> dict:
-    """First and last rating time and the mean score (for the dataset card)."""
+    """First and last rating time, the mean score, and how many ratings came in
+    through an import rather than an assignment (for the dataset card)."""
     return ratings.order_by().aggregate(
-        first=Min("created_at"), last=Max("created_at"), mean=Avg("score")
+        first=Min("created_at"),
+        last=Max("created_at"),
+        mean=Avg("score"),
+        imported=Count("pk", filter=Q(assignment__isnull=True)),
     )
 
 

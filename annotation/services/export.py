@@ -687,6 +687,7 @@ def _report(study, out: Path, opts, counts, written, stats) -> dict:
         "annotators": written["annotators"][SINGLE_SPLIT].rows,
         "splits": {s: part.rows for s, part in written["ratings"].items()},
         "alpha_interval": stats["alpha"],
+        "alpha_by_domain": stats["alpha_by_domain"],
         "files": sorted(files, key=lambda f: f["path"]),
         "bytes": sum(f["bytes"] for f in files),
     }

@@ -29,22 +29,15 @@ SPLIT_MEANING = {
 }
 
 
-def alpha_interval(*, ratings, scale: tuple[int, int]) -> float | None:
-    """Krippendorff's alpha (interval) over the exported ratings, from the counts
-    of each score per image (images x scale points), so memory does not depend
-    on the number of annotators. None when fewer than two images have two
-    ratings or nobody disagrees about anything."""
+def _alpha(rows: list[dict[int, int]], values: list[int]) -> float | None:
+    """Krippendorff's alpha (interval) from per-image score counts (images x
+    scale points), so memory does not depend on the number of annotators. None
+    when fewer than two images have two ratings or nobody disagrees at all."""
     import krippendorff
 
-    rows: dict[int, dict[int, int]] = {}
-    domain = set(range(scale[0], scale[1] + 1))
-    for image_id, score, n in selectors.export_score_counts(ratings=ratings):
-        rows.setdefault(image_id, {})[score] = n
-        domain.add(score)
-    pairable = [r for r in rows.values() if sum(r.values()) >= 2]
+    pairable = [r for r in rows if sum(r.values()) >= 2]
     if len(pairable) < 2:
         return None
-    values = sorted(domain)
     index = {v: i for i, v in enumerate(values)}
     counts = np.zeros((len(pairable), len(values)), dtype=np.int64)
     for u, row in enumerate(pairable):
@@ -58,15 +51,38 @@ def alpha_interval(*, ratings, scale: tuple[int, int]) -> float | None:
     return round(float(alpha), 4)
 
 
+def agreement(*, ratings, scale: tuple[int, int]) -> dict:
+    """Alpha over the exported ratings, and per image domain (by name order)."""
+    by_image: dict[int, dict[int, int]] = {}
+    domain_of: dict[int, str] = {}
+    values = set(range(scale[0], scale[1] + 1))
+    for image_id, domain, score, n in selectors.export_score_counts(ratings=ratings):
+        by_image.setdefault(image_id, {})[score] = n
+        domain_of[image_id] = domain
+        values.add(score)
+    ordered = sorted(values)
+    per_domain: dict[str, list[dict[int, int]]] = {}
+    for image_id, row in by_image.items():
+        per_domain.setdefault(domain_of[image_id], []).append(row)
+    return {
+        "alpha": _alpha(list(by_image.values()), ordered),
+        "by_domain": {
+            d: {"images": len(rows), "alpha": _alpha(rows, ordered)}
+            for d, rows in sorted(per_domain.items())
+        },
+    }
+
+
 def dataset_stats(*, study: Study, ratings) -> dict:
     per_image = sorted(
         selectors.export_rating_counts_by_image(ratings=ratings).values()
     )
     span = selectors.export_rating_span(ratings=ratings)
+    agreed = agreement(ratings=ratings, scale=(study.scale_min, study.scale_max))
     return {
-        "alpha": alpha_interval(
-            ratings=ratings, scale=(study.scale_min, study.scale_max)
-        ),
+        "alpha": agreed["alpha"],
+        "alpha_by_domain": agreed["by_domain"],
+        "imported": span["imported"],
         "images_rated": len(per_image),
         "raters_min": per_image[0] if per_image else 0,
         "raters_max": per_image[-1] if per_image else 0,
@@ -228,6 +244,7 @@ def _prose(study, options, split_counts, n_images, n_annotators, stats, columns)
         f"{stats['images_complete']:,} images complete |",
         f"| agreement | Krippendorff's alpha (interval) = "
         f"{'n/a' if alpha is None else alpha} |",
+        *_domain_rows(stats["alpha_by_domain"]),
         f"| scale | {study.scale_min}–{study.scale_max} ({labels}) |",
         f"| collected | {stats['first'] or 'n/a'} to {stats['last'] or 'n/a'} |",
         "",
@@ -249,12 +266,22 @@ def _prose(study, options, split_counts, n_images, n_annotators, stats, columns)
         lines += [f"### `{config}`", ""]
         lines += [f"- `{c.name}`: {c.description}" for c in cols]
         lines.append("")
-    lines += _collection(study, options, asked)
+    lines += _collection(study, options, asked, stats)
     lines += _loading(options)
     return "\n".join(lines) + "\n"
 
 
-def _collection(study, options, asked) -> list[str]:
+def _domain_rows(by_domain: dict) -> list[str]:
+    if len(by_domain) < 2:
+        return []
+    return [
+        f"| agreement, {d or '(no domain)'} | alpha = "
+        f"{'n/a' if v['alpha'] is None else v['alpha']} over {v['images']:,} images |"
+        for d, v in by_domain.items()
+    ]
+
+
+def _collection(study, options, asked, stats) -> list[str]:
     kept = []
     if options.include_excluded:
         kept.append("excluded annotators and their ratings are kept (`excluded`)")
@@ -275,7 +302,13 @@ def _collection(study, options, asked) -> list[str]:
         "keep it from ever exceeding that), at most "
         f"{study.quota_per_annotator} images per annotator; an annotator never "
         "sees an image twice. Time on item is measured by the server, from the "
-        "moment the image was shown to the rating.",
+        "moment the image was shown to the rating."
+        + (
+            f" {stats['imported']:,} of the ratings were imported from another "
+            "dataset rather than collected here (they have no time on item)."
+            if stats["imported"]
+            else ""
+        ),
         "",
         f"In this export {filters}. Images: "
         + {

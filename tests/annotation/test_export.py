@@ -157,6 +157,39 @@ def test_card_front_matter_and_prose(tmp_path):
     assert "How it was collected" in text and study.name in text
 
 
+def test_card_gives_agreement_per_domain(tmp_path):
+    import krippendorff
+    import numpy as np
+
+    study = rated_study(n_images=8, n_annotators=5)
+    photos = list(Image.objects.filter(study=study).order_by("pk")[:4])
+    Image.objects.filter(pk__in=[i.pk for i in photos]).update(domain="photo")
+    report = dataset_export(study=study, out=tmp_path / "ds")
+    table = read_parquet(tmp_path / "ds", "ratings")
+    domain = {i.pk: i.domain for i in Image.objects.filter(study=study)}
+
+    def alpha_of(rows):
+        raters = sorted({r["annotator_id"] for r in rows})
+        units = sorted({r["image_id"] for r in rows})
+        m = np.full((len(raters), len(units)), np.nan)
+        for r in rows:
+            m[raters.index(r["annotator_id"]), units.index(r["image_id"])] = r["score"]
+        return krippendorff.alpha(
+            reliability_data=m,
+            level_of_measurement="interval",
+            value_domain=list(range(1, 8)),
+        )
+
+    by_domain = report["alpha_by_domain"]
+    assert set(by_domain) == {"art", "photo"}
+    for name in ("art", "photo"):
+        rows = [r for r in table if domain[r["image_id"]] == name]
+        assert by_domain[name]["images"] == 4
+        assert by_domain[name]["alpha"] == pytest.approx(alpha_of(rows), abs=1e-4)
+    text = (tmp_path / "ds/README.md").read_text()
+    assert f"| agreement, photo | alpha = {by_domain['photo']['alpha']}" in text
+
+
 def test_splits_are_the_stored_ones_never_recomputed(tmp_path):
     study = rated_study()
     moved = Rating.objects.order_by("pk").first()

@@ -122,6 +122,9 @@ def test_round_trip_is_exact(tmp_path, fmt, images):
     dataset_export(study=original, out=tmp_path / "orig")
     dataset_export(study=copy, out=tmp_path / "copy")
     assert comparable(tmp_path / "copy") == comparable(tmp_path / "orig")
+    card = (tmp_path / "copy" / "README.md").read_text()
+    assert "18 of the ratings were imported from another dataset" in card
+    assert "were imported" not in (tmp_path / "orig" / "README.md").read_text()
 
 
 def test_round_trip_onto_another_instance_recreates_annotators(tmp_path):
