@@ -1,4 +1,7 @@
 from django.contrib import admin, messages
+from django.utils import timezone
+
+from core.exceptions import Conflict
 
 from . import services
 from .models import (
@@ -6,14 +9,46 @@ from .models import (
     Assignment,
     Export,
     Image,
+    IntegrityAlert,
     Participation,
     Rating,
     Study,
 )
 
 
+class RecordAdmin(admin.ModelAdmin):
+    """Ratings and assignments are records: read-only, never added or deleted
+    here (a deleted row would leave its image's counters above its rows).
+    Erasure goes through the annotator's "Erase" action."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class AlertBannerMixin:
+    """Open integrity alerts are shown on the pages staff watch."""
+
+    def changelist_view(self, request, extra_context=None):
+        open_alerts = IntegrityAlert.objects.filter(resolved_at=None)
+        latest = open_alerts.first() if request.method == "GET" else None
+        if latest is not None:
+            messages.error(
+                request,
+                f"Integrity check: {open_alerts.count()} open alert(s), latest "
+                f"{latest}. Run `manage.py check_integrity --repair`, then mark "
+                "the alert resolved under Annotation > Integrity alerts.",
+            )
+        return super().changelist_view(request, extra_context)
+
+
 @admin.register(Study)
-class StudyAdmin(admin.ModelAdmin):
+class StudyAdmin(AlertBannerMixin, admin.ModelAdmin):
     list_display = [
         "name",
         "slug",
@@ -28,9 +63,15 @@ class StudyAdmin(admin.ModelAdmin):
     prepopulated_fields = {"slug": ["name"]}
     readonly_fields = ["invite_token", "created_at"]
 
+    def get_readonly_fields(self, request, obj=None):
+        # Images keep the target they entered with; see models.RATERS_LOCKED.
+        if obj is not None and obj.images.exists():
+            return [*self.readonly_fields, "raters_per_image"]
+        return self.readonly_fields
+
 
 @admin.register(Image)
-class ImageAdmin(admin.ModelAdmin):
+class ImageAdmin(AlertBannerMixin, admin.ModelAdmin):
     list_display = [
         "id",
         "study",
@@ -76,17 +117,39 @@ def activate(modeladmin, request, queryset):
     _set_status(request, queryset, Annotator.Status.ACTIVE)
 
 
-def _set_status(request, queryset, status):
+@admin.action(description="Erase selected annotators (right to be forgotten)")
+def erase(modeladmin, request, queryset):
     reopened = 0
-    for annotator in queryset:
-        reopened += services.annotator_set_status(
-            annotator=annotator, status=status, reason=f"admin action by {request.user}"
+    ids = list(queryset.order_by("pk").values_list("pk", flat=True))
+    for annotator_id in ids:
+        reopened += services.annotator_erase(
+            annotator_id=annotator_id, reason=f"admin action by {request.user}"
         )
     messages.info(
         request,
-        f"{queryset.count()} annotator(s) set to {status}; "
+        f"{len(ids)} annotator(s) erased (excluded, personal data removed); "
         f"{reopened} slot(s) reopened.",
     )
+
+
+def _set_status(request, queryset, status):
+    # Each annotator in its own transaction, in the engine's lock order.
+    reopened, changed, refused = 0, 0, []
+    for annotator in queryset.order_by("pk"):
+        try:
+            reopened += services.annotator_set_status(
+                annotator=annotator,
+                status=status,
+                reason=f"admin action by {request.user}",
+            )
+            changed += 1
+        except Conflict as exc:
+            refused.append(str(exc))
+    messages.info(
+        request, f"{changed} annotator(s) set to {status}; {reopened} slot(s) reopened."
+    )
+    for reason in refused:
+        messages.error(request, reason)
 
 
 @admin.register(Annotator)
@@ -94,8 +157,12 @@ class AnnotatorAdmin(admin.ModelAdmin):
     list_display = ["public_id", "source", "external_id", "status", "created_at"]
     list_filter = ["status", "source"]
     search_fields = ["public_id", "external_id", "user__username"]
-    readonly_fields = ["public_id", "created_at"]
-    actions = [pause, exclude, activate]
+    readonly_fields = ["public_id", "created_at", "erased_at"]
+    actions = [pause, exclude, activate, erase]
+
+    def has_delete_permission(self, request, obj=None):
+        # Their ratings are records; use the "Erase" action instead.
+        return False
 
     def get_readonly_fields(self, request, obj=None):
         # Status goes through the actions, which release leases and slots.
@@ -122,7 +189,7 @@ class ParticipationAdmin(admin.ModelAdmin):
 
 
 @admin.register(Assignment)
-class AssignmentAdmin(admin.ModelAdmin):
+class AssignmentAdmin(RecordAdmin):
     list_display = [
         "id",
         "study",
@@ -139,7 +206,7 @@ class AssignmentAdmin(admin.ModelAdmin):
 
 
 @admin.register(Rating)
-class RatingAdmin(admin.ModelAdmin):
+class RatingAdmin(RecordAdmin):
     list_display = [
         "id",
         "study",
@@ -177,3 +244,19 @@ class ExportAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+@admin.action(description="Mark selected alerts resolved")
+def resolve(modeladmin, request, queryset):
+    n = queryset.filter(resolved_at=None).update(resolved_at=timezone.now())
+    messages.info(request, f"{n} alert(s) marked resolved.")
+
+
+@admin.register(IntegrityAlert)
+class IntegrityAlertAdmin(AlertBannerMixin, RecordAdmin):
+    list_display = ["created_at", "source", "summary", "resolved_at"]
+    list_filter = ["resolved_at", "source"]
+    actions = [resolve]
+
+    def has_change_permission(self, request, obj=None):
+        return obj is None  # the list (and its action), not the edit form

@@ -9,6 +9,7 @@ conditional UPDATEs that those constraints check.
 import secrets
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import F, Q
@@ -43,6 +44,13 @@ def _default_scale_labels() -> list[str]:
         "Like",
         "Strongly like",
     ]
+
+
+RATERS_LOCKED = (
+    "raters_per_image cannot change once the study has images: each image keeps "
+    "the target it entered with (%(old)s), so the change would never reach them. "
+    "Create a new study for a different number of raters."
+)
 
 
 class Study(models.Model):
@@ -132,6 +140,34 @@ class Study(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def save(self, *args, **kwargs) -> None:
+        # Also refused outside forms (shell, scripts): the images would silently
+        # keep their old target.
+        fields = kwargs.get("update_fields")
+        if fields is None or "raters_per_image" in fields:
+            if message := self._raters_change_refused():
+                raise ValidationError({"raters_per_image": message})
+        super().save(*args, **kwargs)
+
+    def clean(self) -> None:
+        super().clean()
+        if message := self._raters_change_refused():
+            raise ValidationError({"raters_per_image": message})
+
+    def _raters_change_refused(self) -> str | None:
+        if self.pk is None:
+            return None
+        old = (
+            Study.objects.filter(pk=self.pk)
+            .values_list("raters_per_image", flat=True)
+            .first()
+        )
+        if old is None or old == self.raters_per_image:
+            return None
+        if not self.images.exists():
+            return None
+        return RATERS_LOCKED % {"old": old}
+
     @property
     def scale_points(self) -> list[tuple[int, str]]:
         labels = list(self.scale_labels or [])
@@ -209,8 +245,10 @@ class Annotator(models.Model):
         BANNED = "banned", "Banned"
         EXCLUDED = "excluded", "Excluded"
 
+    # PROTECT: an annotator's ratings are records; erasure (the right to be
+    # forgotten) pseudonymises through services.annotator_erase instead.
     user = models.OneToOneField(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="annotator"
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="annotator"
     )
     public_id = models.CharField(max_length=32, unique=True, default=_public_id)
     external_id = models.CharField(
@@ -223,6 +261,8 @@ class Annotator(models.Model):
     status_reason = models.TextField(blank=True)
     demographics = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Set by annotator_erase: excluded, personal data removed, never re-activated.
+    erased_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -274,12 +314,14 @@ class Assignment(models.Model):
         SKIPPED = "skipped", "Skipped"
         EXPIRED = "expired", "Expired"
 
-    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="+")
+    # PROTECT throughout: assignments and ratings are records, and deleting one
+    # would leave its image's counters above its rows for good.
+    study = models.ForeignKey(Study, on_delete=models.PROTECT, related_name="+")
     image = models.ForeignKey(
-        Image, on_delete=models.CASCADE, related_name="assignments"
+        Image, on_delete=models.PROTECT, related_name="assignments"
     )
     annotator = models.ForeignKey(
-        Annotator, on_delete=models.CASCADE, related_name="assignments"
+        Annotator, on_delete=models.PROTECT, related_name="assignments"
     )
     status = models.CharField(max_length=10, choices=Status, default=Status.LEASED)
     leased_at = models.DateTimeField()
@@ -323,16 +365,16 @@ class Assignment(models.Model):
 
 
 class Rating(models.Model):
-    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="ratings")
-    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="ratings")
+    study = models.ForeignKey(Study, on_delete=models.PROTECT, related_name="ratings")
+    image = models.ForeignKey(Image, on_delete=models.PROTECT, related_name="ratings")
     annotator = models.ForeignKey(
-        Annotator, on_delete=models.CASCADE, related_name="ratings"
+        Annotator, on_delete=models.PROTECT, related_name="ratings"
     )
     assignment = models.OneToOneField(
         Assignment,
         null=True,
         blank=True,
-        on_delete=models.SET_NULL,
+        on_delete=models.PROTECT,
         related_name="rating",
     )
     score = models.SmallIntegerField(
@@ -468,3 +510,20 @@ class Export(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in (self.Status.SUCCEEDED, self.Status.FAILED)
+
+
+class IntegrityAlert(models.Model):
+    """Drift found by the periodic integrity check, shown to staff in the admin
+    until someone marks it resolved (after ``manage.py check_integrity --repair``)."""
+
+    source = models.CharField(max_length=40)
+    summary = models.TextField()
+    details = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M} {self.summary}"

@@ -29,3 +29,18 @@ def export_dataset(export_id: int) -> str:
     from .services.export_jobs import export_execute
 
     return export_execute(export_id=export_id).status
+
+
+@shared_task(
+    name="annotation.check_integrity",
+    ignore_result=True,
+    soft_time_limit=240,
+    time_limit=300,
+)
+def check_integrity() -> str:
+    """The invariant check on a schedule: drift is logged as an error and left as
+    an alert that the admin shows to staff (repair stays a human decision:
+    ``manage.py check_integrity --repair``)."""
+    drift = services.integrity_check()
+    services.integrity_alert(drift=drift, source="periodic check")
+    return drift.summary()

@@ -62,3 +62,40 @@ def join(annotator, *studies: Study):
             annotator=annotator, study=study, token=study.invite_token
         )
     return annotator
+
+
+def rate_image(image, n: int) -> list:
+    """``n`` new annotators rate this very image (the engine deals by fill level,
+    so a test cannot steer a claim to one image): rows and counters written
+    together, exactly as a submit leaves them."""
+    from datetime import timedelta
+
+    from django.db.models import F
+    from django.utils import timezone
+
+    from annotation.models import Assignment, Image, Rating
+
+    now = timezone.now()
+    ratings = []
+    for _ in range(n):
+        annotator = AnnotatorFactory()
+        assignment = Assignment.objects.create(
+            study_id=image.study_id,
+            image=image,
+            annotator=annotator,
+            status=Assignment.Status.SUBMITTED,
+            leased_at=now,
+            expires_at=now + timedelta(minutes=10),
+            finished_at=now,
+        )
+        Image.objects.filter(pk=image.pk).update(rating_count=F("rating_count") + 1)
+        ratings.append(
+            Rating.objects.create(
+                study_id=image.study_id,
+                image=image,
+                annotator=annotator,
+                assignment=assignment,
+                score=4,
+            )
+        )
+    return ratings

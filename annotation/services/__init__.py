@@ -3,6 +3,8 @@
 * ``studies``: studies, annotator accounts, participations, image intake;
 * ``engine``: the assignment engine (claim, rate, skip, expire, status changes);
 * ``entry``: entering a study through the browser (links, consent, completion);
+* ``erasure``: a participant's right to be forgotten (exclude, then pseudonymise);
+* ``integrity``: the invariant check and repair shared by tests and operations;
 * ``demo``: the demo study, its staff login and demo annotators (``seed_demo``).
 
 The names below are the app's public write API; import them from here.
@@ -14,6 +16,7 @@ from .engine import (
     annotator_set_status,
     assignment_claim,
     assignment_skip,
+    engine_seed,
     lease_expire,
     rating_submit,
 )
@@ -28,6 +31,8 @@ from .entry import (
     prolific_session_check,
     study_invite_check,
 )
+from .erasure import annotator_erase
+from .integrity import Drift, integrity_alert, integrity_check, integrity_repair
 from .studies import (
     annotator_create,
     annotator_get_or_create_for_user,
@@ -39,7 +44,9 @@ from .studies import (
 __all__ = [
     "DEMOGRAPHIC_FIELDS",
     "MAX_HOLD",
+    "Drift",
     "annotator_create",
+    "annotator_erase",
     "annotator_get_or_create_for_user",
     "annotator_join",
     "annotator_set_status",
@@ -47,7 +54,11 @@ __all__ = [
     "assignment_skip",
     "demo_study_ensure",
     "entry_ids_clean",
+    "engine_seed",
     "image_create",
+    "integrity_alert",
+    "integrity_check",
+    "integrity_repair",
     "lease_expire",
     "participation_admission_check",
     "participation_complete",

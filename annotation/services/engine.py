@@ -9,11 +9,38 @@ The engine keeps three promises under any concurrency:
 * an annotator has at most one assignment and one rating per image (unique pairs), so
   no image is rated twice or shown again after a skip;
 * expired leases give their slot back, both lazily (a claim that finds nothing sweeps
-  its study) and from the periodic ``annotation.sweep_expired_leases`` task.
+  its study) and from the periodic ``annotation.sweep_expired_leases`` task;
+* no annotator who is not active gains a lease or a valid rating: claim and submit
+  read the status under a lock that a status change must wait for (and vice versa).
 
-Lock order is always Participation → Assignment → Image (ascending id), and the claim
-takes its image with ``SKIP LOCKED``, so concurrent claims never wait on each other.
-See docs/architecture.md for the full lock order.
+Lock order (every path, admin actions and erasure included)::
+
+    Annotator -> Participation -> Assignment -> Rating -> Image
+
+* **Annotator.** Claim and submit take ``FOR SHARE`` (the status they check cannot
+  change until they commit; one annotator's own requests do not block each other).
+  Status changes and erasure take ``FOR NO KEY UPDATE``, which conflicts with
+  ``FOR SHARE`` but not with the ``FOR KEY SHARE`` that every Assignment/Rating
+  insert takes on its annotator: a plain ``FOR UPDATE`` there is what made an
+  exclusion and an in-flight rating deadlock.
+* **Participation.** ``FOR NO KEY UPDATE``: serialises one annotator's claims in a
+  study (quota, hold) and nobody else's.
+* **Assignment, then Rating.** A request names an assignment and its image is found
+  through it, so the assignment comes first. Existing ratings are locked only by
+  exclusion and erasure, after the annotator's assignments.
+* **Image counters last**, in ascending id when there are several (sweeps,
+  exclusions), each change a conditional UPDATE.
+
+Inserts never wait on a row lock (a new Assignment or Rating row is nobody else's;
+the unique pairs cannot collide under the locks above); they only take
+``FOR KEY SHARE`` on their parents. So the two places that look out of order are
+safe: the claim locks an image before inserting its assignment, but with
+``SKIP LOCKED`` (it never waits on an image), and submit inserts its rating after
+updating the image.
+
+Every lock that guards an UPDATE of non-key columns is ``FOR NO KEY UPDATE``
+(``select_for_update(no_key=True)``), so it never blocks the foreign-key checks of
+concurrent inserts.
 """
 
 import random
@@ -42,6 +69,15 @@ from .studies import participation_get_or_create
 # up to this many.
 MAX_HOLD = 3
 
+# "Random among equals" draws from here; tests and benchmarks seed it
+# (engine_seed) so that a run deals the same way twice.
+_dealer = random.Random()
+
+
+def engine_seed(*, seed: int) -> None:
+    """Make the engine's dealing reproducible (tests, seeded benchmarks)."""
+    _dealer.seed(seed)
+
 
 def annotator_set_status(*, annotator: Annotator, status: str, reason: str = "") -> int:
     """Pause, ban, exclude or re-activate. Returns the number of slots reopened.
@@ -49,39 +85,72 @@ def annotator_set_status(*, annotator: Annotator, status: str, reason: str = "")
     Excluding invalidates the annotator's ratings and hands their slots back, so
     the image is topped up by someone else; live leases of anyone not active are
     released. (Re-activating does not re-validate excluded ratings: their slots may
-    already be filled.)
+    already be filled.) A rating in flight either commits first (and is
+    invalidated here) or waits for this and is refused: see the lock order.
     """
     if status not in Annotator.Status.values:
         raise InvalidInput(f"Unknown status '{status}'.")
-    reopened = 0
     with transaction.atomic():
-        annotator = Annotator.objects.select_for_update().get(pk=annotator.pk)
-        annotator.status = status
-        annotator.status_reason = reason
-        annotator.save(update_fields=["status", "status_reason"])
-        if status == Annotator.Status.ACTIVE:
-            return 0
-        now = timezone.now()
-        live = list(
-            Assignment.objects.select_for_update()
-            .filter(annotator=annotator, status=Assignment.Status.LEASED)
-            .order_by("pk")
-        )
-        Assignment.objects.filter(pk__in=[a.pk for a in live]).update(
-            status=Assignment.Status.EXPIRED, finished_at=now
-        )
-        _adjust_images(Counter(a.image_id for a in live), lease_delta=-1)
-        reopened += len(live)
-        if status == Annotator.Status.EXCLUDED:
-            ratings = list(
-                Rating.objects.select_for_update()
-                .filter(annotator=annotator, is_valid=True)
-                .order_by("pk")
+        locked = annotator_lock_for_change(annotator_id=annotator.pk)
+        if locked.erased_at is not None and status != Annotator.Status.EXCLUDED:
+            raise Conflict(f"Annotator {locked.public_id} was erased: stays excluded.")
+        locked.status = status
+        locked.status_reason = reason
+        locked.save(update_fields=["status", "status_reason"])
+        reopened = 0
+        if status != Annotator.Status.ACTIVE:
+            reopened = annotator_release_slots(
+                annotator=locked,
+                invalidate_ratings=status == Annotator.Status.EXCLUDED,
             )
-            Rating.objects.filter(pk__in=[r.pk for r in ratings]).update(is_valid=False)
-            _adjust_images(Counter(r.image_id for r in ratings), rating_delta=-1)
-            reopened += len(ratings)
+    annotator.status, annotator.status_reason = status, reason
     return reopened
+
+
+def annotator_lock_for_change(*, annotator_id: int) -> Annotator:
+    """First lock of any status change: waits for the claims and submits in
+    flight (they hold ``FOR SHARE``) and makes later ones wait for this."""
+    try:
+        return Annotator.objects.select_for_update(no_key=True).get(pk=annotator_id)
+    except Annotator.DoesNotExist:
+        raise NotFound("No such annotator.") from None
+
+
+def annotator_release_slots(
+    *, annotator: Annotator, invalidate_ratings: bool, now: datetime | None = None
+) -> int:
+    """End the annotator's live leases and, if asked, invalidate their valid
+    ratings, giving every slot back. Runs inside the caller's transaction after
+    ``annotator_lock_for_change``. Returns the number of slots reopened."""
+    now = now or timezone.now()
+    leases = list(
+        Assignment.objects.select_for_update(no_key=True)
+        .filter(annotator=annotator, status=Assignment.Status.LEASED)
+        .order_by("pk")
+        .values_list("pk", "image_id")
+    )
+    ratings = []
+    if invalidate_ratings:
+        ratings = list(
+            Rating.objects.select_for_update(no_key=True)
+            .filter(annotator=annotator, is_valid=True)
+            .order_by("pk")
+            .values_list("pk", "image_id")
+        )
+    Assignment.objects.filter(pk__in=[pk for pk, _ in leases]).update(
+        status=Assignment.Status.EXPIRED, finished_at=now
+    )
+    Rating.objects.filter(pk__in=[pk for pk, _ in ratings]).update(is_valid=False)
+    # One pass over the images, ascending: two exclusions sharing images never
+    # wait on each other in opposite orders.
+    lease_delta = Counter(image_id for _, image_id in leases)
+    rating_delta = Counter(image_id for _, image_id in ratings)
+    for image_id in sorted(lease_delta.keys() | rating_delta.keys()):
+        Image.objects.filter(pk=image_id).update(
+            lease_count=F("lease_count") - lease_delta[image_id],
+            rating_count=F("rating_count") - rating_delta[image_id],
+        )
+    return len(leases) + len(ratings)
 
 
 def _adjust_images(
@@ -93,6 +162,22 @@ def _adjust_images(
             lease_count=F("lease_count") + lease_delta * n,
             rating_count=F("rating_count") + rating_delta * n,
         )
+
+
+def _lock_status(annotator: Annotator) -> None:
+    """``FOR SHARE`` on the annotator and its status as of now (not as loaded at
+    authentication): a status change in flight finishes first, and none can start
+    until this transaction ends. The ORM has no FOR SHARE, hence the SQL."""
+    with connection.cursor() as cursor:
+        lock = " FOR SHARE" if connection.features.has_select_for_update else ""
+        cursor.execute(
+            f"SELECT status FROM {Annotator._meta.db_table} WHERE id = %s{lock}",
+            [annotator.pk],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        raise NotFound("No such annotator.")
+    annotator.status = row[0]
 
 
 def _check_can_work(annotator: Annotator, study: Study) -> None:
@@ -121,7 +206,7 @@ def lease_expire(
         if study_id is not None:
             qs = qs.filter(study_id=study_id)
         rows = list(
-            qs.select_for_update(skip_locked=True)
+            qs.select_for_update(skip_locked=True, no_key=True)
             .order_by("pk")
             .values_list("pk", "image_id")[:limit]
         )
@@ -168,7 +253,7 @@ def _pick_image(annotator: Annotator, study: Study, exclude: set[int]) -> Image 
         common += sorted(exclude)
     # SQLite has no row locks (its IMMEDIATE transactions serialise writers).
     lock = (
-        " FOR UPDATE OF i SKIP LOCKED"
+        " FOR NO KEY UPDATE OF i SKIP LOCKED"
         if connection.features.has_select_for_update_skip_locked
         else ""
     )
@@ -181,7 +266,7 @@ def _pick_image(annotator: Annotator, study: Study, exclude: set[int]) -> Image 
     level_floor = 0
     with connection.cursor() as cursor:
         for _ in range(study.raters_per_image + 2):
-            start = random.randrange(2**31)
+            start = _dealer.randrange(2**31)
             # Usually one query: the fullest level and the first image from a
             # random point in it; wrap around, then step up a level only when
             # every candidate there is being claimed by someone else right now.
@@ -212,7 +297,7 @@ def _locked_participation(annotator: Annotator, study: Study) -> Participation:
     (``participation_consent``). Staff are members of every study: their
     participation is recorded, with consent, on their first claim.
     """
-    qs = Participation.objects.select_for_update().filter(
+    qs = Participation.objects.select_for_update(no_key=True).filter(
         annotator=annotator, study=study
     )
     participation = qs.first()
@@ -236,9 +321,10 @@ def assignment_claim(
     """
     if not 1 <= hold <= MAX_HOLD:
         raise InvalidInput(f"hold must be between 1 and {MAX_HOLD}.")
-    _check_can_work(annotator, study)
     now = now or timezone.now()
     with transaction.atomic():
+        _lock_status(annotator)
+        _check_can_work(annotator, study)
         # Serialises this annotator's own claims (quota, hold) and nobody else's.
         participation = _locked_participation(annotator, study)
         if participation.started_at is None:
@@ -298,7 +384,7 @@ def _top_up(annotator, study, live: list[Assignment], hold: int, now) -> None:
 def _locked_assignment(assignment_id: int, annotator: Annotator) -> Assignment:
     try:
         assignment = (
-            Assignment.objects.select_for_update(of=("self",))
+            Assignment.objects.select_for_update(of=("self",), no_key=True)
             .select_related("study")
             .get(pk=assignment_id)
         )
@@ -329,6 +415,7 @@ def rating_submit(
 
 
 def _rating_submit(assignment_id, annotator, score, now) -> tuple[Rating, bool]:
+    _lock_status(annotator)  # checked below, after the idempotent-retry answer
     assignment = _locked_assignment(assignment_id, annotator)
     study = assignment.study
     if isinstance(score, bool) or not isinstance(score, int):

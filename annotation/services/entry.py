@@ -96,9 +96,21 @@ def participation_consent(
     (``NotMember`` otherwise), except for staff.
     """
     now = now or timezone.now()
+    asked = set(study.demographics_fields or ()) & set(DEMOGRAPHIC_FIELDS)
+    answers = {
+        k: str(v)[:100] for k, v in (demographics or {}).items() if k in asked and v
+    }
+    if any("\x00" in v for v in answers.values()):
+        raise InvalidInput("Answers cannot contain NUL characters.")
     with transaction.atomic():
+        if answers:
+            # Annotator before Participation: the engine's lock order.
+            a = Annotator.objects.select_for_update(no_key=True).get(pk=annotator.pk)
+            a.demographics = {**a.demographics, **answers}
+            a.save(update_fields=["demographics"])
+            annotator.demographics = a.demographics
         p = participation_get_or_create(annotator=annotator, study=study)
-        p = Participation.objects.select_for_update().get(pk=p.pk)
+        p = Participation.objects.select_for_update(no_key=True).get(pk=p.pk)
         changed = []
         if consent and p.consented_at is None:
             participation_admission_check(annotator=annotator, study=study, token=token)
@@ -113,17 +125,6 @@ def participation_consent(
                 changed.append(field)
         if changed:
             p.save(update_fields=changed)
-        asked = set(study.demographics_fields or ()) & set(DEMOGRAPHIC_FIELDS)
-        answers = {
-            k: str(v)[:100] for k, v in (demographics or {}).items() if k in asked and v
-        }
-        if any("\x00" in v for v in answers.values()):
-            raise InvalidInput("Answers cannot contain NUL characters.")
-        if answers:
-            a = Annotator.objects.select_for_update().get(pk=annotator.pk)
-            a.demographics = {**a.demographics, **answers}
-            a.save(update_fields=["demographics"])
-            annotator.demographics = a.demographics
     return p
 
 
@@ -188,7 +189,7 @@ def participation_complete(*, participation: Participation) -> Participation:
     """Mark finished and fix the completion code shown (idempotent)."""
     with transaction.atomic():
         p = (
-            Participation.objects.select_for_update()
+            Participation.objects.select_for_update(no_key=True)
             .select_related("study")
             .get(pk=participation.pk)
         )

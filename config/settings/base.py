@@ -219,6 +219,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "annotation.sweep_expired_leases",
         "schedule": 60.0,
     },
+    "check-integrity": {
+        "task": "annotation.check_integrity",
+        "schedule": 900.0,
+    },
 }
 
 LOGGING = {

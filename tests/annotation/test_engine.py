@@ -17,7 +17,13 @@ from core.exceptions import (
     NotFound,
     StudyNotOpen,
 )
-from tests.factories import AnnotatorFactory, StudyFactory, join, make_images
+from tests.factories import (
+    AnnotatorFactory,
+    StudyFactory,
+    join,
+    make_images,
+    rate_image,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -68,7 +74,7 @@ def test_hold_two_leases_distinct_images(study, annotator):
 def test_fullest_image_is_dealt_first(study):
     images = make_images(study, 5)
     target = images[3]
-    Image.objects.filter(pk=target.pk).update(rating_count=2)  # one slot left
+    rate_image(target, 2)  # one slot left
     a = claim(AnnotatorFactory(), study)
     assert a.image_id == target.pk
 

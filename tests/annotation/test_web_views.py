@@ -5,7 +5,6 @@ import re
 from datetime import timedelta
 
 import pytest
-from django.db.models import F
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -14,12 +13,11 @@ from annotation import services
 from annotation.models import (
     Annotator,
     Assignment,
-    Image,
     Participation,
     Rating,
     Study,
 )
-from tests.factories import StudyFactory, join, make_images
+from tests.factories import StudyFactory, join, make_images, rate_image
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
 
@@ -297,8 +295,8 @@ def expire_and_fill(study, assignment_id):
         leased_at=past - timedelta(seconds=1), expires_at=past
     )
     services.lease_expire(study_id=study.pk)
-    image_id = Assignment.objects.get(pk=assignment_id).image_id
-    Image.objects.filter(pk=image_id).update(rating_count=F("target_ratings"))
+    image = Assignment.objects.get(pk=assignment_id).image
+    rate_image(image, image.open_slots)
 
 
 def test_expired_lease_says_timed_out_and_shows_next(client, open_study):
