@@ -27,6 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from core.processes import celery_worker_start, process_stop  # noqa: E402
+
 
 def bench_render(n: int, size: int) -> float:
     from generation.backends.procedural import render
@@ -96,29 +98,7 @@ def bench_pipeline(args) -> dict:
         for i in range(n_prompts)
     ]
     workers = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "worker",
-                "-c",
-                "1",
-                "-Q",
-                "default",
-                "-l",
-                "warning",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "-n",
-                f"bench{i}@%h",
-            ],
-            env=env,
-            cwd=ROOT,
-        )
+        celery_worker_start(env=env, name=f"bench{i}@%h", loglevel="warning")
         for i in range(args.workers)
     ]
     try:
@@ -141,9 +121,7 @@ def bench_pipeline(args) -> dict:
         elapsed = time.perf_counter() - started
     finally:
         for w in workers:
-            w.terminate()
-        for w in workers:
-            w.wait(timeout=30)
+            process_stop(w)
     done = GenerationItem.objects.filter(job_id__in=ids, status="done").count()
     images = Image.objects.filter(study=study)
     ok = (

@@ -15,7 +15,7 @@ from django.db import connection
 
 from annotation import services
 from annotation.models import Image, Rating
-from tests.factories import AnnotatorFactory, StudyFactory, make_images
+from tests.factories import AnnotatorFactory, StudyFactory, join, make_images
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,7 +52,7 @@ def fresh_database():
 def test_backup_restores_every_rating_and_image(tmp_path, fresh_database):
     study = StudyFactory(raters_per_image=3, quota_per_annotator=10)
     make_images(study, 8)
-    annotators = [AnnotatorFactory() for _ in range(6)]
+    annotators = [join(AnnotatorFactory(), study) for _ in range(6)]
     for a in annotators:
         for _ in range(4):
             (lease,) = services.assignment_claim(annotator=a, study=study)

@@ -10,7 +10,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from annotation import services
-from annotation.models import Annotator, Image, Rating, Study
+from annotation.models import Annotator, Assignment, Image, Rating, Study
 from annotation.services.dataset_import import dataset_import
 from annotation.services.export import ExportOptions, dataset_export
 from core.exceptions import InvalidInput
@@ -134,7 +134,11 @@ def test_round_trip_onto_another_instance_recreates_annotators(tmp_path):
     demographics = {a.public_id: a.demographics for a in Annotator.objects.all()}
     # Another installation: neither the study nor its people exist there.
     users = [a.user for a in Annotator.objects.all()]
+    # (Records are PROTECTed against deletion; a test may remove them in order.)
+    Rating.objects.filter(study=original).delete()
+    Assignment.objects.filter(study=original).delete()
     original.delete()
+    Annotator.objects.all().delete()
     for user in users:
         user.delete()
     copy = new_study(original)

@@ -23,7 +23,7 @@ from annotation.models import (
 )
 from annotation.tasks import check_integrity
 from core.exceptions import Conflict
-from tests.factories import AnnotatorFactory, make_images, rate_image
+from tests.factories import AnnotatorFactory, join, make_images, rate_image
 
 pytestmark = pytest.mark.django_db
 User = get_user_model()
@@ -38,6 +38,7 @@ def admin_client_(staff_user):
 
 def rated_and_leased(study, annotator):
     """The annotator rated one image and holds a lease on another."""
+    join(annotator, study)
     (first,) = services.assignment_claim(annotator=annotator, study=study)
     services.rating_submit(assignment_id=first.pk, annotator=annotator, score=6)
     (second,) = services.assignment_claim(annotator=annotator, study=study)
@@ -136,7 +137,7 @@ def test_check_finds_each_kind_of_drift_and_repair_fixes_it(study, capsys):
     ratings = rate_image(images[0], 2)
     Rating.objects.filter(pk=ratings[0].pk).update(is_valid=False)
     # a live lease no counter knows of
-    a = AnnotatorFactory()
+    a = join(AnnotatorFactory(), study)
     (lease,) = services.assignment_claim(annotator=a, study=study)
     Image.objects.filter(pk=lease.image_id).update(lease_count=0)
     # a valid rating of an excluded annotator (counted: rows and counter agree)
@@ -172,7 +173,7 @@ def test_check_finds_each_kind_of_drift_and_repair_fixes_it(study, capsys):
 @pytest.mark.allow_drift
 def test_inactive_annotators_live_lease_is_drift_and_repaired(study):
     make_images(study, 1)
-    a = AnnotatorFactory()
+    a = join(AnnotatorFactory(), study)
     (lease,) = services.assignment_claim(annotator=a, study=study)
     Annotator.objects.filter(pk=a.pk).update(status="paused")  # bypassing the service
     assert services.integrity_check().inactive_leases == [lease.pk]

@@ -20,7 +20,7 @@ from rest_framework.test import APIClient
 
 from annotation import services
 from annotation.models import Annotator, Assignment, Rating
-from tests.factories import AnnotatorFactory, StudyFactory, make_images
+from tests.factories import AnnotatorFactory, StudyFactory, join, make_images
 
 TRIALS = 300
 
@@ -86,7 +86,7 @@ def race(trials, request_side, status_side):
 def test_exclusion_vs_rating_in_flight(django_user_model):
     study = StudyFactory(raters_per_image=3, quota_per_annotator=5)
     make_images(study, 120)
-    annotators = [AnnotatorFactory() for _ in range(TRIALS)]
+    annotators = [join(AnnotatorFactory(), study) for _ in range(TRIALS)]
     clients = [api_client(a) for a in annotators]
     leases = [
         services.assignment_claim(annotator=a, study=study)[0] for a in annotators
@@ -123,7 +123,7 @@ def test_exclusion_vs_rating_in_flight(django_user_model):
 def test_erasure_vs_claim(django_user_model):
     study = StudyFactory(raters_per_image=3, quota_per_annotator=5)
     make_images(study, 240)
-    annotators = [AnnotatorFactory() for _ in range(TRIALS)]
+    annotators = [join(AnnotatorFactory(), study) for _ in range(TRIALS)]
     clients = [api_client(a) for a in annotators]
     for a in annotators:  # each has a valid rating that erasure must give back
         (lease,) = services.assignment_claim(annotator=a, study=study)

@@ -2,9 +2,6 @@
 into rateable images in the same PostgreSQL test database this test uses."""
 
 import os
-import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -13,6 +10,7 @@ from django.db import connection
 
 from annotation.models import Image
 from config.celery import app as celery_app
+from core.processes import celery_worker_start, process_stop
 from generation import services
 from generation.models import GenerationItem, GenerationJob
 from generation.tasks import task_for_backend
@@ -77,30 +75,8 @@ def worker(redis_broker, transactional_db, tmp_path, monkeypatch):
         "GENERATION_RETRY_BASE_SECONDS": "0.05",
     }
     log = open(tmp_path / "worker.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "worker",
-            "-c",
-            "2",
-            "-Q",
-            "default",
-            "-l",
-            "info",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            "-n",
-            f"e2e-{os.getpid()}@%h",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=settings.BASE_DIR,
+    proc = celery_worker_start(
+        env=env, name=f"e2e-{os.getpid()}@%h", concurrency=2, loglevel="info", log=log
     )
 
     def wait_for(job_ids, timeout=180):
@@ -120,12 +96,7 @@ def worker(redis_broker, transactional_db, tmp_path, monkeypatch):
     try:
         yield fake, wait_for
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        process_stop(proc)
         log.close()
         fake.stop()
 
