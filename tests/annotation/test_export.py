@@ -371,6 +371,10 @@ def test_existing_target_needs_overwrite(tmp_path):
     with pytest.raises(InvalidInput, match="already exists"):
         dataset_export(study=study, out=tmp_path / "ds")
     assert (tmp_path / "ds" / "notes.txt").read_text() == "mine"
+    dataset_export(study=study, out=tmp_path / "ds", overwrite=True)
+    assert not (tmp_path / "ds" / "notes.txt").exists()
+    assert (tmp_path / "ds" / "README.md").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "media") == ["ds"]
 
 
 def test_shards_are_numbered_and_load_together(tmp_path):
