@@ -364,7 +364,8 @@ def main() -> int:  # noqa: PLR0915 (one script, top to bottom)
         print(
             f"study: {len(images)} images, {n_ratings} ratings by {len(annotators)} "
             f"annotators ({t_data:.0f} s); simulator ceiling (pairwise) "
-            f"{np.mean([c for c in ceil if c is not None]):.3f}; training {t_train:.0f} s, backbone "
+            f"{np.mean([c for c in ceil if c is not None]):.3f}; "
+            f"training {t_train:.0f} s, backbone "
             f"{args.backbone}; model's primary metric (pairwise accuracy, "
             f"held-out images): {run.version.primary_metric}"
         )
