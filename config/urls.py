@@ -34,6 +34,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("generation/", include("generation.urls")),
+    path("steering/", include("steering.urls")),
     path("media/<path:path>", media, name="media"),
     path("", include("annotation.urls")),
 ]

@@ -1,0 +1,15 @@
+"""Staff pages for prompt steering, mounted under /steering/."""
+
+from django.urls import path
+
+from . import views
+
+app_name = "steering"
+
+urlpatterns = [
+    path("", views.index, name="index"),
+    path("estimate/", views.estimate, name="estimate"),
+    path("runs/", views.run_create, name="create"),
+    path("runs/<int:pk>/", views.detail, name="detail"),
+    path("runs/<int:pk>/progress/", views.progress, name="progress"),
+]
