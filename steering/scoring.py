@@ -82,9 +82,15 @@ class RewardModelScorer:
         t0 = time.perf_counter()
         ids = [int(i) for i in image_ids]
         embeddings.embeddings_compute(backbone=self.version.backbone, image_ids=ids)
-        mine = inference.predict(
+        result = inference.predict(
             annotator=self.annotator, image_ids=ids, version=self.version
-        )["scores"]
+        )
+        if result.get("pending"):
+            raise Conflict(
+                f"{len(result['pending'])} candidate image(s) have no "
+                f"{self.version.backbone} embedding after embedding them."
+            )
+        mine = result["scores"]
         personal = [float(mine[i]) for i in ids]
         sums = [0.0] * len(ids)
         for rater in self.raters:

@@ -1,0 +1,163 @@
+"""The prompt-steering staff page in Chromium: a staff member picks an annotator
+and a prompt, sees the cost estimate follow the budget and backend, runs it, and
+watches a real Celery worker's rounds arrive until the before/after gallery shows
+both scores."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from config.celery import app as celery_app
+from steering.models import Optimization
+
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.slow]
+
+BROKER = os.environ.get("GENERATION_TEST_BROKER", "redis://127.0.0.1:6379/3")
+
+
+def _database_url() -> str:
+    s = connection.settings_dict
+    auth = s["USER"] + (f":{s['PASSWORD']}" if s["PASSWORD"] else "")
+    host = s["HOST"] or "127.0.0.1"
+    return f"postgres://{auth}@{host}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+def _reset_producers():
+    if celery_app._pool is not None:
+        celery_app._pool.force_close_all()
+    celery_app._pool = None
+    celery_app.amqp._producer_pool = None
+
+
+@pytest.fixture
+def worker(transactional_db, tmp_path):
+    redis = pytest.importorskip("redis")
+    client = redis.Redis.from_url(BROKER)
+    try:
+        client.ping()
+    except redis.exceptions.ConnectionError:
+        pytest.skip(f"Redis is not running at {BROKER}")
+    client.flushdb()
+    saved = (celery_app.conf.broker_url, celery_app.conf.broker_transport_options)
+    celery_app.conf.broker_url, celery_app.conf.broker_transport_options = BROKER, {}
+    _reset_producers()
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        "DATABASE_URL": _database_url(),
+        "CELERY_BROKER_URL": BROKER,
+        "DJANGO_MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        "PALATE_DATA_DIR": str(tmp_path / "worker-data"),
+    }
+    log = open(tmp_path / "worker.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "-c",
+            "1",
+            "-Q",
+            "default",
+            "-l",
+            "info",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-n",
+            f"steer-{os.getpid()}@%h",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=settings.BASE_DIR,
+    )
+    try:
+        yield proc, tmp_path / "worker.log"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        _reset_producers()
+        celery_app.conf.broker_url, celery_app.conf.broker_transport_options = saved
+        client.flushdb()
+
+
+def test_staff_runs_an_optimisation_and_watches_it(
+    steering_setup, worker, live_server, new_page, staff_user, settings
+):
+    study, annotators = steering_setup
+    settings.STEERING_COST_PER_IMAGE = {"flux": 0.05}
+    proc, log = worker
+    page = new_page()
+    page.goto(live_server.url + "/admin/login/?next=/steering/")
+    page.fill("#id_username", "staff")
+    page.fill("#id_password", "pw-staff-123")
+    page.click("input[type=submit]")
+    page.wait_for_url(re.compile(r"/steering/$"))
+    page.select_option("#id_target", f"{study.pk}:{annotators[2].pk}")
+    page.fill("#id_prompt", "a sailing boat on a lake")
+    page.select_option("#id_proposer", "beam")
+    # The estimate follows budget and backend before anything runs.
+    page.select_option("#id_backend", "flux")
+    page.fill("#id_max_images", "12")
+    flux = page.locator('#estimate tr[data-backend="flux"]')
+    flux.locator("td.cost", has_text="0.60 USD").wait_for()
+    assert flux.get_attribute("aria-current") == "true"
+    page.select_option("#id_backend", "procedural")
+    page.locator('#estimate tr[data-backend="procedural"][aria-current]').wait_for()
+    page.fill("#id_rounds", "3")
+    page.fill("#id_per_round", "3")
+    page.fill("#id_max_images", "10")
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/steering/runs/\d+/$"))
+    opt = Optimization.objects.get()
+    assert (opt.annotator_id, opt.max_images, opt.proposer) == (
+        annotators[2].pk,
+        10,
+        "beam",
+    )
+    # Rounds arrive while the page polls (no reload): the first row appears
+    # before the last one, then the run finishes and polling stops.
+    seen_rounds = set()
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        rows = page.locator("#steer-rounds tr[data-round]")
+        seen_rounds.add(rows.count())
+        if page.locator("#steer-status", has_text="Done").count():
+            break
+        assert proc.poll() is None, log.read_text()
+        page.wait_for_timeout(300)
+    else:
+        pytest.fail("the run did not finish:\n" + log.read_text())
+    assert page.locator("#steer-rounds tr[data-round]").count() == 4
+    assert len(seen_rounds - {0}) >= 2, seen_rounds  # partial states were shown
+    opt.refresh_from_db()
+    assert opt.status == "done" and opt.images_used == 10
+    before, after = page.locator("#steer-before"), page.locator("#steer-after")
+    assert before.locator("img").evaluate("i => i.naturalWidth") > 0
+    assert after.locator("img").evaluate("i => i.naturalWidth") > 0
+    assert "a sailing boat on a lake" in after.inner_text()
+    best = opt.round_rows.order_by("-index").first()
+    shown = float(after.locator(".personal").inner_text())
+    assert shown == pytest.approx(best.best_personal, abs=0.006)
+    shown = float(after.locator(".population").inner_text())
+    assert shown == pytest.approx(best.best_population, abs=0.006)
+    if os.environ.get("PALATE_SCREENSHOTS"):
+        from .conftest import SCREENSHOT_DIR
+
+        page.screenshot(path=str(SCREENSHOT_DIR / "steering-run.png"), full_page=True)
