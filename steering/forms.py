@@ -2,6 +2,7 @@
 
 from django import forms
 from django.db.models import Count
+from django.urls import reverse
 
 from annotation.models import Participation
 from generation.backends import BACKENDS
@@ -57,6 +58,17 @@ class OptimizationForm(forms.Form):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["target"].choices = target_choices()
+        # With htmx the cost table follows these two fields as they change.
+        for name in ("backend", "max_images"):
+            self.fields[name].widget.attrs.update(
+                {
+                    "hx-get": reverse("steering:estimate"),
+                    "hx-trigger": "change, input changed delay:300ms",
+                    "hx-target": "#estimate",
+                    "hx-swap": "outerHTML",
+                    "hx-include": "#id_backend, #id_max_images",
+                }
+            )
         assert set(dict(self.fields["proposer"].choices)) == set(PROPOSERS)
 
     def target_ids(self) -> tuple[int, int]:

@@ -16,6 +16,7 @@ from django.db import connection
 
 from config.celery import app as celery_app
 from steering.models import Optimization
+from tests.steering.conftest import steering_setup  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.slow]
 
@@ -98,7 +99,12 @@ def worker(transactional_db, tmp_path):
 
 
 def test_staff_runs_an_optimisation_and_watches_it(
-    steering_setup, worker, live_server, new_page, staff_user, settings
+    steering_setup,  # noqa: F811 (the imported fixture)
+    worker,
+    live_server,
+    new_page,
+    staff_user,
+    settings,
 ):
     study, annotators = steering_setup
     settings.STEERING_COST_PER_IMAGE = {"flux": 0.05}
