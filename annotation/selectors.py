@@ -165,8 +165,10 @@ def export_rating_queryset(
 ) -> QuerySet[Rating]:
     """The ratings an export carries. By default only valid ratings of annotators
     who are not excluded; ``include_excluded`` keeps excluded annotators with their
-    (invalidated) ratings, ``include_invalid`` keeps every invalid rating."""
-    qs = Rating.objects.filter(study=study)
+    (invalidated) ratings, ``include_invalid`` keeps every invalid rating.
+    Annotators who were erased (the right to be forgotten) are never exported,
+    whatever the flags."""
+    qs = Rating.objects.filter(study=study, annotator__erased_at__isnull=True)
     excluded = Q(annotator__status=Annotator.Status.EXCLUDED)
     if not include_excluded:
         qs = qs.exclude(excluded)

@@ -245,6 +245,16 @@ def dataset_plan(*, study: Study, root: Path | str) -> _Plan:
     plan.ratings = _read_ratings(root, fmt, study, plan)
     if not plan.ratings:
         raise InvalidInput("The export has no ratings.")
+    erased = list(
+        Annotator.objects.filter(
+            public_id__in=list(plan.annotators), erased_at__isnull=False
+        ).values_list("public_id", flat=True)[:5]
+    )
+    if erased:
+        raise InvalidInput(
+            f"Annotator(s) {', '.join(sorted(erased))} were erased on this instance "
+            "(the right to be forgotten): their ratings cannot be imported again."
+        )
     if Image.objects.filter(study=study).exists():
         raise InvalidInput(
             f"Study '{study.slug}' already has images: import into a new study."

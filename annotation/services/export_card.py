@@ -321,7 +321,8 @@ def _collection(study, options, asked, stats) -> list[str]:
         "",
         "Annotators appear only under a random pseudonymous id (`a-` followed by "
         "12 hex digits). No names, e-mail addresses, account names or "
-        "recruiting-platform ids are exported. Demographics: "
+        "recruiting-platform ids are exported, and nothing of annotators who asked "
+        "to be forgotten. Demographics: "
         + (
             ", ".join(f"`{f}`" for f in asked)
             + " as self-reported, only for annotators who consented in this study."

@@ -311,6 +311,22 @@ def test_excluded_annotators_left_out_unless_asked(tmp_path):
     assert flags[excluded.public_id] is True and sum(flags.values()) == 1
 
 
+def test_erased_annotators_are_never_exported(tmp_path):
+    study = rated_study()
+    erased = Rating.objects.order_by("pk").first().annotator
+    services.annotator_erase(annotator_id=erased.pk, reason="asked")
+    n_theirs = Rating.objects.filter(annotator=erased).count()
+    report = dataset_export(
+        study=study,
+        out=tmp_path / "ds",
+        options=ExportOptions(include_excluded=True, include_invalid=True),
+    )
+    assert report["ratings"] == 18 - n_theirs
+    for path in (tmp_path / "ds").rglob("*"):
+        if path.is_file():
+            assert erased.public_id.encode() not in path.read_bytes()
+
+
 def test_invalid_ratings_left_out_unless_asked(tmp_path):
     study = rated_study()
     bad = Rating.objects.order_by("pk").first()

@@ -196,6 +196,11 @@ def test_bad_imports_change_nothing(tmp_path):
     # Not an export at all.
     with pytest.raises(CommandError, match="holds no Palate dataset export"):
         call_command("import_dataset", "c1", str(tmp_path))
+    # Someone in the export was erased here since: never imported again.
+    someone = Annotator.objects.order_by("pk").first()
+    services.annotator_erase(annotator_id=someone.pk)
+    with pytest.raises(InvalidInput, match="were erased on this instance"):
+        dataset_import(study=new_study(original, "after-erasure"), root=tmp_path / "a")
     assert Image.objects.exclude(study=original).count() == 0
     assert Rating.objects.exclude(study=original).count() == 0
     assert stored_files(media) == files_before
