@@ -3,11 +3,9 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.decorators.http import require_GET
 from django.views.static import serve
-from drf_spectacular.views import (
-    SpectacularAPIView,
-    SpectacularRedocView,
-    SpectacularSwaggerView,
-)
+from drf_spectacular.views import SpectacularRedocView, SpectacularSwaggerView
+
+from core.schema import SchemaView
 
 
 @require_GET
@@ -25,7 +23,7 @@ api_v1 = [
     path("", include("annotation.api.urls")),
     path("", include("rewardmodel.api.urls")),
     path("", include("generation.api.urls")),
-    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("schema/", SchemaView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
 ]

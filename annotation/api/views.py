@@ -28,7 +28,15 @@ from .serializers import (
 )
 
 
-@extend_schema(methods=["GET"], responses=StudySerializer(many=True))
+@extend_schema(
+    methods=["GET"],
+    responses=StudyPublicSerializer(many=True),
+    description=(
+        "The studies the caller may see: staff every study, an annotator those "
+        "they joined. Annotators get these fields; staff get the full study "
+        "(every field of Study) in each row."
+    ),
+)
 @extend_schema(
     methods=["POST"], request=StudySerializer, responses={201: StudySerializer}
 )

@@ -162,3 +162,19 @@ class PredictResponseSerializer(serializers.Serializer):
     how = serializers.CharField()
     scores = serializers.DictField(child=serializers.FloatField())
     ranking = serializers.ListField(child=serializers.IntegerField())
+
+
+def paginated(serializer_class) -> type[serializers.Serializer]:
+    """The page ``LimitOffsetPagination`` answers, for the schema: count, next,
+    previous and the rows."""
+    name = serializer_class.__name__.removesuffix("Serializer")
+    return type(
+        f"Paginated{name}ListSerializer",
+        (serializers.Serializer,),
+        {
+            "count": serializers.IntegerField(),
+            "next": serializers.URLField(allow_null=True),
+            "previous": serializers.URLField(allow_null=True),
+            "results": serializer_class(many=True),
+        },
+    )

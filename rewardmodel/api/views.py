@@ -2,7 +2,7 @@
 services; nothing here imports torch (``inference`` does so lazily on a predict)."""
 
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.decorators import api_view, permission_classes
 from rest_framework.exceptions import ValidationError
@@ -22,6 +22,7 @@ from .serializers import (
     PredictResponseSerializer,
     TrainingRequestSerializer,
     TrainingRunSerializer,
+    paginated,
 )
 
 
@@ -59,14 +60,31 @@ def training_detail(request: Request, run_id: int) -> Response:
     return Response(TrainingRunSerializer(run).data)
 
 
-@extend_schema(responses=ModelVersionSerializer(many=True))
+_PAGE = [
+    OpenApiParameter("limit", int, description="Page size (at most 1000)."),
+    OpenApiParameter("offset", int, description="Rows to skip."),
+]
+
+
+@extend_schema(responses=paginated(ModelVersionSerializer), parameters=_PAGE)
 @api_view(["GET"])
 @permission_classes([IsAdminUser])
 def version_list(request: Request) -> Response:
     return _paginated(request, selectors.version_list(), ModelVersionSerializer)
 
 
-@extend_schema(responses=AnnotatorMetricSerializer(many=True))
+@extend_schema(
+    responses=paginated(AnnotatorMetricSerializer),
+    parameters=[
+        *_PAGE,
+        OpenApiParameter(
+            "split",
+            str,
+            enum=AnnotatorMetric.Split.values,
+            description="Only one split.",
+        ),
+    ],
+)
 @api_view(["GET"])
 @permission_classes([IsAdminUser])
 def version_annotators(request: Request, version_id: int) -> Response:
