@@ -62,6 +62,7 @@ from core.exceptions import (
 
 from ..models import Annotator, Assignment, Image, Participation, Rating, Study
 from ..splits import split_assign
+from . import engine_sql
 from .studies import participation_get_or_create
 
 # How many live leases one claim call may hold for an annotator. The rating page
@@ -77,6 +78,11 @@ _dealer = random.Random()
 def engine_seed(*, seed: int) -> None:
     """Make the engine's dealing reproducible (tests, seeded benchmarks)."""
     _dealer.seed(seed)
+
+
+def engine_dealer() -> random.Random:
+    """The dealer the engine draws from (the SQL path is handed its draws)."""
+    return _dealer
 
 
 def annotator_set_status(*, annotator: Annotator, status: str, reason: str = "") -> int:
@@ -323,6 +329,18 @@ def assignment_claim(
         raise InvalidInput(f"hold must be between 1 and {MAX_HOLD}.")
     now = now or timezone.now()
     with transaction.atomic():
+        if engine_sql.enabled():
+            outcome, _, leases = engine_sql.claim(
+                annotator_id=annotator.pk,
+                study_id=study.pk,
+                hold=hold,
+                now=now,
+                dealer=_dealer,
+            )
+            if outcome != engine_sql.SLOW:
+                for lease in leases:
+                    lease.study, lease.annotator = study, annotator
+                return leases
         _lock_status(annotator)
         _check_can_work(annotator, study)
         # Serialises this annotator's own claims (quota, hold) and nobody else's.
@@ -407,6 +425,16 @@ def rating_submit(
     now = now or timezone.now()
     try:
         with transaction.atomic():
+            if engine_sql.enabled() and engine_sql.plain_score(score):
+                outcome, rating = engine_sql.submit(
+                    assignment_id=assignment_id,
+                    annotator_id=annotator.pk,
+                    score=score,
+                    now=now,
+                )
+                if rating is not None:
+                    rating.annotator = annotator
+                    return rating, True
             return _rating_submit(assignment_id, annotator, score, now)
     except IntegrityError:
         # Only reachable when a rating of this pair exists outside this

@@ -1,0 +1,135 @@
+"""The engine's common path as one round trip to PostgreSQL.
+
+``palate_claim`` and ``palate_submit`` (installed by migration
+``0005_engine_sql``) do what ``engine.assignment_claim`` and ``engine.rating_submit``
+do on their common path, with the same locks, conditional updates and rows, in one
+statement each. Anything else comes back as ``SLOW`` before they have changed
+anything the Python path would not also change, and the caller then runs the
+Python path in the same transaction: errors, retries and rare cases keep exactly
+one implementation.
+
+The functions can also authenticate a DRF token themselves (``token=``), so the
+hot API views make one query per request (``annotation.api.hot``); ``AUTH`` then
+means "no active annotator behind this token, or no such study": let the DRF view
+answer.
+
+SQLite has no functions: ``enabled()`` is False there and the Python path runs.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime
+
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from ..models import Assignment, Image, Rating
+
+SLOW = "slow"
+AUTH = "auth"
+
+_CLAIM = "SELECT * FROM palate_claim(%s, %s, %s, %s, %s, %s::int[])"
+_SUBMIT = "SELECT * FROM palate_submit(%s, %s, %s, %s, %s, %s)"
+_IMAGE_FIELDS = ["id", "file", "width", "height"]
+
+
+def enabled() -> bool:
+    """Whether the SQL path is installed and wanted (``PALATE_SQL_ENGINE``)."""
+    return connection.vendor == "postgresql" and settings.PALATE_SQL_ENGINE
+
+
+def claim(
+    *,
+    study_id: int,
+    hold: int,
+    now: datetime,
+    dealer: random.Random,
+    annotator_id: int | None = None,
+    token: str | None = None,
+) -> tuple[str, int | None, list[Assignment]]:
+    """(outcome, annotator id, leases): ``ok`` with the leases, ``none`` when
+    nothing is left, ``SLOW`` or ``AUTH`` (see the module docstring)."""
+    # One random starting point per level tried; a claim rarely needs more than
+    # one per lease, and the function draws its own beyond these.
+    starts = [dealer.randrange(2**31) for _ in range(2 * hold + 2)]
+    with connection.cursor() as cursor:
+        cursor.execute(_CLAIM, [annotator_id, token, study_id, hold, now, starts])
+        rows = cursor.fetchall()
+    outcome, annotator_id = rows[0][0], rows[0][1]
+    if outcome != "ok":
+        return outcome, annotator_id, []
+    leases = []
+    for (
+        _,
+        annotator_pk,
+        pk,
+        image_id,
+        file,
+        width,
+        height,
+        leased,
+        expires,
+        shown,
+    ) in rows:
+        lease = Assignment(
+            pk=pk,
+            study_id=study_id,
+            image_id=image_id,
+            annotator_id=annotator_pk,
+            status=Assignment.Status.LEASED,
+            leased_at=leased,
+            expires_at=expires,
+            shown_at=shown,
+        )
+        lease._state.adding = False
+        lease._state.db = connection.alias
+        lease.image = Image.from_db(
+            connection.alias, _IMAGE_FIELDS, (image_id, file, width, height)
+        )
+        leases.append(lease)
+    return outcome, annotator_id, leases
+
+
+def plain_score(score) -> bool:
+    """A score the SQL path may take as is (anything else: the Python path's
+    validation answers)."""
+    return (
+        not isinstance(score, bool) and isinstance(score, int) and -100 <= score <= 100
+    )
+
+
+def submit(
+    *,
+    assignment_id: int,
+    score: int,
+    now: datetime,
+    annotator_id: int | None = None,
+    token: str | None = None,
+) -> tuple[str, Rating | None]:
+    """(``created``, the new rating), or (``SLOW`` / ``AUTH``, None)."""
+    created = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _SUBMIT, [annotator_id, token, assignment_id, score, now, created]
+        )
+        row = cursor.fetchone()
+    outcome, annotator_pk, pk, study_id, image_id, ms, created_at, split = row
+    if outcome != "created":
+        return outcome, None
+    rating = Rating(
+        pk=pk,
+        study_id=study_id,
+        image_id=image_id,
+        annotator_id=annotator_pk,
+        assignment_id=assignment_id,
+        score=score,
+        time_on_item_ms=ms,
+        is_valid=True,
+        split=split,
+        created_at=created_at,
+    )
+    rating._state.adding = False
+    rating._state.db = connection.alias
+    return outcome, rating

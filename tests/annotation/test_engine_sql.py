@@ -1,0 +1,194 @@
+"""The engine's one-round-trip SQL path (annotation/services/engine_sql.py and the
+PL/pgSQL of migration 0005): one query per claim and per rating, the same rows as
+the Python path, the same split and time on item."""
+
+import random
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
+
+from annotation import services
+from annotation.models import Assignment, Image, Participation, Rating
+from annotation.splits import split_assign
+from tests.factories import AnnotatorFactory, StudyFactory, join, make_images
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
+
+
+@pytest.fixture
+def annotator(study):
+    """An annotator who joined ``study`` through its link."""
+    return join(AnnotatorFactory(), study)
+
+
+def engine_queries(context) -> list[str]:
+    return [
+        q["sql"]
+        for q in context.captured_queries
+        if "SAVEPOINT" not in q["sql"].upper()
+    ]
+
+
+def test_split_in_sql_is_split_assign(study):
+    ids = range(1, 400, 3)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT s, i, a, palate_split(s, i, a) FROM generate_series(1, 3) s, "
+            "unnest(%s::bigint[]) i, unnest(%s::bigint[]) a",
+            [list(ids), list(ids)],
+        )
+        rows = cursor.fetchall()
+    assert len(rows) == 3 * len(ids) ** 2
+    seen = set()
+    for s, i, a, split in rows:
+        assert split == split_assign(study_id=s, image_id=i, annotator_id=a)
+        seen.add(split)
+    assert len(seen) == 5  # every split occurs: the comparison means something
+
+
+def test_service_claim_and_submit_are_one_statement_each(study, annotator):
+    make_images(study, 3)
+    services.assignment_claim(annotator=annotator, study=study)  # participation
+    with CaptureQueriesContext(connection) as claim:
+        lease = services.assignment_claim(annotator=annotator, study=study, hold=2)
+    assert len(lease) == 2
+    assert [q.split("(")[0] for q in engine_queries(claim)] == [
+        "SELECT * FROM palate_claim"
+    ]
+    with CaptureQueriesContext(connection) as submit:
+        rating, created = services.rating_submit(
+            assignment_id=lease[0].pk, annotator=annotator, score=4
+        )
+    assert created and rating.pk == Rating.objects.get().pk
+    assert [q.split("(")[0] for q in engine_queries(submit)] == [
+        "SELECT * FROM palate_submit"
+    ]
+
+
+def test_api_claim_and_rating_are_one_query_each(
+    client, study, annotator, django_assert_num_queries
+):
+    make_images(study, 3)
+    services.assignment_claim(annotator=annotator, study=study)
+    services.rating_submit(
+        assignment_id=Assignment.objects.get().pk, annotator=annotator, score=2
+    )
+    token = Token.objects.create(user=annotator.user)
+    auth = {"HTTP_AUTHORIZATION": f"Token {token.key}"}
+    url = f"/api/v1/studies/{study.pk}/assignments/next/"
+    with django_assert_num_queries(1):
+        r = client.post(url, **auth)
+    assert r.status_code == 200
+    with django_assert_num_queries(1):
+        r = client.post(
+            f"/api/v1/assignments/{r.json()['id']}/rating/",
+            {"score": 6},
+            content_type="application/json",
+            **auth,
+        )
+    assert r.status_code == 201 and r.json()["score"] == 6
+
+
+def _scenario(settings, sql: bool):
+    """Claims, ratings, a retry, a skip and an expired lease for two annotators,
+    at fixed times with the dealer seeded per claim. Returns the rows it left,
+    with images named by their position in the study."""
+    settings.PALATE_SQL_ENGINE = sql
+    study = StudyFactory(raters_per_image=2, quota_per_annotator=4, lease_seconds=60)
+    images = make_images(study, 5, start=100 if sql else 200)
+    index = {img.pk: n for n, img in enumerate(images)}
+    for img, n in index.items():  # the same "random" order in both studies
+        Image.objects.filter(pk=img).update(shuffle=(n * 7919) % 10007)
+    people = [join(AnnotatorFactory(), study) for _ in range(2)]
+    t0 = timezone.now().replace(microsecond=123457)
+    step = 0
+
+    def claim(who, hold, at):
+        nonlocal step
+        step += 1
+        random.seed(step)
+        return services.assignment_claim(
+            annotator=who, study=study, hold=hold, now=t0 + at
+        )
+
+    def rate(who, lease, score, at):
+        return services.rating_submit(
+            assignment_id=lease.pk, annotator=who, score=score, now=t0 + at
+        )
+
+    a, b = people
+    first = claim(a, 2, timedelta(0))
+    rate(a, first[0], 3, timedelta(seconds=1.234567))
+    rate(a, first[0], 3, timedelta(seconds=2))  # a retry: no-op
+    second = claim(a, 2, timedelta(seconds=3))
+    services.assignment_skip(
+        assignment_id=second[0].pk, annotator=a, now=t0 + timedelta(seconds=3)
+    )
+    claim(b, 1, timedelta(seconds=4))
+    late = claim(b, 1, timedelta(seconds=5))[0]
+    rate(b, late, 7, timedelta(seconds=200))  # lease ran out, image still has room
+    for n in range(3):
+        lease = claim(b, 1, timedelta(seconds=300 + n))
+        if lease:
+            rate(b, lease[0], 1 + n, timedelta(seconds=301 + n, microseconds=9))
+    assignments = sorted(
+        (
+            people.index(x.annotator),
+            index[x.image_id],
+            x.status,
+            x.leased_at - t0,
+            x.shown_at and x.shown_at - t0,
+            x.expires_at - t0,
+            x.finished_at and x.finished_at - t0,
+        )
+        for x in Assignment.objects.filter(study=study).select_related("annotator")
+    )
+    ratings = sorted(
+        (
+            people.index(r.annotator),
+            index[r.image_id],
+            r.score,
+            r.time_on_item_ms,
+            r.split
+            == split_assign(
+                study_id=study.pk, image_id=r.image_id, annotator_id=r.annotator_id
+            ),
+        )
+        for r in Rating.objects.filter(study=study).select_related("annotator")
+    )
+    counters = [
+        (img.rating_count, img.lease_count)
+        for img in sorted(study.images.all(), key=lambda i: index[i.pk])
+    ]
+    started = [
+        p.started_at - t0
+        for p in Participation.objects.filter(study=study).order_by("annotator_id")
+    ]
+    return assignments, ratings, counters, started
+
+
+def test_sql_and_python_paths_leave_the_same_rows(settings, db):
+    by_sql = _scenario(settings, sql=True)
+    by_python = _scenario(settings, sql=False)
+    assert by_sql == by_python
+    assignments, ratings, _, _ = by_sql
+    assert len(ratings) >= 4 and all(ok for *_, ok in ratings)
+    assert {a[2] for a in assignments} >= {"submitted", "skipped", "leased"}
+
+
+def test_paths_are_really_different(settings, db, django_assert_max_num_queries):
+    """The comparison above is not Python against itself: with the setting off,
+    a claim is several statements again."""
+    settings.PALATE_SQL_ENGINE = False
+    study = StudyFactory(raters_per_image=2)
+    make_images(study, 2)
+    annotator = join(AnnotatorFactory(), study)
+    services.assignment_claim(annotator=annotator, study=study)
+    with CaptureQueriesContext(connection) as context:
+        services.assignment_claim(annotator=annotator, study=study, hold=2)
+    assert len(engine_queries(context)) > 3
+    assert not any("palate_claim" in q for q in engine_queries(context))
