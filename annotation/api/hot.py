@@ -163,7 +163,7 @@ def _token_key(request: HttpRequest) -> str | None:
     parts = request.META.get("HTTP_AUTHORIZATION", "").split()
     if len(parts) != 2 or parts[0].lower() != "token":
         return None
-    return parts[1]
+    return parts[1] if token_key_plausible(parts[1]) else None
 
 
 def _lease_response(request: HttpRequest, lease: Assignment) -> HttpResponse:

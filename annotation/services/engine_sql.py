@@ -1,7 +1,7 @@
 """The engine's common path as one round trip to PostgreSQL.
 
 ``palate_claim`` and ``palate_submit`` (installed by migration
-``0005_engine_sql``) do what ``engine.assignment_claim`` and ``engine.rating_submit``
+``0006_engine_sql``) do what ``engine.assignment_claim`` and ``engine.rating_submit``
 do on their common path, with the same locks, conditional updates and rows, in one
 statement each. Anything else comes back as ``SLOW`` before they have changed
 anything the Python path would not also change, and the caller then runs the
@@ -24,6 +24,8 @@ from datetime import datetime
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
+
+from core.validation import BIGINT_MAX
 
 from ..models import Assignment, Image, Rating
 
@@ -51,6 +53,8 @@ def claim(
 ) -> tuple[str, int | None, list[Assignment]]:
     """(outcome, annotator id, leases): ``ok`` with the leases, ``none`` when
     nothing is left, ``SLOW`` or ``AUTH`` (see the module docstring)."""
+    if not 0 < study_id <= BIGINT_MAX:
+        return SLOW, None, []  # no such row; the Python path says so
     # One random starting point per level tried; a claim rarely needs more than
     # one per lease, and the function draws its own beyond these.
     starts = [dealer.randrange(2**31) for _ in range(2 * hold + 2)]
@@ -109,6 +113,8 @@ def submit(
     token: str | None = None,
 ) -> tuple[str, Rating | None]:
     """(``created``, the new rating), or (``SLOW`` / ``AUTH``, None)."""
+    if not 0 < assignment_id <= BIGINT_MAX:
+        return SLOW, None
     created = timezone.now()
     with connection.cursor() as cursor:
         cursor.execute(

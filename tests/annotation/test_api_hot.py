@@ -197,3 +197,15 @@ def test_schema_documents_the_fast_endpoints(client, staff_user):
     assert {"200", "201", "409"} <= set(rate["responses"])
     assert "RatingInput" in json.dumps(rate["requestBody"])
     assert {"tokenAuth", "cookieAuth"} <= {k for s in claim["security"] for k in s}
+
+
+def test_ids_past_bigint_and_odd_tokens_are_refused_not_crashed(study, annotator):
+    make_images(study, 1)
+    api = token_client(annotator)
+    huge = 2**63
+    assert api.post(f"/api/v1/studies/{huge}/assignments/next/").status_code == 404
+    r = api.post(rating_url(huge), {"score": 3}, content_type="application/json")
+    assert r.status_code == 404
+    odd = Client(HTTP_AUTHORIZATION="Token " + "z" * 40)
+    assert odd.post(next_url(study)).status_code == 403
+    assert not Assignment.objects.exists()

@@ -299,6 +299,6 @@ def uninstall(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("annotation", "0004_export")]
+    dependencies = [("annotation", "0005_study_image_bounds")]
 
     operations = [migrations.RunPython(install, uninstall, elidable=False)]
