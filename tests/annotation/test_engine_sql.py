@@ -3,11 +3,13 @@ PL/pgSQL of migration 0005): one query per claim and per rating, the same rows a
 the Python path, the same split and time on item."""
 
 import random
+import re
 from datetime import timedelta
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
@@ -192,3 +194,29 @@ def test_paths_are_really_different(settings, db, django_assert_max_num_queries)
         services.assignment_claim(annotator=annotator, study=study, hold=2)
     assert len(engine_queries(context)) > 3
     assert not any("palate_claim" in q for q in engine_queries(context))
+
+
+def test_htmx_rating_round_trip_is_lean_and_writes_no_session(client, study):
+    """A key press: the rating and the next two leases are one statement each, the
+    session is read but never written, and the fragment comes back."""
+    make_images(study, 6, start=300)
+    r = client.post(
+        reverse("annotation:join", args=[study.slug]),
+        {"t": study.invite_token, "agree": "on"},
+    )
+    assert r.status_code == 302
+    client.post(reverse("annotation:start", args=[study.slug]))
+    page = client.get(reverse("annotation:rate", args=[study.slug])).content.decode()
+    for score in (3, 5):
+        current = re.search(r'data-assignment="(\d+)"', page).group(1)
+        url = reverse("annotation:rate_submit", args=[study.slug, current])
+        with CaptureQueriesContext(connection) as context:
+            r = client.post(url, {"score": str(score)}, HTTP_HX_REQUEST="true")
+        assert r.status_code == 200 and "sessionid" not in r.cookies
+        page = r.content.decode()
+        sql = engine_queries(context)
+        assert not [q for q in sql if "django_session" in q and "SELECT" not in q]
+        assert sum("palate_" in q for q in sql) == 2
+        # study, session, user, annotator, rating, participation, claim, progress
+        assert len(sql) <= 8, sql
+    assert Rating.objects.filter(study=study).count() == 2
