@@ -18,7 +18,6 @@ drf-spectacular documents them at ``/api/v1/schema/``.
 from __future__ import annotations
 
 import json
-import random
 import re
 from collections.abc import Callable
 from datetime import datetime
@@ -181,7 +180,11 @@ def assignment_next(request: HttpRequest, study_id: int) -> HttpResponse:
     if key is not None and engine_sql.enabled():
         # One statement: token, annotator, locks, claim (engine_sql).
         outcome, _, leases = engine_sql.claim(
-            token=key, study_id=study_id, hold=1, now=timezone.now(), dealer=random
+            token=key,
+            study_id=study_id,
+            hold=1,
+            now=timezone.now(),
+            dealer=services.engine_dealer(),
         )
         if outcome == "ok":
             return _lease_response(request, leases[0])

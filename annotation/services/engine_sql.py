@@ -1,7 +1,7 @@
 """The engine's common path as one round trip to PostgreSQL.
 
 ``palate_claim`` and ``palate_submit`` (installed by migration
-``0006_engine_sql``) do what ``engine.assignment_claim`` and ``engine.rating_submit``
+``0007_engine_sql``) do what ``engine.assignment_claim`` and ``engine.rating_submit``
 do on their common path, with the same locks, conditional updates and rows, in one
 statement each. Anything else comes back as ``SLOW`` before they have changed
 anything the Python path would not also change, and the caller then runs the

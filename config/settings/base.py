@@ -239,7 +239,7 @@ LOGGING = {
 # --- Palate -------------------------------------------------------------------
 # Largest image accepted, in pixels (decompression-bomb guard).
 # The claim and the submit as one round trip each (PL/pgSQL, migration
-# annotation 0006); off: the engine's Python path on PostgreSQL too (benchmarks).
+# annotation 0007); off: the engine's Python path on PostgreSQL too (benchmarks).
 PALATE_SQL_ENGINE = env_bool("PALATE_SQL_ENGINE", True)
 PALATE_MAX_IMAGE_PIXELS = int(os.environ.get("PALATE_MAX_IMAGE_PIXELS", 40_000_000))
 PALATE_MAX_UPLOAD_BYTES = int(

@@ -299,6 +299,6 @@ def uninstall(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("annotation", "0005_study_image_bounds")]
+    dependencies = [("annotation", "0006_protect_records_erasure_integrity_alert")]
 
     operations = [migrations.RunPython(install, uninstall, elidable=False)]
