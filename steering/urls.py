@@ -10,6 +10,6 @@ urlpatterns = [
     path("", views.index, name="index"),
     path("estimate/", views.estimate, name="estimate"),
     path("runs/", views.run_create, name="create"),
-    path("runs/<int:pk>/", views.detail, name="detail"),
-    path("runs/<int:pk>/progress/", views.progress, name="progress"),
+    path("runs/<int:optimization_id>/", views.detail, name="detail"),
+    path("runs/<int:optimization_id>/progress/", views.progress, name="progress"),
 ]

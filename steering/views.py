@@ -89,7 +89,7 @@ def run_create(request: HttpRequest) -> HttpResponse:
             form.add_error(None, exc.message)
         else:
             messages.success(request, f"Optimisation {opt.pk} queued.")
-            return redirect("steering:detail", pk=opt.pk)
+            return redirect("steering:detail", optimization_id=opt.pk)
     ctx = _index_context(
         form,
         _max_images(request.POST.get("max_images")),
@@ -118,12 +118,14 @@ def _get(pk: int) -> Optimization:
 
 @require_GET
 @staff_member_required
-def detail(request: HttpRequest, pk: int) -> HttpResponse:
-    return render(request, "steering/detail.html", _detail_context(_get(pk)))
+def detail(request: HttpRequest, optimization_id: int) -> HttpResponse:
+    opt = _get(optimization_id)
+    return render(request, "steering/detail.html", _detail_context(opt))
 
 
 @require_GET
 @staff_member_required
-def progress(request: HttpRequest, pk: int) -> HttpResponse:
+def progress(request: HttpRequest, optimization_id: int) -> HttpResponse:
     """Rounds, gallery and candidates (what the page polls)."""
-    return render(request, "steering/detail.html#progress", _detail_context(_get(pk)))
+    opt = _get(optimization_id)
+    return render(request, "steering/detail.html#progress", _detail_context(opt))

@@ -32,6 +32,7 @@ from annotation.services import export_jobs
 from generation import services as generation_services
 from rewardmodel import services as rm_services
 from rewardmodel.models import ModelVersion
+from steering.models import Optimization
 from tests.factories import StudyFactory, make_images
 
 pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
@@ -67,6 +68,11 @@ PAGES = {
     "generation:job_progress": {"GET": STAFF},
     "generation:job_cancel": {"POST": STAFF},
     "generation:job_retry": {"POST": STAFF},
+    "steering:index": {"GET": STAFF},
+    "steering:estimate": {"GET": STAFF},
+    "steering:create": {"POST": STAFF},
+    "steering:detail": {"GET": STAFF},
+    "steering:progress": {"GET": STAFF},
     "media": {"GET": ALL},  # image files: public, named by their sha256
     "schema": {"GET": ALL},
     "api-docs": {"GET": ALL},
@@ -181,6 +187,16 @@ def world(db, staff_user):
         checkpoint_sha256="0" * 64,
     )
     export = export_jobs.export_create(study=a, fmt="csv")
+    optimization = Optimization.objects.create(
+        study=a,
+        annotator=member,
+        base_prompt="a red circle",
+        proposer="beam",
+        backend="procedural",
+        rounds=1,
+        per_round=1,
+        max_images=2,
+    )
     values = {
         "slug": a.slug,
         "study_id": a.pk,
@@ -190,6 +206,7 @@ def world(db, staff_user):
         "run_id": run.pk,
         "version_id": version.pk,
         "export_id": export.pk,
+        "optimization_id": optimization.pk,
     }
     return {"a": a, "clients": clients, "tokens": tokens, "values": values}
 
