@@ -58,10 +58,21 @@ class _NotJoined(NotPermitted):
 # --- helpers --------------------------------------------------------------------
 
 
+def _self_hosted_images_only(tag: str, attr: str, value: str) -> str | None:
+    """nh3 attribute filter: an image may only come from this site (a path such
+    as ``/media/...``), so instructions cannot embed a remote tracking pixel."""
+    if tag == "img" and attr in ("src", "srcset"):
+        if attr == "srcset" or not value.startswith("/") or value.startswith("//"):
+            return None
+    return value
+
+
 def _markdown(text: str) -> str:
-    """Researcher-written Markdown, sanitised (nh3 keeps only harmless tags)."""
+    """Researcher-written Markdown, sanitised (nh3 keeps only harmless tags, and
+    images only from this site)."""
     html = markdown.markdown(text or "", extensions=["sane_lists"])
-    return mark_safe(nh3.clean(html))  # sanitised just above
+    clean = nh3.clean(html, attribute_filter=_self_hosted_images_only)
+    return mark_safe(clean)  # sanitised just above
 
 
 def _study(slug: str) -> Study:

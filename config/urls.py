@@ -3,7 +3,7 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.decorators.http import require_GET
 from django.views.static import serve
-from drf_spectacular.views import SpectacularRedocView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularRedocView, SpectacularSwaggerSplitView
 
 from core.schema import SchemaView
 
@@ -24,7 +24,11 @@ api_v1 = [
     path("", include("rewardmodel.api.urls")),
     path("", include("generation.api.urls")),
     path("schema/", SchemaView.as_view(), name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    # The split view serves Swagger UI's start script as a file (no inline script,
+    # which the Content-Security-Policy refuses).
+    path(
+        "docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="api-docs"
+    ),
     path("redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
 ]
 

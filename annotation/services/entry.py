@@ -3,6 +3,7 @@ demographics, starting and completing."""
 
 import hmac
 import re
+import secrets
 from datetime import datetime
 
 from django.db import IntegrityError, transaction
@@ -185,6 +186,16 @@ def participation_start(*, participation: Participation) -> Participation:
     return participation
 
 
+# No 0/O or 1/I/L: codes are read off the screen and typed.
+_CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
+
+
+def completion_code_new() -> str:
+    """A per-participation completion code nobody can guess from another one
+    (12 random characters, about 59 bits), unlike a sequence number."""
+    return "PAL-" + "".join(secrets.choice(_CODE_ALPHABET) for _ in range(12))
+
+
 def participation_complete(*, participation: Participation) -> Participation:
     """Mark finished and fix the completion code shown (idempotent)."""
     with transaction.atomic():
@@ -195,8 +206,6 @@ def participation_complete(*, participation: Participation) -> Participation:
         )
         if p.completed_at is None:
             p.completed_at = timezone.now()
-            p.completion_code = (
-                p.study.completion_code or f"PAL-{p.study_id}-{p.pk:06d}"
-            )
+            p.completion_code = p.study.completion_code or completion_code_new()
             p.save(update_fields=["completed_at", "completion_code"])
     return p
