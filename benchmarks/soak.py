@@ -220,7 +220,7 @@ def chaos(harness: Harness, shared: Shared, study_id: int, token: str, victims):
         (0.65, "exclude"),
         (0.80, "kill worker"),
     ]
-    last_sweep = 0.0
+    last_sweep = last_print = 0.0
     n_worker = 1
     while not shared.done.is_set():
         time.sleep(1.0)
@@ -228,6 +228,11 @@ def chaos(harness: Harness, shared: Shared, study_id: int, token: str, victims):
         if now - last_sweep >= 5:  # what beat would do, more often
             app.send_task("annotation.sweep_expired_leases")
             last_sweep = now
+        if now - last_print >= 30:
+            elapsed = now - harness.t0
+            n = shared.counts["submit 201"]
+            print(f"  {elapsed:7.1f}s  {n} ratings", flush=True)
+            last_print = now
         done = shared.counts["submit 201"] / total
         while plan and done >= plan[0][0]:
             _, what = plan.pop(0)
