@@ -126,10 +126,14 @@ def image_create(
         provenance=provenance or {},
         target_ratings=study.raters_per_image,
     )
+    if info.normalised:
+        image.provenance = {**image.provenance, "normalised": info.normalised}
     # Everything about the row is checked before the file is written, so a bad
     # row leaves no file behind; and a row that still fails removes its file.
     fields_check(image, exclude=("file", "study"))
-    image.file.save(f"{info.sha256}.{info.extension}", ContentFile(data), save=False)
+    image.file.save(
+        f"{info.sha256}.{info.extension}", ContentFile(info.data), save=False
+    )
     try:
         with transaction.atomic():
             image.save()
