@@ -4,6 +4,7 @@ import pytest
 from django.db import connection
 
 from annotation import services
+from tests.celery_worker import redis_broker  # noqa: F401 (fixture for e2e tests)
 from tests.factories import AnnotatorFactory, StudyFactory
 
 

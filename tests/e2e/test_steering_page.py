@@ -5,97 +5,21 @@ both scores."""
 
 import os
 import re
-import signal
-import subprocess
-import sys
 import time
 
 import pytest
-from django.conf import settings
-from django.db import connection
 
-from config.celery import app as celery_app
 from steering.models import Optimization
+from tests.celery_worker import running_worker
 from tests.steering.conftest import steering_setup  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.slow]
 
-BROKER = os.environ.get("GENERATION_TEST_BROKER", "redis://127.0.0.1:6379/3")
-
-
-def _database_url() -> str:
-    s = connection.settings_dict
-    auth = s["USER"] + (f":{s['PASSWORD']}" if s["PASSWORD"] else "")
-    host = s["HOST"] or "127.0.0.1"
-    return f"postgres://{auth}@{host}:{s['PORT'] or 5432}/{s['NAME']}"
-
-
-def _reset_producers():
-    if celery_app._pool is not None:
-        celery_app._pool.force_close_all()
-    celery_app._pool = None
-    celery_app.amqp._producer_pool = None
-
 
 @pytest.fixture
-def worker(transactional_db, tmp_path):
-    redis = pytest.importorskip("redis")
-    client = redis.Redis.from_url(BROKER)
-    try:
-        client.ping()
-    except redis.exceptions.ConnectionError:
-        pytest.skip(f"Redis is not running at {BROKER}")
-    client.flushdb()
-    saved = (celery_app.conf.broker_url, celery_app.conf.broker_transport_options)
-    celery_app.conf.broker_url, celery_app.conf.broker_transport_options = BROKER, {}
-    _reset_producers()
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings.test",
-        "DATABASE_URL": _database_url(),
-        "CELERY_BROKER_URL": BROKER,
-        "DJANGO_MEDIA_ROOT": str(settings.MEDIA_ROOT),
-        "PALATE_DATA_DIR": str(tmp_path / "worker-data"),
-    }
-    log = open(tmp_path / "worker.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "worker",
-            "-c",
-            "1",
-            "-Q",
-            "default",
-            "-l",
-            "info",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            "-n",
-            f"steer-{os.getpid()}@%h",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=settings.BASE_DIR,
-    )
-    try:
-        yield proc, tmp_path / "worker.log"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        _reset_producers()
-        celery_app.conf.broker_url, celery_app.conf.broker_transport_options = saved
-        client.flushdb()
+def worker(redis_broker, transactional_db, tmp_path):
+    with running_worker(broker=redis_broker, tmp_path=tmp_path, name="steer") as w:
+        yield w
 
 
 def test_staff_runs_an_optimisation_and_watches_it(

@@ -1,60 +1,19 @@
 """End to end: a real ``celery -A config worker`` process on Redis turns prompts
 into rateable images in the same PostgreSQL test database this test uses."""
 
-import os
 import time
 
 import pytest
-from django.conf import settings
-from django.db import connection
 
 from annotation.models import Image
-from config.celery import app as celery_app
-from core.processes import celery_worker_start, process_stop
 from generation import services
 from generation.models import GenerationItem, GenerationJob
 from generation.tasks import task_for_backend
+from tests.celery_worker import running_worker
 
 from .fakes import API_KEY, FakeBFL
 
-BROKER = os.environ.get("GENERATION_TEST_BROKER", "redis://127.0.0.1:6379/3")
-
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
-
-
-def _database_url() -> str:
-    s = connection.settings_dict
-    auth = s["USER"] + (f":{s['PASSWORD']}" if s["PASSWORD"] else "")
-    return (
-        f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
-    )
-
-
-def _reset_producers():
-    """Drop pooled broker connections so the next send uses the current URL."""
-    if celery_app._pool is not None:
-        celery_app._pool.force_close_all()
-    celery_app._pool = None
-    celery_app.amqp._producer_pool = None
-
-
-@pytest.fixture
-def redis_broker():
-    redis = pytest.importorskip("redis")
-    client = redis.Redis.from_url(BROKER)
-    try:
-        client.ping()
-    except redis.exceptions.ConnectionError:
-        pytest.skip(f"Redis is not running at {BROKER}")
-    client.flushdb()  # leftovers of an earlier run must not be consumed
-    saved = (celery_app.conf.broker_url, celery_app.conf.broker_transport_options)
-    celery_app.conf.broker_url = BROKER
-    celery_app.conf.broker_transport_options = {}
-    _reset_producers()
-    yield BROKER
-    _reset_producers()
-    celery_app.conf.broker_url, celery_app.conf.broker_transport_options = saved
-    client.flushdb()
 
 
 @pytest.fixture
@@ -64,41 +23,31 @@ def worker(redis_broker, transactional_db, tmp_path, monkeypatch):
     fake.start()
     monkeypatch.setenv("BFL_API_KEY", API_KEY)
     env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings.test",
-        "DATABASE_URL": _database_url(),
-        "CELERY_BROKER_URL": redis_broker,
-        "DJANGO_MEDIA_ROOT": str(settings.MEDIA_ROOT),
-        "PALATE_DATA_DIR": str(tmp_path / "worker-data"),
         "BFL_API_KEY": API_KEY,
         "BFL_API_BASE_URL": fake.base_url,
         "GENERATION_RETRY_BASE_SECONDS": "0.05",
     }
-    log = open(tmp_path / "worker.log", "w")  # noqa: SIM115 - closed below
-    proc = celery_worker_start(
-        env=env, name=f"e2e-{os.getpid()}@%h", concurrency=2, loglevel="info", log=log
-    )
+    with running_worker(
+        broker=redis_broker, tmp_path=tmp_path, name="e2e", env=env, concurrency=2
+    ) as (proc, log_path):
 
-    def wait_for(job_ids, timeout=180):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            pending = GenerationItem.objects.filter(
-                job_id__in=job_ids, status__in=["queued", "running"]
-            ).count()
-            if pending == 0:
-                return
-            if proc.poll() is not None:
-                break
-            time.sleep(0.3)
-        log.flush()
-        pytest.fail("worker did not finish:\n" + (tmp_path / "worker.log").read_text())
+        def wait_for(job_ids, timeout=180):
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                pending = GenerationItem.objects.filter(
+                    job_id__in=job_ids, status__in=["queued", "running"]
+                ).count()
+                if pending == 0:
+                    return
+                if proc.poll() is not None:
+                    break
+                time.sleep(0.3)
+            pytest.fail("worker did not finish:\n" + log_path.read_text())
 
-    try:
-        yield fake, wait_for
-    finally:
-        process_stop(proc)
-        log.close()
-        fake.stop()
+        try:
+            yield fake, wait_for
+        finally:
+            fake.stop()
 
 
 def test_worker_turns_prompts_into_rateable_images(worker, study):
