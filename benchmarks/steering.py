@@ -39,6 +39,8 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import io
 import sys
 import tempfile
@@ -324,6 +326,11 @@ def main() -> int:  # noqa: PLR0915 (one script, top to bottom)
     from rewardmodel.metrics import pairwise_accuracy
 
     settings.REWARDMODEL_BACKBONE = args.backbone
+    # pixelstats is a benchmark-only diagnostic once it lives in benchmarks/.
+    if args.backbone.startswith("pixelstats") and importlib.util.find_spec(
+        "oracle_features"
+    ):
+        importlib.import_module("oracle_features").register()
     rng = np.random.default_rng(args.seed)
     try:
         t0 = time.monotonic()
