@@ -1,3 +1,4 @@
+from django import forms
 from django.contrib import admin, messages
 
 from core.exceptions import PalateError
@@ -12,6 +13,29 @@ from .models import (
     TrainingRun,
     VersionEvent,
 )
+
+
+class TrainingRunAddForm(forms.ModelForm):
+    """ "Add training run" starts one (through the same service as the API), so
+    the first run can be started from the admin on a fresh install."""
+
+    class Meta:
+        model = TrainingRun
+        fields = ["study", "promote", "config"]
+
+    def clean(self):
+        data = super().clean()
+        services.training_runs_fail_stale()
+        busy = TrainingRun.objects.filter(
+            status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING]
+        ).first()
+        if busy is not None:
+            raise forms.ValidationError(
+                f"Training run #{busy.pk} is already {busy.status}; wait for it "
+                "(a run that no worker picks up is failed after "
+                f"{services.QUEUE_TIMEOUT})."
+            )
+        return data
 
 
 @admin.register(TrainingRun)
@@ -42,6 +66,40 @@ class TrainingRunAdmin(admin.ModelAdmin):
         "created_by",
     ]
     actions = ["start_training"]
+
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is None:
+            kwargs["form"] = TrainingRunAddForm
+        return super().get_form(request, obj, **kwargs)
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return []
+        return [*self.readonly_fields, "study", "promote", "config", "trigger"]
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ["study", "promote", "config"]
+        return super().get_fields(request, obj)
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return  # runs are records: nothing to edit by hand
+        try:
+            run = services.training_run_enqueue(
+                study=obj.study,
+                promote=obj.promote,
+                config=obj.config or {},
+                trigger=TrainingRun.Trigger.ADMIN,
+                user=request.user,
+            )
+        except PalateError as exc:  # lost a race with another start
+            self.message_user(request, exc.message, messages.ERROR)
+            run = TrainingRun.objects.filter(
+                status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING]
+            ).first()
+        obj.pk, obj._state.adding = run.pk, False
+        self.message_user(request, f"Training run #{run.pk} queued for a worker.")
 
     @admin.action(description="Start a new training run (like the nightly one)")
     def start_training(self, request, queryset):

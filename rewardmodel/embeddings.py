@@ -46,6 +46,33 @@ def _read_image(image: Image) -> bytes:
         return fh.read()
 
 
+def _embed_into_cache(
+    bb, targets: list, *, read, target_field: str, batch_size: int, on_progress=None
+) -> int:
+    """The one embedding loop: batches of ``targets`` (images or external items)
+    through the backbone into the cache. ``read(target)`` gives the backbone its
+    input; rows are inserted with ``ignore_conflicts`` (racing workers store one)."""
+    done = 0
+    for start in range(0, len(targets), batch_size):
+        chunk = targets[start : start + batch_size]
+        vectors = bb.embed([read(t) for t in chunk])
+        rows = [
+            Embedding(
+                **{target_field: t.pk},
+                backbone=bb.key,
+                dim=bb.dim,
+                vector=to_blob(vec),
+                weights_loaded=bb.weights_loaded,
+            )
+            for t, vec in zip(chunk, vectors, strict=True)
+        ]
+        with transaction.atomic():
+            done += len(Embedding.objects.bulk_create(rows, ignore_conflicts=True))
+        if on_progress:
+            on_progress(min(start + batch_size, len(targets)), len(targets))
+    return done
+
+
 def embeddings_compute(
     *,
     backbone: str,
@@ -61,38 +88,27 @@ def embeddings_compute(
     if image_ids is None:
         image_ids = Image.objects.values_list("pk", flat=True)
     todo = missing_image_ids(backbone=backbone, image_ids=image_ids)
-    result = {"computed": 0, "already_cached": 0, "weights_loaded": None, "warning": ""}
+    result = {"computed": 0, "weights_loaded": None, "warning": ""}
     if not todo:
         return result
     bb = get_backbone(backbone)
-    result["weights_loaded"] = bb.weights_loaded
-    result["warning"] = bb.warning
-    batch_size = batch_size or conf.embed_batch_size()
-    for start in range(0, len(todo), batch_size):
-        chunk = todo[start : start + batch_size]
-        images = list(Image.objects.filter(pk__in=chunk).order_by("pk"))
-        vectors = bb.embed([_read_image(im) for im in images])
-        rows = [
-            Embedding(
-                image_id=im.pk,
-                backbone=backbone,
-                dim=bb.dim,
-                vector=to_blob(vec),
-                weights_loaded=bb.weights_loaded,
-            )
-            for im, vec in zip(images, vectors, strict=True)
-        ]
-        with transaction.atomic():
-            created = Embedding.objects.bulk_create(rows, ignore_conflicts=True)
-        result["computed"] += len(created)
-        if on_progress:
-            on_progress(min(start + batch_size, len(todo)), len(todo))
+    result["weights_loaded"], result["warning"] = bb.weights_loaded, bb.warning
+    images = list(Image.objects.filter(pk__in=todo).order_by("pk"))
+    result["computed"] = _embed_into_cache(
+        bb,
+        images,
+        read=_read_image,
+        target_field="image_id",
+        batch_size=batch_size or conf.embed_batch_size(),
+        on_progress=on_progress,
+    )
     return result
 
 
 def external_embeddings_compute(*, backbone: str, item_ids: Iterable[int]) -> int:
     """Embed external items that point at files (items that point at a study
     image reuse that image's embedding)."""
+    from . import conf
     from .backbones import get_backbone
 
     items = list(
@@ -103,27 +119,18 @@ def external_embeddings_compute(*, backbone: str, item_ids: Iterable[int]) -> in
     )
     if not items:
         return 0
-    bb = get_backbone(backbone)
-    done = 0
-    for start in range(0, len(items), 32):
-        chunk = items[start : start + 32]
-        vectors = bb.embed([it.path for it in chunk])
-        rows = [
-            Embedding(
-                external_item_id=it.pk,
-                backbone=backbone,
-                dim=bb.dim,
-                vector=to_blob(vec),
-                weights_loaded=bb.weights_loaded,
-            )
-            for it, vec in zip(chunk, vectors, strict=True)
-        ]
-        done += len(Embedding.objects.bulk_create(rows, ignore_conflicts=True))
-    return done
+    return _embed_into_cache(
+        get_backbone(backbone),
+        items,
+        read=lambda it: it.path,
+        target_field="external_item_id",
+        batch_size=conf.embed_batch_size(),
+    )
 
 
-def embedding_matrix(*, backbone: str, image_ids: list[int]) -> np.ndarray:
-    """Rows in the order of ``image_ids``; raises KeyError naming missing ones."""
+def embedding_rows(*, backbone: str, image_ids: list[int]) -> tuple[list, np.ndarray]:
+    """(ids that have an embedding, their rows in that order); missing ids are
+    simply absent."""
     found: dict[int, bytes] = {}
     for start in range(0, len(image_ids), 5000):
         chunk = image_ids[start : start + 5000]
@@ -132,10 +139,17 @@ def embedding_matrix(*, backbone: str, image_ids: list[int]) -> np.ndarray:
                 "image_id", "vector"
             )
         )
-    missing = [i for i in image_ids if i not in found]
-    if missing:
-        raise KeyError(missing)
-    return _stack([found[i] for i in image_ids])
+    ids = [i for i in image_ids if i in found]
+    return ids, _stack([found[i] for i in ids])
+
+
+def embedding_matrix(*, backbone: str, image_ids: list[int]) -> np.ndarray:
+    """Rows in the order of ``image_ids``; raises KeyError naming missing ones."""
+    ids, matrix = embedding_rows(backbone=backbone, image_ids=image_ids)
+    if len(ids) != len(image_ids):
+        have = set(ids)
+        raise KeyError([i for i in image_ids if i not in have])
+    return matrix
 
 
 def external_embedding_matrix(

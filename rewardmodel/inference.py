@@ -1,229 +1,254 @@
-"""Inference: predicted scores of one annotator for images, from cached embeddings.
+"""Predictions for one annotator, served with numpy (torch is never imported here,
+so the web process stays free of it; a test checks this in a subprocess).
 
-The public functions are ``predict`` and ``rank`` (used by the API and by prompt
-optimization in ``generation``) and ``score_pixels`` for images not stored yet.
-The active version is loaded once per process (cache keyed by version id); torch
-is imported on first use, never at import time.
+``predict`` picks the version active for the images' study (else the global one),
+loads its ``.npz`` checkpoint once per process and keeps, per version:
 
-Annotators the version was trained on use their learned taste vector, bias and
-scale. Anyone else gets a taste vector adapted in closed form from their current
-valid ratings (ridge towards their demographic prior: cold start with none).
+* the standardised embedding of every image asked about so far (flat array);
+* the crowd: per image, the sum and count of everyone's normalised ratings,
+  rebuilt every ``CROWD_TTL`` seconds (one query), with each annotator's own
+  normalised ratings so their rating is left out of their own prediction.
+
+Annotators the version was fitted on use their head; anyone else gets a head
+adapted in closed form from their current ratings (cold start: the population
+head). Images without an embedding are reported as ``pending`` (the API queues
+them and answers 202) instead of failing the request.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from annotation.models import Annotator
+from annotation.models import Annotator, Image
 from core.exceptions import Conflict, NotFound
 
-from .adapt import adapt_taste
+from . import taste as T
 from .models import ModelVersion
 
 _LOCK = threading.Lock()
-_LOADED: dict[int, Predictor] = {}
-MAX_ADAPT_RATINGS = 500
+_LOADED: dict[tuple, Predictor] = {}
+CROWD_TTL = 60.0
+MAX_ADAPT_RATINGS = 2000
+
+
+@dataclass
+class Crowd:
+    sums: np.ndarray
+    counts: np.ndarray
+    own: dict[int, dict[int, float]]  # annotator pk -> {row: normalised score}
+    built: float
 
 
 @dataclass
 class Predictor:
-    version_id: int
-    backbone: str
-    model: object
-    index: dict[str, int]
-    taste: np.ndarray
-    bias: np.ndarray
-    log_scale: np.ndarray
-    demo_weight: np.ndarray
-    vocab: list[str]
-    ridge: float
-    norm: dict
-    scale: tuple[float, float]
-    # Image features (population score, taste projection) depend only on the
-    # version: computed once per image and kept in flat arrays, so a warm
-    # prediction is an index lookup plus one matrix-vector product.
-    cache_index: dict = field(default_factory=dict)
-    cache_pop: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
-    cache_z: np.ndarray | None = None
-    max_cached: int = 500_000
+    version: ModelVersion
+    model: T.Model
+    index: dict[str, int]  # annotator key -> head row
+    rows: dict[int, int] = field(default_factory=dict)  # image id -> cache row
+    x: np.ndarray | None = None
+    crowd: Crowd | None = None
+    heads: dict[int, tuple] = field(default_factory=dict)  # adapted, with stamp
 
-    def features_for(self, image_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        from .embeddings import embedding_matrix
+    # --- images --------------------------------------------------------------
 
-        index = self.cache_index
-        missing = [i for i in dict.fromkeys(image_ids) if i not in index]
-        if missing:
-            emb = embedding_matrix(backbone=self.backbone, image_ids=missing)
-            pop, z = self.image_features(emb)
-            if self.cache_z is None or len(index) + len(missing) > self.max_cached:
-                index.clear()
-                self.cache_pop, self.cache_z = pop[:0], z[:0]
-            base = len(index)
-            for j, i in enumerate(missing):
-                index[i] = base + j
-            self.cache_pop = np.concatenate([self.cache_pop, pop])
-            self.cache_z = np.concatenate([self.cache_z, z])
+    def add_images(self, image_ids: list[int]) -> list[int]:
+        """Cache the standardised embeddings of new images; returns the ids that
+        have no embedding for this version's backbone yet."""
+        from .embeddings import embedding_rows
+
+        new = [i for i in dict.fromkeys(image_ids) if i not in self.rows]
+        if not new:
+            return []
+        found, vecs = embedding_rows(backbone=self.version.backbone, image_ids=new)
+        if found:
+            x = self.model.feat.x(vecs)
+            base = 0 if self.x is None else self.x.shape[0]
+            self.x = x if self.x is None else np.vstack([self.x, x])
+            for j, i in enumerate(found):
+                self.rows[i] = base + j
+            self.crowd = None  # new rows: rebuild the crowd arrays
+        have = set(found)
+        return [i for i in new if i not in have]
+
+    # --- the crowd -------------------------------------------------------------
+
+    def crowd_now(self) -> Crowd:
+        if self.crowd is None or time.monotonic() - self.crowd.built > CROWD_TTL:
+            self.crowd = self._crowd_build()
+        return self.crowd
+
+    def _crowd_build(self) -> Crowd:
+        from .data import ratings_queryset
+
+        n = 0 if self.x is None else self.x.shape[0]
+        qs = ratings_queryset(study_id=self.version.study_id).filter(
+            image_id__in=list(self.rows)
+        )
+        data = list(qs.values_list("image_id", "annotator_id", "score"))
+        if not data:
+            return Crowd(np.zeros(n), np.zeros(n), {}, time.monotonic())
+        img = np.fromiter((self.rows[d[0]] for d in data), np.int64, len(data))
+        pks = np.fromiter((d[1] for d in data), np.int64, len(data))
+        score = np.fromiter((d[2] for d in data), np.float64, len(data))
+        uniq, ann = np.unique(pks, return_inverse=True)
+        mean, std = T.norm_stats(
+            T.Ratings(img, ann, score), uniq.size, fallback_std=self.model.global_std
+        )
+        for j, pk in enumerate(uniq):
+            i = self.index.get(str(pk))
+            if i is not None and self.model.fitted[i]:
+                mean[j], std[j] = self.model.norm_mean[i], self.model.norm_std[i]
+        z = (score - mean[ann]) / std[ann]
+        own: dict[int, dict[int, float]] = {}
+        for pk, row, v in zip(pks.tolist(), img.tolist(), z.tolist(), strict=True):
+            own.setdefault(pk, {})[row] = v
+        return Crowd(
+            np.bincount(img, weights=z, minlength=n),
+            np.bincount(img, minlength=n).astype(np.float64),
+            own,
+            time.monotonic(),
+        )
+
+    def crowd_feature(self, rows: np.ndarray, annotator_pk: int) -> np.ndarray:
+        c = self.crowd_now()
+        s, k = c.sums[rows].copy(), c.counts[rows].copy()
+        mine = c.own.get(annotator_pk)
+        if mine:
+            pos = {r: j for j, r in enumerate(rows.tolist())} if len(mine) else {}
+            for row, v in mine.items():
+                j = pos.get(row)
+                if j is not None:
+                    s[j] -= v
+                    k[j] -= 1
+        return s / (k + 1.0)
+
+    # --- heads -----------------------------------------------------------------
+
+    def head(self, annotator: Annotator) -> tuple[np.ndarray, float, float, str]:
+        """(head, mean, std, how) for this annotator."""
+        i = self.index.get(str(annotator.pk))
+        if i is not None and self.model.fitted[i]:
+            m = self.model
+            return m.heads[i], float(m.norm_mean[i]), float(m.norm_std[i]), "trained"
+        cached = self.heads.get(annotator.pk)
+        if cached is not None and time.monotonic() - cached[-1] < CROWD_TTL:
+            return cached[:-1]
+        out = self._adapt(annotator)
+        self.heads[annotator.pk] = (*out, time.monotonic())
+        return out
+
+    def _adapt(self, annotator: Annotator) -> tuple[np.ndarray, float, float, str]:
+        from .data import ratings_queryset
+
+        ratings = list(
+            ratings_queryset(study_id=self.version.study_id)
+            .filter(annotator=annotator)
+            .order_by("-pk")
+            .values_list("image_id", "score")[:MAX_ADAPT_RATINGS]
+        )
+        self.add_images([r[0] for r in ratings])
+        ratings = [r for r in ratings if r[0] in self.rows]
+        if not ratings:
+            m = self.model
+            mean = float(np.mean(m.norm_mean[m.fitted])) if m.fitted.any() else 0.0
+            return m.w0.astype(np.float32), mean, m.global_std, "cold start"
+        rows = np.asarray([self.rows[r[0]] for r in ratings], dtype=np.int64)
+        f = T.Features.full(self.x[rows], self.crowd_feature(rows, annotator.pk))
+        y = np.asarray([r[1] for r in ratings], dtype=np.float64)
+        head, mean, std = self.model.adapt(f, y)
+        return head, mean, std, f"adapted from {len(ratings)} ratings"
+
+    # --- scoring ---------------------------------------------------------------
+
+    def scores(self, annotator: Annotator, image_ids: list[int]) -> tuple:
+        head, mean, std, how = self.head(annotator)
         rows = np.fromiter(
-            (index[i] for i in image_ids), dtype=np.int64, count=len(image_ids)
+            map(self.rows.__getitem__, image_ids), np.int64, len(image_ids)
         )
-        return self.cache_pop[rows], self.cache_z[rows]
-
-    def image_features(self, emb: np.ndarray):
-        from .training import image_features
-
-        return image_features(self.model, emb)
-
-    def annotator_head(
-        self, annotator: Annotator
-    ) -> tuple[np.ndarray, float, float, float, float, str]:
-        """(taste, log_scale, bias, mean, std, how) for this annotator."""
-        key = str(annotator.pk)
-        if key in self.index and key in self.norm["per_annotator"]:
-            i = self.index[key]
-            m, s = self.norm["per_annotator"][key]
-            return (
-                self.taste[i],
-                float(self.log_scale[i]),
-                float(self.bias[i]),
-                m,
-                s,
-                "trained",
-            )
-        from .data import demographic_features
-
-        demo, _ = demographic_features(
-            {key: annotator.demographics or {}}, [key], vocab=self.vocab
-        )
-        prior = self.demo_weight @ demo[0]
-        ratings = _adaptation_ratings(annotator, self.backbone)
-        if len(ratings) < 2:
-            m, s = self.norm["global"]
-            return prior, 0.0, 0.0, m, s, "cold start"
-        ys = np.asarray([r[1] for r in ratings], dtype=np.float64)
-        m, s = float(ys.mean()), max(float(ys.std()), 0.25)
-        pop, z = self.features_for([r[0] for r in ratings])
-        u = adapt_taste(z=z, residual=(ys - m) / s - pop, prior=prior, ridge=self.ridge)
-        return u, 0.0, 0.0, m, s, f"adapted from {len(ratings)} ratings"
-
-
-def _adaptation_ratings(annotator: Annotator, backbone: str) -> list[tuple[int, int]]:
-    from .data import ratings_queryset
-    from .models import Embedding
-
-    rows = list(
-        ratings_queryset()
-        .filter(annotator=annotator)
-        .order_by("-pk")
-        .values_list("image_id", "score")[:MAX_ADAPT_RATINGS]
-    )
-    have = set(
-        Embedding.objects.filter(
-            backbone=backbone, image_id__in=[r[0] for r in rows]
-        ).values_list("image_id", flat=True)
-    )
-    return [r for r in rows if r[0] in have]
+        w = np.asarray(head[:-2], dtype=np.float32)
+        if rows.size * 4 > self.x.shape[0]:
+            content = (self.x @ w)[rows]  # one pass over the cache beats a gather
+        else:
+            content = self.x[rows] @ w
+        crowd = self.crowd_feature(rows, annotator.pk)
+        norm = content + crowd * float(head[-2]) + float(head[-1])
+        return mean + std * norm, how
 
 
 def load(version: ModelVersion) -> Predictor:
+    # Keyed by the checkpoint too: a version id alone may name another model in
+    # another database (tests, restores).
+    key = (version.pk, version.checkpoint_path, version.checkpoint_sha256)
     with _LOCK:
-        if version.pk in _LOADED:
-            return _LOADED[version.pk]
-        import torch
+        if key in _LOADED:
+            return _LOADED[key]
+        from .checkpoint import checkpoint_load
 
-        from .net import TasteModel
-        from .training import head_params
-
-        ckpt = torch.load(
-            version.checkpoint_path, map_location="cpu", weights_only=True
-        )
-        model = TasteModel.from_checkpoint(ckpt)
-        hp = head_params(model)
-        keys = ckpt["annotator_keys"]
+        try:
+            model, keys, _ = checkpoint_load(version.checkpoint_path)
+        except ValueError as exc:
+            raise Conflict(
+                f"v{version.pk} cannot be served: {exc} Train a new version."
+            ) from None
         pred = Predictor(
-            version_id=version.pk,
-            backbone=ckpt["backbone"],
-            model=model,
-            index={k: i for i, k in enumerate(keys)},
-            taste=hp["taste"],
-            bias=hp["bias"],
-            log_scale=hp["log_scale"],
-            demo_weight=hp["demo_weight"],
-            vocab=list(ckpt["demographics_vocab"]),
-            ridge=float(ckpt["ridge"]),
-            norm=ckpt["normalisation"],
-            scale=tuple(ckpt["scale"]),
+            version=version, model=model, index={k: i for i, k in enumerate(keys)}
         )
-        _LOADED.clear()  # one version at a time per process
-        _LOADED[version.pk] = pred
+        if len(_LOADED) >= 4:  # a few studies' versions at a time per process
+            _LOADED.pop(next(iter(_LOADED)))
+        _LOADED[key] = pred
         return pred
 
 
-def _version(version: ModelVersion | None) -> ModelVersion:
+def version_for(*, image_ids: list[int], version: ModelVersion | None = None):
+    """The given version, else the one active for the images' study, else the
+    global active one."""
     if version is not None:
         return version
-    active = ModelVersion.objects.filter(is_active=True).first()
-    if active is None:
+    study_id = (
+        Image.objects.filter(pk=image_ids[0]).values_list("study_id", flat=True).first()
+        if image_ids
+        else None
+    )
+    active = ModelVersion.objects.filter(is_active=True)
+    found = active.filter(study_id=study_id).first() if study_id else None
+    found = found or active.filter(study__isnull=True).first()
+    if found is None:
         raise Conflict("No active reward model version yet: train one first.")
-    return active
+    return found
 
 
 def predict(
     *, annotator: Annotator, image_ids: list[int], version: ModelVersion | None = None
 ) -> dict:
-    """Predicted scores on the annotator's own scale, in the order asked.
-
-    Raises Conflict (listing them) when some images are not embedded yet."""
-    version = _version(version)
-    pred = load(version)
+    """Predicted scores on the annotator's own scale, for the images that have an
+    embedding; the others are listed under ``pending``."""
     ids = [int(i) for i in image_ids]
-    try:
-        pop, z = pred.features_for(ids)
-    except KeyError as exc:
-        missing = exc.args[0]
-        raise Conflict(
-            f"{len(missing)} image(s) have no {pred.backbone} embedding yet "
-            f"(e.g. {missing[:5]}); they are embedded by the next training run or "
-            "the rewardmodel.embed_images task."
-        ) from None
-    scores = _scores(pred, annotator, pop, z)
+    version = version_for(image_ids=ids, version=version)
+    pred = load(version)
+    with _LOCK:
+        pending = set(pred.add_images(ids))
+        ready = [i for i in ids if i not in pending]
+        values, how = pred.scores(annotator, ready) if ready else ([], "")
     return {
         "version": version.pk,
+        "backbone": version.backbone,
         "annotator": annotator.pk,
-        "how": scores[1],
-        "scores": dict(zip(ids, scores[0].tolist(), strict=True)),
+        "how": how,
+        "scores": dict(zip(ready, np.asarray(values).tolist(), strict=True)),
+        "pending": [i for i in ids if i in pending],
     }
-
-
-def _scores(pred: Predictor, annotator: Annotator, pop: np.ndarray, z: np.ndarray):
-    u, log_scale, bias, m, s, how = pred.annotator_head(annotator)
-    norm = np.exp(log_scale) * (pop + z @ u) + bias
-    return m + s * norm, how
 
 
 def rank(
     *, annotator: Annotator, image_ids: list[int], version: ModelVersion | None = None
 ) -> list[tuple[int, float]]:
-    """Images best first for this annotator."""
+    """Images best first for this annotator (those with an embedding)."""
     result = predict(annotator=annotator, image_ids=image_ids, version=version)
     return sorted(result["scores"].items(), key=lambda kv: -kv[1])
-
-
-def score_pixels(
-    *, annotator: Annotator, images: list[bytes], version: ModelVersion | None = None
-) -> list[float]:
-    """Scores for raw image bytes (e.g. candidates during prompt optimization),
-    embedded on the fly with the version's backbone."""
-    from .backbones import get_backbone
-
-    pred = load(_version(version))
-    if not images:
-        return []
-    emb = get_backbone(pred.backbone).embed(images)
-    pop, z = pred.image_features(emb)
-    return _scores(pred, annotator, pop, z)[0].tolist()
 
 
 def annotator_get(pk: int) -> Annotator:

@@ -1,10 +1,10 @@
 """Embedding cache, external aesthetic data, training runs and model versions.
 
 The rules that must hold under concurrency are constraints: one embedding per
-(image, backbone), one running training at a time, one active model version.
+(image, backbone), one running training at a time, one active model version per
+study.
 """
 
-import numpy as np
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -64,9 +64,6 @@ class Embedding(models.Model):
             else f"ext {self.external_item_id}"
         )
         return f"{target} @ {self.backbone}"
-
-    def as_array(self) -> np.ndarray:
-        return np.frombuffer(bytes(self.vector), dtype=np.float16).astype(np.float32)
 
 
 class ExternalSource(models.Model):
@@ -256,7 +253,8 @@ class ModelVersion(models.Model):
     primary_metric = models.FloatField(
         null=True,
         blank=True,
-        help_text="Mean per-annotator pairwise accuracy, seen annotators, test split.",
+        help_text="Mean per-annotator pairwise accuracy on val_seen (validation: "
+        "promotion never reads a test figure).",
     )
     checkpoint_path = models.CharField(max_length=500)
     checkpoint_sha256 = models.CharField(max_length=64)
@@ -269,10 +267,17 @@ class ModelVersion(models.Model):
     class Meta:
         ordering = ["-created_at", "-pk"]
         constraints = [
+            # One active version per study, and one for "every study" (study
+            # NULL): two partial unique indexes, since NULLs never collide.
+            models.UniqueConstraint(
+                fields=["study"],
+                condition=Q(is_active=True, study__isnull=False),
+                name="modelversion_one_active_per_study",
+            ),
             models.UniqueConstraint(
                 fields=["is_active"],
-                condition=Q(is_active=True),
-                name="modelversion_one_active",
+                condition=Q(is_active=True, study__isnull=True),
+                name="modelversion_one_active_global",
             ),
             models.CheckConstraint(
                 condition=Q(is_active=False) | Q(status="active"),

@@ -9,10 +9,6 @@ def version_list() -> QuerySet[ModelVersion]:
     return ModelVersion.objects.select_related("training_run").order_by("-pk")
 
 
-def version_active() -> ModelVersion | None:
-    return ModelVersion.objects.filter(is_active=True).first()
-
-
 def annotator_metrics(
     *, version: ModelVersion, split: str | None = None
 ) -> QuerySet[AnnotatorMetric]:

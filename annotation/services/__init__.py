@@ -5,7 +5,8 @@
 * ``entry``: entering a study through the browser (links, consent, completion);
 * ``erasure``: a participant's right to be forgotten (exclude, then pseudonymise);
 * ``integrity``: the invariant check and repair shared by tests and operations;
-* ``demo``: the demo study, its staff login and demo annotators (``seed_demo``).
+* ``demo``: the demo study, its staff login and demo annotators (``seed_demo``);
+* ``imports``: a per-annotator ratings dataset as study ratings.
 
 The names below are the app's public write API; import them from here.
 """
@@ -34,6 +35,7 @@ from .entry import (
 )
 from .erasure import annotator_erase
 from .integrity import Drift, integrity_alert, integrity_check, integrity_repair
+from .imports import RatingRecord, ratings_import
 from .studies import (
     annotator_create,
     annotator_get_or_create_for_user,
@@ -68,7 +70,9 @@ __all__ = [
     "participation_get_or_create",
     "participation_start",
     "prolific_session_check",
+    "RatingRecord",
     "rating_submit",
+    "ratings_import",
     "study_create",
     "study_invite_check",
 ]

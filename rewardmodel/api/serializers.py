@@ -159,9 +159,16 @@ class PredictRequestSerializer(serializers.Serializer):
 class PredictResponseSerializer(serializers.Serializer):
     version = serializers.IntegerField()
     annotator = serializers.IntegerField()
+    backbone = serializers.CharField()
     how = serializers.CharField()
     scores = serializers.DictField(child=serializers.FloatField())
     ranking = serializers.ListField(child=serializers.IntegerField())
+    pending = serializers.ListField(
+        child=serializers.IntegerField(),
+        help_text="Images without an embedding yet (202): queued; ask again later.",
+    )
+    retry_after = serializers.IntegerField(required=False)
+    detail = serializers.CharField(required=False)
 
 
 def paginated(serializer_class) -> type[serializers.Serializer]:

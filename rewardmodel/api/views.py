@@ -1,5 +1,5 @@
 """REST API for the reward model (staff only). Views parse input and call the
-services; nothing here imports torch (``inference`` does so lazily on a predict)."""
+services; nothing here imports torch, not even on a predict (``inference`` is numpy)."""
 
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -24,6 +24,8 @@ from .serializers import (
     TrainingRunSerializer,
     paginated,
 )
+
+PENDING_RETRY_S = 10
 
 
 def _paginated(request: Request, queryset, serializer_class) -> Response:
@@ -98,7 +100,10 @@ def version_annotators(request: Request, version_id: int) -> Response:
     return _paginated(request, rows, AnnotatorMetricSerializer)
 
 
-@extend_schema(request=PredictRequestSerializer, responses=PredictResponseSerializer)
+@extend_schema(
+    request=PredictRequestSerializer,
+    responses={200: PredictResponseSerializer, 202: PredictResponseSerializer},
+)
 @api_view(["POST"])
 @permission_classes([IsAdminUser])
 def predict(request: Request) -> Response:
@@ -117,10 +122,26 @@ def predict(request: Request) -> Response:
         annotator=annotator, image_ids=data["images"], version=version
     )
     ranking = sorted(result["scores"], key=lambda i: -result["scores"][i])
+    body = {
+        **result,
+        "scores": {str(k): v for k, v in result["scores"].items()},
+        "ranking": ranking,
+    }
+    if not result["pending"]:
+        return Response(body)
+    # Not embedded yet: queue them (a worker embeds; torch stays out of this
+    # process) and answer 202 with what is ready; the same POST again later
+    # returns every score.
+    services.embeddings_enqueue(
+        image_ids=result["pending"], backbone=result["backbone"]
+    )
+    body["detail"] = (
+        f"{len(result['pending'])} image(s) are being embedded; "
+        f"repeat this request in about {PENDING_RETRY_S} s."
+    )
+    body["retry_after"] = PENDING_RETRY_S
     return Response(
-        {
-            **result,
-            "scores": {str(k): v for k, v in result["scores"].items()},
-            "ranking": ranking,
-        }
+        body,
+        status=status.HTTP_202_ACCEPTED,
+        headers={"Retry-After": str(PENDING_RETRY_S)},
     )

@@ -41,37 +41,58 @@ def test_unloadable_pretrained_weights_fall_back_to_random_loudly(caplog):
     assert bb.embed([png_bytes(3)]).shape == (1, 32)
 
 
-@pytest.mark.parametrize("key, dim", [("pixelstats:v1", 113), ("pixelstats:v2", 197)])
-def test_pixelstats_backbone_is_deterministic_and_normalised(key, dim):
-    # The dimensions are documented in docs/rewardmodel.md; a change needs a new
-    # version, since embeddings are cached per backbone name.
-    bb = backbones.get_backbone(key)
-    assert bb.dim == dim
-    a = bb.embed([png_bytes(5, size=(64, 64))])
-    b = bb.embed([png_bytes(5, size=(64, 64))])
-    assert np.array_equal(a, b)
-    assert a.shape == (1, dim)
-    assert np.all(np.isfinite(a))
-    assert np.isclose(np.linalg.norm(a), 1.0, atol=1e-5)
+def test_random_fallback_is_seeded_from_the_backbone_name():
+    """Two processes embed identically (the weights are drawn from a seed derived
+    from the name), and another name draws other weights."""
+    import subprocess
+    import sys
 
+    from django.conf import settings
 
-def test_pixelstats_v2_is_deterministic_on_busy_and_flat_images():
-    from generation.backends.procedural import render
-
-    busy, _ = render(
-        prompt="a city intricate detailed grainy", seed=3, width=128, height=128
+    code = (
+        "import os; os.environ['DJANGO_SETTINGS_MODULE']='config.settings.test';"
+        "import django; django.setup();"
+        "from rewardmodel import backbones; from tests.factories import png_bytes;"
+        "print(backbones.get_backbone('{key}').embed([png_bytes(4)]).tobytes().hex())"
     )
-    flat = png_bytes(0, size=(128, 128))
-    bb = backbones.get_backbone("pixelstats:v2")
-    a = bb.embed([busy, flat])
-    assert np.array_equal(a, bb.embed([busy, flat]))
-    assert np.all(np.isfinite(a))
-    assert not np.allclose(a[0], a[1])
+
+    def run(key):
+        out = subprocess.run(
+            [sys.executable, "-c", code.format(key=key)],
+            cwd=settings.BASE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        return out.stdout.strip().splitlines()[-1]
+
+    assert run(TINY) == run(TINY)
+    assert backbones.name_seed(TINY) != backbones.name_seed(TINY + ":x")
 
 
-def test_pixelstats_unknown_version_is_rejected():
-    with pytest.raises(ValueError, match="pixelstats versions"):
-        backbones.get_backbone("pixelstats:v9")
+def test_offline_is_decided_once_and_fast(monkeypatch, caplog):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(backbones, "HUB_HOST", ("127.0.0.1", 9))  # nothing listens
+    monkeypatch.setattr(backbones, "_HUB_CHECKED", [])
+    with caplog.at_level("WARNING", logger="rewardmodel.backbones"):
+        assert backbones.hub_reachable() is False
+        assert backbones.hub_reachable() is False
+    import os
+
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+    assert sum("unreachable" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_default_backbone_suits_the_machine(settings, monkeypatch):
+    from rewardmodel import conf
+
+    settings.REWARDMODEL_BACKBONE = None
+    monkeypatch.delenv("PALATE_RM_BACKBONE", raising=False)
+    monkeypatch.setattr(conf, "has_gpu", lambda: False)
+    assert conf.backbone_key() == conf.CPU_BACKBONE
+    monkeypatch.setattr(conf, "has_gpu", lambda: True)
+    assert conf.backbone_key() == conf.GPU_BACKBONE
 
 
 def test_embedding_cache_is_incremental_and_idempotent(settings, tmp_path):
@@ -101,7 +122,8 @@ def test_embedding_cache_is_incremental_and_idempotent(settings, tmp_path):
     for e in Embedding.objects.filter(image_id__in=stored):
         assert bytes(e.vector) == stored[e.image_id]
     # Another backbone is a separate cache entry for the same image.
-    embeddings.embeddings_compute(backbone="pixelstats:v1", image_ids=[images[0].pk])
+    other = "open_clip:palate-tiny-vit:"  # another key: another cache entry
+    embeddings.embeddings_compute(backbone=other, image_ids=[images[0].pk])
     assert Embedding.objects.filter(image=images[0]).count() == 2
     mat = embeddings.embedding_matrix(
         backbone=TINY, image_ids=[images[4].pk, images[0].pk]
@@ -109,7 +131,7 @@ def test_embedding_cache_is_incremental_and_idempotent(settings, tmp_path):
     assert mat.shape == (2, 32)
     assert np.allclose(np.linalg.norm(mat, axis=1), 1.0, atol=2e-3)
     with pytest.raises(KeyError):
-        embeddings.embedding_matrix(backbone="pixelstats:v1", image_ids=[images[1].pk])
+        embeddings.embedding_matrix(backbone=other, image_ids=[images[1].pk])
 
 
 def test_unique_constraint_refuses_a_second_embedding_of_the_same_pair():

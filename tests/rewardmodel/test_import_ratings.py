@@ -1,17 +1,109 @@
-import json
+"""import_ratings: per-annotator datasets become real study ratings (PAMELA's
+layout included); import_external_scores: population scores."""
+
+import io
 
 import pytest
 from django.core.management import CommandError, call_command
 
-from rewardmodel import services
-from rewardmodel.data import snapshot_take
-from rewardmodel.models import ExternalItem, ExternalScore, ExternalSource
-from tests.factories import png_bytes
+from annotation import selectors
+from annotation.models import Annotator, Image, Rating
+from rewardmodel.models import ExternalItem, ExternalSource
+from tests.factories import StudyFactory, png_bytes
+
+from .pamela_fixture import pamela_fixture
 
 pytestmark = pytest.mark.django_db
 
 
-def test_population_csv_with_image_files_and_per_user_jsonl(rated_study, tmp_path):
+def test_pamela_layout_import_keeps_published_splits(db, tmp_path):
+    published = pamela_fixture(tmp_path)
+    out = io.StringIO()
+    call_command(
+        "import_ratings",
+        "pamela-mini",
+        str(tmp_path),
+        "--layout",
+        "pamela",
+        "--create",
+        "--scale-min",
+        "1",
+        "--scale-max",
+        "10",
+        stdout=out,
+    )
+    counts = selectors.split_counts(study=Rating.objects.first().study)
+    assert counts == published  # the dataset's own splits, not re-hashed
+    study = Rating.objects.first().study
+    assert (study.scale_min, study.scale_max) == (1, 10)
+    assert Image.objects.filter(study=study).count() == 48
+    raters = Annotator.objects.filter(source="import")
+    assert raters.count() == 24
+    assert {"age", "gender", "nationality"} <= set(raters.first().demographics)
+    image = Image.objects.filter(study=study).first()
+    assert image.provenance["type"] in ("Art", "Photorealism")
+    assert image.provenance["visual_group"].startswith("group")
+    # Counters agree with the rows (the engine's invariant holds).
+    for im in Image.objects.filter(study=study):
+        assert im.rating_count == im.ratings.count() <= im.target_ratings
+    # Importing again changes nothing.
+    before = Rating.objects.count()
+    call_command("import_ratings", "pamela-mini", str(tmp_path), "--layout", "pamela")
+    assert Rating.objects.count() == before
+
+
+def test_bad_rows_are_refused_and_nothing_changes(db, tmp_path):
+    study = StudyFactory(scale_min=1, scale_max=7)
+    (tmp_path / "a.png").write_bytes(png_bytes(70_001))
+    path = tmp_path / "r.csv"
+    path.write_text("who,stars,file\nu1,5,a.png\nu2,9,a.png\nu3,x,a.png\n")
+    args = ["import_ratings", study.slug, str(path)]
+    with pytest.raises(CommandError, match="No 'rater' column"):
+        call_command(*args)
+    mapping = ["--map", "rater=who", "--map", "score=stars", "--map", "image=file"]
+    with pytest.raises(CommandError, match="row 2: score 9 outside") as exc:
+        call_command(*args, *mapping)
+    assert "row 3: score 'x' is not a number" in str(exc.value)
+    assert not Rating.objects.exists() and not Image.objects.exists()
+    assert not Annotator.objects.filter(source="import").exists()
+    path.write_text("who,stars,file\nu1,5,a.png\nu2,7,a.png\n")
+    call_command(*args, *mapping, stdout=io.StringIO())
+    assert Rating.objects.filter(study=study).count() == 2
+
+
+def test_one_command_reproduces_the_protocol(db, tmp_path, rm_settings):
+    """Import, embed, train on train, select on validation, print test_seen and
+    test_unseen with intervals next to the population model: one command."""
+    pamela_fixture(tmp_path, seed=1)
+    out = io.StringIO()
+    call_command(
+        "import_ratings",
+        "pamela-repro",
+        str(tmp_path),
+        "--layout",
+        "pamela",
+        "--create",
+        "--scale-min",
+        "1",
+        "--scale-max",
+        "10",
+        "--train",
+        stdout=out,
+        stderr=io.StringIO(),
+    )
+    text = out.getvalue()
+    assert "test_seen" in text and "test_unseen k=20" in text, text
+    assert "population" in text and "LOO consensus" in text
+    assert "selected on validation only" in text
+    assert "[" in text  # intervals
+    from rewardmodel.models import ModelVersion
+
+    v = ModelVersion.objects.get()
+    assert v.is_active and v.study.slug == "pamela-repro"
+    assert v.data_counts["ratings_test_unseen"] > 0
+
+
+def test_external_population_scores(rated_study, tmp_path):
     study, _ = rated_study
     for i in range(6):
         (tmp_path / f"ext{i}.png").write_bytes(png_bytes(31_000 + i, size=(24, 24)))
@@ -21,99 +113,23 @@ def test_population_csv_with_image_files_and_per_user_jsonl(rated_study, tmp_pat
         + "".join(f"ext{i}.png,{2 + i * 1.1:.1f},200\n" for i in range(6))
     )
     call_command(
-        "import_ratings",
+        "import_external_scores",
         study.slug,
         str(csv_path),
-        "--format",
-        "csv",
         "--scale-min",
         "1",
         "--scale-max",
         "10",
+        stdout=io.StringIO(),
     )
     source = ExternalSource.objects.get(name="ava-like")
     assert source.kind == "population" and source.scale_max == 10
     assert ExternalItem.objects.filter(source=source).count() == 6
+    from rewardmodel.data import snapshot_take
 
-    image = study.images.first()
-    jsonl = tmp_path / "prior_study.jsonl"
-    jsonl.write_text(
-        "\n".join(
-            json.dumps(r)
-            for r in [
-                {"image": image.pk, "user": "u1", "score": 3},
-                {"sha256": image.sha256, "user": "u2", "score": 5},
-            ]
-        )
-    )
-    call_command("import_ratings", study.slug, str(jsonl), "--format", "jsonl")
-    per_user = ExternalSource.objects.get(name="prior-study")
-    assert per_user.kind == "per_user"
-    assert ExternalScore.objects.filter(item__source=per_user).count() == 2
-    # Re-import is idempotent.
-    call_command("import_ratings", study.slug, str(jsonl), "--format", "jsonl")
-    assert ExternalScore.objects.filter(item__source=per_user).count() == 2
-
-    snap = snapshot_take(study_id=study.pk)
-    assert snap.counts["external_population_scores"] == 6
-    assert snap.counts["external_raters"] == 2
-
-    run = services.training_run_create(study=study, config={"steps": 20})
-    run = services.training_run_execute(run_id=run.pk)
-    assert run.status == "succeeded", run.error
-    assert run.version.data_counts["external_population_scores"] == 6
-
-
-def test_bad_rows_are_refused(rated_study, tmp_path):
-    study, _ = rated_study
-    bad = tmp_path / "bad.csv"
-    bad.write_text("path,score\nmissing.png,3\nmissing2.png,5\n")
-    with pytest.raises(CommandError, match="not found"):
-        call_command("import_ratings", study.slug, str(bad), "--format", "csv")
-    bad.write_text("image,score\n999999,3\n999998,4\n")
-    with pytest.raises(CommandError, match="not in study"):
-        call_command("import_ratings", study.slug, str(bad), "--format", "csv")
-    assert not ExternalSource.objects.exists()
-
-
-def test_train_command_prints_metrics(rated_study, capsys):
-    study, _ = rated_study
-    call_command(
-        "train_reward_model",
-        "--study",
-        study.slug,
-        "--steps",
-        "20",
-        "--promote",
-        "never",
-    )
-    out = capsys.readouterr().out
-    assert "succeeded" in out and "pairwise accuracy" in out
-    assert "unseen k=20" in out and "WARNING" in out and "not promoted" in out
-
-
-def test_parquet_population_scores_of_study_images(rated_study, tmp_path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    study, _ = rated_study
-    ids = list(study.images.values_list("pk", flat=True)[:4])
-    path = tmp_path / "aesthetic.parquet"
-    pq.write_table(pa.table({"image": ids, "score": [1.5, 3.0, 4.5, 6.0]}), path)
-    call_command(
-        "import_ratings",
-        str(study.pk),
-        str(path),
-        "--format",
-        "parquet",
-        "--scale-min",
-        "1",
-        "--scale-max",
-        "10",
-        "--source",
-        "aes",
-    )
-    source = ExternalSource.objects.get(name="aes")
-    items = ExternalItem.objects.filter(source=source)
-    assert sorted(items.values_list("image_id", flat=True)) == sorted(ids)
-    assert not items.exclude(path="").exists()
+    assert snapshot_take(study_id=study.pk).counts["external_population_scores"] == 6
+    # Ratings by individual people are not external scores.
+    per_user = tmp_path / "people.csv"
+    per_user.write_text(f"image,user,score\n{study.images.first().pk},u1,3\n")
+    with pytest.raises(CommandError, match="import_ratings"):
+        call_command("import_external_scores", study.slug, str(per_user))

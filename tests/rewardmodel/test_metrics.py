@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from rewardmodel import metrics
-from rewardmodel.adapt import adapt_taste
 
 
 def test_pairwise_accuracy_drops_true_ties_and_halves_predicted_ties():
@@ -50,39 +49,31 @@ def test_mean_of_skips_missing():
     assert metrics.mean_of([None]) is None
 
 
-def test_adapt_taste_recovers_a_planted_vector_and_falls_back_to_prior():
+def test_user_head_recovers_a_planted_vector_and_shrinks_to_the_population():
+    from rewardmodel import taste as T
+
     rng = np.random.default_rng(0)
-    z = rng.normal(size=(40, 4))
-    u_true = np.array([1.0, -2.0, 0.5, 0.0])
-    prior = np.array([0.3, 0.3, 0.3, 0.3])
-    u = adapt_taste(z=z, residual=z @ u_true, prior=prior, ridge=1e-6)
-    assert np.allclose(u, u_true, atol=1e-4)
-    # k = 0: the prior (cold start); a huge ridge also stays at the prior.
-    assert np.array_equal(
-        adapt_taste(z=z[:0], residual=[], prior=prior, ridge=1.0), prior
-    )
-    far = adapt_taste(z=z, residual=z @ u_true, prior=prior, ridge=1e9)
-    assert np.allclose(far, prior, atol=1e-4)
+    f = rng.normal(size=(60, 6)).astype(np.float32)  # 4 content + crowd + 1
+    f[:, -1] = 1.0
+    w_true = np.array([1.0, -2.0, 0.5, 0.0, 0.0, 0.0])
+    diag = T.prior_diag(4, 1.0)
+    uk = T.user_kernel(f, f @ w_true, diag)
+    assert np.allclose(T.user_delta(uk, 1e6, diag), w_true, atol=1e-3)
+    # τ = 0 (or no ratings): nothing personal, the population head alone.
+    assert np.array_equal(T.user_delta(uk, 0.0, diag), np.zeros(6))
+    tiny = T.user_delta(uk, 1e-9, diag)
+    assert np.abs(tiny).max() < 1e-5
 
 
-def test_leave_one_out_consensus_by_hand():
-    from rewardmodel.data import Snapshot
-    from rewardmodel.evaluation import _loo_consensus
+def test_crowd_feature_leaves_the_annotators_own_rating_out():
+    from rewardmodel import taste as T
 
-    # a0 rates 1, 3 (z -1, +1); a1 rates 2, 6 (z -1, +1); a2 rates image 0 once
-    # (one rating: mean 5, std 1, z 0).
-    snap = Snapshot(
-        image_ids=[10, 11],
-        ext_item_rows={},
-        n_rows=2,
-        r_row=np.array([0, 1, 0, 1, 0]),
-        r_ann=np.array([0, 0, 1, 1, 2]),
-        r_score=np.array([1.0, 3.0, 2.0, 6.0, 5.0]),
-        annotator_keys=["1", "2", "3"],
-        demographics={},
-        n_real_annotators=3,
-    )
-    loo = _loo_consensus(snap)
-    # (a0, img0): mean of a1 (-1) and a2 (0); (a0, img1): a1 (+1) alone;
-    # (a1, img0): a0 (-1), a2 (0); (a1, img1): a0 (+1); (a2, img0): a0, a1 (-1, -1).
-    assert loo.tolist() == [-0.5, 1.0, -0.5, 1.0, -1.0]
+    # Image 0 rated by three people (z -1, -1, 0), image 1 by two (+1, +1).
+    r = T.Ratings(np.array([0, 1, 0, 1, 0]), np.array([0, 0, 1, 1, 2]), np.zeros(5))
+    z = np.array([-1.0, 1.0, -1.0, 1.0, 0.0])
+    crowd = T.Crowd.build(r, z, 2)
+    # (a0, img0): the others sum to -1 over 2 raters -> -1 / (2 + 1).
+    own = z.copy()
+    assert np.allclose(crowd.loo(r.row, own), [-1 / 3, 1 / 2, -1 / 3, 1 / 2, -2 / 3])
+    # Not rated by this annotator: every rating counts.
+    assert crowd.loo(np.array([1]), np.array([np.nan]))[0] == pytest.approx(2 / 3)

@@ -76,3 +76,57 @@ def test_only_one_active_version_is_a_database_rule(tmp_path):
     b = _version(tmp_path, 0.5, "b")
     with pytest.raises(IntegrityError), transaction.atomic():
         ModelVersion.objects.filter(pk=b.pk).update(is_active=True, status="active")
+
+
+def test_one_active_version_per_study_is_a_database_rule(tmp_path):
+    from tests.factories import StudyFactory
+
+    s1, s2 = StudyFactory(), StudyFactory()
+    a = _version(tmp_path, 0.5, "a")
+    b = _version(tmp_path, 0.5, "b")
+    c = _version(tmp_path, 0.5, "c")
+    ModelVersion.objects.filter(pk__in=[a.pk, c.pk]).update(study=s1)
+    ModelVersion.objects.filter(pk=b.pk).update(study=s2)
+    for v in (a, b):
+        v.refresh_from_db()
+        assert services.model_version_promote(version=v)
+    # Each study keeps its own active version.
+    assert ModelVersion.objects.filter(is_active=True).count() == 2
+    with pytest.raises(IntegrityError), transaction.atomic():
+        ModelVersion.objects.filter(pk=c.pk).update(is_active=True, status="active")
+    c.refresh_from_db()
+    assert services.model_version_promote(version=c)  # retires a, not b
+    a.refresh_from_db()
+    b.refresh_from_db()
+    assert not a.is_active and b.is_active
+
+
+@pytest.mark.django_db
+def test_promotion_never_reads_test(rated_study, monkeypatch):
+    """Selection and promotion see train and validation only: with every test
+    rating's score replaced by garbage, the chosen hyper-parameters and the
+    promotion metric do not move (the reported test figures do)."""
+    from rewardmodel import evaluation, training
+    from rewardmodel.data import snapshot_take
+    from rewardmodel.threads import compute_threads
+
+    study, _ = rated_study
+    snap = snapshot_take(study_id=study.pk)
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(snap.n_rows, 16)).astype(np.float32)
+    with compute_threads():
+        clean = training.train_and_evaluate(snap=snap, emb=emb, cfg={})
+    test = np.isin(
+        snap.r_split, [evaluation.CODES["test_seen"], evaluation.CODES["test_unseen"]]
+    )
+    assert test.any()
+    snap.r_score = snap.r_score.copy()
+    snap.r_score[test] = rng.integers(1, 8, size=int(test.sum()))
+    with compute_threads():
+        noisy = training.train_and_evaluate(snap=snap, emb=emb, cfg={})
+    assert noisy.summary["primary_metric"] == clean.summary["primary_metric"]
+    assert noisy.summary["hyper"] == clean.summary["hyper"]
+    assert noisy.summary["selection"] == clean.summary["selection"]
+    assert noisy.summary["seen"] != clean.summary["seen"]

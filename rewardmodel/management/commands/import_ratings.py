@@ -1,77 +1,95 @@
-"""``import_ratings STUDY PATH --format csv/jsonl/parquet``: external aesthetic
-scores (per-user or population means) to train the reward model jointly."""
+"""``import_ratings STUDY SOURCE``: a per-annotator ratings dataset (images +
+rater id + score + demographics) as real study ratings; with ``--train``, also
+embeds, trains on its train split, selects on validation and prints the test
+metrics next to the baselines (PAMELA in one command)."""
 
-import csv
 import json
-from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from annotation import services as annotation_services
 from annotation.models import Study
 from core.exceptions import PalateError
 from rewardmodel import services
+from rewardmodel.datasets import parse_mapping, records_read
+from rewardmodel.models import TrainingRun
 
-
-def read_rows(path: Path, fmt: str) -> list[dict]:
-    if fmt == "csv":
-        with path.open(newline="", encoding="utf-8") as fh:
-            return list(csv.DictReader(fh))
-    if fmt == "jsonl":
-        with path.open(encoding="utf-8") as fh:
-            return [json.loads(line) for line in fh if line.strip()]
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path).to_pylist()
-    raise CommandError(f"Unknown format '{fmt}'.")
+from .train_reward_model import run_with_progress, study_find, version_print
 
 
 class Command(BaseCommand):
     help = (
-        "Import external ratings. Columns: score, and one of image (study image id), "
-        "sha256 or path (image file, relative to the data file); optional user "
-        "(per-user ratings; without it each row is a population mean) and n."
+        "Import ratings by individual people as study ratings. SOURCE: a .csv, "
+        ".jsonl or .parquet file (a row per rating), a folder in PAMELA's layout "
+        "(--layout pamela), or hf://bethgelab/PAMELA (network). Published splits "
+        "are kept. Example (PAMELA, one command): import_ratings pamela "
+        "hf://bethgelab/PAMELA --layout pamela --create --scale-min 1 "
+        "--scale-max 10 --train"
     )
 
     def add_arguments(self, parser):
         parser.add_argument("study", help="study slug or id")
-        parser.add_argument("path")
-        parser.add_argument("--format", choices=["csv", "jsonl", "parquet"])
-        parser.add_argument("--source", help="source name (default: file name)")
-        parser.add_argument("--kind", choices=["population", "per_user"])
-        parser.add_argument("--scale-min", type=float)
-        parser.add_argument("--scale-max", type=float)
+        parser.add_argument("source", help="file, folder or hf://owner/name")
+        parser.add_argument("--layout", choices=["table", "pamela"], default="table")
         parser.add_argument(
-            "--weight",
-            type=float,
-            default=0.5,
-            help="loss weight relative to our own ratings",
+            "--map",
+            action="append",
+            metavar="FIELD=COLUMN",
+            help="column mapping, repeatable: rater=, score=, image=, sha256=, "
+            "split=, demographics=a,b,c, meta=a,b",
         )
+        parser.add_argument("--dataset", help="name scoping the rater ids")
+        parser.add_argument(
+            "--create", action="store_true", help="create the study if missing"
+        )
+        parser.add_argument("--scale-min", type=int, help="with --create")
+        parser.add_argument("--scale-max", type=int, help="with --create")
+        parser.add_argument(
+            "--train", action="store_true", help="then train and print test metrics"
+        )
+        parser.add_argument("--backbone", help="with --train")
+        parser.add_argument("--seed", type=int, default=0)
 
-    def handle(self, *args, **opts):
-        s = opts["study"]
-        study = Study.objects.filter(
-            **({"pk": int(s)} if s.isdigit() else {"slug": s})
-        ).first()
-        if study is None:
-            raise CommandError(f"No study '{s}'.")
-        path = Path(opts["path"])
-        if not path.is_file():
-            raise CommandError(f"No file {path}.")
-        fmt = opts["format"] or path.suffix.lstrip(".").lower()
-        rows = read_rows(path, fmt)
-        source = opts["source"] or path.stem.lower().replace("_", "-")[:80]
+    def _study(self, opts) -> Study:
+        existing = Study.objects.filter(slug=opts["study"]).first()
+        if existing is not None or not opts["create"]:
+            return existing or study_find(opts["study"])
+        if opts["scale_min"] is None or opts["scale_max"] is None:
+            raise CommandError("--create needs --scale-min and --scale-max.")
         try:
-            result = services.external_ratings_import(
-                study=study,
-                rows=rows,
-                source_name=source,
-                base_dir=path.parent,
-                kind=opts["kind"],
+            return annotation_services.study_create(
+                name=opts["study"],
+                slug=opts["study"],
                 scale_min=opts["scale_min"],
                 scale_max=opts["scale_max"],
-                weight=opts["weight"],
+                scale_labels=[],
+            )
+        except PalateError as exc:
+            raise CommandError(exc.message) from None
+
+    def handle(self, *args, **opts):
+        try:
+            mapping = parse_mapping(opts["map"])
+            records = records_read(
+                opts["source"], layout=opts["layout"], mapping=mapping
+            )
+            study = self._study(opts)
+            dataset = opts["dataset"] or opts["source"].rstrip("/").split("/")[-1]
+            result = annotation_services.ratings_import(
+                study=study, records=records, dataset=dataset
             )
         except PalateError as exc:
             raise CommandError(exc.message) from None
         self.stdout.write(json.dumps(result))
+        if not opts["train"]:
+            return
+        config = {"seed": opts["seed"]}
+        if opts["backbone"]:
+            config["backbone"] = opts["backbone"]
+        try:
+            run = services.training_run_create(
+                study=study, trigger=TrainingRun.Trigger.COMMAND, config=config
+            )
+        except PalateError as exc:
+            raise CommandError(exc.message) from None
+        version_print(self, run_with_progress(run, self.stderr))

@@ -1,0 +1,63 @@
+"""The deployed model on disk: one ``.npz`` of plain arrays plus a JSON header.
+
+numpy only (``allow_pickle=False``), so the web process loads it without torch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from . import taste as T
+
+FORMAT = "palate-taste-npz/1"
+
+
+def checkpoint_save(path: Path, *, model: T.Model, keys: list[str], meta: dict) -> None:
+    header = {
+        **meta,
+        "format": FORMAT,
+        "hyper": model.hyper.as_dict(),
+        "kscale": model.kscale,
+        "global_std": model.global_std,
+    }
+    with open(path, "wb") as fh:
+        np.savez(
+            fh,
+            header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8),
+            keys=np.asarray(keys, dtype=str),
+            feat_mean=model.feat.mean.astype(np.float32),
+            feat_std=model.feat.std.astype(np.float32),
+            w0=model.w0.astype(np.float32),
+            heads=model.heads.astype(np.float32),
+            fitted=model.fitted,
+            norm_mean=model.norm_mean,
+            norm_std=model.norm_std,
+        )
+
+
+def checkpoint_load(path: str | Path) -> tuple[T.Model, list[str], dict]:
+    """(model, annotator keys, header). ValueError for anything that is not a
+    checkpoint of this format (e.g. a torch checkpoint of an older version)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            header = json.loads(bytes(z["header"]).decode())
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, KeyError) as exc:
+        raise ValueError(f"{path} is not a {FORMAT} checkpoint ({exc}).") from None
+    if header.get("format") != FORMAT:
+        raise ValueError(f"{path}: format {header.get('format')!r}, need {FORMAT}.")
+    model = T.Model(
+        feat=T.Features(arrays["feat_mean"], arrays["feat_std"]),
+        w0=arrays["w0"].astype(np.float64),
+        heads=arrays["heads"],
+        fitted=arrays["fitted"],
+        norm_mean=arrays["norm_mean"],
+        norm_std=arrays["norm_std"],
+        hyper=T.Hyper.from_dict(header["hyper"]),
+        kscale=float(header["kscale"]),
+        global_std=float(header["global_std"]),
+    )
+    return model, [str(k) for k in arrays["keys"]], header

@@ -1,0 +1,249 @@
+"""Reading per-annotator ratings datasets into ``annotation`` import records.
+
+Sources:
+
+* one file (``.csv``, ``.jsonl``, ``.parquet``) with a row per rating;
+* PAMELA's layout (``--layout pamela``): one parquet file per published split
+  (``pamela_train``, ``pamela_val_seen``, ``pamela_val_unseen``,
+  ``pamela_test_seen``, ``pamela_test_unseen``; Hugging Face's
+  ``data/<split>-00000-of-00001.parquet`` naming is found too), images stored
+  inside as ``{"bytes": ..., "path": ...}`` like the hub's Image feature — either
+  a local directory, or ``hf://bethgelab/PAMELA`` (downloaded with the
+  ``datasets`` library; needs network access).
+
+Columns are found by name; ``mapping`` (``--map field=column``) overrides any of
+them. Fields: ``rater``, ``score``, ``image`` (bytes, a hub image dict, or a path
+relative to the data), ``sha256`` (of an image already in the study), ``split``,
+plus demographics and image metadata columns.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from annotation.services.imports import RatingRecord
+from core.exceptions import InvalidInput
+
+CANDIDATES = {
+    "rater": ["rater", "participant_id", "user_id", "worker_id", "annotator_id"],
+    "score": ["score", "rating", "aesthetic_score"],
+    "image": ["image", "img", "image_path", "path", "file_name"],
+    "sha256": ["sha256"],
+    "split": ["split"],
+}
+DEMOGRAPHICS = ["age", "gender", "nationality", "country", "education"]
+IMAGE_META = ["visual_group", "group", "category", "type", "image_type", "domain"]
+PAMELA_SPLITS = [
+    "pamela_train",
+    "pamela_val_seen",
+    "pamela_val_unseen",
+    "pamela_test_seen",
+    "pamela_test_unseen",
+]
+
+
+def parse_mapping(items: list[str] | None) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        field, sep, column = item.partition("=")
+        if not sep or not field.strip() or not column.strip():
+            raise InvalidInput(f"--map {item!r}: use field=column, e.g. rater=user_id.")
+        out[field.strip()] = column.strip()
+    return out
+
+
+class Columns:
+    """Which column feeds which field, decided from the first row's keys."""
+
+    def __init__(self, keys: list[str], mapping: dict[str, str]):
+        keys_l = {k.lower(): k for k in keys}
+        missing = [
+            c for c in mapping.values() if c not in keys and c.lower() not in keys_l
+        ]
+        if missing:
+            raise InvalidInput(f"--map names columns not in the data: {missing}.")
+        self.field = {}
+        for name, options in CANDIDATES.items():
+            if name in mapping:
+                self.field[name] = keys_l.get(mapping[name].lower(), mapping[name])
+                continue
+            found = next((keys_l[o] for o in options if o in keys_l), None)
+            if found:
+                self.field[name] = found
+        used = set(self.field.values())
+        self.demographics = _pick(
+            mapping.get("demographics"), DEMOGRAPHICS, keys_l, used
+        )
+        self.meta = _pick(mapping.get("meta"), IMAGE_META, keys_l, used)
+        for need in ("rater", "score"):
+            if need not in self.field:
+                raise InvalidInput(
+                    f"No '{need}' column (looked for {CANDIDATES[need]}); "
+                    f"give --map {need}=<column>. Columns: {keys}."
+                )
+        if "image" not in self.field and "sha256" not in self.field:
+            raise InvalidInput(
+                f"No image column (looked for {CANDIDATES['image']} or sha256); "
+                f"give --map image=<column>. Columns: {keys}."
+            )
+
+
+def _pick(explicit: str | None, options: list[str], keys_l: dict, used: set) -> list:
+    if explicit:
+        return [keys_l.get(c.strip().lower(), c.strip()) for c in explicit.split(",")]
+    return [keys_l[o] for o in options if o in keys_l and keys_l[o] not in used]
+
+
+def _image(value, base: Path, line: int) -> tuple[bytes, str]:
+    if isinstance(value, dict):  # the hub's Image feature in parquet
+        if value.get("bytes"):
+            return bytes(value["bytes"]), str(value.get("path") or f"row{line}")
+        value = value.get("path")
+    if isinstance(value, bytes | bytearray):
+        return bytes(value), f"row{line}"
+    if not value:
+        raise InvalidInput(f"row {line}: empty image")
+    p = Path(str(value))
+    p = p if p.is_absolute() else base / p
+    if not p.is_file():
+        raise InvalidInput(f"row {line}: image file {p} not found")
+    return p.read_bytes(), str(p)
+
+
+def records_from_rows(
+    rows: list[dict], *, mapping: dict, base: Path, split: str = "", start: int = 1
+) -> Iterator[RatingRecord]:
+    if not rows:
+        return
+    cols = Columns(list(rows[0].keys()), mapping)
+    f = cols.field
+    for line, row in enumerate(rows, start=start):
+        data, key = None, ""
+        if "image" in f and row.get(f["image"]) not in (None, ""):
+            data, key = _image(row[f["image"]], base, line)
+        sha = str(row.get(f.get("sha256", ""), "") or "").strip()
+        yield RatingRecord(
+            rater=str(row.get(f["rater"], "") or "").strip(),
+            score=_number(row.get(f["score"])),
+            image_key=key or sha,
+            image_bytes=data,
+            image_sha256=sha,
+            demographics={c: row.get(c) for c in cols.demographics},
+            image_meta={
+                c: row.get(c) for c in cols.meta if row.get(c) not in (None, "")
+            },
+            split=split or _split_name(row.get(f.get("split", ""), "")),
+            line=line,
+        )
+
+
+def _number(value):
+    if isinstance(value, str):
+        try:
+            return float(value) if value.strip() else None
+        except ValueError:
+            return value
+    return value
+
+
+def _split_name(name) -> str:
+    name = str(name or "").strip().lower()
+    return name.removeprefix("pamela_")
+
+
+def read_table(path: Path) -> list[dict]:
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        with path.open(newline="", encoding="utf-8") as fh:
+            return list(csv.DictReader(fh))
+    if suffix == ".jsonl":
+        with path.open(encoding="utf-8") as fh:
+            return [json.loads(line) for line in fh if line.strip()]
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    raise InvalidInput(f"{path}: use a .csv, .jsonl or .parquet file.")
+
+
+def pamela_split_files(root: Path) -> dict[str, list[Path]]:
+    """Per published split, its parquet files under ``root``."""
+    out = {}
+    for split in PAMELA_SPLITS:
+        files = sorted(
+            p
+            for p in root.rglob("*.parquet")
+            if p.stem == split or p.stem.startswith(f"{split}-")
+        )
+        if files:
+            out[split] = files
+    if not out:
+        raise InvalidInput(
+            f"No PAMELA split files under {root} (expected e.g. "
+            "data/pamela_train-00000-of-00001.parquet or pamela_train.parquet)."
+        )
+    return out
+
+
+def read_pamela_local(root: Path, mapping: dict) -> list[RatingRecord]:
+    records: list[RatingRecord] = []
+    for split, files in pamela_split_files(root).items():
+        for path in files:
+            rows = read_table(path)
+            records += records_from_rows(
+                rows,
+                mapping=mapping,
+                base=path.parent,
+                split=_split_name(split),
+                start=len(records) + 1,
+            )
+    return records
+
+
+def read_pamela_hub(repo: str, mapping: dict) -> list[RatingRecord]:
+    """``hf://owner/name``: every PAMELA split of the hub dataset (network)."""
+    try:
+        import datasets
+    except ImportError:
+        raise InvalidInput(
+            "Reading from the Hugging Face hub needs the 'datasets' package "
+            "(pip install datasets), or download the dataset and give its folder."
+        ) from None
+    try:
+        dd = datasets.load_dataset(repo)
+    except Exception as exc:  # network, auth, missing repo: say it once, clearly
+        raise InvalidInput(f"Could not load {repo} from the hub: {exc}") from None
+    records: list[RatingRecord] = []
+    for split in PAMELA_SPLITS:
+        if split not in dd:
+            continue
+        ds = dd[split]
+        for name, feature in ds.features.items():
+            if isinstance(feature, datasets.Image):
+                ds = ds.cast_column(name, datasets.Image(decode=False))
+        records += records_from_rows(
+            ds.to_list(),
+            mapping=mapping,
+            base=Path.cwd(),
+            split=_split_name(split),
+            start=len(records) + 1,
+        )
+    return records
+
+
+def records_read(source: str, *, layout: str, mapping: dict) -> list[RatingRecord]:
+    if source.startswith("hf://"):
+        return read_pamela_hub(source.removeprefix("hf://"), mapping)
+    path = Path(source)
+    if layout == "pamela":
+        if not path.is_dir():
+            raise InvalidInput(
+                f"{path}: the PAMELA layout is a folder of parquet files."
+            )
+        return read_pamela_local(path, mapping)
+    if not path.is_file():
+        raise InvalidInput(f"No file {path}.")
+    return list(records_from_rows(read_table(path), mapping=mapping, base=path.parent))

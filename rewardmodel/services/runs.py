@@ -1,0 +1,262 @@
+"""Training runs: queued → running → succeeded / failed / skipped.
+
+"running" is the lock: a partial unique index allows one such row, so two workers
+(or a worker and a command) never train at once. No run blocks training forever:
+a queued run no worker picked up within ``QUEUE_TIMEOUT`` and a running run
+without a heartbeat for ``STALE_AFTER`` are failed with a reason, by every path
+that starts runs and by the nightly task.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from datetime import timedelta
+
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from annotation.models import Study
+from core.exceptions import Conflict, InvalidInput, NotFound
+
+from ..models import TrainingRun, VersionEvent
+
+logger = logging.getLogger(__name__)
+
+# A "running" row whose heartbeat is older than this belongs to a dead worker
+# (heartbeats come with every progress step: every embedding batch, every stage).
+STALE_AFTER = timedelta(minutes=30)
+# A queued run that no worker started in this time never will (no worker, lost
+# message, a row added by hand).
+QUEUE_TIMEOUT = timedelta(hours=2)
+
+ProgressFn = Callable[[str, float, dict], None]
+
+
+def training_runs_fail_stale(*, now=None) -> int:
+    """Fail runs that can no longer finish; returns how many."""
+    now = now or timezone.now()
+    dead = TrainingRun.objects.filter(
+        status=TrainingRun.Status.RUNNING, heartbeat_at__lt=now - STALE_AFTER
+    ).update(
+        status=TrainingRun.Status.FAILED,
+        error=(
+            "The worker stopped sending heartbeats for more than "
+            f"{int(STALE_AFTER.total_seconds() // 60)} minutes (crashed or killed)."
+        ),
+        finished_at=now,
+    )
+    lost = TrainingRun.objects.filter(
+        status=TrainingRun.Status.QUEUED, created_at__lt=now - QUEUE_TIMEOUT
+    ).update(
+        status=TrainingRun.Status.FAILED,
+        error=(
+            "No worker started this run within "
+            f"{int(QUEUE_TIMEOUT.total_seconds() // 3600)} h (no worker running, "
+            "or the run was never handed to one)."
+        ),
+        finished_at=now,
+    )
+    if dead or lost:
+        logger.warning("failed %s stale and %s never-started training runs", dead, lost)
+    return dead + lost
+
+
+def _validate(promote: str, trigger: str, config: dict) -> None:
+    if promote not in TrainingRun.Promote.values:
+        raise InvalidInput(f"promote must be one of {', '.join(TrainingRun.Promote)}.")
+    if trigger not in TrainingRun.Trigger.values:
+        raise InvalidInput(f"Unknown trigger '{trigger}'.")
+    if "seed" in config and (
+        isinstance(config["seed"], bool) or not isinstance(config["seed"], int)
+    ):
+        raise InvalidInput("seed must be an integer.")
+    ks = config.get("ks")
+    if ks is not None and not (
+        isinstance(ks, list) and all(isinstance(k, int) and k >= 0 for k in ks)
+    ):
+        raise InvalidInput("ks must be a list of whole numbers ≥ 0.")
+
+
+def training_run_create(
+    *,
+    study: Study | None = None,
+    trigger: str = TrainingRun.Trigger.API,
+    promote: str = TrainingRun.Promote.AUTO,
+    config: dict | None = None,
+    user=None,
+) -> TrainingRun:
+    """A queued run. Refused (Conflict) while another run is queued or running."""
+    config = dict(config or {})
+    _validate(promote, trigger, config)
+    training_runs_fail_stale()
+    with transaction.atomic():
+        busy = (
+            TrainingRun.objects.select_for_update()
+            .filter(status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING])
+            .order_by("pk")
+            .first()
+        )
+        if busy is not None:
+            raise Conflict(f"Training run #{busy.pk} is already {busy.status}.")
+        return TrainingRun.objects.create(
+            study=study,
+            trigger=trigger,
+            promote=promote,
+            config=config,
+            created_by=user if user is not None and user.is_authenticated else None,
+        )
+
+
+def training_run_enqueue(**kwargs) -> TrainingRun:
+    """Create a run and hand it to a worker once the transaction commits."""
+    from ..tasks import train_reward_model
+
+    run = training_run_create(**kwargs)
+    transaction.on_commit(lambda: train_reward_model.delay(run.pk))
+    return run
+
+
+def _start(run_id: int) -> bool:
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            started = TrainingRun.objects.filter(
+                pk=run_id, status=TrainingRun.Status.QUEUED
+            ).update(
+                status=TrainingRun.Status.RUNNING,
+                started_at=now,
+                heartbeat_at=now,
+                stage="starting",
+            )
+    except IntegrityError:
+        raise Conflict("Another training run is in progress.") from None
+    return started == 1
+
+
+class RunLog:
+    """Collects the run's log lines (stored on the run and the version)."""
+
+    def __init__(self, run: TrainingRun):
+        self.run = run
+        self.lines: list[str] = []
+
+    def __call__(self, msg: str, *, level: int = logging.INFO) -> None:
+        logger.log(level, "training #%s: %s", self.run.pk, msg)
+        stamp = timezone.now().strftime("%H:%M:%S")
+        self.lines.append(f"{stamp} {msg}")
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def training_run_execute(
+    *, run_id: int, on_progress: ProgressFn | None = None
+) -> TrainingRun:
+    """Run a queued training run to the end. Idempotent: a run that is no longer
+    queued is returned as it is. Raises Conflict when another run holds the lock."""
+    from .pipeline import model_version_build
+    from .versions import model_version_promote, version_event_record
+
+    try:
+        run = TrainingRun.objects.get(pk=run_id)
+    except TrainingRun.DoesNotExist:
+        raise NotFound(f"No training run {run_id}.") from None
+    if run.status != TrainingRun.Status.QUEUED:
+        return run
+    training_runs_fail_stale()
+    if not _start(run_id):
+        return TrainingRun.objects.get(pk=run_id)
+    run.refresh_from_db()
+    log = RunLog(run)
+    try:
+        version = model_version_build(
+            run=run, log=log, started=time.monotonic(), on_progress=on_progress
+        )
+    except Exception as exc:  # any failure: record it, keep the active version
+        log(f"FAILED: {type(exc).__name__}: {exc}", level=logging.ERROR)
+        TrainingRun.objects.filter(pk=run.pk).update(
+            status=TrainingRun.Status.FAILED,
+            error=f"{type(exc).__name__}: {exc}",
+            log=log.text + "\n" + traceback.format_exc(),
+            finished_at=timezone.now(),
+        )
+        run.refresh_from_db()
+        return run
+    if run.promote != TrainingRun.Promote.NEVER:
+        model_version_promote(
+            version=version,
+            force=run.promote == TrainingRun.Promote.ALWAYS,
+            user=run.created_by,
+            reason=f"training run #{run.pk} (promote={run.promote})",
+        )
+    else:
+        version_event_record(
+            version=version,
+            action=VersionEvent.Action.NOT_PROMOTED,
+            reason="promote=never: kept as a candidate",
+            previous=None,
+            user=run.created_by,
+        )
+    run.refresh_from_db()
+    return run
+
+
+def run_progress(
+    run: TrainingRun,
+    on_progress: ProgressFn | None,
+    stage: str,
+    fraction: float,
+    info: dict | None = None,
+) -> None:
+    """Stage, progress and heartbeat on the row (and to the caller's callback)."""
+    fraction = min(max(fraction, 0.0), 1.0)
+    TrainingRun.objects.filter(pk=run.pk).update(
+        stage=stage, progress=fraction, heartbeat_at=timezone.now()
+    )
+    if on_progress is not None:
+        on_progress(stage, fraction, info or {})
+
+
+# --- the nightly run -----------------------------------------------------------
+
+
+def new_ratings_since_last_run(*, study_id: int | None = None) -> bool:
+    from ..data import ratings_queryset
+
+    newest = ratings_queryset(study_id=study_id).aggregate(m=Max("pk"))["m"]
+    if newest is None:
+        return False
+    last = TrainingRun.objects.filter(
+        status=TrainingRun.Status.SUCCEEDED, study_id=study_id
+    ).aggregate(m=Max("last_rating_id"))["m"]
+    return last is None or newest > last
+
+
+def training_nightly(*, study: Study | None = None) -> TrainingRun:
+    """The nightly entry point: a run when ratings arrived since the last
+    successful run, else a run recorded as skipped (so the admin sees it ran).
+    The beat entry itself is created by migration 0002 (editable in the admin)."""
+    training_runs_fail_stale()
+    study_id = study.pk if study else None
+    if not new_ratings_since_last_run(study_id=study_id):
+        return TrainingRun.objects.create(
+            study=study,
+            trigger=TrainingRun.Trigger.SCHEDULE,
+            status=TrainingRun.Status.SKIPPED,
+            stage="no new ratings",
+            finished_at=timezone.now(),
+        )
+    return training_run_create(study=study, trigger=TrainingRun.Trigger.SCHEDULE)
+
+
+def embeddings_enqueue(*, image_ids: list[int], backbone: str) -> None:
+    """Queue embedding of images (after commit); the task is idempotent."""
+    from ..tasks import embed_images
+
+    ids = list(image_ids)
+    transaction.on_commit(lambda: embed_images.delay(ids, backbone))

@@ -1,0 +1,141 @@
+"""Model versions: promotion on the validation metric, rollback, events.
+
+One version is active per study (and one for runs over every study): a database
+constraint. Promotion compares ``primary_metric``, which is a validation figure
+(val_seen pairwise accuracy): no decision here ever reads a test metric.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from django.db import transaction
+from django.utils import timezone
+
+from core.exceptions import Conflict
+
+from ..models import ModelVersion, VersionEvent
+
+
+def file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def version_event_record(*, version, action, reason, previous, user) -> VersionEvent:
+    return VersionEvent.objects.create(
+        version=version,
+        action=action,
+        reason=reason,
+        previous=previous,
+        user=user
+        if user is not None and getattr(user, "is_authenticated", False)
+        else None,
+    )
+
+
+def _active_for(version: ModelVersion):
+    """The active version in the same scope (same study, or both global)."""
+    return (
+        ModelVersion.objects.select_for_update()
+        .filter(is_active=True, study_id=version.study_id)
+        .first()
+    )
+
+
+def _activate(version: ModelVersion, reason: str) -> ModelVersion | None:
+    previous = _active_for(version)
+    if previous is not None and previous.pk != version.pk:
+        # Deactivate first: the one-active constraint is checked per statement.
+        previous.is_active = False
+        previous.status = ModelVersion.Status.RETIRED
+        previous.save(update_fields=["is_active", "status"])
+    version.is_active = True
+    version.status = ModelVersion.Status.ACTIVE
+    version.promoted_at = timezone.now()
+    version.promotion_reason = reason
+    version.save(
+        update_fields=["is_active", "status", "promoted_at", "promotion_reason"]
+    )
+    return previous
+
+
+def _fmt(v) -> str:
+    return "none" if v is None else f"{v:.4f}"
+
+
+def _decision(version, active, *, force: bool, reason: str) -> tuple[bool, str]:
+    new, old = version.primary_metric, active.primary_metric if active else None
+    if force:
+        return True, f"forced ({reason})" if reason else "forced"
+    if active is None:
+        why = "first version: no active version to compare with"
+    elif new is not None and (old is None or new >= old):
+        why = f"validation metric {new:.4f} ≥ active v{active.pk}'s {_fmt(old)}"
+    else:
+        return False, (
+            f"validation metric {_fmt(new)} < active v{active.pk}'s {_fmt(old)}: "
+            "kept as a candidate"
+        )
+    return True, f"{why} ({reason})" if reason else why
+
+
+def model_version_promote(
+    *, version: ModelVersion, force: bool = False, user=None, reason: str = ""
+) -> bool:
+    """Make ``version`` active for its study if its validation metric is at least
+    the active one's (or ``force``). Records the decision and its reason."""
+    with transaction.atomic():
+        version = ModelVersion.objects.select_for_update().get(pk=version.pk)
+        active = _active_for(version)
+        if active is not None and active.pk == version.pk:
+            return True
+        ok, why = _decision(version, active, force=force, reason=reason)
+        if not ok:
+            version.promotion_reason = why
+            version.save(update_fields=["promotion_reason"])
+            version_event_record(
+                version=version,
+                action=VersionEvent.Action.NOT_PROMOTED,
+                reason=why,
+                previous=active,
+                user=user,
+            )
+            return False
+        previous = _activate(version, why)
+        version_event_record(
+            version=version,
+            action=VersionEvent.Action.PROMOTED,
+            reason=why,
+            previous=previous,
+            user=user,
+        )
+    return True
+
+
+def model_version_rollback(
+    *, version: ModelVersion, user=None, reason: str = ""
+) -> ModelVersion:
+    """Make an earlier version active again, whatever its metric."""
+    if not Path(version.checkpoint_path).is_file():
+        raise Conflict(f"v{version.pk}'s checkpoint file is missing; cannot roll back.")
+    if file_sha256(version.checkpoint_path) != version.checkpoint_sha256:
+        raise Conflict(f"v{version.pk}'s checkpoint does not match its checksum.")
+    with transaction.atomic():
+        version = ModelVersion.objects.select_for_update().get(pk=version.pk)
+        if version.is_active:
+            raise Conflict(f"v{version.pk} is already the active version.")
+        why = f"rollback to v{version.pk}" + (f": {reason}" if reason else "")
+        previous = _activate(version, why)
+        version_event_record(
+            version=version,
+            action=VersionEvent.Action.ROLLED_BACK,
+            reason=why,
+            previous=previous,
+            user=user,
+        )
+    return version

@@ -1,0 +1,329 @@
+"""The personalised reward model, in closed form (numpy only, no torch).
+
+For annotator *a* and image *i*, in the annotator's normalised units:
+
+    s(a, i) = f(i) · (w0 + δ_a)        f(i) = [x_i standardised, crowd_i^(-a), 1]
+
+* ``w0`` — the **population head**: one ridge regression over every training
+  rating (all annotators pooled);
+* ``δ_a`` — the annotator's **own head**, the posterior mean under the prior
+  δ_a ~ N(0, τ² D) (D weights the embedding, crowd and intercept columns by 1, ρ
+  and 1): ridge regression of the annotator's residuals *shrunk toward the
+  population head*, solved in its dual form (one eigendecomposition of an
+  n_a × n_a kernel per annotator, so every τ on the grid costs one product);
+* ``crowd_i^(-a)`` — the other raters' normalised ratings of the same image,
+  summed and divided by (their count + 1) (so one rating counts for little, and
+  "nobody rated it yet" is 0). It is the collaborative part: where other people
+  rated an image, their agreement is evidence, and each annotator's head learns
+  how far they follow the crowd. For an image nobody else rated it is 0 and the
+  prediction rests on the embedding alone. Never the annotator's own rating.
+
+Hyper-parameters (population ridge, τ, ρ, and one τ per k for annotators the model
+has only k ratings of) are chosen on the validation splits only, from fixed grids;
+``select`` never sees test ratings. ``fit_heads`` then refits on whatever ratings it
+is given (the deployed version: everything).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .metrics import pairwise_accuracy
+
+# Relative grids (scaled by the data): fixed here, not per benchmark variant.
+POP_GRID = tuple(10.0 ** np.arange(-3.0, 2.01, 0.5))  # × mean diagonal of F'F
+TAU_GRID = (0.0,) + tuple(10.0 ** np.arange(-2.5, 1.01, 0.5))  # × 1/mean diag K
+RHO_GRID = (0.0, 3.0, 30.0)  # crowd column's prior weight relative to one pixel dim
+MIN_STD = 0.25  # an annotator who always gives one score must not blow up targets
+STD_PRIOR_WEIGHT = 5.0  # ratings' worth of the global std behind a k-shot std
+
+
+@dataclass
+class Ratings:
+    """Ratings as parallel arrays: embedding row, annotator index, raw score."""
+
+    row: np.ndarray
+    ann: np.ndarray
+    score: np.ndarray
+
+    def take(self, mask: np.ndarray) -> Ratings:
+        return Ratings(self.row[mask], self.ann[mask], self.score[mask])
+
+    def __len__(self) -> int:
+        return int(self.score.size)
+
+
+def concat(*parts: Ratings) -> Ratings:
+    return Ratings(
+        np.concatenate([p.row for p in parts]),
+        np.concatenate([p.ann for p in parts]),
+        np.concatenate([p.score for p in parts]),
+    )
+
+
+def norm_stats(r: Ratings, n_ann: int, *, fallback_std: float = 1.0):
+    """Per-annotator mean and std of their ratings (std floored, shrunk toward
+    ``fallback_std`` when an annotator has few ratings)."""
+    cnt = np.bincount(r.ann, minlength=n_ann).astype(np.float64)
+    tot = np.bincount(r.ann, weights=r.score, minlength=n_ann)
+    sq = np.bincount(r.ann, weights=r.score**2, minlength=n_ann)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(cnt > 0, tot / cnt, 0.0)
+        var = np.where(cnt > 0, sq / cnt - mean**2, 0.0)
+    var = np.maximum(var, 0.0)
+    w = STD_PRIOR_WEIGHT
+    std = np.sqrt((cnt * var + w * fallback_std**2) / (cnt + w))
+    return mean, np.maximum(std, MIN_STD)
+
+
+def normalised(r: Ratings, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    return (r.score - mean[r.ann]) / std[r.ann]
+
+
+@dataclass
+class Crowd:
+    """Per image: sum and count of normalised ratings by everyone visible."""
+
+    sums: np.ndarray
+    counts: np.ndarray
+
+    @classmethod
+    def build(cls, r: Ratings, z: np.ndarray, n_rows: int) -> Crowd:
+        return cls(
+            np.bincount(r.row, weights=z, minlength=n_rows),
+            np.bincount(r.row, minlength=n_rows).astype(np.float64),
+        )
+
+    def loo(self, rows: np.ndarray, own: np.ndarray | None = None) -> np.ndarray:
+        """The crowd feature of ``rows``; ``own`` (NaN where the annotator did not
+        rate it among the visible ratings) is taken out first."""
+        s, c = self.sums[rows].copy(), self.counts[rows].copy()
+        if own is not None:
+            has = ~np.isnan(own)
+            s[has] -= own[has]
+            c[has] -= 1
+        return s / (c + 1.0)
+
+
+@dataclass
+class Features:
+    """Standardised embedding columns plus the crowd and intercept columns."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def build(cls, emb: np.ndarray, rows: np.ndarray) -> Features:
+        used = emb[np.unique(rows)] if rows.size else emb
+        return cls(used.mean(0), used.std(0) + 1e-3)
+
+    def x(self, emb: np.ndarray) -> np.ndarray:
+        return ((emb - self.mean) / self.std).astype(np.float32)
+
+    @staticmethod
+    def full(x: np.ndarray, crowd: np.ndarray) -> np.ndarray:
+        n = x.shape[0]
+        return np.hstack(
+            [x, crowd.reshape(n, 1).astype(np.float32), np.ones((n, 1), np.float32)]
+        )
+
+
+def ridge_solve(
+    f: np.ndarray, y: np.ndarray, lam: float, *, free_tail: int = 2
+) -> np.ndarray:
+    """Ridge with the last ``free_tail`` columns (crowd, intercept) barely
+    penalised."""
+    return ridge_path(f, y, [lam], free_tail=free_tail)[0]
+
+
+def ridge_path(f: np.ndarray, y: np.ndarray, lams, *, free_tail: int = 2) -> list:
+    gram = (f.T @ f).astype(np.float64)  # float32 product: no float64 copy of f
+    rhs = (f.T @ np.asarray(y, dtype=np.float32)).astype(np.float64)
+    out = []
+    for lam in lams:
+        pen = np.full(f.shape[1], lam)
+        pen[-free_tail:] = 1e-6 * max(lam, 1.0)
+        out.append(np.linalg.solve(gram + np.diag(pen), rhs))
+    return out
+
+
+def mean_pairwise(ann: np.ndarray, y: np.ndarray, pred: np.ndarray) -> float:
+    """Mean over annotators of their pairwise accuracy (annotators with no
+    untied pair are left out)."""
+    accs = []
+    order = np.argsort(ann, kind="stable")
+    ann_s, y_s, p_s = ann[order], y[order], pred[order]
+    bounds = np.flatnonzero(np.diff(ann_s)) + 1
+    for yy, pp in zip(np.split(y_s, bounds), np.split(p_s, bounds), strict=True):
+        acc = pairwise_accuracy(yy, pp)
+        if acc is not None:
+            accs.append(acc)
+    return float(np.mean(accs)) if accs else float("nan")
+
+
+# --- per-annotator heads in the dual ------------------------------------------
+
+
+@dataclass
+class UserKernel:
+    """One annotator's fit ratings, decomposed once for a given ρ."""
+
+    f: np.ndarray  # (n_a, d+2) features of their fit ratings
+    resid: np.ndarray  # normalised target minus the population head
+    evals: np.ndarray
+    evecs: np.ndarray
+    proj: np.ndarray  # evecs' @ resid
+
+
+def prior_diag(dim: int, rho: float) -> np.ndarray:
+    d = np.ones(dim + 2, dtype=np.float32)
+    d[-2] = rho
+    return d
+
+
+def user_kernel(f: np.ndarray, resid: np.ndarray, diag: np.ndarray) -> UserKernel:
+    k = (f * diag) @ f.T
+    evals, evecs = np.linalg.eigh(k.astype(np.float64))
+    evals = np.maximum(evals, 0.0)
+    return UserKernel(f, resid, evals, evecs, evecs.T @ resid)
+
+
+def user_delta(uk: UserKernel, tau2: float, diag: np.ndarray) -> np.ndarray:
+    """Primal δ_a = τ² D Fᵀ (τ² K + I)⁻¹ r."""
+    if tau2 <= 0 or uk.resid.size == 0:
+        return np.zeros(uk.f.shape[1])
+    alpha = uk.evecs @ (uk.proj / (tau2 * uk.evals + 1.0))
+    return tau2 * diag * (uk.f.T.astype(np.float64) @ alpha)
+
+
+def kernel_scale(f: np.ndarray, diag: np.ndarray) -> float:
+    """1 / mean diagonal of the kernel: puts τ on a scale-free grid."""
+    if f.size == 0:
+        return 1.0
+    return 1.0 / max(float(np.mean(np.sum(f * f * diag, axis=1))), 1e-6)
+
+
+# --- the model -------------------------------------------------------------------
+
+
+@dataclass
+class Hyper:
+    pop_lambda: float
+    tau: float  # relative, for annotators with their own fit ratings
+    rho: float
+    tau_k: dict[int, float] = field(default_factory=dict)  # few-shot newcomers
+
+    def tau_for(self, n: int) -> float:
+        """τ for an annotator with ``n`` ratings: the one chosen for the largest
+        k ≤ n (and the seen τ once n passes the largest k)."""
+        ks = sorted(self.tau_k)
+        if not ks or n > ks[-1]:
+            return self.tau
+        best = 0.0
+        for k in ks:
+            if k <= n:
+                best = self.tau_k[k]
+        return best
+
+    def as_dict(self) -> dict:
+        return {
+            "pop_lambda": self.pop_lambda,
+            "tau": self.tau,
+            "rho": self.rho,
+            "tau_k": {str(k): v for k, v in self.tau_k.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Hyper:
+        return cls(
+            pop_lambda=float(d["pop_lambda"]),
+            tau=float(d["tau"]),
+            rho=float(d["rho"]),
+            tau_k={int(k): float(v) for k, v in d.get("tau_k", {}).items()},
+        )
+
+
+@dataclass
+class Model:
+    """A fitted model: feature standardisation, population head, the heads of the
+    annotators it was fitted on (already w0 + δ_a), their normalisation."""
+
+    feat: Features
+    w0: np.ndarray
+    heads: np.ndarray  # (n_ann, d+2) float32; rows of unfitted annotators = w0
+    fitted: np.ndarray  # bool per annotator
+    norm_mean: np.ndarray
+    norm_std: np.ndarray
+    hyper: Hyper
+    kscale: float  # the kernel scale τ is relative to
+    global_std: float
+
+    def adapt(
+        self, f: np.ndarray, y_raw: np.ndarray, *, tau: float | None = None
+    ) -> tuple[np.ndarray, float, float]:
+        """(head, mean, std) for an annotator from their ratings alone (features
+        ``f``), shrunk toward the population head by the τ chosen for their k."""
+        n = y_raw.size
+        if n == 0:
+            return self.w0.astype(np.float32), float("nan"), self.global_std
+        r = Ratings(np.zeros(n, np.int64), np.zeros(n, np.int64), y_raw)
+        m, s = norm_stats(r, 1, fallback_std=self.global_std)
+        y = (y_raw - m[0]) / s[0]
+        diag = prior_diag(self.w0.size - 2, self.hyper.rho)
+        uk = user_kernel(f, y - f @ self.w0, diag)
+        tau2 = (self.hyper.tau_for(n) if tau is None else tau) * self.kscale
+        head = self.w0 + user_delta(uk, tau2, diag)
+        return head.astype(np.float32), float(m[0]), float(s[0])
+
+
+def fit_heads(
+    *,
+    emb: np.ndarray,
+    fit: Ratings,
+    n_ann: int,
+    hyper: Hyper,
+    pop_extra: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Model:
+    """Fit the population head and every annotator's head on ``fit``, with given
+    hyper-parameters (no selection)."""
+    feat = Features.build(emb, fit.row)
+    mean, std = norm_stats(fit, n_ann)
+    global_std = float(np.median(std[np.bincount(fit.ann, minlength=n_ann) > 1]))
+    y = normalised(fit, mean, std)
+    crowd = Crowd.build(fit, y, emb.shape[0])
+    x = feat.x(emb)
+    f = Features.full(x[fit.row], crowd.loo(fit.row, y))
+    gram_scale = float(np.mean(np.sum(f[:, :-2] ** 2, axis=0)))
+    w0 = _pop_fit(f, y, hyper.pop_lambda * gram_scale, pop_extra, x)
+    diag = prior_diag(x.shape[1], hyper.rho)
+    kscale = kernel_scale(f, diag)
+    heads = np.tile(w0.astype(np.float32), (n_ann, 1))
+    fitted = np.zeros(n_ann, dtype=bool)
+    resid = y - f @ w0
+    for a, idx in _by_annotator(fit.ann):
+        uk = user_kernel(f[idx], resid[idx], diag)
+        heads[a] = w0 + user_delta(uk, hyper.tau * kscale, diag)
+        fitted[a] = True
+    return Model(feat, w0, heads, fitted, mean, std, hyper, kscale, global_std)
+
+
+def _pop_fit(f, y, lam, pop_extra, x) -> np.ndarray:
+    """Population ridge; ``pop_extra`` = (rows, normalised scores) of external
+    population data, rows into ``x`` (crowd feature 0: nobody rated them here)."""
+    if pop_extra is not None and pop_extra[0].size:
+        rows, ey = pop_extra
+        fe = Features.full(x[rows], np.zeros(rows.size, np.float32))
+        f = np.vstack([f, fe])
+        y = np.concatenate([y, ey])
+    return ridge_solve(f, y, lam)
+
+
+def _by_annotator(ann: np.ndarray):
+    order = np.argsort(ann, kind="stable")
+    a_sorted = ann[order]
+    bounds = np.flatnonzero(np.diff(a_sorted)) + 1
+    for idx in np.split(order, bounds):
+        if idx.size:
+            yield int(ann[idx[0]]), idx
