@@ -213,9 +213,9 @@ def version_for(*, image_ids: list[int], version: ModelVersion | None = None):
         if image_ids
         else None
     )
-    active = ModelVersion.objects.filter(is_active=True)
-    found = active.filter(study_id=study_id).first() if study_id else None
-    found = found or active.filter(study__isnull=True).first()
+    from .selectors import version_active
+
+    found = version_active(study=study_id)
     if found is None:
         raise Conflict("No active reward model version yet: train one first.")
     return found
