@@ -203,19 +203,35 @@ def load(version: ModelVersion) -> Predictor:
         return pred
 
 
-def version_for(*, image_ids: list[int], version: ModelVersion | None = None):
-    """The given version, else the one active for the images' study, else the
+def version_for(
+    *,
+    image_ids: list[int],
+    annotator: Annotator | None = None,
+    version: ModelVersion | None = None,
+):
+    """The given version; else the one active for the images' study; else the one
+    active for a study the annotator takes part in (images kept in a companion
+    study, e.g. prompt steering's candidates), newest promotion first; else the
     global active one."""
     if version is not None:
         return version
+    from .selectors import version_active
+
     study_id = (
         Image.objects.filter(pk=image_ids[0]).values_list("study_id", flat=True).first()
         if image_ids
         else None
     )
-    from .selectors import version_active
-
-    found = version_active(study=study_id)
+    found = ModelVersion.objects.filter(is_active=True, study_id=study_id).first()
+    if found is None and annotator is not None:
+        found = (
+            ModelVersion.objects.filter(
+                is_active=True, study__participations__annotator=annotator
+            )
+            .order_by("-promoted_at", "-pk")
+            .first()
+        )
+    found = found or version_active(study=None)
     if found is None:
         raise Conflict("No active reward model version yet: train one first.")
     return found
@@ -227,7 +243,7 @@ def predict(
     """Predicted scores on the annotator's own scale, for the images that have an
     embedding; the others are listed under ``pending``."""
     ids = [int(i) for i in image_ids]
-    version = version_for(image_ids=ids, version=version)
+    version = version_for(image_ids=ids, annotator=annotator, version=version)
     pred = load(version)
     with _LOCK:
         pending = set(pred.add_images(ids))

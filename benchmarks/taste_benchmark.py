@@ -1,0 +1,417 @@
+"""Honest benchmark of the personalised reward model against simple baselines.
+
+A simulator whose taste lives in a generic embedding space, variants defined in
+``benchmarks/taste_variants.json`` (not in model code), several seeds, and the
+product's own training function (``rewardmodel.training.train_and_evaluate``:
+stored-split protocol, selection on validation, test report) on:
+
+* ``synthetic``: Gaussian embeddings (256-d, unit length);
+* ``generic``: generic features of procedural images (16×16 colour thumbnail,
+  HSV histogram, gradient-orientation histogram; nothing that mirrors the
+  generator's rendering steps);
+* ``tiny-clip``: the product's open_clip code path (tiny ViT, random weights
+  seeded from its name) on the same procedural images, while taste lives in the
+  generic features: what the product does when its backbone knows little.
+
+Annotator utility (per variant weights): shared linear + group linear +
+individual linear (idiosyncratic directions) − ideal-point distance in a
+low-dimensional projection + per-domain preference, then per-annotator scale
+use and Gaussian noise; noise is calibrated on a separate draw so the
+simulator's ceiling (pairwise accuracy of the noiseless utility) is the
+variant's target. Splits: ``annotation.splits.split_assign``, the function that
+labels every stored rating; ≥ 40 unseen (test_unseen) annotators per run.
+
+Reported per variant × backbone × split/k: mean per-annotator pairwise
+accuracy of the model and the baselines (independently fitted population
+ridge, per-annotator ridge on the same embedding, leave-one-out consensus),
+pooled over seeds with a 95% interval over annotators, the ceiling, and the gain
+(acc − 0.5) / (ceiling − 0.5).
+
+    .venv/bin/python benchmarks/taste_benchmark.py                 # everything
+    .venv/bin/python benchmarks/taste_benchmark.py --variants linear --seeds 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.test")
+
+import django  # noqa: E402
+
+django.setup()
+
+from annotation.splits import split_assign  # noqa: E402
+from rewardmodel import evaluation as V  # noqa: E402
+from rewardmodel import taste as T  # noqa: E402
+from rewardmodel.threads import compute_threads  # noqa: E402
+from rewardmodel.training import train_and_evaluate  # noqa: E402
+
+WHO = ("model", "population", "per_annotator_ridge", "loo_consensus")
+PROMPTS = [
+    "a fox in a forest",
+    "a city at night",
+    "a bowl of fruit",
+    "a sailing boat at sea",
+    "a mountain lake at dawn",
+    "a portrait of an old man",
+    "an abstract pattern",
+    "a busy market street",
+]
+
+
+def variants_load(names: list[str] | None) -> dict:
+    spec = json.loads((HERE / "taste_variants.json").read_text())
+    out = {}
+    for name, v in spec["variants"].items():
+        if names and name not in names:
+            continue
+        out[name] = {**spec["defaults"], **v}
+    return out
+
+
+# --- embeddings --------------------------------------------------------------------
+
+
+def synthetic_embeddings(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(10_000 + seed)
+    emb = rng.normal(size=(n, 256)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    return emb, rng.integers(0, 6, size=n)
+
+
+def generic_features(png: bytes) -> np.ndarray:
+    from PIL import Image
+
+    im = Image.open(io.BytesIO(png)).convert("RGB")
+    thumb = np.asarray(im.resize((16, 16), Image.BILINEAR), np.float32) / 255
+    hsv = np.asarray(im.resize((64, 64)).convert("HSV"), np.float32) / 255
+    hist = np.concatenate(
+        [np.histogram(hsv[..., c], bins=12, range=(0, 1))[0] for c in range(3)]
+    ).astype(np.float32)
+    lum = np.asarray(im.resize((64, 64)).convert("L"), np.float32) / 255
+    gy, gx = np.gradient(lum)
+    ang = np.arctan2(gy, gx)
+    mag = np.hypot(gx, gy)
+    ori = np.histogram(ang, bins=12, range=(-np.pi, np.pi), weights=mag)[0]
+    feats = np.concatenate(
+        [thumb.ravel(), hist / hist.sum(), ori / (ori.sum() + 1e-6)]
+    ).astype(np.float32)
+    return feats
+
+
+def procedural_images(n: int, cache: Path) -> tuple[list[bytes], np.ndarray]:
+    """The stimulus set (rendered once, cached on disk): n images, 8 domains."""
+    from generation.backends.procedural import render
+
+    path = cache / f"procedural_{n}.npz"
+    if path.exists():
+        z = np.load(path, allow_pickle=False)
+        blobs = [bytes(z[f"i{i}"]) for i in range(n)]
+        return blobs, z["domain"]
+    blobs, domains = [], []
+    for i in range(n):
+        d = i % len(PROMPTS)
+        png, _ = render(prompt=PROMPTS[d], seed=i, width=96, height=96)
+        blobs.append(png)
+        domains.append(d)
+    cache.mkdir(parents=True, exist_ok=True)
+    arrays = {f"i{i}": np.frombuffer(b, np.uint8) for i, b in enumerate(blobs)}
+    np.savez(path, domain=np.asarray(domains), **arrays)
+    return blobs, np.asarray(domains)
+
+
+def whiten(feats: np.ndarray, dim: int = 256) -> np.ndarray:
+    """PCA-whitened generic features (what "taste in a generic space" means here),
+    unit length like CLIP embeddings."""
+    x = feats - feats.mean(0)
+    u, s, vt = np.linalg.svd(x, full_matrices=False)
+    k = min(dim, int((s > 1e-6).sum()))
+    z = (x @ vt[:k].T) / s[:k] * math.sqrt(len(x))
+    return (z / np.linalg.norm(z, axis=1, keepdims=True)).astype(np.float32)
+
+
+def tiny_clip(blobs: list[bytes]) -> np.ndarray:
+    from rewardmodel.backbones import get_backbone
+
+    bb = get_backbone("open_clip:palate-tiny-vit")
+    out = [bb.embed(blobs[i : i + 64]) for i in range(0, len(blobs), 64)]
+    return np.concatenate(out).astype(np.float32)
+
+
+# --- the simulator ---------------------------------------------------------------
+
+
+def utilities(v: dict, taste_space: np.ndarray, domains: np.ndarray, seed: int):
+    """Noiseless utility (n_annotators × n_images) and the annotators' groups."""
+    rng = np.random.default_rng(seed)
+    n_img = taste_space.shape[0]
+    n_ann, lat = int(v["annotators"]), int(v["latent"])
+    proj = rng.normal(size=(taste_space.shape[1], lat)) / math.sqrt(
+        taste_space.shape[1]
+    )
+    z = taste_space @ proj
+    z = (z - z.mean(0)) / z.std(0)
+    group = rng.integers(0, int(v["groups"]), size=n_ann)
+    shared = rng.normal(size=lat)
+    groups = rng.normal(size=(int(v["groups"]), lat))
+    own = rng.normal(size=(n_ann, lat))
+    lin = (
+        v["shared"] * shared[None, :]
+        + v["group"] * groups[group]
+        + v["individual"] * own
+    ) / math.sqrt(lat)
+    util = lin @ z.T
+    if v["ideal_point"]:
+        p = z[:, :3]
+        ideal = rng.normal(size=(n_ann, 3))
+        dist = ((p[None, :, :] - ideal[:, None, :]) ** 2).sum(-1)
+        util = util - v["ideal_point"] * (dist - dist.mean()) / dist.std()
+    if v["domain"]:
+        pref = rng.normal(size=(n_ann, int(domains.max()) + 1))
+        util = util + v["domain"] * pref[:, domains]
+    util = (util - util.mean()) / util.std()
+    assert util.shape == (n_ann, n_img)
+    return util, group
+
+
+def draw_ratings(v: dict, util: np.ndarray, noise: float, seed: int):
+    """Who rates what (per_image raters per image) and their integer scores."""
+    rng = np.random.default_rng(seed + 1)
+    n_ann, n_img = util.shape
+    lo, hi = v["scale"]
+    offset = rng.normal(0, v["scale_use"], size=n_ann)
+    spread = np.exp(rng.normal(0, v["scale_use"], size=n_ann))
+    rows, anns = [], []
+    for i in range(n_img):
+        rows += [i] * int(v["per_image"])
+        anns += rng.choice(n_ann, int(v["per_image"]), replace=False).tolist()
+    rows, anns = np.asarray(rows), np.asarray(anns)
+    latent = util[anns, rows] + rng.normal(0, noise, size=rows.size)
+    mid, half = (lo + hi) / 2, (hi - lo) / 2
+    raw = mid + half * np.tanh(0.8 * (spread[anns] * latent + offset[anns]))
+    return rows, anns, np.clip(np.rint(raw), lo, hi)
+
+
+def ceiling_of(util, rows, anns, scores) -> float:
+    """Mean per-annotator pairwise accuracy of the noiseless utility."""
+    return T.mean_pairwise(anns, scores, util[anns, rows])
+
+
+def calibrate_noise(v: dict, util: np.ndarray, seed: int) -> float:
+    """Noise sd whose ceiling is the variant's target (bisection on a separate
+    draw of raters and noise)."""
+    lo, hi = 0.05, 4.0
+    for _ in range(14):
+        mid = (lo + hi) / 2
+        rows, anns, scores = draw_ratings(v, util, mid, seed + 999)
+        if ceiling_of(util, rows, anns, scores) > v["ceiling"]:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+# --- one run -----------------------------------------------------------------------
+
+
+def run_one(v: dict, emb: np.ndarray, taste_space, domains, seed: int) -> dict:
+    util, _ = utilities(v, taste_space, domains, seed)
+    noise = calibrate_noise(v, util, seed)
+    rows, anns, scores = draw_ratings(v, util, noise, seed)
+    study = 10_000 + seed
+    split = np.asarray(
+        [
+            V.CODES[split_assign(study_id=study, image_id=int(r), annotator_id=int(a))]
+            for r, a in zip(rows, anns, strict=True)
+        ]
+    )
+    snap = SimpleNamespace(
+        r_row=rows,
+        r_ann=anns,
+        r_score=scores.astype(np.float64),
+        r_split=split,
+        annotator_keys=[str(a) for a in range(util.shape[0])],
+        counts={"ratings_train": int((split == 0).sum())},
+        e_score=np.zeros(0),
+        e_row=np.zeros(0, np.int64),
+        e_src=np.zeros(0, np.int64),
+        sources=[],
+    )
+    t0 = time.monotonic()
+    with compute_threads():
+        res = train_and_evaluate(snap=snap, emb=emb, cfg={"seed": seed})
+    fit_s = time.monotonic() - t0
+    ceilings = per_annotator_ceilings(util, snap, seed)
+    return {"rows": res.per_annotator, "ceil": ceilings, "fit_s": fit_s, "noise": noise}
+
+
+def per_annotator_ceilings(util, snap, seed) -> dict:
+    """Ceiling per (split, k, annotator) on exactly the rows evaluated."""
+    from rewardmodel.metrics import pairwise_accuracy
+
+    r = T.Ratings(snap.r_row, snap.r_ann, snap.r_score)
+    out = {}
+    seen = r.take(snap.r_split == V.CODES["test_seen"])
+    for a, idx in T._by_annotator(seen.ann):
+        out[("seen", None, a)] = pairwise_accuracy(
+            seen.score[idx], util[a, seen.row[idx]]
+        )
+    unseen = r.take(snap.r_split == V.CODES["test_unseen"])
+    for p in V.newcomers(unseen, ks=[0, 5, 10, 20], seed=seed):
+        q = p.query
+        out[("unseen", p.ann)] = pairwise_accuracy(q.score, util[p.ann, q.row])
+    return out
+
+
+# --- tables ------------------------------------------------------------------------
+
+
+def _ci(vals: list[float]) -> tuple[float, float, float]:
+    vals = [x for x in vals if x is not None]
+    m = float(np.mean(vals))
+    h = (
+        1.96 * float(np.std(vals, ddof=1)) / math.sqrt(len(vals))
+        if len(vals) > 1
+        else 0
+    )
+    return m, m - h, m + h
+
+
+def aggregate(runs: list[dict]) -> dict:
+    """(split, k) -> who -> (mean, lo, hi), plus ceiling, n annotators, gain."""
+    cells: dict = {}
+    for run in runs:
+        for row in run["rows"]:
+            key = (row["split"], row["k"])
+            c = cells.setdefault(key, {w: [] for w in (*WHO, "ceiling")})
+            for w in WHO:
+                c[w].append(row[w]["pairwise_accuracy"])
+            ck = (
+                ("seen", None, row["annotator"])
+                if row["split"] == "seen"
+                else (
+                    "unseen",
+                    row["annotator"],
+                )
+            )
+            c["ceiling"].append(run["ceil"].get(ck))
+    out = {}
+    for key, c in cells.items():
+        agg = {w: _ci(c[w]) for w in (*WHO, "ceiling")}
+        agg["n"] = len(c["model"])
+        ceil = agg["ceiling"][0]
+        agg["gain"] = {
+            w: (agg[w][0] - 0.5) / (ceil - 0.5) if ceil > 0.5 else float("nan")
+            for w in WHO
+        }
+        out[key] = agg
+    return out
+
+
+def fmt(c) -> str:
+    return f"{c[0]:.3f} [{c[1]:.3f}, {c[2]:.3f}]"
+
+
+def table(results: dict) -> str:
+    lines = [
+        "| variant | backbone | split | k | n | personalised | population | "
+        "per-annotator ridge | LOO consensus | ceiling | gain (pers. / pop.) | "
+        "pers. ≥ best baseline |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for (variant, backbone), agg in results.items():
+        keys = sorted(agg, key=lambda k: (k[0] != "seen", k[1] or 0))
+        for split, k in keys:
+            a = agg[(split, k)]
+            best = (
+                max(a[w][0] for w in WHO[1:])
+                if split == "seen"
+                else max(a["population"][0], a["loo_consensus"][0])
+            )
+            ok = "yes" if a["model"][0] >= best - 1e-9 else "**no**"
+            lines.append(
+                f"| {variant} | {backbone} | {split} | {'' if k is None else k} | "
+                f"{a['n']} | {fmt(a['model'])} | {fmt(a['population'])} | "
+                f"{fmt(a['per_annotator_ridge'])} | {fmt(a['loo_consensus'])} | "
+                f"{a['ceiling'][0]:.3f} | {a['gain']['model']:.2f} / "
+                f"{a['gain']['population']:.2f} | {ok} |"
+            )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--variants", nargs="*")
+    p.add_argument(
+        "--backbones", nargs="*", default=["synthetic", "generic", "tiny-clip"]
+    )
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--cache", default="/tmp/palate-taste-bench")
+    p.add_argument("--json", help="write raw aggregates here")
+    args = p.parse_args()
+    variants = variants_load(args.variants)
+    results: dict = {}
+    started = time.monotonic()
+    fits = []
+    for name, v in variants.items():
+        n = int(v["images"])
+        spaces = {}
+        if "synthetic" in args.backbones:
+            spaces["synthetic"] = None
+        if {"generic", "tiny-clip"} & set(args.backbones):
+            blobs, domains_p = procedural_images(n, Path(args.cache))
+            generic = whiten(np.stack([generic_features(b) for b in blobs]))
+            if "generic" in args.backbones:
+                spaces["generic"] = (generic, generic, domains_p)
+            if "tiny-clip" in args.backbones:
+                spaces["tiny-clip"] = (tiny_clip(blobs), generic, domains_p)
+        for backbone in args.backbones:
+            runs = []
+            for seed in range(args.seeds):
+                if backbone == "synthetic":
+                    emb, domains = synthetic_embeddings(n, seed)
+                    space = emb
+                else:
+                    emb, space, domains = spaces[backbone]
+                run = run_one(v, emb, space, domains, seed)
+                fits.append(run["fit_s"])
+                runs.append(run)
+                print(
+                    f"{name} {backbone} seed {seed}: noise {run['noise']:.2f}, "
+                    f"fit+select+report {run['fit_s']:.1f}s",
+                    file=sys.stderr,
+                )
+            results[(name, backbone)] = aggregate(runs)
+    print(table(results))
+    print(
+        f"\n{len(fits)} runs, {time.monotonic() - started:.0f}s total, "
+        f"train_and_evaluate median {np.median(fits):.1f}s; load average "
+        f"{os.getloadavg()[0]:.1f}"
+    )
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    f"{k[0]}|{k[1]}": {f"{s}|{kk}": a for (s, kk), a in v.items()}
+                    for k, v in results.items()
+                },
+                default=str,
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
