@@ -1,10 +1,11 @@
-"""Linear probe: how well do ``pixelstats`` features recover the procedural
-generator's eight attributes?
+"""Linear probe: how well do the "oracle features" (``pixelstats``, a diagnostic
+in ``benchmarks/oracle_features.py``, not a product backbone) recover the
+procedural generator's eight attributes?
 
-Renders images with ``generation.backends.procedural.render`` (seeds disjoint from
-``planted_taste.py``'s), embeds them with each backbone and prints the 5-fold
-cross-validated ridge R² per attribute. Features come from pixels only; the
-attributes are used solely as probe targets. Usage::
+Renders images with ``generation.backends.procedural.render``, embeds them with
+each backbone and prints the 5-fold cross-validated ridge R² per attribute.
+Features come from pixels only; the attributes are used solely as probe targets.
+Usage::
 
     .venv/bin/python benchmarks/pixelstats_probe.py                  # v1 and v2
     .venv/bin/python benchmarks/pixelstats_probe.py --backbones pixelstats:v2
@@ -22,7 +23,47 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.planted_taste import ATTRS, MODIFIERS, SUBJECTS  # noqa: E402
+from benchmarks import oracle_features  # noqa: E402
+
+ATTRS = (
+    "warmth",
+    "saturation",
+    "brightness",
+    "contrast",
+    "complexity",
+    "symmetry",
+    "roundness",
+    "texture",
+)
+SUBJECTS = (
+    "a lighthouse",
+    "a city street",
+    "a forest",
+    "a portrait",
+    "a bowl of fruit",
+    "a mountain lake",
+    "a dress",
+    "an abstract composition",
+    "a car",
+    "a cat",
+)
+MODIFIERS = (
+    "at sunset",
+    "in winter",
+    "vivid neon",
+    "muted pastel",
+    "dark moody",
+    "bright airy",
+    "minimal",
+    "intricate detailed",
+    "symmetric",
+    "grainy film",
+    "soft round shapes",
+    "sharp geometric",
+    "golden hour",
+    "underwater",
+    "",
+)
 
 
 def ridge_r2(x: np.ndarray, y: np.ndarray, *, folds: int = 5, lam: float = 1.0):
@@ -52,6 +93,8 @@ def main() -> int:
 
     from generation.backends.procedural import render
     from rewardmodel.backbones import get_backbone
+
+    oracle_features.register()
 
     images, targets = [], []
     for i in range(args.images):

@@ -4,23 +4,12 @@ from core.validation import BIGINT_MAX, validate_json_object
 
 from ..models import AnnotatorMetric, ModelVersion, TrainingRun
 
-# What a training run's ``config`` may set (rewardmodel.training.DEFAULT_CONFIG,
-# plus seed and backbone), each with the values that make sense. Anything else is
-# refused by name rather than stored and ignored (or failing in a worker).
+# What a training run's ``config`` may set: the seed, the backbone and the k
+# values of the few-shot curve (every model hyper-parameter is chosen on the
+# validation split, not set by hand). Anything else is refused by name rather
+# than stored and ignored.
 _NUMBER = (int, float)
 CONFIG_FIELDS = {
-    "rank": (int, 1, 1024),
-    "hidden": (int, 1, 8192),
-    "dropout": (_NUMBER, 0, 0.9),
-    "steps": (int, 1, 100_000),
-    "batch_size": (int, 1, 1_000_000),
-    "lr": (_NUMBER, 0, 10),
-    "weight_decay": (_NUMBER, 0, 10),
-    "rank_weight": (_NUMBER, 0, 100),
-    "taste_l2": (_NUMBER, 0, 100),
-    "scale_l2": (_NUMBER, 0, 100),
-    "test_images": (_NUMBER, 0, 0.9),
-    "unseen_annotators": (_NUMBER, 0, 0.9),
     "seed": (int, 0, 2**32 - 1),
 }
 
