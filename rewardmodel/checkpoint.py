@@ -16,6 +16,7 @@ FORMAT = "palate-taste-npz/1"
 
 
 def checkpoint_save(path: Path, *, model: T.Model, keys: list[str], meta: dict) -> None:
+    prior = model.prior or T.prior_diag(model.w0.size - 2, model.hyper.rho)
     header = {
         **meta,
         "format": FORMAT,
@@ -30,11 +31,19 @@ def checkpoint_save(path: Path, *, model: T.Model, keys: list[str], meta: dict) 
             keys=np.asarray(keys, dtype=str),
             feat_mean=model.feat.mean.astype(np.float32),
             feat_std=model.feat.std.astype(np.float32),
+            feat_proj=model.feat.proj.astype(np.float32),
             w0=model.w0.astype(np.float32),
             heads=model.heads.astype(np.float32),
             fitted=model.fitted,
             norm_mean=model.norm_mean,
             norm_std=model.norm_std,
+            prior_diag=prior.diag,
+            prior_lowrank=(
+                prior.lowrank
+                if prior.lowrank is not None
+                else np.zeros((prior.diag.size, 0))
+            ),
+            prior_iso=np.asarray([prior.iso]),
         )
 
 
@@ -50,7 +59,7 @@ def checkpoint_load(path: str | Path) -> tuple[T.Model, list[str], dict]:
     if header.get("format") != FORMAT:
         raise ValueError(f"{path}: format {header.get('format')!r}, need {FORMAT}.")
     model = T.Model(
-        feat=T.Features(arrays["feat_mean"], arrays["feat_std"]),
+        feat=T.Features(arrays["feat_mean"], arrays["feat_std"], arrays["feat_proj"]),
         w0=arrays["w0"].astype(np.float64),
         heads=arrays["heads"],
         fitted=arrays["fitted"],
@@ -59,5 +68,10 @@ def checkpoint_load(path: str | Path) -> tuple[T.Model, list[str], dict]:
         hyper=T.Hyper.from_dict(header["hyper"]),
         kscale=float(header["kscale"]),
         global_std=float(header["global_std"]),
+        prior=T.Prior(
+            arrays["prior_diag"],
+            arrays["prior_lowrank"] if arrays["prior_lowrank"].shape[1] else None,
+            float(arrays["prior_iso"][0]),
+        ),
     )
     return model, [str(k) for k in arrays["keys"]], header

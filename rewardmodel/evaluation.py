@@ -20,8 +20,9 @@ normalised rating of the image by everyone else).
 
 from __future__ import annotations
 
+import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -43,6 +44,17 @@ class Data:
     n_ann: int
     ks: list[int]
     seed: int
+    # Heads fitted on the train split, by (prior, base, τ): the report reuses
+    # what selection computed (same fit ratings, same features).
+    heads_memo: dict = field(default_factory=dict)
+    _feat: T.Features | None = None
+
+    @property
+    def feat(self) -> T.Features:
+        """One feature space for every phase (from the embeddings, no ratings)."""
+        if self._feat is None:
+            self._feat = T.Features.build(self.emb)
+        return self._feat
 
     def part(self, *names: str) -> T.Ratings:
         return self.ratings.take(np.isin(self.split, [CODES[n] for n in names]))
@@ -65,8 +77,10 @@ class Context:
     def __init__(self, data: Data, fit: T.Ratings, visible: T.Ratings):
         self.data = data
         self.fit = fit
-        self.feat = T.Features.build(data.emb, fit.row)
-        self.x = self.feat.x(data.emb)
+        self.feat = data.feat
+        if "x" not in data.heads_memo:
+            data.heads_memo["x"] = self.feat.x(data.emb)
+        self.x = data.heads_memo["x"]
         self.mean, self.std = T.norm_stats(fit, data.n_ann)
         fitted = np.bincount(fit.ann, minlength=data.n_ann) > 0
         counts = np.bincount(fit.ann, minlength=data.n_ann)
@@ -76,9 +90,44 @@ class Context:
         self.vstd = np.where(fitted, self.std, vs)
         z = T.normalised(visible, self.vmean, self.vstd)
         self.crowd = T.Crowd.build(visible, z, data.emb.shape[0])
+        # The fit rows' crowd comes from the fit ratings alone (as in the deployed
+        # refit), so no held-out rating shapes a fitted head.
+        zf = T.normalised(fit, self.mean, self.std)
+        self._fit_view = View(
+            T.Features.full(
+                self.x[fit.row],
+                T.Crowd.build(fit, zf, data.emb.shape[0]).loo(fit.row, zf),
+            ),
+            zf,
+            fit,
+        )
         # Own normalised rating per (annotator, row), to leave it out of the crowd.
         pairs = zip(visible.ann.tolist(), visible.row.tolist(), strict=True)
         self._own = dict(zip(pairs, z.tolist(), strict=True))
+
+    def fit_view(self) -> View:
+        return self._fit_view
+
+    def pop_path(self, lams, *, crowd: bool) -> list[np.ndarray]:
+        """Population ridge on the fit ratings for each λ (relative to the mean
+        column energy); ``crowd`` False leaves the crowd column out (the
+        independently fitted population baseline). One Gram matrix serves all."""
+        memo = self.data.heads_memo
+        if "gram" not in memo:
+            f, y = self._fit_view.f, self._fit_view.y.astype(np.float32)
+            memo["gram"] = ((f.T @ f).astype(np.float64), (f.T @ y).astype(np.float64))
+        gram, rhs = memo["gram"]
+        gram, rhs = gram.copy(), rhs.copy()
+        if not crowd:
+            gram[-2, :] = gram[:, -2] = 0.0
+            rhs[-2] = 0.0
+        scale = float(np.mean(np.diag(gram)[:-2]))
+        out = []
+        for lam in lams:
+            pen = np.full(gram.shape[0], lam * scale)
+            pen[-2:] = 1e-6 * max(lam * scale, 1.0)
+            out.append(np.linalg.solve(gram + np.diag(pen), rhs))
+        return out
 
     def view(self, r: T.Ratings, *, mean=None, std=None) -> View:
         own = np.fromiter(
@@ -116,29 +165,56 @@ def _content_only(f: np.ndarray) -> np.ndarray:
 
 
 def population_fit(ctx: Context, lam_rel: float, *, crowd: bool) -> np.ndarray:
-    v = ctx.view(ctx.fit)
-    f = v.f if crowd else _content_only(v.f)
-    scale = float(np.mean(np.sum(f[:, :-2] ** 2, axis=0)))
-    return T.ridge_solve(f, v.y, lam_rel * scale)
+    return ctx.pop_path([lam_rel], crowd=crowd)[0]
 
 
 def user_heads(
-    ctx: Context, w0: np.ndarray, *, rho: float, taus: list[float], toward_pop: bool
+    ctx: Context, w0: np.ndarray, *, prior: T.Prior, taus: list[float], toward_pop: bool
 ) -> tuple[list[np.ndarray], float]:
     """Per τ: every fitted annotator's head, (n_ann, d+2). ``toward_pop`` False is
     the per-annotator ridge baseline: content only, shrunk toward zero."""
-    v = ctx.view(ctx.fit)
-    f = v.f if toward_pop else _content_only(v.f)
     base = w0 if toward_pop else np.zeros_like(w0)
-    diag = T.prior_diag(ctx.x.shape[1], rho if toward_pop else 0.0)
-    kscale = T.kernel_scale(f, diag)
-    resid = v.y - f @ base
-    out = [np.tile(base, (ctx.data.n_ann, 1)) for _ in taus]
-    for a, idx in T._by_annotator(ctx.fit.ann):
-        uk = T.user_kernel(f[idx], resid[idx], diag)
-        for j, tau in enumerate(taus):
-            out[j][a] = base + T.user_delta(uk, tau * kscale, diag)
-    return out, kscale
+    memo = ctx.data.heads_memo
+    key = _fingerprint(prior, base, toward_pop)
+    todo = [t for t in taus if (key, t) not in memo]
+    if todo:
+        v = ctx.fit_view()
+        f = v.f if toward_pop else _content_only(v.f)
+        kscale = T.kernel_scale(f, prior)
+        resid = v.y - f @ base
+        out = [np.tile(base, (ctx.data.n_ann, 1)) for _ in todo]
+        for a, idx in T._by_annotator(ctx.fit.ann):
+            uk = T.user_kernel(f[idx], resid[idx], prior)
+            for j, tau in enumerate(todo):
+                out[j][a] = base + T.user_delta(uk, tau * kscale, prior)
+        for tau, h in zip(todo, out, strict=True):
+            memo[(key, tau)] = (h, kscale)
+    return [memo[(key, t)][0] for t in taus], memo[(key, taus[0])][1]
+
+
+def _fingerprint(prior: T.Prior, base: np.ndarray, toward_pop: bool) -> str:
+    h = hashlib.sha1(np.ascontiguousarray(prior.diag).tobytes())
+    if prior.lowrank is not None:
+        h.update(np.ascontiguousarray(prior.lowrank).tobytes())
+    h.update(np.ascontiguousarray(base).tobytes())
+    h.update(f"{prior.iso}:{toward_pop}".encode())
+    return h.hexdigest()
+
+
+def model_prior(ctx: Context, w0: np.ndarray, hyper: T.Hyper) -> T.Prior:
+    """The prior ``hyper`` describes, its taste directions estimated from the
+    isotropic heads of the annotators in the fit ratings."""
+    prior = T.prior_diag(ctx.x.shape[1], hyper.rho)
+    if hyper.gamma <= 0:
+        return prior
+    tau_iso = hyper.tau if hyper.tau_iso is None else hyper.tau_iso
+    (iso,), _ = user_heads(ctx, w0, prior=prior, taus=[tau_iso], toward_pop=True)
+    return _directions(ctx, iso - w0, prior, hyper.gamma)
+
+
+def _directions(ctx: Context, deltas, prior: T.Prior, gamma: float) -> T.Prior:
+    fitted = np.bincount(ctx.fit.ann, minlength=ctx.data.n_ann) > 0
+    return T.prior_with_directions(prior, deltas[fitted], gamma=gamma)
 
 
 def score(v: View, heads: np.ndarray) -> np.ndarray:
@@ -173,7 +249,7 @@ def adapt_head(
     sup: T.Ratings,
     *,
     tau: float,
-    rho: float,
+    prior: T.Prior,
     toward_pop: bool,
     kscale: float,
 ) -> tuple[np.ndarray, float, float]:
@@ -184,45 +260,86 @@ def adapt_head(
     v = ctx.view(sup, mean=m, std=s)
     f = v.f if toward_pop else _content_only(v.f)
     base = w0 if toward_pop else np.zeros_like(w0)
-    diag = T.prior_diag(ctx.x.shape[1], rho if toward_pop else 0.0)
-    uk = T.user_kernel(f, v.y - f @ base, diag)
+    uk = T.user_kernel(f, v.y - f @ base, prior)
     a = int(sup.ann[0])
-    return base + T.user_delta(uk, tau * kscale, diag), float(m[a]), float(s[a])
+    return base + T.user_delta(uk, tau * kscale, prior), float(m[a]), float(s[a])
 
 
 # --- selection (validation only) -------------------------------------------------
 
 
-def select(data: Data) -> tuple[T.Hyper, dict]:
+GAMMA_GRID = (0.8,)
+
+
+def selection_context(data: Data) -> Context:
+    """Train ratings fitted, train + validation visible: nothing of test."""
+    if "selection_ctx" not in data.heads_memo:
+        fit = data.part(splits.TRAIN)
+        visible = T.concat(
+            fit, data.part(splits.VAL_SEEN), data.part(splits.VAL_UNSEEN)
+        )
+        data.heads_memo["selection_ctx"] = Context(data, fit, visible)
+    return data.heads_memo["selection_ctx"]
+
+
+def select(data: Data) -> tuple[T.Hyper, dict, T.Prior]:
     """Hyper-parameters from the validation splits. Reads train, val_seen and
-    val_unseen only."""
-    fit = data.part(splits.TRAIN)
+    val_unseen only. Also returns the selected prior (taste directions from the
+    train fit), which the deployed refit reuses."""
     val_seen = data.part(splits.VAL_SEEN)
     val_unseen = data.part(splits.VAL_UNSEEN)
-    ctx = Context(data, fit, T.concat(fit, val_seen, val_unseen))
+    ctx = selection_context(data)
     pop_scores = _pop_grid(ctx, T.concat(val_seen, val_unseen), crowd=True)
     pop_lambda = _argmax(pop_scores)
     w0 = population_fit(ctx, pop_lambda, crowd=True)
     vs = ctx.view(val_seen)
-    best, user_scores = (0.0, 0.0, -1.0), {}
+    scores: dict[str, float] = {}
+    best = _best_iso(ctx, w0, vs, scores)  # (acc, rho, tau, gamma, heads)
+    rho, tau_iso = best[1], best[2]
+    base = T.prior_diag(ctx.x.shape[1], rho)
+    for gamma in GAMMA_GRID:
+        prior = _directions(ctx, best[4] - w0, base, gamma)
+        heads, _ = user_heads(
+            ctx, w0, prior=prior, taus=list(T.TAU_GRID[1:]), toward_pop=True
+        )
+        for tau, h in zip(T.TAU_GRID[1:], heads, strict=True):
+            acc = T.mean_pairwise(vs.r.ann, vs.y, score(vs, h))
+            scores[f"rho={rho:g},tau={tau:.3g},gamma={gamma:g}"] = acc
+            if acc > best[0] + 1e-9:
+                best = (acc, rho, tau, gamma, best[4])
+    hyper = T.Hyper(
+        pop_lambda=pop_lambda, tau=best[2], rho=rho, gamma=best[3], tau_iso=tau_iso
+    )
+    prior = model_prior(ctx, w0, hyper)
+    hyper.tau_k, k_scores = _select_tau_k(ctx, w0, val_unseen, prior=prior)
+    return (
+        hyper,
+        prior,
+        {
+            "population_lambda": {f"{k:.3g}": v for k, v in pop_scores.items()},
+            "user": scores,
+            "newcomer": k_scores,
+            "val_seen_pairwise_accuracy": best[0],
+            "val_seen_annotators": int(np.unique(val_seen.ann).size),
+            "val_unseen_annotators": int(np.unique(val_unseen.ann).size),
+        },
+    )
+
+
+def _best_iso(ctx, w0, vs: View, scores: dict) -> tuple:
+    """Best (accuracy, ρ, τ, γ=0, heads at that τ) with the isotropic prior."""
+    best = (-1.0, 0.0, 0.0, 0.0, np.tile(w0, (ctx.data.n_ann, 1)))
     for rho in T.RHO_GRID:
-        heads, _ = user_heads(ctx, w0, rho=rho, taus=list(T.TAU_GRID), toward_pop=True)
+        prior = T.prior_diag(ctx.x.shape[1], rho)
+        heads, _ = user_heads(
+            ctx, w0, prior=prior, taus=list(T.TAU_GRID), toward_pop=True
+        )
         for tau, h in zip(T.TAU_GRID, heads, strict=True):
             acc = T.mean_pairwise(vs.r.ann, vs.y, score(vs, h))
-            user_scores[f"rho={rho:g},tau={tau:.3g}"] = acc
-            if acc > best[2] + 1e-9:
-                best = (rho, tau, acc)
-    rho, tau, _ = best
-    tau_k, k_scores = _select_tau_k(ctx, w0, val_unseen, rho=rho)
-    hyper = T.Hyper(pop_lambda=pop_lambda, tau=tau, rho=rho, tau_k=tau_k)
-    return hyper, {
-        "population_lambda": {f"{k:.3g}": v for k, v in pop_scores.items()},
-        "user": user_scores,
-        "newcomer": k_scores,
-        "val_seen_pairwise_accuracy": best[2],
-        "val_seen_annotators": int(np.unique(val_seen.ann).size),
-        "val_unseen_annotators": int(np.unique(val_unseen.ann).size),
-    }
+            scores[f"rho={rho:g},tau={tau:.3g}"] = acc
+            if acc > best[0] + 1e-9:
+                best = (acc, rho, tau, 0.0, h)
+    return best
 
 
 def _argmax(scores: dict) -> float:
@@ -232,21 +349,17 @@ def _argmax(scores: dict) -> float:
 
 def _pop_grid(ctx: Context, val: T.Ratings, *, crowd: bool) -> dict[float, float]:
     v = ctx.view(val)
-    f_fit = ctx.view(ctx.fit)
-    f = f_fit.f if crowd else _content_only(f_fit.f)
     fq = v.f if crowd else _content_only(v.f)
-    scale = float(np.mean(np.sum(f[:, :-2] ** 2, axis=0)))
-    ws = T.ridge_path(f, f_fit.y, [g * scale for g in T.POP_GRID])
+    ws = ctx.pop_path(T.POP_GRID, crowd=crowd)
     return {
         g: T.mean_pairwise(v.r.ann, v.y, fq @ w)
         for g, w in zip(T.POP_GRID, ws, strict=True)
     }
 
 
-def _select_tau_k(ctx, w0, val_unseen, *, rho) -> tuple[dict, dict]:
+def _select_tau_k(ctx, w0, val_unseen, *, prior: T.Prior) -> tuple[dict, dict]:
     people = newcomers(val_unseen, ks=ctx.data.ks, seed=ctx.data.seed)
-    diag = T.prior_diag(ctx.x.shape[1], rho)
-    kscale = T.kernel_scale(ctx.view(ctx.fit).f, diag)
+    kscale = T.kernel_scale(ctx.fit_view().f, prior)
     tau_k, report = {}, {}
     for k in ctx.data.ks:
         if k == 0 or not people:
@@ -254,18 +367,18 @@ def _select_tau_k(ctx, w0, val_unseen, *, rho) -> tuple[dict, dict]:
             continue
         accs = {}
         for tau in T.TAU_GRID:
-            accs[tau] = _newcomer_accuracy(ctx, w0, people, k, tau, rho, kscale)
+            accs[tau] = _newcomer_accuracy(ctx, w0, people, k, tau, prior, kscale)
         tau_k[k] = _argmax(accs)
         report[f"k={k}"] = {f"{t:.3g}": a for t, a in accs.items()}
     return tau_k, report
 
 
-def _newcomer_accuracy(ctx, w0, people, k, tau, rho, kscale) -> float:
+def _newcomer_accuracy(ctx, w0, people, k, tau, prior, kscale) -> float:
     accs = []
     for p in people:
         sup = p.support.take(np.arange(k))
         head, m, s = adapt_head(
-            ctx, w0, sup, tau=tau, rho=rho, toward_pop=True, kscale=kscale
+            ctx, w0, sup, tau=tau, prior=prior, toward_pop=True, kscale=kscale
         )
         v = ctx.view(p.query, mean=_const(ctx, m), std=_const(ctx, s))
         acc = T.mean_pairwise(v.r.ann, v.y, v.f @ head)
@@ -290,14 +403,14 @@ class Tuned:
 
 
 def tune_baselines(data: Data) -> Tuned:
-    fit = data.part(splits.TRAIN)
     val_seen = data.part(splits.VAL_SEEN)
     val_unseen = data.part(splits.VAL_UNSEEN)
-    ctx = Context(data, fit, T.concat(fit, val_seen, val_unseen))
+    ctx = selection_context(data)
     pop_lambda = _argmax(_pop_grid(ctx, T.concat(val_seen, val_unseen), crowd=False))
     zero = np.zeros(ctx.x.shape[1] + 2)
     taus = [t for t in T.TAU_GRID if t > 0]
-    heads, _ = user_heads(ctx, zero, rho=0.0, taus=taus, toward_pop=False)
+    ridge = T.prior_diag(ctx.x.shape[1], 0.0)
+    heads, _ = user_heads(ctx, zero, prior=ridge, taus=taus, toward_pop=False)
     vs = ctx.view(val_seen)
     accs = {
         t: T.mean_pairwise(vs.r.ann, vs.y, score(vs, h))
@@ -313,11 +426,17 @@ def report(data: Data, hyper: T.Hyper, tuned: Tuned) -> tuple[dict, list[dict]]:
     ctx = Context(data, fit, data.ratings)
     w0 = population_fit(ctx, hyper.pop_lambda, crowd=True)
     pop = population_fit(ctx, tuned.pop_lambda, crowd=False)
+    prior = model_prior(ctx, w0, hyper)
     (mine,), kscale = user_heads(
-        ctx, w0, rho=hyper.rho, taus=[hyper.tau], toward_pop=True
+        ctx, w0, prior=prior, taus=[hyper.tau], toward_pop=True
     )
+    ridge_prior = T.prior_diag(ctx.x.shape[1], 0.0)
     (ridge,), kscale_r = user_heads(
-        ctx, np.zeros_like(w0), rho=0.0, taus=[tuned.ridge_tau], toward_pop=False
+        ctx,
+        np.zeros_like(w0),
+        prior=ridge_prior,
+        taus=[tuned.ridge_tau],
+        toward_pop=False,
     )
     rows: list[dict] = []
     v = ctx.view(data.part(splits.TEST_SEEN))
@@ -338,25 +457,28 @@ def report(data: Data, hyper: T.Hyper, tuned: Tuned) -> tuple[dict, list[dict]]:
             pop=pop,
             hyper=hyper,
             tuned=tuned,
+            priors=(prior, ridge_prior),
             kscales=(kscale, kscale_r),
         )
     return summarise(rows, data.ks), rows
 
 
-def _newcomer_rows(ctx, people, k, *, w0, pop, hyper, tuned, kscales) -> list[dict]:
+def _newcomer_rows(
+    ctx, people, k, *, w0, pop, hyper, tuned, priors, kscales
+) -> list[dict]:
     rows = []
     for p in people:
         sup = p.support.take(np.arange(k))
         tau = hyper.tau_k.get(k, hyper.tau_for(k))
         head, m, s = adapt_head(
-            ctx, w0, sup, tau=tau, rho=hyper.rho, toward_pop=True, kscale=kscales[0]
+            ctx, w0, sup, tau=tau, prior=priors[0], toward_pop=True, kscale=kscales[0]
         )
         rhead, _, _ = adapt_head(
             ctx,
             np.zeros_like(w0),
             sup,
             tau=tuned.ridge_tau,
-            rho=0.0,
+            prior=priors[1],
             toward_pop=False,
             kscale=kscales[1],
         )

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from annotation.models import Annotator, Image
+from annotation.models import Annotator
 from core.exceptions import Conflict, NotFound
 
 from . import taste as T
@@ -32,6 +32,10 @@ from .models import ModelVersion
 _LOCK = threading.Lock()
 _LOADED: dict[tuple, Predictor] = {}
 CROWD_TTL = 60.0
+# Which version serves an image's study, remembered briefly: a promotion reaches
+# every web process within this many seconds.
+VERSION_TTL = 5.0
+_VERSIONS: dict = {}
 MAX_ADAPT_RATINGS = 2000
 
 
@@ -39,7 +43,7 @@ MAX_ADAPT_RATINGS = 2000
 class Crowd:
     sums: np.ndarray
     counts: np.ndarray
-    own: dict[int, dict[int, float]]  # annotator pk -> {row: normalised score}
+    own: dict[int, tuple]  # annotator pk -> (cache rows, normalised scores)
     built: float
 
 
@@ -60,9 +64,10 @@ class Predictor:
         have no embedding for this version's backbone yet."""
         from .embeddings import embedding_rows
 
-        new = [i for i in dict.fromkeys(image_ids) if i not in self.rows]
-        if not new:
+        missing = set(image_ids).difference(self.rows.keys())
+        if not missing:
             return []
+        new = [i for i in dict.fromkeys(image_ids) if i in missing]
         found, vecs = embedding_rows(backbone=self.version.backbone, image_ids=new)
         if found:
             x = self.model.feat.x(vecs)
@@ -103,9 +108,13 @@ class Predictor:
             if i is not None and self.model.fitted[i]:
                 mean[j], std[j] = self.model.norm_mean[i], self.model.norm_std[i]
         z = (score - mean[ann]) / std[ann]
-        own: dict[int, dict[int, float]] = {}
-        for pk, row, v in zip(pks.tolist(), img.tolist(), z.tolist(), strict=True):
-            own.setdefault(pk, {})[row] = v
+        order = np.argsort(ann, kind="stable")
+        bounds = np.flatnonzero(np.diff(ann[order])) + 1
+        own = {
+            int(uniq[ann[idx[0]]]): (img[idx], z[idx])
+            for idx in np.split(order, bounds)
+            if idx.size
+        }
         return Crowd(
             np.bincount(img, weights=z, minlength=n),
             np.bincount(img, minlength=n).astype(np.float64),
@@ -115,15 +124,16 @@ class Predictor:
 
     def crowd_feature(self, rows: np.ndarray, annotator_pk: int) -> np.ndarray:
         c = self.crowd_now()
-        s, k = c.sums[rows].copy(), c.counts[rows].copy()
+        s, k = c.sums[rows], c.counts[rows].copy()
         mine = c.own.get(annotator_pk)
-        if mine:
-            pos = {r: j for j, r in enumerate(rows.tolist())} if len(mine) else {}
-            for row, v in mine.items():
-                j = pos.get(row)
-                if j is not None:
-                    s[j] -= v
-                    k[j] -= 1
+        if mine is not None:
+            pos = np.full(c.sums.size, -1, dtype=np.int64)
+            pos[rows] = np.arange(rows.size)
+            j = pos[mine[0]]
+            hit = j >= 0
+            s = s.copy()
+            np.subtract.at(s, j[hit], mine[1][hit])
+            np.subtract.at(k, j[hit], 1.0)
         return s / (k + 1.0)
 
     # --- heads -----------------------------------------------------------------
@@ -179,6 +189,14 @@ class Predictor:
         return mean + std * norm, how
 
 
+def _single_threaded_blas() -> None:
+    """A web process serves many requests side by side: one BLAS thread each
+    (an oversubscribed BLAS pool turned a 0.3 ms product into tens of ms)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)
+
+
 def load(version: ModelVersion) -> Predictor:
     # Keyed by the checkpoint too: a version id alone may name another model in
     # another database (tests, restores).
@@ -188,6 +206,8 @@ def load(version: ModelVersion) -> Predictor:
             return _LOADED[key]
         from .checkpoint import checkpoint_load
 
+        if not _LOADED:
+            _single_threaded_blas()
         try:
             model, keys, _ = checkpoint_load(version.checkpoint_path)
         except ValueError as exc:
@@ -217,12 +237,19 @@ def version_for(
         return version
     from .selectors import version_active
 
-    study_id = (
-        Image.objects.filter(pk=image_ids[0]).values_list("study_id", flat=True).first()
+    hit = _VERSIONS.get(image_ids[0] if image_ids else None)
+    if hit is not None and time.monotonic() - hit[1] < VERSION_TTL:
+        return hit[0]
+    found = (
+        ModelVersion.objects.filter(is_active=True, study__images=image_ids[0]).first()
         if image_ids
         else None
     )
-    found = ModelVersion.objects.filter(is_active=True, study_id=study_id).first()
+    if found is not None:
+        if len(_VERSIONS) > 10_000:
+            _VERSIONS.clear()
+        _VERSIONS[image_ids[0]] = (found, time.monotonic())
+        return found
     if found is None and annotator is not None:
         found = (
             ModelVersion.objects.filter(
@@ -237,6 +264,12 @@ def version_for(
     return found
 
 
+def version_cache_clear() -> None:
+    """Forget which version serves which study (this process; others within
+    ``VERSION_TTL``)."""
+    _VERSIONS.clear()
+
+
 def predict(
     *, annotator: Annotator, image_ids: list[int], version: ModelVersion | None = None
 ) -> dict:
@@ -247,7 +280,7 @@ def predict(
     pred = load(version)
     with _LOCK:
         pending = set(pred.add_images(ids))
-        ready = [i for i in ids if i not in pending]
+        ready = [i for i in ids if i not in pending] if pending else ids
         values, how = pred.scores(annotator, ready) if ready else ([], "")
     return {
         "version": version.pk,
@@ -255,7 +288,7 @@ def predict(
         "annotator": annotator.pk,
         "how": how,
         "scores": dict(zip(ready, np.asarray(values).tolist(), strict=True)),
-        "pending": [i for i in ids if i in pending],
+        "pending": [i for i in ids if i in pending] if pending else [],
     }
 
 

@@ -21,16 +21,17 @@ def pairwise_accuracy(y_true, y_pred) -> float | None:
         raise ValueError("y_true and y_pred differ in shape")
     if t.size < 2:
         return None
+    # Every pair appears twice (i, j and j, i) in numerator and denominator
+    # alike, so the full matrices give the same ratio without a triangle mask.
     dt = np.sign(t[:, None] - t[None, :])
     dp = np.sign(p[:, None] - p[None, :])
-    upper = np.triu(np.ones_like(dt, dtype=bool), k=1)
-    valid = upper & (dt != 0)
-    n = int(valid.sum())
+    valid = dt != 0
+    n = int(np.count_nonzero(valid))
     if n == 0:
         return None
-    agree = (dt == dp) & valid
-    tied = (dp == 0) & valid
-    return float((agree.sum() + 0.5 * tied.sum()) / n)
+    agree = np.count_nonzero((dt == dp) & valid)
+    tied = np.count_nonzero((dp == 0) & valid)
+    return float((agree + 0.5 * tied) / n)
 
 
 def rankdata(x) -> np.ndarray:

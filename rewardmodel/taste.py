@@ -35,7 +35,8 @@ from .metrics import pairwise_accuracy
 # Relative grids (scaled by the data): fixed here, not per benchmark variant.
 POP_GRID = tuple(10.0 ** np.arange(-3.0, 2.01, 0.5))  # × mean diagonal of F'F
 TAU_GRID = (0.0,) + tuple(10.0 ** np.arange(-2.5, 1.01, 0.5))  # × 1/mean diag K
-RHO_GRID = (0.0, 3.0, 30.0)  # crowd column's prior weight relative to one pixel dim
+RHO_GRID = (0.0, 10.0)  # crowd column's prior weight relative to one embedding dim
+MAX_DIM = 256  # principal components of the embedding kept (cost ∝ this)
 MIN_STD = 0.25  # an annotator who always gives one score must not blow up targets
 STD_PRIOR_WEIGHT = 5.0  # ratings' worth of the global std behind a k-shot std
 
@@ -109,18 +110,30 @@ class Crowd:
 
 @dataclass
 class Features:
-    """Standardised embedding columns plus the crowd and intercept columns."""
+    """Image features: the embedding standardised per column and projected on its
+    top ``MAX_DIM`` principal components (all of them when the embedding is
+    smaller), plus the crowd and intercept columns.
+
+    Built from the embeddings alone (every image of the snapshot, no rating), so
+    selection, report and the deployed refit share one feature space."""
 
     mean: np.ndarray
     std: np.ndarray
+    proj: np.ndarray  # (dim, k)
 
     @classmethod
-    def build(cls, emb: np.ndarray, rows: np.ndarray) -> Features:
-        used = emb[np.unique(rows)] if rows.size else emb
-        return cls(used.mean(0), used.std(0) + 1e-3)
+    def build(cls, emb: np.ndarray) -> Features:
+        mean, std = emb.mean(0), emb.std(0) + 1e-3
+        z = ((emb - mean) / std).astype(np.float32)
+        if emb.shape[1] <= MAX_DIM:
+            return cls(mean, std, np.eye(emb.shape[1], dtype=np.float32))
+        evals, evecs = np.linalg.eigh((z.T @ z).astype(np.float64) / len(z))
+        top = evecs[:, ::-1][:, :MAX_DIM]
+        return cls(mean, std, top.astype(np.float32))
 
     def x(self, emb: np.ndarray) -> np.ndarray:
-        return ((emb - self.mean) / self.std).astype(np.float32)
+        z = ((emb - self.mean) / self.std).astype(np.float32)
+        return z @ self.proj
 
     @staticmethod
     def full(x: np.ndarray, crowd: np.ndarray) -> np.ndarray:
@@ -177,32 +190,82 @@ class UserKernel:
     proj: np.ndarray  # evecs' @ resid
 
 
-def prior_diag(dim: int, rho: float) -> np.ndarray:
+@dataclass
+class Prior:
+    """Prior covariance of an annotator's deviation δ_a from the population head:
+    ``iso · diag(diag) + L Lᵀ``. The diagonal part treats every embedding column
+    alike (crowd column weighted by ρ); the low-rank part ``L`` holds the taste
+    directions people actually differ along, estimated from everyone's heads
+    (the hierarchical part: a newcomer's few ratings only have to place them
+    within those directions)."""
+
+    diag: np.ndarray
+    lowrank: np.ndarray | None = None  # (d+2, r)
+    iso: float = 1.0
+
+    def kernel(self, f: np.ndarray) -> np.ndarray:
+        k = self.iso * ((f * self.diag) @ f.T)
+        if self.lowrank is not None:
+            g = f @ self.lowrank
+            k = k + g @ g.T
+        return k
+
+    def primal(self, f: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+        """D Fᵀ α."""
+        ft_a = f.T.astype(np.float64) @ alpha
+        out = self.iso * self.diag * ft_a
+        if self.lowrank is not None:
+            out = out + self.lowrank @ (self.lowrank.T @ ft_a)
+        return out
+
+    def mean_diag(self, f: np.ndarray) -> float:
+        d = self.iso * ((f * f) @ self.diag)
+        if self.lowrank is not None:
+            d = d + np.einsum("ij,ij->i", g := f @ self.lowrank, g)
+        return float(np.mean(d))
+
+
+def prior_diag(dim: int, rho: float) -> Prior:
     d = np.ones(dim + 2, dtype=np.float32)
     d[-2] = rho
-    return d
+    return Prior(d)
 
 
-def user_kernel(f: np.ndarray, resid: np.ndarray, diag: np.ndarray) -> UserKernel:
-    k = (f * diag) @ f.T
-    evals, evecs = np.linalg.eigh(k.astype(np.float64))
+def prior_with_directions(
+    base: Prior, deltas: np.ndarray, *, gamma: float, rank: int = 24
+) -> Prior:
+    """``base`` mixed with the top ``rank`` directions of the annotators' head
+    deviations ``deltas`` (n × (d+2)); ``gamma`` is the low-rank share of the
+    prior's trace."""
+    if gamma <= 0 or deltas.shape[0] < 4 or not np.any(deltas):
+        return base
+    _, sv, vt = np.linalg.svd(deltas, full_matrices=False)
+    r = min(rank, deltas.shape[0] // 2, sv.size)
+    lr = vt[:r].T * sv[:r]  # (d+2, r)
+    scale = gamma * float(np.sum(base.diag)) / max(float(np.sum(lr**2)), 1e-12)
+    return Prior(base.diag, (lr * np.sqrt(scale)).astype(np.float32), 1.0 - gamma)
+
+
+def user_kernel(f: np.ndarray, resid: np.ndarray, prior: Prior) -> UserKernel:
+    evals, evecs = np.linalg.eigh(prior.kernel(f).astype(np.float32))
     evals = np.maximum(evals, 0.0)
-    return UserKernel(f, resid, evals, evecs, evecs.T @ resid)
+    return UserKernel(f, resid, evals, evecs, evecs.T @ resid.astype(np.float32))
 
 
-def user_delta(uk: UserKernel, tau2: float, diag: np.ndarray) -> np.ndarray:
+def user_delta(uk: UserKernel, tau2: float, prior: Prior) -> np.ndarray:
     """Primal δ_a = τ² D Fᵀ (τ² K + I)⁻¹ r."""
     if tau2 <= 0 or uk.resid.size == 0:
         return np.zeros(uk.f.shape[1])
     alpha = uk.evecs @ (uk.proj / (tau2 * uk.evals + 1.0))
-    return tau2 * diag * (uk.f.T.astype(np.float64) @ alpha)
+    return tau2 * prior.primal(uk.f, alpha.astype(np.float64))
 
 
-def kernel_scale(f: np.ndarray, diag: np.ndarray) -> float:
+def kernel_scale(f: np.ndarray, prior: Prior) -> float:
     """1 / mean diagonal of the kernel: puts τ on a scale-free grid."""
     if f.size == 0:
         return 1.0
-    return 1.0 / max(float(np.mean(np.sum(f * f * diag, axis=1))), 1e-6)
+    step = max(1, f.shape[0] // 4000)  # a scale: a fixed subsample is plenty
+    return 1.0 / max(prior.mean_diag(f[::step]), 1e-6)
 
 
 # --- the model -------------------------------------------------------------------
@@ -214,6 +277,8 @@ class Hyper:
     tau: float  # relative, for annotators with their own fit ratings
     rho: float
     tau_k: dict[int, float] = field(default_factory=dict)  # few-shot newcomers
+    gamma: float = 0.0  # low-rank (shared taste directions) share of the prior
+    tau_iso: float | None = None  # τ of the isotropic pass the directions come from
 
     def tau_for(self, n: int) -> float:
         """τ for an annotator with ``n`` ratings: the one chosen for the largest
@@ -233,6 +298,8 @@ class Hyper:
             "tau": self.tau,
             "rho": self.rho,
             "tau_k": {str(k): v for k, v in self.tau_k.items()},
+            "gamma": self.gamma,
+            "tau_iso": self.tau_iso,
         }
 
     @classmethod
@@ -242,6 +309,8 @@ class Hyper:
             tau=float(d["tau"]),
             rho=float(d["rho"]),
             tau_k={int(k): float(v) for k, v in d.get("tau_k", {}).items()},
+            gamma=float(d.get("gamma", 0.0)),
+            tau_iso=None if d.get("tau_iso") is None else float(d["tau_iso"]),
         )
 
 
@@ -259,6 +328,7 @@ class Model:
     hyper: Hyper
     kscale: float  # the kernel scale τ is relative to
     global_std: float
+    prior: Prior | None = None
 
     def adapt(
         self, f: np.ndarray, y_raw: np.ndarray, *, tau: float | None = None
@@ -271,10 +341,10 @@ class Model:
         r = Ratings(np.zeros(n, np.int64), np.zeros(n, np.int64), y_raw)
         m, s = norm_stats(r, 1, fallback_std=self.global_std)
         y = (y_raw - m[0]) / s[0]
-        diag = prior_diag(self.w0.size - 2, self.hyper.rho)
-        uk = user_kernel(f, y - f @ self.w0, diag)
+        prior = self.prior or prior_diag(self.w0.size - 2, self.hyper.rho)
+        uk = user_kernel(f, y - f @ self.w0, prior)
         tau2 = (self.hyper.tau_for(n) if tau is None else tau) * self.kscale
-        head = self.w0 + user_delta(uk, tau2, diag)
+        head = self.w0 + user_delta(uk, tau2, prior)
         return head.astype(np.float32), float(m[0]), float(s[0])
 
 
@@ -285,10 +355,14 @@ def fit_heads(
     n_ann: int,
     hyper: Hyper,
     pop_extra: tuple[np.ndarray, np.ndarray] | None = None,
+    prior: Prior | None = None,
+    feat: Features | None = None,
 ) -> Model:
     """Fit the population head and every annotator's head on ``fit``, with given
-    hyper-parameters (no selection)."""
-    feat = Features.build(emb, fit.row)
+    hyper-parameters (no selection). ``prior`` (with its taste directions), when
+    given, is used as it is; else the directions come from a first isotropic
+    pass over ``fit``."""
+    feat = feat or Features.build(emb)
     mean, std = norm_stats(fit, n_ann)
     global_std = float(np.median(std[np.bincount(fit.ann, minlength=n_ann) > 1]))
     y = normalised(fit, mean, std)
@@ -297,16 +371,34 @@ def fit_heads(
     f = Features.full(x[fit.row], crowd.loo(fit.row, y))
     gram_scale = float(np.mean(np.sum(f[:, :-2] ** 2, axis=0)))
     w0 = _pop_fit(f, y, hyper.pop_lambda * gram_scale, pop_extra, x)
-    diag = prior_diag(x.shape[1], hyper.rho)
-    kscale = kernel_scale(f, diag)
-    heads = np.tile(w0.astype(np.float32), (n_ann, 1))
-    fitted = np.zeros(n_ann, dtype=bool)
     resid = y - f @ w0
-    for a, idx in _by_annotator(fit.ann):
-        uk = user_kernel(f[idx], resid[idx], diag)
-        heads[a] = w0 + user_delta(uk, hyper.tau * kscale, diag)
-        fitted[a] = True
-    return Model(feat, w0, heads, fitted, mean, std, hyper, kscale, global_std)
+    if prior is None:
+        prior = _prior_from_fit(f, resid, fit, n_ann, hyper, x.shape[1])
+    deltas, kscale = heads_fit(f, resid, fit.ann, n_ann, prior, hyper.tau)
+    heads = (w0[None, :] + deltas).astype(np.float32)
+    fitted = np.bincount(fit.ann, minlength=n_ann) > 0
+    return Model(feat, w0, heads, fitted, mean, std, hyper, kscale, global_std, prior)
+
+
+def _prior_from_fit(f, resid, fit, n_ann, hyper, dim) -> Prior:
+    prior = prior_diag(dim, hyper.rho)
+    if hyper.gamma > 0:  # taste directions from a first, isotropic pass
+        tau_iso = hyper.tau if hyper.tau_iso is None else hyper.tau_iso
+        iso, _ = heads_fit(f, resid, fit.ann, n_ann, prior, tau_iso)
+        fitted = np.bincount(fit.ann, minlength=n_ann) > 0
+        prior = prior_with_directions(prior, iso[fitted], gamma=hyper.gamma)
+    return prior
+
+
+def heads_fit(f, resid, ann, n_ann, prior: Prior, tau: float):
+    """Every annotator's δ (zeros for those without ratings) and the kernel scale
+    τ was relative to."""
+    kscale = kernel_scale(f, prior)
+    deltas = np.zeros((n_ann, f.shape[1]))
+    for a, idx in _by_annotator(ann):
+        uk = user_kernel(f[idx], resid[idx], prior)
+        deltas[a] = user_delta(uk, tau * kscale, prior)
+    return deltas, kscale
 
 
 def _pop_fit(f, y, lam, pop_extra, x) -> np.ndarray:

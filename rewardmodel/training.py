@@ -41,20 +41,21 @@ def _data(snap, emb: np.ndarray, cfg: dict) -> V.Data:
     )
 
 
-def hyper_select(data: V.Data, log: Callable[[str], None]) -> tuple[T.Hyper, dict]:
-    """The validation-selected hyper-parameters (the fallback where validation
-    has nobody to choose with)."""
-    hyper, selection = V.select(data)
+def hyper_select(data: V.Data, log: Callable[[str], None]) -> tuple:
+    """The validation-selected hyper-parameters and prior (the fallback where
+    validation has nobody to choose with)."""
+    hyper, prior, selection = V.select(data)
     if not _usable(selection["population_lambda"].values()):
         log("no usable validation pairs for the population head: default λ")
         hyper.pop_lambda = FALLBACK.pop_lambda
     if not _usable([selection["val_seen_pairwise_accuracy"]]):
         log("no usable val_seen pairs: default τ and ρ")
-        hyper.tau, hyper.rho = FALLBACK.tau, FALLBACK.rho
+        hyper.tau, hyper.rho, hyper.gamma = FALLBACK.tau, FALLBACK.rho, 0.0
+        prior = T.prior_diag(data.feat.proj.shape[1], hyper.rho)
     for k in data.ks:
         if k and not _usable(selection["newcomer"].get(f"k={k}", {}).values()):
             hyper.tau_k[k] = FALLBACK.tau / 3
-    return hyper, selection
+    return hyper, prior, selection
 
 
 def _usable(values) -> bool:
@@ -102,7 +103,7 @@ def train_and_evaluate(
             f"Only {counts['ratings_train']} ratings in the train split; at least "
             f"{MIN_TRAIN} needed."
         )
-    hyper, selection = hyper_select(data, log)
+    hyper, prior, selection = hyper_select(data, log)
     log(f"selected on validation: {hyper.as_dict()}")
     tuned = V.tune_baselines(data)
     summary, rows = V.report(data, hyper, tuned)
@@ -120,6 +121,8 @@ def train_and_evaluate(
         n_ann=data.n_ann,
         hyper=hyper,
         pop_extra=external_targets(snap),
+        prior=prior,
+        feat=data.feat,
     )
     log(f"deployed model refit on all {len(data.ratings)} ratings")
     return Result(

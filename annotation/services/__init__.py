@@ -34,8 +34,8 @@ from .entry import (
     study_invite_check,
 )
 from .erasure import annotator_erase
-from .integrity import Drift, integrity_alert, integrity_check, integrity_repair
 from .imports import RatingRecord, ratings_import
+from .integrity import Drift, integrity_alert, integrity_check, integrity_repair
 from .studies import (
     annotator_create,
     annotator_get_or_create_for_user,

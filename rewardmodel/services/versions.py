@@ -48,6 +48,9 @@ def _active_for(version: ModelVersion):
 
 
 def _activate(version: ModelVersion, reason: str) -> ModelVersion | None:
+    from ..inference import version_cache_clear
+
+    transaction.on_commit(version_cache_clear)
     previous = _active_for(version)
     if previous is not None and previous.pk != version.pk:
         # Deactivate first: the one-active constraint is checked per statement.
