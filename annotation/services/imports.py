@@ -17,7 +17,6 @@ to that count (the CHECK constraint still holds).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -27,6 +26,7 @@ from django.db.models.functions import Coalesce, Greatest
 
 from core.exceptions import InvalidInput
 
+from ..images import image_inspect
 from ..models import Annotator, Image, Participation, Rating, Study
 from ..splits import SPLITS, split_assign
 from .studies import annotator_create, image_create
@@ -69,6 +69,13 @@ def _check(records: list[RatingRecord], study: Study) -> list[str]:
     return errors
 
 
+def _stored_sha(r: RatingRecord) -> str:
+    try:
+        return image_inspect(data=r.image_bytes, name=r.image_key or "imported").sha256
+    except InvalidInput as exc:
+        raise InvalidInput(f"row {r.line}: {exc.message}") from None
+
+
 def _images(study: Study, records: list[RatingRecord]) -> tuple[dict, int]:
     """Image per image key (created once from the first record's bytes)."""
     by_sha = dict(Image.objects.filter(study=study).values_list("sha256", "pk"))
@@ -77,7 +84,9 @@ def _images(study: Study, records: list[RatingRecord]) -> tuple[dict, int]:
     for r in records:
         if r.image_key in out:
             continue
-        sha = r.image_sha256 or hashlib.sha256(r.image_bytes).hexdigest()
+        # The stored image's hash (after intake normalisation, e.g. EXIF
+        # orientation), so a re-import finds the image it created.
+        sha = r.image_sha256 or _stored_sha(r)
         if sha not in by_sha:
             if r.image_bytes is None:
                 raise InvalidInput(f"row {r.line}: no image with sha256 {sha[:12]}…")
