@@ -320,12 +320,7 @@ def main() -> int:  # noqa: PLR0915 (one script, top to bottom)
     args = p.parse_args()
     data_dir = tempfile.mkdtemp(prefix="palate-steer-")
     connection, old_name = setup_django(data_dir, "steering")
-    # pixelstats is the benchmarks' "oracle features" diagnostic, no longer a
-    # product backbone: register it in this process.
-    import oracle_features
     from django.conf import settings
-
-    oracle_features.register()
 
     from rewardmodel import services as rm
     from rewardmodel.metrics import pairwise_accuracy
