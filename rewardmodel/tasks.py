@@ -38,7 +38,7 @@ def embed_images(
     time_limit=6 * 3600 + 600,
     max_retries=12,
 )
-def train_reward_model(self, run_id: int) -> str:
+def training_run_task(self, run_id: int) -> str:
     """Execute a queued training run. Waits (retries) while another run holds the
     training lock; that is the only error retried."""
     from .models import TrainingRun
@@ -72,5 +72,5 @@ def nightly_retrain() -> str:
         logger.info("nightly retraining not started: %s", exc)
         return "busy"
     if run.status == TrainingRun.Status.QUEUED:
-        transaction.on_commit(lambda: train_reward_model.delay(run.pk))
+        transaction.on_commit(lambda: training_run_task.delay(run.pk))
     return run.status

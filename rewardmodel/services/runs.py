@@ -113,10 +113,10 @@ def training_run_create(
 
 def training_run_enqueue(**kwargs) -> TrainingRun:
     """Create a run and hand it to a worker once the transaction commits."""
-    from ..tasks import train_reward_model
+    from ..tasks import training_run_task
 
     run = training_run_create(**kwargs)
-    transaction.on_commit(lambda: train_reward_model.delay(run.pk))
+    transaction.on_commit(lambda: training_run_task.delay(run.pk))
     return run
 
 
