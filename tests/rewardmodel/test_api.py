@@ -65,11 +65,17 @@ def test_versions_annotators_and_predict(staff_client, trained):
     rows = staff_client.get(
         f"/api/v1/rewardmodel/versions/{version.pk}/annotators/?split=seen"
     ).json()
-    # (The engine deals images at random, so the count varies between runs.)
-    assert len(rows["results"]) == version.metrics["seen"]["n_annotators"] >= 2
-    assert {"population", "per_annotator_ridge", "loo_consensus"} == set(
-        rows["results"][0]["baselines"]
-    )
+    # (Which ratings land in test_seen depends on the hashed ids, so the count
+    # varies between runs of this small fixture; it can be 0.)
+    assert len(rows["results"]) == version.metrics["seen"]["n_annotators"]
+    every = staff_client.get(
+        f"/api/v1/rewardmodel/versions/{version.pk}/annotators/"
+    ).json()
+    assert every["count"] == version.annotator_metrics.count()
+    for row in every["results"]:
+        assert {"population", "per_annotator_ridge", "loo_consensus"} == set(
+            row["baselines"]
+        )
 
     image_ids = list(study.images.values_list("pk", flat=True)[:6])
     seen = annotators[0]  # the deployed version is refit on everyone
