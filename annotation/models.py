@@ -527,3 +527,293 @@ class IntegrityAlert(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M} {self.summary}"
+
+
+# --- quality control and moderation -----------------------------------------------
+#
+# Everything below stays out of the 15-rating bookkeeping: attention checks are not
+# Images, and stream items (checks, repeats, later blind paired tests) are not
+# Assignments, so none of them can touch ``rating_count`` or ``lease_count``.
+
+
+class QualityConfig(models.Model):
+    """A study's quality-control settings and flag thresholds (one row per study,
+    created with defaults on first use)."""
+
+    study = models.OneToOneField(
+        Study, on_delete=models.CASCADE, related_name="quality_config"
+    )
+    attention_check_rate = models.FloatField(
+        default=0.0,
+        help_text="Chance that an attention check follows a rating (0 = off).",
+    )
+    repeat_rate = models.FloatField(
+        default=0.0,
+        help_text="Share of an annotator's rated images shown to them again later.",
+    )
+    repeat_gap = models.PositiveSmallIntegerField(
+        default=10, help_text="Ratings between an image and its repeat."
+    )
+    too_fast_ms = models.PositiveIntegerField(
+        default=1000, help_text="A rating quicker than this is 'too fast'."
+    )
+    too_fast_share = models.FloatField(
+        default=0.25, help_text="Flag when more than this share is too fast."
+    )
+    straightline_run = models.PositiveSmallIntegerField(
+        default=12, help_text="Flag this many identical scores in a row."
+    )
+    check_fail_share = models.FloatField(
+        default=0.25, help_text="Flag when more than this share of checks failed."
+    )
+    loo_min_corr = models.FloatField(
+        default=0.1,
+        help_text="Flag a correlation with the other raters' mean below this.",
+    )
+    retest_min_corr = models.FloatField(
+        default=0.3, help_text="Flag a test-retest correlation below this."
+    )
+    min_evidence = models.PositiveSmallIntegerField(
+        default=20,
+        help_text="Ratings (or pairs) needed before the rate/correlation flags fire.",
+    )
+    min_checks = models.PositiveSmallIntegerField(
+        default=3, help_text="Checks answered before the failed-checks flag fires."
+    )
+    auto_pause = models.BooleanField(
+        default=False, help_text="Pause an annotator past a hard threshold."
+    )
+    hard_check_failures = models.PositiveSmallIntegerField(
+        default=3, help_text="Hard threshold: failed attention checks."
+    )
+    hard_fast_share = models.FloatField(
+        default=0.6, help_text="Hard threshold: share of too-fast ratings."
+    )
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(attention_check_rate__gte=0)
+                & Q(attention_check_rate__lte=0.5)
+                & Q(repeat_rate__gte=0)
+                & Q(repeat_rate__lte=0.5),
+                name="qualityconfig_rates_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(too_fast_share__gte=0)
+                & Q(too_fast_share__lte=1)
+                & Q(check_fail_share__gte=0)
+                & Q(check_fail_share__lte=1)
+                & Q(hard_fast_share__gte=0)
+                & Q(hard_fast_share__lte=1),
+                name="qualityconfig_shares_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(repeat_gap__gte=1) & Q(straightline_run__gte=2),
+                name="qualityconfig_counts_min",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"QC of {self.study}"
+
+
+def check_upload_to(instance: "AttentionCheck", filename: str) -> str:
+    ext = filename.rsplit(".", 1)[-1].lower() if "." in filename else "img"
+    return f"checks/{instance.study_id}/{instance.sha256}.{ext}"
+
+
+class AttentionCheck(models.Model):
+    """An image with a known right answer (e.g. text in it says "press 2"). Not an
+    ``Image``: it has no rating slots and never reaches training or export."""
+
+    study = models.ForeignKey(
+        Study, on_delete=models.CASCADE, related_name="attention_checks"
+    )
+    file = models.ImageField(upload_to=check_upload_to)
+    sha256 = models.CharField(max_length=64)
+    width = models.PositiveIntegerField(default=0)
+    height = models.PositiveIntegerField(default=0)
+    instruction = models.CharField(
+        max_length=300, blank=True, help_text="Shown with the image (optional)."
+    )
+    expected_min = models.SmallIntegerField()
+    expected_max = models.SmallIntegerField()
+    is_active = models.BooleanField(default=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["study", "sha256"], name="attentioncheck_unique_sha"
+            ),
+            models.CheckConstraint(
+                condition=Q(expected_min__lte=F("expected_max")),
+                name="attentioncheck_range_ordered",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"check {self.pk} ({self.expected_min}–{self.expected_max})"
+
+
+class StreamItem(models.Model):
+    """An uncounted item dealt into an annotator's stream between counted images:
+    an attention check, a repeat of an image they rated before, and (later) other
+    kinds such as blind paired tests (``payload`` carries what a kind needs).
+
+    Shown once the annotator's counted ratings reach ``due_after``; answering it
+    never creates a Rating, so the 15-rating bookkeeping never sees it.
+    """
+
+    class Kind(models.TextChoices):
+        ATTENTION = "attention", "Attention check"
+        REPEAT = "repeat", "Repeat"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        ANSWERED = "answered", "Answered"
+        SKIPPED = "skipped", "Skipped"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="+")
+    annotator = models.ForeignKey(
+        Annotator, on_delete=models.CASCADE, related_name="stream_items"
+    )
+    kind = models.CharField(max_length=20, choices=Kind)
+    status = models.CharField(max_length=10, choices=Status, default=Status.PENDING)
+    due_after = models.PositiveIntegerField()
+    check_item = models.ForeignKey(
+        AttentionCheck,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+    )
+    image = models.ForeignKey(
+        Image, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    source_rating = models.ForeignKey(
+        Rating, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    payload = models.JSONField(default=dict, blank=True)
+    score = models.SmallIntegerField(null=True, blank=True)
+    passed = models.BooleanField(null=True, blank=True)
+    time_on_item_ms = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    shown_at = models.DateTimeField(null=True, blank=True)
+    answered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=["pending", "answered", "skipped"]),
+                name="streamitem_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=~Q(kind="attention") | Q(check_item__isnull=False),
+                name="streamitem_attention_has_check",
+            ),
+            models.CheckConstraint(
+                condition=~Q(kind="repeat")
+                | Q(image__isnull=False, source_rating__isnull=False),
+                name="streamitem_repeat_has_source",
+            ),
+            models.CheckConstraint(
+                condition=Q(status="pending") | Q(answered_at__isnull=False),
+                name="streamitem_finished_has_time",
+            ),
+            # A rating is repeated at most once.
+            models.UniqueConstraint(
+                fields=["source_rating"],
+                condition=Q(source_rating__isnull=False),
+                name="streamitem_one_repeat_per_rating",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["annotator", "study", "due_after"],
+                condition=Q(status="pending"),
+                name="streamitem_pending",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} #{self.pk} for {self.annotator_id} ({self.status})"
+
+
+class AnnotatorQuality(models.Model):
+    """Running quality statistics of one annotator in one study, updated by each
+    rating and stream answer as it arrives (never by rescanning), and the flags
+    they raise. Correlations are kept as sums (n, Σx, Σy, Σx², Σy², Σxy)."""
+
+    annotator = models.ForeignKey(
+        Annotator, on_delete=models.CASCADE, related_name="quality"
+    )
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="+")
+    n_ratings = models.PositiveIntegerField(default=0)
+    n_fast = models.PositiveIntegerField(default=0)
+    last_score = models.SmallIntegerField(null=True, blank=True)
+    run_length = models.PositiveIntegerField(default=0)
+    max_run = models.PositiveIntegerField(default=0)
+    score_counts = models.JSONField(default=dict, blank=True)
+    time_hist = models.JSONField(default=list, blank=True)
+    checks_total = models.PositiveIntegerField(default=0)
+    checks_failed = models.PositiveIntegerField(default=0)
+    # Own score vs the mean of the image's earlier raters (>= 2 of them).
+    loo_sums = models.JSONField(default=list, blank=True)
+    # First rating vs repeat.
+    retest_sums = models.JSONField(default=list, blank=True)
+    retest_abs_diff = models.FloatField(default=0.0)
+    flags = models.JSONField(default=list, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["annotator", "study"], name="annotatorquality_unique"
+            ),
+        ]
+        verbose_name_plural = "annotator quality"
+
+    def __str__(self) -> str:
+        return f"quality of {self.annotator_id} in {self.study_id}"
+
+
+class ModerationEvent(models.Model):
+    """Who paused, resumed or excluded whom, when and why (the audit log).
+    ``user`` is empty for automatic actions."""
+
+    class Action(models.TextChoices):
+        PAUSE = "pause", "Paused"
+        RESUME = "resume", "Resumed"
+        EXCLUDE = "exclude", "Excluded"
+        AUTO_PAUSE = "auto_pause", "Paused automatically"
+
+    annotator = models.ForeignKey(
+        Annotator, on_delete=models.CASCADE, related_name="moderation_events"
+    )
+    study = models.ForeignKey(
+        Study, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    action = models.CharField(max_length=12, choices=Action)
+    reason = models.TextField(blank=True)
+    slots_reopened = models.PositiveIntegerField(default=0)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(action__in=["pause", "resume", "exclude", "auto_pause"]),
+                name="moderationevent_action_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.annotator_id} by {self.user_id or 'system'}"

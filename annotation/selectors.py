@@ -15,8 +15,9 @@ from django.db.models import (
     Q,
     QuerySet,
     Subquery,
+    Sum,
 )
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, TruncHour
 from django.utils import timezone
 
 from core.exceptions import InvalidInput
@@ -259,3 +260,227 @@ def export_ratings_in_split(*, ratings: QuerySet[Rating], split: str):
 
 def participation_of(*, annotator: Annotator, study: Study) -> Participation | None:
     return Participation.objects.filter(annotator=annotator, study=study).first()
+
+
+# --- staff dashboard reads ----------------------------------------------------------
+#
+# Each returns plain data in a fixed, small number of queries whatever the size of
+# the study (asserted in tests/dashboard); the dashboard app renders them.
+
+ACTIVE_WINDOW = timedelta(minutes=10)
+
+
+def study_overview_list() -> list[dict]:
+    """Every study with its state and rating progress (one query)."""
+    rows = (
+        Study.objects.annotate(
+            n_images=Count("images"),
+            n_ratings=Coalesce(Sum("images__rating_count"), 0),
+            n_complete=Count(
+                "images",
+                filter=Q(images__rating_count__gte=F("images__target_ratings")),
+            ),
+        )
+        .order_by("-created_at")
+        .values(
+            "pk",
+            "name",
+            "slug",
+            "status",
+            "raters_per_image",
+            "n_images",
+            "n_ratings",
+            "n_complete",
+        )
+    )
+    out = []
+    for r in rows:
+        target = r["n_images"] * r["raters_per_image"]
+        out.append({**r, "target": target, "percent": _percent(r["n_ratings"], target)})
+    return out
+
+
+def _percent(part: float, whole: float) -> float:
+    return round(100 * part / whole, 1) if whole else 0.0
+
+
+def study_dashboard(*, study: Study, now=None, hours: int = 48) -> dict:
+    """Progress of one study: images by valid ratings (0..target), completion,
+    ratings per hour over the last ``hours``, annotators active now, and the
+    projected completion at the recent rate."""
+    now = now or timezone.now()
+    progress = study_progress(study=study, now=now)
+    since = now - timedelta(hours=hours)
+    per_hour = dict(
+        Rating.objects.filter(study=study, is_valid=True, created_at__gte=since)
+        .annotate(hour=TruncHour("created_at"))
+        .values_list("hour")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours - 1)
+    series = [
+        (start + timedelta(hours=i), per_hour.get(start + timedelta(hours=i), 0))
+        for i in range(hours)
+    ]
+    active = (
+        Annotator.objects.filter(
+            Q(
+                assignments__study=study,
+                assignments__status=Assignment.Status.LEASED,
+                assignments__expires_at__gt=now,
+            )
+            | Q(ratings__study=study, ratings__created_at__gte=now - ACTIVE_WINDOW)
+        )
+        .distinct()
+        .count()
+    )
+    remaining = max(0, progress["ratings_target"] - progress["ratings"])
+    recent = sum(n for _, n in series[-6:]) / 6  # ratings per hour, last 6 hours
+    eta = None
+    if remaining and recent > 0:
+        eta = now + timedelta(hours=remaining / recent)
+    return {
+        **progress,
+        "histogram": [
+            (int(k), v) for k, v in progress["images_by_rating_count"].items()
+        ],
+        "per_hour": series,
+        "active_now": active,
+        "remaining": remaining,
+        "rate_recent": recent,
+        "projected_completion": eta,
+        "percent": _percent(progress["ratings"], progress["ratings_target"]),
+    }
+
+
+def study_annotator_rows(*, study: Study) -> list[dict]:
+    """Every annotator who joined the study, with their counts and running quality
+    statistics (two queries)."""
+    from .models import AnnotatorQuality, Participation
+
+    quality = {q.annotator_id: q for q in AnnotatorQuality.objects.filter(study=study)}
+    rows = (
+        Participation.objects.filter(study=study)
+        .select_related("annotator")
+        .annotate(
+            n_ratings=Count(
+                "annotator__ratings",
+                filter=Q(annotator__ratings__study=study),
+            ),
+            n_valid=Count(
+                "annotator__ratings",
+                filter=Q(
+                    annotator__ratings__study=study, annotator__ratings__is_valid=True
+                ),
+            ),
+        )
+        .order_by("annotator_id")
+    )
+    return [
+        {
+            "participation": p,
+            "annotator": p.annotator,
+            "quality": quality.get(p.annotator_id),
+        }
+        | {"n_ratings": p.n_ratings, "n_valid": p.n_valid}
+        for p in rows
+    ]
+
+
+def annotator_score_distribution(*, annotator: Annotator, study: Study) -> list:
+    counts = dict(
+        Rating.objects.filter(annotator=annotator, study=study)
+        .values_list("score")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    return [(v, counts.get(v, 0)) for v in range(study.scale_min, study.scale_max + 1)]
+
+
+def study_alpha(*, study: Study) -> dict:
+    """Krippendorff's alpha (interval) over valid ratings, for the study and per
+    domain, from value counts (image × score), so the cost is one grouped query
+    and a matrix of images × scale points, whatever the number of annotators."""
+    import krippendorff
+    import numpy as np
+
+    rows = list(
+        Rating.objects.filter(study=study, is_valid=True)
+        .values_list("image_id", "image__domain", "score")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    values = list(range(study.scale_min, study.scale_max + 1))
+    col = {v: i for i, v in enumerate(values)}
+
+    def alpha(subset) -> tuple[float | None, int]:
+        images = sorted({r[0] for r in subset})
+        if len(images) < 2:
+            return None, len(images)
+        index = {img: i for i, img in enumerate(images)}
+        counts = np.zeros((len(images), len(values)))
+        for image_id, _, score, n in subset:
+            counts[index[image_id], col[score]] += n
+        counts = counts[counts.sum(axis=1) >= 2]  # pairable units only
+        if counts.shape[0] < 2 or (counts.sum(axis=0) > 0).sum() < 2:
+            return None, len(images)
+        a = krippendorff.alpha(
+            value_counts=counts,
+            value_domain=values,
+            level_of_measurement="interval",
+        )
+        return float(a), len(images)
+
+    overall, n = alpha(rows)
+    domains = sorted({r[1] for r in rows})
+    return {
+        "alpha": overall,
+        "images": n,
+        "by_domain": [
+            (d or "(none)", *alpha([r for r in rows if r[1] == d])) for d in domains
+        ],
+    }
+
+
+def study_retest(*, study: Study) -> dict:
+    """Test-retest from answered repeats: correlation of first and second score,
+    and the measured noise ceiling of per-annotator pairwise accuracy (how often
+    the first scores order two repeated images the same way as the repeats)."""
+    from .models import StreamItem
+
+    pairs = list(
+        StreamItem.objects.filter(
+            study=study,
+            kind=StreamItem.Kind.REPEAT,
+            status=StreamItem.Status.ANSWERED,
+        ).values_list("annotator_id", "source_rating__score", "score")
+    )
+    by_annotator: dict[int, list] = {}
+    for annotator_id, first, second in pairs:
+        by_annotator.setdefault(annotator_id, []).append((first, second))
+    agree = total = 0
+    for items in by_annotator.values():
+        for i in range(len(items)):
+            for j in range(i + 1, len(items)):
+                d1 = items[i][0] - items[j][0]
+                d2 = items[i][1] - items[j][1]
+                if d1 == 0 or d2 == 0:
+                    continue
+                total += 1
+                agree += (d1 > 0) == (d2 > 0)
+    corr = None
+    if len(pairs) >= 3:
+        from .services.quality import pair_add, pair_corr
+
+        sums: list = []
+        for _, first, second in pairs:
+            sums = pair_add(sums, first, second)
+        corr = pair_corr(sums)
+    return {
+        "pairs": len(pairs),
+        "annotators": len(by_annotator),
+        "correlation": corr,
+        "ceiling_pairwise": agree / total if total else None,
+        "ceiling_pairs": total,
+    }

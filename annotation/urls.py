@@ -14,7 +14,10 @@ urlpatterns = [
     path("s/<slug:slug>/instructions", views.instructions, name="instructions"),
     path("s/<slug:slug>/start", views.start, name="start"),
     path("s/<slug:slug>/pause", views.pause, name="pause"),
+    path("s/<slug:slug>/resume", views.resume, name="resume"),
     path("s/<slug:slug>/done", views.done, name="done"),
+    path("s/<slug:slug>/q/<int:item_id>/rate", views.item_answer, name="item_answer"),
+    path("s/<slug:slug>/q/<int:item_id>/skip", views.item_skip, name="item_skip"),
     path(
         "s/<slug:slug>/a/<int:assignment_id>/rate",
         views.rate_submit,

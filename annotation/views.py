@@ -206,6 +206,14 @@ def _show_next(
         "percent": round(100 * rated / total) if total else 100,
         "notice": notice,
     }
+    # An uncounted item (attention check, repeat) due now goes first; when no
+    # counted image is left, any still pending are shown before finishing.
+    item = services.stream_item_next(
+        annotator=annotator, study=study, rated=rated, finished=not leases
+    )
+    if item is not None:
+        context.update(_item_context(study, item, leases))
+        return render(request, "annotation/rate.html" + partial, context)
     if not leases:
         if rated < total and selectors.annotator_may_get_more(
             annotator=annotator, study=study
@@ -213,13 +221,33 @@ def _show_next(
             return render(request, "annotation/waiting.html" + partial, context)
         services.participation_complete(participation=participation)
         return _redirect(request, _url("done", study))
+    current = leases[0]
     context.update(
-        current=leases[0],
+        current=current,
+        image=current.image,
+        rate_url=reverse("annotation:rate_submit", args=[study.slug, current.pk]),
+        skip_url=reverse("annotation:skip", args=[study.slug, current.pk]),
         next_image=leases[1].image if len(leases) > 1 else None,
         scale=_scale(study),
         instructions=_markdown(study.instructions),
     )
     return render(request, "annotation/rate.html" + partial, context)
+
+
+def _item_context(study: Study, item, leases) -> dict:
+    """An uncounted item looks like any other image to the annotator."""
+    image = item.check_item if item.check_item_id else item.image
+    return {
+        "current": item,
+        "item_key": f"q{item.pk}",
+        "image": image,
+        "item_instruction": item.check_item.instruction if item.check_item_id else "",
+        "rate_url": reverse("annotation:item_answer", args=[study.slug, item.pk]),
+        "skip_url": reverse("annotation:item_skip", args=[study.slug, item.pk]),
+        "next_image": leases[0].image if leases else None,
+        "scale": _scale(study),
+        "instructions": _markdown(study.instructions),
+    }
 
 
 def _participation_ready(
@@ -500,14 +528,62 @@ def skip(request: HttpRequest, slug: str, assignment_id: int) -> HttpResponse:
     return _after_action(request, study, annotator, notice)
 
 
-@require_GET
+@require_http_methods(["GET", "POST"])
 @_friendly_errors
 def pause(request: HttpRequest, slug: str) -> HttpResponse:
-    """The pause screen for browsers without JavaScript (with it, pausing is an
-    overlay on the rating page)."""
+    """Take a break: the annotator's images are kept for them (their leases are
+    extended). With JavaScript the rating page posts here and shows an overlay
+    (204); without, this is the pause screen."""
     study = _study(slug)
-    _annotator(request, study)
-    return render(request, "annotation/pause.html", {"study": study})
+    annotator = _annotator(request, study)
+    if request.method == "POST":
+        services.participation_pause(annotator=annotator, study=study)
+        if request.htmx:
+            return HttpResponse(status=204)
+    return render(
+        request,
+        "annotation/pause.html",
+        {"study": study, "hold_minutes": services.PAUSE_HOLD_SECONDS // 60},
+    )
+
+
+@require_POST
+@_friendly_errors
+def resume(request: HttpRequest, slug: str) -> HttpResponse:
+    study = _study(slug)
+    annotator = _annotator(request, study)
+    services.participation_resume(annotator=annotator, study=study)
+    if request.htmx:
+        return HttpResponse(status=204)
+    return redirect(_url("rate", study))
+
+
+@require_POST
+@_friendly_errors
+def item_answer(request: HttpRequest, slug: str, item_id: int) -> HttpResponse:
+    """Answer an uncounted item (attention check, repeat): no Rating is made."""
+    study = _study(slug)
+    annotator = _annotator(request, study)
+    form = ScoreForm(request.POST)
+    if not form.is_valid():
+        raise InvalidInput("Please choose one of the rating buttons.")
+    notice = ""
+    try:
+        services.stream_item_answer(
+            item_id=item_id, annotator=annotator, score=form.cleaned_data["score"]
+        )
+    except Conflict as exc:
+        notice = exc.message
+    return _after_action(request, study, annotator, notice)
+
+
+@require_POST
+@_friendly_errors
+def item_skip(request: HttpRequest, slug: str, item_id: int) -> HttpResponse:
+    study = _study(slug)
+    annotator = _annotator(request, study)
+    services.stream_item_skip(item_id=item_id, annotator=annotator)
+    return _after_action(request, study, annotator, "")
 
 
 @require_GET

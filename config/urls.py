@@ -37,6 +37,7 @@ urlpatterns = [
     path("api/v1/", include(api_v1)),
     path("generation/", include("generation.urls")),
     path("steering/", include("steering.urls")),
+    path("staff/", include("dashboard.urls")),
     path("media/<path:path>", media, name="media"),
     path("", include("annotation.urls")),
 ]

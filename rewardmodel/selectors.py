@@ -29,3 +29,64 @@ def annotator_metrics(
 
 def training_run_list() -> QuerySet[TrainingRun]:
     return TrainingRun.objects.select_related("version").order_by("-pk")
+
+
+def version_previous(*, version: ModelVersion) -> ModelVersion | None:
+    """The version trained before ``version`` (for "change since")."""
+    return (
+        ModelVersion.objects.filter(pk__lt=version.pk, study_id=version.study_id)
+        .order_by("-pk")
+        .first()
+    )
+
+
+def annotator_metric_map(
+    *, version: ModelVersion | None, annotator_ids=None
+) -> dict[int, AnnotatorMetric]:
+    """Per annotator: their held-out metric row of a version (seen split; for
+    annotators held out entirely, the unseen row with the largest k)."""
+    if version is None:
+        return {}
+    qs = AnnotatorMetric.objects.filter(version=version, annotator__isnull=False)
+    if annotator_ids is not None:
+        qs = qs.filter(annotator_id__in=annotator_ids)
+    out: dict[int, AnnotatorMetric] = {}
+    # Last one wins: "unseen" rows (largest k last), then the "seen" row.
+    for m in qs.order_by("annotator_id", "-split", "k"):
+        out[m.annotator_id] = m
+    return out
+
+
+def annotator_metric_history(*, annotator_id: int) -> list[AnnotatorMetric]:
+    """One annotator's held-out metrics across versions, oldest first."""
+    return list(
+        AnnotatorMetric.objects.filter(annotator_id=annotator_id, split="seen")
+        .select_related("version")
+        .order_by("version_id")
+    )
+
+
+def training_run_get(*, run_id: int) -> TrainingRun | None:
+    return TrainingRun.objects.filter(pk=run_id).select_related("study").first()
+
+
+def nightly_schedule() -> dict | None:
+    """The nightly retraining's beat entry: enabled flag and time (UTC)."""
+    from django_celery_beat.models import PeriodicTask
+
+    from .services import NIGHTLY_TASK_NAME
+
+    task = (
+        PeriodicTask.objects.filter(name=NIGHTLY_TASK_NAME)
+        .select_related("crontab")
+        .first()
+    )
+    if task is None or task.crontab is None:
+        return None
+    return {
+        "enabled": task.enabled,
+        "hour": task.crontab.hour,
+        "minute": task.crontab.minute,
+        "timezone": str(task.crontab.timezone),
+        "last_run_at": task.last_run_at,
+    }

@@ -2,6 +2,8 @@
 
 * ``studies``: studies, annotator accounts, participations, image intake;
 * ``engine``: the assignment engine (claim, rate, skip, expire, status changes);
+* ``quality``: quality control (uncounted stream items, running statistics, flags);
+* ``moderation``: staff pause/resume/exclude with an audit log; the annotator's pause;
 * ``entry``: entering a study through the browser (links, consent, completion);
 * ``erasure``: a participant's right to be forgotten (exclude, then pseudonymise);
 * ``integrity``: the invariant check and repair shared by tests and operations;
@@ -36,6 +38,20 @@ from .entry import (
 from .erasure import annotator_erase
 from .imports import RatingRecord, ratings_import
 from .integrity import Drift, integrity_alert, integrity_check, integrity_repair
+from .moderation import (
+    PAUSE_HOLD_SECONDS,
+    annotator_moderate,
+    participation_pause,
+    participation_resume,
+)
+from .quality import (
+    attention_check_create,
+    quality_config_get,
+    quality_config_update,
+    stream_item_answer,
+    stream_item_next,
+    stream_item_skip,
+)
 from .studies import (
     annotator_create,
     annotator_get_or_create_for_user,
@@ -48,6 +64,16 @@ __all__ = [
     "DEMOGRAPHIC_FIELDS",
     "MAX_HOLD",
     "Drift",
+    "PAUSE_HOLD_SECONDS",
+    "annotator_moderate",
+    "attention_check_create",
+    "participation_pause",
+    "participation_resume",
+    "quality_config_get",
+    "quality_config_update",
+    "stream_item_answer",
+    "stream_item_next",
+    "stream_item_skip",
     "annotator_create",
     "annotator_erase",
     "annotator_get_or_create_for_user",

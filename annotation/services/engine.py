@@ -63,6 +63,7 @@ from core.exceptions import (
 from ..models import Annotator, Assignment, Image, Participation, Rating, Study
 from ..splits import split_assign
 from . import engine_sql
+from .quality import rating_recorded
 from .studies import participation_get_or_create
 
 # How many live leases one claim call may hold for an annotator. The rating page
@@ -488,6 +489,7 @@ def _rating_submit(assignment_id, annotator, score, now) -> tuple[Rating, bool]:
             study_id=study.pk, image_id=assignment.image_id, annotator_id=annotator.pk
         ),
     )
+    rating_recorded(rating=rating, study=study, now=now)  # QC statistics and flags
     assignment.status = Assignment.Status.SUBMITTED
     assignment.finished_at = now
     assignment.save(update_fields=["status", "finished_at"])

@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "generation",
     "rewardmodel",
     "steering",
+    "dashboard",
 ]
 
 MIDDLEWARE = [

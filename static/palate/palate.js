@@ -43,8 +43,17 @@
     button.click();
   }
 
+  // Tell the server, so the images on hold are kept through the break (the
+  // forms post the same thing without JavaScript).
+  function post(formId) {
+    const f = $(formId);
+    if (!f) return;
+    fetch(f.action, { method: "POST", body: new FormData(f), headers: { "HX-Request": "true" }, credentials: "same-origin" }).catch(() => {});
+  }
+
   function setPaused(on) {
     if (!overlay) return;
+    if (on !== !overlay.hidden) post(on ? "pause-form" : "resume-form");
     overlay.hidden = !on;
     document.body.classList.toggle("paused", on);
     (on ? $("resume") : $("pause-link")).focus();
@@ -85,7 +94,7 @@
     const p = $("pause-link");
     if (p && overlay) p.addEventListener("click", (e) => { e.preventDefault(); setPaused(true); });
     const res = $("resume");
-    if (res) res.addEventListener("click", () => setPaused(false));
+    if (res) res.addEventListener("click", (e) => { e.preventDefault(); setPaused(false); });
     if (!window.htmx) { const r = $("rater"); if (r) r.dataset.state = "ready"; return; }
     arm(document.body);
     htmx.onLoad((el) => { if (el !== document.body) arm(el); });

@@ -1,0 +1,462 @@
+"""Quality control: uncounted stream items, running quality statistics, flags.
+
+*Stream items* are dealt into an annotator's stream between counted images
+(attention checks, repeats of an image they rated before; other kinds such as
+blind paired tests can reuse the mechanism). They are not Assignments and their
+answers are not Ratings, so they never touch ``Image.rating_count`` /
+``lease_count``, never count toward an image's 15 ratings, and never reach
+training or export (which read Ratings).
+
+*Quality statistics* (``AnnotatorQuality``) are updated incrementally by each
+rating (``rating_recorded``, called by the engine inside the rating's
+transaction) and each stream answer; flags are re-derived from those running
+sums, so nothing rescans an annotator's history.
+
+Lock order: this module locks its own rows (AnnotatorQuality, StreamItem) after
+the engine's (Assignment, Image, Rating). An automatic pause runs after commit,
+through ``annotator_moderate``, which takes the Annotator lock first as usual.
+"""
+
+import random
+from datetime import datetime
+from math import sqrt
+
+from django.db import transaction
+from django.db.models import Avg, Count, FloatField, IntegerField, Subquery
+from django.utils import timezone
+
+from core.exceptions import Conflict, InvalidInput, NotFound
+
+from ..images import image_inspect
+from ..models import (
+    Annotator,
+    AnnotatorQuality,
+    AttentionCheck,
+    ModerationEvent,
+    QualityConfig,
+    Rating,
+    StreamItem,
+    Study,
+)
+
+# Upper edges (ms) of the time-on-item histogram; the last bucket is open.
+TIME_EDGES_MS = [
+    500,
+    1000,
+    1500,
+    2000,
+    3000,
+    4000,
+    6000,
+    8000,
+    12000,
+    16000,
+    24000,
+    32000,
+    60000,
+    120000,
+]
+
+FLAG_LABELS = {
+    "failed_checks": "Fails attention checks",
+    "too_fast": "Too fast",
+    "straight_lining": "Straight-lining",
+    "low_agreement": "Low agreement with others",
+    "low_retest": "Low test-retest",
+}
+
+_rng = random.SystemRandom()
+
+
+# --- configuration and attention checks -----------------------------------------
+
+
+def quality_config_get(*, study: Study) -> QualityConfig:
+    config = QualityConfig.objects.filter(study=study).first()
+    if config is None:
+        QualityConfig.objects.bulk_create(
+            [QualityConfig(study=study)], ignore_conflicts=True
+        )
+        config = QualityConfig.objects.get(study=study)
+    return config
+
+
+def quality_config_update(*, study: Study, **fields) -> QualityConfig:
+    """Change a study's thresholds and rates; bad values change nothing."""
+    config = quality_config_get(study=study)
+    known = {f.name for f in QualityConfig._meta.get_fields()} - {"id", "study"}
+    unknown = set(fields) - known
+    if unknown:
+        raise InvalidInput(f"Unknown settings: {', '.join(sorted(unknown))}.")
+    for name in ("attention_check_rate", "repeat_rate"):
+        if name in fields and not 0 <= float(fields[name]) <= 0.5:
+            raise InvalidInput(f"{name} must be between 0 and 0.5.")
+    for name in ("too_fast_share", "check_fail_share", "hard_fast_share"):
+        if name in fields and not 0 <= float(fields[name]) <= 1:
+            raise InvalidInput(f"{name} must be between 0 and 1.")
+    for name, value in fields.items():
+        setattr(config, name, value)
+    if config.repeat_gap < 1 or config.straightline_run < 2:
+        raise InvalidInput("repeat_gap must be ≥ 1 and straightline_run ≥ 2.")
+    config.save()
+    return config
+
+
+def attention_check_create(
+    *,
+    study: Study,
+    data: bytes,
+    expected_min: int,
+    expected_max: int | None = None,
+    instruction: str = "",
+    filename: str = "check",
+    user=None,
+) -> AttentionCheck:
+    """Store an attention-check image with the answer(s) that pass it."""
+    from django.core.files.base import ContentFile
+
+    expected_max = expected_min if expected_max is None else expected_max
+    for value in (expected_min, expected_max):
+        if not study.scale_min <= value <= study.scale_max:
+            raise InvalidInput(
+                f"The expected answer must be on the study's scale "
+                f"({study.scale_min}–{study.scale_max})."
+            )
+    if expected_min > expected_max:
+        raise InvalidInput("The lowest passing answer is above the highest.")
+    info = image_inspect(data=data, name=filename)
+    if AttentionCheck.objects.filter(study=study, sha256=info.sha256).exists():
+        raise InvalidInput(f"{filename}: this check image is already in the study.")
+    check = AttentionCheck(
+        study=study,
+        sha256=info.sha256,
+        width=info.width,
+        height=info.height,
+        instruction=instruction.strip()[:300],
+        expected_min=expected_min,
+        expected_max=expected_max,
+        created_by=user if getattr(user, "is_authenticated", False) else None,
+    )
+    check.file.save(f"{info.sha256}.{info.extension}", ContentFile(data), save=False)
+    check.save()
+    return check
+
+
+# --- running statistics ---------------------------------------------------------
+
+
+def pair_add(sums: list, x: float, y: float) -> list:
+    """Add one (x, y) pair to running sums [n, Σx, Σy, Σx², Σy², Σxy]."""
+    n, sx, sy, sxx, syy, sxy = sums if len(sums) == 6 else [0, 0, 0, 0, 0, 0]
+    return [n + 1, sx + x, sy + y, sxx + x * x, syy + y * y, sxy + x * y]
+
+
+def pair_corr(sums: list) -> float | None:
+    """Pearson correlation from running sums (None when undefined)."""
+    if len(sums) != 6 or sums[0] < 3:
+        return None
+    n, sx, sy, sxx, syy, sxy = sums
+    vx, vy = n * sxx - sx * sx, n * syy - sy * sy
+    if vx <= 1e-12 or vy <= 1e-12:
+        return None
+    return (n * sxy - sx * sy) / sqrt(vx * vy)
+
+
+def time_bucket(ms: int) -> int:
+    for i, edge in enumerate(TIME_EDGES_MS):
+        if ms < edge:
+            return i
+    return len(TIME_EDGES_MS)
+
+
+def time_median_ms(hist: list) -> float | None:
+    """Median from the histogram, interpolated within its bucket."""
+    total = sum(hist or [])
+    if not total:
+        return None
+    half, seen = total / 2, 0
+    for i, count in enumerate(hist):
+        if count and seen + count >= half:
+            lo = TIME_EDGES_MS[i - 1] if i else 0
+            hi = TIME_EDGES_MS[i] if i < len(TIME_EDGES_MS) else lo * 2
+            return lo + (hi - lo) * (half - seen) / count
+        seen += count
+    return None
+
+
+def _locked_quality(
+    annotator_id: int, study_id: int, *, others_of: Rating | None = None
+) -> AnnotatorQuality:
+    """The annotator's statistics row, locked, with the study's QC settings
+    (``quality.study.quality_config``) in the same query; with ``others_of``, also
+    the count and mean of the other valid ratings of that rating's image
+    (``others_n``, ``others_mean``): one query on the rating path, not three."""
+    qs = (
+        AnnotatorQuality.objects.select_for_update(of=("self",))
+        .select_related("study__quality_config")
+        .filter(annotator_id=annotator_id, study_id=study_id)
+    )
+    if others_of is not None:
+        others = (
+            Rating.objects.filter(image_id=others_of.image_id, is_valid=True)
+            .exclude(pk=others_of.pk)
+            .order_by()
+            .values("image_id")
+        )
+        qs = qs.annotate(
+            others_n=Subquery(
+                others.annotate(n=Count("pk")).values("n"),
+                output_field=IntegerField(),
+            ),
+            others_mean=Subquery(
+                others.annotate(m=Avg("score")).values("m"),
+                output_field=FloatField(),
+            ),
+        )
+    quality = qs.first()
+    if quality is None:
+        # First rating of this annotator here (a concurrent request may make it
+        # too: ON CONFLICT DO NOTHING, no savepoint).
+        AnnotatorQuality.objects.bulk_create(
+            [AnnotatorQuality(annotator_id=annotator_id, study_id=study_id)],
+            ignore_conflicts=True,
+        )
+        quality = qs.get()
+    return quality
+
+
+def _config_of(quality: AnnotatorQuality) -> QualityConfig:
+    try:
+        return quality.study.quality_config
+    except QualityConfig.DoesNotExist:
+        return quality_config_get(study=quality.study)
+
+
+def quality_flags(*, quality: AnnotatorQuality, config: QualityConfig) -> list[str]:
+    """The flags the running statistics raise under the study's thresholds."""
+    q, c = quality, config
+    flags = []
+    if (
+        q.checks_total >= c.min_checks
+        and q.checks_failed / q.checks_total > c.check_fail_share
+    ):
+        flags.append("failed_checks")
+    if q.n_ratings >= c.min_evidence and q.n_fast / q.n_ratings > c.too_fast_share:
+        flags.append("too_fast")
+    if q.max_run >= c.straightline_run:
+        flags.append("straight_lining")
+    loo = pair_corr(q.loo_sums)
+    if (q.loo_sums or [0])[0] >= c.min_evidence and loo is not None:
+        if loo < c.loo_min_corr:
+            flags.append("low_agreement")
+    retest = pair_corr(q.retest_sums)
+    if (q.retest_sums or [0])[0] >= _min_pairs(c) and retest is not None:
+        if retest < c.retest_min_corr:
+            flags.append("low_retest")
+    return flags
+
+
+def _min_pairs(config: QualityConfig) -> int:
+    # Repeats are a small share of an annotator's images: ask for fewer pairs.
+    return max(5, config.min_evidence // 2)
+
+
+def _past_hard_threshold(quality: AnnotatorQuality, config: QualityConfig) -> bool:
+    q, c = quality, config
+    if q.checks_failed >= c.hard_check_failures:
+        return True
+    return q.n_ratings >= c.min_evidence and q.n_fast / q.n_ratings >= c.hard_fast_share
+
+
+def _save_and_police(
+    quality: AnnotatorQuality, config: QualityConfig, study: Study
+) -> None:
+    quality.flags = quality_flags(quality=quality, config=config)
+    quality.save()
+    if config.auto_pause and _past_hard_threshold(quality, config):
+        annotator_id = quality.annotator_id
+        transaction.on_commit(lambda: _auto_pause(annotator_id, study))
+
+
+def _auto_pause(annotator_id: int, study: Study) -> None:
+    from .moderation import annotator_moderate
+
+    annotator = Annotator.objects.get(pk=annotator_id)
+    if annotator.status != Annotator.Status.ACTIVE:
+        return
+    try:
+        annotator_moderate(
+            annotator=annotator,
+            action=ModerationEvent.Action.AUTO_PAUSE,
+            study=study,
+            reason="Past a hard quality threshold (failed checks or too fast).",
+        )
+    except Conflict:
+        pass  # paused, excluded or banned meanwhile: nothing left to do
+
+
+def rating_recorded(*, rating: Rating, study: Study, now: datetime) -> None:
+    """Fold a new counted rating into its annotator's statistics and flags, and
+    maybe schedule uncounted items (an attention check next, a repeat later).
+
+    Runs inside the rating's transaction. Agreement compares the score with the
+    mean of the image's earlier valid raters (when at least two rated it before),
+    so each rating is compared once, when it arrives."""
+    q = _locked_quality(rating.annotator_id, study.pk, others_of=rating)
+    config = _config_of(q)
+    q.n_ratings += 1
+    ms = rating.time_on_item_ms
+    if ms is not None:
+        q.n_fast += ms < config.too_fast_ms
+        hist = list(q.time_hist or []) or [0] * (len(TIME_EDGES_MS) + 1)
+        hist[time_bucket(ms)] += 1
+        q.time_hist = hist
+    q.run_length = q.run_length + 1 if q.last_score == rating.score else 1
+    q.last_score = rating.score
+    q.max_run = max(q.max_run, q.run_length)
+    counts = dict(q.score_counts or {})
+    counts[str(rating.score)] = counts.get(str(rating.score), 0) + 1
+    q.score_counts = counts
+    if (q.others_n or 0) >= 2:
+        q.loo_sums = pair_add(q.loo_sums, rating.score, float(q.others_mean))
+    _schedule(config, q, rating, study)
+    _save_and_police(q, config, study)
+
+
+def _schedule(
+    config: QualityConfig, q: AnnotatorQuality, rating: Rating, study: Study
+) -> None:
+    if config.attention_check_rate > 0 and _rng.random() < config.attention_check_rate:
+        check = _pick_check(study, rating.annotator_id)
+        if check is not None:
+            StreamItem.objects.create(
+                study=study,
+                annotator_id=rating.annotator_id,
+                kind=StreamItem.Kind.ATTENTION,
+                check_item=check,
+                due_after=q.n_ratings,
+            )
+    if config.repeat_rate > 0 and _rng.random() < config.repeat_rate:
+        StreamItem.objects.create(
+            study=study,
+            annotator_id=rating.annotator_id,
+            kind=StreamItem.Kind.REPEAT,
+            image_id=rating.image_id,
+            source_rating=rating,
+            due_after=q.n_ratings + config.repeat_gap,
+        )
+
+
+def _pick_check(study: Study, annotator_id: int) -> AttentionCheck | None:
+    """A check this annotator has not seen yet, else any (random among them)."""
+    checks = AttentionCheck.objects.filter(study=study, is_active=True)
+    seen = StreamItem.objects.filter(
+        annotator_id=annotator_id, kind=StreamItem.Kind.ATTENTION
+    ).values("check_item_id")
+    fresh = list(checks.exclude(pk__in=seen).values_list("pk", flat=True)[:50])
+    pool = fresh or list(checks.values_list("pk", flat=True)[:50])
+    if not pool:
+        return None
+    return AttentionCheck.objects.get(pk=_rng.choice(pool))
+
+
+# --- the stream -------------------------------------------------------------------
+
+
+def stream_item_next(
+    *,
+    annotator: Annotator,
+    study: Study,
+    rated: int,
+    finished: bool = False,
+    now: datetime | None = None,
+) -> StreamItem | None:
+    """The uncounted item due now (its ``due_after`` reached; any pending item
+    once the annotator has no counted images left), marked as shown."""
+    qs = StreamItem.objects.filter(
+        annotator=annotator, study=study, status=StreamItem.Status.PENDING
+    )
+    if not finished:
+        qs = qs.filter(due_after__lte=rated)
+    item = qs.select_related("check_item", "image").order_by("due_after", "pk").first()
+    if item is not None and item.shown_at is None:
+        item.shown_at = now or timezone.now()
+        StreamItem.objects.filter(pk=item.pk, shown_at__isnull=True).update(
+            shown_at=item.shown_at
+        )
+    return item
+
+
+def _locked_item(item_id: int, annotator: Annotator) -> StreamItem:
+    item = (
+        StreamItem.objects.select_for_update(of=("self",))
+        .select_related("check_item", "source_rating")
+        .filter(pk=item_id, annotator=annotator)
+        .first()
+    )
+    if item is None:
+        raise NotFound("No such item.")
+    return item
+
+
+def stream_item_answer(
+    *, item_id: int, annotator: Annotator, score: int, now: datetime | None = None
+) -> tuple[StreamItem, bool]:
+    """Record the answer to an uncounted item. Returns (item, created); the same
+    answer again is a no-op, another one a Conflict. No Rating is created."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        item = _locked_item(item_id, annotator)
+        study = Study.objects.get(pk=item.study_id)
+        if isinstance(score, bool) or not isinstance(score, int):
+            raise InvalidInput("score must be a whole number.")
+        if not study.scale_min <= score <= study.scale_max:
+            raise InvalidInput(
+                f"score must be between {study.scale_min} and {study.scale_max}."
+            )
+        if item.status == StreamItem.Status.ANSWERED:
+            if item.score == score:
+                return item, False
+            raise Conflict("You already answered this image.")
+        if item.status == StreamItem.Status.SKIPPED:
+            raise Conflict("You skipped this image.")
+        item.score = score
+        item.status = StreamItem.Status.ANSWERED
+        item.answered_at = now
+        item.time_on_item_ms = max(
+            0, int((now - (item.shown_at or item.created_at)).total_seconds() * 1000)
+        )
+        if item.kind == StreamItem.Kind.ATTENTION:
+            check = item.check_item
+            item.passed = check.expected_min <= score <= check.expected_max
+        item.save()
+        _fold_answer(item, study)
+    return item, True
+
+
+def _fold_answer(item: StreamItem, study: Study) -> None:
+    if item.kind not in (StreamItem.Kind.ATTENTION, StreamItem.Kind.REPEAT):
+        return  # other kinds keep their own statistics
+    q = _locked_quality(item.annotator_id, study.pk)
+    config = _config_of(q)
+    if item.kind == StreamItem.Kind.ATTENTION:
+        q.checks_total += 1
+        q.checks_failed += not item.passed
+    else:
+        first = item.source_rating.score
+        q.retest_sums = pair_add(q.retest_sums, first, item.score)
+        q.retest_abs_diff += abs(first - item.score)
+    _save_and_police(q, config, study)
+
+
+def stream_item_skip(
+    *, item_id: int, annotator: Annotator, now: datetime | None = None
+) -> StreamItem:
+    """Skip an uncounted item (never held against the annotator)."""
+    with transaction.atomic():
+        item = _locked_item(item_id, annotator)
+        if item.status == StreamItem.Status.PENDING:
+            item.status = StreamItem.Status.SKIPPED
+            item.answered_at = now or timezone.now()
+            item.save(update_fields=["status", "answered_at"])
+    return item

@@ -1,0 +1,50 @@
+from django import forms
+
+from annotation.models import QualityConfig
+
+
+class QualityConfigForm(forms.ModelForm):
+    class Meta:
+        model = QualityConfig
+        fields = [
+            "attention_check_rate",
+            "repeat_rate",
+            "repeat_gap",
+            "too_fast_ms",
+            "too_fast_share",
+            "straightline_run",
+            "check_fail_share",
+            "loo_min_corr",
+            "retest_min_corr",
+            "min_evidence",
+            "min_checks",
+            "auto_pause",
+            "hard_check_failures",
+            "hard_fast_share",
+        ]
+
+
+class AttentionCheckForm(forms.Form):
+    file = forms.ImageField(help_text="PNG, JPEG or WebP.")
+    expected_min = forms.IntegerField(label="Lowest passing answer")
+    expected_max = forms.IntegerField(
+        label="Highest passing answer", required=False, help_text="Empty: same."
+    )
+    instruction = forms.CharField(
+        max_length=300,
+        required=False,
+        help_text="Shown with the image, e.g. 'Please press 2 for this image'.",
+    )
+
+
+class NightlyForm(forms.Form):
+    hour = forms.IntegerField(min_value=0, max_value=23)
+    minute = forms.IntegerField(min_value=0, max_value=59)
+    enabled = forms.BooleanField(required=False, initial=True)
+
+
+class ActionForm(forms.Form):
+    action = forms.ChoiceField(
+        choices=[("pause", "Pause"), ("resume", "Resume"), ("exclude", "Exclude")]
+    )
+    reason = forms.CharField(max_length=500, required=False)

@@ -1,0 +1,221 @@
+"""Reads for the dashboard: composes each app's selectors into page data.
+
+The dashboard sits above the apps (core <- annotation <- generation, rewardmodel
+<- dashboard) so that none of them imports another app's models for it. Every
+function here runs a fixed number of queries whatever the study's size (asserted
+in tests/dashboard/test_queries.py)."""
+
+from django.db.models import Count, Q
+
+from annotation import selectors as ann
+from annotation.models import Annotator, ModerationEvent, Study
+from annotation.services.quality import FLAG_LABELS, pair_corr, time_median_ms
+from generation.models import GenerationItem, GenerationJob
+from rewardmodel import selectors as rm
+from rewardmodel.models import ModelVersion
+
+from . import stats
+
+SORT_KEYS = {
+    "annotator": lambda r: r["annotator"].public_id,
+    "ratings": lambda r: r["n_ratings"],
+    "accuracy": lambda r: r["accuracy"],
+    "spearman": lambda r: r["spearman"],
+    "mae": lambda r: r["mae"],
+    "change": lambda r: r["change"],
+    "agreement": lambda r: r["agreement"],
+    "retest": lambda r: r["retest"],
+    "median_ms": lambda r: r["median_ms"],
+    "flags": lambda r: len(r["flags"]),
+    "status": lambda r: r["annotator"].status,
+}
+
+
+def active_version(*, study: Study | None = None) -> ModelVersion | None:
+    """The version that serves ``study`` (one active version for all studies
+    today; one trained on another study does not count)."""
+    version = rm.version_active()
+    if version is None or study is None:
+        return version
+    return version if version.study_id in (None, study.pk) else None
+
+
+def _metric_cells(metric, previous) -> dict:
+    if metric is None:
+        return {
+            "metric": None,
+            "accuracy": None,
+            "accuracy_ci": None,
+            "spearman": None,
+            "spearman_ci": None,
+            "mae": None,
+            "n_test": 0,
+            "change": None,
+        }
+    change = None
+    if previous is not None and None not in (
+        metric.pairwise_accuracy,
+        previous.pairwise_accuracy,
+    ):
+        change = metric.pairwise_accuracy - previous.pairwise_accuracy
+    return {
+        "metric": metric,
+        "accuracy": metric.pairwise_accuracy,
+        "accuracy_ci": stats.wilson(metric.pairwise_accuracy, metric.n_test),
+        "spearman": metric.spearman,
+        "spearman_ci": stats.fisher(metric.spearman, metric.n_test),
+        "mae": metric.mae,
+        "n_test": metric.n_test,
+        "change": change,
+    }
+
+
+def _quality_cells(quality) -> dict:
+    if quality is None:
+        return {
+            "agreement": None,
+            "retest": None,
+            "median_ms": None,
+            "median_s": None,
+            "flags": [],
+            "checks": (0, 0),
+        }
+    median = time_median_ms(quality.time_hist)
+    return {
+        "agreement": pair_corr(quality.loo_sums),
+        "retest": pair_corr(quality.retest_sums),
+        "median_ms": median,
+        "median_s": None if median is None else median / 1000,
+        "flags": [(f, FLAG_LABELS.get(f, f)) for f in quality.flags or []],
+        "checks": (quality.checks_failed, quality.checks_total),
+    }
+
+
+def _sorted(rows: list[dict], sort: str, descending: bool) -> list[dict]:
+    key = SORT_KEYS.get(sort, SORT_KEYS["annotator"])
+    present = [r for r in rows if key(r) is not None]
+    missing = [r for r in rows if key(r) is None]  # always last
+    return sorted(present, key=key, reverse=descending) + missing
+
+
+def annotator_table(
+    *,
+    study: Study,
+    sort: str = "accuracy",
+    descending: bool = True,
+    flag: str = "",
+    status: str = "",
+    search: str = "",
+) -> dict:
+    """Every annotator of the study with prediction quality (active version, held
+    out) and quality-control statistics; sorted and filtered."""
+    version = active_version(study=study)
+    previous = rm.version_previous(version=version) if version else None
+    metrics = rm.annotator_metric_map(version=version)
+    before = rm.annotator_metric_map(version=previous)
+    rows = []
+    for r in ann.study_annotator_rows(study=study):
+        a = r["annotator"]
+        rows.append(
+            {
+                **r,
+                **_metric_cells(metrics.get(a.pk), before.get(a.pk)),
+                **_quality_cells(r["quality"]),
+            }
+        )
+    total = len(rows)
+    if flag:
+        rows = [r for r in rows if flag in {f for f, _ in r["flags"]}]
+    if status:
+        rows = [r for r in rows if r["annotator"].status == status]
+    if search:
+        rows = [r for r in rows if search.lower() in r["annotator"].public_id.lower()]
+    return {
+        "rows": _sorted(rows, sort, descending),
+        "total": total,
+        "version": version,
+        "previous": previous,
+        "sort": sort if sort in SORT_KEYS else "annotator",
+        "descending": descending,
+    }
+
+
+def annotator_detail(*, study: Study, annotator: Annotator) -> dict:
+    version = active_version(study=study)
+    history = rm.annotator_metric_history(annotator_id=annotator.pk)
+    quality = annotator.quality.filter(study=study).first()
+    return {
+        "version": version,
+        "metric": rm.annotator_metric_map(
+            version=version, annotator_ids=[annotator.pk]
+        ).get(annotator.pk),
+        "history": history,
+        "quality": quality,
+        **_quality_cells(quality),
+        "distribution": ann.annotator_score_distribution(
+            annotator=annotator, study=study
+        ),
+        "events": list(
+            ModerationEvent.objects.filter(annotator=annotator)
+            .select_related("user", "study")
+            .order_by("-created_at", "-pk")[:50]
+        ),
+        "n_ratings": annotator.ratings.filter(study=study).count(),
+        "n_valid": annotator.ratings.filter(study=study, is_valid=True).count(),
+    }
+
+
+def generation_summary() -> dict:
+    """Jobs running and failed, images per backend (three queries)."""
+    jobs = GenerationJob.objects.aggregate(
+        running=Count("pk", filter=Q(status__in=["queued", "running"])),
+        failed=Count("pk", filter=Q(status="failed")),
+        total=Count("pk"),
+    )
+    per_backend = list(
+        GenerationItem.objects.filter(status="done")
+        .values_list("job__backend")
+        .annotate(n=Count("pk"))
+        .order_by("-n")
+    )
+    recent_failed = list(
+        GenerationJob.objects.filter(status="failed")
+        .select_related("study")
+        .order_by("-pk")[:5]
+    )
+    return {**jobs, "per_backend": per_backend, "recent_failed": recent_failed}
+
+
+def baseline_table(*, version: ModelVersion) -> list[dict]:
+    """The version's held-out metrics next to each baseline, with 95% intervals
+    over annotators (computed from the per-annotator rows, one query). Whatever
+    baselines the version recorded are shown, so new ones appear by themselves."""
+    rows = list(
+        version.annotator_metrics.filter(split="seen").values(
+            "pairwise_accuracy", "spearman", "mae", "baselines"
+        )
+    )
+    names = ["model"]
+    for r in rows:
+        for b in r["baselines"] or {}:
+            if b not in names:
+                names.append(b)
+    out = []
+    for name in names:
+
+        def get(r, m, name=name):
+            if name == "model":
+                return r[m]
+            return ((r["baselines"] or {}).get(name) or {}).get(m)
+
+        out.append(
+            {
+                "name": name,
+                "accuracy": stats.mean_interval(
+                    [get(r, "pairwise_accuracy") for r in rows]
+                ),
+                "spearman": stats.mean_interval([get(r, "spearman") for r in rows]),
+                "mae": stats.mean_interval([get(r, "mae") for r in rows]),
+            }
+        )
+    return out

@@ -1,0 +1,92 @@
+"""Helpers for dashboard tests: studies rated through the real engine, and model
+versions with per-annotator metrics written as training writes them."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from annotation import services
+from rewardmodel.models import AnnotatorMetric, ModelVersion
+from tests.factories import AnnotatorFactory, StudyFactory, make_images
+
+
+def rate_all(study, annotators, score_of, *, seconds=3.0, now=None):
+    """Each annotator rates every image they can get, through claim + submit
+    (``score_of(annotator_index, image)`` gives the score)."""
+    now = now or timezone.now()
+    for i, a in enumerate(annotators):
+        while True:
+            leases = services.assignment_claim(annotator=a, study=study, now=now)
+            if not leases:
+                break
+            lease = leases[0]
+            services.rating_submit(
+                assignment_id=lease.pk,
+                annotator=a,
+                score=score_of(i, lease.image),
+                now=now + timedelta(seconds=seconds),
+            )
+    return annotators
+
+
+def make_version(study, annotators, accuracy_of, *, active=True, weights=True):
+    version = ModelVersion.objects.create(
+        study=study,
+        status="active" if active else "candidate",
+        is_active=active,
+        backbone="pixelstats:v2",
+        weights_loaded=weights,
+        primary_metric=0.7,
+        checkpoint_path="/nonexistent.pt",
+        checkpoint_sha256="0" * 64,
+        promoted_at=timezone.now() if active else None,
+    )
+    AnnotatorMetric.objects.bulk_create(
+        [
+            AnnotatorMetric(
+                version=version,
+                annotator=a,
+                split="seen",
+                n_test=20,
+                pairwise_accuracy=accuracy_of(i),
+                spearman=accuracy_of(i) - 0.3,
+                pearson=accuracy_of(i) - 0.3,
+                mae=1.0,
+                baselines={
+                    "population": {
+                        "pairwise_accuracy": 0.6,
+                        "spearman": 0.2,
+                        "pearson": 0.2,
+                        "mae": 1.2,
+                    },
+                    "loo_consensus": {
+                        "pairwise_accuracy": 0.62,
+                        "spearman": 0.25,
+                        "pearson": 0.25,
+                        "mae": 1.1,
+                    },
+                },
+            )
+            for i, a in enumerate(annotators)
+        ]
+    )
+    return version
+
+
+@pytest.fixture
+def staff_client(client, staff_user):
+    client.force_login(staff_user)
+    return client
+
+
+@pytest.fixture
+def rated_study(db):
+    """6 images, 3 raters each, 4 annotators (the last one rates what is left)."""
+    study = StudyFactory(raters_per_image=3, quota_per_annotator=6)
+    make_images(study, 6)
+    annotators = [AnnotatorFactory() for _ in range(4)]
+    for a in annotators:
+        services.participation_consent(annotator=a, study=study, consent=True)
+    rate_all(study, annotators, lambda i, img: 1 + (img.pk + i) % 7)
+    return study, annotators

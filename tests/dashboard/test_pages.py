@@ -1,0 +1,170 @@
+"""The dashboard's pages: staff only, what each shows, actions, query bounds."""
+
+import re
+
+import pytest
+from django.urls import reverse
+
+from annotation.models import Annotator, Image, ModerationEvent, Rating
+from tests.factories import AnnotatorFactory, StudyFactory, make_images
+
+from .conftest import make_version, rate_all
+
+pytestmark = pytest.mark.django_db
+
+
+def pages(study, annotator):
+    return [
+        reverse("dashboard:home"),
+        reverse("dashboard:study", args=[study.pk]),
+        reverse("dashboard:annotators", args=[study.pk]),
+        reverse("dashboard:annotator", args=[study.pk, annotator.pk]),
+        reverse("dashboard:quality", args=[study.pk]),
+        reverse("dashboard:model"),
+    ]
+
+
+def test_pages_are_staff_only(client, rated_study, django_user_model):
+    study, annotators = rated_study
+    for url in pages(study, annotators[0]):
+        r = client.get(url)
+        assert r.status_code == 302 and "/admin/login/" in r["Location"], url
+    user = django_user_model.objects.create_user("plain", password="pw-plain-123")
+    client.force_login(user)
+    for url in pages(study, annotators[0]):
+        assert client.get(url).status_code == 302, url
+    r = client.post(
+        reverse("dashboard:annotator_action", args=[study.pk, annotators[0].pk]),
+        {"action": "exclude"},
+    )
+    assert r.status_code == 302
+    assert Annotator.objects.get(pk=annotators[0].pk).status == "active"
+
+
+def test_every_page_renders_for_staff(staff_client, rated_study):
+    study, annotators = rated_study
+    make_version(study, annotators, lambda i: 0.5 + 0.1 * i)
+    for url in pages(study, annotators[0]):
+        r = staff_client.get(url)
+        assert r.status_code == 200, url
+        charts = b"<svg" in r.content
+        assert charts == ("/studies/" in url and "/quality/" not in url), url
+
+
+def test_home_lists_studies_with_progress_and_links(staff_client, rated_study):
+    study, _ = rated_study
+    body = staff_client.get(reverse("dashboard:home")).content.decode()
+    assert study.name in body
+    # 6 images x 3 raters, all rated: 18 of 18.
+    assert "18 of 18 ratings (100.0%)" in body
+    for name in ("generation:studies", "dashboard:model", "admin:index", "api-docs"):
+        assert reverse(name) in body
+    # The public home page leads staff here.
+    assert reverse("dashboard:home") in staff_client.get("/").content.decode()
+
+
+def test_study_page_shows_histogram_and_copyable_links(staff_client, db):
+    study = StudyFactory(raters_per_image=3, quota_per_annotator=2)
+    make_images(study, 4)
+    rate_all(study, [AnnotatorFactory()], lambda i, img: 4)  # 2 images get 1
+    body = staff_client.get(reverse("dashboard:study", args=[study.pk])).content
+    body = body.decode()
+    # Histogram bars carry "<valid ratings>: <images>".
+    assert "<title>0: 2</title>" in body and "<title>1: 2</title>" in body
+    assert f"join?t={study.invite_token}" in body
+    assert "PROLIFIC_PID={{%PROLIFIC_PID%}}" in body
+    assert 'id="active-now">1<' in body  # rated within the last 10 minutes
+
+
+def test_annotators_sort_and_filter(staff_client, rated_study):
+    study, annotators = rated_study
+    make_version(study, annotators, lambda i: [0.55, 0.9, 0.7, 0.6][i])
+    url = reverse("dashboard:annotators", args=[study.pk])
+    order = re.findall(
+        r'data-annotator="([^"]+)"',
+        staff_client.get(url, {"sort": "accuracy", "dir": "desc"}).content.decode(),
+    )
+    assert order == [annotators[i].public_id for i in (1, 2, 3, 0)]
+    order = re.findall(
+        r'data-annotator="([^"]+)"',
+        staff_client.get(url, {"sort": "accuracy", "dir": "asc"}).content.decode(),
+    )
+    assert order == [annotators[i].public_id for i in (0, 3, 2, 1)]
+    # htmx asks for the table only.
+    r = staff_client.get(
+        url,
+        {"sort": "ratings"},
+        HTTP_HX_REQUEST="true",
+        HTTP_HX_TARGET="annotator-table",
+    )
+    assert b"<html" not in r.content and b'id="annotator-table"' in r.content
+    annotators[2].status = "paused"
+    annotators[2].save()
+    body = staff_client.get(url, {"status": "paused"}).content.decode()
+    assert re.findall(r'data-annotator="([^"]+)"', body) == [annotators[2].public_id]
+
+
+def test_exclude_from_the_dashboard_is_logged_and_reopens_slots(
+    staff_client, staff_user, rated_study
+):
+    study, annotators = rated_study
+    victim = annotators[0]
+    rated = set(victim.ratings.values_list("image_id", flat=True))
+    r = staff_client.post(
+        reverse("dashboard:annotator_action", args=[study.pk, victim.pk]),
+        {"action": "exclude", "reason": "failed checks"},
+    )
+    assert r.status_code == 302
+    victim.refresh_from_db()
+    assert victim.status == "excluded"
+    event = ModerationEvent.objects.get()
+    assert (event.user, event.action, event.reason) == (
+        staff_user,
+        "exclude",
+        "failed checks",
+    )
+    assert event.slots_reopened == len(rated)
+    reopened = set(Image.objects.filter(open_slots=1).values_list("pk", flat=True))
+    assert reopened == rated
+    assert not Rating.objects.filter(annotator=victim, is_valid=True).exists()
+    # Excluding twice is refused with a message and logs nothing new.
+    r = staff_client.post(
+        reverse("dashboard:annotator_action", args=[study.pk, victim.pk]),
+        {"action": "exclude"},
+        follow=True,
+    )
+    assert "cannot exclude" in r.content.decode()
+    assert ModerationEvent.objects.count() == 1
+
+
+def test_pause_and_resume_from_the_dashboard(staff_client, rated_study):
+    study, annotators = rated_study
+    url = reverse("dashboard:annotator_action", args=[study.pk, annotators[1].pk])
+    staff_client.post(url, {"action": "pause"})
+    assert Annotator.objects.get(pk=annotators[1].pk).status == "paused"
+    staff_client.post(url, {"action": "resume"})
+    assert Annotator.objects.get(pk=annotators[1].pk).status == "active"
+    assert list(
+        ModerationEvent.objects.order_by("pk").values_list("action", flat=True)
+    ) == ["pause", "resume"]
+
+
+def test_random_weights_banner(staff_client, rated_study):
+    study, annotators = rated_study
+    make_version(study, annotators, lambda i: 0.6, weights=False)
+    for url in (reverse("dashboard:model"), reverse("dashboard:home")):
+        assert b"RANDOM" in staff_client.get(url).content, url
+
+
+def test_nightly_time_is_editable(staff_client):
+    from django_celery_beat.models import PeriodicTask
+
+    r = staff_client.post(
+        reverse("dashboard:nightly"), {"hour": "4", "minute": "15", "enabled": "on"}
+    )
+    assert r.status_code == 302
+    task = PeriodicTask.objects.get(name="rewardmodel: nightly retraining")
+    assert (task.crontab.hour, task.crontab.minute, task.enabled) == ("4", "15", True)
+    staff_client.post(reverse("dashboard:nightly"), {"hour": "25", "minute": "0"})
+    task.refresh_from_db()
+    assert task.crontab.hour == "4"  # bad input changes nothing
