@@ -594,9 +594,9 @@ class QualityConfig(models.Model):
         constraints = [
             models.CheckConstraint(
                 condition=Q(attention_check_rate__gte=0)
-                & Q(attention_check_rate__lte=0.5)
+                & Q(attention_check_rate__lte=1)
                 & Q(repeat_rate__gte=0)
-                & Q(repeat_rate__lte=0.5),
+                & Q(repeat_rate__lte=1),
                 name="qualityconfig_rates_range",
             ),
             models.CheckConstraint(

@@ -88,10 +88,13 @@ def quality_config_update(*, study: Study, **fields) -> QualityConfig:
     unknown = set(fields) - known
     if unknown:
         raise InvalidInput(f"Unknown settings: {', '.join(sorted(unknown))}.")
-    for name in ("attention_check_rate", "repeat_rate"):
-        if name in fields and not 0 <= float(fields[name]) <= 0.5:
-            raise InvalidInput(f"{name} must be between 0 and 0.5.")
-    for name in ("too_fast_share", "check_fail_share", "hard_fast_share"):
+    for name in (
+        "attention_check_rate",
+        "repeat_rate",
+        "too_fast_share",
+        "check_fail_share",
+        "hard_fast_share",
+    ):
         if name in fields and not 0 <= float(fields[name]) <= 1:
             raise InvalidInput(f"{name} must be between 0 and 1.")
     for name, value in fields.items():

@@ -168,3 +168,37 @@ def test_nightly_time_is_editable(staff_client):
     staff_client.post(reverse("dashboard:nightly"), {"hour": "25", "minute": "0"})
     task.refresh_from_db()
     assert task.crontab.hour == "4"  # bad input changes nothing
+
+
+def test_exclusion_reopens_exactly_its_slots_and_the_study_ends_at_15(staff_client, db):
+    study = StudyFactory(raters_per_image=15, quota_per_annotator=3)
+    images = make_images(study, 4)
+    crowd = [AnnotatorFactory() for _ in range(30)]
+    # Enough people to fill every image (each rates up to 3 of the 4).
+    rate_all(study, crowd, lambda i, img: 1 + (i + img.pk) % 7)
+    assert all(i.rating_count == 15 for i in Image.objects.all())
+    victim = crowd[0]
+    theirs = set(victim.ratings.values_list("image_id", flat=True))
+    assert len(theirs) == 3
+    staff_client.post(
+        reverse("dashboard:annotator_action", args=[study.pk, victim.pk]),
+        {"action": "exclude", "reason": "test"},
+    )
+    open_now = dict(Image.objects.values_list("pk", "open_slots"))
+    assert open_now == {i.pk: (1 if i.pk in theirs else 0) for i in images}
+    # Newcomers fill exactly those slots; then nothing is left to deal.
+    fresh = [AnnotatorFactory() for _ in range(3)]
+    rate_all(study, fresh, lambda i, img: 4)
+    dealt = Rating.objects.filter(annotator__in=fresh)
+    assert sorted(dealt.values_list("image_id", flat=True)) == sorted(theirs)
+    for image in Image.objects.all():
+        assert image.rating_count == 15 and image.open_slots == 0
+        assert image.ratings.filter(is_valid=True).count() == 15
+    late = AnnotatorFactory()
+    assert services_claim(study, late) == []
+
+
+def services_claim(study, annotator):
+    from annotation import services
+
+    return services.assignment_claim(annotator=annotator, study=study)
