@@ -11,7 +11,7 @@ from django.contrib.admin.views.decorators import staff_member_required
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from annotation import selectors as ann
@@ -34,16 +34,6 @@ RUN_DONE = {
 }
 
 
-def _optional_url(*names: str) -> str | None:
-    """A link to a page another part of the project may not have yet."""
-    for name in names:
-        try:
-            return reverse(name)
-        except NoReverseMatch:
-            continue
-    return None
-
-
 def _study(study_id: int) -> Study:
     return get_object_or_404(Study, pk=study_id)
 
@@ -58,7 +48,6 @@ def home(request: HttpRequest) -> HttpResponse:
             "studies": ann.study_overview_list(),
             "generation": selectors.generation_summary(),
             "version": selectors.active_version(),
-            "exports_url": _optional_url("dashboard:exports", "export:list"),
         },
     )
 
