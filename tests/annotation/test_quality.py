@@ -20,7 +20,13 @@ from annotation.models import (
     StreamItem,
 )
 from core.exceptions import Conflict
-from tests.factories import AnnotatorFactory, StudyFactory, make_images, png_bytes
+from tests.factories import (
+    AnnotatorFactory,
+    StudyFactory,
+    join,
+    make_images,
+    png_bytes,
+)
 
 pytestmark = pytest.mark.django_db
 HTMX = {"HTTP_HX_REQUEST": "true"}
@@ -28,6 +34,7 @@ HTMX = {"HTTP_HX_REQUEST": "true"}
 
 def rate_one(study, annotator, score, *, seconds=3.0, now=None):
     now = now or timezone.now()
+    join(annotator, study)
     lease = services.assignment_claim(annotator=annotator, study=study, now=now)[0]
     rating, _ = services.rating_submit(
         assignment_id=lease.pk,
@@ -47,12 +54,14 @@ def quality(annotator, study):
 
 
 def joined(client, study):
-    annotator = AnnotatorFactory()
-    services.participation_consent(annotator=annotator, study=study)
-    p = annotator.participations.get(study=study)
-    services.participation_start(participation=p)
-    client.force_login(annotator.user)
-    return annotator
+    """Through the invite link, as a participant does (the session is scoped)."""
+    r = client.post(
+        reverse("annotation:join", args=[study.slug]),
+        {"t": study.invite_token, "agree": "on"},
+    )
+    assert r.status_code == 302, r.content
+    client.post(reverse("annotation:start", args=[study.slug]))
+    return Annotator.objects.get(user_id=client.session["_auth_user_id"])
 
 
 # --- uncounted items ------------------------------------------------------------
@@ -219,7 +228,7 @@ def _consensus_study():
     services.quality_config_update(study=study, min_evidence=10)
     rank = {img.pk: 1 + i % 7 for i, img in enumerate(images)}
     for _ in range(3):
-        a = AnnotatorFactory()
+        a = join(AnnotatorFactory(), study)
         for _ in range(12):
             lease = services.assignment_claim(annotator=a, study=study)[0]
             services.rating_submit(
@@ -235,6 +244,7 @@ def test_low_agreement_flag():
     study, rank = _consensus_study()
     contrarian, agreeable = AnnotatorFactory(), AnnotatorFactory()
     for a, score in ((contrarian, lambda r: 8 - r), (agreeable, lambda r: r)):
+        join(a, study)
         for _ in range(12):
             lease = services.assignment_claim(annotator=a, study=study)[0]
             services.rating_submit(

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from annotation import services
 from rewardmodel.models import AnnotatorMetric, ModelVersion
-from tests.factories import AnnotatorFactory, StudyFactory, make_images
+from tests.factories import AnnotatorFactory, StudyFactory, join, make_images
 
 
 def rate_all(study, annotators, score_of, *, seconds=3.0, now=None):
@@ -16,6 +16,7 @@ def rate_all(study, annotators, score_of, *, seconds=3.0, now=None):
     (``score_of(annotator_index, image)`` gives the score)."""
     now = now or timezone.now()
     for i, a in enumerate(annotators):
+        join(a, study)
         while True:
             leases = services.assignment_claim(annotator=a, study=study, now=now)
             if not leases:
@@ -86,7 +87,5 @@ def rated_study(db):
     study = StudyFactory(raters_per_image=3, quota_per_annotator=6)
     make_images(study, 6)
     annotators = [AnnotatorFactory() for _ in range(4)]
-    for a in annotators:
-        services.participation_consent(annotator=a, study=study, consent=True)
     rate_all(study, annotators, lambda i, img: 1 + (img.pk + i) % 7)
     return study, annotators

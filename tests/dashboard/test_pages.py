@@ -6,7 +6,7 @@ import pytest
 from django.urls import reverse
 
 from annotation.models import Annotator, Image, ModerationEvent, Rating
-from tests.factories import AnnotatorFactory, StudyFactory, make_images
+from tests.factories import AnnotatorFactory, StudyFactory, join, make_images
 
 from .conftest import make_version, rate_all
 
@@ -201,4 +201,5 @@ def test_exclusion_reopens_exactly_its_slots_and_the_study_ends_at_15(staff_clie
 def services_claim(study, annotator):
     from annotation import services
 
+    join(annotator, study)
     return services.assignment_claim(annotator=annotator, study=study)
