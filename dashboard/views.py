@@ -94,8 +94,8 @@ def study(request: HttpRequest, study_id: int) -> HttpResponse:
 
 def _table_params(request: HttpRequest) -> dict:
     return {
-        "sort": request.GET.get("sort", "accuracy"),
-        "descending": request.GET.get("dir", "desc") != "asc",
+        "sort": request.GET.get("sort", "annotator"),
+        "descending": request.GET.get("dir", "asc") == "desc",
         "flag": request.GET.get("flag", ""),
         "status": request.GET.get("status", ""),
         "search": request.GET.get("q", "").strip()[:64],

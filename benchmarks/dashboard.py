@@ -1,0 +1,315 @@
+"""Server time and query count of every dashboard page at PAMELA's size.
+
+Builds a throwaway database next to DATABASE_URL's (PostgreSQL) with 5,000
+images, 70,000 valid ratings (14 per image, some images full) by 300 annotators,
+their running quality statistics, a few thousand answered repeats and attention
+checks, two model versions with per-annotator metrics and some moderation
+events; then renders each staff page through Django's test client (middleware,
+session, auth, every query and the template; not the network or WSGI server).
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/palate_bench \\
+        .venv/bin/python benchmarks/dashboard.py [--repeat 15]
+
+Prints, per page, the median / p95 / max in milliseconds and the number of
+queries. The target is < 300 ms per page; query counts are asserted (with
+smaller data) in tests/dashboard/test_queries.py.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._common import setup_django  # noqa: E402
+
+N_IMAGES, N_RATINGS, N_ANNOTATORS = 5000, 70_000, 300
+
+
+def build(rng, staff_user):
+    """Bulk-load the data (the engine's own speed is measured elsewhere)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from annotation.models import (
+        Annotator,
+        AnnotatorQuality,
+        AttentionCheck,
+        Image,
+        ModerationEvent,
+        Participation,
+        Rating,
+        StreamItem,
+        Study,
+    )
+    from annotation.services import annotator_create, quality
+    from annotation.splits import split_assign
+    from rewardmodel.models import AnnotatorMetric, ModelVersion
+
+    study = Study.objects.create(
+        name="PAMELA-sized", slug="pamela-sized", status="open", raters_per_image=15
+    )
+    now = timezone.now()
+    Image.objects.bulk_create(
+        [
+            Image(
+                study=study,
+                file=f"images/x/{i:064x}.png",
+                sha256=f"{i:064x}",
+                width=512,
+                height=512,
+                domain=("art", "photo", "design")[i % 3],
+                target_ratings=15,
+            )
+            for i in range(N_IMAGES)
+        ],
+        batch_size=2000,
+    )
+    image_ids = list(Image.objects.filter(study=study).values_list("pk", flat=True))
+    people = [annotator_create() for _ in range(N_ANNOTATORS)]
+    Participation.objects.bulk_create(
+        [Participation(annotator=a, study=study, consented_at=now) for a in people]
+    )
+    # 14 raters per image: annotator j rates images where (image index + k) picks
+    # them; scores follow a per-annotator taste plus noise.
+    taste = rng.normal(size=N_ANNOTATORS)
+    appeal = rng.normal(size=N_IMAGES)
+    ratings = []
+    per_ann = [[] for _ in range(N_ANNOTATORS)]
+    for i, image_id in enumerate(image_ids):
+        raters = rng.choice(N_ANNOTATORS, size=14, replace=False)
+        for j in raters:
+            score = int(min(7, max(1, round(4 + taste[j] * appeal[i] + rng.normal()))))
+            ratings.append(
+                Rating(
+                    study=study,
+                    image_id=image_id,
+                    annotator=people[j],
+                    score=score,
+                    time_on_item_ms=int(rng.lognormal(8, 0.6)),
+                    split=split_assign(
+                        study_id=study.pk,
+                        image_id=image_id,
+                        annotator_id=people[j].pk,
+                    ),
+                    created_at=now - timedelta(minutes=int(rng.integers(0, 48 * 60))),
+                )
+            )
+            per_ann[j].append((image_id, score, ratings[-1].time_on_item_ms))
+    Rating.objects.bulk_create(ratings, batch_size=5000)
+    Image.objects.filter(study=study).update(rating_count=14)  # 14 each
+    # Running statistics, as the incremental updates would have left them.
+    rows = []
+    for j, items in enumerate(per_ann):
+        q = AnnotatorQuality(annotator=people[j], study=study)
+        hist = [0] * (len(quality.TIME_EDGES_MS) + 1)
+        for _, score, ms in items:
+            hist[quality.time_bucket(ms)] += 1
+            q.n_fast += ms < 1000
+            q.loo_sums = quality.pair_add(q.loo_sums, score, score + rng.normal())
+        q.n_ratings, q.time_hist = len(items), hist
+        q.max_run = 3
+        q.retest_sums = [0, 0, 0, 0, 0, 0]
+        q.flags = ["too_fast"] if j % 37 == 0 else []
+        rows.append(q)
+    AnnotatorQuality.objects.bulk_create(rows)
+    check = AttentionCheck.objects.create(
+        study=study,
+        file="checks/x.png",
+        sha256="c" * 64,
+        expected_min=2,
+        expected_max=2,
+    )
+    rating_rows = list(
+        Rating.objects.filter(study=study).values_list("pk", "annotator_id", "image_id")
+    )
+    pick = rng.choice(len(rating_rows), size=3500, replace=False)
+    items = [
+        StreamItem(
+            study=study,
+            annotator_id=rating_rows[k][1],
+            kind="repeat",
+            status="answered",
+            image_id=rating_rows[k][2],
+            source_rating_id=rating_rows[k][0],
+            due_after=0,
+            score=int(rng.integers(1, 8)),
+            answered_at=now,
+        )
+        for k in pick
+    ]
+    items += [
+        StreamItem(
+            study=study,
+            annotator=people[j % N_ANNOTATORS],
+            kind="attention",
+            status="answered",
+            check_item=check,
+            due_after=0,
+            score=2,
+            passed=True,
+            answered_at=now,
+        )
+        for j in range(1500)
+    ]
+    StreamItem.objects.bulk_create(items, batch_size=2000)
+    versions = []
+    for v in range(2):
+        version = ModelVersion.objects.create(
+            study=study,
+            status="active" if v else "retired",
+            is_active=bool(v),
+            backbone="open_clip:ViT-L-14",
+            weights_loaded=True,
+            primary_metric=0.7,
+            checkpoint_path="/nonexistent",
+            checkpoint_sha256="0" * 64,
+        )
+        versions.append(version)
+        base = {m: 0.6 for m in ("pairwise_accuracy", "spearman", "pearson", "mae")}
+        AnnotatorMetric.objects.bulk_create(
+            [
+                AnnotatorMetric(
+                    version=version,
+                    annotator=a,
+                    split="seen",
+                    n_test=46,
+                    pairwise_accuracy=float(rng.uniform(0.5, 0.9)),
+                    spearman=float(rng.uniform(0, 0.7)),
+                    pearson=float(rng.uniform(0, 0.7)),
+                    mae=float(rng.uniform(0.8, 1.6)),
+                    baselines={
+                        "population": base,
+                        "annotator_mean": base,
+                        "loo_consensus": base,
+                    },
+                )
+                for a in people
+            ]
+        )
+    ModerationEvent.objects.bulk_create(
+        [
+            ModerationEvent(
+                annotator=people[j], study=study, action="pause", user=staff_user
+            )
+            for j in range(20)
+        ]
+    )
+    return study, people, Annotator
+
+
+def measure(client, url, repeat):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client.get(url)  # warm caches (templates, URL resolvers)
+    times = []
+    for _ in range(repeat):
+        with CaptureQueriesContext(connection) as ctx:
+            t0 = time.perf_counter()
+            r = client.get(url)
+            times.append((time.perf_counter() - t0) * 1000)
+        assert r.status_code == 200, (url, r.status_code)
+    times.sort()
+    return {
+        "p50": statistics.median(times),
+        "p95": times[max(0, int(round(0.95 * len(times))) - 1)],
+        "max": times[-1],
+        "queries": len(ctx.captured_queries),
+        "kb": len(r.content) / 1024,
+    }
+
+
+def slowest(client, url, top=4):
+    """The page's slowest queries (one request), to see DB time vs Python."""
+    from django.db import connection
+
+    timings = []
+
+    def timed(execute, sql, params, many, context):
+        t0 = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            timings.append(((time.perf_counter() - t0) * 1000, sql[:110]))
+
+    with connection.execute_wrapper(timed):
+        t0 = time.perf_counter()
+        client.get(url)
+        total = (time.perf_counter() - t0) * 1000
+    db = sum(t for t, _ in timings)
+    print(f"    total {total:.1f} ms, queries {db:.1f} ms")
+    for t, sql in sorted(timings, reverse=True)[:top]:
+        print(f"    {t:7.1f} ms  {sql}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--profile", action="store_true", help="print each page's slowest queries"
+    )
+    args = parser.parse_args()
+    data_dir = tempfile.mkdtemp(prefix="palate-bench-dash-")
+    connection, old_name = setup_django(data_dir, "dash")
+    if connection.vendor != "postgresql":
+        sys.exit("Set DATABASE_URL to a PostgreSQL server (the figures are for it).")
+    try:
+        import numpy as np
+        from django.contrib.auth import get_user_model
+        from django.test import Client
+        from django.urls import reverse
+
+        staff = get_user_model().objects.create_user(
+            "bench-staff", password="x", is_staff=True, is_superuser=True
+        )
+        t0 = time.perf_counter()
+        study, people, _ = build(np.random.default_rng(args.seed), staff)
+        print(f"built in {time.perf_counter() - t0:.0f} s", flush=True)
+        with connection.cursor() as cur:
+            cur.execute("ANALYZE")
+        client = Client()
+        client.force_login(staff)
+        pages = {
+            "home": reverse("dashboard:home"),
+            "study progress": reverse("dashboard:study", args=[study.pk]),
+            "annotators (by accuracy)": reverse("dashboard:annotators", args=[study.pk])
+            + "?sort=accuracy&dir=desc",
+            "annotators table (htmx)": reverse("dashboard:annotators", args=[study.pk])
+            + "?sort=agreement&dir=asc",
+            "annotator": reverse("dashboard:annotator", args=[study.pk, people[5].pk]),
+            "quality control": reverse("dashboard:quality", args=[study.pk]),
+            "model": reverse("dashboard:model"),
+        }
+        print(f"load average before: {os.getloadavg()}")
+        head = ("p50 ms", "p95 ms", "max ms", "queries")
+        print(f"{'page':28} " + " ".join(f"{h:>8}" for h in head) + f" {'KiB':>6}")
+        for name, url in pages.items():
+            if "htmx" in name:
+                client.defaults.update(
+                    HTTP_HX_REQUEST="true", HTTP_HX_TARGET="annotator-table"
+                )
+            m = measure(client, url, args.repeat)
+            if args.profile:
+                slowest(client, url)
+            client.defaults.pop("HTTP_HX_REQUEST", None)
+            client.defaults.pop("HTTP_HX_TARGET", None)
+            print(
+                f"{name:28} {m['p50']:8.1f} {m['p95']:8.1f} {m['max']:8.1f} "
+                f"{m['queries']:8d} {m['kb']:6.0f}",
+                flush=True,
+            )
+        print(f"load average after: {os.getloadavg()}")
+    finally:
+        connection.creation.destroy_test_db(old_name, verbosity=0)
+
+
+if __name__ == "__main__":
+    main()

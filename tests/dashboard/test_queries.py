@@ -1,0 +1,90 @@
+"""Every dashboard page runs a bounded number of queries: the same number for a
+small and a larger study (no query per annotator, image or rating). Times are
+measured in benchmarks/dashboard.py, never asserted here."""
+
+import pytest
+from django.urls import reverse
+
+from annotation import services
+from tests.factories import AnnotatorFactory, StudyFactory, make_images, png_bytes
+
+from .conftest import make_version, rate_all
+
+pytestmark = pytest.mark.django_db
+
+# Page -> most queries (session, user, then the page's own reads).
+BUDGET = {
+    "home": 7,
+    "study": 11,
+    "annotators": 9,
+    "annotators_htmx": 9,
+    "annotator": 12,
+    "quality": 8,
+    "model": 13,
+}
+
+
+def build(n_annotators, n_images):
+    study = StudyFactory(raters_per_image=3, quota_per_annotator=n_images)
+    make_images(study, n_images)
+    services.quality_config_update(study=study, repeat_rate=0.3, repeat_gap=1)
+    services.attention_check_create(study=study, data=png_bytes(5), expected_min=2)
+    people = [AnnotatorFactory() for _ in range(n_annotators)]
+    rate_all(study, people, lambda i, img: 1 + (img.pk * (i + 1)) % 7)
+    for item in services.quality.StreamItem.objects.filter(status="pending"):
+        services.stream_item_answer(item_id=item.pk, annotator=item.annotator, score=3)
+    make_version(study, people, lambda i: 0.5 + 0.01 * i, active=False)
+    make_version(study, people, lambda i: 0.55 + 0.01 * i)
+    services.annotator_moderate(annotator=people[0], action="pause", study=study)
+    return study, people
+
+
+def urls(study, person):
+    return {
+        "home": (reverse("dashboard:home"), {}),
+        "study": (reverse("dashboard:study", args=[study.pk]), {}),
+        "annotators": (
+            reverse("dashboard:annotators", args=[study.pk]) + "?sort=accuracy",
+            {},
+        ),
+        "annotators_htmx": (
+            reverse("dashboard:annotators", args=[study.pk]) + "?sort=agreement",
+            {"HTTP_HX_REQUEST": "true", "HTTP_HX_TARGET": "annotator-table"},
+        ),
+        "annotator": (
+            reverse("dashboard:annotator", args=[study.pk, person.pk]),
+            {},
+        ),
+        "quality": (reverse("dashboard:quality", args=[study.pk]), {}),
+        "model": (reverse("dashboard:model"), {}),
+    }
+
+
+def counts(client, study, person):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    out = {}
+    for name, (url, headers) in urls(study, person).items():
+        with CaptureQueriesContext(connection) as ctx:
+            assert client.get(url, **headers).status_code == 200, name
+        out[name] = len(ctx.captured_queries)
+    return out
+
+
+def test_query_counts_do_not_grow_with_the_study(
+    staff_client, django_assert_max_num_queries
+):
+    small, small_people = build(3, 4)
+    small_counts = counts(staff_client, small, small_people[1])
+    from annotation.models import Study
+    from rewardmodel.models import ModelVersion
+
+    ModelVersion.objects.all().delete()
+    Study.objects.all().delete()
+    big, big_people = build(12, 20)
+    big_counts = counts(staff_client, big, big_people[1])
+    assert big_counts == small_counts
+    for name, (url, headers) in urls(big, big_people[1]).items():
+        with django_assert_max_num_queries(BUDGET[name]):
+            staff_client.get(url, **headers)
