@@ -403,6 +403,8 @@ class Rating(models.Model):
         ]
         indexes = [
             models.Index(fields=["annotator", "study"], name="rating_by_annotator"),
+            # The dashboard's ratings per hour and "active now".
+            models.Index(fields=["study", "created_at"], name="rating_by_study_time"),
             models.Index(fields=["study", "split"], name="rating_by_split"),
         ]
 

@@ -111,6 +111,7 @@ def annotators(request: HttpRequest, study_id: int) -> HttpResponse:
     context = {
         "study": study,
         "tab": "annotators",
+        "annotator_base": reverse("dashboard:annotators", args=[study.pk]),
         "t": table,
         "params": params,
         "flag_labels": FLAG_LABELS,

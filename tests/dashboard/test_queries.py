@@ -15,11 +15,11 @@ pytestmark = pytest.mark.django_db
 # Page -> most queries (session, user, then the page's own reads).
 BUDGET = {
     "home": 7,
-    "study": 11,
-    "annotators": 9,
-    "annotators_htmx": 9,
+    "study": 10,
+    "annotators": 10,
+    "annotators_htmx": 10,
     "annotator": 12,
-    "quality": 8,
+    "quality": 9,
     "model": 13,
 }
 
