@@ -303,7 +303,7 @@ def model(request: HttpRequest) -> HttpResponse:
         {
             "version": version,
             "baselines": selectors.baseline_table(version=version) if version else [],
-            "versions": list(rm.version_list()[:50]),
+            "versions": list(rm.version_list().select_related("study")[:50]),
             "runs": runs,
             "busy": next((r for r in runs if r.status in ("queued", "running")), None),
             "studies": Study.objects.order_by("-created_at"),
