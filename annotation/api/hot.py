@@ -24,7 +24,7 @@ from datetime import datetime
 
 from django.contrib.auth import get_user_model
 from django.core.files.storage import default_storage
-from django.db import IntegrityError, connection
+from django.db import IntegrityError, connection, transaction
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
@@ -33,6 +33,7 @@ from rest_framework.authtoken.models import Token
 from annotation import services
 from annotation.models import Annotator, Assignment, Rating, Study
 from annotation.services import engine_sql
+from annotation.services.quality import rating_recorded
 from core.exceptions import PalateError
 
 from . import views as drf_views
@@ -234,10 +235,16 @@ def rating_create(request: HttpRequest, assignment_id: int) -> HttpResponse:
     score = _score(request)
     key = _token_key(request) if score is not None else None
     if key is not None and engine_sql.enabled() and engine_sql.plain_score(score):
+        now = timezone.now()
         try:
-            outcome, rating = engine_sql.submit(
-                token=key, assignment_id=assignment_id, score=score, now=timezone.now()
-            )
+            # No savepoint: on its own this is the request's transaction.
+            with transaction.atomic(savepoint=False):
+                outcome, rating = engine_sql.submit(
+                    token=key, assignment_id=assignment_id, score=score, now=now
+                )
+                if rating is not None:
+                    # Quality control's running statistics, in the same transaction.
+                    rating_recorded(rating=rating, now=now)
         except IntegrityError:
             # The Python path below meets the same refusal and answers Conflict.
             outcome, rating = engine_sql.SLOW, None

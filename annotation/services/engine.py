@@ -435,6 +435,7 @@ def rating_submit(
                 )
                 if rating is not None:
                     rating.annotator = annotator
+                    rating_recorded(rating=rating, now=now)  # QC statistics, flags
                     return rating, True
             return _rating_submit(assignment_id, annotator, score, now)
     except IntegrityError:

@@ -298,14 +298,18 @@ def _auto_pause(annotator_id: int, study: Study) -> None:
         pass  # paused, excluded or banned meanwhile: nothing left to do
 
 
-def rating_recorded(*, rating: Rating, study: Study, now: datetime) -> None:
+def rating_recorded(
+    *, rating: Rating, now: datetime, study: Study | None = None
+) -> None:
     """Fold a new counted rating into its annotator's statistics and flags, and
     maybe schedule uncounted items (an attention check next, a repeat later).
 
-    Runs inside the rating's transaction. Agreement compares the score with the
+    Runs inside the rating's transaction, after either engine path (Python or
+    the one-statement SQL function). Agreement compares the score with the
     mean of the image's earlier valid raters (when at least two rated it before),
     so each rating is compared once, when it arrives."""
-    q = _locked_quality(rating.annotator_id, study.pk, others_of=rating)
+    q = _locked_quality(rating.annotator_id, rating.study_id, others_of=rating)
+    study = study or q.study
     config = _config_of(q)
     q.n_ratings += 1
     ms = rating.time_on_item_ms

@@ -31,8 +31,22 @@ def engine_queries(context) -> list[str]:
     return [
         q["sql"]
         for q in context.captured_queries
-        if "SAVEPOINT" not in q["sql"].upper()
+        if "SAVEPOINT" not in q["sql"].upper() and not quality_control(q["sql"])
     ]
+
+
+def quality_control(sql: str) -> bool:
+    """Quality control's own reads and writes after a rating (its statistics
+    row, the study's thresholds; the rating page's due-item check): counted by
+    the tests that budget them, not part of the engine's statement."""
+    return any(
+        t in sql
+        for t in (
+            "annotation_annotatorquality",
+            "annotation_qualityconfig",
+            "annotation_streamitem",
+        )
+    )
 
 
 def test_split_in_sql_is_split_assign(study):
@@ -85,7 +99,9 @@ def test_api_claim_and_rating_are_one_query_each(
     with django_assert_num_queries(1):
         r = client.post(url, **auth)
     assert r.status_code == 200
-    with django_assert_num_queries(1):
+    # The rating's statement, then quality control's two (lock its statistics
+    # row, with the study's thresholds and the image's other ratings; save it).
+    with django_assert_num_queries(3):
         r = client.post(
             f"/api/v1/assignments/{r.json()['id']}/rating/",
             {"score": 6},

@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('annotation', '0006_protect_records_erasure_integrity_alert'),
+        ('annotation', '0007_engine_sql'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
