@@ -565,13 +565,12 @@ def item_answer(request: HttpRequest, slug: str, item_id: int) -> HttpResponse:
     study = _study(slug)
     annotator = _annotator(request, study)
     form = ScoreForm(request.POST)
-    if not form.is_valid():
-        raise InvalidInput("Please choose one of the rating buttons.")
+    # The service looks the item up first: someone else's item is a 404 whatever
+    # the body, and a missing score on one's own is a 400.
+    score = form.cleaned_data["score"] if form.is_valid() else None
     notice = ""
     try:
-        services.stream_item_answer(
-            item_id=item_id, annotator=annotator, score=form.cleaned_data["score"]
-        )
+        services.stream_item_answer(item_id=item_id, annotator=annotator, score=score)
     except Conflict as exc:
         notice = exc.message
     return _after_action(request, study, annotator, notice)

@@ -27,13 +27,13 @@ from django.urls import URLPattern, URLResolver, get_resolver, resolve, reverse
 from rest_framework.authtoken.models import Token
 
 from annotation import services
-from annotation.models import Study
+from annotation.models import StreamItem, Study
 from annotation.services import export_jobs
 from generation import services as generation_services
 from rewardmodel import services as rm_services
 from rewardmodel.models import ModelVersion
 from steering.models import Optimization
-from tests.factories import StudyFactory, make_images
+from tests.factories import StudyFactory, make_images, png_bytes
 
 pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
 
@@ -54,7 +54,26 @@ PAGES = {
     "annotation:consent": {"GET": STAFF, "POST": STAFF},
     "annotation:instructions": {"GET": MEMBER},
     "annotation:start": {"POST": MEMBER},
-    "annotation:pause": {"GET": MEMBER},
+    "annotation:pause": {"GET": MEMBER, "POST": MEMBER},
+    "annotation:resume": {"POST": MEMBER},
+    # Uncounted items (attention checks, repeats): only the annotator dealt one.
+    "annotation:item_answer": {"POST": HOLDER},
+    "annotation:item_skip": {"POST": HOLDER},
+    # The researchers' dashboard: staff only, every page and action.
+    "dashboard:home": {"GET": STAFF},
+    "dashboard:study": {"GET": STAFF},
+    "dashboard:annotators": {"GET": STAFF},
+    "dashboard:annotator": {"GET": STAFF},
+    "dashboard:annotator_action": {"POST": STAFF},
+    "dashboard:quality": {"GET": STAFF},
+    "dashboard:quality_settings": {"POST": STAFF},
+    "dashboard:check_upload": {"POST": STAFF},
+    "dashboard:model": {"GET": STAFF},
+    "dashboard:retrain": {"POST": STAFF},
+    "dashboard:nightly": {"POST": STAFF},
+    "dashboard:promote": {"POST": STAFF},
+    "dashboard:rollback": {"POST": STAFF},
+    "dashboard:run": {"GET": STAFF},
     "annotation:done": {"GET": MEMBER},
     "annotation:rate_submit": {"POST": HOLDER},
     "annotation:skip": {"POST": HOLDER},
@@ -187,6 +206,10 @@ def world(db, staff_user):
         checkpoint_sha256="0" * 64,
     )
     export = export_jobs.export_create(study=a, fmt="csv")
+    check = services.attention_check_create(study=a, data=png_bytes(77), expected_min=2)
+    item = StreamItem.objects.create(
+        study=a, annotator=member, kind="attention", check_item=check, due_after=0
+    )
     optimization = Optimization.objects.create(
         study=a,
         annotator=member,
@@ -207,6 +230,8 @@ def world(db, staff_user):
         "version_id": version.pk,
         "export_id": export.pk,
         "optimization_id": optimization.pk,
+        "annotator_id": member.pk,
+        "item_id": item.pk,
     }
     return {"a": a, "clients": clients, "tokens": tokens, "values": values}
 

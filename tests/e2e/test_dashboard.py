@@ -88,6 +88,11 @@ def worker(redis_broker, rm_env, transactional_db, tmp_path):  # noqa: F811
     try:
         yield proc, log_path
     finally:
+        from kombu import pools
+
+        # Forget kombu's global producer pool too (closing the app's pool alone
+        # leaves a closed pool for the next test on the same broker).
+        pools.reset()
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=30)
