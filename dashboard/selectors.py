@@ -32,12 +32,9 @@ SORT_KEYS = {
 
 
 def active_version(*, study: Study | None = None) -> ModelVersion | None:
-    """The version that serves ``study`` (one active version for all studies
-    today; one trained on another study does not count)."""
-    version = rm.version_active()
-    if version is None or study is None:
-        return version
-    return version if version.study_id in (None, study.pk) else None
+    """The version that serves ``study`` (its own active version, else the one
+    active for every study)."""
+    return rm.version_active(study=study)
 
 
 def _metric_cells(metric, previous) -> dict:

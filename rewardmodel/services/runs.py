@@ -148,6 +148,9 @@ class RunLog:
         logger.log(level, "training #%s: %s", self.run.pk, msg)
         stamp = timezone.now().strftime("%H:%M:%S")
         self.lines.append(f"{stamp} {msg}")
+        # Written as it goes, so the dashboard shows the log of a running run
+        # (a run logs a few dozen lines, not one per step).
+        TrainingRun.objects.filter(pk=self.run.pk).update(log=self.text)
 
     @property
     def text(self) -> str:
@@ -223,6 +226,36 @@ def run_progress(
 
 
 # --- the nightly run -----------------------------------------------------------
+
+
+def nightly_schedule_set(*, hour: int, minute: int, enabled: bool = True):
+    """Move the nightly retraining to another time (UTC); beat picks it up at its
+    next schedule check, no restart needed."""
+    from django_celery_beat.models import CrontabSchedule, PeriodicTask
+
+    from . import NIGHTLY_TASK_NAME
+
+    if isinstance(hour, bool) or not isinstance(hour, int) or not 0 <= hour <= 23:
+        raise InvalidInput("hour must be a whole number from 0 to 23.")
+    if isinstance(minute, bool) or not isinstance(minute, int) or not 0 <= minute <= 59:
+        raise InvalidInput("minute must be a whole number from 0 to 59.")
+    with transaction.atomic():
+        task = PeriodicTask.objects.select_for_update().filter(name=NIGHTLY_TASK_NAME)
+        task = task.first()
+        if task is None:
+            raise NotFound("The nightly retraining schedule is missing (migrate).")
+        crontab, _ = CrontabSchedule.objects.get_or_create(
+            minute=str(minute),
+            hour=str(hour),
+            day_of_week="*",
+            day_of_month="*",
+            month_of_year="*",
+            timezone="UTC",
+        )
+        task.crontab = crontab
+        task.enabled = enabled
+        task.save(update_fields=["crontab", "enabled"])
+    return task
 
 
 def new_ratings_since_last_run(*, study_id: int | None = None) -> bool:
