@@ -37,6 +37,16 @@ def active_version(*, study: Study | None = None) -> ModelVersion | None:
     return rm.version_active(study=study)
 
 
+def active_versions() -> list[ModelVersion]:
+    """Every active version (one per study, and maybe one for every study),
+    latest promotion first."""
+    return list(
+        ModelVersion.objects.filter(is_active=True)
+        .select_related("study")
+        .order_by("-promoted_at", "-pk")
+    )
+
+
 def _metric_cells(metric, previous) -> dict:
     if metric is None:
         return {

@@ -47,7 +47,9 @@ def home(request: HttpRequest) -> HttpResponse:
         {
             "studies": ann.study_overview_list(),
             "generation": selectors.generation_summary(),
-            "version": selectors.active_version(),
+            "actives": (actives := selectors.active_versions()),
+            "version": actives[0] if actives else None,
+            "random_weights": [v for v in actives if not v.weights_loaded],
         },
     )
 
@@ -294,7 +296,11 @@ def check_upload(request: HttpRequest, study_id: int) -> HttpResponse:
 @require_GET
 @staff_member_required
 def model(request: HttpRequest) -> HttpResponse:
-    version = selectors.active_version()
+    actives = selectors.active_versions()
+    chosen = request.GET.get("version", "")
+    version = next((v for v in actives if str(v.pk) == chosen), None) or (
+        actives[0] if actives else None
+    )
     runs = list(rm.training_run_list()[:10])
     schedule = rm.nightly_schedule()
     return render(
@@ -302,6 +308,7 @@ def model(request: HttpRequest) -> HttpResponse:
         "dashboard/model.html",
         {
             "version": version,
+            "actives": actives,
             "baselines": selectors.baseline_table(version=version) if version else [],
             "versions": list(rm.version_list().select_related("study")[:50]),
             "runs": runs,
