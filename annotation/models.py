@@ -674,6 +674,9 @@ class StreamItem(models.Model):
     class Kind(models.TextChoices):
         ATTENTION = "attention", "Attention check"
         REPEAT = "repeat", "Repeat"
+        # Put in by another app for this annotator to judge blind (e.g. steering's
+        # paired test); rated like any image, never counted, never in QC stats.
+        BLIND = "blind", "Blind item"
 
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"
@@ -722,6 +725,10 @@ class StreamItem(models.Model):
                 condition=~Q(kind="repeat")
                 | Q(image__isnull=False, source_rating__isnull=False),
                 name="streamitem_repeat_has_source",
+            ),
+            models.CheckConstraint(
+                condition=~Q(kind="blind") | Q(image__isnull=False),
+                name="streamitem_blind_has_image",
             ),
             models.CheckConstraint(
                 condition=Q(status="pending") | Q(answered_at__isnull=False),

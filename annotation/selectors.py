@@ -1,7 +1,8 @@
 """Reads for the annotation app."""
 
 from collections.abc import Iterable
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from django.db.models import (
     Avg,
@@ -29,6 +30,7 @@ from .models import (
     Image,
     Participation,
     Rating,
+    StreamItem,
     Study,
 )
 from .splits import SPLITS, split_validate
@@ -488,3 +490,18 @@ def study_retest(*, study: Study) -> dict:
         "ceiling_pairwise": agree / total if total else None,
         "ceiling_pairs": total,
     }
+
+
+@dataclass(frozen=True)
+class UncountedAnswer:
+    status: str  # pending, answered, skipped
+    score: int | None
+    answered_at: datetime | None
+
+
+def uncounted_item_answers(*, item_ids: list[int]) -> dict[int, UncountedAnswer]:
+    """The answers to uncounted stream items (see ``services.uncounted``)."""
+    rows = StreamItem.objects.filter(pk__in=item_ids).values_list(
+        "pk", "status", "score", "answered_at"
+    )
+    return {pk: UncountedAnswer(status, score, at) for pk, status, score, at in rows}

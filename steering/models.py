@@ -170,3 +170,75 @@ class Candidate(models.Model):
 
     def __str__(self) -> str:
         return self.prompt[:60]
+
+
+class PairedTest(models.Model):
+    """The base and the optimised image sent to the annotator as two uncounted
+    items of their rating stream, one right after the other, in random order.
+    They rate each on the study's scale like any image, without knowing the two
+    belong together; the outcome is which one they rated higher (or a tie)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting for the annotator"
+        ANSWERED = "answered", "Answered"
+        SKIPPED = "skipped", "Skipped by the annotator"
+
+    class Outcome(models.TextChoices):
+        OPTIMISED = "optimised", "Optimised image rated higher"
+        BASE = "base", "Base image rated higher"
+        TIE = "tie", "Rated the same"
+
+    optimization = models.ForeignKey(
+        Optimization, on_delete=models.CASCADE, related_name="paired_tests"
+    )
+    annotator = models.ForeignKey(Annotator, on_delete=models.CASCADE, related_name="+")
+    base_image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="+")
+    optimised_image = models.ForeignKey(
+        Image, on_delete=models.CASCADE, related_name="+"
+    )
+    # Drawn at random when sent; the annotator is never told.
+    optimised_first = models.BooleanField()
+    # The annotation app's uncounted stream items that carry the two images.
+    base_item_id = models.BigIntegerField(unique=True)
+    optimised_item_id = models.BigIntegerField(unique=True)
+    status = models.CharField(max_length=10, choices=Status, default=Status.PENDING)
+    outcome = models.CharField(max_length=10, choices=Outcome, blank=True)
+    base_score = models.SmallIntegerField(null=True, blank=True)
+    optimised_score = models.SmallIntegerField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    answered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-pk"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(
+                    Q(status="pending", outcome="", answered_at__isnull=True)
+                    | Q(status="skipped", outcome="", answered_at__isnull=False)
+                    | Q(
+                        status="answered",
+                        outcome__in=["optimised", "base", "tie"],
+                        base_score__isnull=False,
+                        optimised_score__isnull=False,
+                        answered_at__isnull=False,
+                    )
+                ),
+                name="paired_test_outcome_matches_status",
+            ),
+            models.CheckConstraint(
+                condition=~Q(base_image=F("optimised_image")),
+                name="paired_test_two_images",
+            ),
+            # One test waiting per optimisation at a time.
+            models.UniqueConstraint(
+                fields=["optimization"],
+                condition=Q(status="pending"),
+                name="paired_test_one_pending",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"paired test {self.pk} ({self.status})"

@@ -12,4 +12,9 @@ urlpatterns = [
     path("runs/", views.run_create, name="create"),
     path("runs/<int:optimization_id>/", views.detail, name="detail"),
     path("runs/<int:optimization_id>/progress/", views.progress, name="progress"),
+    path(
+        "runs/<int:optimization_id>/paired-test/",
+        views.paired_test,
+        name="paired_test",
+    ),
 ]

@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET, require_POST
 from annotation.models import Annotator, Study
 from core.exceptions import PalateError
 
-from . import costs, selectors, services
+from . import blind, costs, selectors, services
 from .forms import OptimizationForm
 from .models import Optimization
 
@@ -100,7 +100,17 @@ def run_create(request: HttpRequest) -> HttpResponse:
 
 def _detail_context(opt: Optimization) -> dict:
     base, best = selectors.optimization_best(opt)
+    # Answers arrive in the annotation app; the outcome is stored when seen.
+    tests = blind.paired_tests_refresh(optimization=opt)
+    waiting = any(t.status == t.Status.PENDING for t in tests)
     return {
+        "paired_tests": tests,
+        "poll": not opt.is_finished or waiting,
+        "can_send": opt.status == opt.Status.DONE
+        and base is not None
+        and best is not None
+        and base.image_id != best.image_id
+        and not waiting,
         "opt": opt,
         "rounds": selectors.optimization_rounds(opt),
         "candidates": selectors.optimization_candidates(opt),
@@ -129,3 +139,21 @@ def progress(request: HttpRequest, optimization_id: int) -> HttpResponse:
     """Rounds, gallery and candidates (what the page polls)."""
     opt = _get(optimization_id)
     return render(request, "steering/detail.html#progress", _detail_context(opt))
+
+
+@require_POST
+@staff_member_required
+def paired_test(request: HttpRequest, optimization_id: int) -> HttpResponse:
+    """Send base and optimised image to the annotator as a blind paired test."""
+    opt = _get(optimization_id)
+    try:
+        blind.paired_test_send(optimization=opt, created_by=request.user)
+    except PalateError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(
+            request,
+            f"Sent to {opt.annotator.public_id}: the two images come next in their "
+            "rating stream, in random order, uncounted.",
+        )
+    return redirect("steering:detail", optimization_id=opt.pk)

@@ -92,6 +92,7 @@ PAGES = {
     "steering:create": {"POST": STAFF},
     "steering:detail": {"GET": STAFF},
     "steering:progress": {"GET": STAFF},
+    "steering:paired_test": {"POST": STAFF},
     "media": {"GET": ALL},  # image files: public, named by their sha256
     "schema": {"GET": ALL},
     "api-docs": {"GET": ALL},

@@ -3,6 +3,7 @@
 * ``studies``: studies, annotator accounts, participations, image intake;
 * ``engine``: the assignment engine (claim, rate, skip, expire, status changes);
 * ``quality``: quality control (uncounted stream items, running statistics, flags);
+* ``uncounted``: uncounted items another app asks one annotator to judge blind;
 * ``moderation``: staff pause/resume/exclude with an audit log; the annotator's pause;
 * ``entry``: entering a study through the browser (links, consent, completion);
 * ``erasure``: a participant's right to be forgotten (exclude, then pseudonymise);
@@ -59,8 +60,10 @@ from .studies import (
     participation_get_or_create,
     study_create,
 )
+from .uncounted import uncounted_items_create
 
 __all__ = [
+    "uncounted_items_create",
     "DEMOGRAPHIC_FIELDS",
     "MAX_HOLD",
     "Drift",
