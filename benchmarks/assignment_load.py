@@ -395,6 +395,8 @@ class Client(threading.Thread):
     """One keep-alive connection that cycles through its annotators, one claim and
     one submit each turn, dropping an annotator when a claim answers 204."""
 
+    timeout = 60  # seconds for one request
+
     def __init__(self, port, study_id, tokens, deadline, rng, stats):
         super().__init__(daemon=True)
         self.port, self.study_id, self.tokens = port, study_id, list(tokens)
@@ -406,17 +408,24 @@ class Client(threading.Thread):
         self.conn = None
 
     def _post(self, path: str, token: str, body: bytes | None):
+        return self._request("POST", path, token, body)
+
+    def _request(self, method: str, path: str, token: str, body: bytes | None):
+        """(status, body, ms) over the keep-alive connection, reconnecting once
+        when the server has closed an idle one."""
         headers = {"Authorization": f"Token {token}", "Connection": "keep-alive"}
         if body is not None:
             headers["Content-Type"] = "application/json"
+        if method == "POST":
+            body = body or b""
         for attempt in range(2):
             if self.conn is None:
                 self.conn = http.client.HTTPConnection(
-                    "127.0.0.1", self.port, timeout=60
+                    "127.0.0.1", self.port, timeout=self.timeout
                 )
             t0 = time.perf_counter()
             try:
-                self.conn.request("POST", path, body=body or b"", headers=headers)
+                self.conn.request(method, path, body=body, headers=headers)
                 resp = self.conn.getresponse()
                 data = resp.read()
             except (http.client.HTTPException, OSError):

@@ -286,32 +286,7 @@ def ls_wait(port: int, token: str, proc, timeout: float = 120) -> None:
 class LsClient(palate.Client):
     """``assignment_load.Client`` speaking Label Studio's label stream API."""
 
-    def _request(self, method: str, path: str, token: str, body: bytes | None):
-        headers = {"Authorization": f"Token {token}", "Connection": "keep-alive"}
-        if body is not None:
-            headers["Content-Type"] = "application/json"
-        for attempt in range(2):
-            if self.conn is None:
-                self.conn = http.client.HTTPConnection(
-                    "127.0.0.1", self.port, timeout=120
-                )
-            t0 = time.perf_counter()
-            try:
-                self.conn.request(method, path, body=body, headers=headers)
-                resp = self.conn.getresponse()
-                data = resp.read()
-            except (http.client.HTTPException, OSError):
-                self.conn.close()  # an idle keep-alive connection was closed
-                self.conn = None
-                if attempt:
-                    raise
-                continue
-            ms = (time.perf_counter() - t0) * 1000
-            if resp.getheader("Connection", "").lower() == "close":
-                self.conn.close()
-                self.conn = None
-            return resp.status, data, ms
-        raise AssertionError("unreachable")
+    timeout = 120  # Label Studio's first requests are slow
 
     def run(self) -> None:
         active = list(self.tokens)
