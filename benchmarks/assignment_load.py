@@ -302,25 +302,32 @@ def start_server(args, env, port: int, access_log: Path) -> subprocess.Popen:
 
 
 def wait_ready(
-    port: int, token: str, proc: subprocess.Popen, timeout: float = 60
+    port: int,
+    token: str,
+    proc: subprocess.Popen,
+    timeout: float = 60,
+    *,
+    path: str = "/api/v1/studies/",
+    name: str = "gunicorn",
 ) -> None:
+    """Poll ``path`` with the token until it answers 200; exit if the server dies
+    or stays silent past ``timeout``. A refused connection means "not up yet"."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"gunicorn exited with {proc.returncode}")
+            raise SystemExit(f"{name} exited with {proc.returncode}")
+        status = None
         try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            conn.request(
-                "GET", "/api/v1/studies/", headers={"Authorization": f"Token {token}"}
-            )
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("GET", path, headers={"Authorization": f"Token {token}"})
             status = conn.getresponse().status
             conn.close()
-            if status == 200:
-                return
-        except OSError:
-            pass
+        except OSError as exc:
+            status = exc  # still starting: try again below
+        if status == 200:
+            return
         time.sleep(0.2)
-    raise SystemExit("gunicorn did not answer in time")
+    raise SystemExit(f"{name} did not answer in time")
 
 
 def stop_server(proc: subprocess.Popen) -> None:

@@ -263,26 +263,6 @@ def ls_start(args, venv: Path, lsdir: Path, port: int, log: Path):
     return subprocess.Popen(cmd, cwd=lsdir, env=ls_env(args), start_new_session=True)
 
 
-def ls_wait(port: int, token: str, proc, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"Label Studio's gunicorn exited with {proc.returncode}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-            conn.request(
-                "GET", "/api/projects/", headers={"Authorization": f"Token {token}"}
-            )
-            status = conn.getresponse().status
-            conn.close()
-            if status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit("Label Studio did not answer in time")
-
-
 class LsClient(palate.Client):
     """``assignment_load.Client`` speaking Label Studio's label stream API."""
 
@@ -495,7 +475,14 @@ def main(argv=None) -> int:
     results = []
     try:
         palate.wait_ready(pport, ptokens[0], pserver)
-        ls_wait(lport, ls["owner"], lserver)
+        palate.wait_ready(
+            lport,
+            ls["owner"],
+            lserver,
+            120,
+            path="/api/projects/",
+            name="Label Studio's gunicorn",
+        )
         ls_import_tasks(lport, ls["project"], ls["owner"], args.images)
         print(
             f"both on gunicorn gthread {args.workers} x {args.threads}, "
