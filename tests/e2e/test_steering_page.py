@@ -64,6 +64,7 @@ def test_staff_runs_an_optimisation_and_watches_it(
     )
     # Rounds arrive while the page polls (no reload): the first row appears
     # before the last one, then the run finishes and polling stops.
+    page.evaluate("window.__sameDocument = true")  # gone if the page reloads
     seen_rounds = set()
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
@@ -79,6 +80,7 @@ def test_staff_runs_an_optimisation_and_watches_it(
     # The rows came by polling, without a reload (a fast run may finish within
     # one polling interval, so intermediate states are not required).
     assert 0 in seen_rounds and 4 in seen_rounds, seen_rounds
+    assert page.evaluate("window.__sameDocument === true"), "the page reloaded"
     assert re.search(r"/steering/runs/\d+/$", page.url)
     opt.refresh_from_db()
     assert opt.status == "done" and opt.images_used == 10
