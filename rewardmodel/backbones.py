@@ -22,6 +22,7 @@ import io
 import logging
 import os
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,8 @@ class Backbone:
     weights_loaded: bool
     warning: str = ""
     device: str = "cpu"
+    # Threads that decode and preprocess a batch (see OpenClipBackbone.pixels).
+    prep_threads: int = 1
     _model: Any = field(default=None, repr=False)
     _preprocess: Any = field(default=None, repr=False)
 
@@ -148,15 +151,30 @@ class OpenClipBackbone(Backbone):
             weights_loaded=not warning,
             warning=warning,
             device=device,
+            prep_threads=_prep_threads(device),
             _model=model,
             _preprocess=preprocess,
         )
 
+    def pixels(self, images: list):
+        """Decode and preprocess a batch into one tensor, in the images' order.
+        On a GPU one CPU thread doing this is the bottleneck, so the batch is spread
+        over ``prep_threads`` threads (PIL and torch release the GIL while they
+        decode, resize and normalise); on the CPU torch's own threads have the cores."""
+        import torch
+
+        def prep(im):
+            return self._preprocess(_to_rgb(im))
+
+        if self.prep_threads > 1 and len(images) > 1:
+            with ThreadPoolExecutor(max_workers=self.prep_threads) as pool:
+                return torch.stack(list(pool.map(prep, images)))
+        return torch.stack([prep(im) for im in images])
+
     def embed(self, images: list) -> np.ndarray:
         import torch
 
-        batch = torch.stack([self._preprocess(_to_rgb(im)) for im in images])
-        batch = batch.to(self.device)
+        batch = self.pixels(images).to(self.device)
         with torch.inference_mode():
             if self.device.startswith("cuda"):
                 with torch.autocast("cuda", dtype=torch.bfloat16):
@@ -167,13 +185,25 @@ class OpenClipBackbone(Backbone):
         return feats.cpu().numpy().astype(np.float32)
 
 
+def _prep_threads(device: str) -> int:
+    """Preprocessing threads: the CPUs this process may use (at most 16) when the
+    model runs on an accelerator, else one."""
+    if device == "cpu":
+        return 1
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(16, cpus))
+
+
 def _load(key: str, model_name: str, tag: str):
     """(model, preprocess, warning); warning empty when pretrained weights loaded."""
     import open_clip
 
-    from . import conf
-
     if tag:
+        from . import conf
+
         hub_reachable()
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(

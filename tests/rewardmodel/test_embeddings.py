@@ -27,6 +27,22 @@ def test_tiny_config_runs_the_real_open_clip_path():
     assert not np.allclose(vecs[0], vecs[1])
 
 
+def test_threaded_preprocessing_keeps_the_batch_and_its_order():
+    """On a GPU the batch is preprocessed in threads: same tensor, same order."""
+    bb = backbones.get_backbone(TINY)
+    images = [png_bytes(i, size=(40 + i, 30)) for i in range(9)]
+    assert bb.prep_threads == 1  # on the CPU torch has the cores
+    serial = bb.pixels(images)
+    try:
+        bb.prep_threads = 4
+        threaded = bb.pixels(images)
+    finally:
+        bb.prep_threads = 1
+    assert threaded.shape == serial.shape == (9, 3, 64, 64)
+    assert (threaded == serial).all()
+    assert backbones._prep_threads("cuda") >= 1 and backbones._prep_threads("cpu") == 1
+
+
 def test_unloadable_pretrained_weights_fall_back_to_random_loudly(caplog):
     key = "open_clip:palate-tiny-vit:/nonexistent/weights.bin"
     backbones._CACHE.pop(f"{key}@auto", None)
