@@ -78,8 +78,10 @@ def scatter(
     x_range: tuple[float, float] | None = None,
     y_range: tuple[float, float] | None = None,
     diagonal: bool = False,
+    x_ticks: list[float] | None = None,
 ) -> SafeString:
-    """Points (x, y, tooltip); optional y = x line for predicted vs actual."""
+    """Points (x, y, tooltip); optional y = x line for predicted vs actual, and
+    the x axis's tick values (default: five evenly spaced)."""
     if not points:
         return _frame('<text x="20" y="40">No data yet</text>', title)
     xs, ys = [p[0] for p in points], [p[1] for p in points]
@@ -105,7 +107,7 @@ def scatter(
             f'y2="{py(yv):.1f}"/><text class="tick" x="{PAD_L - 6}" '
             f'y="{py(yv) + 4:.1f}" text-anchor="end">{yv:.2g}</text>'
         )
-        xv = x0 + (x1 - x0) * i / 4
+    for xv in x_ticks or [x0 + (x1 - x0) * i / 4 for i in range(5)]:
         parts.append(
             f'<text class="tick" x="{px(xv):.1f}" y="{H - PAD_B + 14}" '
             f'text-anchor="middle">{xv:.3g}</text>'

@@ -56,6 +56,7 @@ def _metric_cells(metric, previous) -> dict:
             "spearman": None,
             "spearman_ci": None,
             "mae": None,
+            "mae_ci": None,
             "n_test": 0,
             "change": None,
         }
@@ -72,6 +73,7 @@ def _metric_cells(metric, previous) -> dict:
         "spearman": metric.spearman,
         "spearman_ci": stats.fisher(metric.spearman, metric.n_test),
         "mae": metric.mae,
+        "mae_ci": stats.stored_interval(metric.mae_ci_low, metric.mae_ci_high),
         "n_test": metric.n_test,
         "change": change,
     }
@@ -116,6 +118,7 @@ def _texts(r: dict) -> dict:
         "spearman_text": _num(r["spearman"], 2),
         "spearman_ci_text": _ci(r["spearman_ci"]) if r["spearman"] is not None else "",
         "mae_text": _num(r["mae"], 2),
+        "mae_ci_text": _ci(r["mae_ci"]) if r["mae"] is not None else "",
         "change_text": "—" if change is None else f"{change:+.3f}",
         "change_class": "" if not change else ("good" if change > 0 else "bad"),
         "agreement_text": _num(r["agreement"], 2),
@@ -179,11 +182,14 @@ def annotator_detail(*, study: Study, annotator: Annotator) -> dict:
     version = active_version(study=study)
     history = rm.annotator_metric_history(annotator_id=annotator.pk)
     quality = annotator.quality.filter(study=study).first()
+    metric = rm.annotator_metric_map(version=version, annotator_ids=[annotator.pk]).get(
+        annotator.pk
+    )
     return {
         "version": version,
-        "metric": rm.annotator_metric_map(
-            version=version, annotator_ids=[annotator.pk]
-        ).get(annotator.pk),
+        "metric": metric,
+        "mae_ci": _metric_cells(metric, None)["mae_ci"],
+        "heldout": rm.heldout_predictions(version=version, annotator_id=annotator.pk),
         "history": history,
         "quality": quality,
         **_quality_cells(quality),

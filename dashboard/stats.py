@@ -39,3 +39,8 @@ def mean_interval(values: list[float]) -> tuple[float, float, float] | None:
     sd = sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
     half = Z95 * sd / sqrt(len(xs))
     return m, m - half, m + half
+
+
+def stored_interval(low: float | None, high: float | None) -> tuple | None:
+    """An interval computed at training time (e.g. the MAE's bootstrap), if any."""
+    return None if low is None or high is None else (low, high)

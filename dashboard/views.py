@@ -170,8 +170,38 @@ def annotator(request: HttpRequest, study_id: int, annotator_id: int) -> HttpRes
                 [(f"v{m.version_id}", m.pairwise_accuracy) for m in d["history"]],
                 title="Pairwise accuracy across versions",
             ),
+            "heldout_chart": _heldout_chart(d["heldout"], study),
             "action_form": ActionForm(),
         },
+    )
+
+
+def _heldout_chart(heldout, study: Study):
+    """Predicted against actual score on the held-out images, with y = x. Scores
+    are whole numbers, so points get a small fixed horizontal offset per image
+    (from its id) to keep a column of equal scores readable."""
+    if heldout is None:
+        return None
+    points = [
+        (
+            actual + ((image_id * 2654435761) % 1000 / 1000 - 0.5) * 0.36,
+            predicted,
+            f"image {image_id}: rated {actual:g}, predicted {predicted:.2f}",
+        )
+        for image_id, actual, predicted in heldout.points()
+    ]
+    ticks = list(range(study.scale_min, study.scale_max + 1))
+    lo = min([float(study.scale_min)] + [p[1] for p in points])
+    hi = max([float(study.scale_max)] + [p[1] for p in points])
+    return charts.scatter(
+        points,
+        title="Predicted against actual score, held-out images",
+        x_label="their score",
+        y_label="predicted",
+        x_range=(study.scale_min - 0.5, study.scale_max + 0.5),
+        y_range=(lo - 0.25, hi + 0.25),
+        diagonal=True,
+        x_ticks=ticks if len(ticks) <= 11 else None,
     )
 
 

@@ -419,9 +419,13 @@ def tune_baselines(data: Data) -> Tuned:
     return Tuned(pop_lambda=pop_lambda, ridge_tau=_argmax(accs))
 
 
-def report(data: Data, hyper: T.Hyper, tuned: Tuned) -> tuple[dict, list[dict]]:
+def report(
+    data: Data, hyper: T.Hyper, tuned: Tuned
+) -> tuple[dict, list[dict], list[HeldOut]]:
     """Test metrics of the model fitted on train with ``hyper``, next to the
-    baselines. Returns (summary, per-annotator rows)."""
+    baselines. Returns (summary, per-annotator rows, the model's held-out
+    predictions per annotator: test_seen images, or for newcomers the query images
+    at the largest k)."""
     fit = data.part(splits.TRAIN)
     ctx = Context(data, fit, data.ratings)
     w0 = population_fit(ctx, hyper.pop_lambda, crowd=True)
@@ -439,6 +443,7 @@ def report(data: Data, hyper: T.Hyper, tuned: Tuned) -> tuple[dict, list[dict]]:
         toward_pop=False,
     )
     rows: list[dict] = []
+    heldout: list[HeldOut] = []
     v = ctx.view(data.part(splits.TEST_SEEN))
     preds = {
         "model": score(v, mine),
@@ -446,7 +451,7 @@ def report(data: Data, hyper: T.Hyper, tuned: Tuned) -> tuple[dict, list[dict]]:
         "per_annotator_ridge": score(v, ridge),
         "loo_consensus": ctx.loo_mean(v.r),
     }
-    rows += _rows(ctx, v, preds, split="seen", k=None)
+    rows += _rows(ctx, v, preds, split="seen", k=None, heldout=heldout)
     people = newcomers(data.part(splits.TEST_UNSEEN), ks=data.ks, seed=data.seed)
     for k in data.ks:
         rows += _newcomer_rows(
@@ -459,12 +464,13 @@ def report(data: Data, hyper: T.Hyper, tuned: Tuned) -> tuple[dict, list[dict]]:
             tuned=tuned,
             priors=(prior, ridge_prior),
             kscales=(kscale, kscale_r),
+            heldout=heldout if k == max(data.ks) else None,
         )
-    return summarise(rows, data.ks), rows
+    return summarise(rows, data.ks), rows, heldout
 
 
 def _newcomer_rows(
-    ctx, people, k, *, w0, pop, hyper, tuned, priors, kscales
+    ctx, people, k, *, w0, pop, hyper, tuned, priors, kscales, heldout=None
 ) -> list[dict]:
     rows = []
     for p in people:
@@ -490,13 +496,32 @@ def _newcomer_rows(
             "per_annotator_ridge": _content_only(v.f) @ rhead,
             "loo_consensus": ctx.loo_mean(v.r),
         }
-        rows += _rows(ctx, v, preds, split="unseen", k=k, mean=mean, std=std)
+        rows += _rows(
+            ctx, v, preds, split="unseen", k=k, mean=mean, std=std, heldout=heldout
+        )
     return rows
 
 
-def _rows(ctx, v: View, preds: dict, *, split, k, mean=None, std=None) -> list[dict]:
-    """One row per annotator: metrics of the model and each baseline. Predictions
-    are mapped back to the annotator's scale (for MAE; rankings do not change)."""
+@dataclass
+class HeldOut:
+    """The model's predictions for one annotator on their held-out images (the
+    report fit's: it saw none of these ratings), on the annotator's scale."""
+
+    annotator: int
+    split: str
+    k: int | None
+    rows: np.ndarray  # embedding rows (study images)
+    actual: np.ndarray
+    predicted: np.ndarray
+
+
+def _rows(
+    ctx, v: View, preds: dict, *, split, k, mean=None, std=None, heldout=None
+) -> list[dict]:
+    """One row per annotator: metrics of the model and each baseline, and a 95%
+    bootstrap interval of the model's MAE. Predictions are mapped back to the
+    annotator's scale (for MAE; rankings do not change). With ``heldout`` (a
+    list), the model's predictions are appended to it too."""
     mean = ctx.mean if mean is None else mean
     std = ctx.std if std is None else std
     out = []
@@ -505,17 +530,42 @@ def _rows(ctx, v: View, preds: dict, *, split, k, mean=None, std=None) -> list[d
             continue
         y = v.r.score[idx]
         back = {n: mean[a] + std[a] * p[idx] for n, p in preds.items()}
+        seed = (ctx.data.seed, int(a), split == "unseen", k or 0)
         row = {
             "annotator": a,
             "split": split,
             "k": k,
             "n_test": int(idx.size),
             "model": all_metrics(y, back["model"]),
+            "mae_ci95": mae_bootstrap(y, back["model"], seed=seed),
         }
         for name in BASELINES:
             row[name] = all_metrics(y, back[name])
         out.append(row)
+        if heldout is not None:
+            heldout.append(HeldOut(a, split, k, v.r.row[idx], y, back["model"]))
     return out
+
+
+BOOTSTRAP_RESAMPLES = 1000
+
+
+def mae_bootstrap(y, pred, *, seed, resamples: int = BOOTSTRAP_RESAMPLES):
+    """95% percentile-bootstrap interval of the MAE, resampling the images (the
+    absolute errors are skewed and n is small, where a normal interval would be
+    too narrow on the high side). Seeded: the same run gives the same interval."""
+    err = np.abs(np.asarray(y, dtype=np.float64) - np.asarray(pred, dtype=np.float64))
+    n = err.size
+    if n < 2:
+        return None
+    rng = np.random.default_rng([int(x) for x in seed])
+    means = np.empty(resamples)
+    chunk = max(1, 2_000_000 // n)  # bounded memory for annotators with many images
+    for start in range(0, resamples, chunk):
+        stop = min(resamples, start + chunk)
+        means[start:stop] = err[rng.integers(0, n, size=(stop - start, n))].mean(1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return [float(lo), float(hi)]
 
 
 def _ci(values: list[float]) -> list[float] | None:

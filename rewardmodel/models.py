@@ -7,7 +7,9 @@ study.
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
+from django.db.models.functions import Length
+from django.db.models.lookups import Exact
 
 from annotation.models import Annotator, Image, Study
 
@@ -344,6 +346,10 @@ class AnnotatorMetric(models.Model):
     spearman = models.FloatField(null=True)
     pearson = models.FloatField(null=True)
     mae = models.FloatField(null=True)
+    # 95% percentile-bootstrap interval of the MAE over the annotator's held-out
+    # images, computed at training time (the per-image errors are not kept here).
+    mae_ci_low = models.FloatField(null=True, blank=True)
+    mae_ci_high = models.FloatField(null=True, blank=True)
     baselines = models.JSONField(default=dict)
 
     class Meta:
@@ -352,8 +358,81 @@ class AnnotatorMetric(models.Model):
                 fields=["version", "annotator", "split", "k"],
                 name="annotatormetric_unique",
             ),
+            models.CheckConstraint(
+                condition=Q(mae_ci_low__isnull=True, mae_ci_high__isnull=True)
+                | Q(mae_ci_low__lte=F("mae_ci_high")),
+                name="annotatormetric_mae_ci_ordered",
+            ),
         ]
         indexes = [models.Index(fields=["version", "split"], name="annmetric_by_split")]
 
     def __str__(self) -> str:
         return f"v{self.version_id} {self.annotator_id} {self.split} k={self.k}"
+
+
+# Enough points to see a pattern, few enough that the chart stays small (~40 KiB).
+HELDOUT_MAX_POINTS = 400
+
+
+class HeldOutPredictions(models.Model):
+    """One version's predictions for one annotator on the images held out from
+    its fit: the predicted-versus-actual chart on the dashboard's annotator page.
+
+    They come from the *report* fit (train split only, hyper-parameters chosen on
+    validation), on the same images and split as the annotator's
+    ``AnnotatorMetric`` row (test_seen; for an annotator held out entirely, the
+    k-shot query images at the largest k). The deployed model is refit on every
+    rating, so it could not give them. One row per (version, annotator), arrays as
+    little-endian bytes, at most ``MAX_POINTS`` images (a seeded sample beyond):
+    a page reads one row, whatever the study's size.
+    """
+
+    MAX_POINTS = HELDOUT_MAX_POINTS
+
+    version = models.ForeignKey(
+        ModelVersion, on_delete=models.CASCADE, related_name="heldout_predictions"
+    )
+    annotator = models.ForeignKey(
+        Annotator, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    split = models.CharField(max_length=8, choices=AnnotatorMetric.Split)
+    k = models.PositiveSmallIntegerField(null=True, blank=True)
+    n_total = models.PositiveIntegerField(help_text="Held-out images in the split.")
+    n = models.PositiveIntegerField(help_text="Images stored (at most MAX_POINTS).")
+    image_ids = models.BinaryField(help_text="int64 per image")
+    actual = models.BinaryField(help_text="float32: the annotator's score")
+    predicted = models.BinaryField(help_text="float32: on the annotator's scale")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["version", "annotator"],
+                condition=Q(annotator__isnull=False),
+                name="heldout_one_per_annotator",
+            ),
+            models.CheckConstraint(
+                condition=Q(n__gte=1)
+                & Q(n__lte=F("n_total"))
+                & Q(n__lte=HELDOUT_MAX_POINTS),
+                name="heldout_n_bounded",
+            ),
+            # The three arrays have n entries each.
+            models.CheckConstraint(
+                condition=Exact(Length("image_ids"), F("n") * 8)
+                & Exact(Length("actual"), F("n") * 4)
+                & Exact(Length("predicted"), F("n") * 4),
+                name="heldout_arrays_match_n",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"v{self.version_id} {self.annotator_id}: {self.n} held-out predictions"
+
+    def points(self) -> list[tuple[int, float, float]]:
+        """(image id, actual, predicted) per stored image."""
+        import numpy as np
+
+        ids = np.frombuffer(bytes(self.image_ids), dtype="<i8")
+        act = np.frombuffer(bytes(self.actual), dtype="<f4")
+        pred = np.frombuffer(bytes(self.predicted), dtype="<f4")
+        return list(zip(ids.tolist(), act.tolist(), pred.tolist(), strict=True))

@@ -2,7 +2,7 @@
 
 from django.db.models import QuerySet
 
-from .models import AnnotatorMetric, ModelVersion, TrainingRun
+from .models import AnnotatorMetric, HeldOutPredictions, ModelVersion, TrainingRun
 
 
 def version_list() -> QuerySet[ModelVersion]:
@@ -55,6 +55,17 @@ def annotator_metric_map(
     for m in qs.order_by("annotator_id", "-split", "k"):
         out[m.annotator_id] = m
     return out
+
+
+def heldout_predictions(
+    *, version: ModelVersion | None, annotator_id: int
+) -> HeldOutPredictions | None:
+    """The version's predictions on the annotator's held-out images (one row)."""
+    if version is None:
+        return None
+    return HeldOutPredictions.objects.filter(
+        version=version, annotator_id=annotator_id
+    ).first()
 
 
 def annotator_metric_history(*, annotator_id: int) -> list[AnnotatorMetric]:

@@ -9,7 +9,7 @@ call it too, on the same code path as the training service.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -28,6 +28,9 @@ class Result:
     summary: dict
     per_annotator: list
     counts: dict
+    # The report fit's predictions on each annotator's held-out images
+    # (evaluation.HeldOut); the deployed model, refit on everything, has none.
+    heldout: list = field(default_factory=list)
 
 
 def _data(snap, emb: np.ndarray, cfg: dict) -> V.Data:
@@ -106,7 +109,7 @@ def train_and_evaluate(
     hyper, prior, selection = hyper_select(data, log)
     log(f"selected on validation: {hyper.as_dict()}")
     tuned = V.tune_baselines(data)
-    summary, rows = V.report(data, hyper, tuned)
+    summary, rows, heldout = V.report(data, hyper, tuned)
     summary["selection"] = selection
     summary["hyper"] = hyper.as_dict()
     summary["baseline_hyper"] = {
@@ -130,6 +133,7 @@ def train_and_evaluate(
         summary=json_clean(summary),
         per_annotator=json_clean(rows),
         counts=counts,
+        heldout=heldout,
     )
 
 

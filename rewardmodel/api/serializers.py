@@ -129,6 +129,8 @@ class AnnotatorMetricSerializer(serializers.ModelSerializer):
             "spearman",
             "pearson",
             "mae",
+            "mae_ci_low",
+            "mae_ci_high",
             "baselines",
         ]
 

@@ -14,7 +14,13 @@ from django.utils import timezone
 from annotation.models import Annotator
 
 from .. import conf
-from ..models import AnnotatorMetric, Embedding, ModelVersion, TrainingRun
+from ..models import (
+    AnnotatorMetric,
+    Embedding,
+    HeldOutPredictions,
+    ModelVersion,
+    TrainingRun,
+)
 from .runs import ProgressFn, RunLog, run_progress
 from .versions import file_sha256
 
@@ -131,16 +137,18 @@ def _checkpoint_write(run, result, snap, backbone, weights_loaded):
     return path
 
 
-def _metric_rows(version, result, snap) -> list[AnnotatorMetric]:
+def _known_annotators(snap) -> set[int]:
+    """Annotators still present (one erased since the snapshot has no row)."""
+    pks = [int(k) for k in snap.annotator_keys]
+    return set(Annotator.objects.filter(pk__in=pks).values_list("pk", flat=True))
+
+
+def _metric_rows(version, result, snap, known: set[int]) -> list[AnnotatorMetric]:
     keys = snap.annotator_keys
-    known = set(
-        Annotator.objects.filter(pk__in=[int(k) for k in keys]).values_list(
-            "pk", flat=True
-        )
-    )
     rows = []
     for r in result.per_annotator:
         pk = int(keys[r["annotator"]])
+        ci = r.get("mae_ci95") or (None, None)
         rows.append(
             AnnotatorMetric(
                 version=version,
@@ -148,6 +156,8 @@ def _metric_rows(version, result, snap) -> list[AnnotatorMetric]:
                 split=r["split"],
                 k=r["k"],
                 n_test=r["n_test"],
+                mae_ci_low=ci[0],
+                mae_ci_high=ci[1],
                 baselines={
                     b: r[b]
                     for b in ("population", "per_annotator_ridge", "loo_consensus")
@@ -156,6 +166,36 @@ def _metric_rows(version, result, snap) -> list[AnnotatorMetric]:
             )
         )
     return rows
+
+
+def _heldout_rows(version, result, snap, known: set[int]) -> list[HeldOutPredictions]:
+    """One row per annotator: their held-out images (at most MAX_POINTS, a sample
+    seeded by the run's seed beyond that) with score and prediction."""
+    cap = HeldOutPredictions.MAX_POINTS
+    image_ids = np.asarray(snap.image_ids, dtype=np.int64)
+    out = []
+    for h in result.heldout:
+        pk = int(snap.annotator_keys[h.annotator])
+        if pk not in known or h.rows.size == 0:
+            continue
+        keep = np.arange(h.rows.size)
+        if keep.size > cap:
+            rng = np.random.default_rng([int(version.config.get("seed", 0)), pk])
+            keep = np.sort(rng.choice(keep.size, size=cap, replace=False))
+        out.append(
+            HeldOutPredictions(
+                version=version,
+                annotator_id=pk,
+                split=h.split,
+                k=h.k,
+                n_total=int(h.rows.size),
+                n=int(keep.size),
+                image_ids=image_ids[h.rows[keep]].astype("<i8").tobytes(),
+                actual=np.asarray(h.actual)[keep].astype("<f4").tobytes(),
+                predicted=np.asarray(h.predicted)[keep].astype("<f4").tobytes(),
+            )
+        )
+    return out
 
 
 def _record(run, result, snap, *, path, cfg, weights, duration, log) -> ModelVersion:
@@ -177,7 +217,13 @@ def _record(run, result, snap, *, path, cfg, weights, duration, log) -> ModelVer
             duration_s=duration,
             log=log.text,
         )
-        AnnotatorMetric.objects.bulk_create(_metric_rows(version, result, snap))
+        known = _known_annotators(snap)
+        AnnotatorMetric.objects.bulk_create(
+            _metric_rows(version, result, snap, known), batch_size=1000
+        )
+        HeldOutPredictions.objects.bulk_create(
+            _heldout_rows(version, result, snap, known), batch_size=500
+        )
         TrainingRun.objects.filter(pk=run.pk).update(
             status=TrainingRun.Status.SUCCEEDED,
             progress=1.0,

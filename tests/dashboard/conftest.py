@@ -3,11 +3,13 @@ versions with per-annotator metrics written as training writes them."""
 
 from datetime import timedelta
 
+import numpy as np
 import pytest
 from django.utils import timezone
 
 from annotation import services
-from rewardmodel.models import AnnotatorMetric, ModelVersion
+from annotation.models import Rating
+from rewardmodel.models import AnnotatorMetric, HeldOutPredictions, ModelVersion
 from tests.factories import AnnotatorFactory, StudyFactory, join, make_images
 
 
@@ -31,7 +33,38 @@ def rate_all(study, annotators, score_of, *, seconds=3.0, now=None):
     return annotators
 
 
-def make_version(study, annotators, accuracy_of, *, active=True, weights=True):
+def heldout_rows(version, annotators, *, limit=20):
+    """Held-out predictions as training stores them: each annotator's first
+    ``limit`` valid ratings, predicted half a point high."""
+    rows = []
+    for a in annotators:
+        pairs = list(
+            Rating.objects.filter(annotator=a, study=version.study, is_valid=True)
+            .order_by("pk")
+            .values_list("image_id", "score")[:limit]
+        )
+        if not pairs:
+            continue
+        ids = np.asarray([p[0] for p in pairs], dtype="<i8")
+        scores = np.asarray([p[1] for p in pairs], dtype="<f4")
+        rows.append(
+            HeldOutPredictions(
+                version=version,
+                annotator=a,
+                split="seen",
+                n_total=len(pairs) + 5,
+                n=len(pairs),
+                image_ids=ids.tobytes(),
+                actual=scores.tobytes(),
+                predicted=(scores + np.float32(0.5)).tobytes(),
+            )
+        )
+    return HeldOutPredictions.objects.bulk_create(rows)
+
+
+def make_version(
+    study, annotators, accuracy_of, *, active=True, weights=True, heldout=True
+):
     version = ModelVersion.objects.create(
         study=study,
         status="active" if active else "candidate",
@@ -54,6 +87,8 @@ def make_version(study, annotators, accuracy_of, *, active=True, weights=True):
                 spearman=accuracy_of(i) - 0.3,
                 pearson=accuracy_of(i) - 0.3,
                 mae=1.0,
+                mae_ci_low=0.8,
+                mae_ci_high=1.25,
                 baselines={
                     "population": {
                         "pairwise_accuracy": 0.6,
@@ -72,6 +107,8 @@ def make_version(study, annotators, accuracy_of, *, active=True, weights=True):
             for i, a in enumerate(annotators)
         ]
     )
+    if heldout:
+        heldout_rows(version, annotators)
     return version
 
 

@@ -203,3 +203,42 @@ def services_claim(study, annotator):
 
     join(annotator, study)
     return services.assignment_claim(annotator=annotator, study=study)
+
+
+def _section(body: str, section_id: str) -> str:
+    start = body.index(f'id="{section_id}"')
+    return body[start : body.index("</section>", start)]
+
+
+def test_annotator_page_draws_predicted_against_actual(staff_client, rated_study):
+    study, annotators = rated_study
+    version = make_version(study, annotators, lambda i: 0.6)
+    person = annotators[1]
+    stored = version.heldout_predictions.get(annotator=person)
+    url = reverse("dashboard:annotator", args=[study.pk, person.pk])
+    body = staff_client.get(url).content.decode()
+    chart = _section(body, "heldout")
+    assert "<svg" in chart and 'class="ref"' in chart  # the y = x line
+    # One point per stored image, each naming the image, its score and prediction.
+    tips = re.findall(
+        r"<title>image (\d+): rated (\d+), predicted ([\d.]+)</title>", chart
+    )
+    expected = [(i, round(a), round(p, 2)) for i, a, p in stored.points()]
+    assert sorted((int(i), int(a), float(p)) for i, a, p in tips) == sorted(expected)
+    assert f"a sample of {stored.n} of their {stored.n_total} held-out" in chart
+    # The MAE with its stored interval, on the page and in the table.
+    assert "1.000 <small>[0.800, 1.250]</small>" in _section(body, "model-mae")
+    table = staff_client.get(reverse("dashboard:annotators", args=[study.pk]))
+    assert "1.00<small> [0.80, 1.25]</small>" in table.content.decode()
+
+
+def test_annotator_page_without_heldout_predictions_says_so(staff_client, rated_study):
+    study, annotators = rated_study
+    url = reverse("dashboard:annotator", args=[study.pk, annotators[0].pk])
+    body = staff_client.get(url).content.decode()
+    assert "No model version covers this study yet" in _section(body, "heldout")
+    version = make_version(study, annotators, lambda i: 0.6, heldout=False)
+    body = staff_client.get(url).content.decode()
+    chart = _section(body, "heldout")
+    assert "<svg" not in chart and 'id="heldout-empty"' in chart
+    assert f"Model v{version.pk} has no held-out predictions" in chart

@@ -18,7 +18,7 @@ BUDGET = {
     "study": 10,
     "annotators": 10,
     "annotators_htmx": 10,
-    "annotator": 12,
+    "annotator": 13,  # + the held-out predictions (one row)
     "quality": 9,
     "model": 13,
 }
