@@ -12,7 +12,8 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
-from django.db.models import F, Q
+from django.db.models import F, Q, Value
+from django.db.models.functions import Now
 
 from core.validation import StringListValidator, validate_json_object
 
@@ -538,6 +539,13 @@ class IntegrityAlert(models.Model):
 # Assignments, so none of them can touch ``rating_count`` or ``lease_count``.
 
 
+# Quality control's rows are also created by PL/pgSQL (``palate_submit``, migration
+# 0010), which inserts only their keys: every default is a database default too
+# (``db_default``, the same value; tests/annotation/test_quality_sql.py checks).
+_JSON_OBJECT = Value({}, output_field=models.JSONField())
+_JSON_ARRAY = Value([], output_field=models.JSONField())
+
+
 class QualityConfig(models.Model):
     """A study's quality-control settings and flag thresholds (one row per study,
     created with defaults on first use)."""
@@ -547,49 +555,67 @@ class QualityConfig(models.Model):
     )
     attention_check_rate = models.FloatField(
         default=0.0,
+        db_default=0.0,
         help_text="Chance that an attention check follows a rating (0 = off).",
     )
     repeat_rate = models.FloatField(
         default=0.0,
+        db_default=0.0,
         help_text="Share of an annotator's rated images shown to them again later.",
     )
     repeat_gap = models.PositiveSmallIntegerField(
-        default=10, help_text="Ratings between an image and its repeat."
+        default=10, db_default=10, help_text="Ratings between an image and its repeat."
     )
     too_fast_ms = models.PositiveIntegerField(
-        default=1000, help_text="A rating quicker than this is 'too fast'."
+        default=1000,
+        db_default=1000,
+        help_text="A rating quicker than this is 'too fast'.",
     )
     too_fast_share = models.FloatField(
-        default=0.25, help_text="Flag when more than this share is too fast."
+        default=0.25,
+        db_default=0.25,
+        help_text="Flag when more than this share is too fast.",
     )
     straightline_run = models.PositiveSmallIntegerField(
-        default=12, help_text="Flag this many identical scores in a row."
+        default=12, db_default=12, help_text="Flag this many identical scores in a row."
     )
     check_fail_share = models.FloatField(
-        default=0.25, help_text="Flag when more than this share of checks failed."
+        default=0.25,
+        db_default=0.25,
+        help_text="Flag when more than this share of checks failed.",
     )
     loo_min_corr = models.FloatField(
         default=0.1,
+        db_default=0.1,
         help_text="Flag a correlation with the other raters' mean below this.",
     )
     retest_min_corr = models.FloatField(
-        default=0.3, help_text="Flag a test-retest correlation below this."
+        default=0.3,
+        db_default=0.3,
+        help_text="Flag a test-retest correlation below this.",
     )
     min_evidence = models.PositiveSmallIntegerField(
         default=20,
+        db_default=20,
         help_text="Ratings (or pairs) needed before the rate/correlation flags fire.",
     )
     min_checks = models.PositiveSmallIntegerField(
-        default=3, help_text="Checks answered before the failed-checks flag fires."
+        default=3,
+        db_default=3,
+        help_text="Checks answered before the failed-checks flag fires.",
     )
     auto_pause = models.BooleanField(
-        default=False, help_text="Pause an annotator past a hard threshold."
+        default=False,
+        db_default=False,
+        help_text="Pause an annotator past a hard threshold.",
     )
     hard_check_failures = models.PositiveSmallIntegerField(
-        default=3, help_text="Hard threshold: failed attention checks."
+        default=3, db_default=3, help_text="Hard threshold: failed attention checks."
     )
     hard_fast_share = models.FloatField(
-        default=0.6, help_text="Hard threshold: share of too-fast ratings."
+        default=0.6,
+        db_default=0.6,
+        help_text="Hard threshold: share of too-fast ratings.",
     )
 
     class Meta:
@@ -762,22 +788,22 @@ class AnnotatorQuality(models.Model):
         Annotator, on_delete=models.CASCADE, related_name="quality"
     )
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="+")
-    n_ratings = models.PositiveIntegerField(default=0)
-    n_fast = models.PositiveIntegerField(default=0)
+    n_ratings = models.PositiveIntegerField(default=0, db_default=0)
+    n_fast = models.PositiveIntegerField(default=0, db_default=0)
     last_score = models.SmallIntegerField(null=True, blank=True)
-    run_length = models.PositiveIntegerField(default=0)
-    max_run = models.PositiveIntegerField(default=0)
-    score_counts = models.JSONField(default=dict, blank=True)
-    time_hist = models.JSONField(default=list, blank=True)
-    checks_total = models.PositiveIntegerField(default=0)
-    checks_failed = models.PositiveIntegerField(default=0)
+    run_length = models.PositiveIntegerField(default=0, db_default=0)
+    max_run = models.PositiveIntegerField(default=0, db_default=0)
+    score_counts = models.JSONField(default=dict, db_default=_JSON_OBJECT, blank=True)
+    time_hist = models.JSONField(default=list, db_default=_JSON_ARRAY, blank=True)
+    checks_total = models.PositiveIntegerField(default=0, db_default=0)
+    checks_failed = models.PositiveIntegerField(default=0, db_default=0)
     # Own score vs the mean of the image's earlier raters (>= 2 of them).
-    loo_sums = models.JSONField(default=list, blank=True)
+    loo_sums = models.JSONField(default=list, db_default=_JSON_ARRAY, blank=True)
     # First rating vs repeat.
-    retest_sums = models.JSONField(default=list, blank=True)
-    retest_abs_diff = models.FloatField(default=0.0)
-    flags = models.JSONField(default=list, blank=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    retest_sums = models.JSONField(default=list, db_default=_JSON_ARRAY, blank=True)
+    retest_abs_diff = models.FloatField(default=0.0, db_default=0.0)
+    flags = models.JSONField(default=list, db_default=_JSON_ARRAY, blank=True)
+    updated_at = models.DateTimeField(auto_now=True, db_default=Now())
 
     class Meta:
         constraints = [

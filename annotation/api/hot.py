@@ -33,7 +33,6 @@ from rest_framework.authtoken.models import Token
 from annotation import services
 from annotation.models import Annotator, Assignment, Rating, Study
 from annotation.services import engine_sql
-from annotation.services.quality import rating_recorded
 from core.exceptions import PalateError
 
 from . import views as drf_views
@@ -237,14 +236,12 @@ def rating_create(request: HttpRequest, assignment_id: int) -> HttpResponse:
     if key is not None and engine_sql.enabled() and engine_sql.plain_score(score):
         now = timezone.now()
         try:
-            # No savepoint: on its own this is the request's transaction.
+            # No savepoint: on its own this is the request's transaction (quality
+            # control's bookkeeping included, inside the same statement).
             with transaction.atomic(savepoint=False):
                 outcome, rating = engine_sql.submit(
                     token=key, assignment_id=assignment_id, score=score, now=now
                 )
-                if rating is not None:
-                    # Quality control's running statistics, in the same transaction.
-                    rating_recorded(rating=rating, now=now)
         except IntegrityError:
             # The Python path below meets the same refusal and answers Conflict.
             outcome, rating = engine_sql.SLOW, None

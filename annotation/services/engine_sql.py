@@ -1,11 +1,13 @@
 """The engine's common path as one round trip to PostgreSQL.
 
-``palate_claim`` and ``palate_submit`` (installed by migration
-``0007_engine_sql``) do what ``engine.assignment_claim`` and ``engine.rating_submit``
-do on their common path, with the same locks, conditional updates and rows, in one
-statement each. Anything else comes back as ``SLOW`` before they have changed
-anything the Python path would not also change, and the caller then runs the
-Python path in the same transaction: errors, retries and rare cases keep exactly
+``palate_claim`` and ``palate_submit`` (installed by migrations
+``0007_engine_sql`` and ``0011_submit_quality_sql``) do what
+``engine.assignment_claim`` and ``engine.rating_submit`` do on their common path
+(the submit with quality control's bookkeeping, ``quality.rating_recorded``),
+with the same locks, conditional updates and rows, in one statement each.
+Anything else comes back as ``SLOW`` before they have changed anything the
+Python path would not also change, and the caller then runs the Python path in
+the same transaction: errors, retries and rare cases keep exactly
 one implementation.
 
 The functions can also authenticate a DRF token themselves (``token=``), so the
@@ -28,6 +30,7 @@ from django.utils import timezone
 from core.validation import BIGINT_MAX
 
 from ..models import Assignment, Image, Rating
+from .quality import quality_police_after_commit
 
 SLOW = "slow"
 AUTH = "auth"
@@ -112,7 +115,11 @@ def submit(
     annotator_id: int | None = None,
     token: str | None = None,
 ) -> tuple[str, Rating | None]:
-    """(``created``, the new rating), or (``SLOW`` / ``AUTH``, None)."""
+    """(``created``, the new rating), or (``SLOW`` / ``AUTH``, None).
+
+    The function also does quality control's bookkeeping of the rating
+    (``quality.rating_recorded``, migration ``0011_submit_quality_sql``); an
+    automatic pause it calls for runs after commit, as in Python."""
     if not 0 < assignment_id <= BIGINT_MAX:
         return SLOW, None
     created = timezone.now()
@@ -121,9 +128,11 @@ def submit(
             _SUBMIT, [annotator_id, token, assignment_id, score, now, created]
         )
         row = cursor.fetchone()
-    outcome, annotator_pk, pk, study_id, image_id, ms, created_at, split = row
+    outcome, annotator_pk, pk, study_id, image_id, ms, created_at, split, police = row
     if outcome != "created":
         return outcome, None
+    if police:
+        quality_police_after_commit(annotator_id=annotator_pk, study_id=study_id)
     rating = Rating(
         pk=pk,
         study_id=study_id,

@@ -240,7 +240,8 @@ def quality_flags(*, quality: AnnotatorQuality, config: QualityConfig) -> list[s
     q, c = quality, config
     flags = []
     if (
-        q.checks_total >= c.min_checks
+        q.checks_total
+        and q.checks_total >= c.min_checks
         and q.checks_failed / q.checks_total > c.check_fail_share
     ):
         flags.append("failed_checks")
@@ -281,6 +282,14 @@ def _save_and_police(
         transaction.on_commit(lambda: _auto_pause(annotator_id, study))
 
 
+def quality_police_after_commit(*, annotator_id: int, study_id: int) -> None:
+    """Pause the annotator after this transaction commits (the SQL path's
+    ``palate_submit`` found them past a hard threshold)."""
+    transaction.on_commit(
+        lambda: _auto_pause(annotator_id, Study.objects.get(pk=study_id))
+    )
+
+
 def _auto_pause(annotator_id: int, study: Study) -> None:
     from .moderation import annotator_moderate
 
@@ -304,8 +313,10 @@ def rating_recorded(
     """Fold a new counted rating into its annotator's statistics and flags, and
     maybe schedule uncounted items (an attention check next, a repeat later).
 
-    Runs inside the rating's transaction, after either engine path (Python or
-    the one-statement SQL function). Agreement compares the score with the
+    Runs inside the rating's transaction on the engine's Python path; the SQL
+    path's ``palate_submit`` does the same in PL/pgSQL (migration
+    ``0011_submit_quality_sql``; ``tests/annotation/test_quality_sql.py`` keeps
+    the two in step). Agreement compares the score with the
     mean of the image's earlier valid raters (when at least two rated it before),
     so each rating is compared once, when it arrives."""
     q = _locked_quality(rating.annotator_id, rating.study_id, others_of=rating)

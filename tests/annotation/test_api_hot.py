@@ -94,10 +94,10 @@ def test_fast_path_is_taken_with_fewer_queries(
     assert (lease.annotator_id, lease.status) == (annotator.pk, "leased")
     assert lease.image.lease_count == 1
     # token+user+annotator, annotator FOR SHARE, assignment lock, image update,
-    # insert, status, savepoint pair. The SQL engine: one statement. Then
-    # quality control's two (lock its statistics row, with the study's
-    # thresholds and the image's other ratings in that query; save it).
-    with django_assert_num_queries(3 if one_statement else 10):
+    # insert, status, savepoint pair, quality control's two (lock its
+    # statistics row, with the study's thresholds and the image's other ratings
+    # in that query; save it). The SQL engine: one statement for all of it.
+    with django_assert_num_queries(1 if one_statement else 10):
         r = api.post(
             rating_url(lease.pk), {"score": 4}, content_type="application/json"
         )
