@@ -11,13 +11,17 @@ Runs against a throwaway database created next to DATABASE_URL's (PostgreSQL):
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/palate_bench \\
         .venv/bin/python benchmarks/rating_roundtrip.py [--annotators 3] [--per 100]
 
-Prints p50/p95/max in milliseconds and the page size (HTML + CSS + JS, raw and
-gzip-compressed as served by WhiteNoise), excluding the image.
+Prints p50/p95/max in milliseconds, the queries per round trip (and whether any
+wrote the session), optionally a profile (``--profile N``), and the page size
+(HTML + CSS + JS, raw and gzip-compressed as served by WhiteNoise), excluding the
+image.
 """
 
 import argparse
+import cProfile
 import gzip
 import os
+import pstats
 import re
 import statistics
 import sys
@@ -36,13 +40,20 @@ def main() -> None:
     parser.add_argument("--annotators", type=int, default=3)
     parser.add_argument("--per", type=int, default=100, help="round-trips each")
     parser.add_argument("--warmup", type=int, default=10, help="per annotator")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also print cProfile's N costliest functions (cumulative) over the "
+        "measured round trips (the timings are then inflated by the profiler)",
+    )
     args = parser.parse_args()
 
     import django
 
     django.setup()
     from django.conf import settings
-    from django.contrib.staticfiles import finders
     from django.db import connection
     from django.test import Client
     from django.test.utils import setup_test_environment
@@ -85,20 +96,41 @@ def main() -> None:
             clients.append([c, _assignment(page.content)])
         page_html = page.content
 
-        timings, cpu = [], []
+        timings, cpu, queries, session_writes = [], [], [], 0
+        statements = []
+
+        def count(execute, sql, params, many, context):
+            statements.append(sql)
+            return execute(sql, params, many, context)
+
+        profiler = cProfile.Profile() if args.profile else None
         for step in range(per):
             for entry in clients:
                 c, assignment = entry
                 url = reverse("annotation:rate_submit", args=[study.slug, assignment])
+                measured = step >= args.warmup
+                statements.clear()
+                if profiler and measured:
+                    profiler.enable()
                 t0, c0 = time.perf_counter(), time.process_time()
-                r = c.post(url, {"score": str(1 + step % 7)}, HTTP_HX_REQUEST="true")
+                with connection.execute_wrapper(count):
+                    r = c.post(
+                        url, {"score": str(1 + step % 7)}, HTTP_HX_REQUEST="true"
+                    )
                 elapsed = time.perf_counter() - t0
                 cpu_ms = (time.process_time() - c0) * 1000
+                if profiler and measured:
+                    profiler.disable()
                 assert r.status_code == 200, (r.status_code, r.content[:300])
                 entry[1] = _assignment(r.content)
-                if step >= args.warmup:
+                if measured:
                     timings.append(elapsed * 1000)
                     cpu.append(cpu_ms)
+                    queries.append(len(statements))
+                    session_writes += any(
+                        "django_session" in q and not q.lstrip().startswith("SELECT")
+                        for q in statements
+                    )
 
         timings.sort()
         p50 = statistics.median(timings)
@@ -115,26 +147,41 @@ def main() -> None:
             f"p95 {cpu[int(0.95 * (len(cpu) - 1))]:.1f} ms (the rest: PostgreSQL, "
             f"waiting for a CPU)"
         )
+        print(
+            f"  queries per round trip: min {min(queries)}, max {max(queries)}; "
+            f"round trips that wrote the session: {session_writes}"
+        )
+        print(f"  the statements of the last one: {statements}")
         load = " ".join(f"{x:.1f}" for x in os.getloadavg())
         print(f"  load average during the run: {load}")
 
-        assets = re.findall(rb'(?:src|href)="(/static/[^"]+)"', page_html)
-        total_raw = len(page_html)
-        total_gz = len(gzip.compress(page_html, 6))
-        rows = [("rating page HTML", len(page_html), total_gz)]
-        for asset in assets:
-            rel = asset.decode().removeprefix(settings.STATIC_URL)
-            data = Path(finders.find(rel)).read_bytes()
-            gz = len(gzip.compress(data, 6))
-            rows.append((rel, len(data), gz))
-            total_raw += len(data)
-            total_gz += gz
-        print("rating page weight excluding the image (bytes, raw / gzip):")
-        for name, raw, gz in rows:
-            print(f"  {name:<24} {raw:>7} / {gz:>6}")
-        print(f"  {'total':<24} {total_raw:>7} / {total_gz:>6}")
+        _print_page_weight(page_html)
+        if profiler:
+            print(f"cProfile over the {len(timings)} measured round trips:")
+            pstats.Stats(profiler).sort_stats("cumulative").print_stats(args.profile)
     finally:
         connection.creation.destroy_test_db(old_name, verbosity=0)
+
+
+def _print_page_weight(page_html: bytes) -> None:
+    from django.conf import settings
+    from django.contrib.staticfiles import finders
+
+    assets = re.findall(rb'(?:src|href)="(/static/[^"]+)"', page_html)
+    total_raw = len(page_html)
+    total_gz = len(gzip.compress(page_html, 6))
+    rows = [("rating page HTML", len(page_html), total_gz)]
+    for asset in assets:
+        rel = asset.decode().removeprefix(settings.STATIC_URL)
+        data = Path(finders.find(rel)).read_bytes()
+        gz = len(gzip.compress(data, 6))
+        rows.append((rel, len(data), gz))
+        total_raw += len(data)
+        total_gz += gz
+    print("rating page weight excluding the image (bytes, raw / gzip):")
+    for name, raw, gz in rows:
+        print(f"  {name:<24} {raw:>7} / {gz:>6}")
+    print(f"  {'total':<24} {total_raw:>7} / {total_gz:>6}")
 
 
 def _assignment(html: bytes) -> int:
