@@ -183,8 +183,16 @@ def image_upload_to(instance: "Image", filename: str) -> str:
     return f"images/{instance.study_id}/{instance.sha256[:2]}/{instance.sha256}.{ext}"
 
 
+# Hot tables carry no index that another one already starts with (every rating
+# writes to Image twice, and to Assignment and Rating): a foreign key whose column
+# leads a composite index or unique constraint has db_index=False (migration 0013).
+
+
 class Image(models.Model):
-    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="images")
+    # Indexed by image_unique_sha (study, sha256).
+    study = models.ForeignKey(
+        Study, on_delete=models.CASCADE, related_name="images", db_index=False
+    )
     # Dimensions come from image_inspect (already decoded once), not from
     # ImageField's width_field, which would reopen the file on every load.
     file = models.ImageField(upload_to=image_upload_to)
@@ -193,7 +201,7 @@ class Image(models.Model):
     height = models.PositiveIntegerField(default=0)
     format = models.CharField(max_length=10, blank=True)
     prompt = models.TextField(blank=True)
-    domain = models.CharField(max_length=60, blank=True, db_index=True)
+    domain = models.CharField(max_length=60, blank=True)  # image_by_domain
     provenance = models.JSONField(
         default=dict, blank=True, validators=[validate_json_object]
     )
@@ -233,6 +241,8 @@ class Image(models.Model):
                 condition=Q(open_slots__gt=0),
                 name="image_open_queue",
             ),
+            # Equality only (no LIKE): without db_index's extra pattern index.
+            models.Index(fields=["domain"], name="image_by_domain"),
         ]
 
     def __str__(self) -> str:
@@ -283,8 +293,11 @@ class Annotator(models.Model):
 
 
 class Participation(models.Model):
-    annotator = models.ForeignKey(
-        Annotator, on_delete=models.CASCADE, related_name="participations"
+    annotator = models.ForeignKey(  # indexed by participation_unique
+        Annotator,
+        on_delete=models.CASCADE,
+        related_name="participations",
+        db_index=False,
     )
     study = models.ForeignKey(
         Study, on_delete=models.CASCADE, related_name="participations"
@@ -318,8 +331,8 @@ class Assignment(models.Model):
     # PROTECT throughout: assignments and ratings are records, and deleting one
     # would leave its image's counters above its rows for good.
     study = models.ForeignKey(Study, on_delete=models.PROTECT, related_name="+")
-    image = models.ForeignKey(
-        Image, on_delete=models.PROTECT, related_name="assignments"
+    image = models.ForeignKey(  # indexed by assignment_unique_pair
+        Image, on_delete=models.PROTECT, related_name="assignments", db_index=False
     )
     annotator = models.ForeignKey(
         Annotator, on_delete=models.PROTECT, related_name="assignments"
@@ -366,10 +379,15 @@ class Assignment(models.Model):
 
 
 class Rating(models.Model):
-    study = models.ForeignKey(Study, on_delete=models.PROTECT, related_name="ratings")
-    image = models.ForeignKey(Image, on_delete=models.PROTECT, related_name="ratings")
+    # Indexed by rating_by_study_time, rating_unique_pair, rating_by_annotator.
+    study = models.ForeignKey(
+        Study, on_delete=models.PROTECT, related_name="ratings", db_index=False
+    )
+    image = models.ForeignKey(
+        Image, on_delete=models.PROTECT, related_name="ratings", db_index=False
+    )
     annotator = models.ForeignKey(
-        Annotator, on_delete=models.PROTECT, related_name="ratings"
+        Annotator, on_delete=models.PROTECT, related_name="ratings", db_index=False
     )
     assignment = models.OneToOneField(
         Assignment,
@@ -784,8 +802,8 @@ class AnnotatorQuality(models.Model):
     rating and stream answer as it arrives (never by rescanning), and the flags
     they raise. Correlations are kept as sums (n, Σx, Σy, Σx², Σy², Σxy)."""
 
-    annotator = models.ForeignKey(
-        Annotator, on_delete=models.CASCADE, related_name="quality"
+    annotator = models.ForeignKey(  # indexed by annotatorquality_unique
+        Annotator, on_delete=models.CASCADE, related_name="quality", db_index=False
     )
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="+")
     n_ratings = models.PositiveIntegerField(default=0, db_default=0)

@@ -189,15 +189,22 @@ def _show_next(
     request: HttpRequest,
     study: Study,
     annotator: Annotator,
-    participation: Participation,
+    participation: Participation | None,
     notice: str = "",
+    page: services.PageClaim | None = None,
 ) -> HttpResponse:
     """Render the rating page (or its ``rater`` partial) for the annotator's
-    current lease; finish the participation when nothing is left."""
-    leases = services.assignment_claim(
-        annotator=annotator, study=study, hold=PAGE_LEASES
-    )
-    rated, total = selectors.annotator_progress(annotator=annotator, study=study)
+    current lease; finish the participation when nothing is left. ``page``: the
+    claim was made already, with the progress (``assignment_claim_for_page``);
+    the participation is then read only if it must be completed."""
+    if page is None:
+        leases = services.assignment_claim(
+            annotator=annotator, study=study, hold=PAGE_LEASES
+        )
+        rated, total = selectors.annotator_progress(annotator=annotator, study=study)
+        item_due = True  # not known: ask
+    else:
+        leases, rated, total, item_due = page
     partial = "#rater" if request.htmx else ""
     context = {
         "study": study,
@@ -208,17 +215,23 @@ def _show_next(
     }
     # An uncounted item (attention check, repeat) due now goes first; when no
     # counted image is left, any still pending are shown before finishing.
-    item = services.stream_item_next(
-        annotator=annotator, study=study, rated=rated, finished=not leases
-    )
+    item = None
+    if item_due or not leases:
+        item = services.stream_item_next(
+            annotator=annotator, study=study, rated=rated, finished=not leases
+        )
     if item is not None:
-        context.update(_item_context(study, item, leases))
+        context.update(_item_context(study, item, leases, partial))
         return render(request, "annotation/rate.html" + partial, context)
     if not leases:
         if rated < total and selectors.annotator_may_get_more(
             annotator=annotator, study=study
         ):
             return render(request, "annotation/waiting.html" + partial, context)
+        if participation is None:
+            participation = services.participation_get_or_create(
+                annotator=annotator, study=study
+            )
         services.participation_complete(participation=participation)
         return _redirect(request, _url("done", study))
     current = leases[0]
@@ -229,15 +242,16 @@ def _show_next(
         skip_url=reverse("annotation:skip", args=[study.slug, current.pk]),
         next_image=leases[1].image if len(leases) > 1 else None,
         scale=_scale(study),
-        instructions=_markdown(study.instructions),
     )
+    if not partial:  # the fragment has no instructions dialog: no Markdown
+        context["instructions"] = _markdown(study.instructions)
     return render(request, "annotation/rate.html" + partial, context)
 
 
-def _item_context(study: Study, item, leases) -> dict:
+def _item_context(study: Study, item, leases, partial: str) -> dict:
     """An uncounted item looks like any other image to the annotator."""
     image = item.check_item if item.check_item_id else item.image
-    return {
+    context = {
         "current": item,
         "item_key": f"q{item.pk}",
         "image": image,
@@ -246,8 +260,10 @@ def _item_context(study: Study, item, leases) -> dict:
         "skip_url": reverse("annotation:item_skip", args=[study.slug, item.pk]),
         "next_image": leases[0].image if leases else None,
         "scale": _scale(study),
-        "instructions": _markdown(study.instructions),
     }
+    if not partial:
+        context["instructions"] = _markdown(study.instructions)
+    return context
 
 
 def _participation_ready(
@@ -480,6 +496,13 @@ def _after_action(
         response = redirect(_url("rate", study))
         response.status_code = 303  # "see other": the browser follows with a GET
         return response
+    # The claim with the progress in one statement (PostgreSQL); it answers
+    # only for an annotator at the rating stage, else the ordinary path below.
+    page = services.assignment_claim_for_page(
+        annotator=annotator, study=study, hold=PAGE_LEASES
+    )
+    if page is not None:
+        return _show_next(request, study, annotator, None, notice, page=page)
     participation, elsewhere = _participation_ready(study, annotator)
     if elsewhere:
         return _redirect(request, elsewhere)

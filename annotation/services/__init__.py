@@ -17,8 +17,10 @@ The names below are the app's public write API; import them from here.
 from .demo import demo_study_ensure
 from .engine import (
     MAX_HOLD,
+    PageClaim,
     annotator_set_status,
     assignment_claim,
+    assignment_claim_for_page,
     assignment_skip,
     engine_dealer,
     engine_seed,
@@ -83,6 +85,8 @@ __all__ = [
     "annotator_join",
     "annotator_set_status",
     "assignment_claim",
+    "assignment_claim_for_page",
+    "PageClaim",
     "assignment_skip",
     "demo_study_ensure",
     "entry_ids_clean",

@@ -46,6 +46,7 @@ concurrent inserts.
 import random
 from collections import Counter
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
@@ -329,8 +330,8 @@ def assignment_claim(
     if not 1 <= hold <= MAX_HOLD:
         raise InvalidInput(f"hold must be between 1 and {MAX_HOLD}.")
     now = now or timezone.now()
-    with transaction.atomic():
-        if engine_sql.enabled():
+    if engine_sql.enabled():
+        with engine_sql.one_statement():
             outcome, _, leases = engine_sql.claim(
                 annotator_id=annotator.pk,
                 study_id=study.pk,
@@ -338,10 +339,11 @@ def assignment_claim(
                 now=now,
                 dealer=_dealer,
             )
-            if outcome != engine_sql.SLOW:
-                for lease in leases:
-                    lease.study, lease.annotator = study, annotator
-                return leases
+        if outcome != engine_sql.SLOW:
+            for lease in leases:
+                lease.study, lease.annotator = study, annotator
+            return leases
+    with transaction.atomic():
         _lock_status(annotator)
         _check_can_work(annotator, study)
         # Serialises this annotator's own claims (quota, hold) and nobody else's.
@@ -359,6 +361,40 @@ def assignment_claim(
             Assignment.objects.filter(pk=live[0].pk).update(shown_at=now)
             live[0].shown_at = now
     return live[:hold]
+
+
+class PageClaim(NamedTuple):
+    leases: list[Assignment]
+    rated: int
+    total: int  # as selectors.annotator_progress counts it
+    item_due: bool  # an uncounted item (quality.stream_item_next) is due
+
+
+def assignment_claim_for_page(
+    *, annotator: Annotator, study: Study, hold: int, now: datetime | None = None
+) -> PageClaim | None:
+    """``assignment_claim`` for the rating page, with the progress it shows and
+    whether an uncounted item is due, in one statement on PostgreSQL. None when
+    that statement cannot answer (SQLite, an annotator the page must send to the
+    instructions or the end first, anything not plain): the caller then takes
+    the page's ordinary path, which changes nothing twice."""
+    if not engine_sql.enabled() or not 1 <= hold <= MAX_HOLD:
+        return None
+    with engine_sql.one_statement():
+        outcome, leases, page = engine_sql.claim_page(
+            annotator_id=annotator.pk,
+            study_id=study.pk,
+            hold=hold,
+            now=now or timezone.now(),
+            dealer=_dealer,
+        )
+    if outcome == engine_sql.SLOW or page is None:
+        return None
+    for lease in leases:
+        lease.study, lease.annotator = study, annotator
+    rated, pool, item_due = page
+    total = max(rated, min(study.quota_per_annotator, pool))
+    return PageClaim(leases, rated, total, item_due)
 
 
 def _top_up(annotator, study, live: list[Assignment], hold: int, now) -> None:
@@ -424,18 +460,22 @@ def rating_submit(
     A lease that has expired is still accepted while the image has a free slot.
     """
     now = now or timezone.now()
-    try:
-        with transaction.atomic():
-            if engine_sql.enabled() and engine_sql.plain_score(score):
-                outcome, rating = engine_sql.submit(
+    if engine_sql.enabled() and engine_sql.plain_score(score):
+        try:
+            with engine_sql.one_statement():
+                _, rating = engine_sql.submit(
                     assignment_id=assignment_id,
                     annotator_id=annotator.pk,
                     score=score,
                     now=now,
                 )
-                if rating is not None:  # QC statistics and flags included
-                    rating.annotator = annotator
-                    return rating, True
+        except IntegrityError:
+            rating = None  # the Python path meets the same refusal, below
+        if rating is not None:  # QC statistics and flags included
+            rating.annotator = annotator
+            return rating, True
+    try:
+        with transaction.atomic():
             return _rating_submit(assignment_id, annotator, score, now)
     except IntegrityError:
         # Only reachable when a rating of this pair exists outside this

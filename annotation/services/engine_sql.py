@@ -6,9 +6,9 @@
 (the submit with quality control's bookkeeping, ``quality.rating_recorded``),
 with the same locks, conditional updates and rows, in one statement each.
 Anything else comes back as ``SLOW`` before they have changed anything the
-Python path would not also change, and the caller then runs the Python path in
-the same transaction: errors, retries and rare cases keep exactly
-one implementation.
+Python path would not also change, and the caller then runs the Python path (in
+a transaction of its own: the call itself runs in ``one_statement()``): errors,
+retries and rare cases keep exactly one implementation.
 
 The functions can also authenticate a DRF token themselves (``token=``), so the
 hot API views make one query per request (``annotation.api.hot``); ``AUTH`` then
@@ -21,10 +21,11 @@ SQLite has no functions: ``enabled()`` is False there and the Python path runs.
 from __future__ import annotations
 
 import random
+from contextlib import nullcontext
 from datetime import datetime
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from core.validation import BIGINT_MAX
@@ -35,9 +36,19 @@ from .quality import quality_police_after_commit
 SLOW = "slow"
 AUTH = "auth"
 
-_CLAIM = "SELECT * FROM palate_claim(%s, %s, %s, %s, %s, %s::int[])"
+_CLAIM = "SELECT * FROM palate_claim(%s, %s, %s, %s, %s, %s::int[], %s)"
 _SUBMIT = "SELECT * FROM palate_submit(%s, %s, %s, %s, %s, %s)"
 _IMAGE_FIELDS = ["id", "file", "width", "height"]
+
+
+def one_statement(*, savepoint: bool = True):
+    """What a call runs in: nothing of its own in autocommit (the statement is
+    its own transaction: no BEGIN and COMMIT round trips); inside a caller's
+    transaction a savepoint (an error then leaves that transaction usable), or
+    none where the caller's transaction is the request's own."""
+    if not connection.in_atomic_block:
+        return nullcontext()
+    return transaction.atomic(savepoint=savepoint)
 
 
 def enabled() -> bool:
@@ -56,17 +67,37 @@ def claim(
 ) -> tuple[str, int | None, list[Assignment]]:
     """(outcome, annotator id, leases): ``ok`` with the leases, ``none`` when
     nothing is left, ``SLOW`` or ``AUTH`` (see the module docstring)."""
+    outcome, annotator_id, leases, _ = _claim(
+        study_id, hold, now, dealer, annotator_id, token, page=False
+    )
+    return outcome, annotator_id, leases
+
+
+def claim_page(
+    *, study_id: int, hold: int, now: datetime, dealer: random.Random, annotator_id
+) -> tuple[str, list[Assignment], tuple[int, int, bool] | None]:
+    """The rating page's claim: (outcome, leases, (rated, images in the study,
+    an uncounted item is due)). ``SLOW`` also when the page would send the
+    annotator elsewhere first (not started, finished: migration 0012)."""
+    outcome, _, leases, page = _claim(
+        study_id, hold, now, dealer, annotator_id, None, page=True
+    )
+    return outcome, leases, page
+
+
+def _claim(study_id, hold, now, dealer, annotator_id, token, *, page: bool):
     if not 0 < study_id <= BIGINT_MAX:
-        return SLOW, None, []  # no such row; the Python path says so
+        return SLOW, None, [], None  # no such row; the Python path says so
     # One random starting point per level tried; a claim rarely needs more than
     # one per lease, and the function draws its own beyond these.
     starts = [dealer.randrange(2**31) for _ in range(2 * hold + 2)]
     with connection.cursor() as cursor:
-        cursor.execute(_CLAIM, [annotator_id, token, study_id, hold, now, starts])
+        cursor.execute(_CLAIM, [annotator_id, token, study_id, hold, now, starts, page])
         rows = cursor.fetchall()
     outcome, annotator_id = rows[0][0], rows[0][1]
+    extras = tuple(rows[0][10:13]) if page and outcome != SLOW else None
     if outcome != "ok":
-        return outcome, annotator_id, []
+        return outcome, annotator_id, [], extras
     leases = []
     for (
         _,
@@ -79,6 +110,7 @@ def claim(
         leased,
         expires,
         shown,
+        *_,
     ) in rows:
         lease = Assignment(
             pk=pk,
@@ -96,7 +128,7 @@ def claim(
             connection.alias, _IMAGE_FIELDS, (image_id, file, width, height)
         )
         leases.append(lease)
-    return outcome, annotator_id, leases
+    return outcome, annotator_id, leases, extras
 
 
 def plain_score(score) -> bool:
