@@ -572,17 +572,22 @@ class QualityConfig(models.Model):
         Study, on_delete=models.CASCADE, related_name="quality_config"
     )
     attention_check_rate = models.FloatField(
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
         default=0.0,
         db_default=0.0,
         help_text="Chance that an attention check follows a rating (0 = off).",
     )
     repeat_rate = models.FloatField(
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
         default=0.0,
         db_default=0.0,
         help_text="Share of an annotator's rated images shown to them again later.",
     )
     repeat_gap = models.PositiveSmallIntegerField(
-        default=10, db_default=10, help_text="Ratings between an image and its repeat."
+        validators=[MinValueValidator(1)],
+        default=10,
+        db_default=10,
+        help_text="Ratings between an image and its repeat.",
     )
     too_fast_ms = models.PositiveIntegerField(
         default=1000,
@@ -590,34 +595,43 @@ class QualityConfig(models.Model):
         help_text="A rating quicker than this is 'too fast'.",
     )
     too_fast_share = models.FloatField(
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
         default=0.25,
         db_default=0.25,
         help_text="Flag when more than this share is too fast.",
     )
     straightline_run = models.PositiveSmallIntegerField(
-        default=12, db_default=12, help_text="Flag this many identical scores in a row."
+        validators=[MinValueValidator(2)],
+        default=12,
+        db_default=12,
+        help_text="Flag this many identical scores in a row.",
     )
     check_fail_share = models.FloatField(
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
         default=0.25,
         db_default=0.25,
         help_text="Flag when more than this share of checks failed.",
     )
     loo_min_corr = models.FloatField(
+        validators=[MinValueValidator(-1.0), MaxValueValidator(1.0)],
         default=0.1,
         db_default=0.1,
         help_text="Flag a correlation with the other raters' mean below this.",
     )
     retest_min_corr = models.FloatField(
+        validators=[MinValueValidator(-1.0), MaxValueValidator(1.0)],
         default=0.3,
         db_default=0.3,
         help_text="Flag a test-retest correlation below this.",
     )
     min_evidence = models.PositiveSmallIntegerField(
+        validators=[MinValueValidator(1)],
         default=20,
         db_default=20,
         help_text="Ratings (or pairs) needed before the rate/correlation flags fire.",
     )
     min_checks = models.PositiveSmallIntegerField(
+        validators=[MinValueValidator(1)],
         default=3,
         db_default=3,
         help_text="Checks answered before the failed-checks flag fires.",
@@ -628,9 +642,13 @@ class QualityConfig(models.Model):
         help_text="Pause an annotator past a hard threshold.",
     )
     hard_check_failures = models.PositiveSmallIntegerField(
-        default=3, db_default=3, help_text="Hard threshold: failed attention checks."
+        validators=[MinValueValidator(1)],
+        default=3,
+        db_default=3,
+        help_text="Hard threshold: failed attention checks.",
     )
     hard_fast_share = models.FloatField(
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
         default=0.6,
         db_default=0.6,
         help_text="Hard threshold: share of too-fast ratings.",
@@ -657,6 +675,21 @@ class QualityConfig(models.Model):
             models.CheckConstraint(
                 condition=Q(repeat_gap__gte=1) & Q(straightline_run__gte=2),
                 name="qualityconfig_counts_min",
+            ),
+            # Zero would divide by zero on the rating path (no checks answered
+            # yet) or pause everyone at once (no failed check needed).
+            models.CheckConstraint(
+                condition=Q(min_evidence__gte=1)
+                & Q(min_checks__gte=1)
+                & Q(hard_check_failures__gte=1),
+                name="qualityconfig_evidence_min",
+            ),
+            models.CheckConstraint(
+                condition=Q(loo_min_corr__gte=-1)
+                & Q(loo_min_corr__lte=1)
+                & Q(retest_min_corr__gte=-1)
+                & Q(retest_min_corr__lte=1),
+                name="qualityconfig_corr_range",
             ),
         ]
 

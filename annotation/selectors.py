@@ -395,6 +395,20 @@ def study_annotator_rows(*, study: Study) -> list[dict]:
     return rows
 
 
+def study_quality_rows(*, study: Study, flag: str = "") -> list:
+    """Every annotator's running quality statistics in the study (one query, with
+    the annotator), in annotator order; with ``flag``, only those carrying it
+    (filtered here: a JSON containment lookup SQLite lacks)."""
+    from .models import AnnotatorQuality
+
+    rows = list(
+        AnnotatorQuality.objects.filter(study=study)
+        .select_related("annotator")
+        .order_by("annotator_id")
+    )
+    return [q for q in rows if flag in (q.flags or [])] if flag else rows
+
+
 def annotator_score_distribution(*, annotator: Annotator, study: Study) -> list:
     counts = dict(
         Rating.objects.filter(annotator=annotator, study=study)

@@ -111,6 +111,10 @@ API = {
     "api-export-detail": {"GET": STAFF},
     # A queued export has no file yet: staff get a 404 that refuses nothing.
     "api-export-download": {"GET": {**STAFF, "staff": "ok404"}},
+    "api-attention-checks": {"GET": STAFF, "POST": STAFF},
+    "api-attention-check": {"GET": STAFF, "DELETE": STAFF},
+    "api-quality-config": {"GET": STAFF, "PATCH": STAFF},
+    "api-quality-annotators": {"GET": STAFF},
     "api-rm-training-create": {"POST": STAFF},
     "api-rm-training": {"GET": STAFF},
     "api-rm-versions": {"GET": STAFF},
@@ -233,6 +237,7 @@ def world(db, staff_user):
         "optimization_id": optimization.pk,
         "annotator_id": member.pk,
         "item_id": item.pk,
+        "check_id": check.pk,
     }
     return {"a": a, "clients": clients, "tokens": tokens, "values": values}
 

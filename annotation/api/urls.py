@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import exports, hot, views
+from . import exports, hot, quality, views
 
 urlpatterns = [
     path("studies/", views.study_list, name="api-study-list"),
@@ -25,6 +25,26 @@ urlpatterns = [
         name="api-export-list",
     ),
     path("exports/<int:export_id>/", exports.export_detail, name="api-export-detail"),
+    path(
+        "studies/<int:study_id>/attention-checks/",
+        quality.attention_check_list,
+        name="api-attention-checks",
+    ),
+    path(
+        "studies/<int:study_id>/attention-checks/<int:check_id>/",
+        quality.attention_check_detail,
+        name="api-attention-check",
+    ),
+    path(
+        "studies/<int:study_id>/quality/config/",
+        quality.quality_config,
+        name="api-quality-config",
+    ),
+    path(
+        "studies/<int:study_id>/quality/annotators/",
+        quality.quality_annotators,
+        name="api-quality-annotators",
+    ),
     path(
         "exports/<int:export_id>/download/",
         exports.export_download,

@@ -49,6 +49,7 @@ from .moderation import (
 )
 from .quality import (
     attention_check_create,
+    attention_check_remove,
     quality_config_get,
     quality_config_update,
     stream_item_answer,
@@ -72,6 +73,7 @@ __all__ = [
     "PAUSE_HOLD_SECONDS",
     "annotator_moderate",
     "attention_check_create",
+    "attention_check_remove",
     "participation_pause",
     "participation_resume",
     "quality_config_get",

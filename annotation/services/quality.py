@@ -21,7 +21,8 @@ import random
 from datetime import datetime
 from math import sqrt
 
-from django.db import transaction
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Avg, Count, FloatField, IntegerField, Subquery
 from django.utils import timezone
 
@@ -82,26 +83,27 @@ def quality_config_get(*, study: Study) -> QualityConfig:
 
 
 def quality_config_update(*, study: Study, **fields) -> QualityConfig:
-    """Change a study's thresholds and rates; bad values change nothing."""
-    config = quality_config_get(study=study)
+    """Change some of a study's thresholds and rates. Every value is checked
+    against the model's validators and CHECK constraints first: one bad value
+    changes nothing, and the message names it."""
     known = {f.name for f in QualityConfig._meta.get_fields()} - {"id", "study"}
     unknown = set(fields) - known
     if unknown:
         raise InvalidInput(f"Unknown settings: {', '.join(sorted(unknown))}.")
-    for name in (
-        "attention_check_rate",
-        "repeat_rate",
-        "too_fast_share",
-        "check_fail_share",
-        "hard_fast_share",
-    ):
-        if name in fields and not 0 <= float(fields[name]) <= 1:
-            raise InvalidInput(f"{name} must be between 0 and 1.")
-    for name, value in fields.items():
-        setattr(config, name, value)
-    if config.repeat_gap < 1 or config.straightline_run < 2:
-        raise InvalidInput("repeat_gap must be ≥ 1 and straightline_run ≥ 2.")
-    config.save()
+    quality_config_get(study=study)  # exists from here on
+    with transaction.atomic():
+        config = QualityConfig.objects.select_for_update().get(study=study)
+        for name, value in fields.items():
+            setattr(config, name, value)
+        try:
+            config.full_clean(exclude=["study"])
+        except ValidationError as e:
+            problems = [
+                f"{name}: {' '.join(messages)}" if name != "__all__" else messages[0]
+                for name, messages in e.message_dict.items()
+            ]
+            raise InvalidInput("; ".join(problems)) from None
+        config.save()
     return config
 
 
@@ -143,6 +145,45 @@ def attention_check_create(
     check.file.save(f"{info.sha256}.{info.extension}", ContentFile(data), save=False)
     check.save()
     return check
+
+
+def attention_check_remove(*, study: Study, check_id: int) -> bool:
+    """Take a check out of the study. Returns True if it was deleted, False if it
+    was kept, retired (``is_active`` False), because annotators were dealt it.
+
+    First (one transaction) it is retired, so it is dealt no more, and its items
+    not yet shown are withdrawn; items answered, skipped or on screen stay, so
+    every pass or failure an annotator was counted for stays explainable. Then, if
+    no item refers to it any longer, the row and its file are deleted; an item
+    dealt at that very moment (see ``_pick_check``) makes the delete fail, and the
+    check simply stays retired."""
+    with transaction.atomic():
+        found = AttentionCheck.objects.filter(pk=check_id, study=study).update(
+            is_active=False
+        )
+        if not found:
+            raise NotFound(f"No attention check {check_id} in this study.")
+        StreamItem.objects.filter(
+            check_item_id=check_id,
+            status=StreamItem.Status.PENDING,
+            shown_at__isnull=True,
+        ).delete()
+    if StreamItem.objects.filter(check_item_id=check_id).exists():
+        return False
+    check = AttentionCheck.objects.filter(pk=check_id).first()
+    if check is None:
+        return True  # removed by a concurrent request
+    name, storage = check.file.name, check.file.storage
+    try:
+        with transaction.atomic():
+            check.delete()
+            # Foreign keys are checked at commit on PostgreSQL: check them here,
+            # inside this block, even when a caller's transaction encloses it.
+            connection.check_constraints()
+    except IntegrityError:
+        return False  # dealt to someone meanwhile: kept, retired
+    transaction.on_commit(lambda: storage.delete(name))
+    return True
 
 
 # --- running statistics ---------------------------------------------------------
@@ -366,7 +407,12 @@ def _schedule(
 
 
 def _pick_check(study: Study, annotator_id: int) -> AttentionCheck | None:
-    """A check this annotator has not seen yet, else any (random among them)."""
+    """A check this annotator has not seen yet, else any (random among them).
+
+    The chosen check is read again, still active, and on PostgreSQL locked FOR
+    KEY SHARE: a concurrent ``attention_check_remove`` then waits for this rating
+    to commit and finds the new item (so it retires the check rather than delete
+    it under the item); a check removed first is simply not dealt."""
     checks = AttentionCheck.objects.filter(study=study, is_active=True)
     seen = StreamItem.objects.filter(
         annotator_id=annotator_id, kind=StreamItem.Kind.ATTENTION
@@ -375,7 +421,14 @@ def _pick_check(study: Study, annotator_id: int) -> AttentionCheck | None:
     pool = fresh or list(checks.values_list("pk", flat=True)[:50])
     if not pool:
         return None
-    return AttentionCheck.objects.get(pk=_rng.choice(pool))
+    pk = _rng.choice(pool)
+    if connection.vendor != "postgresql":  # SQLite: one writer at a time anyway
+        return checks.filter(pk=pk).first()
+    table = AttentionCheck._meta.db_table
+    found = AttentionCheck.objects.raw(
+        f'SELECT * FROM "{table}" WHERE id = %s AND is_active FOR KEY SHARE', [pk]
+    )
+    return next(iter(found), None)
 
 
 # --- the stream -------------------------------------------------------------------

@@ -160,19 +160,3 @@ class PredictResponseSerializer(serializers.Serializer):
     )
     retry_after = serializers.IntegerField(required=False)
     detail = serializers.CharField(required=False)
-
-
-def paginated(serializer_class) -> type[serializers.Serializer]:
-    """The page ``LimitOffsetPagination`` answers, for the schema: count, next,
-    previous and the rows."""
-    name = serializer_class.__name__.removesuffix("Serializer")
-    return type(
-        f"Paginated{name}ListSerializer",
-        (serializers.Serializer,),
-        {
-            "count": serializers.IntegerField(),
-            "next": serializers.URLField(allow_null=True),
-            "previous": serializers.URLField(allow_null=True),
-            "results": serializer_class(many=True),
-        },
-    )

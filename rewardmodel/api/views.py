@@ -11,7 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from annotation.models import Study
-from core.pagination import BoundedLimitOffsetPagination
+from core.pagination import BoundedLimitOffsetPagination, paginated
 
 from .. import selectors, services
 from ..models import AnnotatorMetric, ModelVersion, TrainingRun
@@ -22,7 +22,6 @@ from .serializers import (
     PredictResponseSerializer,
     TrainingRequestSerializer,
     TrainingRunSerializer,
-    paginated,
 )
 
 PENDING_RETRY_S = 10
