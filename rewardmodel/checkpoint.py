@@ -44,6 +44,9 @@ def checkpoint_save(path: Path, *, model: T.Model, keys: list[str], meta: dict) 
                 else np.zeros((prior.diag.size, 0))
             ),
             prior_iso=np.asarray([prior.iso]),
+            crowd_fill=(
+                model.crowd_fill if model.crowd_fill is not None else np.zeros(0)
+            ),
         )
 
 
@@ -72,6 +75,13 @@ def checkpoint_load(path: str | Path) -> tuple[T.Model, list[str], dict]:
             arrays["prior_diag"],
             arrays["prior_lowrank"] if arrays["prior_lowrank"].shape[1] else None,
             float(arrays["prior_iso"][0]),
+        ),
+        # Absent or empty in checkpoints from before it existed: unrated images
+        # then get crowd 0, as they did.
+        crowd_fill=(
+            arrays["crowd_fill"].astype(np.float64)
+            if arrays.get("crowd_fill") is not None and arrays["crowd_fill"].size
+            else None
         ),
     )
     return model, [str(k) for k in arrays["keys"]], header

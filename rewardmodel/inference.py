@@ -7,7 +7,9 @@ loads its ``.npz`` checkpoint once per process and keeps, per version:
 * the standardised embedding of every image asked about so far (flat array);
 * the crowd: per image, the sum and count of everyone's normalised ratings,
   rebuilt every ``CROWD_TTL`` seconds (one query), with each annotator's own
-  normalised ratings so their rating is left out of their own prediction.
+  normalised ratings so their rating is left out of their own prediction. An
+  image nobody else has rated (e.g. a candidate of prompt steering) gets the
+  crowd feature expected from its content (``Model.crowd_expected``), not 0.
 
 Annotators the version was fitted on use their head; anyone else gets a head
 adapted in closed form from their current ratings (cold start: the population
@@ -134,7 +136,13 @@ class Predictor:
             s = s.copy()
             np.subtract.at(s, j[hit], mine[1][hit])
             np.subtract.at(k, j[hit], 1.0)
-        return s / (k + 1.0)
+        out = s / (k + 1.0)
+        unrated = k <= 0
+        if unrated.any():
+            out = np.where(
+                unrated, self.model.crowd_expected(self.x[rows]), out
+            )  # unknown, not 0: see taste's module docstring
+        return out
 
     # --- heads -----------------------------------------------------------------
 

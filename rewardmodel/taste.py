@@ -15,8 +15,13 @@ For annotator *a* and image *i*, in the annotator's normalised units:
   summed and divided by (their count + 1) (so one rating counts for little, and
   "nobody rated it yet" is 0). It is the collaborative part: where other people
   rated an image, their agreement is evidence, and each annotator's head learns
-  how far they follow the crowd. For an image nobody else rated it is 0 and the
-  prediction rests on the embedding alone. Never the annotator's own rating.
+  how far they follow the crowd. Never the annotator's own rating.
+* for an image nobody else rated (a freshly generated one), the crowd feature is
+  *unknown*, not 0: it is replaced by its expected value given the content,
+  ``crowd_fill · [x, 1]`` (a ridge regression of the crowd feature on the
+  embedding over the fit ratings). With 0 the shared part of taste, which the
+  crowd column absorbs where it is known, would be missing from every new
+  image's prediction and only the heads' small content residual would rank them.
 
 Hyper-parameters (population ridge, τ, ρ, and one τ per k for annotators the model
 has only k ratings of) are chosen on the validation splits only, from fixed grids;
@@ -329,6 +334,16 @@ class Model:
     kscale: float  # the kernel scale τ is relative to
     global_std: float
     prior: Prior | None = None
+    # (d+1,): E[crowd feature | x] = [x, 1] · crowd_fill, for images nobody
+    # else rated; None (older checkpoints): 0, as before.
+    crowd_fill: np.ndarray | None = None
+
+    def crowd_expected(self, x: np.ndarray) -> np.ndarray:
+        """The expected crowd feature of images with content ``x`` (standardised
+        rows), for images no one else has rated."""
+        if self.crowd_fill is None:
+            return np.zeros(x.shape[0])
+        return x @ self.crowd_fill[:-1] + self.crowd_fill[-1]
 
     def adapt(
         self, f: np.ndarray, y_raw: np.ndarray, *, tau: float | None = None
@@ -371,13 +386,41 @@ def fit_heads(
     f = Features.full(x[fit.row], crowd.loo(fit.row, y))
     gram_scale = float(np.mean(np.sum(f[:, :-2] ** 2, axis=0)))
     w0 = _pop_fit(f, y, hyper.pop_lambda * gram_scale, pop_extra, x)
+    fill = crowd_fill_fit(x, fit.row, f[:, -2])
     resid = y - f @ w0
     if prior is None:
         prior = _prior_from_fit(f, resid, fit, n_ann, hyper, x.shape[1])
     deltas, kscale = heads_fit(f, resid, fit.ann, n_ann, prior, hyper.tau)
     heads = (w0[None, :] + deltas).astype(np.float32)
     fitted = np.bincount(fit.ann, minlength=n_ann) > 0
-    return Model(feat, w0, heads, fitted, mean, std, hyper, kscale, global_std, prior)
+    return Model(
+        feat, w0, heads, fitted, mean, std, hyper, kscale, global_std, prior, fill
+    )
+
+
+def crowd_fill_fit(x: np.ndarray, rows: np.ndarray, crowd: np.ndarray) -> np.ndarray:
+    """What the crowd would say of an image from its content alone: ridge of the
+    crowd feature on [x, 1], one row per rated image (the mean of its ratings'
+    crowd feature), λ from ``POP_GRID`` by closed-form leave-one-image-out error
+    (the fit ratings only; a crowd mean is far less noisy than one rating, so it
+    gets its own λ rather than the population head's)."""
+    cnt = np.bincount(rows, minlength=x.shape[0])
+    keep = cnt > 0
+    t = np.bincount(rows, weights=crowd, minlength=x.shape[0])[keep] / cnt[keep]
+    f = np.hstack([x[keep], np.ones((int(keep.sum()), 1))]).astype(np.float64)
+    gram, rhs = f.T @ f, f.T @ t
+    scale = float(np.mean(np.diag(gram)[:-1])) if f.shape[1] > 1 else 1.0
+    best = (np.inf, np.zeros(f.shape[1]))
+    for lam in POP_GRID:
+        pen = np.full(f.shape[1], lam * scale)
+        pen[-1] = 1e-6 * max(lam * scale, 1.0)
+        inv = np.linalg.inv(gram + np.diag(pen))
+        w = inv @ rhs
+        hat = np.einsum("ij,jk,ik->i", f, inv, f)
+        err = float(np.mean(((t - f @ w) / np.maximum(1.0 - hat, 1e-6)) ** 2))
+        if err < best[0]:
+            best = (err, w)
+    return best[1]
 
 
 def _prior_from_fit(f, resid, fit, n_ann, hyper, dim) -> Prior:
