@@ -53,7 +53,7 @@ def raise_zero_thresholds(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('annotation', '0011_submit_quality_sql'),
+        ('annotation', '0013_drop_duplicate_indexes'),
     ]
 
     operations = [
