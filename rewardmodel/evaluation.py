@@ -548,15 +548,19 @@ def _rows(
 
 
 BOOTSTRAP_RESAMPLES = 1000
+# Below this many images a bootstrap only replays the few errors there are: no
+# interval rather than a misleading one.
+BOOTSTRAP_MIN_IMAGES = 5
 
 
 def mae_bootstrap(y, pred, *, seed, resamples: int = BOOTSTRAP_RESAMPLES):
     """95% percentile-bootstrap interval of the MAE, resampling the images (the
     absolute errors are skewed and n is small, where a normal interval would be
-    too narrow on the high side). Seeded: the same run gives the same interval."""
+    too narrow on the high side). Seeded: the same run gives the same interval.
+    None under ``BOOTSTRAP_MIN_IMAGES`` images."""
     err = np.abs(np.asarray(y, dtype=np.float64) - np.asarray(pred, dtype=np.float64))
     n = err.size
-    if n < 2:
+    if n < BOOTSTRAP_MIN_IMAGES:
         return None
     rng = np.random.default_rng([int(x) for x in seed])
     means = np.empty(resamples)

@@ -2,7 +2,8 @@
 live server) with a real Celery worker on Redis training the reward model.
 
 A staff user opens the dashboard, sorts annotators by prediction quality, opens
-one, excludes them, presses Retrain now and watches the run finish. With
+one (their predicted-against-actual chart drawn from the stored held-out
+predictions), excludes them, presses Retrain now and watches the run finish. With
 PALATE_SCREENSHOTS=1 it also writes docs/screenshots/dashboard-*.png."""
 
 import os
@@ -14,7 +15,7 @@ import pytest
 from annotation import services as ann
 from annotation.models import Annotator, ModerationEvent, Rating, StreamItem
 from rewardmodel import services as rm
-from rewardmodel.models import ModelVersion, TrainingRun
+from rewardmodel.models import HeldOutPredictions, ModelVersion, TrainingRun
 from tests.celery_worker import redis_broker, running_worker  # noqa: F401
 from tests.factories import AnnotatorFactory, StudyFactory, join, png_bytes
 
@@ -140,8 +141,14 @@ def test_staff_sorts_excludes_and_retrains(live_server, new_page, worker, staff_
     public_id = first.get_attribute("data-annotator")
     first.locator("a").first.click()
     page.wait_for_selector(f"h1:has-text('{public_id}')")
-    shot(page, "annotator")
     victim = Annotator.objects.get(public_id=public_id)
+    # Predicted against actual: one point per held-out image the version stored
+    # for them (the version trained above keeps the report fit's predictions).
+    stored = HeldOutPredictions.objects.get(version__is_active=True, annotator=victim)
+    points = page.locator("#heldout svg circle.pt")
+    assert points.count() == stored.n >= 2
+    assert page.locator("#heldout svg line.ref").count() == 1
+    shot(page, "annotator")
     theirs = victim.ratings.count()
     page.fill("input[name=reason]", "browser test")
     page.once("dialog", lambda d: d.accept())

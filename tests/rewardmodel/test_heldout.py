@@ -80,8 +80,10 @@ def test_heldout_points_are_bounded_by_a_seeded_sample(db, rm_settings, monkeypa
 
 def test_mae_interval_is_stored_and_contains_the_mae(trained):
     _, version = trained
-    rows = AnnotatorMetric.objects.filter(version=version, n_test__gte=2)
+    rows = AnnotatorMetric.objects.filter(version=version, n_test__gte=5)
     assert rows.exists()
+    few = AnnotatorMetric.objects.filter(version=version, n_test__lt=5)
+    assert all(m.mae_ci_low is None and m.mae_ci_high is None for m in few)
     for m in rows:
         assert m.mae_ci_low is not None, m
         assert m.mae_ci_low <= m.mae + 1e-9 and m.mae <= m.mae_ci_high + 1e-9, m
@@ -105,7 +107,9 @@ def test_mae_bootstrap_covers_the_true_mae_about_95_percent_of_the_time():
 def test_mae_bootstrap_edges():
     y = np.arange(10.0)
     assert mae_bootstrap(y, y + 0.5, seed=(1,)) == [0.5, 0.5]  # no spread
-    assert mae_bootstrap([3.0], [2.0], seed=(1,)) is None  # one image: none
+    # Fewer than five images: no interval (a bootstrap would replay them).
+    assert mae_bootstrap([3.0, 4, 5, 6], [2.0, 4, 4, 4], seed=(1,)) is None
+    assert mae_bootstrap([3.0, 4, 5, 6, 1], [2.0, 4, 4, 4, 1], seed=(1,))
     a = mae_bootstrap(y, y[::-1], seed=(4,))
     assert a == mae_bootstrap(y, y[::-1], seed=(4,))  # seeded
     rng = np.random.default_rng(1)
