@@ -224,6 +224,7 @@ def _page(request: Request, rows, serializer_class) -> Response:
         ),
     ],
     responses=paginated(AttentionCheckSerializer),
+    operation_id="studies_attention_checks_list",
     description="The study's attention checks, newest first.",
 )
 @extend_schema(
@@ -264,7 +265,11 @@ def attention_check_list(request: Request, study_id: int) -> Response:
     )
 
 
-@extend_schema(methods=["GET"], responses={200: AttentionCheckSerializer, 404: _ERROR})
+@extend_schema(
+    methods=["GET"],
+    responses={200: AttentionCheckSerializer, 404: _ERROR},
+    operation_id="studies_attention_check_retrieve",
+)
 @extend_schema(
     methods=["DELETE"],
     responses={200: AttentionCheckRemovalSerializer, 404: _ERROR},

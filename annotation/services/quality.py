@@ -179,7 +179,7 @@ def attention_check_remove(*, study: Study, check_id: int) -> bool:
             check.delete()
             # Foreign keys are checked at commit on PostgreSQL: check them here,
             # inside this block, even when a caller's transaction encloses it.
-            connection.check_constraints()
+            connection.check_constraints(table_names=[StreamItem._meta.db_table])
     except IntegrityError:
         return False  # dealt to someone meanwhile: kept, retired
     transaction.on_commit(lambda: storage.delete(name))

@@ -18,7 +18,7 @@ from tests.factories import AnnotatorFactory, StudyFactory, join, make_images, p
 
 from .test_quality import rate_one
 
-pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
+pytestmark = pytest.mark.django_db
 
 
 def client_for(user) -> APIClient:
@@ -177,6 +177,7 @@ def _deal_by_rating(study, annotator):
 
 
 @pytest.mark.parametrize("deal", [_deal_in_python, _deal_by_rating])
+@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_a_check_dealt_while_it_is_removed_is_retired_not_deleted(deal):
     """The rating path deals the check (inside its transaction) while staff remove
