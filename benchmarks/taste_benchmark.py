@@ -255,7 +255,14 @@ def run_one(v: dict, emb: np.ndarray, taste_space, domains, seed: int) -> dict:
         res = train_and_evaluate(snap=snap, emb=emb, cfg={"seed": seed})
     fit_s = time.monotonic() - t0
     ceilings = per_annotator_ceilings(util, snap, seed)
-    return {"rows": res.per_annotator, "ceil": ceilings, "fit_s": fit_s, "noise": noise}
+    return {
+        "rows": res.per_annotator,
+        "ceil": ceilings,
+        "fit_s": fit_s,
+        "noise": noise,
+        "hyper": res.summary["hyper"],
+        "versus": res.summary["selection"]["versus_best_baseline"],
+    }
 
 
 def per_annotator_ceilings(util, snap, seed) -> dict:
@@ -274,6 +281,18 @@ def per_annotator_ceilings(util, snap, seed) -> dict:
         q = p.query
         out[("unseen", p.ann)] = pairwise_accuracy(q.score, util[p.ann, q.row])
     return out
+
+
+def _chosen(hyper: dict, versus: dict) -> str:
+    """What selection kept, in a few words (for the log)."""
+    h = hyper
+    gain = versus.get("gain")
+    vs = "" if gain is None else f" (+{gain:.3f} ± {versus['se']:.3f} on val)"
+    return (
+        f"base {h['base']}, τ {h['tau']:.3g}, ρ {h['rho']:g}, γ {h['gamma']:g}; "
+        f"{versus['kept']} vs {versus['baseline']}{vs}; newcomers: base "
+        f"{h['new_base']}, τ {h['new_tau']:.3g}"
+    )
 
 
 # --- tables ------------------------------------------------------------------------
@@ -326,12 +345,15 @@ def fmt(c) -> str:
 
 
 def table(results: dict) -> str:
+    """The table, then how many cells meet each criterion of issue 12."""
     lines = [
         "| variant | backbone | split | k | n | personalised | population | "
         "per-annotator ridge | LOO consensus | ceiling | gain (pers. / pop.) | "
-        "pers. ≥ best baseline |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "pers. ≥ best baseline | pers. ≥ population |",
+        "|" + " --- |" * 13,
     ]
+    count = {"seen": [0, 0], "unseen_best": [0, 0], "unseen_pop": [0, 0]}
+    flat = [0, 0, 0]  # never drops with k; largest k ≥ k = 0; variant × backbone
     for (variant, backbone), agg in results.items():
         keys = sorted(agg, key=lambda k: (k[0] != "seen", k[1] or 0))
         for split, k in keys:
@@ -341,15 +363,44 @@ def table(results: dict) -> str:
                 if split == "seen"
                 else max(a["population"][0], a["loo_consensus"][0])
             )
-            ok = "yes" if a["model"][0] >= best - 1e-9 else "**no**"
+            ok = a["model"][0] >= best - 1e-9
+            ok_pop = a["model"][0] >= a["population"][0] - 1e-9
+            if split == "seen":
+                count["seen"][0] += ok
+                count["seen"][1] += 1
+            else:
+                count["unseen_best"][0] += ok
+                count["unseen_pop"][0] += ok_pop
+                count["unseen_best"][1] += 1
+                count["unseen_pop"][1] += 1
             lines.append(
                 f"| {variant} | {backbone} | {split} | {'' if k is None else k} | "
                 f"{a['n']} | {fmt(a['model'])} | {fmt(a['population'])} | "
                 f"{fmt(a['per_annotator_ridge'])} | {fmt(a['loo_consensus'])} | "
                 f"{a['ceiling'][0]:.3f} | {a['gain']['model']:.2f} / "
-                f"{a['gain']['population']:.2f} | {ok} |"
+                f"{a['gain']['population']:.2f} | {_yes(ok)} | {_yes(ok_pop)} |"
             )
+        ks = sorted(k for sp, k in agg if sp == "unseen")
+        if ks:
+            by_k = [agg[("unseen", k)]["model"][0] for k in ks]
+            flat[0] += all(b >= a - 1e-9 for a, b in zip(by_k, by_k[1:], strict=False))
+            flat[1] += by_k[-1] >= by_k[0] - 1e-9
+            flat[2] += 1
+    lines += [
+        "",
+        f"seen: personalised ≥ best of the three baselines in "
+        f"{count['seen'][0]}/{count['seen'][1]} cells",
+        f"unseen: personalised ≥ population in "
+        f"{count['unseen_pop'][0]}/{count['unseen_pop'][1]} rows, ≥ max(population, "
+        f"LOO consensus) in {count['unseen_best'][0]}/{count['unseen_best'][1]}",
+        f"unseen: accuracy never drops as k grows in {flat[0]}/{flat[2]} "
+        f"variant × backbone, largest k ≥ k = 0 in {flat[1]}/{flat[2]}",
+    ]
     return "\n".join(lines)
+
+
+def _yes(ok: bool) -> str:
+    return "yes" if ok else "**no**"
 
 
 def main() -> None:
@@ -391,7 +442,8 @@ def main() -> None:
                 runs.append(run)
                 print(
                     f"{name} {backbone} seed {seed}: noise {run['noise']:.2f}, "
-                    f"fit+select+report {run['fit_s']:.1f}s",
+                    f"fit+select+report {run['fit_s']:.1f}s; selected "
+                    f"{_chosen(run['hyper'], run['versus'])}",
                     file=sys.stderr,
                 )
             results[(name, backbone)] = aggregate(runs)

@@ -33,6 +33,7 @@ def checkpoint_save(path: Path, *, model: T.Model, keys: list[str], meta: dict) 
             feat_std=model.feat.std.astype(np.float32),
             feat_proj=model.feat.proj.astype(np.float32),
             w0=model.w0.astype(np.float32),
+            w_new=model.newcomer_base.astype(np.float32),
             heads=model.heads.astype(np.float32),
             fitted=model.fitted,
             norm_mean=model.norm_mean,
@@ -83,5 +84,7 @@ def checkpoint_load(path: str | Path) -> tuple[T.Model, list[str], dict]:
             if arrays.get("crowd_fill") is not None and arrays["crowd_fill"].size
             else None
         ),
+        # Checkpoints from before the newcomer base existed: newcomers used w0.
+        w_new=arrays["w_new"].astype(np.float64) if "w_new" in arrays else None,
     )
     return model, [str(k) for k in arrays["keys"]], header

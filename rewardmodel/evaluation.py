@@ -20,7 +20,6 @@ normalised rating of the image by everyone else).
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass, field
 
@@ -108,26 +107,15 @@ class Context:
     def fit_view(self) -> View:
         return self._fit_view
 
-    def pop_path(self, lams, *, crowd: bool) -> list[np.ndarray]:
-        """Population ridge on the fit ratings for each λ (relative to the mean
-        column energy); ``crowd`` False leaves the crowd column out (the
-        independently fitted population baseline). One Gram matrix serves all."""
+    def base(self, kind: str, lam_rel: float) -> np.ndarray:
+        """A base head (``T.BASES``) on the fit ratings, ``lam_rel`` relative to the
+        mean column energy. One Gram matrix serves every kind and λ, and the
+        population baseline comes from here too (content kind), so the model's
+        content base at the baseline's λ is the baseline itself, bit for bit."""
         memo = self.data.heads_memo
         if "gram" not in memo:
-            f, y = self._fit_view.f, self._fit_view.y.astype(np.float32)
-            memo["gram"] = ((f.T @ f).astype(np.float64), (f.T @ y).astype(np.float64))
-        gram, rhs = memo["gram"]
-        gram, rhs = gram.copy(), rhs.copy()
-        if not crowd:
-            gram[-2, :] = gram[:, -2] = 0.0
-            rhs[-2] = 0.0
-        scale = float(np.mean(np.diag(gram)[:-2]))
-        out = []
-        for lam in lams:
-            pen = np.full(gram.shape[0], lam * scale)
-            pen[-2:] = 1e-6 * max(lam * scale, 1.0)
-            out.append(np.linalg.solve(gram + np.diag(pen), rhs))
-        return out
+            memo["gram"] = T.gram_of(self._fit_view.f, self._fit_view.y)
+        return T.base_head(*memo["gram"], kind, lam_rel)
 
     def view(self, r: T.Ratings, *, mean=None, std=None) -> View:
         own = np.fromiter(
@@ -164,52 +152,31 @@ def _content_only(f: np.ndarray) -> np.ndarray:
     return g
 
 
-def population_fit(ctx: Context, lam_rel: float, *, crowd: bool) -> np.ndarray:
-    return ctx.pop_path([lam_rel], crowd=crowd)[0]
-
-
-def user_heads(
-    ctx: Context, w0: np.ndarray, *, prior: T.Prior, taus: list[float], toward_pop: bool
-) -> tuple[list[np.ndarray], float]:
-    """Per τ: every fitted annotator's head, (n_ann, d+2). ``toward_pop`` False is
-    the per-annotator ridge baseline: content only, shrunk toward zero."""
-    base = w0 if toward_pop else np.zeros_like(w0)
-    memo = ctx.data.heads_memo
-    key = _fingerprint(prior, base, toward_pop)
-    todo = [t for t in taus if (key, t) not in memo]
-    if todo:
-        v = ctx.fit_view()
-        f = v.f if toward_pop else _content_only(v.f)
-        kscale = T.kernel_scale(f, prior)
-        resid = v.y - f @ base
-        out = [np.tile(base, (ctx.data.n_ann, 1)) for _ in todo]
-        for a, idx in T._by_annotator(ctx.fit.ann):
-            uk = T.user_kernel(f[idx], resid[idx], prior)
-            for j, tau in enumerate(todo):
-                out[j][a] = base + T.user_delta(uk, tau * kscale, prior)
-        for tau, h in zip(todo, out, strict=True):
-            memo[(key, tau)] = (h, kscale)
-    return [memo[(key, t)][0] for t in taus], memo[(key, taus[0])][1]
-
-
-def _fingerprint(prior: T.Prior, base: np.ndarray, toward_pop: bool) -> str:
-    h = hashlib.sha1(np.ascontiguousarray(prior.diag).tobytes())
-    if prior.lowrank is not None:
-        h.update(np.ascontiguousarray(prior.lowrank).tobytes())
-    h.update(np.ascontiguousarray(base).tobytes())
-    h.update(f"{prior.iso}:{toward_pop}".encode())
-    return h.hexdigest()
+def heads_on(
+    ctx: Context,
+    bases: list[np.ndarray],
+    *,
+    prior: T.Prior,
+    taus: list[float],
+    content_only: bool = False,
+) -> tuple[np.ndarray, float]:
+    """Heads of every fitted annotator for each (base, τ): (B, T, n_ann, d), and
+    the kernel scale. ``content_only`` leaves the crowd column out of the features
+    (the per-annotator ridge baseline)."""
+    v = ctx.fit_view()
+    f = _content_only(v.f) if content_only else v.f
+    return T.heads_grid(f, v.y, ctx.fit.ann, ctx.data.n_ann, prior, bases, taus)
 
 
 def model_prior(ctx: Context, w0: np.ndarray, hyper: T.Hyper) -> T.Prior:
     """The prior ``hyper`` describes, its taste directions estimated from the
-    isotropic heads of the annotators in the fit ratings."""
+    isotropic heads (around ``w0``) of the annotators in the fit ratings."""
     prior = T.prior_diag(ctx.x.shape[1], hyper.rho)
     if hyper.gamma <= 0:
         return prior
     tau_iso = hyper.tau if hyper.tau_iso is None else hyper.tau_iso
-    (iso,), _ = user_heads(ctx, w0, prior=prior, taus=[tau_iso], toward_pop=True)
-    return _directions(ctx, iso - w0, prior, hyper.gamma)
+    iso, _ = heads_on(ctx, [w0], prior=prior, taus=[tau_iso])
+    return _directions(ctx, iso[0, 0] - w0, prior, hyper.gamma)
 
 
 def _directions(ctx: Context, deltas, prior: T.Prior, gamma: float) -> T.Prior:
@@ -245,21 +212,21 @@ def newcomers(r: T.Ratings, *, ks: list[int], seed: int) -> list[Newcomer]:
 
 def adapt_head(
     ctx: Context,
-    w0: np.ndarray,
+    base: np.ndarray,
     sup: T.Ratings,
     *,
     tau: float,
     prior: T.Prior,
-    toward_pop: bool,
+    content_only: bool,
     kscale: float,
 ) -> tuple[np.ndarray, float, float]:
-    """A newcomer's head from their support ratings: (head, mean, std)."""
+    """A newcomer's head from their support ratings: (head, mean, std), the
+    posterior mean around ``base``."""
     if len(sup) == 0:
-        return (w0 if toward_pop else np.zeros_like(w0)), math.nan, ctx.global_std
+        return base, math.nan, ctx.global_std
     m, s = T.norm_stats(sup, ctx.data.n_ann, fallback_std=ctx.global_std)
     v = ctx.view(sup, mean=m, std=s)
-    f = v.f if toward_pop else _content_only(v.f)
-    base = w0 if toward_pop else np.zeros_like(w0)
+    f = _content_only(v.f) if content_only else v.f
     uk = T.user_kernel(f, v.y - f @ base, prior)
     a = int(sup.ann[0])
     return base + T.user_delta(uk, tau * kscale, prior), float(m[a]), float(s[a])
@@ -269,6 +236,29 @@ def adapt_head(
 
 
 GAMMA_GRID = (0.8,)
+# The model's choice must beat the best baseline member on val_seen by this many
+# standard errors of the paired per-annotator difference, else the baseline member
+# is taken. The maximum over a grid is optimistic on the data that chose it;
+# falling back to the member that is exactly a baseline makes a tie a tie, where
+# a noisy "win" on validation would be a coin flip on test.
+PREFER_BASELINE_Z = 2.0
+
+
+@dataclass(frozen=True)
+class Config:
+    """One member of the model family (see ``taste``)."""
+
+    base: str
+    rho: float
+    tau: float
+    gamma: float = 0.0
+    tau_iso: float | None = None
+
+    @property
+    def label(self) -> str:
+        return (
+            f"base={self.base},rho={self.rho:g},tau={self.tau:.3g},gamma={self.gamma:g}"
+        )
 
 
 def selection_context(data: Data) -> Context:
@@ -282,109 +272,208 @@ def selection_context(data: Data) -> Context:
     return data.heads_memo["selection_ctx"]
 
 
-def select(data: Data) -> tuple[T.Hyper, dict, T.Prior]:
+def select(data: Data) -> tuple[T.Hyper, T.Prior, dict]:
     """Hyper-parameters from the validation splits. Reads train, val_seen and
     val_unseen only. Also returns the selected prior (taste directions from the
-    train fit), which the deployed refit reuses."""
+    train fit), which the deployed refit reuses.
+
+    The grid covers every base × ρ × τ (then γ around the best isotropic fit);
+    the population baseline (content base, τ = 0), the leave-one-out consensus
+    (crowd-only base, τ = 0) and the per-annotator ridge (zero base, ρ = 0, the
+    ridge's τ) are members of it, and the best member is kept unless the best
+    configuration beats it clearly (``PREFER_BASELINE_Z``)."""
     val_seen = data.part(splits.VAL_SEEN)
     val_unseen = data.part(splits.VAL_UNSEEN)
     ctx = selection_context(data)
-    pop_scores = _pop_grid(ctx, T.concat(val_seen, val_unseen), crowd=True)
-    pop_lambda = _argmax(pop_scores)
-    w0 = population_fit(ctx, pop_lambda, crowd=True)
+    tuned = tune_baselines(data)
+    crowd_scores = _pop_grid(ctx, T.concat(val_seen, val_unseen), kind="crowd")
+    lam = _argmax(crowd_scores)
+    lams = {"content": tuned.pop_lambda, "crowd": lam, "crowd_only": lam, "zero": lam}
+    bases = {b: ctx.base(b, lams[b]) for b in T.BASES}
+    new_base, new_scores = _newcomer_base(ctx, T.concat(val_seen, val_unseen), bases)
     vs = ctx.view(val_seen)
-    scores: dict[str, float] = {}
-    best = _best_iso(ctx, w0, vs, scores)  # (acc, rho, tau, gamma, heads)
-    rho, tau_iso = best[1], best[2]
-    base = T.prior_diag(ctx.x.shape[1], rho)
-    for gamma in GAMMA_GRID:
-        prior = _directions(ctx, best[4] - w0, base, gamma)
-        heads, _ = user_heads(
-            ctx, w0, prior=prior, taus=list(T.TAU_GRID[1:]), toward_pop=True
-        )
-        for tau, h in zip(T.TAU_GRID[1:], heads, strict=True):
-            acc = T.mean_pairwise(vs.r.ann, vs.y, score(vs, h))
-            scores[f"rho={rho:g},tau={tau:.3g},gamma={gamma:g}"] = acc
-            if acc > best[0] + 1e-9:
-                best = (acc, rho, tau, gamma, best[4])
+    search = _Search(ctx, vs, bases)
+    members = {
+        "population": Config("content", 0.0, 0.0),
+        "loo_consensus": Config("crowd_only", 0.0, 0.0),
+        "per_annotator_ridge": Config("zero", 0.0, tuned.ridge_tau),
+    }
+    for rho in T.RHO_GRID:
+        search.run(T.prior_diag(ctx.x.shape[1], rho), rho, T.TAU_GRID)
+    best_iso = search.best
+    if best_iso is not None and best_iso.tau > 0:
+        iso_prior = T.prior_diag(ctx.x.shape[1], best_iso.rho)
+        deltas = search.heads[best_iso] - bases[best_iso.base]
+        for gamma in GAMMA_GRID:
+            prior = _directions(ctx, deltas, iso_prior, gamma)
+            search.run(
+                prior,
+                best_iso.rho,
+                T.TAU_GRID[1:],
+                gamma=gamma,
+                only=best_iso.base,
+                tau_iso=best_iso.tau,
+            )
+    chosen, versus = search.decide(members)
+    # Newcomers adapt only if the personal part earns its place on val_seen (the
+    # chosen τ against τ = 0 on the same base), as judged for the model itself.
+    plain = Config(chosen.base, 0.0, 0.0)
+    personal = search.compare(chosen, plain) if chosen.tau > 0 else {"win": False}
     hyper = T.Hyper(
-        pop_lambda=pop_lambda, tau=best[2], rho=rho, gamma=best[3], tau_iso=tau_iso
+        pop_lambda=lams[chosen.base],
+        tau=chosen.tau,
+        rho=chosen.rho,
+        gamma=chosen.gamma,
+        tau_iso=chosen.tau_iso,
+        base=chosen.base,
+        new_base=new_base,
+        new_lambda=lams[new_base],
+        new_tau=chosen.tau if personal["win"] else 0.0,
     )
-    prior = model_prior(ctx, w0, hyper)
-    hyper.tau_k, k_scores = _select_tau_k(ctx, w0, val_unseen, prior=prior)
+    prior = search.priors[chosen]
     return (
         hyper,
         prior,
         {
-            "population_lambda": {f"{k:.3g}": v for k, v in pop_scores.items()},
-            "user": scores,
-            "newcomer": k_scores,
-            "val_seen_pairwise_accuracy": best[0],
+            "population_lambda": {f"{k:.3g}": v for k, v in crowd_scores.items()},
+            "user": search.scores,
+            "versus_best_baseline": versus,
+            "personal_part": personal,
+            "newcomer_base": new_scores,
+            "newcomer": _newcomer_check(ctx, val_unseen, hyper, prior, bases),
+            "val_seen_pairwise_accuracy": search.scores[chosen.label],
             "val_seen_annotators": int(np.unique(val_seen.ann).size),
             "val_unseen_annotators": int(np.unique(val_unseen.ann).size),
         },
     )
 
 
-def _best_iso(ctx, w0, vs: View, scores: dict) -> tuple:
-    """Best (accuracy, ρ, τ, γ=0, heads at that τ) with the isotropic prior."""
-    best = (-1.0, 0.0, 0.0, 0.0, np.tile(w0, (ctx.data.n_ann, 1)))
-    for rho in T.RHO_GRID:
-        prior = T.prior_diag(ctx.x.shape[1], rho)
-        heads, _ = user_heads(
-            ctx, w0, prior=prior, taus=list(T.TAU_GRID), toward_pop=True
+class _Search:
+    """Scores configurations on val_seen; keeps the best one's heads and the
+    heads of the baseline members (for the paired comparison)."""
+
+    def __init__(self, ctx: Context, vs: View, bases: dict):
+        self.ctx, self.vs, self.bases = ctx, vs, bases
+        self.scores: dict[str, float] = {}
+        self.heads: dict[Config, np.ndarray] = {}
+        self.priors: dict[Config, T.Prior] = {}
+        self.best: Config | None = None
+        self._best_acc = -1.0
+
+    def run(self, prior, rho, taus, *, gamma=0.0, only=None, tau_iso=None) -> None:
+        names = [only] if only else list(T.BASES)
+        grid, _ = heads_on(
+            self.ctx, [self.bases[b] for b in names], prior=prior, taus=list(taus)
         )
-        for tau, h in zip(T.TAU_GRID, heads, strict=True):
-            acc = T.mean_pairwise(vs.r.ann, vs.y, score(vs, h))
-            scores[f"rho={rho:g},tau={tau:.3g}"] = acc
-            if acc > best[0] + 1e-9:
-                best = (acc, rho, tau, 0.0, h)
-    return best
+        for bi, b in enumerate(names):
+            for ti, tau in enumerate(taus):
+                cfg = Config(b, rho, tau, gamma, tau_iso if gamma else None)
+                acc = T.mean_pairwise(
+                    self.vs.r.ann, self.vs.y, score(self.vs, grid[bi, ti])
+                )
+                self.scores[cfg.label] = acc
+                self.priors[cfg] = prior
+                keep = tau == 0 or (b == "zero" and rho == 0 and gamma == 0)
+                if acc == acc and acc > self._best_acc + 1e-12:
+                    self._best_acc, self.best = acc, cfg
+                    keep = True
+                if keep:
+                    self.heads[cfg] = grid[bi, ti].copy()
+        self.heads = {c: h for c, h in self.heads.items() if self._wanted(c)}
+
+    def _wanted(self, cfg: Config) -> bool:
+        return cfg == self.best or cfg.tau == 0 or (cfg.base == "zero" and not cfg.rho)
+
+    def _per_annotator(self, cfg: Config) -> dict[int, float]:
+        v = self.vs
+        return T.per_annotator_pairwise(v.r.ann, v.y, score(v, self.heads[cfg]))
+
+    def compare(self, cfg: Config, other: Config) -> dict:
+        """Paired per-annotator difference on val_seen of ``cfg`` over ``other``:
+        mean, standard error, and whether it clears ``PREFER_BASELINE_Z``."""
+        if other not in self.heads or cfg not in self.heads:
+            return {"win": False}
+        a, b = self._per_annotator(cfg), self._per_annotator(other)
+        d = np.asarray([a[k] - b[k] for k in a if k in b])
+        if d.size < 2:
+            return {"win": False}
+        gain = float(d.mean())
+        se = float(np.std(d, ddof=1) / math.sqrt(d.size))
+        return {"gain": gain, "se": se, "win": gain > PREFER_BASELINE_Z * se}
+
+    def decide(self, members: dict[str, Config]) -> tuple[Config, dict]:
+        """The best configuration, or the best baseline member where the best
+        configuration does not beat it by ``PREFER_BASELINE_Z`` standard errors."""
+        accs = {n: self.scores.get(c.label, math.nan) for n, c in members.items()}
+        name = _argmax(accs)
+        member = members[name]
+        best = self.best or member
+        if best == member:
+            return best, {"baseline": name, "kept": "model"}
+        out = {"baseline": name, **self.compare(best, member)}
+        out["kept"] = "model" if out["win"] else "baseline member"
+        return (best if out["win"] else member), out
 
 
-def _argmax(scores: dict) -> float:
+def _newcomer_base(ctx: Context, val: T.Ratings, bases: dict) -> tuple[str, dict]:
+    """Newcomers' base head, i.e. their prediction at k = 0: a population kind
+    (content, crowd, crowd only), scored on every validation annotator. The
+    content base is the population baseline itself and is kept unless another
+    beats it by ``PREFER_BASELINE_Z`` paired standard errors."""
+    v = ctx.view(val)
+    per = {
+        b: T.per_annotator_pairwise(v.r.ann, v.y, v.f @ bases[b])
+        for b in ("content", "crowd", "crowd_only")
+    }
+    means = {b: _mean(p.values()) for b, p in per.items()}
+    rival = _argmax({b: means[b] for b in ("crowd", "crowd_only")})
+    d = np.asarray([per[rival][k] - per["content"][k] for k in per["content"]])
+    se = float(np.std(d, ddof=1) / math.sqrt(d.size)) if d.size > 1 else math.inf
+    win = d.size > 1 and float(d.mean()) > PREFER_BASELINE_Z * se
+    return (rival if win else "content"), {**means, "se_vs_content": se}
+
+
+def _newcomer_check(ctx, val_unseen, hyper, prior, bases) -> dict:
+    """val_unseen accuracy of the selected newcomer heads per k (a diagnostic:
+    nothing is chosen from it)."""
+    people = newcomers(val_unseen, ks=ctx.data.ks, seed=ctx.data.seed)
+    kscale = T.kernel_scale(ctx.fit_view().f, prior)
+    out = {}
+    for k in ctx.data.ks:
+        accs = []
+        for p in people:
+            head, m, s = adapt_head(
+                ctx,
+                bases[hyper.new_base],
+                p.support.take(np.arange(k)),
+                tau=hyper.newcomer_tau,
+                prior=prior,
+                content_only=False,
+                kscale=kscale,
+            )
+            v = ctx.view(p.query, mean=_const(ctx, m), std=_const(ctx, s))
+            acc = T.mean_pairwise(v.r.ann, v.y, v.f @ head)
+            if acc == acc:
+                accs.append(acc)
+        out[f"k={k}"] = float(np.mean(accs)) if accs else math.nan
+    return out
+
+
+def _argmax(scores: dict):
     clean = {k: (v if v == v else -1.0) for k, v in scores.items()}
     return max(clean, key=lambda k: (clean[k], k))
 
 
-def _pop_grid(ctx: Context, val: T.Ratings, *, crowd: bool) -> dict[float, float]:
+def _pop_grid(ctx: Context, val: T.Ratings, *, kind: str) -> dict[float, float]:
     v = ctx.view(val)
-    fq = v.f if crowd else _content_only(v.f)
-    ws = ctx.pop_path(T.POP_GRID, crowd=crowd)
     return {
-        g: T.mean_pairwise(v.r.ann, v.y, fq @ w)
-        for g, w in zip(T.POP_GRID, ws, strict=True)
+        g: T.mean_pairwise(v.r.ann, v.y, v.f @ ctx.base(kind, g)) for g in T.POP_GRID
     }
 
 
-def _select_tau_k(ctx, w0, val_unseen, *, prior: T.Prior) -> tuple[dict, dict]:
-    people = newcomers(val_unseen, ks=ctx.data.ks, seed=ctx.data.seed)
-    kscale = T.kernel_scale(ctx.fit_view().f, prior)
-    tau_k, report = {}, {}
-    for k in ctx.data.ks:
-        if k == 0 or not people:
-            tau_k[k] = 0.0
-            continue
-        accs = {}
-        for tau in T.TAU_GRID:
-            accs[tau] = _newcomer_accuracy(ctx, w0, people, k, tau, prior, kscale)
-        tau_k[k] = _argmax(accs)
-        report[f"k={k}"] = {f"{t:.3g}": a for t, a in accs.items()}
-    return tau_k, report
-
-
-def _newcomer_accuracy(ctx, w0, people, k, tau, prior, kscale) -> float:
-    accs = []
-    for p in people:
-        sup = p.support.take(np.arange(k))
-        head, m, s = adapt_head(
-            ctx, w0, sup, tau=tau, prior=prior, toward_pop=True, kscale=kscale
-        )
-        v = ctx.view(p.query, mean=_const(ctx, m), std=_const(ctx, s))
-        acc = T.mean_pairwise(v.r.ann, v.y, v.f @ head)
-        if acc == acc:
-            accs.append(acc)
-    return float(np.mean(accs)) if accs else math.nan
+def _mean(values) -> float:
+    vals = list(values)
+    return float(np.mean(vals)) if vals else math.nan
 
 
 def _const(ctx: Context, value: float) -> np.ndarray:
@@ -403,20 +492,26 @@ class Tuned:
 
 
 def tune_baselines(data: Data) -> Tuned:
+    """The baselines' hyper-parameters, each on validation, independently of the
+    model (memoised: selection and the report ask for the same)."""
+    if "tuned" in data.heads_memo:
+        return data.heads_memo["tuned"]
     val_seen = data.part(splits.VAL_SEEN)
     val_unseen = data.part(splits.VAL_UNSEEN)
     ctx = selection_context(data)
-    pop_lambda = _argmax(_pop_grid(ctx, T.concat(val_seen, val_unseen), crowd=False))
+    pop_lambda = _argmax(_pop_grid(ctx, T.concat(val_seen, val_unseen), kind="content"))
     zero = np.zeros(ctx.x.shape[1] + 2)
     taus = [t for t in T.TAU_GRID if t > 0]
     ridge = T.prior_diag(ctx.x.shape[1], 0.0)
-    heads, _ = user_heads(ctx, zero, prior=ridge, taus=taus, toward_pop=False)
+    heads, _ = heads_on(ctx, [zero], prior=ridge, taus=taus, content_only=True)
     vs = ctx.view(val_seen)
     accs = {
-        t: T.mean_pairwise(vs.r.ann, vs.y, score(vs, h))
-        for t, h in zip(taus, heads, strict=True)
+        t: T.mean_pairwise(vs.r.ann, vs.y, score(vs, heads[0, j]))
+        for j, t in enumerate(taus)
     }
-    return Tuned(pop_lambda=pop_lambda, ridge_tau=_argmax(accs))
+    tuned = Tuned(pop_lambda=pop_lambda, ridge_tau=_argmax(accs))
+    data.heads_memo["tuned"] = tuned
+    return tuned
 
 
 def report(
@@ -428,27 +523,25 @@ def report(
     at the largest k)."""
     fit = data.part(splits.TRAIN)
     ctx = Context(data, fit, data.ratings)
-    w0 = population_fit(ctx, hyper.pop_lambda, crowd=True)
-    pop = population_fit(ctx, tuned.pop_lambda, crowd=False)
+    w0 = ctx.base(hyper.base, hyper.pop_lambda)
+    w_new = ctx.base(hyper.new_base, hyper.newcomer_lambda)
+    pop = ctx.base("content", tuned.pop_lambda)
     prior = model_prior(ctx, w0, hyper)
-    (mine,), kscale = user_heads(
-        ctx, w0, prior=prior, taus=[hyper.tau], toward_pop=True
-    )
+    mine, kscale = heads_on(ctx, [w0], prior=prior, taus=[hyper.tau])
+    # Same call shape as the model's heads: a model that selection left at the
+    # ridge member (zero base, ρ = 0, the ridge's τ) predicts exactly as it.
     ridge_prior = T.prior_diag(ctx.x.shape[1], 0.0)
-    (ridge,), kscale_r = user_heads(
-        ctx,
-        np.zeros_like(w0),
-        prior=ridge_prior,
-        taus=[tuned.ridge_tau],
-        toward_pop=False,
+    zero = np.zeros_like(w0)
+    ridge, kscale_r = heads_on(
+        ctx, [zero], prior=ridge_prior, taus=[tuned.ridge_tau], content_only=True
     )
     rows: list[dict] = []
     heldout: list[HeldOut] = []
     v = ctx.view(data.part(splits.TEST_SEEN))
     preds = {
-        "model": score(v, mine),
-        "population": _content_only(v.f) @ pop,
-        "per_annotator_ridge": score(v, ridge),
+        "model": score(v, mine[0, 0]),
+        "population": score(v, np.broadcast_to(pop, mine[0, 0].shape)),
+        "per_annotator_ridge": score(v, ridge[0, 0]),
         "loo_consensus": ctx.loo_mean(v.r),
     }
     rows += _rows(ctx, v, preds, split="seen", k=None, heldout=heldout)
@@ -458,10 +551,8 @@ def report(
             ctx,
             people,
             k,
-            w0=w0,
-            pop=pop,
-            hyper=hyper,
-            tuned=tuned,
+            heads=(w_new, pop, zero),
+            taus=(hyper.newcomer_tau, tuned.ridge_tau),
             priors=(prior, ridge_prior),
             kscales=(kscale, kscale_r),
             heldout=heldout if k == max(data.ks) else None,
@@ -470,29 +561,37 @@ def report(
 
 
 def _newcomer_rows(
-    ctx, people, k, *, w0, pop, hyper, tuned, priors, kscales, heldout=None
+    ctx, people, k, *, heads, taus, priors, kscales, heldout=None
 ) -> list[dict]:
+    """Newcomers adapted from their first k ratings: the model around its
+    newcomer base, the ridge around zero (content only)."""
+    w_new, pop, zero = heads
     rows = []
     for p in people:
         sup = p.support.take(np.arange(k))
-        tau = hyper.tau_k.get(k, hyper.tau_for(k))
         head, m, s = adapt_head(
-            ctx, w0, sup, tau=tau, prior=priors[0], toward_pop=True, kscale=kscales[0]
+            ctx,
+            w_new,
+            sup,
+            tau=taus[0],
+            prior=priors[0],
+            content_only=False,
+            kscale=kscales[0],
         )
         rhead, _, _ = adapt_head(
             ctx,
-            np.zeros_like(w0),
+            zero,
             sup,
-            tau=tuned.ridge_tau,
+            tau=taus[1],
             prior=priors[1],
-            toward_pop=False,
+            content_only=True,
             kscale=kscales[1],
         )
         mean, std = _const(ctx, m), _const(ctx, s)
         v = ctx.view(p.query, mean=mean, std=std)
         preds = {
             "model": v.f @ head,
-            "population": _content_only(v.f) @ pop,
+            "population": v.f @ pop,  # its crowd weight is 0: content only
             "per_annotator_ridge": _content_only(v.f) @ rhead,
             "loo_consensus": ctx.loo_mean(v.r),
         }

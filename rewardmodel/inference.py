@@ -12,9 +12,9 @@ loads its ``.npz`` checkpoint once per process and keeps, per version:
   crowd feature expected from its content (``Model.crowd_expected``), not 0.
 
 Annotators the version was fitted on use their head; anyone else gets a head
-adapted in closed form from their current ratings (cold start: the population
-head). Images without an embedding are reported as ``pending`` (the API queues
-them and answers 202) instead of failing the request.
+adapted in closed form from their current ratings (cold start: the newcomer
+base head, chosen on validation). Images without an embedding are reported as
+``pending`` (the API queues them and answers 202) instead of failing the request.
 """
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ class Predictor:
         if not ratings:
             m = self.model
             mean = float(np.mean(m.norm_mean[m.fitted])) if m.fitted.any() else 0.0
-            return m.w0.astype(np.float32), mean, m.global_std, "cold start"
+            return m.newcomer_base.astype(np.float32), mean, m.global_std, "cold start"
         rows = np.asarray([self.rows[r[0]] for r in ratings], dtype=np.int64)
         f = T.Features.full(self.x[rows], self.crowd_feature(rows, annotator.pk))
         y = np.asarray([r[1] for r in ratings], dtype=np.float64)

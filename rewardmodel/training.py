@@ -8,6 +8,7 @@ call it too, on the same code path as the training service.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -52,12 +53,12 @@ def hyper_select(data: V.Data, log: Callable[[str], None]) -> tuple:
         log("no usable validation pairs for the population head: default λ")
         hyper.pop_lambda = FALLBACK.pop_lambda
     if not _usable([selection["val_seen_pairwise_accuracy"]]):
-        log("no usable val_seen pairs: default τ and ρ")
+        log("no usable val_seen pairs: default base, τ and ρ")
         hyper.tau, hyper.rho, hyper.gamma = FALLBACK.tau, FALLBACK.rho, 0.0
+        hyper.base = hyper.new_base = FALLBACK.base
+        hyper.pop_lambda, hyper.new_lambda = FALLBACK.pop_lambda, None
+        hyper.new_tau = None
         prior = T.prior_diag(data.feat.proj.shape[1], hyper.rho)
-    for k in data.ks:
-        if k and not _usable(selection["newcomer"].get(f"k={k}", {}).values()):
-            hyper.tau_k[k] = FALLBACK.tau / 3
     return hyper, prior, selection
 
 
@@ -66,15 +67,15 @@ def _usable(values) -> bool:
 
 
 def json_clean(value):
-    """NaN → None and numpy scalars → Python (JSON columns refuse NaN)."""
+    """NaN, ±inf → None and numpy scalars → Python (JSON columns refuse them)."""
     if isinstance(value, dict):
         return {str(k): json_clean(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [json_clean(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
-    if isinstance(value, float) and value != value:
-        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # NaN and ±inf: JSON columns refuse both
     return value
 
 

@@ -13,12 +13,14 @@ from rewardmodel.threads import compute_threads
 from rewardmodel.training import train_and_evaluate
 
 
-def planted(seed: int, *, n_img=320, n_ann=70, dim=24, per_image=12):
+def planted(seed: int, *, n_img=320, n_ann=70, dim=24, per_image=12, shared_only=False):
     rng = np.random.default_rng(seed)
     emb = rng.normal(size=(n_img, dim)).astype(np.float32)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     shared = rng.normal(size=dim)
-    taste = 0.6 * shared + rng.normal(size=(n_ann, dim))  # people differ
+    own = rng.normal(size=(n_ann, dim))
+    # people differ (or, shared_only, they don't)
+    taste = np.tile(shared, (n_ann, 1)) if shared_only else 0.6 * shared + own
     rows, anns, scores, split = [], [], [], []
     for i in range(n_img):
         for a in rng.choice(n_ann, per_image, replace=False):
@@ -59,3 +61,28 @@ def test_personalised_beats_population_by_a_margin(seed):
     k = {int(n[2:]): b["model"]["pairwise_accuracy"] for n, b in unseen.items()}
     pop = unseen["k=0"]["population"]["pairwise_accuracy"]
     assert k[20] > pop and k[20] >= k[5] - 0.01, (k, pop)
+
+
+def test_without_learnable_individual_taste_the_model_is_a_baseline_exactly():
+    """Taste that is one shared direction plus noise: nothing personal to learn.
+    Selection must not keep a configuration whose validation edge is noise; the
+    model then *is* the best baseline member (here the population ridge), so on
+    test it ties that baseline exactly instead of losing to it by chance."""
+    snap, emb = planted(14, shared_only=True)
+    with compute_threads():
+        res = train_and_evaluate(snap=snap, emb=emb, cfg={"seed": 14})
+    hyper = res.summary["hyper"]
+    versus = res.summary["selection"]["versus_best_baseline"]
+    assert versus["kept"] == "baseline member", versus
+    assert hyper["tau"] == 0 and hyper["new_tau"] == 0, hyper
+    seen = res.summary["seen"]
+    best = max(
+        seen[w]["pairwise_accuracy"]
+        for w in ("population", "per_annotator_ridge", "loo_consensus")
+    )
+    assert seen["model"]["pairwise_accuracy"] == best
+    for k, cell in res.summary["unseen"].items():
+        assert (
+            cell["model"]["pairwise_accuracy"]
+            >= cell["population"]["pairwise_accuracy"]
+        ), k

@@ -1,0 +1,92 @@
+"""The model family nests its baselines, and the grid solver is the plain solver.
+
+Numpy only (no database): these guard the algebra that lets selection fall back to
+a baseline exactly and lets a newcomer's prediction start at the newcomer base."""
+
+import numpy as np
+import pytest
+
+from rewardmodel import taste as T
+
+
+def _features(seed=0, n=300, dim=12, n_ann=9):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, dim)).astype(np.float32)
+    crowd = rng.normal(size=n).astype(np.float32)
+    f = T.Features.full(x, crowd)
+    ann = rng.integers(0, n_ann, size=n)
+    y = (x @ rng.normal(size=dim) + 0.7 * crowd + rng.normal(size=n)).astype(np.float32)
+    return f, y, ann, n_ann
+
+
+def test_heads_grid_equals_one_head_at_a_time():
+    f, y, ann, n_ann = _features()
+    prior = T.prior_with_directions(
+        T.prior_diag(f.shape[1] - 2, 10.0),
+        np.random.default_rng(1).normal(size=(n_ann, f.shape[1])),
+        gamma=0.5,
+        rank=3,
+    )
+    gram, rhs = T.gram_of(f, y)
+    bases = [T.base_head(gram, rhs, b, 0.1) for b in T.BASES]
+    taus = [0.0, 0.1, 3.0]
+    grid, kscale = T.heads_grid(f, y, ann, n_ann + 2, prior, bases, taus)
+    assert grid.shape == (len(bases), len(taus), n_ann + 2, f.shape[1])
+    for bi, base in enumerate(bases):
+        for ti, tau in enumerate(taus):
+            deltas, ks = T.heads_fit(f, y - f @ base, ann, n_ann + 2, prior, tau)
+            assert ks == pytest.approx(kscale)
+            np.testing.assert_allclose(
+                grid[bi, ti], base + deltas, rtol=2e-4, atol=2e-5
+            )
+    # Annotators without ratings keep the base; τ = 0 is the base exactly.
+    assert np.array_equal(grid[:, :, n_ann], np.stack([bases] * len(taus), 1))
+    assert np.array_equal(grid[2, 0], np.tile(bases[2], (n_ann + 2, 1)))
+
+
+def test_bases_are_the_baselines_forms():
+    f, y, _, _ = _features()
+    gram, rhs = T.gram_of(f, y)
+    content = T.base_head(gram, rhs, "content", 0.3)
+    assert content[-2] == 0.0  # no crowd weight: the population baseline's form
+    crowd_only = T.base_head(gram, rhs, "crowd_only", 0.3)
+    assert not crowd_only[:-2].any() and crowd_only[-2] > 0
+    assert not T.base_head(gram, rhs, "zero", 0.3).any()
+    # Deterministic: the same choice gives the same head, bit for bit.
+    assert np.array_equal(content, T.base_head(gram, rhs, "content", 0.3))
+    with pytest.raises(ValueError, match="unknown base"):
+        T.base_head(gram, rhs, "median", 0.3)
+
+
+def test_newcomer_starts_at_the_newcomer_base_and_learns_with_k():
+    rng = np.random.default_rng(3)
+    dim = 10
+    x = rng.normal(size=(400, dim)).astype(np.float32)
+    f = T.Features.full(x, np.zeros(400, np.float32))
+    w0 = np.zeros(dim + 2)
+    w_new = np.r_[rng.normal(size=dim), 0.0, 0.0]
+    taste = rng.normal(size=dim)
+    y = 4 + x @ taste + rng.normal(0, 0.3, size=400)
+    model = T.Model(
+        feat=None,
+        w0=w0,
+        heads=np.zeros((0, dim + 2), np.float32),
+        fitted=np.zeros(0, bool),
+        norm_mean=np.zeros(0),
+        norm_std=np.ones(0),
+        hyper=T.Hyper(pop_lambda=1.0, tau=1.0, rho=0.0, new_tau=1.0),
+        kscale=1.0 / dim,
+        global_std=1.0,
+        w_new=w_new,
+    )
+    head, _, _ = model.adapt(f[:0], y[:0])
+    assert np.array_equal(head, w_new.astype(np.float32))  # k = 0: the base
+    fixed, _, _ = model.adapt(f[:20], y[:20], tau=0.0)
+    assert np.array_equal(fixed, w_new.astype(np.float32))  # τ = 0: the base
+
+    def corr(k):
+        h, _, _ = model.adapt(f[:k], y[:k])
+        return np.corrcoef(x[200:] @ h[:-2], x[200:] @ taste)[0, 1]
+
+    assert corr(5) < corr(20) < corr(120)
+    assert corr(120) > 0.95
