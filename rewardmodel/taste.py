@@ -43,6 +43,7 @@ given (the deployed version: everything).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -309,10 +310,13 @@ def heads_grid(
     prior: Prior,
     bases: list[np.ndarray],
     taus: list[float],
+    eig_cache: dict | None = None,
 ) -> tuple[np.ndarray, float]:
     """Every annotator's head for every (base, τ): (len(bases), len(taus), n_ann,
     d) and the kernel scale τ is relative to. One eigendecomposition per
-    annotator serves the whole grid; annotators without ratings keep the base."""
+    annotator serves the whole grid; annotators without ratings keep the base.
+    ``eig_cache`` (annotator → (eigenvalues, eigenvectors)) carries the
+    decompositions between calls with the same features and prior."""
     kscale = kernel_scale(f, prior)
     nb, nt, d = len(bases), len(taus), f.shape[1]
     b = np.stack(bases).astype(np.float64)  # (B, d)
@@ -322,17 +326,67 @@ def heads_grid(
     )  # (n, B)
     t2 = np.asarray(taus, np.float64) * kscale
     live = t2 > 0
+    if not live.any():
+        return out, kscale
     for a, idx in _by_annotator(ann):
-        uk = user_kernel(f[idx], resid[idx], prior)  # proj: (n_a, B)
-        if not live.any():
-            continue
+        cached = None if eig_cache is None else eig_cache.get(a)
+        if cached is None:
+            uk = user_kernel(f[idx], resid[idx], prior)  # proj: (n_a, B)
+            evals, evecs, proj = uk.evals, uk.evecs, uk.proj
+            if eig_cache is not None:
+                eig_cache[a] = (evals, evecs)
+        else:
+            evals, evecs = cached
+            proj = evecs.T @ resid[idx]
         # α for every (base, τ) at once: evecs (proj / (τ² λ + 1))
-        shrink = 1.0 / (t2[live][None, :] * uk.evals[:, None] + 1.0)  # (n_a, T')
-        scaled = uk.proj[:, :, None] * shrink[:, None, :]  # (n_a, B, T')
-        alpha = uk.evecs.astype(np.float64) @ scaled.reshape(len(idx), -1)
-        delta = prior.primal(uk.f, alpha).reshape(d, nb, -1) * t2[live]
+        shrink = 1.0 / (t2[live][None, :] * evals[:, None] + 1.0)  # (n_a, T')
+        scaled = proj[:, :, None] * shrink[:, None, :]  # (n_a, B, T')
+        alpha = evecs.astype(np.float64) @ scaled.reshape(len(idx), -1)
+        delta = prior.primal(f[idx], alpha).reshape(d, nb, -1) * t2[live]
         out[:, live, a, :] += np.transpose(delta, (1, 2, 0))
     return out, kscale
+
+
+def prior_key(prior: Prior) -> str:
+    """A fingerprint of a prior (which eigendecompositions may be reused)."""
+    h = hashlib.sha1(np.ascontiguousarray(prior.diag).tobytes())
+    if prior.lowrank is not None:
+        h.update(np.ascontiguousarray(prior.lowrank).tobytes())
+    h.update(f"{prior.iso!r}".encode())
+    return h.hexdigest()
+
+
+class PairScorer:
+    """Per-annotator pairwise accuracy (``metrics.pairwise_accuracy``'s rule) of
+    many predictions of the same ratings at once: the true orderings are set up
+    once, then every candidate costs one small array operation per annotator."""
+
+    def __init__(self, ann: np.ndarray, y: np.ndarray):
+        self.groups = []
+        for a, idx in _by_annotator(ann):
+            t = np.asarray(y[idx], np.float64)
+            dt = np.sign(t[:, None] - t[None, :])
+            valid = dt != 0
+            n = int(np.count_nonzero(valid))
+            if n and idx.size >= 2:
+                self.groups.append((a, idx, dt[:, :, None], valid[:, :, None], n))
+        self.annotators = np.asarray([g[0] for g in self.groups], np.int64)
+
+    def accuracies(self, pred_of) -> np.ndarray:
+        """(annotators, candidates): ``pred_of(annotator, idx)`` returns the
+        candidates' predictions of that annotator's ratings, (n_a, C)."""
+        rows = []
+        for a, idx, dt, valid, n in self.groups:
+            p = np.asarray(pred_of(a, idx), np.float64)
+            dp = np.sign(p[:, None, :] - p[None, :, :])
+            agree = np.count_nonzero((dp == dt) & valid, axis=(0, 1))
+            tied = np.count_nonzero((dp == 0) & valid, axis=(0, 1))
+            rows.append((agree + 0.5 * tied) / n)
+        return np.asarray(rows).reshape(len(self.groups), -1)
+
+    def of_matrix(self, pred: np.ndarray) -> np.ndarray:
+        """Accuracies of candidate predictions given as columns, (n, C)."""
+        return self.accuracies(lambda a, idx: pred[idx])
 
 
 def kernel_scale(f: np.ndarray, prior: Prior) -> float:

@@ -110,7 +110,7 @@ def train_and_evaluate(
     hyper, prior, selection = hyper_select(data, log)
     log(f"selected on validation: {hyper.as_dict()}")
     tuned = V.tune_baselines(data)
-    summary, rows, heldout = V.report(data, hyper, tuned)
+    summary, rows, heldout = V.report(data, hyper, tuned, prior)
     summary["selection"] = selection
     summary["hyper"] = hyper.as_dict()
     summary["baseline_hyper"] = {
