@@ -188,7 +188,7 @@ def scorer(ctx: Context, name: str, r: T.Ratings) -> tuple[View, T.PairScorer]:
 def grid_accuracies(v: View, sc: T.PairScorer, grid: np.ndarray) -> np.ndarray:
     """Per-annotator accuracy of every head set in ``grid`` (C, n_ann, d) on the
     ratings of ``v``: (annotators, C)."""
-    return sc.accuracies(lambda a, idx: v.f[idx] @ grid[:, a, :].T)
+    return sc.accuracies(lambda a, idx: v.f[idx] @ grid[:, a, :].T, grid.shape[0])
 
 
 def _mean(values) -> float:

@@ -372,9 +372,9 @@ class PairScorer:
                 self.groups.append((a, idx, dt[:, :, None], valid[:, :, None], n))
         self.annotators = np.asarray([g[0] for g in self.groups], np.int64)
 
-    def accuracies(self, pred_of) -> np.ndarray:
-        """(annotators, candidates): ``pred_of(annotator, idx)`` returns the
-        candidates' predictions of that annotator's ratings, (n_a, C)."""
+    def accuracies(self, pred_of, width: int) -> np.ndarray:
+        """(annotators, ``width`` candidates): ``pred_of(annotator, idx)`` returns
+        the candidates' predictions of that annotator's ratings, (n_a, width)."""
         rows = []
         for a, idx, dt, valid, n in self.groups:
             p = np.asarray(pred_of(a, idx), np.float64)
@@ -382,11 +382,11 @@ class PairScorer:
             agree = np.count_nonzero((dp == dt) & valid, axis=(0, 1))
             tied = np.count_nonzero((dp == 0) & valid, axis=(0, 1))
             rows.append((agree + 0.5 * tied) / n)
-        return np.asarray(rows).reshape(len(self.groups), -1)
+        return np.asarray(rows, np.float64).reshape(len(self.groups), width)
 
     def of_matrix(self, pred: np.ndarray) -> np.ndarray:
         """Accuracies of candidate predictions given as columns, (n, C)."""
-        return self.accuracies(lambda a, idx: pred[idx])
+        return self.accuracies(lambda a, idx: pred[idx], pred.shape[1])
 
 
 def kernel_scale(f: np.ndarray, prior: Prior) -> float:

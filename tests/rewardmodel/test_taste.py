@@ -90,3 +90,23 @@ def test_newcomer_starts_at_the_newcomer_base_and_learns_with_k():
 
     assert corr(5) < corr(20) < corr(120)
     assert corr(120) > 0.95
+
+
+def test_pair_scorer_is_pairwise_accuracy_per_annotator():
+    from rewardmodel.metrics import pairwise_accuracy
+
+    rng = np.random.default_rng(5)
+    ann = rng.integers(0, 6, size=90)
+    ann[ann == 5] = 4  # annotator 5 has no ratings
+    y = rng.integers(1, 6, size=90).astype(float)
+    y[ann == 3] = 2.0  # annotator 3 gave one score only: no untied pair
+    preds = np.c_[rng.normal(size=90), np.rint(rng.normal(size=90)), np.zeros(90)]
+    sc = T.PairScorer(ann, y)
+    acc = sc.of_matrix(preds)
+    assert list(sc.annotators) == [0, 1, 2, 4]
+    for i, a in enumerate(sc.annotators):
+        for c in range(preds.shape[1]):
+            assert acc[i, c] == pairwise_accuracy(y[ann == a], preds[ann == a, c])
+    assert np.all(acc[:, 2] == 0.5)  # a constant predictor: ties count half
+    empty = T.PairScorer(ann[:0], y[:0])
+    assert empty.of_matrix(preds[:0]).shape == (0, 3)
