@@ -293,7 +293,123 @@ def _run(annotator, prompt, args, scorer=None):
     return selectors.optimization_best(opt)
 
 
+def _probe(study, annotators, taste: Taste, version, args, rng) -> dict:
+    """Does the model see taste on *new* images at all? Random vocabulary variants
+    of the test subjects (images nobody rated, as steering's candidates are):
+    per annotator and subject, the Pearson correlation between the model's
+    prediction and the simulated true taste, averaged. Next to it, the same for
+    the population score and for a noise-free linear read-out of the same
+    embedding (ridge from the embedding to the true taste of the study's images:
+    the most any linear head on this backbone could see)."""
+    from annotation import services as ann
+    from annotation.models import Image
+    from generation import services as gen
+    from rewardmodel import embeddings, inference
+    from rewardmodel.embeddings import embedding_rows
+    from steering.vocab import CATEGORIES, VOCABULARY, compose
+
+    probe = ann.study_create(
+        name="Steering probe",
+        slug="steering-probe",
+        status="closed",
+        raters_per_image=1,
+        quota_per_annotator=1,
+    )
+    prompts = []
+    for s in range(args.optimise):
+        subject, seen = TEST_SUBJECTS[s % len(TEST_SUBJECTS)], set()
+        while len(seen) < args.probe:
+            k = int(rng.integers(1, 5))
+            cats = rng.choice(len(CATEGORIES), size=k, replace=False)
+            state = {
+                CATEGORIES[c]: VOCABULARY[CATEGORIES[c]][
+                    int(rng.integers(len(VOCABULARY[CATEGORIES[c]])))
+                ]
+                for c in cats
+            }
+            text = compose(subject, state)
+            if text not in seen:
+                seen.add(text)
+                prompts.append({"text": text, "domain": str(s)})
+    gen.demo_images_generate(study=probe, prompts=prompts, per_prompt=1)
+    images = list(Image.objects.filter(study=probe).order_by("pk"))
+    ids = [im.pk for im in images]
+    subject = np.asarray([int(im.domain) for im in images])
+    embeddings.embeddings_compute(backbone=version.backbone, image_ids=ids)
+    true = np.asarray(
+        [[taste.true(i, im) for im in images] for i in range(len(annotators))]
+    )
+    pred = np.asarray(
+        [
+            [
+                inference.predict(annotator=a, image_ids=ids, version=version)[
+                    "scores"
+                ][j]
+                for j in ids
+            ]
+            for a in annotators
+        ]
+    )
+    # Population score as steering's: the mean prediction of the other raters.
+    pop = (pred.sum(0, keepdims=True) - pred) / (len(annotators) - 1)
+    train = list(Image.objects.filter(study=study).order_by("pk"))
+    _, temb = embedding_rows(
+        backbone=version.backbone, image_ids=[im.pk for im in train]
+    )
+    _, pemb = embedding_rows(backbone=version.backbone, image_ids=ids)
+    mu, sd = temb.mean(0), temb.std(0) + 1e-6
+    xt = np.hstack([(temb - mu) / sd, np.ones((len(temb), 1))])
+    xp = np.hstack([(pemb - mu) / sd, np.ones((len(pemb), 1))])
+    t_train = np.asarray(
+        [[taste.true(i, im) for im in train] for i in range(len(annotators))]
+    )
+    beta = np.linalg.solve(xt.T @ xt + np.eye(xt.shape[1]), xt.T @ t_train.T)
+    ceiling = (xp @ beta).T
+
+    def within(p):
+        out = []
+        for i in range(args.optimise):  # the annotators the runs optimise for
+            for s in np.unique(subject):
+                m = subject == s
+                out.append(np.corrcoef(p[i, m], true[i, m])[0, 1])
+        return np.asarray(out)
+
+    return {
+        "model": within(pred),
+        "population": within(pop),
+        "ceiling": within(ceiling),
+        "n": len(ids),
+    }
+
+
+def _compare(i: int, a, prompt: str, taste: Taste, study, args) -> dict:
+    """The three objectives for one annotator and base prompt, same search."""
+    from steering.scoring import RewardModelScorer
+
+    base, best = _run(a, prompt, args)
+    _, oracle = _run(a, prompt, args, scorer=TrueScorer(taste, i))
+    inner = RewardModelScorer(annotator=a, study=study)
+    _, popb = _run(a, prompt, args, scorer=PopulationObjective(inner))
+    t_base = taste.true(i, base.image)
+    row = {
+        "base": t_base,
+        "model": taste.true(i, best.image) - t_base,
+        "oracle": taste.true(i, oracle.image) - t_base,
+        "population": taste.true(i, popb.image) - t_base,
+        "pred_gain": best.personal - base.personal,
+        "pop_change": best.population - base.population,
+        "prompt": best.prompt,
+    }
+    print(
+        f"  annotator {i:>2} {prompt!r:28} true gain model "
+        f"{row['model']:+.2f} oracle {row['oracle']:+.2f} population "
+        f"{row['population']:+.2f} (predicted {row['pred_gain']:+.2f})"
+    )
+    return row
+
+
 def _ci(x: np.ndarray, rng, stat=np.mean) -> tuple[float, float]:
+    """Bootstrap over the first axis (annotators: their runs move together)."""
     boots = [stat(x[rng.integers(0, len(x), len(x))]) for _ in range(2000)]
     return float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
 
@@ -304,12 +420,20 @@ def _fmt(x, rng, stat=np.mean, sign: str = "+") -> str:
     return f"{v:{sign}.3f} [{lo:{sign}.3f}, {hi:{sign}.3f}]"
 
 
+def _ratio(rows: np.ndarray) -> float:
+    """Ratio of mean gains, [..., 0] over [..., 1], of a set of annotators' rows."""
+    return float(np.mean(rows[..., 0]) / np.mean(rows[..., 1]))
+
+
 def main() -> int:  # noqa: PLR0915 (one script, top to bottom)
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--train-images", type=int, default=300)
     p.add_argument("--annotators", type=int, default=30)
     p.add_argument("--raters", type=int, default=10)
     p.add_argument("--optimise", type=int, default=20)
+    p.add_argument(
+        "--prompts", type=int, default=1, help="base prompts per optimised annotator"
+    )
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--per-round", type=int, default=6)
     p.add_argument("--max-images", type=int, default=31)
@@ -317,6 +441,9 @@ def main() -> int:  # noqa: PLR0915 (one script, top to bottom)
     p.add_argument("--backbone", default="open_clip:palate-tiny-vit")
     p.add_argument("--noise", type=float, default=0.6)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--probe", type=int, default=15, help="new images per test subject (0: skip)"
+    )
     args = p.parse_args()
     data_dir = tempfile.mkdtemp(prefix="palate-steer-")
     connection, old_name = setup_django(data_dir, "steering")
@@ -376,53 +503,57 @@ def main() -> int:  # noqa: PLR0915 (one script, top to bottom)
             f"{args.backbone}; model's primary metric (pairwise accuracy, "
             f"held-out images): {run.version.primary_metric}"
         )
-        from steering.scoring import RewardModelScorer
-
+        if args.probe:
+            t3 = time.monotonic()
+            prng = np.random.default_rng(args.seed + 7)
+            pr = _probe(study, annotators, taste, run.version, args, prng)
+            print(
+                f"probe: {pr['n']} new images ({args.probe} random vocabulary "
+                f"variants of each test subject, nobody rated them; "
+                f"{time.monotonic() - t3:.0f} s): correlation with the true taste "
+                "within a subject, mean [95% CI] over (annotator, subject):"
+            )
+            for k, label in (
+                ("model", "personalised model        "),
+                ("population", "population score          "),
+                ("ceiling", "noise-free linear read-out"),
+            ):
+                print(f"  {label}: {_fmt(pr[k], rng)}")
         rows = []
         t2 = time.monotonic()
         for i in range(args.optimise):
-            a = annotators[i]
-            prompt = TEST_SUBJECTS[i % len(TEST_SUBJECTS)]
-            base, best = _run(a, prompt, args)
-            _, oracle = _run(a, prompt, args, scorer=TrueScorer(taste, i))
-            inner = RewardModelScorer(annotator=a, study=study)
-            _, popb = _run(a, prompt, args, scorer=PopulationObjective(inner))
-            t_base = taste.true(i, base.image)
-            row = {
-                "base": t_base,
-                "model": taste.true(i, best.image) - t_base,
-                "oracle": taste.true(i, oracle.image) - t_base,
-                "population": taste.true(i, popb.image) - t_base,
-                "pred_gain": best.personal - base.personal,
-                "pop_change": best.population - base.population,
-                "prompt": best.prompt,
-            }
-            rows.append(row)
-            print(
-                f"  annotator {i:>2} {prompt!r:28} true gain model "
-                f"{row['model']:+.2f} oracle {row['oracle']:+.2f} population "
-                f"{row['population']:+.2f} (predicted {row['pred_gain']:+.2f})"
-            )
+            for k in range(args.prompts):
+                prompt = TEST_SUBJECTS[(i + 7 * k) % len(TEST_SUBJECTS)]
+                rows.append(_compare(i, annotators[i], prompt, taste, study, args))
         t_opt = time.monotonic() - t2
-        g = {k: np.asarray([r[k] for r in rows]) for k in rows[0] if k != "prompt"}
+        # (annotator, base prompt) arrays: intervals resample annotators.
+        shape = (args.optimise, args.prompts)
+        g = {
+            k: np.asarray([r[k] for r in rows]).reshape(shape)
+            for k in rows[0]
+            if k != "prompt"
+        }
         wins = (g["model"] > 0).astype(float)
-        # Simulated blind test: each annotator compares the two images once, with
-        # the same noise as their ratings on each image.
+        # Simulated blind test: each annotator compares the two images once per
+        # base prompt, with the same noise as their ratings on each image.
         brng = np.random.default_rng(args.seed + 99)
-        noise = brng.normal(0, args.noise, size=(len(rows), 2))
-        blind = (g["model"] + noise[:, 0] > noise[:, 1]).astype(float)
+        noise = brng.normal(0, args.noise, size=(*shape, 2))
+        blind = (g["model"] + noise[..., 0] > noise[..., 1]).astype(float)
         from math import erf
 
         expected = np.asarray(
-            [0.5 * (1 + erf(x / (2 * args.noise))) for x in g["model"]]
+            [0.5 * (1 + erf(x / (2 * args.noise))) for x in g["model"].ravel()]
         )  # P(win) = Φ(gain / (noise·√2))
         ratio = g["model"].mean() / g["oracle"].mean()
         pop_ratio = g["population"].mean() / g["oracle"].mean()
         print()
+        both = np.stack([g["model"], g["oracle"]], axis=-1)
+        pboth = np.stack([g["population"], g["oracle"]], axis=-1)
         print(
-            f"annotators optimised: {len(rows)}; budget {args.max_images} images "
-            f"per run ({args.rounds} rounds × {args.per_round}, proposer "
-            f"{args.proposer}); optimisation {t_opt:.0f} s"
+            f"annotators optimised: {args.optimise} × {args.prompts} base "
+            f"prompt(s) = {len(rows)} runs per objective; budget "
+            f"{args.max_images} images per run ({args.rounds} rounds × "
+            f"{args.per_round}, proposer {args.proposer}); optimisation {t_opt:.0f} s"
         )
         print(
             "true-score gain over the base image (taste units = 1 sd over the "
@@ -431,8 +562,10 @@ def main() -> int:  # noqa: PLR0915 (one script, top to bottom)
         print(f"  personalised model : {_fmt(g['model'], rng)}")
         print(f"  oracle (true taste): {_fmt(g['oracle'], rng)}")
         print(f"  population only    : {_fmt(g['population'], rng)}")
-        print(f"model gain / oracle gain      : {ratio:.2f}")
-        print(f"population gain / oracle gain : {pop_ratio:.2f}")
+        lo, hi = _ci(both, rng, _ratio)
+        print(f"model gain / oracle gain      : {ratio:.2f} [{lo:.2f}, {hi:.2f}]")
+        lo, hi = _ci(pboth, rng, _ratio)
+        print(f"population gain / oracle gain : {pop_ratio:.2f} [{lo:.2f}, {hi:.2f}]")
         print(f"true-score win rate (model)   : {_fmt(wins, rng, sign='')}")
         print(
             f"simulated blind test win rate : {_fmt(blind, rng, sign='')} "
