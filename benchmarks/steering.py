@@ -432,10 +432,10 @@ def main() -> int:  # noqa: PLR0915 (one script, top to bottom)
     p.add_argument("--raters", type=int, default=10)
     p.add_argument("--optimise", type=int, default=20)
     p.add_argument(
-        "--prompts", type=int, default=1, help="base prompts per optimised annotator"
+        "--prompts", type=int, default=2, help="base prompts per optimised annotator"
     )
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--per-round", type=int, default=6)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--per-round", type=int, default=10)
     p.add_argument("--max-images", type=int, default=31)
     p.add_argument("--proposer", default="beam")
     p.add_argument("--backbone", default="open_clip:palate-tiny-vit")

@@ -47,12 +47,13 @@ class OptimizationForm(forms.Form):
     backend = forms.ChoiceField(
         choices=[(b, b) for b in sorted(BACKENDS)], initial="procedural"
     )
-    rounds = forms.IntegerField(min_value=1, max_value=MAX_ROUNDS, initial=4)
+    # Few wide rounds by default (docs/steering.md, "Search settings").
+    rounds = forms.IntegerField(min_value=1, max_value=MAX_ROUNDS, initial=3)
     per_round = forms.IntegerField(
-        label="Variants per round", min_value=1, max_value=MAX_PER_ROUND, initial=6
+        label="Variants per round", min_value=1, max_value=MAX_PER_ROUND, initial=10
     )
     max_images = forms.IntegerField(
-        label="Maximum images (budget)", min_value=1, initial=25
+        label="Maximum images (budget)", min_value=1, initial=31
     )
 
     def __init__(self, *args, **kwargs):

@@ -31,7 +31,7 @@ def test_estimate_partial(client, staff_user, settings):
     assert "0.00 USD" in rows["procedural"]
     # A nonsense budget falls back to the default instead of failing.
     r = client.get("/steering/estimate/", {"max_images": "x"})
-    assert r.status_code == 200 and "<b>25</b> images" in r.content.decode()
+    assert r.status_code == 200 and "<b>31</b> images" in r.content.decode()
 
 
 def test_run_from_the_page(

@@ -38,15 +38,14 @@ class Command(BaseCommand):
         parser.add_argument(
             "--study", default="", help="Study slug or id (if they are in several)."
         )
-        parser.add_argument("--rounds", type=int, default=4)
-        parser.add_argument("--per-round", type=int, default=6)
-        parser.add_argument(
-            "--proposer", default="attribute", choices=sorted(PROPOSERS)
-        )
+        # Defaults: few wide rounds (docs/steering.md, "Search settings").
+        parser.add_argument("--rounds", type=int, default=3)
+        parser.add_argument("--per-round", type=int, default=10)
+        parser.add_argument("--proposer", default="beam", choices=sorted(PROPOSERS))
         parser.add_argument("--backend", default="procedural", choices=sorted(BACKENDS))
         parser.add_argument("--model", default="")
         parser.add_argument(
-            "--max-images", type=int, default=30, help="Image budget (base included)."
+            "--max-images", type=int, default=31, help="Image budget (base included)."
         )
         parser.add_argument("--images-per-prompt", type=int, default=1)
         parser.add_argument("--seed", type=int, default=0)
