@@ -143,7 +143,16 @@ def attention_check_create(
         created_by=user if getattr(user, "is_authenticated", False) else None,
     )
     check.file.save(f"{info.sha256}.{info.extension}", ContentFile(data), save=False)
-    check.save()
+    try:
+        with transaction.atomic():
+            check.save()
+    except IntegrityError:
+        # The same image uploaded at the same instant: the other upload's row won
+        # the unique (study, sha256) constraint after our look above.
+        check.file.delete(save=False)
+        raise InvalidInput(
+            f"{filename}: this check image is already in the study."
+        ) from None
     return check
 
 

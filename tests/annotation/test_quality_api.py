@@ -14,6 +14,7 @@ from rest_framework.test import APIClient
 from annotation import services
 from annotation.models import AttentionCheck, QualityConfig, StreamItem
 from annotation.services import quality as Q
+from core.exceptions import InvalidInput
 from tests.factories import AnnotatorFactory, StudyFactory, join, make_images, png_bytes
 
 from .test_quality import rate_one
@@ -216,6 +217,41 @@ def test_a_check_dealt_while_it_is_removed_is_retired_not_deleted(deal):
     check.refresh_from_db()
     assert not check.is_active
     assert StreamItem.objects.filter(check_item=check).count() == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_same_check_uploaded_twice_at_once_is_a_clear_refusal():
+    """The second upload passes the duplicate look before the first commits; the
+    unique constraint then stops it, and that must be the usual 400 message (it
+    was an IntegrityError, a 500), with its stored file removed."""
+    study = StudyFactory(raters_per_image=3, quota_per_annotator=40)
+    inserted, outcome = threading.Event(), {}
+
+    def first_upload():
+        try:
+            with transaction.atomic():
+                services.attention_check_create(
+                    study=study, data=png_bytes(5), expected_min=2
+                )
+                inserted.set()
+                threading.Event().wait(0.5)  # the second upload runs meanwhile
+            outcome["first"] = "committed"
+        finally:
+            inserted.set()
+            connection.close()
+
+    t = threading.Thread(target=first_upload)
+    t.start()
+    inserted.wait(10)
+    folder = f"checks/{study.pk}"
+    files_before = set(default_storage.listdir(folder)[1])
+    with pytest.raises(InvalidInput, match="already in the study"):
+        services.attention_check_create(study=study, data=png_bytes(5), expected_min=2)
+    t.join(10)
+    assert outcome["first"] == "committed"
+    assert AttentionCheck.objects.filter(study=study).count() == 1
+    assert set(default_storage.listdir(folder)[1]) == files_before
 
 
 # --- settings ---------------------------------------------------------------------
