@@ -31,6 +31,11 @@ urlpatterns = [
         views.check_upload,
         name="check_upload",
     ),
+    path(
+        "studies/<int:study_id>/quality/checks/<int:check_id>/remove/",
+        views.check_remove,
+        name="check_remove",
+    ),
     path("model/", views.model, name="model"),
     path("model/retrain/", views.retrain, name="retrain"),
     path("model/nightly/", views.nightly, name="nightly"),

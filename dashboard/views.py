@@ -320,6 +320,26 @@ def check_upload(request: HttpRequest, study_id: int) -> HttpResponse:
     return redirect("dashboard:quality", study.pk)
 
 
+@require_POST
+@staff_member_required
+def check_remove(request: HttpRequest, study_id: int, check_id: int) -> HttpResponse:
+    """Delete a check nobody was dealt; retire (never deal again) one that was."""
+    study = _study(study_id)
+    try:
+        deleted = ann_services.attention_check_remove(study=study, check_id=check_id)
+    except PalateError as exc:
+        messages.error(request, exc.message)
+        return redirect("dashboard:quality", study.pk)
+    messages.success(
+        request,
+        "Attention check deleted."
+        if deleted
+        else "Attention check retired: it was already dealt, so its answers stay, "
+        "and nobody is shown it again.",
+    )
+    return redirect("dashboard:quality", study.pk)
+
+
 # --- the reward model -------------------------------------------------------------
 
 

@@ -242,3 +242,55 @@ def test_annotator_page_without_heldout_predictions_says_so(staff_client, rated_
     chart = _section(body, "heldout")
     assert "<svg" not in chart and 'id="heldout-empty"' in chart
     assert f"Model v{version.pk} has no held-out predictions" in chart
+
+
+def test_remove_an_attention_check_from_the_quality_page(staff_client, rated_study):
+    """A check nobody was shown is deleted; one already dealt is retired (kept, with
+    its answers, and dealt no more); a check of another study is not found."""
+    from django.utils import timezone
+
+    from annotation import services
+    from annotation.models import AttentionCheck, StreamItem
+    from tests.factories import png_bytes
+
+    study, annotators = rated_study
+    fresh, dealt = (
+        services.attention_check_create(study=study, data=png_bytes(s), expected_min=2)
+        for s in (40, 41)
+    )
+    StreamItem.objects.create(  # answered: the removal must keep it
+        annotator=annotators[0],
+        study=study,
+        kind="attention",
+        check_item=dealt,
+        due_after=0,
+        status="answered",
+        score=2,
+        passed=True,
+        shown_at=timezone.now(),
+        answered_at=timezone.now(),
+        time_on_item_ms=1500,
+    )
+
+    def remove(check_id, study_id=study.pk):
+        url = reverse("dashboard:check_remove", args=[study_id, check_id])
+        return staff_client.post(url, follow=True)
+
+    page = reverse("dashboard:quality", args=[study.pk])
+    assert f'action="/staff/studies/{study.pk}/quality/checks/{fresh.pk}/remove/"' in (
+        staff_client.get(page).content.decode()
+    )
+    assert "Attention check deleted." in remove(fresh.pk).content.decode()
+    assert not AttentionCheck.objects.filter(pk=fresh.pk).exists()
+    assert "retired" in remove(dealt.pk).content.decode()
+    dealt.refresh_from_db()
+    assert dealt.is_active is False
+    other = StudyFactory()
+    body = remove(dealt.pk, study_id=other.pk).content.decode()
+    assert "No attention check" in body
+    assert (
+        staff_client.get(
+            reverse("dashboard:check_remove", args=[study.pk, dealt.pk])
+        ).status_code
+        == 405
+    )
