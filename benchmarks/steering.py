@@ -16,9 +16,14 @@ Offline set-up, all through the product's own code paths:
    round(4 + 1.4 (t + noise)) on 1-7.
 3. The real training run (``training_run_create`` + ``execute``, backbone
    ``--backbone``) gives the personalised model; the optimiser sees only it.
-4. For each of ``--optimise`` annotators and an unseen base prompt (subjects not
-   used in the study), three runs of the *same* ``optimization_run`` service,
-   same proposer, seed and image budget, differing only in the objective:
+4. Probe (``--probe`` new images per test subject): does the model see taste on
+   images nobody rated? Within-subject correlation with the true taste of the
+   model, the population score and a noise-free linear read-out of the same
+   embedding (the backbone's ceiling).
+5. For each of ``--optimise`` annotators and ``--prompts`` unseen base prompts
+   (subjects not used in the study), three runs of the *same*
+   ``optimization_run`` service, same proposer, seed and image budget (the
+   product's defaults), differing only in the objective:
    **model** (the personalised model, the product's scorer), **oracle** (the
    simulated true taste, noise-free) and **population** (the model's population
    score alone).
