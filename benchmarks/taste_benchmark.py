@@ -287,7 +287,7 @@ def _chosen(hyper: dict, versus: dict) -> str:
     """What selection kept, in a few words (for the log)."""
     h = hyper
     gain = versus.get("gain")
-    vs = "" if gain is None else f" (+{gain:.3f} ± {versus['se']:.3f} on val)"
+    vs = "" if gain is None else f" ({gain:+.3f} ± {versus['se']:.3f} on val)"
     return (
         f"base {h['base']}, τ {h['tau']:.3g}, ρ {h['rho']:g}, γ {h['gamma']:g}; "
         f"{versus['kept']} vs {versus['baseline']}{vs}; newcomers: base "
