@@ -29,6 +29,7 @@ pooled over seeds with a 95% interval over annotators, the ceiling, and the gain
 
     .venv/bin/python benchmarks/taste_benchmark.py                 # everything
     .venv/bin/python benchmarks/taste_benchmark.py --variants linear --seeds 1
+    .venv/bin/python benchmarks/taste_benchmark.py --first-seed 3   # fresh seeds
 """
 
 from __future__ import annotations
@@ -410,6 +411,12 @@ def main() -> None:
         "--backbones", nargs="*", default=["synthetic", "generic", "tiny-clip"]
     )
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="seeds first-seed … (checks on fresh draws)",
+    )
     p.add_argument("--cache", default="/tmp/palate-taste-bench")
     p.add_argument("--json", help="write raw aggregates here")
     args = p.parse_args()
@@ -431,7 +438,7 @@ def main() -> None:
                 spaces["tiny-clip"] = (tiny_clip(blobs), generic, domains_p)
         for backbone in args.backbones:
             runs = []
-            for seed in range(args.seeds):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 if backbone == "synthetic":
                     emb, domains = synthetic_embeddings(n, seed)
                     space = emb
