@@ -72,6 +72,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="60",
         help="DATABASE_CONN_MAX_AGE for the server (0: a connection per request)",
     )
+    p.add_argument(
+        "--synchronous-commit",
+        default="",
+        help="DATABASE_SYNCHRONOUS_COMMIT for the server (e.g. off; default: the "
+        "PostgreSQL server's setting)",
+    )
+    p.add_argument(
+        "--worker-tmp-dir",
+        default="/dev/shm" if os.path.isdir("/dev/shm") else "",
+        help="gunicorn --worker-tmp-dir (its heartbeat file, touched on every loop; "
+        "default /dev/shm where it exists, as the README launches it; '' for "
+        "gunicorn's default, the system temporary folder)",
+    )
     p.add_argument("--keep-db", action="store_true", help="do not drop the database")
     p.add_argument("--seed", type=int, default=1)
     return p.parse_args(argv)
@@ -86,6 +99,7 @@ def server_env(args: argparse.Namespace) -> dict[str, str]:
         DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
         DATABASE_URL=f"{args.pg_url.rstrip('/')}/{args.db_name}",
         DATABASE_CONN_MAX_AGE=str(args.conn_max_age),
+        DATABASE_SYNCHRONOUS_COMMIT=args.synchronous_commit,
         PALATE_DATA_DIR=args.data_dir,
         CELERY_BROKER_URL="memory://",
         LOG_LEVEL="WARNING",
@@ -298,6 +312,8 @@ def start_server(args, env, port: int, access_log: Path) -> subprocess.Popen:
     ]
     if args.worker_class == "gthread":
         cmd += ["--threads", str(args.threads)]
+    if args.worker_tmp_dir:
+        cmd += ["--worker-tmp-dir", args.worker_tmp_dir]
     return subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
 
 

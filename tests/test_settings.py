@@ -78,3 +78,38 @@ def test_web_process_does_not_import_torch(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("[]"), result.stdout
+
+
+def test_synchronous_commit_reaches_the_postgresql_session(tmp_path):
+    # The connection really runs with the setting (asked of the server), and
+    # without the variable it keeps the server's own (on).
+    code = (
+        "import django; django.setup(); from django.db import connection\n"
+        "c = connection.cursor(); c.execute('SHOW synchronous_commit')\n"
+        "print('sync=' + c.fetchone()[0])"
+    )
+    env = dict(
+        DJANGO_SETTINGS_MODULE="config.settings.test",
+        DATABASE_URL=os.environ.get(
+            "DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres"
+        ),
+        PALATE_DATA_DIR=str(tmp_path),
+    )
+    if not env["DATABASE_URL"].startswith("postgres"):
+        env["DATABASE_URL"] = "postgres://postgres@127.0.0.1:5432/postgres"
+    off = run(code, DATABASE_SYNCHRONOUS_COMMIT="off", **env)
+    assert "sync=off" in off.stdout, off.stdout + off.stderr
+    default = run(code, DATABASE_SYNCHRONOUS_COMMIT="", **env)
+    assert "sync=on" in default.stdout, default.stdout + default.stderr
+
+
+def test_synchronous_commit_refuses_an_unknown_value(tmp_path):
+    result = run(
+        ["manage.py", "check"],
+        DJANGO_SETTINGS_MODULE="config.settings.test",
+        DATABASE_URL="postgres://postgres@127.0.0.1:5432/palate",
+        DATABASE_SYNCHRONOUS_COMMIT="sometimes",
+        PALATE_DATA_DIR=str(tmp_path),
+    )
+    assert result.returncode != 0
+    assert "DATABASE_SYNCHRONOUS_COMMIT must be on, off" in result.stderr

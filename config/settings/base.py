@@ -132,6 +132,21 @@ if os.environ.get("DATABASE_URL"):
             conn_health_checks=env_bool("DATABASE_CONN_HEALTH_CHECKS", False),
         )
     }
+    # "off" lets a commit return before its WAL reaches the disk: the hot path
+    # then costs less CPU and no fsync wait (benchmarks/RESULTS.md, issue 16).
+    # A crash can lose the last fraction of a second of commits, never consistency
+    # (a lost rating's lease just expires and is dealt again). Unset: the server's
+    # setting (on).
+    _sync_commit = os.environ.get("DATABASE_SYNCHRONOUS_COMMIT", "").strip().lower()
+    if _sync_commit:
+        if _sync_commit not in {"on", "off", "local", "remote_write", "remote_apply"}:
+            raise ValueError(
+                "DATABASE_SYNCHRONOUS_COMMIT must be on, off, local, remote_write "
+                f"or remote_apply, not {_sync_commit!r}"
+            )
+        DATABASES["default"].setdefault("OPTIONS", {})["options"] = (
+            f"-c synchronous_commit={_sync_commit}"
+        )
 else:
     DATABASES = {"default": sqlite_database(DATA_DIR / "palate.sqlite3")}
 
