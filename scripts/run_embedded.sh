@@ -16,8 +16,8 @@ pids+=($!)
 $VENV/celery -A config beat --loglevel INFO -s var/celerybeat-schedule \
   >var/log/beat.log 2>&1 &
 pids+=($!)
-# The workers' heartbeat file in memory where there is /dev/shm (gunicorn touches
-# it on every loop; on a disk it cost ~0.4 ms of CPU per rating, RESULTS.md).
+# The workers' heartbeat file in memory where there is /dev/shm: gunicorn touches
+# it on every loop, which should not be a disk write (gunicorn's own advice).
 tmp_args=()
 [ -d /dev/shm ] && tmp_args=(--worker-tmp-dir /dev/shm)
 $VENV/gunicorn config.wsgi -b "$HOST:$PORT" -w 2 "${tmp_args[@]}" --access-logfile - &
