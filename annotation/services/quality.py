@@ -39,6 +39,7 @@ from ..models import (
     StreamItem,
     Study,
 )
+from .studies import file_and_row_save
 
 # Upper edges (ms) of the time-on-item histogram; the last bucket is open.
 TIME_EDGES_MS = [
@@ -118,8 +119,6 @@ def attention_check_create(
     user=None,
 ) -> AttentionCheck:
     """Store an attention-check image with the answer(s) that pass it."""
-    from django.core.files.base import ContentFile
-
     expected_max = expected_min if expected_max is None else expected_max
     for value in (expected_min, expected_max):
         if not study.scale_min <= value <= study.scale_max:
@@ -142,18 +141,14 @@ def attention_check_create(
         expected_max=expected_max,
         created_by=user if getattr(user, "is_authenticated", False) else None,
     )
-    check.file.save(f"{info.sha256}.{info.extension}", ContentFile(data), save=False)
-    try:
-        with transaction.atomic():
-            check.save()
-    except IntegrityError:
-        # The same image uploaded at the same instant: the other upload's row won
-        # the unique (study, sha256) constraint after our look above.
-        check.file.delete(save=False)
-        raise InvalidInput(
-            f"{filename}: this check image is already in the study."
-        ) from None
-    return check
+    # The unique (study, sha256) constraint catches an upload of the same image
+    # at the same instant, which the look above cannot see yet.
+    return file_and_row_save(
+        check,
+        name=f"{info.sha256}.{info.extension}",
+        data=data,
+        duplicate=f"{filename}: this check image is already in the study.",
+    )
 
 
 def attention_check_remove(*, study: Study, check_id: int) -> bool:

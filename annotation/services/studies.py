@@ -131,18 +131,26 @@ def image_create(
     # Everything about the row is checked before the file is written, so a bad
     # row leaves no file behind; and a row that still fails removes its file.
     fields_check(image, exclude=("file", "study"))
-    image.file.save(
-        f"{info.sha256}.{info.extension}", ContentFile(info.data), save=False
+    return file_and_row_save(
+        image,
+        name=f"{info.sha256}.{info.extension}",
+        data=info.data,
+        duplicate=f"{filename}: this image is already in study '{study.slug}'.",
     )
+
+
+def file_and_row_save(row, *, name: str, data: bytes, duplicate: str):
+    """Write ``row``'s file, then the row; a row that fails takes its file with it.
+    A unique constraint that refuses it (the same image, e.g. uploaded twice at
+    the same instant, past the caller's own look) is ``InvalidInput(duplicate)``."""
+    row.file.save(name, ContentFile(data), save=False)
     try:
         with transaction.atomic():
-            image.save()
+            row.save()
     except IntegrityError:
-        image.file.delete(save=False)
-        raise InvalidInput(
-            f"{filename}: this image is already in study '{study.slug}'."
-        ) from None
+        row.file.delete(save=False)
+        raise InvalidInput(duplicate) from None
     except BaseException:
-        image.file.delete(save=False)
+        row.file.delete(save=False)
         raise
-    return image
+    return row
