@@ -68,6 +68,7 @@ PAGES = {
     "dashboard:quality": {"GET": STAFF},
     "dashboard:quality_settings": {"POST": STAFF},
     "dashboard:check_upload": {"POST": STAFF},
+    "dashboard:check_remove": {"POST": STAFF},
     "dashboard:model": {"GET": STAFF},
     "dashboard:retrain": {"POST": STAFF},
     "dashboard:nightly": {"POST": STAFF},
