@@ -4,6 +4,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -80,23 +83,23 @@ def test_web_process_does_not_import_torch(tmp_path):
     assert result.stdout.strip().endswith("[]"), result.stdout
 
 
+@pytest.mark.postgres
 def test_synchronous_commit_reaches_the_postgresql_session(tmp_path):
     # The connection really runs with the setting (asked of the server), and
-    # without the variable it keeps the server's own (on).
+    # without the variable it keeps the server's own (on). The child connects to
+    # the server's own "postgres" database: the suite's DATABASE_URL names one
+    # that only its test_ copy is made of (CI's palate_ci does not exist).
     code = (
         "import django; django.setup(); from django.db import connection\n"
         "c = connection.cursor(); c.execute('SHOW synchronous_commit')\n"
         "print('sync=' + c.fetchone()[0])"
     )
+    server = urlsplit(os.environ["DATABASE_URL"])._replace(path="/postgres")
     env = dict(
         DJANGO_SETTINGS_MODULE="config.settings.test",
-        DATABASE_URL=os.environ.get(
-            "DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres"
-        ),
+        DATABASE_URL=urlunsplit(server),
         PALATE_DATA_DIR=str(tmp_path),
     )
-    if not env["DATABASE_URL"].startswith("postgres"):
-        env["DATABASE_URL"] = "postgres://postgres@127.0.0.1:5432/postgres"
     off = run(code, DATABASE_SYNCHRONOUS_COMMIT="off", **env)
     assert "sync=off" in off.stdout, off.stdout + off.stderr
     default = run(code, DATABASE_SYNCHRONOUS_COMMIT="", **env)
