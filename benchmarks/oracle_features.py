@@ -11,24 +11,9 @@ features; no headline figure uses them. ``register()`` makes the keys known to
 
 from __future__ import annotations
 
-import io
-from pathlib import Path
-from typing import Any
-
 import numpy as np
 
-from rewardmodel.backbones import Backbone, backbone_register
-
-
-def _to_rgb(image) -> Any:
-    from PIL import Image as PILImage
-
-    if isinstance(image, bytes | bytearray):
-        image = PILImage.open(io.BytesIO(image))
-    elif isinstance(image, str | Path):
-        image = PILImage.open(image)
-    return image.convert("RGB")
-
+from rewardmodel.backbones import Backbone, backbone_register, to_rgb
 
 _PS_SIZE = 128
 _HUE_BINS = 12
@@ -70,7 +55,7 @@ def _pixelstats(image, *, fast: bool = False) -> np.ndarray:
     from PIL import Image as PILImage
     from PIL import ImageFilter
 
-    rgb_im = _to_rgb(image).resize((_PS_SIZE, _PS_SIZE), PILImage.Resampling.BILINEAR)
+    rgb_im = to_rgb(image).resize((_PS_SIZE, _PS_SIZE), PILImage.Resampling.BILINEAR)
     rgb = np.asarray(rgb_im, dtype=np.float32) / 255.0
     hsv = np.asarray(rgb_im.convert("HSV"), dtype=np.float32) / 255.0
     h, s, v = hsv[..., 0], hsv[..., 1], hsv[..., 2]
@@ -240,7 +225,7 @@ def _shape_stats(image) -> np.ndarray:
     from PIL import Image as PILImage
     from PIL import ImageFilter
 
-    rgb_im = _to_rgb(image).resize((_PS_SIZE, _PS_SIZE), PILImage.Resampling.BILINEAR)
+    rgb_im = to_rgb(image).resize((_PS_SIZE, _PS_SIZE), PILImage.Resampling.BILINEAR)
     den_im = rgb_im.filter(ImageFilter.MedianFilter(5))
     rgb = np.asarray(den_im, dtype=np.float32) / 255.0
     lum = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)

@@ -24,17 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import oracle_features  # noqa: E402
+from generation.backends.procedural import ATTRIBUTES  # noqa: E402
 
-ATTRS = (
-    "warmth",
-    "saturation",
-    "brightness",
-    "contrast",
-    "complexity",
-    "symmetry",
-    "roundness",
-    "texture",
-)
 SUBJECTS = (
     "a lighthouse",
     "a city street",
@@ -103,11 +94,11 @@ def main() -> int:
             prompt=prompt, seed=args.seed_offset + i, width=args.size, height=args.size
         )
         images.append(data)
-        targets.append([info["attributes"][a] for a in ATTRS])
+        targets.append([info["attributes"][a] for a in ATTRIBUTES])
     y = np.asarray(targets, dtype=np.float64)
     print(f"{args.images} images at {args.size} px; 5-fold ridge R² per attribute")
-    print("| backbone | dim | " + " | ".join(ATTRS) + " | mean | embed s |")
-    print("| --- " * (len(ATTRS) + 4) + "|")
+    print("| backbone | dim | " + " | ".join(ATTRIBUTES) + " | mean | embed s |")
+    print("| --- " * (len(ATTRIBUTES) + 4) + "|")
     for key in args.backbones:
         bb = get_backbone(key)
         t0 = time.monotonic()

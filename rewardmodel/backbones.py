@@ -121,7 +121,7 @@ def get_backbone(key: str, *, device: str | None = None) -> Backbone:
     return _CACHE[cache_key]
 
 
-def _to_rgb(image) -> Any:
+def to_rgb(image) -> Any:
     from PIL import Image as PILImage
 
     if isinstance(image, bytes | bytearray):
@@ -164,7 +164,7 @@ class OpenClipBackbone(Backbone):
         import torch
 
         def prep(im):
-            return self._preprocess(_to_rgb(im))
+            return self._preprocess(to_rgb(im))
 
         if self.prep_threads > 1 and len(images) > 1:
             with ThreadPoolExecutor(max_workers=self.prep_threads) as pool:

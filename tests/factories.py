@@ -64,6 +64,21 @@ def join(annotator, *studies: Study):
     return annotator
 
 
+def joined(client, study: Study, **extra) -> Annotator:
+    """Join through the invite link as a participant does (consent, start): the
+    test client is then signed in as the new annotator, on the rating page."""
+    from django.urls import reverse
+
+    r = client.post(
+        reverse("annotation:join", args=[study.slug]),
+        {"t": study.invite_token, "agree": "on", **extra},
+    )
+    assert r.status_code == 302, r.content
+    r = client.post(reverse("annotation:start", args=[study.slug]))
+    assert r.status_code == 302
+    return Annotator.objects.get(user_id=client.session["_auth_user_id"])
+
+
 def rate_image(image, n: int) -> list:
     """``n`` new annotators rate this very image (the engine deals by fill level,
     so a test cannot steer a claim to one image): rows and counters written

@@ -25,6 +25,7 @@ from tests.factories import (
     AnnotatorFactory,
     StudyFactory,
     join,
+    joined,
     make_images,
     png_bytes,
 )
@@ -52,17 +53,6 @@ def counters():
 
 def quality(annotator, study):
     return AnnotatorQuality.objects.get(annotator=annotator, study=study)
-
-
-def joined(client, study):
-    """Through the invite link, as a participant does (the session is scoped)."""
-    r = client.post(
-        reverse("annotation:join", args=[study.slug]),
-        {"t": study.invite_token, "agree": "on"},
-    )
-    assert r.status_code == 302, r.content
-    client.post(reverse("annotation:start", args=[study.slug]))
-    return Annotator.objects.get(user_id=client.session["_auth_user_id"])
 
 
 # --- uncounted items ------------------------------------------------------------

@@ -17,7 +17,7 @@ from annotation.models import (
     Rating,
     Study,
 )
-from tests.factories import StudyFactory, join, make_images, rate_image
+from tests.factories import StudyFactory, join, joined, make_images, rate_image
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
 
@@ -37,19 +37,6 @@ def open_study(db):
 def join_url(study, **extra):
     params = "&".join(f"{k}={v}" for k, v in {"t": study.invite_token, **extra}.items())
     return reverse("annotation:join", args=[study.slug]) + "?" + params
-
-
-def joined(client, study, **extra):
-    """Join through the invite link, consent and start: the client is then on the
-    rating page."""
-    r = client.post(
-        reverse("annotation:join", args=[study.slug]),
-        {"t": study.invite_token, "agree": "on", **extra},
-    )
-    assert r.status_code == 302, r.content
-    r = client.post(reverse("annotation:start", args=[study.slug]))
-    assert r.status_code == 302
-    return Annotator.objects.get(user_id=client.session["_auth_user_id"])
 
 
 def current_assignment(html: str) -> int:

@@ -5,23 +5,13 @@ from django.urls import reverse
 from django.utils import timezone
 
 from annotation import selectors as ann_selectors
-from annotation.models import Annotator, Image, Rating, StreamItem
+from annotation.models import Image, Rating, StreamItem
 from core.exceptions import Conflict
 from steering import blind
 from steering.models import Candidate, Optimization, OptimizationRound, PairedTest
-from tests.factories import StudyFactory, make_images
+from tests.factories import StudyFactory, joined, make_images
 
 pytestmark = pytest.mark.django_db
-
-
-def _joined(client, study) -> Annotator:
-    r = client.post(
-        reverse("annotation:join", args=[study.slug]),
-        {"t": study.invite_token, "agree": "on"},
-    )
-    assert r.status_code == 302, r.content
-    client.post(reverse("annotation:start", args=[study.slug]))
-    return Annotator.objects.get(user_id=client.session["_auth_user_id"])
 
 
 def _done_run(study, annotator, base_image, best_image, **kw) -> Optimization:
@@ -81,7 +71,7 @@ def _done_run(study, annotator, base_image, best_image, **kw) -> Optimization:
 def setup(client):
     study = StudyFactory(raters_per_image=3, quota_per_annotator=10)
     make_images(study, 6)
-    annotator = _joined(client, study)
+    annotator = joined(client, study)
     elsewhere = StudyFactory(status="closed")
     base, best = make_images(elsewhere, 2, start=500)
     return study, annotator, base, best
