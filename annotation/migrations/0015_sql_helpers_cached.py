@@ -1,13 +1,16 @@
-"""The submit's two small SQL-language helpers, rewritten so PostgreSQL plans them once.
+"""The submit's small helpers, rewritten so that PostgreSQL plans them once.
 
 ``palate_split_unit`` (0007) and ``palate_time_bucket`` (0011) were LANGUAGE sql
-functions with a FROM clause: PostgreSQL cannot inline those, so every call went
-through its SQL-function executor, which parses and plans the body afresh in each
+functions with a FROM clause. PostgreSQL cannot inline those, so every call went
+through its SQL-function executor, which parses and plans the body again in each
 transaction. A profile of the load benchmark (``perf``, issue 16) put 12% of the
 database's CPU there, three calls per rating. Now ``palate_split_unit`` is PL/pgSQL
 (its statements are planned once per connection) and ``palate_time_bucket`` is a
-single immutable expression, which the planner inlines into the caller. Same
-results, bit for bit (tests/annotation/test_engine_sql.py, test_quality_sql.py).
+single immutable expression, which the planner inlines into the caller.
+``palate_pair_add`` / ``palate_pair_corr`` (0011) read their six sums with a
+subquery over ``jsonb_array_elements``, a whole executor run per call (three
+per rating); now they index the array directly. Same results, bit for bit
+(tests/annotation/test_engine_sql.py, test_quality_sql.py).
 """
 
 from importlib import import_module
@@ -40,14 +43,52 @@ RETURNS int LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
          + (p_ms >= 16000)::int + (p_ms >= 24000)::int + (p_ms >= 32000)::int
          + (p_ms >= 60000)::int + (p_ms >= 120000)::int
 $$;
+
+CREATE OR REPLACE FUNCTION palate_pair_add(p_sums jsonb, p_x float8, p_y float8)
+RETURNS jsonb LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+DECLARE
+    s float8[] := ARRAY[0, 0, 0, 0, 0, 0]::float8[];
+BEGIN
+    -- quality.pair_add: running sums [n, Σx, Σy, Σx², Σy², Σxy].
+    IF jsonb_typeof(p_sums) = 'array' AND jsonb_array_length(p_sums) = 6 THEN
+        s := ARRAY[(p_sums ->> 0)::float8, (p_sums ->> 1)::float8,
+                   (p_sums ->> 2)::float8, (p_sums ->> 3)::float8,
+                   (p_sums ->> 4)::float8, (p_sums ->> 5)::float8];
+    END IF;
+    RETURN jsonb_build_array(s[1] + 1, s[2] + p_x, s[3] + p_y, s[4] + p_x * p_x,
+                             s[5] + p_y * p_y, s[6] + p_x * p_y);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION palate_pair_corr(p_sums jsonb)
+RETURNS float8 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+DECLARE
+    s float8[];
+    vx float8;
+    vy float8;
+BEGIN
+    -- quality.pair_corr: Pearson's r from the sums, NULL when undefined.
+    IF jsonb_typeof(p_sums) IS DISTINCT FROM 'array'
+       OR jsonb_array_length(p_sums) <> 6 THEN
+        RETURN NULL;
+    END IF;
+    s := ARRAY[(p_sums ->> 0)::float8, (p_sums ->> 1)::float8,
+               (p_sums ->> 2)::float8, (p_sums ->> 3)::float8,
+               (p_sums ->> 4)::float8, (p_sums ->> 5)::float8];
+    IF s[1] < 3 THEN RETURN NULL; END IF;
+    vx := s[1] * s[4] - s[2] * s[2];
+    vy := s[1] * s[5] - s[3] * s[3];
+    IF vx <= 1e-12 OR vy <= 1e-12 THEN RETURN NULL; END IF;
+    RETURN (s[1] * s[6] - s[2] * s[3]) / sqrt(vx * vy);
+END
+$$;
 """
 
 def _old_helpers() -> str:
     split_unit = _0007.SPLIT.split("CREATE OR REPLACE FUNCTION palate_split(")[0]
-    bucket = _0011.HELPERS.split("CREATE OR REPLACE FUNCTION palate_pair_add(")[0]
-    if "palate_split_unit" not in split_unit or "palate_time_bucket" not in bucket:
+    if "palate_split_unit" not in split_unit or "palate_pair_corr" not in _0011.HELPERS:
         raise RuntimeError("0007/0011 changed: update this migration")
-    return split_unit + bucket
+    return split_unit + _0011.HELPERS
 
 
 def install(apps, schema_editor):
