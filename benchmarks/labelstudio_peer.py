@@ -318,22 +318,38 @@ class LsClient(palate.Client):
 
 
 def palate_reset(study_id: int) -> None:
-    """Back to the state before the first rating: no ratings, no assignments,
-    every counter 0, participations not started (so each round starts alike)."""
+    """Back to the state before the first rating: no ratings, no assignments, no
+    quality-control statistics, every counter 0, participations not started (so
+    each round starts alike).
+
+    No ANALYZE: it would record the just-emptied tables as holding 0 rows, and
+    PostgreSQL would then plan the engine's statements for empty tables for as
+    long as nothing analyzes them again (on a server with autovacuum off, like
+    this machine's, the whole round: PostgreSQL's CPU per rating went from 1.7 to
+    2.5-6.7 ms). TRUNCATE leaves them as on a fresh database, "never analyzed",
+    which is how round 1 starts."""
     from django.db import connection
 
-    from annotation.models import Assignment, Image, Participation, Rating
+    from annotation.models import (
+        AnnotatorQuality,
+        Assignment,
+        Image,
+        Participation,
+        Rating,
+    )
 
     with connection.cursor() as cursor:
         cursor.execute(
-            f"TRUNCATE {Rating._meta.db_table}, {Assignment._meta.db_table} CASCADE"
+            f"TRUNCATE {Rating._meta.db_table}, {Assignment._meta.db_table}, "
+            f"{AnnotatorQuality._meta.db_table} CASCADE"
         )
     Image.objects.filter(study_id=study_id).update(rating_count=0, lease_count=0)
     Participation.objects.filter(study_id=study_id).update(
         started_at=None, completed_at=None
     )
     with connection.cursor() as cursor:
-        cursor.execute("VACUUM ANALYZE")
+        # The two tables just rewritten: drop their dead rows (round 1 has none).
+        cursor.execute(f"VACUUM {Image._meta.db_table}, {Participation._meta.db_table}")
     connection.close()
 
 
