@@ -288,16 +288,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(args, env, port: int, access_log: Path) -> subprocess.Popen:
+def gunicorn_command(
+    gunicorn: Path,
+    app: str,
+    port: int,
+    access_log: Path,
+    *,
+    workers: int,
+    threads: int,
+    worker_class: str = "gthread",
+    worker_tmp_dir: str = "",
+) -> list[str]:
+    """The benchmarks' gunicorn command line, the same for every server measured
+    (Palate, Label Studio, the floor): keep-alive, backlog, and an access log line
+    whose last field is the worker's time on the request in microseconds."""
     cmd = [
-        str(VENV_BIN / "gunicorn"),
-        "config.wsgi",
+        str(gunicorn),
+        app,
         "--bind",
         f"127.0.0.1:{port}",
         "--workers",
-        str(args.workers),
+        str(workers),
         "--worker-class",
-        args.worker_class,
+        worker_class,
         "--keep-alive",
         "30",
         "--backlog",
@@ -308,12 +321,26 @@ def start_server(args, env, port: int, access_log: Path) -> subprocess.Popen:
         "--access-logformat",
         "%(m)s %(U)s %(s)s %(D)s",
         "--error-logfile",
-        str(access_log.with_name("gunicorn-error.log")),
+        str(access_log.with_name(access_log.stem + "-error.log")),
     ]
-    if args.worker_class == "gthread":
-        cmd += ["--threads", str(args.threads)]
-    if args.worker_tmp_dir:
-        cmd += ["--worker-tmp-dir", args.worker_tmp_dir]
+    if worker_class == "gthread":
+        cmd += ["--threads", str(threads)]
+    if worker_tmp_dir:
+        cmd += ["--worker-tmp-dir", worker_tmp_dir]
+    return cmd
+
+
+def start_server(args, env, port: int, access_log: Path) -> subprocess.Popen:
+    cmd = gunicorn_command(
+        VENV_BIN / "gunicorn",
+        "config.wsgi",
+        port,
+        access_log,
+        workers=args.workers,
+        threads=args.threads,
+        worker_class=args.worker_class,
+        worker_tmp_dir=args.worker_tmp_dir,
+    )
     return subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
 
 

@@ -87,30 +87,15 @@ def http_floor(args: argparse.Namespace) -> int:
     port = load.free_port()
     logdir = Path(tempfile.mkdtemp(prefix="palate-floor-"))
     log = logdir / "access.log"
-    cmd = [
-        str(load.VENV_BIN / "gunicorn"),
+    cmd = load.gunicorn_command(
+        load.VENV_BIN / "gunicorn",
         "hot_floor:application",
-        "--chdir",
-        str(Path(__file__).resolve().parent),
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        str(args.workers),
-        "--worker-class",
-        "gthread",
-        "--threads",
-        str(args.threads),
-        "--keep-alive",
-        "30",
-        "--backlog",
-        "256",
-        "--worker-tmp-dir",
-        "/dev/shm",
-        "--access-logfile",
-        str(log),
-        "--access-logformat",
-        "%(m)s %(U)s %(s)s %(D)s",
-    ]
+        port,
+        log,
+        workers=args.workers,
+        threads=args.threads,
+        worker_tmp_dir="/dev/shm",
+    ) + ["--chdir", str(Path(__file__).resolve().parent)]
     server = subprocess.Popen(cmd, start_new_session=True)
     load.wait_ready(port, "x", server, path="/ready/next/")  # a "claim": 200
     tokens = [f"{i:040x}" for i in range(args.tokens)]

@@ -238,28 +238,14 @@ def ls_import_tasks(port: int, project: int, owner_token: str, n: int) -> None:
 
 
 def ls_start(args, venv: Path, lsdir: Path, port: int, log: Path):
-    cmd = [
-        str(venv / "bin" / "gunicorn"),
+    cmd = palate.gunicorn_command(
+        venv / "bin" / "gunicorn",
         "core.wsgi:application",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        str(args.workers),
-        "--worker-class",
-        "gthread",
-        "--threads",
-        str(args.threads),
-        "--keep-alive",
-        "30",
-        "--backlog",
-        "256",
-        "--access-logfile",
-        str(log),
-        "--access-logformat",
-        "%(m)s %(U)s %(s)s %(D)s",
-        "--error-logfile",
-        str(log.with_name("ls-gunicorn-error.log")),
-    ]
+        port,
+        log,
+        workers=args.workers,
+        threads=args.threads,
+    )
     return subprocess.Popen(cmd, cwd=lsdir, env=ls_env(args), start_new_session=True)
 
 
