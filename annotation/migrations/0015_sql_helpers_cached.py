@@ -43,46 +43,23 @@ RETURNS int LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
          + (p_ms >= 16000)::int + (p_ms >= 24000)::int + (p_ms >= 32000)::int
          + (p_ms >= 60000)::int + (p_ms >= 120000)::int
 $$;
-
-CREATE OR REPLACE FUNCTION palate_pair_add(p_sums jsonb, p_x float8, p_y float8)
-RETURNS jsonb LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
-DECLARE
-    s float8[] := ARRAY[0, 0, 0, 0, 0, 0]::float8[];
-BEGIN
-    -- quality.pair_add: running sums [n, Σx, Σy, Σx², Σy², Σxy].
-    IF jsonb_typeof(p_sums) = 'array' AND jsonb_array_length(p_sums) = 6 THEN
-        s := ARRAY[(p_sums ->> 0)::float8, (p_sums ->> 1)::float8,
-                   (p_sums ->> 2)::float8, (p_sums ->> 3)::float8,
-                   (p_sums ->> 4)::float8, (p_sums ->> 5)::float8];
-    END IF;
-    RETURN jsonb_build_array(s[1] + 1, s[2] + p_x, s[3] + p_y, s[4] + p_x * p_x,
-                             s[5] + p_y * p_y, s[6] + p_x * p_y);
-END
-$$;
-
-CREATE OR REPLACE FUNCTION palate_pair_corr(p_sums jsonb)
-RETURNS float8 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
-DECLARE
-    s float8[];
-    vx float8;
-    vy float8;
-BEGIN
-    -- quality.pair_corr: Pearson's r from the sums, NULL when undefined.
-    IF jsonb_typeof(p_sums) IS DISTINCT FROM 'array'
-       OR jsonb_array_length(p_sums) <> 6 THEN
-        RETURN NULL;
-    END IF;
-    s := ARRAY[(p_sums ->> 0)::float8, (p_sums ->> 1)::float8,
-               (p_sums ->> 2)::float8, (p_sums ->> 3)::float8,
-               (p_sums ->> 4)::float8, (p_sums ->> 5)::float8];
-    IF s[1] < 3 THEN RETURN NULL; END IF;
-    vx := s[1] * s[4] - s[2] * s[2];
-    vy := s[1] * s[5] - s[3] * s[3];
-    IF vx <= 1e-12 OR vy <= 1e-12 THEN RETURN NULL; END IF;
-    RETURN (s[1] * s[6] - s[2] * s[3]) / sqrt(vx * vy);
-END
-$$;
 """
+
+
+# The pair helpers as in 0011, each with its subquery replaced by direct indexing.
+_SUBQUERY = "ARRAY(SELECT e::text::float8 FROM jsonb_array_elements(p_sums) e)"
+_INDEXED = "ARRAY[" + ", ".join(f"(p_sums ->> {i})::float8" for i in range(6)) + "]"
+
+
+def _pair_helpers() -> str:
+    pairs = (
+        "CREATE OR REPLACE FUNCTION palate_pair_add("
+        + _0011.HELPERS.split("CREATE OR REPLACE FUNCTION palate_pair_add(", 1)[1]
+    )
+    if pairs.count(_SUBQUERY) != 2:
+        raise RuntimeError("0011's pair helpers changed: update this migration")
+    return pairs.replace(_SUBQUERY, _INDEXED)
+
 
 def _old_helpers() -> str:
     split_unit = _0007.SPLIT.split("CREATE OR REPLACE FUNCTION palate_split(")[0]
@@ -93,7 +70,7 @@ def _old_helpers() -> str:
 
 def install(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(HELPERS, params=None)
+        schema_editor.execute(HELPERS + _pair_helpers(), params=None)
 
 
 def uninstall(apps, schema_editor):
