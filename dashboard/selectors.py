@@ -188,7 +188,11 @@ def annotator_detail(*, study: Study, annotator: Annotator) -> dict:
     return {
         "version": version,
         "metric": metric,
-        "mae_ci": _metric_cells(metric, None)["mae_ci"],
+        "mae_ci": (
+            stats.stored_interval(metric.mae_ci_low, metric.mae_ci_high)
+            if metric
+            else None
+        ),
         "heldout": rm.heldout_predictions(version=version, annotator_id=annotator.pk),
         "history": history,
         "quality": quality,
