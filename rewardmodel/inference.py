@@ -58,6 +58,7 @@ class Predictor:
     x: np.ndarray | None = None
     crowd: Crowd | None = None
     heads: dict[int, tuple] = field(default_factory=dict)  # adapted, with stamp
+    spreads: dict[int, tuple] = field(default_factory=dict)  # (HeadSpread, stamp)
 
     # --- images --------------------------------------------------------------
 
@@ -159,17 +160,27 @@ class Predictor:
         self.heads[annotator.pk] = (*out, time.monotonic())
         return out
 
-    def _adapt(self, annotator: Annotator) -> tuple[np.ndarray, float, float, str]:
+    def _own_ratings(self, annotator: Annotator, *, fitted: bool) -> list:
+        """(image id, score) of the annotator's ratings that have an embedding:
+        for a fitted annotator those the version was trained on (up to the run's
+        last rating), else their latest ``MAX_ADAPT_RATINGS``."""
         from .data import ratings_queryset
 
+        qs = ratings_queryset(study_id=self.version.study_id).filter(
+            annotator=annotator
+        )
+        if fitted:
+            last = getattr(self.version.training_run, "last_rating_id", None)
+            if last is not None:
+                qs = qs.filter(pk__lte=last)
         ratings = list(
-            ratings_queryset(study_id=self.version.study_id)
-            .filter(annotator=annotator)
-            .order_by("-pk")
-            .values_list("image_id", "score")[:MAX_ADAPT_RATINGS]
+            qs.order_by("-pk").values_list("image_id", "score")[:MAX_ADAPT_RATINGS]
         )
         self.add_images([r[0] for r in ratings])
-        ratings = [r for r in ratings if r[0] in self.rows]
+        return [r for r in ratings if r[0] in self.rows]
+
+    def _adapt(self, annotator: Annotator) -> tuple[np.ndarray, float, float, str]:
+        ratings = self._own_ratings(annotator, fitted=False)
         if not ratings:
             m = self.model
             mean = float(np.mean(m.norm_mean[m.fitted])) if m.fitted.any() else 0.0
@@ -179,6 +190,26 @@ class Predictor:
         y = np.asarray([r[1] for r in ratings], dtype=np.float64)
         head, mean, std = self.model.adapt(f, y)
         return head, mean, std, f"adapted from {len(ratings)} ratings"
+
+    def spread(self, annotator: Annotator, image_ids: list[int]) -> np.ndarray:
+        """Posterior sd of the annotator's own part of each prediction, on their
+        scale (``taste.HeadSpread``): how much their ratings pin down their taste
+        on these images."""
+        i = self.index.get(str(annotator.pk))
+        fitted = i is not None and bool(self.model.fitted[i])
+        cached = self.spreads.get(annotator.pk)
+        if cached is None or time.monotonic() - cached[1] >= CROWD_TTL:
+            ratings = self._own_ratings(annotator, fitted=fitted)
+            rows = np.asarray([self.rows[r[0]] for r in ratings], dtype=np.int64)
+            f = T.Features.full(self.x[rows], self.crowd_feature(rows, annotator.pk))
+            cached = (self.model.spread(f, fitted=fitted), time.monotonic())
+            self.spreads[annotator.pk] = cached
+        rows = np.fromiter(
+            map(self.rows.__getitem__, image_ids), np.int64, len(image_ids)
+        )
+        g = T.Features.full(self.x[rows], self.crowd_feature(rows, annotator.pk))
+        std = self.head(annotator)[2]
+        return std * cached[0].sd(g)
 
     # --- scoring ---------------------------------------------------------------
 
@@ -279,10 +310,15 @@ def version_cache_clear() -> None:
 
 
 def predict(
-    *, annotator: Annotator, image_ids: list[int], version: ModelVersion | None = None
+    *,
+    annotator: Annotator,
+    image_ids: list[int],
+    version: ModelVersion | None = None,
+    spread: bool = False,
 ) -> dict:
     """Predicted scores on the annotator's own scale, for the images that have an
-    embedding; the others are listed under ``pending``."""
+    embedding; the others are listed under ``pending``. With ``spread``, also the
+    posterior sd of the annotator's own part of each score (``Predictor.spread``)."""
     ids = [int(i) for i in image_ids]
     version = version_for(image_ids=ids, annotator=annotator, version=version)
     pred = load(version)
@@ -290,7 +326,8 @@ def predict(
         pending = set(pred.add_images(ids))
         ready = [i for i in ids if i not in pending] if pending else ids
         values, how = pred.scores(annotator, ready) if ready else ([], "")
-    return {
+        sds = pred.spread(annotator, ready) if spread and ready else []
+    out = {
         "version": version.pk,
         "backbone": version.backbone,
         "annotator": annotator.pk,
@@ -298,6 +335,9 @@ def predict(
         "scores": dict(zip(ready, np.asarray(values).tolist(), strict=True)),
         "pending": [i for i in ids if i in pending] if pending else [],
     }
+    if spread:
+        out["spread"] = dict(zip(ready, np.asarray(sds).tolist(), strict=True))
+    return out
 
 
 def rank(

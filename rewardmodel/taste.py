@@ -260,11 +260,22 @@ class Prior:
             out = out + self.lowrank @ (self.lowrank.T @ ft_a)
         return out
 
-    def mean_diag(self, f: np.ndarray) -> float:
+    def cross(self, f: np.ndarray, g: np.ndarray) -> np.ndarray:
+        """Prior covariance between the rows of ``f`` and of ``g``: F D Gᵀ."""
+        k = self.iso * ((f * self.diag) @ g.T)
+        if self.lowrank is not None:
+            k = k + (f @ self.lowrank) @ (g @ self.lowrank).T
+        return k
+
+    def row_diag(self, f: np.ndarray) -> np.ndarray:
+        """The kernel's diagonal, fᵀ D f per row, without the n × n kernel."""
         d = self.iso * ((f * f) @ self.diag)
         if self.lowrank is not None:
             d = d + np.einsum("ij,ij->i", g := f @ self.lowrank, g)
-        return float(np.mean(d))
+        return d
+
+    def mean_diag(self, f: np.ndarray) -> float:
+        return float(np.mean(self.row_diag(f)))
 
 
 def prior_diag(dim: int, rho: float) -> Prior:
@@ -300,6 +311,45 @@ def user_delta(uk: UserKernel, tau2: float, prior: Prior) -> np.ndarray:
         return np.zeros(uk.f.shape[1])
     alpha = uk.evecs @ (uk.proj / (tau2 * uk.evals + 1.0))
     return tau2 * prior.primal(uk.f, alpha.astype(np.float64))
+
+
+@dataclass
+class HeadSpread:
+    """How unsure the model is of one annotator's own taste on given images: the
+    posterior standard deviation of f · δ_a, in the annotator's normalised units.
+
+    δ_a's posterior mean is the head (``user_delta``); its posterior covariance
+    under the same prior and unit noise is τ²D − τ²D Fᵀ (τ²K + I)⁻¹ F D τ², so for
+    images G the variance is τ² diag(G D Gᵀ) − τ⁴ kᵀ (τ²K + I)⁻¹ k with k = F D Gᵀ.
+    Small where the annotator rated images like these, large where their ratings
+    say little (steering uses it to discount candidates the model is guessing
+    about). The base head, fitted on everyone's ratings, is taken as known."""
+
+    f: np.ndarray  # (n_a, d+2) features of the annotator's fit ratings
+    evals: np.ndarray
+    evecs: np.ndarray
+    tau2: float
+    prior: Prior
+
+    @classmethod
+    def build(cls, f: np.ndarray, tau2: float, prior: Prior) -> HeadSpread:
+        f = np.asarray(f, np.float64)
+        if f.shape[0]:
+            evals, evecs = np.linalg.eigh(prior.kernel(f).astype(np.float64))
+        else:
+            evals, evecs = np.zeros(0), np.zeros((0, 0))
+        return cls(f, np.maximum(evals, 0.0), evecs, float(tau2), prior)
+
+    def sd(self, g: np.ndarray) -> np.ndarray:
+        g = np.asarray(g, np.float64)
+        if self.tau2 <= 0:
+            return np.zeros(g.shape[0])
+        var = self.tau2 * self.prior.row_diag(g)
+        if self.f.shape[0]:
+            proj = self.evecs.T @ self.prior.cross(self.f, g)  # (n_a, m)
+            shrink = self.tau2**2 / (self.tau2 * self.evals + 1.0)
+            var = var - np.einsum("i,ij->j", shrink, proj**2)
+        return np.sqrt(np.maximum(var, 0.0))
 
 
 def heads_grid(
@@ -478,6 +528,13 @@ class Model:
         if self.crowd_fill is None:
             return np.zeros(x.shape[0])
         return x @ self.crowd_fill[:-1] + self.crowd_fill[-1]
+
+    def spread(self, f: np.ndarray, *, fitted: bool) -> HeadSpread:
+        """The posterior spread of an annotator's own head given the features
+        ``f`` of the ratings it was fitted (``fitted``) or adapted from."""
+        prior = self.prior or prior_diag(self.w0.size - 2, self.hyper.rho)
+        tau = self.hyper.tau if fitted else self.hyper.newcomer_tau
+        return HeadSpread.build(f, tau * self.kscale, prior)
 
     def adapt(
         self, f: np.ndarray, y_raw: np.ndarray, *, tau: float | None = None

@@ -7,7 +7,7 @@ from django.urls import reverse
 from annotation.models import Participation
 from generation.backends import BACKENDS
 
-from .models import MAX_PER_ROUND, MAX_ROUNDS
+from .models import DEFAULT_CAUTION, MAX_CAUTION, MAX_PER_ROUND, MAX_ROUNDS
 from .proposers import PROPOSERS
 
 MAX_CHOICES = 1000
@@ -55,6 +55,16 @@ class OptimizationForm(forms.Form):
     max_images = forms.IntegerField(
         label="Maximum images (budget)", min_value=1, initial=31
     )
+    caution = forms.FloatField(
+        label="Caution (posterior sds)",
+        min_value=0,
+        max_value=MAX_CAUTION,
+        initial=DEFAULT_CAUTION,
+        required=False,
+        help_text="Candidates are ranked by personal score − caution × its spread; "
+        "0 ranks by the personal score alone.",
+        widget=forms.NumberInput(attrs={"step": "0.1"}),
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -71,6 +81,10 @@ class OptimizationForm(forms.Form):
                 }
             )
         assert set(dict(self.fields["proposer"].choices)) == set(PROPOSERS)
+
+    def clean_caution(self) -> float:
+        value = self.cleaned_data.get("caution")
+        return DEFAULT_CAUTION if value is None else value
 
     def target_ids(self) -> tuple[int, int]:
         study_id, annotator_id = self.cleaned_data["target"].split(":")

@@ -17,6 +17,9 @@ from annotation.models import Annotator, Image, Study
 MAX_ROUNDS = 50
 MAX_PER_ROUND = 32
 MAX_IMAGES_PER_PROMPT = 4
+# One posterior sd: rank candidates by a lower confidence bound (see search.py).
+DEFAULT_CAUTION = 1.0
+MAX_CAUTION = 5.0
 
 
 class Optimization(models.Model):
@@ -39,6 +42,8 @@ class Optimization(models.Model):
     images_per_prompt = models.PositiveSmallIntegerField(default=1)
     max_images = models.PositiveIntegerField()
     seed = models.BigIntegerField(default=0)
+    # Candidates are ranked by personal − caution × spread (steering.search).
+    caution = models.FloatField(default=DEFAULT_CAUTION)
     status = models.CharField(max_length=10, choices=Status, default=Status.QUEUED)
     stopped = models.CharField(
         max_length=500, blank=True, help_text="Why the search ended."
@@ -68,6 +73,10 @@ class Optimization(models.Model):
             models.CheckConstraint(
                 condition=Q(rounds__gte=1) & Q(rounds__lte=MAX_ROUNDS),
                 name="optimization_rounds_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(caution__gte=0) & Q(caution__lte=MAX_CAUTION),
+                name="optimization_caution_range",
             ),
             models.CheckConstraint(
                 condition=Q(per_round__gte=1) & Q(per_round__lte=MAX_PER_ROUND),
@@ -112,6 +121,7 @@ class OptimizationRound(models.Model):
     best_prompt = models.TextField()
     best_personal = models.FloatField()
     best_population = models.FloatField()
+    best_spread = models.FloatField(default=0.0)
     improved = models.BooleanField(default=False)
     n_images = models.PositiveIntegerField(default=0)
     duration_ms = models.PositiveIntegerField(default=0)
@@ -148,6 +158,9 @@ class Candidate(models.Model):
     population = models.FloatField(null=True, blank=True)
     image_personal = models.JSONField(default=list, blank=True)
     image_population = models.JSONField(default=list, blank=True)
+    # Posterior sd of the personal score (mean over the images, as personal).
+    spread = models.FloatField(null=True, blank=True)
+    image_spread = models.JSONField(default=list, blank=True)
     generation_ms = models.PositiveIntegerField(default=0)
     scoring_ms = models.PositiveIntegerField(default=0)
     cost = models.FloatField(default=0.0)
@@ -170,6 +183,13 @@ class Candidate(models.Model):
 
     def __str__(self) -> str:
         return self.prompt[:60]
+
+    @property
+    def score(self) -> float | None:
+        """What the search ranked it by: personal − caution × spread."""
+        if self.personal is None:
+            return None
+        return self.personal - self.optimization.caution * (self.spread or 0.0)
 
 
 class PairedTest(models.Model):

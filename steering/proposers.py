@@ -1,7 +1,8 @@
 """Proposers: where the next prompt variants come from.
 
 A proposer sees the history of evaluated prompts (prompt, personal and population
-score) and returns new, untried variants. Three are built in:
+score, and the score the search maximises) and returns new, untried variants.
+Three are built in:
 
 * ``attribute`` - greedy attribute editor: single edits (set, change or drop one
   vocabulary category) of the best prompt so far, drawn at random;
@@ -44,6 +45,11 @@ class Evaluated:
     prompt: str
     personal: float
     population: float
+    score: float | None = None  # what the search maximises; None: personal
+
+    def __post_init__(self):
+        if self.score is None:
+            self.score = self.personal
 
 
 class Proposer:
@@ -79,7 +85,7 @@ class _VocabularyProposer(Proposer):
 
     def _ranked(self, history: list[Evaluated]) -> list[Evaluated]:
         known = [h for h in history if h.prompt in self.states]
-        return sorted(known, key=lambda h: -h.personal)
+        return sorted(known, key=lambda h: -h.score)
 
 
 class AttributeGreedy(_VocabularyProposer):
@@ -168,10 +174,10 @@ class LLMRewriter(Proposer):
     calls: int = 0
 
     def _messages(self, history: list[Evaluated], n: int) -> list[dict]:
-        ranked = sorted(history, key=lambda h: -h.personal)
+        ranked = sorted(history, key=lambda h: -h.score)
         shown = ranked[: self.shown_best]
         shown += [h for h in ranked[-self.shown_worst :] if h not in shown]
-        lines = [f"{h.personal:+.3f}  {h.prompt}" for h in shown]
+        lines = [f"{h.score:+.3f}  {h.prompt}" for h in shown]
         user = (
             f"Original prompt: {self.base}\n"
             f"Nouns to keep: {', '.join(base_nouns(self.base)) or '(none)'}\n"

@@ -9,6 +9,9 @@ hacking guard shown next to it): the mean prediction over the study's other rate
 (the ``POPULATION_RATERS`` who rated most, ties by id), i.e. what the crowd as the
 model knows it would think of the image. An optimiser that only pleases the
 personal model while the crowd's score collapses is visible at a glance.
+
+Spread: the posterior sd of the annotator's own part of the personal score
+(``predict(spread=True)``), which the search discounts (``search.py``).
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ class Scores:
     personal: list[float]
     population: list[float]
     ms: int
+    spread: list[float] | None = None  # None: no uncertainty known (zeros)
 
 
 class RewardModelScorer:
@@ -83,7 +87,7 @@ class RewardModelScorer:
         ids = [int(i) for i in image_ids]
         embeddings.embeddings_compute(backbone=self.version.backbone, image_ids=ids)
         result = inference.predict(
-            annotator=self.annotator, image_ids=ids, version=self.version
+            annotator=self.annotator, image_ids=ids, version=self.version, spread=True
         )
         if result.get("pending"):
             raise Conflict(
@@ -92,6 +96,7 @@ class RewardModelScorer:
             )
         mine = result["scores"]
         personal = [float(mine[i]) for i in ids]
+        spread = [float(result["spread"][i]) for i in ids]
         sums = [0.0] * len(ids)
         for rater in self.raters:
             theirs = inference.predict(
@@ -99,4 +104,5 @@ class RewardModelScorer:
             )["scores"]
             sums = [s + float(theirs[i]) for s, i in zip(sums, ids, strict=True)]
         population = [s / len(self.raters) for s in sums]
-        return Scores(personal, population, int((time.perf_counter() - t0) * 1000))
+        ms = int((time.perf_counter() - t0) * 1000)
+        return Scores(personal, population, ms, spread)

@@ -6,8 +6,15 @@ generation backend and scores with the reward model) and by
 objective through the very same loop). Round 0 evaluates the base prompt. Every
 later round asks the proposer for variants of what has been seen, drops those
 that break the subject guard (recorded, never rendered), and evaluates the rest;
-the kept best is the prompt with the highest personal score seen so far, so it
-can only go up. ``max_images`` counts every image evaluated, the base's included.
+the kept best is the prompt with the highest score seen so far, so it can only
+go up. ``max_images`` counts every image evaluated, the base's included.
+
+The score is the personal score less ``caution`` times its spread (the personal
+model's posterior sd on that image, ``rewardmodel.taste.HeadSpread``): a lower
+confidence bound. Picking the best of many candidates by a model's prediction
+favours those whose prediction errs upward (the optimiser's curse), and the
+search walks furthest where the model knows least; the penalty discounts what
+the annotator's own ratings do not support.
 """
 
 from __future__ import annotations
@@ -34,13 +41,21 @@ class Outcome:
     cost: float = 0.0
     generation_ms: int = 0
     scoring_ms: int = 0
+    spread: float = 0.0  # mean over the prompt's images, as personal
+    image_spread: list[float] = field(default_factory=list)
 
-    @property
-    def best_image(self):
-        """The image with the highest personal score (the one shown as 'after')."""
+    def score(self, caution: float) -> float:
+        """What the search maximises: personal − caution × spread."""
+        return self.personal - caution * self.spread
+
+    def best_image(self, caution: float = 0.0):
+        """The image with the highest personal − caution × spread (the one shown
+        as 'after')."""
         if not self.images:
             return None
-        return self.images[int(np.argmax(self.image_personal))]
+        spread = self.image_spread or [0.0] * len(self.images)
+        scores = [p - caution * s for p, s in zip(self.image_personal, spread, strict=True)]
+        return self.images[int(np.argmax(scores))]
 
 
 @dataclass
@@ -85,6 +100,7 @@ def search(
     max_images: int,
     images_per_prompt: int = 1,
     seed: int = 0,
+    caution: float = 0.0,
     on_round: Callable[[Round], None] | None = None,
 ) -> Result:
     rng = np.random.default_rng(seed)
@@ -98,7 +114,7 @@ def search(
     base.outcome = first_outcome
     used = images_per_prompt
     best = base
-    history = [_evaluated(base)]
+    history = [_evaluated(base, caution)]
     tried = {base_prompt}
     first = Round(0, [base], base, False, _ms(started))
     done: list[Round] = [first]
@@ -126,13 +142,13 @@ def search(
                 c.rejected = o
             else:
                 c.outcome = o
-                history.append(_evaluated(c))
+                history.append(_evaluated(c, caution))
         used += len(todo) * images_per_prompt
         scored = [c for c in todo if c.outcome is not None]
         improved = False
         if scored:
-            top = max(scored, key=lambda c: c.outcome.personal)
-            if top.outcome.personal > best.outcome.personal:
+            top = max(scored, key=lambda c: c.outcome.score(caution))
+            if top.outcome.score(caution) > best.outcome.score(caution):
                 best, improved = top, True
         rnd = Round(r, cands, best, improved, _ms(t0))
         done.append(rnd)
@@ -163,8 +179,9 @@ def _guard(
     return cands, todo
 
 
-def _evaluated(c: Candidate) -> Evaluated:
-    return Evaluated(c.prompt, c.outcome.personal, c.outcome.population)
+def _evaluated(c: Candidate, caution: float) -> Evaluated:
+    o = c.outcome
+    return Evaluated(c.prompt, o.personal, o.population, o.score(caution))
 
 
 def _ms(t0: float) -> int:

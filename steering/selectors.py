@@ -16,7 +16,7 @@ def optimization_rounds(opt: Optimization) -> list[OptimizationRound]:
 
 
 def optimization_candidates(opt: Optimization) -> QuerySet[Candidate]:
-    return opt.candidates.select_related("round", "image").order_by(
+    return opt.candidates.select_related("optimization", "round", "image").order_by(
         "round__index", "pk"
     )
 

@@ -24,6 +24,8 @@ from core.exceptions import Conflict, InvalidInput
 
 from . import costs, search
 from .models import (
+    DEFAULT_CAUTION,
+    MAX_CAUTION,
     MAX_IMAGES_PER_PROMPT,
     MAX_PER_ROUND,
     MAX_ROUNDS,
@@ -68,6 +70,15 @@ def _check_int(name: str, value, low: int, high: int) -> int:
     return value
 
 
+def _check_caution(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInput("Caution must be a number.")
+    value = float(value)
+    if not 0.0 <= value <= MAX_CAUTION:  # also refuses NaN
+        raise InvalidInput(f"Caution must be between 0 and {MAX_CAUTION:g}.")
+    return value
+
+
 def _clean_prompt(text) -> str:
     if not isinstance(text, str) or not text.strip():
         raise InvalidInput("The base prompt cannot be empty.")
@@ -92,6 +103,7 @@ def optimization_create(
     max_images: int = 31,
     images_per_prompt: int = 1,
     seed: int = 0,
+    caution: float = DEFAULT_CAUTION,
     created_by=None,
     enqueue: bool = True,
 ) -> Optimization:
@@ -109,6 +121,7 @@ def optimization_create(
     max_images = _check_int(
         "Maximum images", max_images, images_per_prompt, max_images_limit()
     )
+    caution = _check_caution(caution)
     if proposer not in PROPOSERS:
         raise InvalidInput(
             f"Unknown proposer '{proposer}' (available: {', '.join(PROPOSERS)})."
@@ -136,6 +149,7 @@ def optimization_create(
         images_per_prompt=images_per_prompt,
         max_images=max_images,
         seed=seed,
+        caution=caution,
         model_version_id=version.pk,
         cost_estimate=costs.estimate(backend=backend, max_images=max_images)["cost"],
         cost_unit=costs.cost_unit(),
@@ -200,6 +214,7 @@ def optimization_run(*, optimization_id: int, scorer=None) -> str:
             max_images=opt.max_images,
             images_per_prompt=opt.images_per_prompt,
             seed=opt.seed,
+            caution=opt.caution,
             on_round=lambda rnd: _record_round(opt, rnd),
         )
     except (ProposerError, InvalidInput, Conflict) as exc:
@@ -329,13 +344,16 @@ def _evaluate(opt, renderer: _Renderer, scorer, prompts: list[str]) -> list:
             continue
         pers = [scores.personal[per[i]] for i in img_ids]
         pops = [scores.population[per[i]] for i in img_ids]
+        sds = [scores.spread[per[i]] if scores.spread else 0.0 for i in img_ids]
         out.append(
             search.Outcome(
                 personal=sum(pers) / len(pers),
                 population=sum(pops) / len(pops),
+                spread=sum(sds) / len(sds),
                 images=img_ids,
                 image_personal=pers,
                 image_population=pops,
+                image_spread=sds,
                 cost=cost,
                 generation_ms=gen_ms,
                 scoring_ms=int(scores.ms * len(img_ids) / len(ids)),
@@ -354,6 +372,7 @@ def _record_round(opt: Optimization, rnd: search.Round) -> None:
             best_prompt=rnd.best.prompt,
             best_personal=best.personal,
             best_population=best.population,
+            best_spread=best.spread,
             improved=rnd.improved,
             n_images=n_images,
             duration_ms=rnd.duration_ms,
@@ -368,12 +387,14 @@ def _record_round(opt: Optimization, rnd: search.Round) -> None:
                 prompt=c.prompt,
                 note=c.note[:500],
                 rejected=c.rejected[:500],
-                image_id=o.best_image if o else None,
+                image_id=o.best_image(opt.caution) if o else None,
                 image_ids=o.images if o else [],
                 personal=o.personal if o else None,
                 population=o.population if o else None,
                 image_personal=o.image_personal if o else [],
                 image_population=o.image_population if o else [],
+                spread=o.spread if o else None,
+                image_spread=o.image_spread if o else [],
                 generation_ms=o.generation_ms if o else 0,
                 scoring_ms=o.scoring_ms if o else 0,
                 cost=o.cost if o else 0.0,

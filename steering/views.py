@@ -83,6 +83,7 @@ def run_create(request: HttpRequest) -> HttpResponse:
                 rounds=data["rounds"],
                 per_round=data["per_round"],
                 max_images=data["max_images"],
+                caution=data["caution"],
                 created_by=request.user,
             )
         except PalateError as exc:

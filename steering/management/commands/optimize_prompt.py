@@ -7,6 +7,7 @@ from annotation.models import Annotator, Study
 from core.exceptions import PalateError
 from generation.backends import BACKENDS
 from steering import costs, selectors, services
+from steering.models import DEFAULT_CAUTION
 from steering.proposers import PROPOSERS
 
 
@@ -50,6 +51,13 @@ class Command(BaseCommand):
         parser.add_argument("--images-per-prompt", type=int, default=1)
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument(
+            "--caution",
+            type=float,
+            default=DEFAULT_CAUTION,
+            help="Rank candidates by personal score − caution × its posterior sd "
+            "(0: personal score alone).",
+        )
+        parser.add_argument(
             "--queue", action="store_true", help="Queue for a worker and return."
         )
 
@@ -75,6 +83,7 @@ class Command(BaseCommand):
                 max_images=o["max_images"],
                 images_per_prompt=o["images_per_prompt"],
                 seed=o["seed"],
+                caution=o["caution"],
                 enqueue=o["queue"],
             )
         except PalateError as exc:
@@ -87,8 +96,9 @@ class Command(BaseCommand):
         for rnd in selectors.optimization_rounds(opt):
             mark = "*" if rnd.improved else " "
             self.stdout.write(
-                f"round {rnd.index:>2} {mark} personal {rnd.best_personal:6.3f}  "
-                f"population {rnd.best_population:6.3f}  {rnd.best_prompt}"
+                f"round {rnd.index:>2} {mark} personal {rnd.best_personal:6.3f} "
+                f"± {rnd.best_spread:5.3f}  population {rnd.best_population:6.3f}  "
+                f"{rnd.best_prompt}"
             )
         if opt.status != opt.Status.DONE:
             raise CommandError(f"Optimisation {opt.pk} failed: {opt.error}")
