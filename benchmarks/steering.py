@@ -290,6 +290,7 @@ def _run(annotator, prompt, args, scorer=None):
         max_images=args.max_images,
         proposer=args.proposer,
         seed=args.seed,
+        caution=args.caution,
         enqueue=False,
     )
     services.optimization_run(optimization_id=opt.pk, scorer=scorer)
@@ -443,6 +444,12 @@ def main() -> int:  # noqa: PLR0915 (one script, top to bottom)
     p.add_argument("--per-round", type=int, default=10)
     p.add_argument("--max-images", type=int, default=31)
     p.add_argument("--proposer", default="beam")
+    p.add_argument(
+        "--caution",
+        type=float,
+        default=None,
+        help="ranking penalty in posterior sds (default: the product's; 0: none)",
+    )
     p.add_argument("--backbone", default="open_clip:palate-tiny-vit")
     p.add_argument("--noise", type=float, default=0.6)
     p.add_argument("--seed", type=int, default=0)
@@ -456,6 +463,10 @@ def main() -> int:  # noqa: PLR0915 (one script, top to bottom)
 
     from rewardmodel import services as rm
     from rewardmodel.metrics import pairwise_accuracy
+    from steering.models import DEFAULT_CAUTION
+
+    if args.caution is None:
+        args.caution = DEFAULT_CAUTION
 
     settings.REWARDMODEL_BACKBONE = args.backbone
     # pixelstats is a benchmark-only diagnostic once it lives in benchmarks/.
@@ -558,7 +569,8 @@ def main() -> int:  # noqa: PLR0915 (one script, top to bottom)
             f"annotators optimised: {args.optimise} × {args.prompts} base "
             f"prompt(s) = {len(rows)} runs per objective; budget "
             f"{args.max_images} images per run ({args.rounds} rounds × "
-            f"{args.per_round}, proposer {args.proposer}); optimisation {t_opt:.0f} s"
+            f"{args.per_round}, proposer {args.proposer}, caution {args.caution:g}); "
+            f"optimisation {t_opt:.0f} s"
         )
         print(
             "true-score gain over the base image (taste units = 1 sd over the "

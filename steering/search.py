@@ -53,8 +53,8 @@ class Outcome:
         as 'after')."""
         if not self.images:
             return None
-        spread = self.image_spread or [0.0] * len(self.images)
-        scores = [p - caution * s for p, s in zip(self.image_personal, spread, strict=True)]
+        spread = np.asarray(self.image_spread or [0.0] * len(self.images))
+        scores = np.asarray(self.image_personal) - caution * spread
         return self.images[int(np.argmax(scores))]
 
 

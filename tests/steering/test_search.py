@@ -202,3 +202,65 @@ def test_beam_children_are_vocabulary_compositions():
             allowed = {ph for phrases in VOCABULARY.values() for ph in phrases}
             assert set(extra) <= allowed
             history.append(Evaluated(pr.prompt, float(rng.normal()), 0.0))
+
+
+def _spread(prompt: str) -> float:
+    """A made-up spread: the model is unsure about oil paintings."""
+    return 2.0 if "oil painting" in prompt else 0.1
+
+
+def _evaluate_with_spread(prompt_log):
+    def evaluate(prompts, r):
+        prompt_log.extend(prompts)
+        return [
+            search.Outcome(
+                personal=_taste(p),
+                population=0.0,
+                spread=_spread(p),
+                images=[f"img:{p}"],
+                image_personal=[_taste(p)],
+                image_spread=[_spread(p)],
+            )
+            for p in prompts
+        ]
+
+    return evaluate
+
+
+@pytest.mark.parametrize("caution", [0.0, 1.0])
+def test_caution_ranks_by_the_lower_bound_and_it_never_decreases(caution):
+    seen, rounds = [], []
+    result = search.search(
+        base_prompt="a red fox in a forest",
+        proposer=AttributeBeam(),
+        evaluate=_evaluate_with_spread(seen),
+        rounds=6,
+        per_round=8,
+        max_images=49,
+        seed=5,
+        caution=caution,
+        on_round=rounds.append,
+    )
+    every = [c for r in rounds for c in r.candidates if c.outcome]
+    assert any("oil painting" in c.prompt for c in every)
+    kept = [r.best.outcome.score(caution) for r in rounds]
+    assert kept == sorted(kept)
+    assert result.best.outcome.score(caution) == max(
+        c.outcome.score(caution) for c in every
+    )
+    if caution:  # +1.0 for oil painting is not worth a spread of 2.0
+        assert "oil painting" not in result.best.prompt
+    else:
+        assert "oil painting" in result.best.prompt
+
+
+def test_the_after_image_is_the_best_lower_bound_among_the_prompts_images():
+    o = search.Outcome(
+        personal=1.0,
+        population=0.0,
+        images=["sure", "unsure"],
+        image_personal=[0.9, 1.1],
+        image_spread=[0.1, 1.0],
+    )
+    assert o.best_image() == "unsure"
+    assert o.best_image(caution=1.0) == "sure"

@@ -35,16 +35,19 @@ def test_trajectory_is_recorded_and_best_never_decreases(steering_setup):
     rounds = selectors.optimization_rounds(opt)
     assert [r.index for r in rounds] == list(range(len(rounds)))
     assert len(rounds) == 4 and opt.stopped == "all rounds done"
-    bests = [r.best_personal for r in rounds]
+    # The kept best is ranked by personal − caution × spread (default caution 1).
+    assert opt.caution == 1.0
+    bests = [r.best_personal - opt.caution * r.best_spread for r in rounds]
     assert bests == sorted(bests)
     scored = list(opt.candidates.exclude(personal=None))
     assert len(scored) == opt.images_used == 10
-    assert bests[-1] == pytest.approx(max(c.personal for c in scored))
+    assert bests[-1] == pytest.approx(max(c.score for c in scored))
     # Scores are the active model's predictions for that very image.
     ids = [c.image_id for c in scored]
-    predicted = inference.predict(annotator=who, image_ids=ids)["scores"]
+    predicted = inference.predict(annotator=who, image_ids=ids, spread=True)
     for c in scored:
-        assert c.personal == pytest.approx(predicted[c.image_id], abs=1e-5)
+        assert c.personal == pytest.approx(predicted["scores"][c.image_id], abs=1e-5)
+        assert c.spread == pytest.approx(predicted["spread"][c.image_id], abs=1e-5)
         assert c.population is not None
         assert c.image_ids == [c.image_id]
     assert opt.model_version_id and "version" in opt.model_version_label
@@ -57,7 +60,7 @@ def test_trajectory_is_recorded_and_best_never_decreases(steering_setup):
     assert all(i.provenance["backend"] == "procedural" for i in images)
     base, best = selectors.optimization_best(opt)
     assert base.round.index == 0 and base.prompt == "a fox in a forest"
-    assert best.personal == bests[-1]
+    assert best.score == pytest.approx(bests[-1])
 
 
 def test_second_run_reuses_images(steering_setup):
@@ -115,6 +118,9 @@ BAD_INPUT = [
     ({"proposer": "magic"}, "Unknown proposer 'magic'"),
     ({"backend": "nope"}, "Unknown backend 'nope'"),
     ({"proposer": "llm"}, "set STEERING_LLM_URL"),
+    ({"caution": -0.5}, "Caution must be between 0 and 5"),
+    ({"caution": float("nan")}, "Caution must be between 0 and 5"),
+    ({"caution": "1"}, "Caution must be a number"),
 ]
 
 
@@ -148,3 +154,17 @@ def test_cost_estimate(db, settings):
         0.39
     )
     assert costs.estimate(backend="procedural", max_images=10)["cost"] == 0.0
+
+
+@pytest.mark.postgres
+def test_caution_out_of_range_is_refused_by_the_database(steering_setup):
+    from django.db import IntegrityError, transaction
+
+    study, annotators = steering_setup
+    opt = services.optimization_create(
+        annotator=annotators[0], base_prompt="a cat", caution=0.0, enqueue=False
+    )
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Optimization.objects.filter(pk=opt.pk).update(caution=9.0)
+    opt.refresh_from_db()
+    assert opt.caution == 0.0
