@@ -26,7 +26,9 @@ Offline set-up, all through the product's own code paths:
    product's defaults), differing only in the objective:
    **model** (the personalised model, the product's scorer), **oracle** (the
    simulated true taste, noise-free) and **population** (the model's population
-   score alone).
+   score alone). With ``--compare-caution`` (default 0), a fourth run of the
+   model at that caution: a paired comparison of the product's ranking penalty
+   (same study, model and renders).
 
 Printed: true score of the base image and of each run's kept image, gains, the
 model's gain as a share of the oracle's, the population objective's gain, the
@@ -279,7 +281,7 @@ class PopulationObjective:
         return Scores(s.population, s.population, s.ms)
 
 
-def _run(annotator, prompt, args, scorer=None):
+def _run(annotator, prompt, args, scorer=None, caution=None):
     from steering import selectors, services
 
     opt = services.optimization_create(
@@ -290,7 +292,7 @@ def _run(annotator, prompt, args, scorer=None):
         max_images=args.max_images,
         proposer=args.proposer,
         seed=args.seed,
-        caution=args.caution,
+        caution=args.caution if caution is None else caution,
         enqueue=False,
     )
     services.optimization_run(optimization_id=opt.pk, scorer=scorer)
@@ -397,7 +399,11 @@ def _compare(i: int, a, prompt: str, taste: Taste, study, args) -> dict:
     inner = RewardModelScorer(annotator=a, study=study)
     _, popb = _run(a, prompt, args, scorer=PopulationObjective(inner))
     t_base = taste.true(i, base.image)
-    row = {
+    row = {}
+    if _compares(args):  # the same model at another caution: a paired A/B
+        _, alt = _run(a, prompt, args, caution=args.compare_caution)
+        row["model_alt"] = taste.true(i, alt.image) - t_base
+    row |= {
         "base": t_base,
         "model": taste.true(i, best.image) - t_base,
         "oracle": taste.true(i, oracle.image) - t_base,
@@ -412,6 +418,10 @@ def _compare(i: int, a, prompt: str, taste: Taste, study, args) -> dict:
         f"{row['population']:+.2f} (predicted {row['pred_gain']:+.2f})"
     )
     return row
+
+
+def _compares(args) -> bool:
+    return args.compare_caution is not None and args.compare_caution != args.caution
 
 
 def _ci(x: np.ndarray, rng, stat=np.mean) -> tuple[float, float]:
@@ -449,6 +459,13 @@ def main() -> int:  # noqa: PLR0915 (one script, top to bottom)
         type=float,
         default=None,
         help="ranking penalty in posterior sds (default: the product's; 0: none)",
+    )
+    p.add_argument(
+        "--compare-caution",
+        type=float,
+        default=0.0,
+        help="also run the model at this caution on the same study (paired "
+        "comparison; default 0, the personal score alone; same as --caution: skip)",
     )
     p.add_argument("--backbone", default="open_clip:palate-tiny-vit")
     p.add_argument("--noise", type=float, default=0.6)
@@ -591,6 +608,20 @@ def main() -> int:  # noqa: PLR0915 (one script, top to bottom)
         print(
             f"population score change of the model's pick: {_fmt(g['pop_change'], rng)}"
         )
+        if _compares(args):
+            alt = g["model_alt"]
+            alt_blind = (alt + noise[..., 0] > noise[..., 1]).astype(float)
+            alt_exp = np.mean(
+                [0.5 * (1 + erf(x / (2 * args.noise))) for x in alt.ravel()]
+            )
+            lo, hi = _ci(np.stack([alt, g["oracle"]], axis=-1), rng, _ratio)
+            print(
+                f"same model, caution {args.compare_caution:g} (paired): gain "
+                f"{_fmt(alt, rng)}, / oracle {alt.mean() / g['oracle'].mean():.2f} "
+                f"[{lo:.2f}, {hi:.2f}], blind test {alt_blind.mean():.3f} "
+                f"(expected {alt_exp:.3f}); caution {args.caution:g} minus caution "
+                f"{args.compare_caution:g}: {_fmt(g['model'] - alt, rng)}"
+            )
         ok = blind.mean() >= 0.75 and ratio >= 0.5
         print(
             "targets (blind win ≥ 0.75, gain ≥ half the oracle's):",
