@@ -54,13 +54,16 @@ def test_staff_runs_an_optimisation_and_watches_it(
     page.fill("#id_rounds", "3")
     page.fill("#id_per_round", "3")
     page.fill("#id_max_images", "10")
+    assert page.input_value("#id_caution") == "1.0"  # one posterior sd by default
+    page.fill("#id_caution", "0.5")
     page.click("button[type=submit]")
     page.wait_for_url(re.compile(r"/steering/runs/\d+/$"))
     opt = Optimization.objects.get()
-    assert (opt.annotator_id, opt.max_images, opt.proposer) == (
+    assert (opt.annotator_id, opt.max_images, opt.proposer, opt.caution) == (
         annotators[2].pk,
         10,
         "beam",
+        0.5,
     )
     # Rounds arrive while the page polls (no reload): the first row appears
     # before the last one, then the run finishes and polling stops.
@@ -76,6 +79,8 @@ def test_staff_runs_an_optimisation_and_watches_it(
         page.wait_for_timeout(300)
     else:
         pytest.fail("the run did not finish:\n" + log.read_text())
+    # (Done may arrive in the swap right after the rows were counted.)
+    seen_rounds.add(page.locator("#steer-rounds tr[data-round]").count())
     assert page.locator("#steer-rounds tr[data-round]").count() == 4
     # The rows came by polling, without a reload (a fast run may finish within
     # one polling interval, so intermediate states are not required).
@@ -93,6 +98,9 @@ def test_staff_runs_an_optimisation_and_watches_it(
     assert shown == pytest.approx(best.best_personal, abs=0.006)
     shown = float(after.locator(".population").inner_text())
     assert shown == pytest.approx(best.best_population, abs=0.006)
+    shown = float(after.locator(".spread").inner_text())
+    assert shown == pytest.approx(best.best_spread, abs=0.006)
+    assert "personal score − 0.5 × its spread" in page.inner_text(".gen-facts")
     # Close the loop: the blind paired test goes to the annotator's stream.
     if page.locator("#send-paired-test").count():
         page.click("#send-paired-test")
