@@ -7,7 +7,14 @@ class RoundInline(admin.TabularInline):
     model = OptimizationRound
     extra = 0
     can_delete = False
-    fields = ("index", "best_prompt", "best_personal", "best_population", "improved")
+    fields = (
+        "index",
+        "best_prompt",
+        "best_personal",
+        "best_spread",
+        "best_population",
+        "improved",
+    )
     readonly_fields = fields
 
 
@@ -20,6 +27,7 @@ class OptimizationAdmin(admin.ModelAdmin):
         "base_prompt",
         "proposer",
         "backend",
+        "caution",
         "status",
         "images_used",
         "cost_spent",
@@ -39,6 +47,7 @@ class CandidateAdmin(admin.ModelAdmin):
         "optimization",
         "prompt",
         "personal",
+        "spread",
         "population",
         "rejected",
     )
