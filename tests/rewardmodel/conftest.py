@@ -73,3 +73,20 @@ def rated_study(db, rm_settings):
     study, annotators = make_study()
     rate_study(study, annotators)
     return study, annotators
+
+
+def trained_with_unrated_image(study, *, seed: int):
+    """Train and promote a version on the study, then add one image nobody has
+    rated (as prompt steering's candidates are) with its embedding."""
+    from rewardmodel import embeddings
+    from rewardmodel import services as rm
+
+    run = rm.training_run_execute(
+        run_id=rm.training_run_create(study=study, promote="always").pk
+    )
+    assert run.status == "succeeded", run.error
+    image = ann.image_create(
+        study=study, data=png_bytes(seed, size=(32, 32)), filename="new.png"
+    )
+    embeddings.embeddings_compute(backbone=run.version.backbone, image_ids=[image.pk])
+    return run, image

@@ -79,20 +79,12 @@ def test_checkpoint_keeps_the_fill_and_old_checkpoints_fall_back_to_zero(tmp_pat
 def test_predict_fills_the_crowd_for_an_image_nobody_rated(rated_study):
     """Through the served path: an image of the study without ratings is scored
     with the expected crowd, one with ratings by others with theirs."""
-    from annotation import services as ann
-    from rewardmodel import embeddings, inference
-    from rewardmodel import services as rm
-    from tests.factories import png_bytes
+    from rewardmodel import inference
+
+    from .conftest import trained_with_unrated_image
 
     study, annotators = rated_study
-    run = rm.training_run_execute(
-        run_id=rm.training_run_create(study=study, promote="always").pk
-    )
-    assert run.status == "succeeded", run.error
-    image = ann.image_create(
-        study=study, data=png_bytes(99_999, size=(32, 32)), filename="new.png"
-    )
-    embeddings.embeddings_compute(backbone=run.version.backbone, image_ids=[image.pk])
+    run, image = trained_with_unrated_image(study, seed=99_999)
     a = annotators[0]
     got = inference.predict(annotator=a, image_ids=[image.pk], version=run.version)
     pred = inference.load(run.version)

@@ -57,21 +57,13 @@ def test_served_spread_is_the_fitted_annotators_posterior(rated_study):
     """``predict(spread=True)``: for an annotator the version was fitted on, the
     posterior given the ratings it was trained on (not later ones), on their
     scale; only when asked for."""
-    from annotation import services as ann
     from annotation.models import Rating
-    from rewardmodel import embeddings, inference
-    from rewardmodel import services as rm
-    from tests.factories import png_bytes
+    from rewardmodel import inference
+
+    from .conftest import trained_with_unrated_image
 
     study, annotators = rated_study
-    run = rm.training_run_execute(
-        run_id=rm.training_run_create(study=study, promote="always").pk
-    )
-    assert run.status == "succeeded", run.error
-    image = ann.image_create(
-        study=study, data=png_bytes(77_777, size=(32, 32)), filename="new.png"
-    )
-    embeddings.embeddings_compute(backbone=run.version.backbone, image_ids=[image.pk])
+    run, image = trained_with_unrated_image(study, seed=77_777)
     a = annotators[0]
     plain = inference.predict(annotator=a, image_ids=[image.pk], version=run.version)
     assert "spread" not in plain
