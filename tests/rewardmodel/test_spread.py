@@ -84,3 +84,32 @@ def test_served_spread_is_the_fitted_annotators_posterior(rated_study):
     want = model.norm_std[i] * model.spread(f, fitted=True).sd(g)[0]
     assert got["spread"][image.pk] == pytest.approx(want, rel=1e-6)
     assert got["scores"] == plain["scores"]
+
+
+@pytest.mark.django_db
+def test_a_newcomer_without_ratings_gets_the_priors_spread(rated_study):
+    """Someone the version never saw, with no ratings: their head is the
+    newcomer base, and the spread is the prior's (on the global scale)."""
+    from annotation import services as ann
+    from rewardmodel import inference
+
+    from .conftest import trained_with_unrated_image
+
+    study, _ = rated_study
+    run, image = trained_with_unrated_image(study, seed=55_555)
+    stranger = ann.annotator_create()
+    pred = inference.load(run.version)
+    model = pred.model
+    model.hyper.new_tau = 0.5  # whatever selection chose here, a personal part
+    got = inference.predict(
+        annotator=stranger, image_ids=[image.pk], version=run.version, spread=True
+    )
+    row = np.asarray([pred.rows[image.pk]])
+    g = T.Features.full(pred.x[row], pred.crowd_feature(row, stranger.pk))
+    hyper = model.hyper
+    prior = model.prior
+    want = model.global_std * np.sqrt(
+        hyper.newcomer_tau * model.kscale * prior.row_diag(g)
+    )
+    assert got["how"] == "cold start" and want[0] > 0
+    assert got["spread"][image.pk] == pytest.approx(float(want[0]), rel=1e-6)
