@@ -194,7 +194,9 @@ class Predictor:
     def spread(self, annotator: Annotator, image_ids: list[int]) -> np.ndarray:
         """Posterior sd of the annotator's own part of each prediction, on their
         scale (``taste.HeadSpread``): how much their ratings pin down their taste
-        on these images."""
+        on these images. From at most ``MAX_ADAPT_RATINGS`` of their ratings (the
+        latest), so for someone with more it errs wide; one eigendecomposition
+        per annotator, kept ``CROWD_TTL`` seconds."""
         i = self.index.get(str(annotator.pk))
         fitted = i is not None and bool(self.model.fitted[i])
         cached = self.spreads.get(annotator.pk)
