@@ -245,11 +245,7 @@ class Prior:
     iso: float = 1.0
 
     def kernel(self, f: np.ndarray) -> np.ndarray:
-        k = self.iso * ((f * self.diag) @ f.T)
-        if self.lowrank is not None:
-            g = f @ self.lowrank
-            k = k + g @ g.T
-        return k
+        return self.cross(f, f)
 
     def primal(self, f: np.ndarray, alpha: np.ndarray) -> np.ndarray:
         """D Fᵀ α (α one vector, or one column per solution)."""
@@ -333,17 +329,16 @@ class HeadSpread:
 
     @classmethod
     def build(cls, f: np.ndarray, tau2: float, prior: Prior) -> HeadSpread:
+        """No personal part (τ = 0) needs no decomposition: the spread is 0."""
         f = np.asarray(f, np.float64)
-        if f.shape[0]:
+        if f.shape[0] and tau2 > 0:
             evals, evecs = np.linalg.eigh(prior.kernel(f).astype(np.float64))
         else:
-            evals, evecs = np.zeros(0), np.zeros((0, 0))
+            f, evals, evecs = f[:0], np.zeros(0), np.zeros((0, 0))
         return cls(f, np.maximum(evals, 0.0), evecs, float(tau2), prior)
 
     def sd(self, g: np.ndarray) -> np.ndarray:
         g = np.asarray(g, np.float64)
-        if self.tau2 <= 0:
-            return np.zeros(g.shape[0])
         var = self.tau2 * self.prior.row_diag(g)
         if self.f.shape[0]:
             proj = self.evecs.T @ self.prior.cross(self.f, g)  # (n_a, m)

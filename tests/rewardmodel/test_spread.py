@@ -45,10 +45,11 @@ def test_more_ratings_never_widen_it_and_unfamiliar_images_get_more():
     assert np.all(spread.sd(far) > spread.sd(near))
 
 
-def test_no_personal_part_no_spread():
+def test_no_personal_part_no_spread_and_no_decomposition():
     rng = np.random.default_rng(2)
     prior = T.prior_diag(4, 0.0)
     hs = T.HeadSpread.build(rng.normal(size=(9, 6)), 0.0, prior)
+    assert hs.evals.size == 0  # τ = 0: nothing to decompose
     assert np.array_equal(hs.sd(rng.normal(size=(3, 6))), np.zeros(3))
 
 
