@@ -40,11 +40,7 @@ def active_version(*, study: Study | None = None) -> ModelVersion | None:
 def active_versions() -> list[ModelVersion]:
     """Every active version (one per study, and maybe one for every study),
     latest promotion first."""
-    return list(
-        ModelVersion.objects.filter(is_active=True)
-        .select_related("study")
-        .order_by("-promoted_at", "-pk")
-    )
+    return rm.version_active_list()
 
 
 def _metric_cells(metric, previous) -> dict:

@@ -49,7 +49,6 @@ def home(request: HttpRequest) -> HttpResponse:
             "generation": selectors.generation_summary(),
             "actives": (actives := selectors.active_versions()),
             "version": actives[0] if actives else None,
-            "random_weights": [v for v in actives if not v.weights_loaded],
         },
     )
 
