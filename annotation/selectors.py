@@ -46,8 +46,16 @@ def study_list_for(*, user) -> QuerySet[Study]:
     ).distinct()
 
 
+# A rating collected here came through an assignment; an imported one
+# (``import_dataset``, ``ratings_import``) has none and keeps the dataset's own
+# time, so it says nothing about who is rating now: rates, projections and
+# "active now" count collected ratings only.
+COLLECTED = Q(assignment__isnull=False)
+
+
 def study_progress(*, study: Study, now=None) -> dict:
-    """Images by number of valid ratings, and the rating rate over the last hour."""
+    """Images by number of valid ratings, and the ratings collected here in the
+    last hour (imported ones are not activity)."""
     now = now or timezone.now()
     by_count = dict(
         Image.objects.filter(study=study)
@@ -63,8 +71,11 @@ def study_progress(*, study: Study, now=None) -> dict:
     counted = Rating.objects.filter(study=study).aggregate(
         valid=Count("pk", filter=Q(is_valid=True)),
         last_hour=Count(
-            "pk", filter=Q(is_valid=True, created_at__gte=now - timedelta(hours=1))
+            "pk",
+            filter=Q(is_valid=True, created_at__gte=now - timedelta(hours=1))
+            & COLLECTED,
         ),
+        imported=Count("pk", filter=Q(is_valid=True) & ~COLLECTED),
         annotators=Count("annotator_id", distinct=True),
     )
     total_ratings, last_hour = counted["valid"], counted["last_hour"]
@@ -77,6 +88,7 @@ def study_progress(*, study: Study, now=None) -> dict:
         "ratings_target": target,
         "fraction_complete": (total_ratings / target) if target else 0.0,
         "ratings_last_hour": last_hour,
+        "ratings_imported": counted["imported"],
         "images_by_rating_count": {
             str(k): by_count.get(k, 0) for k in range(0, study.raters_per_image + 1)
         },
@@ -276,6 +288,7 @@ def participation_of(*, annotator: Annotator, study: Study) -> Participation | N
 # the study (asserted in tests/dashboard); the dashboard app renders them.
 
 ACTIVE_WINDOW = timedelta(minutes=10)
+RATE_WINDOW_HOURS = 6  # the projection's rate: mean ratings per hour over these
 
 
 def study_overview_list() -> list[dict]:
@@ -315,12 +328,15 @@ def _percent(part: float, whole: float) -> float:
 def study_dashboard(*, study: Study, now=None, hours: int = 48) -> dict:
     """Progress of one study: images by valid ratings (0..target), completion,
     ratings per hour over the last ``hours``, annotators active now, and the
-    projected completion at the recent rate."""
+    projected completion at the recent rate. Every rate and "active now" counts
+    ratings collected here only (``COLLECTED``); each figure's window is
+    returned with it so the page can say which one it uses."""
     now = now or timezone.now()
     progress = study_progress(study=study, now=now)
     since = now - timedelta(hours=hours)
     per_hour = dict(
-        Rating.objects.filter(study=study, is_valid=True, created_at__gte=since)
+        Rating.objects.filter(COLLECTED, study=study, is_valid=True)
+        .filter(created_at__gte=since)
         .annotate(hour=TruncHour("created_at"))
         .values_list("hour")
         .annotate(n=Count("pk"))
@@ -339,13 +355,14 @@ def study_dashboard(*, study: Study, now=None, hours: int = 48) -> dict:
         ).values_list("annotator_id", flat=True)
     )
     rating = set(
-        Rating.objects.filter(study=study, created_at__gte=now - ACTIVE_WINDOW)
+        Rating.objects.filter(COLLECTED, study=study)
+        .filter(created_at__gte=now - ACTIVE_WINDOW)
         .values_list("annotator_id", flat=True)
         .distinct()
     )
     active = len(leasing | rating)
     remaining = max(0, progress["ratings_target"] - progress["ratings"])
-    recent = sum(n for _, n in series[-6:]) / 6  # ratings per hour, last 6 hours
+    recent = sum(n for _, n in series[-RATE_WINDOW_HOURS:]) / RATE_WINDOW_HOURS
     eta = None
     if remaining and recent > 0:
         eta = now + timedelta(hours=remaining / recent)
@@ -355,7 +372,10 @@ def study_dashboard(*, study: Study, now=None, hours: int = 48) -> dict:
             (int(k), v) for k, v in progress["images_by_rating_count"].items()
         ],
         "per_hour": series,
+        "per_hour_hours": hours,
         "active_now": active,
+        "active_window_minutes": int(ACTIVE_WINDOW.total_seconds() // 60),
+        "rate_window_hours": RATE_WINDOW_HOURS,
         "remaining": remaining,
         "rate_recent": recent,
         "projected_completion": eta,

@@ -84,7 +84,8 @@ def study(request: HttpRequest, study_id: int) -> HttpResponse:
             ),
             "per_hour": charts.bars(
                 [(t.strftime("%H:00"), n) for t, n in data["per_hour"]],
-                title="Ratings per hour, last 48 hours",
+                title="Ratings collected per hour, last "
+                f"{data['per_hour_hours']} hours",
             ),
             "events": ModerationEvent.objects.filter(study=study)
             .select_related("annotator", "user")
