@@ -43,6 +43,18 @@ def active_versions() -> list[ModelVersion]:
     return rm.version_active_list()
 
 
+def version_rows(*, actives: list[ModelVersion], limit: int = 50) -> list:
+    """The versions table, newest first. Each row knows whether making it active
+    would go back in time (``older_than_active``: older than the version active
+    for the same study), so a retired version's button says "Roll back to vN"
+    only then and "Make vN active" otherwise."""
+    active_pk = {v.study_id: v.pk for v in actives}
+    rows = list(rm.version_list().select_related("study")[:limit])
+    for v in rows:
+        v.older_than_active = v.pk < active_pk.get(v.study_id, 0)
+    return rows
+
+
 def _metric_cells(metric, previous) -> dict:
     if metric is None:
         return {

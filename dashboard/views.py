@@ -360,7 +360,7 @@ def model(request: HttpRequest) -> HttpResponse:
             "version": version,
             "actives": actives,
             "baselines": selectors.baseline_table(version=version) if version else [],
-            "versions": list(rm.version_list().select_related("study")[:50]),
+            "versions": selectors.version_rows(actives=actives),
             "runs": runs,
             "busy": next((r for r in runs if r.status in ("queued", "running")), None),
             "studies": Study.objects.order_by("-created_at"),
@@ -462,5 +462,5 @@ def rollback(request: HttpRequest, version_id: int) -> HttpResponse:
     except PalateError as exc:
         messages.error(request, exc.message)
     else:
-        messages.success(request, f"Rolled back to v{version.pk}.")
+        messages.success(request, f"v{version.pk} is active again.")
     return redirect("dashboard:model")

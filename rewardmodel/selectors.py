@@ -120,8 +120,13 @@ def nightly_schedule() -> dict | None:
     )
     if task is None or task.crontab is None:
         return None
+    hour, minute = task.crontab.hour, task.crontab.minute
     return {
         "enabled": task.enabled,
+        # "02:30", as a clock reads (the crontab stores "2" and "30").
+        "time": f"{int(hour):02d}:{int(minute):02d}"
+        if f"{hour}{minute}".isdigit()
+        else f"{hour}:{minute}",
         "hour": task.crontab.hour,
         "minute": task.crontab.minute,
         "timezone": str(task.crontab.timezone),
