@@ -110,13 +110,9 @@ def export_rating_counts_by_image(*, ratings: QuerySet[Rating]) -> dict[int, int
 
 
 def export_rating_span(*, ratings: QuerySet[Rating]) -> dict:
-    """First and last rating time, the mean score, and how many ratings came in
-    through an import rather than an assignment (for the dataset card)."""
+    """First and last rating time and the mean score (for the dataset card)."""
     return ratings.order_by().aggregate(
-        first=Min("created_at"),
-        last=Max("created_at"),
-        mean=Avg("score"),
-        imported=Count("pk", filter=Q(assignment__isnull=True)),
+        first=Min("created_at"), last=Max("created_at"), mean=Avg("score")
     )
 
 

@@ -89,7 +89,6 @@ def dataset_stats(*, study: Study, ratings) -> dict:
         "images_over_target": sum(1 for n in per_image if n > study.raters_per_image),
         "alpha": agreed["alpha"],
         "alpha_by_domain": agreed["by_domain"],
-        "imported": span["imported"],
         "images_rated": len(per_image),
         "raters_min": per_image[0] if per_image else 0,
         "raters_max": per_image[-1] if per_image else 0,
@@ -415,8 +414,9 @@ def _shown_again(items: dict, *, collected: int) -> str:
         )
     if items["attention"]:
         said.append(
-            f"It showed {items['attention']:,} attention checks (images that are "
-            "not part of the dataset)."
+            f"{'It' if said else 'Quality control'} showed "
+            f"{items['attention']:,} attention checks (images that are not part of "
+            "the dataset)."
         )
     if items["blind"]:
         said.append(
