@@ -40,11 +40,19 @@ def active_version(*, study: Study | None = None) -> ModelVersion | None:
 def active_versions() -> list[ModelVersion]:
     """Every active version (one per study, and maybe one for every study),
     latest promotion first."""
-    return list(
-        ModelVersion.objects.filter(is_active=True)
-        .select_related("study")
-        .order_by("-promoted_at", "-pk")
-    )
+    return rm.version_active_list()
+
+
+def version_rows(*, actives: list[ModelVersion], limit: int = 50) -> list:
+    """The versions table, newest first. Each row knows whether making it active
+    would go back in time (``older_than_active``: older than the version active
+    for the same study), so a retired version's button says "Roll back to vN"
+    only then and "Make vN active" otherwise."""
+    active_pk = {v.study_id: v.pk for v in actives}
+    rows = list(rm.version_list().select_related("study")[:limit])
+    for v in rows:
+        v.older_than_active = v.pk < active_pk.get(v.study_id, 0)
+    return rows
 
 
 def _metric_cells(metric, previous) -> dict:

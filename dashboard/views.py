@@ -49,7 +49,6 @@ def home(request: HttpRequest) -> HttpResponse:
             "generation": selectors.generation_summary(),
             "actives": (actives := selectors.active_versions()),
             "version": actives[0] if actives else None,
-            "random_weights": [v for v in actives if not v.weights_loaded],
         },
     )
 
@@ -85,7 +84,8 @@ def study(request: HttpRequest, study_id: int) -> HttpResponse:
             ),
             "per_hour": charts.bars(
                 [(t.strftime("%H:00"), n) for t, n in data["per_hour"]],
-                title="Ratings per hour, last 48 hours",
+                title="Ratings collected per hour, last "
+                f"{data['per_hour_hours']} hours",
             ),
             "events": ModerationEvent.objects.filter(study=study)
             .select_related("annotator", "user")
@@ -360,7 +360,7 @@ def model(request: HttpRequest) -> HttpResponse:
             "version": version,
             "actives": actives,
             "baselines": selectors.baseline_table(version=version) if version else [],
-            "versions": list(rm.version_list().select_related("study")[:50]),
+            "versions": selectors.version_rows(actives=actives),
             "runs": runs,
             "busy": next((r for r in runs if r.status in ("queued", "running")), None),
             "studies": Study.objects.order_by("-created_at"),
@@ -462,5 +462,5 @@ def rollback(request: HttpRequest, version_id: int) -> HttpResponse:
     except PalateError as exc:
         messages.error(request, exc.message)
     else:
-        messages.success(request, f"Rolled back to v{version.pk}.")
+        messages.success(request, f"v{version.pk} is active again.")
     return redirect("dashboard:model")
