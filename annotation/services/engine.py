@@ -92,8 +92,9 @@ def annotator_set_status(*, annotator: Annotator, status: str, reason: str = "")
 
     Excluding invalidates the annotator's ratings and hands their slots back, so
     the image is topped up by someone else; live leases of anyone not active are
-    released. (Re-activating does not re-validate excluded ratings: their slots may
-    already be filled.) A rating in flight either commits first (and is
+    released, and every participation is marked excluded. (Re-activating does not
+    re-validate excluded ratings or participations: their slots may already be
+    filled.) A rating in flight either commits first (and is
     invalidated here) or waits for this and is refused: see the lock order.
     """
     if status not in Annotator.Status.values:
@@ -105,6 +106,12 @@ def annotator_set_status(*, annotator: Annotator, status: str, reason: str = "")
         locked.status = status
         locked.status_reason = reason
         locked.save(update_fields=["status", "status_reason"])
+        if status == Annotator.Status.EXCLUDED:
+            # Excluded everywhere: every participation too (final, like the
+            # invalidated ratings; re-activating lets them join other studies).
+            Participation.objects.filter(
+                annotator=locked, status=Participation.Status.ACTIVE
+            ).update(status=Participation.Status.EXCLUDED, excluded_at=timezone.now())
         reopened = 0
         if status != Annotator.Status.ACTIVE:
             reopened = annotator_release_slots(
@@ -125,15 +132,21 @@ def annotator_lock_for_change(*, annotator_id: int) -> Annotator:
 
 
 def annotator_release_slots(
-    *, annotator: Annotator, invalidate_ratings: bool, now: datetime | None = None
+    *,
+    annotator: Annotator,
+    invalidate_ratings: bool,
+    now: datetime | None = None,
+    study: Study | None = None,
 ) -> int:
     """End the annotator's live leases and, if asked, invalidate their valid
-    ratings, giving every slot back. Runs inside the caller's transaction after
-    ``annotator_lock_for_change``. Returns the number of slots reopened."""
+    ratings, giving every slot back (in ``study`` only, when given). Runs inside
+    the caller's transaction after ``annotator_lock_for_change``. Returns the
+    number of slots reopened."""
     now = now or timezone.now()
+    scope = {"annotator": annotator} | ({"study": study} if study else {})
     leases = list(
         Assignment.objects.select_for_update(no_key=True)
-        .filter(annotator=annotator, status=Assignment.Status.LEASED)
+        .filter(status=Assignment.Status.LEASED, **scope)
         .order_by("pk")
         .values_list("pk", "image_id")
     )
@@ -141,7 +154,7 @@ def annotator_release_slots(
     if invalidate_ratings:
         ratings = list(
             Rating.objects.select_for_update(no_key=True)
-            .filter(annotator=annotator, is_valid=True)
+            .filter(is_valid=True, **scope)
             .order_by("pk")
             .values_list("pk", "image_id")
         )
@@ -199,6 +212,15 @@ def _check_can_work(annotator: Annotator, study: Study) -> None:
         )
     if study.status != Study.Status.OPEN:
         raise StudyNotOpen(f"The study '{study.name}' is not open for ratings.")
+
+
+def _check_participation(participation: Participation | None) -> None:
+    """Refuse a participation excluded from its study (``participation_exclude``:
+    it waits for the annotator's lock, which the caller holds ``FOR SHARE``)."""
+    if participation is not None and (
+        participation.status == Participation.Status.EXCLUDED
+    ):
+        raise AnnotatorNotActive("You have been excluded from this study.")
 
 
 def lease_expire(
@@ -348,6 +370,7 @@ def assignment_claim(
         _check_can_work(annotator, study)
         # Serialises this annotator's own claims (quota, hold) and nobody else's.
         participation = _locked_participation(annotator, study)
+        _check_participation(participation)
         if participation.started_at is None:
             participation.started_at = now
             participation.save(update_fields=["started_at"])
@@ -502,6 +525,9 @@ def _rating_submit(assignment_id, annotator, score, now) -> tuple[Rating, bool]:
             f"You already rated this image {existing.score}; ratings cannot be changed."
         )
     _check_can_work(annotator, study)
+    _check_participation(
+        Participation.objects.filter(annotator=annotator, study=study).first()
+    )
     if assignment.status == Assignment.Status.SKIPPED:
         raise Conflict("You skipped this image, so it can no longer be rated.")
     if assignment.status == Assignment.Status.LEASED:
