@@ -119,9 +119,7 @@ def test_excluding_everywhere_lists_and_logs_every_study(two_studies):
         (b, "exclude_all", 2),
     ]
     assert not Rating.objects.filter(annotator=person, is_valid=True).exists()
-    assert set(person.participations.values_list("status", flat=True)) == {
-        "excluded"
-    }
+    assert set(person.participations.values_list("status", flat=True)) == {"excluded"}
     assert ModerationEvent.objects.count() == 2
 
 
