@@ -10,8 +10,10 @@ The engine keeps three promises under any concurrency:
   no image is rated twice or shown again after a skip;
 * expired leases give their slot back, both lazily (a claim that finds nothing sweeps
   its study) and from the periodic ``annotation.sweep_expired_leases`` task;
-* no annotator who is not active gains a lease or a valid rating: claim and submit
-  read the status under a lock that a status change must wait for (and vice versa).
+* no annotator who is not active gains a lease or a valid rating, nor one in a
+  study they were excluded from: claim and submit read the status (and the
+  participation's) under a lock that a status change or an exclusion must wait
+  for (and vice versa).
 
 Lock order (every path, admin actions and erasure included)::
 

@@ -275,7 +275,7 @@ def test_remove_an_attention_check_from_the_quality_page(staff_client, rated_stu
 
     def remove(check_id, study_id=study.pk):
         url = reverse("dashboard:check_remove", args=[study_id, check_id])
-        return staff_client.post(url, follow=True)
+        return staff_client.post(url, {"confirmed": "yes"}, follow=True)
 
     page = reverse("dashboard:quality", args=[study.pk])
     assert f'action="/staff/studies/{study.pk}/quality/checks/{fresh.pk}/remove/"' in (
