@@ -83,6 +83,11 @@ def test_exclude_asks_with_the_numbers_of_this_study_only(staff_client, db):
     assert valid.count() == 2
     page = staff_client.get(reverse("dashboard:annotator", args=[here.pk, person.pk]))
     assert "excluded from this study" in page.content.decode()
+    # The annotators tables: excluded in Here, active in There.
+    for study, status in ((here, "excluded"), (there, "active")):
+        url = reverse("dashboard:annotators", args=[study.pk])
+        body = staff_client.get(url, {"status": status}).content.decode()
+        assert re.findall(r'data-annotator="([^"]+)"', body) == [person.public_id]
 
 
 def test_exclude_everywhere_lists_every_study(staff_client, db):
