@@ -108,6 +108,8 @@ def test_exclude_everywhere_lists_every_study(staff_client, db):
     assert Annotator.objects.get(pk=person.pk).status == "active"
     staff_client.post(url, {"action": "exclude_all", "confirmed": "yes"})
     assert Annotator.objects.get(pk=person.pk).status == "excluded"
+    page = staff_client.get(reverse("dashboard:annotator", args=[there.pk, person.pk]))
+    assert "excluded from every study" in page.content.decode()
     assert not Rating.objects.filter(annotator=person, is_valid=True).exists()
     assert sorted(
         ModerationEvent.objects.values_list("study__name", "slots_reopened")
