@@ -51,7 +51,7 @@ from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F
+from django.db.models import F, OuterRef, Subquery
 from django.utils import timezone
 
 from core.exceptions import (
@@ -216,12 +216,10 @@ def _check_can_work(annotator: Annotator, study: Study) -> None:
         raise StudyNotOpen(f"The study '{study.name}' is not open for ratings.")
 
 
-def _check_participation(participation: Participation | None) -> None:
+def _check_participation(status: str | None) -> None:
     """Refuse a participation excluded from its study (``participation_exclude``:
     it waits for the annotator's lock, which the caller holds ``FOR SHARE``)."""
-    if participation is not None and (
-        participation.status == Participation.Status.EXCLUDED
-    ):
+    if status == Participation.Status.EXCLUDED:
         raise AnnotatorNotActive("You have been excluded from this study.")
 
 
@@ -372,7 +370,7 @@ def assignment_claim(
         _check_can_work(annotator, study)
         # Serialises this annotator's own claims (quota, hold) and nobody else's.
         participation = _locked_participation(annotator, study)
-        _check_participation(participation)
+        _check_participation(participation.status)
         if participation.started_at is None:
             participation.started_at = now
             participation.save(update_fields=["started_at"])
@@ -462,10 +460,16 @@ def _top_up(annotator, study, live: list[Assignment], hold: int, now) -> None:
 
 
 def _locked_assignment(assignment_id: int, annotator: Annotator) -> Assignment:
+    """The assignment, locked, with its study and (``participation_status``) the
+    annotator's status in that study, read in the same query."""
+    part = Participation.objects.filter(
+        annotator_id=OuterRef("annotator_id"), study_id=OuterRef("study_id")
+    ).values("status")[:1]
     try:
         assignment = (
             Assignment.objects.select_for_update(of=("self",), no_key=True)
             .select_related("study")
+            .annotate(participation_status=Subquery(part))
             .get(pk=assignment_id)
         )
     except Assignment.DoesNotExist:
@@ -527,9 +531,7 @@ def _rating_submit(assignment_id, annotator, score, now) -> tuple[Rating, bool]:
             f"You already rated this image {existing.score}; ratings cannot be changed."
         )
     _check_can_work(annotator, study)
-    _check_participation(
-        Participation.objects.filter(annotator=annotator, study=study).first()
-    )
+    _check_participation(assignment.participation_status)
     if assignment.status == Assignment.Status.SKIPPED:
         raise Conflict("You skipped this image, so it can no longer be rated.")
     if assignment.status == Assignment.Status.LEASED:
