@@ -33,12 +33,15 @@ def export_rating_queryset(
     *, study: Study, include_excluded: bool = False, include_invalid: bool = False
 ) -> QuerySet[Rating]:
     """The ratings an export carries. By default only valid ratings of annotators
-    who are not excluded; ``include_excluded`` keeps excluded annotators with their
+    who are not excluded (everywhere, or from this study: their participation);
+    ``include_excluded`` keeps excluded annotators with their
     (invalidated) ratings, ``include_invalid`` keeps every invalid rating.
     Annotators who were erased (the right to be forgotten) are never exported,
     whatever the flags."""
     qs = Rating.objects.filter(study=study, annotator__erased_at__isnull=True)
-    excluded = Q(annotator__status=Annotator.Status.EXCLUDED)
+    excluded = Q(annotator__status=Annotator.Status.EXCLUDED) | Q(
+        annotator_id__in=export_excluded_annotator_ids_query(study=study)
+    )
     if not include_excluded:
         qs = qs.exclude(excluded)
     if not include_invalid:
@@ -70,6 +73,21 @@ def export_annotator_queryset(*, ratings: QuerySet[Rating]) -> QuerySet[Annotato
         Annotator.objects.filter(pk__in=ratings.values("annotator"))
         .annotate(n_ratings=Subquery(counts, output_field=IntegerField()))
         .order_by("public_id")
+    )
+
+
+def export_excluded_annotator_ids_query(*, study: Study) -> QuerySet:
+    """Annotators excluded from this study only (``participation_exclude``)."""
+    return Participation.objects.filter(
+        study=study, status=Participation.Status.EXCLUDED
+    ).values("annotator_id")
+
+
+def export_excluded_annotator_ids(*, study: Study) -> set[int]:
+    return set(
+        export_excluded_annotator_ids_query(study=study).values_list(
+            "annotator_id", flat=True
+        )
     )
 
 

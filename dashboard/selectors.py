@@ -27,7 +27,7 @@ SORT_KEYS = {
     "retest": lambda r: r["retest"],
     "median_ms": lambda r: r["median_ms"],
     "flags": lambda r: len(r["flags"]),
-    "status": lambda r: r["annotator"].status,
+    "status": lambda r: r["status"],
 }
 
 
@@ -165,6 +165,10 @@ def annotator_table(
                 **r,
                 **_metric_cells(metrics.get(a.pk), before.get(a.pk)),
                 **_quality_cells(r["quality"]),
+                # In this study: excluded here (their participation) or their own.
+                "status": r["participation"].status
+                if r["participation"].status == "excluded"
+                else a.status,
             }
         )
     for r in rows:
@@ -173,7 +177,7 @@ def annotator_table(
     if flag:
         rows = [r for r in rows if flag in {f for f, _ in r["flags"]}]
     if status:
-        rows = [r for r in rows if r["annotator"].status == status]
+        rows = [r for r in rows if r["status"] == status]
     if search:
         rows = [r for r in rows if search.lower() in r["annotator"].public_id.lower()]
     return {

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from django.db import transaction
 from django.db.models import F
+from django.utils import timezone
 
 from core.exceptions import InvalidInput
 
@@ -243,6 +244,9 @@ def dataset_plan(*, study: Study, root: Path | str) -> _Plan:
     plan = _Plan(fmt=fmt, images=_read_images(root, fmt), annotators={}, ratings=[])
     plan.annotators = _read_annotators(root, fmt, study)
     plan.ratings = _read_ratings(root, fmt, study, plan)
+    for r in plan.ratings:  # excluded in the export: nothing of theirs counts here
+        if plan.annotators.get(r["annotator"], {}).get("excluded"):
+            r["is_valid"] = False
     if not plan.ratings:
         raise InvalidInput("The export has no ratings.")
     erased = list(
@@ -301,26 +305,32 @@ def _annotators_upsert(study: Study, plan: _Plan) -> dict[str, Annotator]:
             annotator = annotator_create(
                 source="import", external_id=pid, demographics=info["demographics"]
             )
-            Annotator.objects.filter(pk=annotator.pk).update(
-                public_id=pid,
-                status=(
-                    Annotator.Status.EXCLUDED
-                    if info["excluded"]
-                    else Annotator.Status.ACTIVE
-                ),
-            )
+            Annotator.objects.filter(pk=annotator.pk).update(public_id=pid)
             annotator.refresh_from_db()
         elif info["demographics"]:
             merged = {**info["demographics"], **(annotator.demographics or {})}
             Annotator.objects.filter(pk=annotator.pk).update(demographics=merged)
         # Demographics in an export are the consented ones: the participation
         # records that consent, so a re-export carries them again.
-        Participation.objects.get_or_create(
+        # Excluded in the exported study: excluded from this study (their
+        # participation), not from the others the same id takes part in.
+        excluded = (
+            {"status": Participation.Status.EXCLUDED, "excluded_at": timezone.now()}
+            if info["excluded"]
+            else {}
+        )
+        Participation.objects.update_or_create(
             annotator=annotator,
             study=study,
-            defaults={"consented_at": plan_consent_time(plan, pid)}
-            if info["demographics"]
-            else {},
+            defaults=excluded,
+            create_defaults={
+                **excluded,
+                **(
+                    {"consented_at": plan_consent_time(plan, pid)}
+                    if info["demographics"]
+                    else {}
+                ),
+            },
         )
         out[pid] = annotator
     return out

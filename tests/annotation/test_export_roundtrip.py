@@ -225,3 +225,36 @@ def test_failure_while_writing_rolls_back_and_deletes_stored_files(
         dataset_import(study=copy, root=tmp_path / "a")
     assert Image.objects.filter(study=copy).count() == 0
     assert stored_files(media) == files_before
+
+
+def test_an_excluded_annotator_imports_excluded_from_that_study_only(tmp_path):
+    """Issue 22, finding 2: an import reuses the same pseudonymous id, so the
+    exclusion it carries is the imported study's (its participation), never the
+    person's in every study: their ratings in the original stay valid."""
+    original = rated_study()
+    excluded = Rating.objects.filter(study=original).order_by("pk")[0].annotator
+    theirs = Rating.objects.filter(annotator=excluded, study=original)
+    n_theirs = theirs.count()
+    # Exported as excluded (from a copy of the study they were excluded from).
+    first = new_study(original, slug="first")
+    dataset_export(study=original, out=tmp_path / "a")
+    dataset_import(study=first, root=tmp_path / "a")
+    services.participation_exclude(annotator=excluded, study=first)
+    dataset_export(
+        study=first, out=tmp_path / "b", options=ExportOptions(include_excluded=True)
+    )
+    second = new_study(original, slug="second")
+    dataset_import(study=second, root=tmp_path / "b")
+
+    excluded.refresh_from_db()
+    assert excluded.status == "active"
+    statuses = dict(excluded.participations.values_list("study__slug", "status"))
+    assert statuses == {
+        original.slug: "active",
+        "first": "excluded",
+        "second": "excluded",
+    }
+    assert theirs.filter(is_valid=True).count() == n_theirs  # the original's
+    imported = Rating.objects.filter(annotator=excluded, study=second)
+    assert imported.count() == n_theirs and not imported.filter(is_valid=True).exists()
+    assert services.integrity_check().ok
