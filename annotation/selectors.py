@@ -35,6 +35,7 @@ from .selectors_export import (  # noqa: F401 (the export's reads, re-exported)
     export_collection_counts,
     export_consented_annotator_ids,
     export_consented_count,
+    export_excluded_annotator_ids,
     export_image_queryset,
     export_list,
     export_rating_counts_by_image,
