@@ -185,10 +185,10 @@ def test_not_configured(settings, monkeypatch):
 
 def test_nul_and_control_characters_are_cleaned_from_answers(server):
     server.reply = lambda body: json.dumps(
-        {"prompts": ["a fox\x00 in the\x1b snow", "a fox,\n\toil painting"]}
+        {"prompts": ["a fox\x00 in the\x1b deep snow", "a fox,\n\toil painting"]}
     )
     assert _propose(server) == [
-        Proposal("a fox in the snow", "LLM rewrite"),
+        Proposal("a fox in the deep snow", "LLM rewrite"),
         Proposal("a fox, oil painting", "LLM rewrite"),
     ]
 
