@@ -41,3 +41,61 @@ def schema_cache_clear() -> None:
     """For tests that change what the schema shows."""
     with _lock:
         _schemas.clear()
+
+
+# --- error answers every operation can give ---------------------------------------
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "detail": {"type": "string"},
+        "code": {"type": "string"},
+    },
+    "required": ["detail"],
+}
+_ERRORS = {
+    "400": "Refused: bad parameters or body ({detail, code}); nothing changed.",
+    "403": "Not signed in, or not allowed ({detail, code}).",
+    "404": "No such object ({detail, code}).",
+    "415": "Unsupported body content type ({detail, code}).",
+}
+
+
+def _error(description: str) -> dict:
+    return {
+        "description": description,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+        },
+    }
+
+
+def _codes(path: str, operation: dict) -> list[str]:
+    codes = []
+    if operation.get("parameters") or operation.get("requestBody"):
+        codes.append("400")
+    if any(s for s in operation.get("security", [{}])):
+        codes.append("403")
+    if "{" in path:
+        codes.append("404")
+    if operation.get("requestBody"):
+        codes.append("415")
+    return codes
+
+
+def document_error_responses(result, generator, request, public):
+    """drf-spectacular postprocessing hook: every operation documents the errors
+    the server answers for any operation of its kind (bad input, not allowed, no
+    such object, wrong content type), with the one error body the API uses
+    (``core.api_errors``), unless the view documents them itself."""
+    result.setdefault("components", {}).setdefault("schemas", {})["Error"] = (
+        ERROR_SCHEMA
+    )
+    for path, methods in result.get("paths", {}).items():
+        for operation in methods.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            responses = operation["responses"]
+            for code in _codes(path, operation):
+                responses.setdefault(code, _error(_ERRORS[code]))
+    return result

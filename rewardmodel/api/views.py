@@ -11,7 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from annotation.models import Study
-from core.pagination import BoundedLimitOffsetPagination, paginated
+from core.pagination import PAGE_PARAMETERS, BoundedLimitOffsetPagination, paginated
 
 from .. import selectors, services
 from ..models import AnnotatorMetric, ModelVersion, TrainingRun
@@ -61,10 +61,7 @@ def training_detail(request: Request, run_id: int) -> Response:
     return Response(TrainingRunSerializer(run).data)
 
 
-_PAGE = [
-    OpenApiParameter("limit", int, description="Page size (at most 1000)."),
-    OpenApiParameter("offset", int, description="Rows to skip."),
-]
+_PAGE = PAGE_PARAMETERS
 
 
 @extend_schema(responses=paginated(ModelVersionSerializer), parameters=_PAGE)
