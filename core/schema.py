@@ -83,19 +83,42 @@ def _codes(path: str, operation: dict) -> list[str]:
     return codes
 
 
+# Request bodies whose server refuses an unknown key (400): the schema says so
+# (``additionalProperties: false``), so a client reading it knows.
+CLOSED_REQUEST_BODIES = {
+    ("/api/v1/studies/{study_id}/quality/config/", "patch"),
+    ("/api/v1/studies/{study_id}/exports/", "post"),
+}
+
+
+def _close_request_body(result: dict, operation: dict) -> None:
+    components = result["components"]["schemas"]
+    for media in operation.get("requestBody", {}).get("content", {}).values():
+        ref = media.get("schema", {}).get("$ref", "")
+        component = components.get(ref.rsplit("/", 1)[-1]) if ref else None
+        if component is not None:
+            media["schema"] = {**component, "additionalProperties": False}
+
+
 def document_error_responses(result, generator, request, public):
     """drf-spectacular postprocessing hook: every operation documents the errors
     the server answers for any operation of its kind (bad input, not allowed, no
     such object, wrong content type), with the one error body the API uses
-    (``core.api_errors``), unless the view documents them itself."""
+    (``core.api_errors``), unless the view documents them itself; closed
+    request bodies forbid unknown keys."""
     result.setdefault("components", {}).setdefault("schemas", {})["Error"] = (
         ERROR_SCHEMA
     )
     for path, methods in result.get("paths", {}).items():
-        for operation in methods.values():
+        for method, operation in methods.items():
             if not isinstance(operation, dict) or "responses" not in operation:
                 continue
+            if (path, method) in CLOSED_REQUEST_BODIES:
+                _close_request_body(result, operation)
             responses = operation["responses"]
             for code in _codes(path, operation):
                 responses.setdefault(code, _error(_ERRORS[code]))
+            for code, response in responses.items():
+                if code.startswith("4") and "content" not in response:
+                    response["content"] = _error("")["content"]
     return result
