@@ -19,6 +19,7 @@ plus demographics and image metadata columns.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -123,11 +124,20 @@ def _image(value, base: Path, where: str) -> tuple[bytes, str]:
 
 
 def _meta(row: dict, columns: list[str], where: str) -> dict:
+    """Demographics or image metadata: numbers kept as they are (finite), text
+    checked (no NUL or control characters, capped); anything else refused."""
     out = {}
     for c in columns:
-        if row.get(c) not in (None, ""):
+        value = row.get(c)
+        if value in (None, ""):
+            continue
+        if isinstance(value, bool | int) or (
+            isinstance(value, float) and math.isfinite(value)
+        ):
+            out[c] = value
+        else:
             out[c] = check.clean_text(
-                row[c], field=c, where=where, max_chars=check.MAX_TEXT_CHARS
+                value, field=c, where=where, max_chars=check.MAX_TEXT_CHARS
             )
     return out
 
