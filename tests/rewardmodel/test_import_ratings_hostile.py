@@ -131,3 +131,18 @@ def test_pamela_images_in_a_parquet_stay_inside(tmp_path):
     refused(
         tmp_path / "r.parquet", r"r\.parquet row 1: image '/etc/hostname' is outside"
     )
+
+
+@pytest.mark.parametrize(
+    "line,match",
+    [
+        ("[" * 100_000 + "]" * 100_000, r"r\.jsonl line 2: JSON nested too deeply"),
+        ('"just a string"', r"r\.jsonl line 2: a str, not a JSON object"),
+        ('{"rater": "u9", "score": 1e400, "image": "0.png"}', r"line 2: score inf"),
+        ('{"rater": "u9", "score": NaN, "image": "0.png"}', r"line 2: score nan"),
+    ],
+)
+def test_hostile_jsonl_lines(data, line, match):
+    good = json.dumps({"rater": "u1", "score": 3, "image": "0.png"})
+    (data / "r.jsonl").write_text(good + "\n" + line + "\n")
+    refused(data / "r.jsonl", match)
