@@ -211,6 +211,10 @@ SPECTACULAR_SETTINGS = {
         "TrainingRunStatusEnum": "rewardmodel.models.TrainingRun.Status",
         "ModelVersionStatusEnum": "rewardmodel.models.ModelVersion.Status",
     },
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "core.schema.document_error_responses",
+    ],
 }
 
 # --- Celery -----------------------------------------------------------------
