@@ -21,6 +21,7 @@ from ..models import (
     ModelVersion,
     TrainingRun,
 )
+from .comparison import version_compare_with_active
 from .runs import ProgressFn, RunLog, run_progress
 from .versions import file_sha256
 
@@ -106,6 +107,11 @@ def model_version_build(
     run_progress(run, on_progress, "fitting", 0.65)
     with compute_threads():
         result = train_and_evaluate(snap=snap, emb=emb, cfg=cfg, log=log)
+        run_progress(run, on_progress, "comparing with the active version", 0.9)
+        comparison = version_compare_with_active(
+            run=run, snap=snap, emb=emb, result=result, backbone=backbone, log=log
+        )
+    TrainingRun.objects.filter(pk=run.pk).update(comparison=comparison)
     run_progress(run, on_progress, "saving", 0.95)
     path = _checkpoint_write(run, result, snap, backbone, weights_loaded)
     version = _record(
