@@ -9,6 +9,7 @@ import numpy as np
 
 from .. import comparison as C
 from .. import taste as T
+from ..comparison import comparison_text
 from ..models import ModelVersion
 
 
@@ -89,26 +90,3 @@ def version_compare_with_active(*, run, snap, emb, result, backbone, log) -> dic
         )
     log(f"compared with active v{active.pk}: {comparison_text(out)}")
     return {**out, "possible": True}
-
-
-def _fmt(block: dict, *, signed: bool = False) -> str:
-    f = "{:+.3f}" if signed else "{:.3f}"
-    text = f.format(block["mean"])
-    if block.get("ci95"):
-        lo, hi = block["ci95"]
-        text += f" [{f.format(lo)}, {f.format(hi)}]"
-    return text
-
-
-def comparison_text(c: dict, *, new: str = "new") -> str:
-    """One line for people: what was compared on and both figures."""
-    if not c:
-        return ""
-    if not c.get("new"):
-        return f"no comparison with v{c['against']}: {c.get('reason', '')}"
-    return (
-        f"{c['metric']} on {c['n_ratings']} test-split ratings newer than "
-        f"v{c['against']}'s training data ({c['n_annotators']} annotators): "
-        f"{new} {_fmt(c['new'])}, v{c['against']} {_fmt(c['active'])}, "
-        f"difference {_fmt(c['difference'], signed=True)}"
-    )

@@ -73,7 +73,7 @@ def _activate(version: ModelVersion, reason: str) -> ModelVersion | None:
 
 
 def _decision(version, active, *, force: bool, reason: str) -> tuple[bool, str]:
-    from .comparison import comparison_text
+    from ..comparison import comparison_text
 
     run = version.training_run
     comparison = (run.comparison if run is not None else None) or {}

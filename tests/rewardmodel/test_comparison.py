@@ -9,6 +9,7 @@ from annotation.models import Rating
 from rewardmodel import inference
 from rewardmodel import services as rm
 from rewardmodel.metrics import pairwise_accuracy
+from rewardmodel.models import ModelVersion
 from tests.factories import png_bytes
 
 from .conftest import rate_study
@@ -90,3 +91,53 @@ def test_without_new_held_out_ratings_the_active_version_stays(rated_study):
     assert "no test-split rating is newer" in again.comparison["reason"]
     v1.refresh_from_db()
     assert v1.is_active and again.version.status == "candidate"
+
+
+def _figure(t) -> str:
+    lo, hi = t["ci95"]
+    return f"pairwise accuracy, test split: {t['mean']:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def test_pages_and_the_api_show_held_out_figures_only(rated_study, client, staff_user):
+    """/staff/, the run page and the versions table show the test figure with
+    its split and interval, never the validation grid's best; the run page and
+    the API show the paired comparison the promotion decided on."""
+    study, annotators = rated_study
+    _train(study)
+    _more_images(study, 80, seed=5)
+    rate_study(study, annotators, seed=1)
+    run = _train(study)
+    v = run.version
+    t = v.test_accuracy
+    assert t["split"] == "test_seen" and t["ci95"] is not None
+    old_label = f"pairwise accuracy {v.primary_metric:.3f}"
+    client.force_login(staff_user)
+
+    home = client.get("/staff/").content.decode()
+    page = client.get(f"/staff/model/runs/{run.pk}/").content.decode()
+    model = client.get("/staff/model/").content.decode()
+    active = ModelVersion.objects.get(is_active=True)
+    assert _figure(active.test_accuracy) in home
+    assert _figure(t) in page and old_label not in page and old_label not in home
+    comparison = page.split('id="run-comparison">')[1].split("</p>")[0]
+    c = run.comparison
+    assert f"v{v.pk} {c['new']['mean']:.3f}" in comparison
+    assert f"v{c['against']} {c['active']['mean']:.3f}" in comparison
+    assert f"difference {c['difference']['mean']:+.3f}" in comparison
+    row = model.split(f"<td>v{v.pk}</td>")[1].split("</tr>")[0]
+    lo, hi = t["ci95"]
+    assert f"{t['mean']:.3f} <small>[{lo:.3f}, {hi:.3f}]</small>" in row
+    assert "Pairwise acc., test split [95%]" in model
+
+    from rest_framework.test import APIClient
+
+    api = APIClient()
+    api.force_authenticate(staff_user)
+    listed = api.get("/api/v1/rewardmodel/versions/").json()
+    listed = listed.get("results", listed)
+    mine = next(x for x in listed if x["id"] == v.pk)
+    assert mine["test_pairwise_accuracy"] == t
+    assert mine["promotion_comparison"] == c
+    assert mine["primary_metric"] == v.primary_metric  # kept; documented as validation
+    got = api.get(f"/api/v1/rewardmodel/trainings/{run.pk}/").json()
+    assert got["comparison"] == c
