@@ -30,12 +30,35 @@ def _active_features(active, model, snap, *, emb, backbone) -> np.ndarray:
     return model.feat.x(emb)
 
 
+def _scored(snap, emb, result, query, *, old) -> dict:
+    """Both models' predictions of the compared ratings, paired per annotator."""
+    from ..training import external_targets
+
+    ratings = T.Ratings(snap.r_row, snap.r_ann, snap.r_score)
+    keys = snap.annotator_keys
+    cand = C.comparison_fit(
+        emb=emb,
+        ratings=ratings,
+        query=query,
+        n_ann=len(keys),
+        model=result.model,
+        pop_extra=external_targets(snap),
+    )
+    new = C.score_query(
+        cand, keys, x=cand.feat.x(emb), ratings=ratings, keys=keys, query=query
+    )
+    old_model, old_keys, x_old = old
+    prev = C.score_query(
+        old_model, old_keys, x=x_old, ratings=ratings, keys=keys, query=query
+    )
+    return C.paired_accuracy(snap.r_ann[query], snap.r_score[query], new, prev)
+
+
 def version_compare_with_active(*, run, snap, emb, result, backbone, log) -> dict:
     """The paired comparison with the version active for the run's scope (empty
     when there is none). Never raises for a comparison that cannot be made: it
     says why instead, and promotion then keeps the active version."""
     from ..checkpoint import checkpoint_load
-    from ..training import external_targets
 
     active = (
         ModelVersion.objects.filter(is_active=True, study_id=run.study_id)
@@ -61,26 +84,10 @@ def version_compare_with_active(*, run, snap, emb, result, backbone, log) -> dic
         )
     try:
         old_model, old_keys, _ = checkpoint_load(active.checkpoint_path)
-    except ValueError as exc:
-        return _impossible(base, f"v{active.pk} cannot be loaded ({exc})")
-    ratings = T.Ratings(snap.r_row, snap.r_ann, snap.r_score)
-    keys = snap.annotator_keys
-    cand = C.comparison_fit(
-        emb=emb,
-        ratings=ratings,
-        query=query,
-        n_ann=len(keys),
-        model=result.model,
-        pop_extra=external_targets(snap),
-    )
-    new = C.score_query(
-        cand, keys, x=cand.feat.x(emb), ratings=ratings, keys=keys, query=query
-    )
-    x_old = _active_features(active, old_model, snap, emb=emb, backbone=backbone)
-    old = C.score_query(
-        old_model, old_keys, x=x_old, ratings=ratings, keys=keys, query=query
-    )
-    paired = C.paired_accuracy(snap.r_ann[query], snap.r_score[query], new, old)
+        x_old = _active_features(active, old_model, snap, emb=emb, backbone=backbone)
+    except (KeyError, ValueError) as exc:  # unreadable, or its backbone cannot embed
+        return _impossible(base, f"v{active.pk} cannot be scored here ({exc})")
+    paired = _scored(snap, emb, result, query, old=(old_model, old_keys, x_old))
     out = {**base, **paired}
     if not paired["n_annotators"]:
         return _impossible(
