@@ -32,7 +32,7 @@ def test_staff_runs_an_optimisation_and_watches_it(
     settings,
 ):
     study, annotators = steering_setup
-    settings.STEERING_COST_PER_IMAGE = {"flux": 0.05}
+    settings.GENERATION_COST_PER_IMAGE = {"flux": 0.05}
     proc, log = worker
     page = new_page()
     page.goto(live_server.url + "/admin/login/?next=/steering/")
