@@ -17,6 +17,7 @@ import io
 import os
 import random
 import shutil
+import warnings
 from pathlib import Path
 
 import pytest
@@ -81,16 +82,18 @@ class AxeAudit:
     """Runs axe on every load of the pages it watches and keeps what it finds.
 
     A load handler runs while the test goes on; when the test navigates away
-    before axe has finished, the page's URL is kept and visited again (same
-    browser context, so the same login) when the test ends. axe never finishes
-    in a page with JavaScript turned off (its timers do not run), so such pages
-    are snapshotted (their HTML, as the browser has it) and audited in a
-    JavaScript-enabled page with the same base URL at the end."""
+    before axe has finished, the page's URL is kept and visited again when the
+    test ends, in a new context with the cookies it had (the same login). Only a
+    load whose context the test closed at that very moment is lost (a warning).
+    axe never finishes in a page with JavaScript turned off (its timers do not
+    run), so such pages are snapshotted (their HTML, as the browser has it) and
+    audited in a JavaScript-enabled page with the same base URL at the end."""
 
     def __init__(self, browser):
         self.browser = browser
         self.found: dict[tuple[str, str], dict] = {}
-        self.missed: list[tuple[object, str]] = []
+        self.missed: list[tuple[dict, bool, str]] = []
+        self.lost: list[str] = []
         self.snapshots: list[tuple[str, str]] = []
         self.no_js: set[int] = set()
         self.checked = 0
@@ -119,19 +122,35 @@ class AxeAudit:
         url = page.url
         if not url.startswith("http"):
             return
+        no_js = id(page.context) in self.no_js
+        try:
+            # The cookies now, for a later visit if this one is cut short.
+            state = page.context.storage_state()
+        except Error:  # the test closed the context under the handler
+            self.lost.append(url)
+            return
         try:
             self._audit(page, url)
         except Error:  # the test navigated on before axe finished
-            self.missed.append((page.context, url))
+            self.missed.append((state, no_js, url))
 
     def finish(self, pages) -> None:
         for page in pages:
             if not page.is_closed() and page.url.startswith("http"):
                 self._audit(page, page.url)
-        for ctx, url in self.missed:
-            page = ctx.new_page()
-            page.goto(url)
-            self._audit(page, page.url)
+        for state, no_js, url in self.missed:
+            ctx = self.browser.new_context(
+                storage_state=state, java_script_enabled=not no_js
+            )
+            try:
+                page = ctx.new_page()
+                page.goto(url)
+                if no_js:
+                    self.snapshots.append((page.url, page.content()))
+                else:
+                    self._record(page.url, axe_violations(page))
+            finally:
+                ctx.close()
         if self.snapshots:
             ctx = self.browser.new_context()
             try:
@@ -174,6 +193,10 @@ def new_page(browser, live_server):
     finally:
         for ctx in contexts:
             ctx.close()
+    if audit.lost:
+        warnings.warn(
+            f"axe-core: not audited (context closed): {audit.lost}", stacklevel=1
+        )
     if audit.found:
         pytest.fail(
             f"axe-core found WCAG A/AA violations:\n{audit.report()}", pytrace=False
