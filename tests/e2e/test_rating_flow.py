@@ -19,14 +19,14 @@ def join_url(live_server, study, **extra) -> str:
     return live_server.url + reverse("annotation:join", args=[study.slug]) + "?" + query
 
 
-def wait_ready(page) -> int:
-    """Wait until the rater takes input; return the assignment it shows."""
+def wait_ready(page) -> str:
+    """Wait until the rater takes input; return the item it shows (its token)."""
     rater = page.locator("#rater[data-state=ready]")
     rater.wait_for()
-    return int(rater.get_attribute("data-assignment"))
+    return rater.get_attribute("data-assignment")
 
 
-def wait_changed(page, old: int) -> int:
+def wait_changed(page, old: str) -> str:
     page.wait_for_function(
         "old => { const r = document.getElementById('rater');"
         " return r && r.dataset.state === 'ready' && r.dataset.assignment !== old }",
