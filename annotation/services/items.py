@@ -122,7 +122,8 @@ def items_deal(
     (the rating page's one-statement claim says so), which spares a query. With
     no lease left, every pending item is shown before the end."""
     finished = not leases
-    items = _pending(annotator_id, study, rated, finished) if item_due else []
+    due = item_due or finished  # at the end, any pending item, due or not
+    items = _pending(annotator_id, study, rated, finished) if due else []
     due = [i for i in items if finished or i.due_after < rated]
     if due:
         _mark_shown(due[0], now or timezone.now())
