@@ -72,9 +72,17 @@ def shown_lease(lease: Assignment) -> Shown:
     )
 
 
-def shown_stream(item: StreamItem, study: Study) -> Shown:
+def shown_stream(
+    item: StreamItem, study: Study, lease: Assignment | None = None
+) -> Shown:
+    """``lease``: the counted image held behind the item, whose lease window the
+    item shows (the image after an item keeps its earlier window, so the item
+    must show one like it too: a fresh window alone would mark it)."""
     picture = item.check_item if item.check_item_id else item.image
     start = item.shown_at or item.created_at
+    window = (start, start + timedelta(seconds=study.lease_seconds))
+    if lease is not None:
+        window = (lease.leased_at, lease.expires_at)
     return Shown(
         item_token(kind=b"q", pk=item.pk),
         item_token(kind=b"q", pk=item.pk, purpose=MEDIA),
@@ -82,8 +90,7 @@ def shown_stream(item: StreamItem, study: Study) -> Shown:
         picture.width,
         picture.height,
         _STATUS[item.status],
-        start,
-        start + timedelta(seconds=study.lease_seconds),
+        *window,
     )
 
 
@@ -128,7 +135,8 @@ def items_deal(
     if due:
         _mark_shown(due[0], now or timezone.now())
         after = due[1] if len(due) > 1 else (leases[0] if leases else None)
-        return shown_stream(due[0], study), _shown(after, study)
+        behind = leases[0] if leases else None
+        return shown_stream(due[0], study, behind), _shown(after, study)
     if finished:
         return None, None
     after = items[0] if items else (leases[1] if len(leases) > 1 else None)

@@ -9,7 +9,7 @@ import pytest
 from django.test import Client
 
 from annotation import services
-from annotation.models import Rating, StreamItem
+from annotation.models import Assignment, Rating, StreamItem
 from tests.factories import AnnotatorFactory, StudyFactory, join, make_images, png_bytes
 from tests.items import row_of
 from tests.qc_clients import ApiAnnotator, _dwell, informed, run_bot
@@ -125,3 +125,26 @@ def test_repeats_keep_their_gap(way, settings, staff_user):
     assert not StreamItem.objects.filter(annotator=annotator, status="pending").exists()
     # Before the end (30 rated), every repeat came at least 4 ratings later.
     assert all(gap >= 4 for rated, gap in gaps if rated < 30), gaps
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_an_item_shows_the_lease_window_of_the_image_behind_it(
+    way, settings, staff_user
+):
+    """The counted image after an uncounted item keeps the lease it got while
+    the item was shown; the item shows that same window, so an old
+    ``leased_at`` does not mark the image after an item as counted."""
+    settings.PALATE_SQL_ENGINE = way != "token-python"
+    study = _study(attention_check_rate=1.0)
+    api, annotator = _api(way, study, staff_user)
+    url = f"/api/v1/studies/{study.pk}/assignments/next/"
+    for _ in range(2):
+        api.answer(api.next(), 4)
+    check = api.client.post(url).json()
+    item = row_of(check["id"])
+    assert isinstance(item, StreamItem)
+    api.answer(check["id"], item.check_item.expected_min)
+    after = api.client.post(url).json()
+    assert isinstance(row_of(after["id"]), Assignment)
+    window = lambda d: (d["leased_at"], d["expires_at"])  # noqa: E731
+    assert window(check) == window(after)
