@@ -44,6 +44,7 @@ from .selectors_export import (  # noqa: F401 (the export's reads, re-exported)
     export_ratings_in_split,
     export_score_counts,
     export_shown_again,
+    export_stream_items,
 )
 from .splits import SPLITS, split_validate
 

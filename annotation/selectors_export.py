@@ -206,3 +206,13 @@ def export_shown_again(*, study: Study, ratings: QuerySet[Rating]) -> dict:
             rated_image_again=Count("pk", filter=Q(rated_before=True)),
         )
     )
+
+
+def export_stream_items(*, study: Study, ratings: QuerySet[Rating]):
+    """The uncounted items (checks, repeats, blind items) shown to the annotators
+    this export carries, answered or skipped, in id order."""
+    return StreamItem.objects.filter(
+        study=study,
+        annotator_id__in=ratings.values("annotator_id"),
+        status__in=(StreamItem.Status.ANSWERED, StreamItem.Status.SKIPPED),
+    ).order_by("pk")

@@ -43,7 +43,9 @@ from core.exceptions import InvalidInput
 from .. import selectors
 from ..models import DEMOGRAPHIC_FIELDS, Annotator, Export, Image, Study
 from ..splits import SPLITS
-from . import export_card
+from . import export_card, export_quality
+from .export_columns import IMAGE_STRUCT, TIMESTAMP, Column
+from .export_columns import value_feature as _value
 
 # Tables without splits are one split, named "train" as the Hub expects.
 SINGLE_SPLIT = "train"
@@ -95,25 +97,8 @@ def default_images_mode(fmt: str) -> str:
 
 
 # --- table schemas --------------------------------------------------------------
-# Each column: (name, Arrow type, the `datasets` feature it stands for). The
-# feature dict goes into every Parquet file's "huggingface" schema metadata, which
-# is what makes `datasets` decode the image struct as an Image feature.
-
-
-def _value(dtype: str) -> dict:
-    return {"dtype": dtype, "_type": "Value"}
-
-
-IMAGE_STRUCT = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
-TIMESTAMP = pa.timestamp("us", tz="UTC")
-
-
-@dataclass(frozen=True)
-class Column:
-    name: str
-    type: pa.DataType
-    feature: dict
-    description: str = ""
+# Each column: (name, Arrow type, the `datasets` feature it stands for); see
+# export_columns.
 
 
 def ratings_columns() -> list[Column]:
@@ -552,7 +537,13 @@ def _preflight(study: Study, ratings, images, opts: ExportOptions) -> dict:
                 "files or export with --images none."
             )
     n_annotators = selectors.export_annotator_queryset(ratings=ratings).count()
-    return {"ratings": n_ratings, "images": n_images, "annotators": n_annotators}
+    n_quality = export_quality.quality_items(study=study, ratings=ratings).count()
+    return {
+        "ratings": n_ratings,
+        "images": n_images,
+        "annotators": n_annotators,
+        "quality_items": n_quality,
+    }
 
 
 @dataclass(frozen=True)
@@ -602,6 +593,18 @@ def _write_tables(
         table.add(row)
         progress.step("annotators")
     written["annotators"][SINGLE_SPLIT] = _done(table)
+
+    # Only when there are any: `datasets` refuses a config without data files.
+    items = export_quality.quality_items(study=study, ratings=ratings)
+    if items.exists():
+        config = export_quality.CONFIG
+        table = _table(
+            root, config, SINGLE_SPLIT, opts, export_quality.quality_columns()
+        )
+        for row in export_quality.quality_rows(items):
+            table.add(row)
+            progress.step(config)
+        written[config] = {SINGLE_SPLIT: _done(table)}
     return written
 
 
@@ -639,16 +642,15 @@ def dataset_export(
         written = _write_tables(tmp, study, ratings, images, opts, progress)
         progress.step("card", 0)
         stats = export_card.dataset_stats(study=study, ratings=ratings)
+        columns = {
+            "ratings": ratings_columns(),
+            "images": images_columns(opts.images, opts.fmt),
+            "annotators": annotators_columns(study),
+        }
+        if export_quality.CONFIG in written:
+            columns[export_quality.CONFIG] = export_quality.quality_columns()
         card = export_card.card_render(
-            study=study,
-            options=opts,
-            written=written,
-            stats=stats,
-            columns={
-                "ratings": ratings_columns(),
-                "images": images_columns(opts.images, opts.fmt),
-                "annotators": annotators_columns(study),
-            },
+            study=study, options=opts, written=written, stats=stats, columns=columns
         )
         (tmp / "README.md").write_text(card, encoding="utf-8")
         _move_into_place(tmp, out)
@@ -686,6 +688,7 @@ def _report(study, out: Path, opts, counts, written, stats) -> dict:
         "ratings": counts["ratings"],
         "images": counts["images"],
         "annotators": written["annotators"][SINGLE_SPLIT].rows,
+        "quality_items": counts["quality_items"],
         "splits": {s: part.rows for s, part in written["ratings"].items()},
         "alpha_interval": stats["alpha"],
         "alpha_by_domain": stats["alpha_by_domain"],

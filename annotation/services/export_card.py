@@ -21,7 +21,8 @@ from .. import selectors
 from ..models import DEMOGRAPHIC_FIELDS, Study
 
 if TYPE_CHECKING:
-    from .export import Column, ExportOptions, SplitFiles
+    from .export import ExportOptions, SplitFiles
+    from .export_columns import Column
 
 SPLIT_MEANING = {
     "train": "known annotators, training images",
@@ -404,7 +405,8 @@ def _per_annotator(per: list[int], quota: int) -> str:
 
 
 def _shown_again(items: dict, *, collected: int) -> str:
-    """What annotators were shown between counted images (never in the export)."""
+    """What annotators were shown between counted images (never among the
+    ratings; listed in the ``quality_items`` config)."""
     said = []
     if items["repeat"]:
         said.append(
@@ -431,7 +433,10 @@ def _shown_again(items: dict, *, collected: int) -> str:
     elif collected:
         said.append("No annotator was shown an image they had already rated.")
     if said and any(items.values()):
-        said.append("Answers to these items are not ratings and are not exported.")
+        said.append(
+            "These items are not ratings; the `quality_items` config lists each "
+            "one answered or skipped, with its kind and the answer."
+        )
     return " ".join(said)
 
 
