@@ -11,7 +11,6 @@ The names below are the app's public write API; import them from here.
 from .external import external_scores_import
 from .runs import (
     QUEUE_TIMEOUT,
-    STALE_AFTER,
     embeddings_enqueue,
     new_ratings_since_last_run,
     nightly_schedule_set,
@@ -28,7 +27,6 @@ NIGHTLY_TASK_NAME = "rewardmodel: nightly retraining"  # created by migration 00
 __all__ = [
     "NIGHTLY_TASK_NAME",
     "QUEUE_TIMEOUT",
-    "STALE_AFTER",
     "embeddings_enqueue",
     "external_scores_import",
     "model_version_promote",
