@@ -56,7 +56,7 @@ def training_runs_fail_stale(*, now=None) -> int:
             stale, pk=pk, status=TrainingRun.Status.RUNNING
         ).update(
             status=TrainingRun.Status.FAILED,
-            error=dead_worker_reason(),
+            error=reason,
             finished_at=now,
         )
         if n:
