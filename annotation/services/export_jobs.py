@@ -134,17 +134,27 @@ def exports_fail_stale(*, now=None) -> int:
     for pk in Export.objects.filter(dead, status=Export.Status.RUNNING).values_list(
         "pk", flat=True
     ):
-        n = Export.objects.filter(dead, pk=pk, status=Export.Status.RUNNING).update(
-            status=Export.Status.FAILED,
-            stage="failed",
-            error=reason,
-            report={"error": reason},
-            finished_at=now,
-        )
-        if n:
+        # Files first, under the row's lock: a takeover waits for the lock and
+        # then finds the export failed, and nobody sees it failed with files left.
+        with transaction.atomic():
+            if (
+                Export.objects.select_for_update()
+                .filter(dead, pk=pk, status=Export.Status.RUNNING)
+                .values_list("pk", flat=True)
+                .first()
+                is None
+            ):
+                continue
             export_partial_remove(export_id=pk)
-            logger.warning("export #%s failed: its worker stopped", pk)
-            failed += 1
+            Export.objects.filter(pk=pk).update(
+                status=Export.Status.FAILED,
+                stage="failed",
+                error=reason,
+                report={"error": reason},
+                finished_at=now,
+            )
+        logger.warning("export #%s failed: its worker stopped", pk)
+        failed += 1
     return failed
 
 

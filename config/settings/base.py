@@ -286,14 +286,19 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-stale-exports": {
         "task": "annotation.sweep_stale_exports",
         "schedule": PALATE_JOB_SWEEP_S,
+        # A sweep that waited a whole period behind busy workers is replaced
+        # by the next one: they must not pile up.
+        "options": {"expires": PALATE_JOB_SWEEP_S},
     },
     "sweep-stale-training-runs": {
         "task": "rewardmodel.sweep_stale_runs",
         "schedule": PALATE_JOB_SWEEP_S,
+        "options": {"expires": PALATE_JOB_SWEEP_S},
     },
     "sweep-stale-optimizations": {
         "task": "steering.sweep_stale_optimizations",
         "schedule": PALATE_JOB_SWEEP_S,
+        "options": {"expires": PALATE_JOB_SWEEP_S},
     },
     "check-integrity": {
         "task": "annotation.check_integrity",

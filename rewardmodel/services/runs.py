@@ -52,16 +52,22 @@ def training_runs_fail_stale(*, now=None) -> int:
     for pk in TrainingRun.objects.filter(
         stale, status=TrainingRun.Status.RUNNING
     ).values_list("pk", flat=True):
-        n = TrainingRun.objects.filter(
-            stale, pk=pk, status=TrainingRun.Status.RUNNING
-        ).update(
-            status=TrainingRun.Status.FAILED,
-            error=reason,
-            finished_at=now,
-        )
-        if n:
+        # Files first, under the row's lock (a takeover waits, then finds the run
+        # failed; nobody sees it failed with its files left).
+        with transaction.atomic():
+            if (
+                TrainingRun.objects.select_for_update()
+                .filter(stale, pk=pk, status=TrainingRun.Status.RUNNING)
+                .values_list("pk", flat=True)
+                .first()
+                is None
+            ):
+                continue
             training_run_partial_remove(run_id=pk)
-            dead += 1
+            TrainingRun.objects.filter(pk=pk).update(
+                status=TrainingRun.Status.FAILED, error=reason, finished_at=now
+            )
+        dead += 1
     lost = TrainingRun.objects.filter(
         status=TrainingRun.Status.QUEUED, created_at__lt=now - QUEUE_TIMEOUT
     ).update(
