@@ -54,6 +54,8 @@ def max_images_limit() -> int:
 
 
 def _study_for(annotator: Annotator, study: Study | None) -> Study:
+    if annotator.erased_at is not None:
+        raise InvalidInput(f"Annotator {annotator} was erased.")
     studies = list(
         Study.objects.filter(participations__annotator=annotator).order_by("pk")
     )

@@ -18,7 +18,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from core.exceptions import InvalidInput, NotFound, PalateError
+from core.exceptions import Gone, InvalidInput, NotFound, PalateError
 from core.jobs import (
     Heartbeat,
     StillRunning,
@@ -160,6 +160,8 @@ def exports_fail_stale(*, now=None) -> int:
 
 def export_file(export: Export) -> Path:
     """The finished archive of an export (NotFound until there is one)."""
+    if export.withdrawn_at is not None:
+        raise Gone(f"Export {export.pk} was withdrawn: {export.withdrawn_reason}")
     root = Path(settings.PALATE_EXPORT_DIR).resolve()
     path = (root / export.path).resolve() if export.path else None
     if (
@@ -208,7 +210,7 @@ def export_execute(*, export_id: int) -> Export:
         finally:
             shutil.rmtree(_work(export_id), ignore_errors=True)
     report["path"] = str(rel)
-    mine.update(
+    if not mine.filter(withdrawn_at__isnull=True).update(
         status=Export.Status.SUCCEEDED,
         stage="done",
         progress=1.0,
@@ -216,8 +218,43 @@ def export_execute(*, export_id: int) -> Export:
         size_bytes=size,
         report=report,
         finished_at=timezone.now(),
-    )
+    ):
+        # Failed (a person in it was erased, or the sweep gave up on this run)
+        # while it was written: the archive must not stay.
+        shutil.rmtree(_work(export_id).with_name(str(export_id)), ignore_errors=True)
     return Export.objects.get(pk=export_id)
+
+
+def exports_withdraw(*, study_ids: list[int], reason: str, now) -> int:
+    """Withdraw every export of these studies (an annotator in them was erased):
+    finished archives are deleted once the caller's transaction commits and the
+    export says why; queued and running ones are failed with the reason (a
+    running one deletes its own archive when it finds that out). Returns how
+    many exports were affected."""
+    of_studies = Export.objects.filter(study_id__in=study_ids)
+    done = list(
+        of_studies.filter(
+            status=Export.Status.SUCCEEDED, withdrawn_at__isnull=True
+        ).values_list("pk", flat=True)
+    )
+    Export.objects.filter(pk__in=done).update(
+        withdrawn_at=now, withdrawn_reason=reason[:300], size_bytes=None
+    )
+    live = of_studies.filter(
+        status__in=[Export.Status.QUEUED, Export.Status.RUNNING]
+    ).update(
+        status=Export.Status.FAILED,
+        error=reason,
+        report={"error": reason},
+        finished_at=now,
+        withdrawn_at=now,
+        withdrawn_reason=reason[:300],
+    )
+    root = Path(settings.PALATE_EXPORT_DIR)
+    transaction.on_commit(
+        lambda: [shutil.rmtree(root / str(pk), ignore_errors=True) for pk in done]
+    )
+    return len(done) + live
 
 
 def _work(export_id: int) -> Path:
