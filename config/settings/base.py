@@ -300,6 +300,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": PALATE_JOB_SWEEP_S,
         "options": {"expires": PALATE_JOB_SWEEP_S},
     },
+    "redeliver-abandoned-generation-items": {
+        "task": "generation.redeliver_abandoned",
+        "schedule": PALATE_JOB_SWEEP_S,
+        "options": {"expires": PALATE_JOB_SWEEP_S},
+    },
     "sweep-stale-optimizations": {
         "task": "steering.sweep_stale_optimizations",
         "schedule": PALATE_JOB_SWEEP_S,
