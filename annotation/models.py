@@ -293,6 +293,13 @@ class Annotator(models.Model):
 
 
 class Participation(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        # Excluded from this study only (``participation_exclude``): its ratings
+        # here are invalid and its claims and ratings here are refused; the
+        # annotator's other studies are untouched.
+        EXCLUDED = "excluded", "Excluded"
+
     annotator = models.ForeignKey(  # indexed by participation_unique
         Annotator,
         on_delete=models.CASCADE,
@@ -309,12 +316,22 @@ class Participation(models.Model):
     external_study_id = models.CharField(max_length=128, blank=True)
     external_session_id = models.CharField(max_length=128, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    status = models.CharField(
+        max_length=10, choices=Status, default=Status.ACTIVE, db_default="active"
+    )
+    excluded_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(
                 fields=["annotator", "study"], name="participation_unique"
-            )
+            ),
+            # Exactly the excluded participations carry the time of exclusion.
+            models.CheckConstraint(
+                condition=Q(status="active", excluded_at__isnull=True)
+                | Q(status="excluded", excluded_at__isnull=False),
+                name="participation_status_valid",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -879,7 +896,8 @@ class ModerationEvent(models.Model):
     class Action(models.TextChoices):
         PAUSE = "pause", "Paused"
         RESUME = "resume", "Resumed"
-        EXCLUDE = "exclude", "Excluded"
+        EXCLUDE = "exclude", "Excluded from the study"
+        EXCLUDE_ALL = "exclude_all", "Excluded from every study"
         AUTO_PAUSE = "auto_pause", "Paused automatically"
 
     annotator = models.ForeignKey(
@@ -900,7 +918,15 @@ class ModerationEvent(models.Model):
         ordering = ["-created_at", "-pk"]
         constraints = [
             models.CheckConstraint(
-                condition=Q(action__in=["pause", "resume", "exclude", "auto_pause"]),
+                condition=Q(
+                    action__in=[
+                        "pause",
+                        "resume",
+                        "exclude",
+                        "exclude_all",
+                        "auto_pause",
+                    ]
+                ),
                 name="moderationevent_action_valid",
             ),
         ]

@@ -1,6 +1,8 @@
 from django.conf import settings
 from django.contrib import admin
+from django.http import JsonResponse
 from django.urls import include, path
+from django.views import defaults
 from django.views.decorators.http import require_GET
 from django.views.static import serve
 from drf_spectacular.views import SpectacularRedocView, SpectacularSwaggerSplitView
@@ -18,6 +20,17 @@ def media(request, path):
     response["Cache-Control"] = "public, max-age=31536000, immutable"
     return response
 
+
+def not_found(request, exception):
+    """The API answers JSON for every 404, like its other errors (``{detail,
+    code}``), also for a URL no route matches (``/api/v1/assignments/-1/``);
+    other pages keep Django's own."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Not found.", "code": "not_found"}, status=404)
+    return defaults.page_not_found(request, exception)
+
+
+handler404 = not_found
 
 api_v1 = [
     path("", include("annotation.api.urls")),

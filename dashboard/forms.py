@@ -45,6 +45,12 @@ class NightlyForm(forms.Form):
 
 class ActionForm(forms.Form):
     action = forms.ChoiceField(
-        choices=[("pause", "Pause"), ("resume", "Resume"), ("exclude", "Exclude")]
+        choices=[
+            ("pause", "Pause"),
+            ("resume", "Resume"),
+            ("exclude", "Exclude from this study"),
+            ("exclude_all", "Exclude from every study"),
+            ("erase", "Erase"),
+        ]
     )
     reason = forms.CharField(max_length=500, required=False)

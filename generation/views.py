@@ -10,9 +10,11 @@ from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from annotation.models import Study
+from core.confirm import Confirmation, ask, is_confirmed
 from core.exceptions import PalateError
 
 from . import selectors, services
@@ -173,9 +175,34 @@ def _job_action(request: HttpRequest, job_id: int, action) -> HttpResponse:
     return redirect("generation:job", job_id=job.pk)
 
 
+def _cancel_confirmation(job: GenerationJob) -> Confirmation:
+    n = selectors.job_cancel_effect(job=job)
+    return Confirmation(
+        title=f"Cancel job {job.pk} ({job.backend}, a paid backend)?",
+        lines=[
+            f"{n['queued']} queued images are not made.",
+            f"{n['running']} images being made right now are discarded when they "
+            f"arrive ({job.backend} may bill them anyway).",
+            f"{n['done']} images already made stay in the study.",
+            "“Retry failed and cancelled” can queue the cancelled ones again "
+            "(billed again).",
+        ],
+        confirm_label=f"Cancel job {job.pk}",
+        cancel_url=reverse("generation:job", args=[job.pk]),
+        final="",
+        base_template="generation/_base.html",
+    )
+
+
 @require_POST
 @staff_member_required
 def job_cancel(request: HttpRequest, job_id: int) -> HttpResponse:
+    """Cancelling a job on a paid backend asks first (plain form, no htmx)."""
+    job = get_object_or_404(GenerationJob, pk=job_id)
+    paid = job.backend in selectors.PAID_BACKENDS and not job.is_finished
+    if paid and not is_confirmed(request):
+        return ask(request, _cancel_confirmation(job))
+
     def cancel(job):
         job = services.job_cancel(job=job)
         return f"Job {job.pk} cancelled ({job.n_cancelled} images not made)."

@@ -225,6 +225,18 @@ class TrainingRun(models.Model):
     def __str__(self) -> str:
         return f"training #{self.pk} ({self.status})"
 
+    @property
+    def started_how(self) -> str:
+        """How the run was started, as the start of a sentence ("Started from
+        the staff pages by ann"): the trigger's label alone reads "Admin by
+        admin" next to a user called admin."""
+        return {
+            self.Trigger.API: "Started through the API",
+            self.Trigger.COMMAND: "Started by a management command",
+            self.Trigger.SCHEDULE: "Started by the nightly schedule",
+            self.Trigger.ADMIN: "Started from the staff pages",
+        }.get(self.trigger, f"Started ({self.trigger})")
+
 
 class ModelVersion(models.Model):
     class Status(models.TextChoices):

@@ -146,6 +146,9 @@ class ProgressSerializer(serializers.Serializer):
     ratings = serializers.IntegerField()
     ratings_target = serializers.IntegerField()
     fraction_complete = serializers.FloatField()
-    ratings_last_hour = serializers.IntegerField()
+    ratings_last_hour = serializers.IntegerField(
+        help_text="Valid ratings collected here in the last hour (imported ratings "
+        "keep their dataset's times and are not counted)."
+    )
     images_by_rating_count = serializers.DictField(child=serializers.IntegerField())
     annotators = serializers.IntegerField()

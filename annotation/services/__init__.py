@@ -4,7 +4,8 @@
 * ``engine``: the assignment engine (claim, rate, skip, expire, status changes);
 * ``quality``: quality control (uncounted stream items, running statistics, flags);
 * ``uncounted``: uncounted items another app asks one annotator to judge blind;
-* ``moderation``: staff pause/resume/exclude with an audit log; the annotator's pause;
+* ``moderation``: staff pause/resume, exclusion from one study or from every study,
+  with an audit log; the annotator's pause;
 * ``entry``: entering a study through the browser (links, consent, completion);
 * ``erasure``: a participant's right to be forgotten (exclude, then pseudonymise);
 * ``integrity``: the invariant check and repair shared by tests and operations;
@@ -43,7 +44,9 @@ from .imports import RatingRecord, ratings_import
 from .integrity import Drift, integrity_alert, integrity_check, integrity_repair
 from .moderation import (
     PAUSE_HOLD_SECONDS,
+    annotator_exclude_everywhere,
     annotator_moderate,
+    participation_exclude,
     participation_pause,
     participation_resume,
 )
@@ -72,6 +75,8 @@ __all__ = [
     "Drift",
     "PAUSE_HOLD_SECONDS",
     "annotator_moderate",
+    "annotator_exclude_everywhere",
+    "participation_exclude",
     "attention_check_create",
     "attention_check_remove",
     "participation_pause",

@@ -7,8 +7,15 @@ rater, optional image metadata, and optionally the split the dataset published
 split it hashes to, like any rating (``annotation.splits``).
 
 Imported raters become annotators (``source="import"``, external id
-``<dataset>:<rater>``) who take part in the study, so every path that works for
-live annotators (training, evaluation, prediction, export) works for them.
+``<dataset>:<rater>``, at most 128 characters: a longer one is refused, never
+cut short) who take part in the study, so every path that works for live
+annotators (training, evaluation, prediction, export) works for them. They are
+scoped to the dataset name, never a live participant; one excluded since keeps
+getting invalid ratings, one erased cannot be imported again.
+
+All or nothing: every record is checked first, then one transaction writes; the
+image files are journalled (``media_journal``), so none outlives a failed or
+killed import.
 Re-importing the same data changes nothing: existing (image, annotator) pairs
 are skipped. Image counters are set from the rows in the same transaction; an
 image with more imported ratings than the study's target gets its target raised
@@ -17,6 +24,7 @@ to that count (the CHECK constraint still holds).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -29,9 +37,12 @@ from core.exceptions import InvalidInput
 from ..images import image_inspect
 from ..models import Annotator, Image, Participation, Rating, Study
 from ..splits import SPLITS, split_assign
+from .media_journal import media_journal
 from .studies import annotator_create, image_create
 
 MAX_ERRORS_SHOWN = 5
+EXTERNAL_ID_CHARS = 128  # Annotator.external_id
+RATER_CHARS = 120
 
 
 @dataclass
@@ -45,27 +56,45 @@ class RatingRecord:
     image_meta: dict = field(default_factory=dict)
     split: str = ""
     line: int = 0
+    where: str = ""  # file and line, for messages
 
 
-def _check(records: list[RatingRecord], study: Study) -> list[str]:
+def _score_problem(score, study: Study) -> str | None:
+    if isinstance(score, bool) or not isinstance(score, int | float):
+        return f"score {str(score)[:40]!r} is not a number"
+    if not math.isfinite(score):
+        return f"score {score} is not a finite number"
+    if score != int(score):
+        return f"score {score} is not a whole number"
+    if not study.scale_min <= score <= study.scale_max:
+        return (
+            f"score {score:g} outside the study's scale "
+            f"{study.scale_min}–{study.scale_max}"
+        )
+    return None
+
+
+def _check(records: list[RatingRecord], study: Study, dataset: str) -> list[str]:
     errors = []
     for r in records:
-        where = f"row {r.line}"
-        if not str(r.rater).strip():
+        where = r.where or f"row {r.line}"
+        rater = str(r.rater).strip()
+        if not rater:
             errors.append(f"{where}: no rater id")
-        if isinstance(r.score, bool) or not isinstance(r.score, int | float):
-            errors.append(f"{where}: score {r.score!r} is not a number")
-        elif r.score != int(r.score):
-            errors.append(f"{where}: score {r.score} is not a whole number")
-        elif not study.scale_min <= r.score <= study.scale_max:
+        elif "\x00" in rater:
+            errors.append(f"{where}: rater id contains a NUL character")
+        elif len(f"{dataset}:{rater}") > EXTERNAL_ID_CHARS:
             errors.append(
-                f"{where}: score {r.score:g} outside the study's scale "
-                f"{study.scale_min}–{study.scale_max}"
+                f"{where}: rater id is {len(rater)} characters; with the dataset "
+                f"name it must fit in {EXTERNAL_ID_CHARS}"
             )
+        problem = _score_problem(r.score, study)
+        if problem:
+            errors.append(f"{where}: {problem}")
         if r.image_bytes is None and not r.image_sha256:
             errors.append(f"{where}: no image")
         if r.split and r.split not in SPLITS:
-            errors.append(f"{where}: unknown split {r.split!r}")
+            errors.append(f"{where}: unknown split {r.split[:40]!r}")
     return errors
 
 
@@ -73,10 +102,10 @@ def _stored_sha(r: RatingRecord) -> str:
     try:
         return image_inspect(data=r.image_bytes, name=r.image_key or "imported").sha256
     except InvalidInput as exc:
-        raise InvalidInput(f"row {r.line}: {exc.message}") from None
+        raise InvalidInput(f"{r.where or f'row {r.line}'}: {exc.message}") from None
 
 
-def _images(study: Study, records: list[RatingRecord]) -> tuple[dict, int]:
+def _images(study: Study, records: list[RatingRecord], journal) -> tuple[dict, int]:
     """Image per image key (created once from the first record's bytes)."""
     by_sha = dict(Image.objects.filter(study=study).values_list("sha256", "pk"))
     out: dict[str, int] = {}
@@ -89,7 +118,9 @@ def _images(study: Study, records: list[RatingRecord]) -> tuple[dict, int]:
         sha = r.image_sha256 or _stored_sha(r)
         if sha not in by_sha:
             if r.image_bytes is None:
-                raise InvalidInput(f"row {r.line}: no image with sha256 {sha[:12]}…")
+                raise InvalidInput(
+                    f"{r.where or f'row {r.line}'}: no image with sha256 {sha[:12]}…"
+                )
             meta = dict(r.image_meta)
             image = image_create(
                 study=study,
@@ -97,6 +128,7 @@ def _images(study: Study, records: list[RatingRecord]) -> tuple[dict, int]:
                 filename=r.image_key[-200:] or "imported",
                 domain=str(meta.pop("domain", ""))[:60],
                 provenance={"imported": True, **meta},
+                journal=journal,
             )
             by_sha[sha] = image.pk
             created += 1
@@ -105,28 +137,34 @@ def _images(study: Study, records: list[RatingRecord]) -> tuple[dict, int]:
 
 
 def _annotators(study: Study, records: list[RatingRecord], dataset: str) -> tuple:
+    """Rater id → (annotator pk, may rate validly). Refuses erased ones."""
     wanted: dict[str, dict] = {}
     for r in records:
         wanted.setdefault(str(r.rater).strip(), r.demographics)
-    ext = {f"{dataset}:{rater}"[:128]: rater for rater in wanted}
-    have = dict(
-        Annotator.objects.filter(
-            source="import", external_id__in=list(ext)
-        ).values_list("external_id", "pk")
-    )
-    out: dict[str, int] = {}
+    ext = {f"{dataset}:{rater}": rater for rater in wanted}
+    have = {
+        a.external_id: a
+        for a in Annotator.objects.filter(source="import", external_id__in=list(ext))
+    }
+    erased = sorted(ext[e] for e, a in have.items() if a.erased_at is not None)
+    if erased:
+        raise InvalidInput(
+            f"Rater(s) {', '.join(erased[:5])} of dataset '{dataset}' were erased on "
+            "this instance (the right to be forgotten): they cannot be imported again."
+        )
+    out: dict[str, tuple[int, bool]] = {}
     created = 0
     for external_id, rater in ext.items():
         if external_id not in have:
             demo = {k: v for k, v in wanted[rater].items() if v not in ("", None)}
-            a = annotator_create(
+            have[external_id] = annotator_create(
                 source="import", external_id=external_id, demographics=demo
             )
-            have[external_id] = a.pk
             created += 1
-        out[rater] = have[external_id]
+        a = have[external_id]
+        out[rater] = (a.pk, a.status != Annotator.Status.EXCLUDED)
     Participation.objects.bulk_create(
-        [Participation(annotator_id=pk, study=study) for pk in out.values()],
+        [Participation(annotator_id=pk, study=study) for pk, _ in out.values()],
         ignore_conflicts=True,
     )
     return out, created
@@ -156,37 +194,16 @@ def ratings_import(
         raise InvalidInput("The dataset has no ratings.")
     if not dataset.strip():
         raise InvalidInput("A dataset name is needed (it scopes the rater ids).")
-    errors = _check(records, study)
+    errors = _check(records, study, dataset)
     if errors:
         more = (
             f" (and {len(errors) - MAX_ERRORS_SHOWN} more)" if len(errors) > 5 else ""
         )
         raise InvalidInput("; ".join(errors[:MAX_ERRORS_SHOWN]) + more)
-    with transaction.atomic():
-        images, images_created = _images(study, records)
+    with media_journal() as journal, transaction.atomic():
         raters, raters_created = _annotators(study, records, dataset)
-        existing = set(
-            Rating.objects.filter(study=study).values_list("image_id", "annotator_id")
-        )
-        rows, seen, duplicates = [], set(), 0
-        for r in records:
-            pair = (images[r.image_key], raters[str(r.rater).strip()])
-            if pair in existing or pair in seen:
-                duplicates += pair in seen
-                continue
-            seen.add(pair)
-            rows.append(
-                Rating(
-                    study=study,
-                    image_id=pair[0],
-                    annotator_id=pair[1],
-                    score=int(r.score),
-                    split=r.split
-                    or split_assign(
-                        study_id=study.pk, image_id=pair[0], annotator_id=pair[1]
-                    ),
-                )
-            )
+        images, images_created = _images(study, records, journal)
+        rows, duplicates = _rating_rows(study, records, images, raters)
         Rating.objects.bulk_create(rows, batch_size=5000)
         _counters_refresh(study)
     return {
@@ -198,3 +215,31 @@ def ratings_import(
         "annotators_created": raters_created,
         "annotators": len(raters),
     }
+
+
+def _rating_rows(study, records, images, raters) -> tuple[list[Rating], int]:
+    existing = set(
+        Rating.objects.filter(study=study).values_list("image_id", "annotator_id")
+    )
+    rows, seen, duplicates = [], set(), 0
+    for r in records:
+        annotator_id, valid = raters[str(r.rater).strip()]
+        pair = (images[r.image_key], annotator_id)
+        if pair in existing or pair in seen:
+            duplicates += pair in seen
+            continue
+        seen.add(pair)
+        rows.append(
+            Rating(
+                study=study,
+                image_id=pair[0],
+                annotator_id=pair[1],
+                score=int(r.score),
+                is_valid=valid,
+                split=r.split
+                or split_assign(
+                    study_id=study.pk, image_id=pair[0], annotator_id=pair[1]
+                ),
+            )
+        )
+    return rows, duplicates

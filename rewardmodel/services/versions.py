@@ -132,7 +132,11 @@ def model_version_rollback(
         version = ModelVersion.objects.select_for_update().get(pk=version.pk)
         if version.is_active:
             raise Conflict(f"v{version.pk} is already the active version.")
-        why = f"rollback to v{version.pk}" + (f": {reason}" if reason else "")
+        active = _active_for(version)
+        # "Rollback" only when it goes back to an older version than the active one.
+        older = active is not None and version.pk < active.pk
+        what = f"rollback to v{version.pk}" if older else f"v{version.pk} made active"
+        why = what + (f": {reason}" if reason else "")
         previous = _activate(version, why)
         version_event_record(
             version=version,

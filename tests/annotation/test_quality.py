@@ -342,7 +342,7 @@ def test_moderation_refuses_impossible_transitions():
     a = AnnotatorFactory()
     with pytest.raises(Conflict, match="cannot resume"):
         services.annotator_moderate(annotator=a, action="resume")
-    services.annotator_moderate(annotator=a, action="exclude")
+    services.annotator_moderate(annotator=a, action="exclude_all")
     with pytest.raises(Conflict, match="cannot pause"):
         services.annotator_moderate(annotator=a, action="pause")
     assert Annotator.objects.get(pk=a.pk).status == "excluded"

@@ -153,9 +153,9 @@ def test_staff_sorts_excludes_and_retrains(live_server, new_page, worker, staff_
     shot(page, "annotator")
     theirs = victim.ratings.count()
     page.fill("input[name=reason]", "browser test")
-    page.once("dialog", lambda d: d.accept())
-    page.click("#exclude")
-    page.wait_for_selector("#annotator-status:text('excluded')")
+    page.click("#exclude")  # asks first, on a confirmation page
+    page.click("#confirm-yes")
+    page.wait_for_selector("#annotator-status:text('excluded from this study')")
     assert "browser test" in page.locator("#events").inner_text()
     event = ModerationEvent.objects.get(annotator=victim)
     assert (event.action, event.user.username, event.slots_reopened) == (

@@ -259,3 +259,20 @@ def test_generate_images_bad_input(study, prompt, monkeypatch, args, message):
 def test_generate_images_unknown_study():
     with pytest.raises(CommandError, match="No study"):
         call_command("generate_images", "--study", "nope", "--backend", "procedural")
+
+
+def test_cancelling_a_paid_job_asks_first(staff_client, prompt, monkeypatch):
+    """A job on a paid backend (FLUX) is cancelled only once confirmed; the
+    confirmation says how many images are not made (issue 22)."""
+    monkeypatch.setenv("BFL_API_KEY", "test-key")
+    job = services.job_create(prompt=prompt, backend="flux", n_seeds=3, enqueue=False)
+    url = reverse("generation:job_cancel", args=[job.pk])
+    response = staff_client.post(url)
+    body = response.content.decode()
+    assert response.status_code == 200 and 'id="confirm"' in body
+    assert "3 queued images are not made." in body
+    job.refresh_from_db()
+    assert job.status == "queued"
+    assert staff_client.post(url, {"confirmed": "yes"}).status_code == 302
+    job.refresh_from_db()
+    assert job.status == "cancelled" and job.n_cancelled == 3
