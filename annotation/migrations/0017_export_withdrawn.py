@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('annotation', '0015_sql_helpers_cached'),
+        ('annotation', '0016_participation_exclusion'),
     ]
 
     operations = [
