@@ -8,9 +8,10 @@ that die").
     .venv/bin/python benchmarks/worker_kill.py --fast     # the tests' timings
 
 Needs PostgreSQL (DATABASE_URL) and Redis (--broker). Each case holds the job
-mid-run with a table lock (tests/worker_faults.py), SIGKILLs the pool process or
-the whole worker's process group, releases the lock, starts a fresh worker where
-the old one is gone, and times kill → final state. Prints one line per case.
+mid-run (an image file that blocks, a table lock: tests/worker_faults.py),
+SIGKILLs the pool process or the whole worker's process group, lets the job go
+on, starts a fresh worker where the old one is gone, and times kill → final
+state. Prints one line per case.
 """
 
 import argparse
@@ -64,7 +65,13 @@ def _export_case(kind, study, tmp, env):
         e = Export.objects.get(pk=pk)
         return e if e.status in ("succeeded", "failed") else None
 
-    return _run(kind, "annotation_participation", start, held, final, root, env, tmp)
+    from django.conf import settings
+
+    from tests.worker_faults import file_blocked
+
+    last = study.images.order_by("pk").last().file.name
+    hold = lambda: file_blocked(Path(settings.MEDIA_ROOT) / last)  # noqa: E731
+    return _run(kind, hold, start, held, final, root, env, tmp)
 
 
 def _training_case(kind, study, tmp, env):
@@ -81,15 +88,19 @@ def _training_case(kind, study, tmp, env):
         r = TrainingRun.objects.get(pk=pk)
         return r if r.status in ("succeeded", "failed") else None
 
+    from tests.celery_worker import worker_database_url
+    from tests.worker_faults import table_locked
+
     root = conf.checkpoint_dir()
-    return _run(kind, "annotation_rating", start, held, final, root, env, tmp)
+    hold = lambda: table_locked(worker_database_url(), "annotation_rating")  # noqa: E731
+    return _run(kind, hold, start, held, final, root, env, tmp)
 
 
-def _run(kind, table, start, held, final, root, env, tmp):
+def _run(kind, hold, start, held, final, root, env, tmp):
     """One case: hold, kill, release, time kill → final state, then a next run."""
     from core.processes import process_kill
-    from tests.celery_worker import running_beat, running_worker, worker_database_url
-    from tests.worker_faults import kill_pool, partial_files, table_locked, wait_until
+    from tests.celery_worker import running_beat, running_worker
+    from tests.worker_faults import kill_pool, partial_files, wait_until
 
     broker = env["CELERY_BROKER_URL"]
     with running_beat(broker=broker, tmp_path=tmp, env=env):
@@ -97,7 +108,7 @@ def _run(kind, table, start, held, final, root, env, tmp):
             proc,
             _,
         ):
-            with table_locked(worker_database_url(), table) as lock:
+            with hold() as lock:
                 pk = start()
                 wait_until(lambda: held(pk), timeout=180, what="the job mid-run")
                 had = len(partial_files(root))

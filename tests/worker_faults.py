@@ -1,12 +1,13 @@
 """Fault injection for long jobs: hold a job mid-run, kill the worker, watch.
 
-A job is held mid-run without any hook in the product: another connection takes
-an ACCESS EXCLUSIVE lock on a table the job reads later (an export reads
-participations after it wrote the rating and image tables; training reads
-ratings right after it marked the run running), so the worker's query waits
-there with the job "running", its heartbeat thread stamping, and partial files
-on disk. Then the pool process (or the whole worker) is SIGKILLed and the lock
-released. Used by the worker-kill tests and ``benchmarks/worker_kill.py``.
+A job is held mid-run without any hook in the product. An export: the last
+image's file is replaced by a named pipe nobody writes to, so the worker's open()
+waits there after it wrote the rating tables and the other images (the job
+"running", its heartbeat thread stamping, partial files on disk). Training:
+another connection takes an ACCESS EXCLUSIVE lock on the rating table, which the
+run reads right after it marked itself running. Then the pool process (or the
+whole worker) is SIGKILLed and the file or the lock given back. Used by the
+worker-kill tests and ``benchmarks/worker_kill.py``.
 """
 
 from __future__ import annotations
@@ -64,6 +65,28 @@ def table_locked(database_url: str, table: str):
         yield lock
     finally:
         lock.release()
+
+
+@contextmanager
+def file_blocked(path: Path):
+    """Replace ``path`` with a named pipe until the block ends (or ``release()``
+    is called on what it yields): a reader's open() waits there."""
+    path = Path(path)
+    saved = path.with_name(path.name + ".held")
+    path.rename(saved)
+    os.mkfifo(path)
+
+    class Hold:
+        def release(self) -> None:
+            if saved.exists():
+                path.unlink()
+                saved.rename(path)
+
+    hold = Hold()
+    try:
+        yield hold
+    finally:
+        hold.release()
 
 
 def kill_pool(worker_pid: int) -> list[int]:

@@ -4,18 +4,20 @@ pool process died: the redelivered task takes it over) or failed with a reason
 block the next export. A real worker, a real beat, real Redis and PostgreSQL;
 the job timings are shortened (``FAST_JOBS``) so each case takes seconds."""
 
+from pathlib import Path
+
 import pytest
 
 from annotation.models import Export
 from annotation.services.export_jobs import export_enqueue
 from core.processes import process_kill
 from tests.annotation.export_fixtures import rated_study
-from tests.celery_worker import running_beat, running_worker, worker_database_url
+from tests.celery_worker import running_beat, running_worker
 from tests.worker_faults import (
     FAST_JOBS,
+    file_blocked,
     kill_pool,
     partial_files,
-    table_locked,
     wait_until,
 )
 
@@ -30,10 +32,14 @@ def job_env(redis_broker, transactional_db, tmp_path, settings):
     return {"PALATE_EXPORT_DIR": str(settings.PALATE_EXPORT_DIR), **FAST_JOBS}
 
 
+def _last_image(study, settings):
+    return Path(settings.MEDIA_ROOT) / study.images.order_by("pk").last().file.name
+
+
 def _held_mid_export(study, root):
     """Queue an export and wait until the worker is inside it with files on disk
-    (the participation table is locked: the export waits there, after writing the
-    rating and image tables)."""
+    (the last image's file is a pipe nobody writes: the export waits there, after
+    writing the rating tables and the other images)."""
     export = export_enqueue(study=study)
     wait_until(
         lambda: (
@@ -60,7 +66,7 @@ def test_a_killed_pool_process_export_is_taken_over_and_finished(
     with running_worker(
         broker=redis_broker, tmp_path=tmp_path, name="kill-pool", env=job_env
     ) as (proc, log):
-        with table_locked(worker_database_url(), "annotation_participation") as lock:
+        with file_blocked(_last_image(study, settings)) as lock:
             first = _held_mid_export(study, root)
             kill_pool(proc.pid)
             lock.release()
@@ -88,7 +94,7 @@ def test_a_killed_worker_export_is_failed_with_a_reason_and_cleaned(
         with running_worker(
             broker=redis_broker, tmp_path=tmp_path, name="kill-all", env=job_env
         ) as (proc, _):
-            with table_locked(worker_database_url(), "annotation_participation"):
+            with file_blocked(_last_image(study, settings)):
                 first = _held_mid_export(study, root)
                 process_kill(proc)  # the whole worker, at once
         # The message stays unacknowledged in Redis (visibility timeout: hours);
