@@ -735,7 +735,12 @@ class AttentionCheck(models.Model):
     width = models.PositiveIntegerField(default=0)
     height = models.PositiveIntegerField(default=0)
     instruction = models.CharField(
-        max_length=300, blank=True, help_text="Shown with the image (optional)."
+        max_length=300,
+        blank=True,
+        help_text=(
+            "A note for staff (e.g. the answer the image asks for). Never shown to "
+            "annotators: the request must be in the image itself."
+        ),
     )
     expected_min = models.SmallIntegerField()
     expected_max = models.SmallIntegerField()

@@ -33,7 +33,10 @@ class AttentionCheckForm(forms.Form):
     instruction = forms.CharField(
         max_length=300,
         required=False,
-        help_text="Shown with the image, e.g. 'Please press 2 for this image'.",
+        help_text=(
+            "A note for staff, never shown to annotators: write the request "
+            "('Please press 2') into the image itself."
+        ),
     )
 
 

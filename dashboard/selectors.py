@@ -142,6 +142,21 @@ def _sorted(rows: list[dict], sort: str, descending: bool) -> list[dict]:
     return sorted(present, key=key, reverse=descending) + missing
 
 
+def _search(rows: list[dict], query: str) -> list[dict]:
+    """Rows whose pseudonymous id contains ``query``, or whose external id (the
+    Prolific PID for Prolific participants) equals it or starts with it; case
+    does not matter. Rows found by external id say so (``matched_external``), so
+    the page can show which id matched."""
+    q = query.lower()
+    found = []
+    for r in rows:
+        a = r["annotator"]
+        by_external = bool(a.external_id) and a.external_id.lower().startswith(q)
+        if by_external or q in a.public_id.lower():
+            found.append({**r, "matched_external": by_external})
+    return found
+
+
 def annotator_table(
     *,
     study: Study,
@@ -179,7 +194,7 @@ def annotator_table(
     if status:
         rows = [r for r in rows if r["status"] == status]
     if search:
-        rows = [r for r in rows if search.lower() in r["annotator"].public_id.lower()]
+        rows = _search(rows, search)
     return {
         "rows": _sorted(rows, sort, descending),
         "total": total,

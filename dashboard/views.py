@@ -412,6 +412,7 @@ def run(request: HttpRequest, run_id: int) -> HttpResponse:
         "done": training.status in RUN_DONE,
         "poll": POLL_SECONDS,
         "version": getattr(training, "version", None),
+        "comparison": rm.training_run_comparison(run=training),
     }
     if request.htmx:
         return render(request, "dashboard/run.html#status", context)

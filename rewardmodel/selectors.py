@@ -103,6 +103,17 @@ def annotator_metric_history(*, annotator_id: int) -> list[AnnotatorMetric]:
     )
 
 
+def training_run_comparison(*, run: TrainingRun) -> str:
+    """The run's new version against the version active when it ran, in words
+    (both on the same held-out ratings; empty when there was none)."""
+    from .comparison import comparison_text
+
+    version = getattr(run, "version", None)
+    return comparison_text(
+        run.comparison or {}, new=f"v{version.pk}" if version else "this run's"
+    )
+
+
 def training_run_get(*, run_id: int) -> TrainingRun | None:
     return TrainingRun.objects.filter(pk=run_id).select_related("study").first()
 

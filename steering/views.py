@@ -47,7 +47,9 @@ def _index_context(form: OptimizationForm, max_images: int, backend: str) -> dic
 @require_GET
 @staff_member_required
 def index(request: HttpRequest) -> HttpResponse:
-    form = OptimizationForm()
+    # ?target=<study id>:<annotator id> preselects the person (the dashboard's
+    # "Steer toward this person"); a value not among the choices is ignored.
+    form = OptimizationForm(initial={"target": request.GET.get("target", "")})
     return render(
         request,
         "steering/index.html",

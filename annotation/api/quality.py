@@ -84,7 +84,10 @@ class AttentionCheckUploadSerializer(serializers.Serializer):
         required=False,
         allow_blank=True,
         default="",
-        help_text='Shown with the image, e.g. "Please press 2".',
+        help_text=(
+            "A note for staff; never shown to annotators (the request, e.g. "
+            '"Please press 2", must be in the image itself).'
+        ),
     )
 
 

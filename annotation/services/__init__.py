@@ -3,6 +3,7 @@
 * ``studies``: studies, annotator accounts, participations, image intake;
 * ``engine``: the assignment engine (claim, rate, skip, expire, status changes);
 * ``quality``: quality control (uncounted stream items, running statistics, flags);
+* ``items``: what an annotator is shown, one shape and one token for every kind;
 * ``uncounted``: uncounted items another app asks one annotator to judge blind;
 * ``moderation``: staff pause/resume, exclusion from one study or from every study,
   with an audit log; the annotator's pause;
@@ -42,6 +43,16 @@ from .entry import (
 from .erasure import annotator_erase
 from .imports import RatingRecord, ratings_import
 from .integrity import Drift, integrity_alert, integrity_check, integrity_repair
+from .items import (
+    Answer,
+    Shown,
+    item_answer,
+    item_next,
+    item_picture,
+    item_skip,
+    item_timed_out,
+    items_deal,
+)
 from .moderation import (
     PAUSE_HOLD_SECONDS,
     annotator_exclude_everywhere,
@@ -69,6 +80,14 @@ from .studies import (
 from .uncounted import uncounted_items_create
 
 __all__ = [
+    "Answer",
+    "Shown",
+    "item_answer",
+    "item_next",
+    "item_picture",
+    "item_skip",
+    "item_timed_out",
+    "items_deal",
     "uncounted_items_create",
     "DEMOGRAPHIC_FIELDS",
     "MAX_HOLD",

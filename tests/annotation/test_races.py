@@ -21,6 +21,7 @@ from rest_framework.test import APIClient
 from annotation import services
 from annotation.models import Annotator, Assignment, Rating
 from tests.factories import AnnotatorFactory, StudyFactory, join, make_images
+from tests.items import token_of
 
 TRIALS = 300
 
@@ -94,7 +95,7 @@ def test_exclusion_vs_rating_in_flight(django_user_model):
     admin = admin_client(django_user_model)
 
     def rate(i):
-        url = f"/api/v1/assignments/{leases[i].pk}/rating/"
+        url = f"/api/v1/assignments/{token_of(leases[i])}/rating/"
         return clients[i].post(url, {"score": 5}, format="json").status_code
 
     def exclude(i):
@@ -137,7 +138,7 @@ def test_exclusion_from_one_study_vs_rating_in_flight(django_user_model):
     staff = admin_client(django_user_model)
 
     def rate(i):
-        url = f"/api/v1/assignments/{leases[i].pk}/rating/"
+        url = f"/api/v1/assignments/{token_of(leases[i])}/rating/"
         return clients[i].post(url, {"score": 5}, format="json").status_code
 
     def exclude(i):

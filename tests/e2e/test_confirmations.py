@@ -109,7 +109,7 @@ def test_exclude_and_remove_ask_cancel_changes_nothing_confirm_acts(
     page.click("#exclude")
     page.click("#confirm-yes")
     page.wait_for_selector("#annotator-status:text('excluded from this study')")
-    assert "3 slots reopened in Study A" in page.locator(".dash-messages").inner_text()
+    assert "3 slots reopened in Study A" in page.locator(".staff-messages").inner_text()
     assert (_valid(person, a), _valid(person, b)) == (0, 2)
     event = ModerationEvent.objects.get()
     assert (event.study, event.slots_reopened, event.reason) == (a, 3, "browser test")
@@ -125,7 +125,7 @@ def test_exclude_and_remove_ask_cancel_changes_nothing_confirm_acts(
     assert AttentionCheck.objects.filter(pk=check.pk, is_active=True).exists()
     page.click(f"#remove-check-{check.pk}")
     page.click("#confirm-yes")
-    page.wait_for_selector(".dash-messages:has-text('Attention check deleted')")
+    page.wait_for_selector(".staff-messages:has-text('Attention check deleted')")
     assert not AttentionCheck.objects.filter(pk=check.pk).exists()
 
     assert dialogs == []

@@ -14,7 +14,7 @@ def test_the_reason_says_rollback_only_when_going_back(tmp_path):
     v1 = _version(tmp_path, 0.7, "v1")
     v2 = _version(tmp_path, 0.8, "v2")
     services.model_version_promote(version=v1)
-    services.model_version_promote(version=v2)
+    services.model_version_promote(version=v2, force=True)
     services.model_version_rollback(version=v1, reason="v2 misbehaves")
     v1.refresh_from_db()
     assert v1.promotion_reason == f"rollback to v{v1.pk}: v2 misbehaves"

@@ -147,7 +147,7 @@ def test_no_model_yet(db, annotator, study):
 
 
 def test_cost_estimate(db, settings):
-    settings.STEERING_COST_PER_IMAGE = {"flux": 0.05}
+    settings.GENERATION_COST_PER_IMAGE = {"flux": 0.05}
     est = costs.estimate(backend="flux", max_images=20)
     assert est["cost"] == pytest.approx(1.0) and est["unit"] == "USD"
     assert costs.estimate(backend="gemini", max_images=10)["cost"] == pytest.approx(

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('annotation', '0016_participation_exclusion'),
+        ('annotation', '0017_submit_least_dealt_check'),
     ]
 
     operations = [
