@@ -103,6 +103,10 @@ def study_progress(*, study: Study, now=None) -> dict:
     }
 
 
+def annotator_by_public_id(*, public_id: str) -> Annotator | None:
+    return Annotator.objects.filter(public_id=public_id).first()
+
+
 def annotator_by_external_id(*, source: str, external_id: str) -> Annotator | None:
     if not external_id:
         return None

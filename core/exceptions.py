@@ -31,6 +31,13 @@ class Conflict(PalateError):
     code = "conflict"
 
 
+class Gone(PalateError):
+    """It existed and was removed on purpose (a withdrawn export); not coming back."""
+
+    http_status = 410
+    code = "gone"
+
+
 class StudyNotOpen(NotPermitted):
     code = "study_not_open"
 

@@ -55,6 +55,34 @@ def celery_worker_start(
     )
 
 
+def celery_beat_start(
+    *, env: Mapping[str, str], schedule: Path, log: IO | None = None
+) -> subprocess.Popen:
+    """``celery -A config beat`` with the settings' schedule kept in the file
+    ``schedule`` (production uses the database scheduler), in its own group."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "beat",
+            "-s",
+            str(schedule),
+            "--scheduler",
+            "celery.beat:PersistentScheduler",
+            "-l",
+            "info",
+        ],
+        env=dict(env),
+        stdout=log,
+        stderr=subprocess.STDOUT if log is not None else None,
+        cwd=ROOT,
+        start_new_session=True,
+    )
+
+
 def process_stop(proc: subprocess.Popen, *, timeout: float = 30) -> None:
     """SIGTERM the process group (a warm shutdown for Celery and gunicorn), then
     SIGKILL whatever is left after ``timeout``."""
@@ -74,3 +102,13 @@ def process_kill(proc: subprocess.Popen) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def process_children(pid: int) -> list[int]:
+    """The direct children of ``pid`` (Linux ``/proc``): a prefork Celery
+    worker's pool processes."""
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            out += [int(c) for c in (task / "children").read_text().split()]
+    return out

@@ -66,6 +66,19 @@ def generate_gemini(self, item_id: int) -> str:
     return _run(self, item_id)
 
 
+@shared_task(
+    name="generation.redeliver_abandoned",
+    ignore_result=True,
+    soft_time_limit=25,
+    time_limit=30,
+)
+def redeliver_abandoned() -> int:
+    """Items whose worker died (beat, every ``PALATE_JOB_SWEEP_S``)."""
+    from .services.jobs import items_redeliver_abandoned
+
+    return items_redeliver_abandoned()
+
+
 TASKS: dict[str, Task] = {
     "procedural": generate_procedural,
     "diffusers": generate_diffusers,

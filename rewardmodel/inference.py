@@ -351,7 +351,9 @@ def rank(
 
 
 def annotator_get(pk: int) -> Annotator:
+    """The annotator to predict for; an erased one is gone (their ratings are
+    kept only as invalid records, and their head was removed)."""
     try:
-        return Annotator.objects.get(pk=pk)
+        return Annotator.objects.get(pk=pk, erased_at__isnull=True)
     except Annotator.DoesNotExist:
         raise NotFound(f"No annotator {pk}.") from None

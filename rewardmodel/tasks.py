@@ -34,18 +34,27 @@ def embed_images(
 @shared_task(
     bind=True,
     name="rewardmodel.train",
+    acks_late=True,
+    reject_on_worker_lost=True,
     soft_time_limit=6 * 3600,
     time_limit=6 * 3600 + 600,
     max_retries=12,
 )
 def training_run_task(self, run_id: int) -> str:
     """Execute a queued training run. Waits (retries) while another run holds the
-    training lock; that is the only error retried."""
+    training lock, and while the run's previous worker may still be alive (a
+    redelivered copy takes the run over once its heartbeat stopped, core.jobs)."""
+    from core.jobs import StillRunning
+
     from .models import TrainingRun
     from .services import training_run_execute
 
     try:
         run = training_run_execute(run_id=run_id)
+    except StillRunning as exc:
+        if self.request.retries >= self.max_retries:
+            return "running elsewhere"
+        raise self.retry(countdown=exc.countdown) from None
     except Conflict as exc:
         if self.request.retries >= self.max_retries:
             TrainingRun.objects.filter(pk=run_id, status="queued").update(
@@ -56,6 +65,19 @@ def training_run_task(self, run_id: int) -> str:
             exc=exc, countdown=min(600, 60 * 2**self.request.retries)
         ) from exc
     return run.status
+
+
+@shared_task(
+    name="rewardmodel.sweep_stale_runs",
+    ignore_result=True,
+    soft_time_limit=25,
+    time_limit=30,
+)
+def sweep_stale_runs() -> int:
+    """Fail training runs whose worker died (beat, every 30 s; core.jobs)."""
+    from .services import training_runs_fail_stale
+
+    return training_runs_fail_stale()
 
 
 @shared_task(name="rewardmodel.nightly_retrain", time_limit=300)

@@ -14,9 +14,12 @@ MAX_CHOICES = 1000
 
 
 def target_choices() -> list[tuple[str, str]]:
-    """(study, annotator) pairs with ratings, most ratings first."""
+    """(study, annotator) pairs with ratings, most ratings first (never an
+    erased person)."""
     rows = (
-        Participation.objects.filter(consented_at__isnull=False)
+        Participation.objects.filter(
+            consented_at__isnull=False, annotator__erased_at__isnull=True
+        )
         .select_related("study", "annotator")
         .annotate(n=Count("annotator__ratings"))
         .filter(n__gt=0)

@@ -17,10 +17,18 @@ from collections import defaultdict
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from annotation.models import Annotator, Study
 from core.exceptions import Conflict, InvalidInput
+from core.jobs import (
+    Heartbeat,
+    StillRunning,
+    dead_worker_reason,
+    stale_after,
+    takeover_wait,
+)
 
 from . import costs, search
 from .models import (
@@ -46,6 +54,8 @@ def max_images_limit() -> int:
 
 
 def _study_for(annotator: Annotator, study: Study | None) -> Study:
+    if annotator.erased_at is not None:
+        raise InvalidInput(f"Annotator {annotator} was erased.")
     studies = list(
         Study.objects.filter(participations__annotator=annotator).order_by("pk")
     )
@@ -171,16 +181,52 @@ def optimization_enqueue(*, optimization: Optimization) -> None:
 
 
 def _claim(optimization_id: int) -> Optimization | None:
-    with transaction.atomic():
-        opt = (
-            Optimization.objects.select_for_update().filter(pk=optimization_id).first()
+    """Queued → running. A redelivered task that finds the run "running" waits
+    (StillRunning) while its worker's heartbeat is fresh; once the stamp stopped
+    (the worker died) the run is failed with the reason, by compare-and-set on
+    the stamp: a search is not resumed halfway, its rounds so far stay on record.
+    None when there is nothing to run."""
+    row = (
+        Optimization.objects.filter(pk=optimization_id)
+        .values("status", "heartbeat_at")
+        .first()
+    )
+    if row is None:
+        return None
+    if row["status"] == Optimization.Status.RUNNING:
+        wait = takeover_wait(row["heartbeat_at"])
+        if wait > 0:
+            raise StillRunning(wait + 1)
+        Optimization.objects.filter(
+            pk=optimization_id,
+            status=Optimization.Status.RUNNING,
+            heartbeat_at=row["heartbeat_at"],
+        ).update(
+            status=Optimization.Status.FAILED,
+            error=dead_worker_reason(),
+            finished_at=timezone.now(),
         )
-        if opt is None or opt.status != Optimization.Status.QUEUED:
-            return None  # gone, finished, or another delivery is running it
-        opt.status = Optimization.Status.RUNNING
-        opt.started_at = timezone.now()
-        opt.save(update_fields=["status", "started_at"])
-    return opt
+        return None
+    now = timezone.now()
+    if not Optimization.objects.filter(
+        pk=optimization_id, status=Optimization.Status.QUEUED
+    ).update(status=Optimization.Status.RUNNING, started_at=now, heartbeat_at=now):
+        return None  # finished, or another delivery is running it
+    return Optimization.objects.get(pk=optimization_id)
+
+
+def optimizations_fail_stale(*, now=None) -> int:
+    """Fail runs whose worker died (no heartbeat for ``stale_after()``); the beat
+    task ``steering.sweep_stale_optimizations`` calls this every 30 s."""
+    now = now or timezone.now()
+    stale = Q(heartbeat_at__lt=now - stale_after()) | Q(heartbeat_at__isnull=True)
+    return Optimization.objects.filter(
+        stale, status=Optimization.Status.RUNNING
+    ).update(
+        status=Optimization.Status.FAILED,
+        error=dead_worker_reason(),
+        finished_at=now,
+    )
 
 
 def _finish(opt: Optimization, *, status: str, stopped: str = "", error: str = ""):
@@ -198,6 +244,14 @@ def optimization_run(*, optimization_id: int, scorer=None) -> str:
     opt = _claim(optimization_id)
     if opt is None:
         return "skipped"
+    mine = Optimization.objects.filter(
+        pk=opt.pk, status=Optimization.Status.RUNNING, started_at=opt.started_at
+    )
+    with Heartbeat(lambda: mine.update(heartbeat_at=timezone.now())):
+        return _search(opt, scorer)
+
+
+def _search(opt: Optimization, scorer) -> str:
     try:
         scorer = scorer or RewardModelScorer(annotator=opt.annotator, study=opt.study)
         version = getattr(scorer, "version", None)
@@ -221,7 +275,7 @@ def optimization_run(*, optimization_id: int, scorer=None) -> str:
         _finish(opt, status=Optimization.Status.FAILED, error=str(exc))
         return opt.status
     except Exception as exc:
-        logger.exception("optimisation %s crashed", optimization_id)
+        logger.exception("optimisation %s crashed", opt.pk)
         _finish(
             opt,
             status=Optimization.Status.FAILED,

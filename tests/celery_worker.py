@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import connection
 
 from config.celery import app as celery_app
-from core.processes import celery_worker_start, process_stop
+from core.processes import celery_beat_start, celery_worker_start, process_stop
 
 BROKER = os.environ.get("GENERATION_TEST_BROKER", "redis://127.0.0.1:6379/3")
 
@@ -59,6 +59,35 @@ def redis_broker():
         client.flushdb()
 
 
+def _env(broker: str, tmp_path: Path, env: dict | None) -> dict:
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        "DATABASE_URL": worker_database_url(),
+        "CELERY_BROKER_URL": broker,
+        "DJANGO_MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        "PALATE_DATA_DIR": str(tmp_path / "worker-data"),
+        **(env or {}),
+    }
+
+
+@contextmanager
+def running_beat(*, broker: str, tmp_path: Path, env: dict | None = None):
+    """Yield ``(process, log_path)`` for ``celery beat`` with the settings'
+    schedule (the stale-job sweeps among it), as its own process the way
+    production runs it: it outlives a worker that dies."""
+    log_path = tmp_path / "beat.log"
+    log = open(log_path, "w")  # noqa: SIM115 - closed below
+    proc = celery_beat_start(
+        env=_env(broker, tmp_path, env), schedule=tmp_path / "beat-schedule", log=log
+    )
+    try:
+        yield proc, log_path
+    finally:
+        process_stop(proc)
+        log.close()
+
+
 @contextmanager
 def running_worker(
     *,
@@ -69,16 +98,8 @@ def running_worker(
     concurrency: int = 1,
 ):
     """Yield ``(process, log_path)`` for a worker on the ``default`` queue."""
-    full_env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings.test",
-        "DATABASE_URL": worker_database_url(),
-        "CELERY_BROKER_URL": broker,
-        "DJANGO_MEDIA_ROOT": str(settings.MEDIA_ROOT),
-        "PALATE_DATA_DIR": str(tmp_path / "worker-data"),
-        **(env or {}),
-    }
-    log_path = tmp_path / "worker.log"
+    full_env = _env(broker, tmp_path, env)
+    log_path = tmp_path / f"worker-{name}.log"
     log = open(log_path, "w")  # noqa: SIM115 - closed below
     proc = celery_worker_start(
         env=full_env,

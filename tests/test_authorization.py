@@ -119,6 +119,8 @@ API = {
     "api-attention-check": {"GET": STAFF, "DELETE": STAFF},
     "api-quality-config": {"GET": STAFF, "PATCH": STAFF},
     "api-quality-annotators": {"GET": STAFF},
+    # Erasure: staff only (the test sends no confirmation, so nothing is erased).
+    "api-annotator-erase": {"POST": STAFF},
     "api-rm-training-create": {"POST": STAFF},
     "api-rm-training": {"GET": STAFF},
     "api-rm-versions": {"GET": STAFF},
@@ -238,6 +240,7 @@ def world(db, staff_user):
         "export_id": export.pk,
         "optimization_id": optimization.pk,
         "annotator_id": member.pk,
+        "public_id": member.public_id,
         "check_id": check.pk,
     }
     return {"a": a, "clients": clients, "tokens": tokens, "values": values}

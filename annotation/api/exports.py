@@ -54,12 +54,14 @@ class ExportSerializer(serializers.ModelSerializer):
             "created_at",
             "started_at",
             "finished_at",
+            "withdrawn_at",
+            "withdrawn_reason",
             "download_url",
         ]
         read_only_fields = fields
 
     def get_download_url(self, obj: Export) -> str | None:
-        if obj.status != Export.Status.SUCCEEDED:
+        if obj.status != Export.Status.SUCCEEDED or obj.withdrawn_at is not None:
             return None
         url = reverse("api-export-download", args=[obj.pk])
         request = self.context.get("request")
@@ -143,6 +145,12 @@ def export_detail(request: Request, export_id: int) -> Response:
     responses={
         (200, "application/zip"): OpenApiTypes.BINARY,
         404: OpenApiResponse(description="No such export, or not finished."),
+        410: OpenApiResponse(
+            description=(
+                "Withdrawn: the archive was deleted because an annotator in it "
+                "was erased (the reason is in `detail`)."
+            )
+        ),
     }
 )
 @api_view(["GET"])

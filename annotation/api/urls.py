@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import exports, hot, quality, views
+from . import erasure, exports, hot, quality, views
 
 urlpatterns = [
     path("studies/", views.study_list, name="api-study-list"),
@@ -42,6 +42,11 @@ urlpatterns = [
         "studies/<int:study_id>/quality/annotators/",
         quality.quality_annotators,
         name="api-quality-annotators",
+    ),
+    path(
+        "annotators/<str:public_id>/erase/",
+        erasure.annotator_erase,
+        name="api-annotator-erase",
     ),
     path(
         "exports/<int:export_id>/download/",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import shutil
 import zipfile
-from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -19,15 +18,18 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from core.exceptions import InvalidInput, NotFound, PalateError
+from core.exceptions import Gone, InvalidInput, NotFound, PalateError
+from core.jobs import (
+    Heartbeat,
+    StillRunning,
+    dead_worker_reason,
+    stale_after,
+    takeover_wait,
+)
 
 from ..models import Export, Study
 
 logger = logging.getLogger(__name__)
-
-# A "running" export whose heartbeat is older than this belongs to a dead worker
-# and may be taken over by a redelivered task.
-STALE_AFTER = timedelta(minutes=15)
 
 
 def export_create(
@@ -74,13 +76,27 @@ def export_enqueue(**kwargs) -> Export:
     return export
 
 
-def _claim(export_id: int) -> bool:
+def _claim(export_id: int):
+    """Queued → running, or take over a running export whose worker died (its
+    heartbeat older than ``takeover_after()``), by compare-and-set on the row so two
+    deliveries never both run it. Returns the new ``started_at`` (this run's
+    token) or None when there is nothing to run; raises StillRunning while a live
+    worker has it."""
+    row = Export.objects.filter(pk=export_id).values("status", "heartbeat_at").first()
+    if row is None:
+        raise NotFound(f"No export {export_id}.")
+    if row["status"] == Export.Status.RUNNING:
+        wait = takeover_wait(row["heartbeat_at"])
+        if wait > 0:
+            raise StillRunning(wait + 1)
+        mine = Q(status=Export.Status.RUNNING, heartbeat_at=row["heartbeat_at"])
+    elif row["status"] == Export.Status.QUEUED:
+        mine = Q(status=Export.Status.QUEUED)
+    else:
+        return None
     now = timezone.now()
-    stale = Q(status=Export.Status.RUNNING, heartbeat_at__lt=now - STALE_AFTER)
-    return (
-        Export.objects.filter(pk=export_id)
-        .filter(Q(status=Export.Status.QUEUED) | stale)
-        .update(
+    taken = (
+        Export.objects.filter(mine, pk=export_id).update(
             status=Export.Status.RUNNING,
             started_at=now,
             heartbeat_at=now,
@@ -90,10 +106,62 @@ def _claim(export_id: int) -> bool:
         )
         == 1
     )
+    return now if taken else None
+
+
+def export_partial_remove(*, export_id: int) -> None:
+    """Delete what an unfinished run of the export left: its work folder (with the
+    writer's ``.partial`` folders) and a half-written archive."""
+    root = Path(settings.PALATE_EXPORT_DIR)
+    shutil.rmtree(root / f".work-{export_id}", ignore_errors=True)
+    folder = root / str(export_id)
+    for tmp in folder.glob(".*.partial"):
+        tmp.unlink(missing_ok=True)
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+
+
+def exports_fail_stale(*, now=None) -> int:
+    """Fail running exports whose worker is gone (no heartbeat for
+    ``stale_after()``) with the reason, and remove their partial files. The beat
+    task ``annotation.sweep_stale_exports`` calls this every
+    ``PALATE_JOB_SWEEP_S``."""
+    now = now or timezone.now()
+    cutoff = now - stale_after()
+    reason = dead_worker_reason()
+    dead = Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True)
+    failed = 0
+    for pk in Export.objects.filter(dead, status=Export.Status.RUNNING).values_list(
+        "pk", flat=True
+    ):
+        # Files first, under the row's lock: a takeover waits for the lock and
+        # then finds the export failed, and nobody sees it failed with files left.
+        with transaction.atomic():
+            if (
+                Export.objects.select_for_update()
+                .filter(dead, pk=pk, status=Export.Status.RUNNING)
+                .values_list("pk", flat=True)
+                .first()
+                is None
+            ):
+                continue
+            export_partial_remove(export_id=pk)
+            Export.objects.filter(pk=pk).update(
+                status=Export.Status.FAILED,
+                stage="failed",
+                error=reason,
+                report={"error": reason},
+                finished_at=now,
+            )
+        logger.warning("export #%s failed: its worker stopped", pk)
+        failed += 1
+    return failed
 
 
 def export_file(export: Export) -> Path:
     """The finished archive of an export (NotFound until there is one)."""
+    if export.withdrawn_at is not None:
+        raise Gone(f"Export {export.pk} was withdrawn: {export.withdrawn_reason}")
     root = Path(settings.PALATE_EXPORT_DIR).resolve()
     path = (root / export.path).resolve() if export.path else None
     if (
@@ -109,61 +177,40 @@ def export_file(export: Export) -> Path:
 def export_execute(*, export_id: int) -> Export:
     """Run a queued export to the end: the dataset into a work folder, then one
     zip archive beside it, renamed into place when complete. Idempotent: an
-    export that is finished (or running elsewhere) is returned as it is."""
-    if not _claim(export_id):
+    export that is finished is returned as it is; one whose worker died is taken
+    over and written again from the start (StillRunning while a live worker has
+    it, see ``core.jobs``)."""
+    token = _claim(export_id)
+    if token is None:
+        return Export.objects.get(pk=export_id)
+    export_partial_remove(export_id=export_id)
+    mine = Export.objects.filter(
+        pk=export_id, status=Export.Status.RUNNING, started_at=token
+    )
+    with Heartbeat(lambda: mine.update(heartbeat_at=timezone.now())):
         try:
+            rel, size, report = _write(
+                Export.objects.select_related("study").get(pk=export_id), mine
+            )
+        except Exception as exc:  # any failure: recorded on the export for staff
+            message = (
+                exc.message
+                if isinstance(exc, PalateError)
+                else (f"{type(exc).__name__}: {exc}")
+            )
+            mine.update(
+                status=Export.Status.FAILED,
+                error=message,
+                report={"error": message},
+                finished_at=timezone.now(),
+            )
+            if not isinstance(exc, PalateError):
+                logger.exception("export #%s failed", export_id)
             return Export.objects.get(pk=export_id)
-        except Export.DoesNotExist:
-            raise NotFound(f"No export {export_id}.") from None
-    from .export import ExportOptions, dataset_export
-
-    export = Export.objects.select_related("study").get(pk=export_id)
-    root = Path(settings.PALATE_EXPORT_DIR)
-    work = root / f".work-{export.pk}"
-    shutil.rmtree(work, ignore_errors=True)
-    name = f"{export.study.slug}-{export.format}"
-
-    def progress(stage: str, done: int, total: int) -> None:
-        Export.objects.filter(pk=export.pk).update(
-            stage=stage[:40],
-            progress=round(0.9 * min(done / total, 1.0), 4) if total else 0.0,
-            heartbeat_at=timezone.now(),
-        )
-
-    try:
-        report = dataset_export(
-            study=export.study,
-            out=work / name,
-            options=ExportOptions(
-                fmt=export.format,
-                images=export.images,
-                include_excluded=export.include_excluded,
-                include_invalid=export.include_invalid,
-            ),
-            on_progress=progress,
-        )
-        progress("archive", 1, 1)
-        rel = Path(str(export.pk)) / f"{name}.zip"
-        size = archive_write(work / name, root / rel)
-    except Exception as exc:  # any failure: recorded on the export for staff
-        message = (
-            exc.message
-            if isinstance(exc, PalateError)
-            else (f"{type(exc).__name__}: {exc}")
-        )
-        Export.objects.filter(pk=export.pk).update(
-            status=Export.Status.FAILED,
-            error=message,
-            report={"error": message},
-            finished_at=timezone.now(),
-        )
-        if not isinstance(exc, PalateError):
-            logger.exception("export #%s failed", export.pk)
-        return Export.objects.get(pk=export.pk)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        finally:
+            shutil.rmtree(_work(export_id), ignore_errors=True)
     report["path"] = str(rel)
-    Export.objects.filter(pk=export.pk).update(
+    if not mine.filter(withdrawn_at__isnull=True).update(
         status=Export.Status.SUCCEEDED,
         stage="done",
         progress=1.0,
@@ -171,8 +218,79 @@ def export_execute(*, export_id: int) -> Export:
         size_bytes=size,
         report=report,
         finished_at=timezone.now(),
+    ):
+        # Failed (a person in it was erased, or the sweep gave up on this run)
+        # while it was written: the archive must not stay.
+        shutil.rmtree(_work(export_id).with_name(str(export_id)), ignore_errors=True)
+    return Export.objects.get(pk=export_id)
+
+
+def exports_withdraw(*, study_ids: list[int], reason: str, now) -> int:
+    """Withdraw every export of these studies (an annotator in them was erased):
+    finished archives are deleted once the caller's transaction commits and the
+    export says why; queued and running ones are failed with the reason (a
+    running one deletes its own archive when it finds that out). Returns how
+    many exports were affected."""
+    of_studies = Export.objects.filter(study_id__in=study_ids)
+    done = list(
+        of_studies.filter(
+            status=Export.Status.SUCCEEDED, withdrawn_at__isnull=True
+        ).values_list("pk", flat=True)
     )
-    return Export.objects.get(pk=export.pk)
+    Export.objects.filter(pk__in=done).update(
+        withdrawn_at=now, withdrawn_reason=reason[:300], size_bytes=None
+    )
+    live = of_studies.filter(
+        status__in=[Export.Status.QUEUED, Export.Status.RUNNING]
+    ).update(
+        status=Export.Status.FAILED,
+        error=reason,
+        report={"error": reason},
+        finished_at=now,
+        withdrawn_at=now,
+        withdrawn_reason=reason[:300],
+    )
+    root = Path(settings.PALATE_EXPORT_DIR)
+    transaction.on_commit(
+        lambda: [shutil.rmtree(root / str(pk), ignore_errors=True) for pk in done]
+    )
+    return len(done) + live
+
+
+def _work(export_id: int) -> Path:
+    return Path(settings.PALATE_EXPORT_DIR) / f".work-{export_id}"
+
+
+def _write(export: Export, mine) -> tuple[Path, int, dict]:
+    """The dataset into the work folder, then the archive; ``mine`` is the row
+    while this run owns it (progress written there is also a heartbeat)."""
+    from .export import ExportOptions, dataset_export
+
+    name = f"{export.study.slug}-{export.format}"
+    work = _work(export.pk)
+
+    def progress(stage: str, done: int, total: int) -> None:
+        mine.update(
+            stage=stage[:40],
+            progress=round(0.9 * min(done / total, 1.0), 4) if total else 0.0,
+            heartbeat_at=timezone.now(),
+        )
+
+    report = dataset_export(
+        study=export.study,
+        out=work / name,
+        options=ExportOptions(
+            fmt=export.format,
+            images=export.images,
+            include_excluded=export.include_excluded,
+            include_invalid=export.include_invalid,
+        ),
+        on_progress=progress,
+    )
+    progress("archive", 1, 1)
+    rel = Path(str(export.pk)) / f"{name}.zip"
+    size = archive_write(work / name, Path(settings.PALATE_EXPORT_DIR) / rel)
+    return rel, size, report
 
 
 # Zip entries get this fixed time, so an archive depends on its content alone.

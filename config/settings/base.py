@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 # Everything the platform writes at run time (SQLite file, broker folders, media).
@@ -234,13 +235,31 @@ if CELERY_BROKER_URL.startswith("filesystem"):
         "store_processed": False,
     }
 else:
-    CELERY_BROKER_TRANSPORT_OPTIONS = {}
+    # Redis hands an unacknowledged message to another worker after this long.
+    # Acknowledgement is late (below), so a running task's message stays
+    # unacknowledged for the task's whole life: the timeout must exceed the
+    # longest hard time limit (training: 6 h 10 min) or Redis would start a second
+    # copy of a task that is still running. A worker that died is covered by the
+    # heartbeat sweep within 2 minutes instead (core.jobs, docs/architecture.md).
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 7 * 3600}
 # Task state lives in our own models (jobs, trainings); no result backend needed.
 CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND") or None
 CELERY_TASK_IGNORE_RESULT = True
+# Why each of these is set, and what a dying worker costs: docs/architecture.md
+# ("Workers that die"). Acknowledge after the task, so a killed pool process's
+# message is requeued (reject on worker lost), not lost; reserve one message per
+# process, so a killed worker holds no queue of messages hostage; a task whose
+# message will be redelivered after a lost broker connection is cancelled
+# rather than run twice.
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+# A cold shutdown (SIGQUIT, or SIGTERM with REMAP_SIGTERM=SIGQUIT as `make run`
+# starts the worker) first lets running tasks finish for this many seconds.
+CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = float(
+    os.environ.get("CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT", 0)
+)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
@@ -254,10 +273,49 @@ CELERY_TASK_ROUTES = {
         "queue": os.environ.get("GENERATION_GPU_QUEUE", "gpu")
     },
 }
+# Long jobs and dying workers (core.jobs): a running job stamps its row every
+# HEARTBEAT seconds; a redelivered task takes over a row TAKEOVER seconds old; the
+# beat sweep, every SWEEP seconds, fails a row STALE seconds old. Worst case from
+# a worker's death to a failed job: STALE + SWEEP = 2 minutes.
+PALATE_JOB_HEARTBEAT_S = float(os.environ.get("PALATE_JOB_HEARTBEAT_S", 10))
+PALATE_JOB_TAKEOVER_S = float(os.environ.get("PALATE_JOB_TAKEOVER_S", 40))
+PALATE_JOB_STALE_S = float(os.environ.get("PALATE_JOB_STALE_S", 90))
+PALATE_JOB_SWEEP_S = float(os.environ.get("PALATE_JOB_SWEEP_S", 30))
+if not (
+    0 < PALATE_JOB_HEARTBEAT_S * 2 <= PALATE_JOB_TAKEOVER_S <= PALATE_JOB_STALE_S
+    and PALATE_JOB_SWEEP_S > 0
+):
+    raise ImproperlyConfigured(
+        "Job timings need 2 × PALATE_JOB_HEARTBEAT_S ≤ PALATE_JOB_TAKEOVER_S ≤ "
+        "PALATE_JOB_STALE_S and PALATE_JOB_SWEEP_S > 0."
+    )
 CELERY_BEAT_SCHEDULE = {
     "sweep-expired-leases": {
         "task": "annotation.sweep_expired_leases",
         "schedule": 60.0,
+    },
+    # Long jobs whose worker died fail within 2 minutes (core.jobs).
+    "sweep-stale-exports": {
+        "task": "annotation.sweep_stale_exports",
+        "schedule": PALATE_JOB_SWEEP_S,
+        # A sweep that waited a whole period behind busy workers is replaced
+        # by the next one: they must not pile up.
+        "options": {"expires": PALATE_JOB_SWEEP_S},
+    },
+    "sweep-stale-training-runs": {
+        "task": "rewardmodel.sweep_stale_runs",
+        "schedule": PALATE_JOB_SWEEP_S,
+        "options": {"expires": PALATE_JOB_SWEEP_S},
+    },
+    "redeliver-abandoned-generation-items": {
+        "task": "generation.redeliver_abandoned",
+        "schedule": PALATE_JOB_SWEEP_S,
+        "options": {"expires": PALATE_JOB_SWEEP_S},
+    },
+    "sweep-stale-optimizations": {
+        "task": "steering.sweep_stale_optimizations",
+        "schedule": PALATE_JOB_SWEEP_S,
+        "options": {"expires": PALATE_JOB_SWEEP_S},
     },
     "check-integrity": {
         "task": "annotation.check_integrity",

@@ -213,6 +213,34 @@ def job_cancel(*, job: GenerationJob) -> GenerationJob:
         return job_refresh_locked(job)
 
 
+def items_redeliver_abandoned(*, now=None) -> int:
+    """Send the task again for items still "running" under an expired claim: their
+    worker died with the message unacknowledged, and the broker would hold it
+    until its visibility timeout (hours). The new delivery takes the item over
+    under a fresh claim (``worker._claim``), so a second copy changes nothing.
+    The beat task ``generation.redeliver_abandoned`` calls this; returns how
+    many items were sent."""
+    from ..tasks import task_for_backend
+
+    now = now or timezone.now()
+    rows = list(
+        GenerationItem.objects.filter(
+            status=ItemStatus.RUNNING, claimed_until__lt=now
+        ).values_list("pk", "job__backend")[:1000]
+    )
+    for item_id, backend in rows:
+        # Expires with the sweep period: if no worker takes it, the next sweep
+        # sends it again instead of copies piling up.
+        task_for_backend(backend).apply_async(args=[item_id], expires=_sweep_seconds())
+    return len(rows)
+
+
+def _sweep_seconds() -> float:
+    from django.conf import settings
+
+    return settings.PALATE_JOB_SWEEP_S
+
+
 def job_retry(*, job: GenerationJob, enqueue: bool = True) -> list[int]:
     """Queue the failed and cancelled items of a job again. Returns their ids."""
     with transaction.atomic():

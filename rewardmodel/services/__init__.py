@@ -13,7 +13,6 @@ from .external import external_scores_import
 from .nightly import nightly_plan, training_nightly, training_nightly_step
 from .runs import (
     QUEUE_TIMEOUT,
-    STALE_AFTER,
     embeddings_enqueue,
     nightly_schedule_set,
     training_run_create,
@@ -28,7 +27,6 @@ NIGHTLY_TASK_NAME = "rewardmodel: nightly retraining"  # created by migration 00
 __all__ = [
     "NIGHTLY_TASK_NAME",
     "QUEUE_TIMEOUT",
-    "STALE_AFTER",
     "embeddings_enqueue",
     "external_scores_import",
     "model_version_promote",

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import numpy as np
@@ -133,8 +134,11 @@ def _checkpoint_write(run, result, snap, backbone, weights_loaded):
     from ..checkpoint import checkpoint_save
 
     path = conf.checkpoint_dir() / f"run{run.pk}-{timezone.now():%Y%m%dT%H%M%S}.npz"
+    # Written under a temporary name and renamed when complete: a worker killed
+    # mid-write leaves ``.run<pk>-….partial``, which the sweep deletes.
+    tmp = path.with_name(f".{path.name}.partial")
     checkpoint_save(
-        path,
+        tmp,
         model=result.model,
         keys=snap.annotator_keys,
         meta={
@@ -144,6 +148,7 @@ def _checkpoint_write(run, result, snap, backbone, weights_loaded):
             "study": run.study_id,
         },
     )
+    os.replace(tmp, path)
     return path
 
 

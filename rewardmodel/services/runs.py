@@ -1,10 +1,12 @@
 """Training runs: queued → running → succeeded / failed / skipped.
 
 "running" is the lock: a partial unique index allows one such row, so two workers
-(or a worker and a command) never train at once. No run blocks training forever:
-a queued run no worker picked up within ``QUEUE_TIMEOUT`` and a running run
-without a heartbeat for ``STALE_AFTER`` are failed with a reason, by every path
-that starts runs and by the nightly task.
+(or a worker and a command) never train at once. No run blocks training for long
+(``core.jobs``): a worker thread stamps ``heartbeat_at`` every 10 s; a redelivered
+task takes over a run whose stamp stopped (a killed pool process) and trains it
+again; the beat sweep fails a run without a heartbeat for ``stale_after()`` (90 s:
+the whole worker died) and deletes its half-written checkpoint. A queued run that
+no worker picked up within ``QUEUE_TIMEOUT`` is failed too.
 """
 
 from __future__ import annotations
@@ -16,18 +18,23 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from annotation.models import Study
 from core.exceptions import Conflict, InvalidInput, NotFound
+from core.jobs import (
+    Heartbeat,
+    StillRunning,
+    dead_worker_reason,
+    stale_after,
+    takeover_wait,
+)
 
-from ..models import TrainingRun, VersionEvent
+from ..models import ModelVersion, TrainingRun, VersionEvent
 
 logger = logging.getLogger(__name__)
 
-# A "running" row whose heartbeat is older than this belongs to a dead worker
-# (heartbeats come with every progress step: every embedding batch, every stage).
-STALE_AFTER = timedelta(minutes=30)
 # A queued run that no worker started in this time never will (no worker, lost
 # message, a row added by hand).
 QUEUE_TIMEOUT = timedelta(hours=2)
@@ -36,18 +43,31 @@ ProgressFn = Callable[[str, float, dict], None]
 
 
 def training_runs_fail_stale(*, now=None) -> int:
-    """Fail runs that can no longer finish; returns how many."""
+    """Fail runs that can no longer finish (and delete their partial checkpoint
+    files); returns how many. The beat task ``rewardmodel.sweep_stale_runs`` calls
+    this every 30 s, and so does every path that starts a run."""
     now = now or timezone.now()
-    dead = TrainingRun.objects.filter(
-        status=TrainingRun.Status.RUNNING, heartbeat_at__lt=now - STALE_AFTER
-    ).update(
-        status=TrainingRun.Status.FAILED,
-        error=(
-            "The worker stopped sending heartbeats for more than "
-            f"{int(STALE_AFTER.total_seconds() // 60)} minutes (crashed or killed)."
-        ),
-        finished_at=now,
-    )
+    stale = Q(heartbeat_at__lt=now - stale_after()) | Q(heartbeat_at__isnull=True)
+    dead, reason = 0, dead_worker_reason()
+    for pk in TrainingRun.objects.filter(
+        stale, status=TrainingRun.Status.RUNNING
+    ).values_list("pk", flat=True):
+        # Files first, under the row's lock (a takeover waits, then finds the run
+        # failed; nobody sees it failed with its files left).
+        with transaction.atomic():
+            if (
+                TrainingRun.objects.select_for_update()
+                .filter(stale, pk=pk, status=TrainingRun.Status.RUNNING)
+                .values_list("pk", flat=True)
+                .first()
+                is None
+            ):
+                continue
+            training_run_partial_remove(run_id=pk)
+            TrainingRun.objects.filter(pk=pk).update(
+                status=TrainingRun.Status.FAILED, error=reason, finished_at=now
+            )
+        dead += 1
     lost = TrainingRun.objects.filter(
         status=TrainingRun.Status.QUEUED, created_at__lt=now - QUEUE_TIMEOUT
     ).update(
@@ -62,6 +82,22 @@ def training_runs_fail_stale(*, now=None) -> int:
     if dead or lost:
         logger.warning("failed %s stale and %s never-started training runs", dead, lost)
     return dead + lost
+
+
+def training_run_partial_remove(*, run_id: int) -> None:
+    """Delete checkpoint files of the run that no model version records (a
+    half-written one, or one written just before the worker died)."""
+    from .. import conf
+
+    kept = set(
+        ModelVersion.objects.filter(training_run_id=run_id).values_list(
+            "checkpoint_path", flat=True
+        )
+    )
+    folder = conf.checkpoint_dir()
+    for path in [*folder.glob(f".run{run_id}-*"), *folder.glob(f"run{run_id}-*")]:
+        if str(path) not in kept:
+            path.unlink(missing_ok=True)
 
 
 def _validate(promote: str, trigger: str, config: dict) -> None:
@@ -119,21 +155,32 @@ def training_run_enqueue(**kwargs) -> TrainingRun:
     return run
 
 
-def _start(run_id: int) -> bool:
+def _start(run: TrainingRun):
+    """Queued → running, or take over a running run whose worker died (its
+    heartbeat older than ``takeover_after()``) by compare-and-set on the stamp.
+    Returns the new ``started_at`` (this run's token) or None when another
+    delivery won; StillRunning while a live worker has it; Conflict when another
+    run holds the training lock."""
+    if run.status == TrainingRun.Status.RUNNING:
+        wait = takeover_wait(run.heartbeat_at)
+        if wait > 0:
+            raise StillRunning(wait + 1)
+        mine = Q(status=TrainingRun.Status.RUNNING, heartbeat_at=run.heartbeat_at)
+    else:
+        mine = Q(status=TrainingRun.Status.QUEUED)
     now = timezone.now()
     try:
         with transaction.atomic():
-            started = TrainingRun.objects.filter(
-                pk=run_id, status=TrainingRun.Status.QUEUED
-            ).update(
+            started = TrainingRun.objects.filter(mine, pk=run.pk).update(
                 status=TrainingRun.Status.RUNNING,
                 started_at=now,
                 heartbeat_at=now,
                 stage="starting",
+                progress=0.0,
             )
     except IntegrityError:
         raise Conflict("Another training run is in progress.") from None
-    return started == 1
+    return now if started == 1 else None
 
 
 class RunLog:
@@ -159,36 +206,61 @@ class RunLog:
 def training_run_execute(
     *, run_id: int, on_progress: ProgressFn | None = None
 ) -> TrainingRun:
-    """Run a queued training run to the end. Idempotent: a run that is no longer
-    queued is returned as it is. Raises Conflict when another run holds the lock."""
-    from .pipeline import model_version_build
-    from .versions import model_version_promote, version_event_record
-
+    """Run a queued training run to the end. Idempotent: a finished run is
+    returned as it is; a run whose worker died is taken over and trained again
+    (StillRunning while a live worker has it). Raises Conflict when another run
+    holds the lock."""
     try:
         run = TrainingRun.objects.get(pk=run_id)
     except TrainingRun.DoesNotExist:
         raise NotFound(f"No training run {run_id}.") from None
-    if run.status != TrainingRun.Status.QUEUED:
+    live = (TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING)
+    if run.status not in live:
         return run
     training_runs_fail_stale()
-    if not _start(run_id):
-        return TrainingRun.objects.get(pk=run_id)
     run.refresh_from_db()
+    token = _start(run) if run.status in live else None
+    if token is None:
+        return TrainingRun.objects.get(pk=run_id)
+    training_run_partial_remove(run_id=run_id)
+    run.refresh_from_db()
+    mine = TrainingRun.objects.filter(
+        pk=run_id, status=TrainingRun.Status.RUNNING, started_at=token
+    )
+    with Heartbeat(lambda: mine.update(heartbeat_at=timezone.now())):
+        version = _build(run, mine, on_progress)
+    if version is None:
+        run.refresh_from_db()
+        return run
+    _promote_or_keep(run, version)
+    run.refresh_from_db()
+    return run
+
+
+def _build(run: TrainingRun, mine, on_progress: ProgressFn | None):
+    """The model version, or None after recording the failure on the run."""
+    from .pipeline import model_version_build
+
     log = RunLog(run)
     try:
-        version = model_version_build(
+        return model_version_build(
             run=run, log=log, started=time.monotonic(), on_progress=on_progress
         )
     except Exception as exc:  # any failure: record it, keep the active version
         log(f"FAILED: {type(exc).__name__}: {exc}", level=logging.ERROR)
-        TrainingRun.objects.filter(pk=run.pk).update(
+        mine.update(
             status=TrainingRun.Status.FAILED,
             error=f"{type(exc).__name__}: {exc}",
             log=log.text + "\n" + traceback.format_exc(),
             finished_at=timezone.now(),
         )
-        run.refresh_from_db()
-        return run
+        training_run_partial_remove(run_id=run.pk)
+        return None
+
+
+def _promote_or_keep(run: TrainingRun, version: ModelVersion) -> None:
+    from .versions import model_version_promote, version_event_record
+
     if run.promote != TrainingRun.Promote.NEVER:
         model_version_promote(
             version=version,
@@ -204,8 +276,6 @@ def training_run_execute(
             previous=None,
             user=run.created_by,
         )
-    run.refresh_from_db()
-    return run
 
 
 def run_progress(

@@ -386,3 +386,35 @@ def test_demo_service_fills_the_pool(study):
     )
     assert [j.status for j in jobs] == ["done", "done"]
     assert Image.objects.filter(study=study, open_slots=3).count() == 4
+
+
+def test_items_of_a_dead_worker_are_sent_again_once_their_claim_expires(prompt):
+    """Issue 24, 3: a worker killed whole leaves its item "running" and its
+    message unacknowledged for the broker's visibility timeout (hours); the
+    beat task sends the item again once its claim has expired."""
+    from config.celery import app
+    from generation.tasks import redeliver_abandoned
+
+    job = services.job_create(
+        prompt=prompt, backend="procedural", n_seeds=2, enqueue=False
+    )
+    dead, live = job.items.order_by("seed")
+    GenerationItem.objects.filter(pk=dead.pk).update(
+        status="running",
+        claim_token="dead",
+        claimed_until=timezone.now() - timezone.timedelta(seconds=1),
+    )
+    GenerationItem.objects.filter(pk=live.pk).update(
+        status="running",
+        claim_token="alive",
+        claimed_until=timezone.now() + timezone.timedelta(seconds=60),
+    )
+    app.conf.task_always_eager = True
+    try:
+        assert redeliver_abandoned() == 1
+    finally:
+        app.conf.task_always_eager = False
+    dead.refresh_from_db()
+    live.refresh_from_db()
+    assert dead.status == "done" and Image.objects.count() == 1
+    assert live.status == "running" and live.claim_token == "alive"

@@ -10,9 +10,8 @@ class Command(BaseCommand):
     help = (
         "Erase an annotator: exclude them (their ratings stop counting and every "
         "slot they held or filled is reopened), then remove what identifies them "
-        "(external id, demographics, recruiting-platform ids, username, email; "
-        "the account can no longer sign in). Ratings stay as invalid, pseudonymous "
-        "records. Idempotent."
+        "or was derived from their ratings alone (docs/integrity.md). Ratings stay "
+        "as invalid records under a new random public id. Idempotent."
     )
 
     def add_arguments(self, parser):
@@ -35,7 +34,9 @@ class Command(BaseCommand):
         if found is None:
             raise CommandError(f"No annotator matches {lookup}.")
         reopened = services.annotator_erase(annotator_id=found.pk, reason=reason)
+        found.refresh_from_db()
         self.stdout.write(
-            f"Erased {found.public_id}: excluded, personal data removed, "
-            f"{reopened} slot(s) reopened."
+            f"Erased: excluded, personal data removed, exports of their studies "
+            f"withdrawn, {reopened} slot(s) reopened; the kept invalid records are "
+            f"now filed under {found.public_id}."
         )
