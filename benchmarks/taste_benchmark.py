@@ -235,7 +235,9 @@ def run_one(v: dict, emb: np.ndarray, taste_space, domains, seed: int) -> dict:
     study = 10_000 + seed
     split = np.asarray(
         [
-            V.CODES[split_assign(study_id=study, image_id=int(r), annotator_id=int(a))]
+            V.CODES[
+                split_assign(image_key=f"{study}:{r}", annotator_key=f"{study}:{a}")
+            ]
             for r, a in zip(rows, anns, strict=True)
         ]
     )

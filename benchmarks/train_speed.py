@@ -119,7 +119,7 @@ def bench_train(args) -> dict:
                     annotator=annotators[a],
                     score=score,
                     split=split_assign(
-                        study_id=study.pk, image_id=im.pk, annotator_id=annotators[a].pk
+                        image_key=im.sha256, annotator_key=annotators[a].split_key
                     ),
                 )
             )
@@ -150,7 +150,7 @@ def bench_train(args) -> dict:
                 annotator=held_out,
                 score=int(rng.integers(1, 8)),
                 split=split_assign(
-                    study_id=study.pk, image_id=im.pk, annotator_id=held_out.pk
+                    image_key=im.sha256, annotator_key=held_out.split_key
                 ),
             )
             for im in images[:40]

@@ -440,7 +440,7 @@ def _locked_assignment(assignment_id: int, annotator: Annotator) -> Assignment:
     try:
         assignment = (
             Assignment.objects.select_for_update(of=("self",), no_key=True)
-            .select_related("study")
+            .select_related("study", "image")  # the image's sha256: its split
             .get(pk=assignment_id)
         )
     except Assignment.DoesNotExist:
@@ -526,7 +526,7 @@ def _rating_submit(assignment_id, annotator, score, now) -> tuple[Rating, bool]:
         score=score,
         time_on_item_ms=_elapsed_ms(assignment.shown_at or assignment.leased_at, now),
         split=split_assign(
-            study_id=study.pk, image_id=assignment.image_id, annotator_id=annotator.pk
+            image_key=assignment.image.sha256, annotator_key=annotator.split_key
         ),
     )
     rating_recorded(rating=rating, study=study, now=now)  # QC statistics and flags

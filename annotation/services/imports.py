@@ -4,7 +4,9 @@ Each record is one rating: a rater id, an integer score on the study's scale, th
 image (bytes, or an existing study image's sha256), optional demographics of the
 rater, optional image metadata, and optionally the split the dataset published
 (PAMELA's train / val_seen / ...), which is kept; without one the rating gets the
-split it hashes to, like any rating (``annotation.splits``).
+split its keys hash to (the image's sha256 and ``import:<dataset>:<rater>``), like
+any rating (``annotation.splits``): the same file gives the same splits in any
+database.
 
 Imported raters become annotators (``source="import"``, external id
 ``<dataset>:<rater>``) who take part in the study, so every path that works for
@@ -28,7 +30,7 @@ from core.exceptions import InvalidInput
 
 from ..images import image_inspect
 from ..models import Annotator, Image, Participation, Rating, Study
-from ..splits import SPLITS, split_assign
+from ..splits import SPLITS, annotator_key, split_assign
 from .studies import annotator_create, image_create
 
 MAX_ERRORS_SHOWN = 5
@@ -77,9 +79,10 @@ def _stored_sha(r: RatingRecord) -> str:
 
 
 def _images(study: Study, records: list[RatingRecord]) -> tuple[dict, int]:
-    """Image per image key (created once from the first record's bytes)."""
+    """(image pk, sha256) per image key (created once from the first record's
+    bytes)."""
     by_sha = dict(Image.objects.filter(study=study).values_list("sha256", "pk"))
-    out: dict[str, int] = {}
+    out: dict[str, tuple[int, str]] = {}
     created = 0
     for r in records:
         if r.image_key in out:
@@ -100,15 +103,19 @@ def _images(study: Study, records: list[RatingRecord]) -> tuple[dict, int]:
             )
             by_sha[sha] = image.pk
             created += 1
-        out[r.image_key] = by_sha[sha]
+        out[r.image_key] = (by_sha[sha], sha)
     return out, created
+
+
+def _external_id(dataset: str, rater: str) -> str:
+    return f"{dataset}:{rater}"[:128]
 
 
 def _annotators(study: Study, records: list[RatingRecord], dataset: str) -> tuple:
     wanted: dict[str, dict] = {}
     for r in records:
         wanted.setdefault(str(r.rater).strip(), r.demographics)
-    ext = {f"{dataset}:{rater}"[:128]: rater for rater in wanted}
+    ext = {_external_id(dataset, rater): rater for rater in wanted}
     have = dict(
         Annotator.objects.filter(
             source="import", external_id__in=list(ext)
@@ -170,7 +177,9 @@ def ratings_import(
         )
         rows, seen, duplicates = [], set(), 0
         for r in records:
-            pair = (images[r.image_key], raters[str(r.rater).strip()])
+            image_pk, sha = images[r.image_key]
+            rater = str(r.rater).strip()
+            pair = (image_pk, raters[rater])
             if pair in existing or pair in seen:
                 duplicates += pair in seen
                 continue
@@ -183,7 +192,12 @@ def ratings_import(
                     score=int(r.score),
                     split=r.split
                     or split_assign(
-                        study_id=study.pk, image_id=pair[0], annotator_id=pair[1]
+                        image_key=sha,
+                        annotator_key=annotator_key(
+                            source="import",
+                            external_id=_external_id(dataset, rater),
+                            public_id="",
+                        ),
                     ),
                 )
             )
@@ -194,7 +208,7 @@ def ratings_import(
         "ratings_already_there": len(records) - len(rows) - duplicates,
         "duplicate_rows_skipped": duplicates,
         "images_created": images_created,
-        "images": len(set(images.values())),
+        "images": len({pk for pk, _ in images.values()}),
         "annotators_created": raters_created,
         "annotators": len(raters),
     }

@@ -28,7 +28,8 @@ def planted(seed: int, *, n_img=320, n_ann=70, dim=24, per_image=12, shared_only
             rows.append(i)
             anns.append(a)
             scores.append(float(np.clip(np.rint(4 + 1.2 * u), 1, 7)))
-            split.append(CODES[split_assign(study_id=seed, image_id=i, annotator_id=a)])
+            key = {"image_key": f"{seed}:{i}", "annotator_key": f"{seed}:{a}"}
+            split.append(CODES[split_assign(**key)])
     split = np.asarray(split)
     snap = SimpleNamespace(
         r_row=np.asarray(rows),
@@ -76,11 +77,14 @@ def test_without_learnable_individual_taste_the_model_is_a_baseline_exactly():
     assert versus["kept"] == "baseline member", versus
     assert hyper["tau"] == 0 and hyper["new_tau"] == 0, hyper
     seen = res.summary["seen"]
-    best = max(
+    members = {
         seen[w]["pairwise_accuracy"]
         for w in ("population", "per_annotator_ridge", "loo_consensus")
-    )
-    assert seen["model"]["pairwise_accuracy"] == best
+    }
+    # It is one of them exactly (which one is chosen on validation, so on test it
+    # may trail the best by noise, never by more than 0.01).
+    assert seen["model"]["pairwise_accuracy"] in members
+    assert seen["model"]["pairwise_accuracy"] >= max(members) - 0.01
     for k, cell in res.summary["unseen"].items():
         assert (
             cell["model"]["pairwise_accuracy"]
