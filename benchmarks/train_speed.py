@@ -331,8 +331,8 @@ def main() -> int:
             f"p90 {r['predict_warm_p90_ms']:.1f} ms   [target p50 <= 3 ms]"
         )
         print(
-            "  predict for an annotator the version never saw (closed-form "
-            "adaptation from their ratings on every call): median "
+            "  predict for an annotator the version never saw (one query for "
+            "their ratings; re-adapted only when they changed): median "
             f"{r['predict_adapted_median_ms']:.1f} ms"
         )
         up, only = r["newcomer_predict_after_rating_ms"], r["newcomer_update_ms"]
