@@ -11,6 +11,10 @@ Sources:
   a local directory, or ``hf://bethgelab/PAMELA`` (downloaded with the
   ``datasets`` library; needs network access).
 
+Every reader streams: records come one at a time from parquet record batches
+(or csv/jsonl lines, or the hub's memory-mapped Arrow files), so the importer
+never holds the dataset (and every row's image) in memory.
+
 Columns are found by name; ``mapping`` (``--map field=column``) overrides any of
 them. Fields: ``rater``, ``score``, ``image`` (bytes, a hub image dict, or a path
 relative to the data), ``sha256`` (of an image already in the study), ``split``,
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from annotation.services.imports import RatingRecord
@@ -36,6 +40,7 @@ CANDIDATES = {
 }
 DEMOGRAPHICS = ["age", "gender", "nationality", "country", "education"]
 IMAGE_META = ["visual_group", "group", "category", "type", "image_type", "domain"]
+BATCH_ROWS = 1000  # parquet rows read at a time (each may carry its image)
 PAMELA_SPLITS = [
     "pamela_train",
     "pamela_val_seen",
@@ -114,13 +119,15 @@ def _image(value, base: Path, line: int) -> tuple[bytes, str]:
 
 
 def records_from_rows(
-    rows: list[dict], *, mapping: dict, base: Path, split: str = "", start: int = 1
+    rows: Iterable[dict], *, mapping: dict, base: Path, split: str = "", start: int = 1
 ) -> Iterator[RatingRecord]:
-    if not rows:
-        return
-    cols = Columns(list(rows[0].keys()), mapping)
-    f = cols.field
+    """One record per row, lazily (rows may be a stream); the columns are
+    decided from the first row's keys."""
+    cols = f = None
     for line, row in enumerate(rows, start=start):
+        if cols is None:
+            cols = Columns(list(row.keys()), mapping)
+            f = cols.field
         data, key = None, ""
         if "image" in f and row.get(f["image"]) not in (None, ""):
             data, key = _image(row[f["image"]], base, line)
@@ -154,19 +161,22 @@ def _split_name(name) -> str:
     return name.removeprefix("pamela_")
 
 
-def read_table(path: Path) -> list[dict]:
+def read_table(path: Path) -> Iterator[dict]:
+    """The rows of one file as a stream (parquet: one record batch at a time)."""
     suffix = path.suffix.lower()
     if suffix == ".csv":
         with path.open(newline="", encoding="utf-8") as fh:
-            return list(csv.DictReader(fh))
-    if suffix == ".jsonl":
+            yield from csv.DictReader(fh)
+    elif suffix == ".jsonl":
         with path.open(encoding="utf-8") as fh:
-            return [json.loads(line) for line in fh if line.strip()]
-    if suffix == ".parquet":
+            yield from (json.loads(line) for line in fh if line.strip())
+    elif suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        return pq.read_table(path).to_pylist()
-    raise InvalidInput(f"{path}: use a .csv, .jsonl or .parquet file.")
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS):
+            yield from batch.to_pylist()
+    else:
+        raise InvalidInput(f"{path}: use a .csv, .jsonl or .parquet file.")
 
 
 def pamela_split_files(root: Path) -> dict[str, list[Path]]:
@@ -188,23 +198,25 @@ def pamela_split_files(root: Path) -> dict[str, list[Path]]:
     return out
 
 
-def read_pamela_local(root: Path, mapping: dict) -> list[RatingRecord]:
-    records: list[RatingRecord] = []
+def read_pamela_local(root: Path, mapping: dict) -> Iterator[RatingRecord]:
+    line = 1
     for split, files in pamela_split_files(root).items():
         for path in files:
-            rows = read_table(path)
-            records += records_from_rows(
-                rows,
+            for record in records_from_rows(
+                read_table(path),
                 mapping=mapping,
                 base=path.parent,
                 split=_split_name(split),
-                start=len(records) + 1,
-            )
-    return records
+                start=line,
+            ):
+                line = record.line + 1
+                yield record
 
 
-def read_pamela_hub(repo: str, mapping: dict) -> list[RatingRecord]:
-    """``hf://owner/name``: every PAMELA split of the hub dataset (network)."""
+def read_pamela_hub(repo: str, mapping: dict) -> Iterator[RatingRecord]:
+    """``hf://owner/name``: every PAMELA split of the hub dataset (network). The
+    splits are downloaded into the ``datasets`` cache and read from there row by
+    row (memory-mapped Arrow), images undecoded."""
     try:
         import datasets
     except ImportError:
@@ -216,7 +228,7 @@ def read_pamela_hub(repo: str, mapping: dict) -> list[RatingRecord]:
         dd = datasets.load_dataset(repo)
     except Exception as exc:  # network, auth, missing repo: say it once, clearly
         raise InvalidInput(f"Could not load {repo} from the hub: {exc}") from None
-    records: list[RatingRecord] = []
+    line = 1
     for split in PAMELA_SPLITS:
         if split not in dd:
             continue
@@ -224,17 +236,20 @@ def read_pamela_hub(repo: str, mapping: dict) -> list[RatingRecord]:
         for name, feature in ds.features.items():
             if isinstance(feature, datasets.Image):
                 ds = ds.cast_column(name, datasets.Image(decode=False))
-        records += records_from_rows(
-            ds.to_list(),
+        for record in records_from_rows(
+            iter(ds),
             mapping=mapping,
             base=Path.cwd(),
             split=_split_name(split),
-            start=len(records) + 1,
-        )
-    return records
+            start=line,
+        ):
+            line = record.line + 1
+            yield record
 
 
-def records_read(source: str, *, layout: str, mapping: dict) -> list[RatingRecord]:
+def records_read(source: str, *, layout: str, mapping: dict) -> Iterator[RatingRecord]:
+    """The dataset's records as a stream (nothing is read until iterated, and
+    no more than a record batch is held at a time). Bad paths fail at once."""
     if source.startswith("hf://"):
         return read_pamela_hub(source.removeprefix("hf://"), mapping)
     path = Path(source)
@@ -243,7 +258,10 @@ def records_read(source: str, *, layout: str, mapping: dict) -> list[RatingRecor
             raise InvalidInput(
                 f"{path}: the PAMELA layout is a folder of parquet files."
             )
+        pamela_split_files(path)  # no split files: say so now
         return read_pamela_local(path, mapping)
     if not path.is_file():
         raise InvalidInput(f"No file {path}.")
-    return list(records_from_rows(read_table(path), mapping=mapping, base=path.parent))
+    if path.suffix.lower() not in (".csv", ".jsonl", ".parquet"):
+        raise InvalidInput(f"{path}: use a .csv, .jsonl or .parquet file.")
+    return records_from_rows(read_table(path), mapping=mapping, base=path.parent)

@@ -81,6 +81,16 @@ class Command(BaseCommand):
         except PalateError as exc:
             raise CommandError(exc.message) from None
         self.stdout.write(json.dumps(result))
+        if result["unreadable_images_skipped"]:
+            ids = result["unreadable_images"]
+            shown = ", ".join(ids[:20]) + (
+                f" (and {len(ids) - 20} more)" if len(ids) > 20 else ""
+            )
+            self.stderr.write(
+                f"skipped {len(ids)} image(s) that cannot be read as images, with "
+                f"their {result['ratings_skipped_unreadable_image']} rating(s): "
+                f"{shown}"
+            )
         if not opts["train"]:
             return
         config = {"seed": opts["seed"]}
