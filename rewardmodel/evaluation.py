@@ -27,6 +27,7 @@ import numpy as np
 
 from annotation import splits
 
+from . import stacking as S
 from . import taste as T
 from .metrics import all_metrics, mean_of
 
@@ -341,7 +342,16 @@ def select(data: Data) -> tuple[T.Hyper, T.Prior, dict]:
                 only=best_iso.base,
                 tau_iso=best_iso.tau,
             )
-    chosen, versus = search.decide(members)
+    chosen = search.best or members["population"]
+    ridge = heads_on(
+        ctx,
+        [np.zeros(ctx.x.shape[1] + 2)],
+        prior=T.prior_diag(ctx.x.shape[1], 0.0),
+        taus=[tuned.ridge_tau],
+        content_only=True,
+    )[0][0, 0]
+    pop, consensus = ctx.base("content", tuned.pop_lambda), bases["crowd_only"]
+    weights, blend_info = _blend(search, pop=pop, ridge=ridge, consensus=consensus)
     # Newcomers adapt only if the personal part earns its place on val_seen
     # (selected τ against τ = 0 on the same base, out of fold).
     personal = search.personal_part() if chosen.tau > 0 else {"win": False}
@@ -355,6 +365,10 @@ def select(data: Data) -> tuple[T.Hyper, T.Prior, dict]:
         new_base=new_base,
         new_lambda=lams[new_base],
         new_tau=chosen.tau if personal["win"] else 0.0,
+        blend=weights,
+        ridge_tau=tuned.ridge_tau,
+        blend_pop_lambda=tuned.pop_lambda,
+        blend_crowd_lambda=lams["crowd_only"],
     )
     prior = search.priors[chosen]
     return (
@@ -363,7 +377,7 @@ def select(data: Data) -> tuple[T.Hyper, T.Prior, dict]:
         {
             "population_lambda": {f"{k:.3g}": v for k, v in crowd_scores.items()},
             "user": search.scores,
-            "versus_best_baseline": versus,
+            "blend": blend_info,
             "personal_part": personal,
             "newcomer_base": new_scores,
             "newcomer": _newcomer_check(ctx, val_unseen, hyper, prior, bases),
@@ -409,6 +423,13 @@ class _Search:
                 self._best_acc, self.best = mean, cfg
                 self.best_heads = flat[c].copy()
 
+    def heads_of(self, cfg: Config) -> np.ndarray:
+        """Every fitted annotator's head under ``cfg`` (n_ann, d)."""
+        grid, _ = heads_on(
+            self.ctx, [self.bases[cfg.base]], prior=self.priors[cfg], taus=[cfg.tau]
+        )
+        return grid[0, 0]
+
     def _pick(self, mask: np.ndarray, among=None) -> Config:
         """The configuration (of ``among``, default all) with the best mean
         accuracy over the annotators in ``mask``."""
@@ -441,25 +462,38 @@ class _Search:
         se = float(np.std(d, ddof=1) / math.sqrt(d.size))
         return {"gain": gain, "se": se, "win": gain > PREFER_BASELINE_Z * se}
 
-    def decide(self, members: dict[str, Config]) -> tuple[Config, dict]:
-        """The best configuration, or the best baseline member where selecting
-        does not beat the best member by ``PREFER_BASELINE_Z`` standard errors
-        out of fold (``crossfit``)."""
-        accs = {n: self.scores.get(c.label, math.nan) for n, c in members.items()}
-        name = _argmax(accs)
-        member = members[name]
-        best = self.best or member
-        if best == member:
-            return best, {"baseline": name, "kept": "model"}
-        ms = list(members.values())
-        out = {"baseline": name, **self.crossfit(lambda c, m: self._pick(m, ms))}
-        out["kept"] = "model" if out["win"] else "baseline member"
-        return (best if out["win"] else member), out
-
     def personal_part(self) -> dict:
         """Whether the personal heads earn their place: selecting against the
         same base with τ = 0, out of fold (``crossfit``)."""
         return self.crossfit(lambda c, m: Config(c.base, 0.0, 0.0))
+
+
+def _blend(search: _Search, *, pop, ridge, consensus) -> tuple[tuple, dict]:
+    """Stacking weights of (model, population, ridge, consensus) on val_seen,
+    out of fold (``stacking``): each fold's model predictions come from the
+    configuration chosen on the other fold. Also the out-of-fold mean pairwise
+    accuracy of each member and of the blend (what the weights were fitted on)."""
+    v, sc = search.vs, search.sc
+    cols, ys, anns = [], [], []
+    for held in (search.fold, ~search.fold):
+        if not held.any() or held.all():
+            continue
+        model = search.heads_of(search._pick(~held))
+        idx = np.flatnonzero(np.isin(v.r.ann, sc.annotators[held]))
+        ann = v.r.ann[idx]
+        cols.append(S.member_columns(v.f[idx], ann, model, pop, ridge, consensus))
+        ys.append(v.y[idx])
+        anns.append(ann)
+    if not cols:
+        return (1.0, 0.0, 0.0, 0.0), {"weights": None, "why": "no val_seen folds"}
+    p, y, ann = np.vstack(cols), np.concatenate(ys), np.concatenate(anns)
+    w, _ = S.choose_weights(p, y, ann)
+    if not w.any():
+        w = np.asarray([1.0, 0.0, 0.0, 0.0])
+    oof = {m: T.mean_pairwise(ann, y, p[:, j]) for j, m in enumerate(S.MEMBERS)}
+    oof["blend"] = T.mean_pairwise(ann, y, p @ w)
+    info = {"weights": dict(zip(S.MEMBERS, w.tolist(), strict=True)), "oof": oof}
+    return tuple(float(x) for x in w), info
 
 
 def _newcomer_base(ctx: Context, val: T.Ratings, bases: dict) -> tuple[str, dict]:
@@ -577,6 +611,14 @@ def report(
     rows: list[dict] = []
     heldout: list[HeldOut] = []
     v = ctx.view(data.part(splits.TEST_SEEN))
+    if hyper.blend is not None:  # the deployed form: the members' blend
+        mine = S.blend_heads(
+            hyper.blend,
+            mine[0, 0],
+            ctx.base("content", hyper.blend_pop_lambda),
+            ridge[0, 0],
+            ctx.base("crowd_only", hyper.blend_crowd_lambda),
+        )[None, None]
     preds = {
         "model": score(v, mine[0, 0]),
         "population": score(v, np.broadcast_to(pop, mine[0, 0].shape)),
