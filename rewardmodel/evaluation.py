@@ -265,11 +265,11 @@ def adapt_head(
 
 
 GAMMA_GRID = (0.8,)
-# The model's choice must beat the best baseline member on val_seen by this many
-# standard errors of the paired per-annotator difference, else the baseline member
-# is taken. The maximum over a grid is optimistic on the data that chose it;
-# falling back to the member that is exactly a baseline makes a tie a tie, where
-# a noisy "win" on validation would be a coin flip on test.
+# Newcomers adapt (and take a base other than the population's) only where that
+# beats the simpler choice by this many standard errors of the paired
+# per-annotator difference, out of fold: a grid maximum is optimistic on the
+# data that chose it. (Fitted annotators are not chosen this way any more: their
+# head is a blend of the members, ``stacking``.)
 PREFER_BASELINE_Z = 2.0
 
 
@@ -309,8 +309,9 @@ def select(data: Data) -> tuple[T.Hyper, T.Prior, dict]:
     The grid covers every base × ρ × τ (then γ around the best isotropic fit);
     the population baseline (content base, τ = 0), the leave-one-out consensus
     (crowd-only base, τ = 0) and the per-annotator ridge (zero base, ρ = 0, the
-    ridge's τ) are members of it, and the best member is kept unless the best
-    configuration beats it clearly (``PREFER_BASELINE_Z``)."""
+    ridge's τ) are members of it. The best configuration is then blended with
+    the three baseline members, weights chosen out of fold on val_seen
+    (``stacking.blend_out_of_fold``)."""
     val_seen = data.part(splits.VAL_SEEN)
     val_unseen = data.part(splits.VAL_UNSEEN)
     ctx = selection_context(data)
@@ -351,7 +352,9 @@ def select(data: Data) -> tuple[T.Hyper, T.Prior, dict]:
         content_only=True,
     )[0][0, 0]
     pop, consensus = ctx.base("content", tuned.pop_lambda), bases["crowd_only"]
-    weights, blend_info = _blend(search, pop=pop, ridge=ridge, consensus=consensus)
+    weights, blend_info = S.blend_out_of_fold(
+        search, pop=pop, ridge=ridge, consensus=consensus
+    )
     # Newcomers adapt only if the personal part earns its place on val_seen
     # (selected τ against τ = 0 on the same base, out of fold).
     personal = search.personal_part() if chosen.tau > 0 else {"win": False}
@@ -466,34 +469,6 @@ class _Search:
         """Whether the personal heads earn their place: selecting against the
         same base with τ = 0, out of fold (``crossfit``)."""
         return self.crossfit(lambda c, m: Config(c.base, 0.0, 0.0))
-
-
-def _blend(search: _Search, *, pop, ridge, consensus) -> tuple[tuple, dict]:
-    """Stacking weights of (model, population, ridge, consensus) on val_seen,
-    out of fold (``stacking``): each fold's model predictions come from the
-    configuration chosen on the other fold. Also the out-of-fold mean pairwise
-    accuracy of each member and of the blend (what the weights were fitted on)."""
-    v, sc = search.vs, search.sc
-    cols, ys, anns = [], [], []
-    for held in (search.fold, ~search.fold):
-        if not held.any() or held.all():
-            continue
-        model = search.heads_of(search._pick(~held))
-        idx = np.flatnonzero(np.isin(v.r.ann, sc.annotators[held]))
-        ann = v.r.ann[idx]
-        cols.append(S.member_columns(v.f[idx], ann, model, pop, ridge, consensus))
-        ys.append(v.y[idx])
-        anns.append(ann)
-    if not cols:
-        return (1.0, 0.0, 0.0, 0.0), {"weights": None, "why": "no val_seen folds"}
-    p, y, ann = np.vstack(cols), np.concatenate(ys), np.concatenate(anns)
-    w, _ = S.choose_weights(p, y, ann)
-    if not w.any():
-        w = np.asarray([1.0, 0.0, 0.0, 0.0])
-    oof = {m: T.mean_pairwise(ann, y, p[:, j]) for j, m in enumerate(S.MEMBERS)}
-    oof["blend"] = T.mean_pairwise(ann, y, p @ w)
-    info = {"weights": dict(zip(S.MEMBERS, w.tolist(), strict=True)), "oof": oof}
-    return tuple(float(x) for x in w), info
 
 
 def _newcomer_base(ctx: Context, val: T.Ratings, bases: dict) -> tuple[str, dict]:

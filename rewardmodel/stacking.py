@@ -24,35 +24,11 @@ they err differently it beats each. Only train and validation ratings are read.
 
 from __future__ import annotations
 
-from itertools import combinations, combinations_with_replacement
+from itertools import combinations_with_replacement
 
 import numpy as np
 
 MEMBERS = ("model", "population", "ridge", "consensus")
-
-
-def nnls_small(p: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Non-negative least squares for a few columns, exactly: the best of the
-    unconstrained solutions on every subset of columns that are all ≥ 0
-    (deterministic; no solver tolerance)."""
-    k = p.shape[1]
-    gram, rhs = p.T @ p, p.T @ y
-    best, best_w = float(y @ y), np.zeros(k)
-    for size in range(1, k + 1):
-        for cols in combinations(range(k), size):
-            c = list(cols)
-            g = gram[np.ix_(c, c)] + 1e-9 * np.eye(size) * max(np.trace(gram), 1.0)
-            try:
-                w = np.linalg.solve(g, rhs[c])
-            except np.linalg.LinAlgError:
-                continue
-            if np.any(w < 0):
-                continue
-            sse = float(y @ y - 2 * w @ rhs[c] + w @ gram[np.ix_(c, c)] @ w)
-            if sse < best - 1e-12:
-                best, best_w = sse, np.zeros(k)
-                best_w[c] = w
-    return best_w
 
 
 GRID_STEP = 0.1  # the simplex of member weights, on standardised predictions
@@ -78,9 +54,11 @@ def choose_weights(p: np.ndarray, y: np.ndarray, ann: np.ndarray) -> tuple:
     from .taste import PairScorer
 
     sd = p.std(axis=0)
-    sd[sd <= 1e-12] = 1.0
+    flat = sd <= 1e-12  # a constant ranks nothing: never weighted
+    sd[flat] = 1.0
     z = p / sd
     grid = simplex(p.shape[1])
+    grid = grid[~grid[:, flat].any(axis=1)] if flat.any() else grid
     pred = z @ grid.T
     acc = PairScorer(ann, y).of_matrix(pred).mean(axis=0)
     scale = np.maximum((pred * y[:, None]).sum(0), 0.0) / np.maximum(
@@ -119,3 +97,34 @@ def member_columns(f, ann, model, pop, ridge, consensus) -> np.ndarray:
         ],
         axis=1,
     )
+
+
+def blend_out_of_fold(search, *, pop, ridge, consensus) -> tuple[tuple, dict]:
+    """Weights of (model, population, ridge, consensus) on val_seen, out of
+    fold: each fold's model predictions come from the configuration chosen on
+    the other fold (``search``: evaluation's val_seen search, with its folds,
+    its per-fold choice and the heads of any configuration). Also the
+    out-of-fold mean pairwise accuracy of each member and of the blend."""
+    from .taste import mean_pairwise
+
+    v, sc = search.vs, search.sc
+    cols, ys, anns = [], [], []
+    for held in (search.fold, ~search.fold):
+        if not held.any() or held.all():
+            continue
+        model = search.heads_of(search._pick(~held))
+        idx = np.flatnonzero(np.isin(v.r.ann, sc.annotators[held]))
+        ann = v.r.ann[idx]
+        cols.append(member_columns(v.f[idx], ann, model, pop, ridge, consensus))
+        ys.append(v.y[idx])
+        anns.append(ann)
+    if not cols:
+        return (1.0, 0.0, 0.0, 0.0), {"weights": None, "why": "no val_seen folds"}
+    p, y, ann = np.vstack(cols), np.concatenate(ys), np.concatenate(anns)
+    w, _ = choose_weights(p, y, ann)
+    if not w.any():
+        w = np.asarray([1.0, 0.0, 0.0, 0.0])
+    oof = {m: mean_pairwise(ann, y, p[:, j]) for j, m in enumerate(MEMBERS)}
+    oof["blend"] = mean_pairwise(ann, y, p @ w)
+    info = {"weights": dict(zip(MEMBERS, w.tolist(), strict=True)), "oof": oof}
+    return tuple(float(x) for x in w), info
