@@ -445,7 +445,15 @@ def seed_table(per_cell: dict) -> str:
         "|" + " --- |" * 10,
     ]
     for (variant, backbone), (seeds, runs) in per_cell.items():
-        seen = [[r for r in run["rows"] if r["split"] == "seen"] for run in runs]
+        seen = [
+            [
+                r
+                for r in run["rows"]
+                if r["split"] == "seen"
+                and all(r[w]["pairwise_accuracy"] is not None for w in WHO)
+            ]
+            for run in runs
+        ]
         pooled = {
             w: float(np.mean([r[w]["pairwise_accuracy"] for rs in seen for r in rs]))
             for w in WHO[1:]
@@ -527,6 +535,7 @@ def parse_args():
     p.add_argument("--annotators", type=int, help="and its annotators")
     p.add_argument("--cache", default="/tmp/palate-taste-bench")
     p.add_argument("--json", help="write raw aggregates here")
+    p.add_argument("--raw", help="write every run's per-annotator rows here")
     return p.parse_args()
 
 
@@ -572,6 +581,12 @@ def main() -> None:
     print(table(results))
     print()
     print(seed_table(per_cell))
+    if args.raw:  # every run's per-annotator rows, to re-read without re-running
+        raw = {
+            f"{k[0]}|{k[1]}": {"seeds": s, "rows": [run["rows"] for run in runs]}
+            for k, (s, runs) in per_cell.items()
+        }
+        Path(args.raw).write_text(json.dumps(raw, default=str))
     print(
         f"\n{len(fits)} runs, {time.monotonic() - started:.0f}s total, "
         f"train_and_evaluate median {np.median(fits):.1f}s; load average "
