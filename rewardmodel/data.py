@@ -111,16 +111,18 @@ def snapshot_take(*, study_id: int | None = None) -> Snapshot:
 def _add_external(snap: Snapshot, *, study_id: int | None, img_row: dict) -> None:
     """External population scores: each item maps onto a study image's row or a
     row of its own (embedded from its file)."""
+    # Ordered by what the data names (source name, item key), not by ids, like
+    # the ratings: the same data gives the same rows in any database.
     sources_qs = ExternalSource.objects.filter(
         kind=ExternalSource.Kind.POPULATION
-    ).order_by("pk")
+    ).order_by("name", "pk")
     if study_id is not None:
         sources_qs = sources_qs.filter(Q(study_id=study_id) | Q(study__isnull=True))
     e_row, e_src, e_score = [], [], []
     for source in sources_qs:
         scores = list(
             ExternalScore.objects.filter(item__source=source, rater="")
-            .order_by("pk")
+            .order_by("item__key", "pk")
             .values_list("item_id", "item__image_id", "score")
         )
         if not scores:
