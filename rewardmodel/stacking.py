@@ -13,8 +13,8 @@ content ridge at the population baseline's λ; ``ridge``: the per-annotator ridg
 on content, crowd weight 0; ``consensus``: the crowd column and intercept, the
 leave-one-out consensus's form). The weights (``choose_weights``) are the point
 of a 0.1-step simplex with the best mean per-annotator pairwise accuracy on the
-val_seen ratings, scaled by least squares, from the members' predictions **out
-of fold**: the val_seen
+val_seen ratings, averaged over bootstrap resamples of the annotators, scaled by
+least squares, from the members' predictions **out of fold**: the val_seen
 annotators are split in two seeded folds, and each fold's predictions come from
 the configuration chosen on the *other* fold, so the grid's optimism on the data
 that chose it does not buy the model member weight. A member that adds nothing
@@ -32,6 +32,7 @@ MEMBERS = ("model", "population", "ridge", "consensus")
 
 
 GRID_STEP = 0.1  # the simplex of member weights, on standardised predictions
+BAGS, BAG_SEED = 50, 26  # bootstrap resamples of annotators behind the choice
 
 
 def simplex(k: int, step: float = GRID_STEP) -> np.ndarray:
@@ -50,7 +51,9 @@ def choose_weights(p: np.ndarray, y: np.ndarray, ann: np.ndarray) -> tuple:
     ratings ``y`` by annotators ``ann``): the direction on the simplex (of
     standardised columns) with the best mean per-annotator pairwise accuracy,
     ties to the smaller squared error, then the least-squares scale (so the
-    blend is on the ratings' scale for MAE). Returns (weights, accuracy)."""
+    blend is on the ratings' scale for MAE), the direction averaged over
+    ``BAGS`` bootstrap resamples of the annotators (bagging: a single maximum is
+    noisy). Returns (weights, accuracy of the blend on these ratings)."""
     from .taste import PairScorer
 
     sd = p.std(axis=0)
@@ -60,13 +63,25 @@ def choose_weights(p: np.ndarray, y: np.ndarray, ann: np.ndarray) -> tuple:
     grid = simplex(p.shape[1])
     grid = grid[~grid[:, flat].any(axis=1)] if flat.any() else grid
     pred = z @ grid.T
-    acc = PairScorer(ann, y).of_matrix(pred).mean(axis=0)
+    per_ann = PairScorer(ann, y).of_matrix(pred)  # (annotators, candidates)
     scale = np.maximum((pred * y[:, None]).sum(0), 0.0) / np.maximum(
         (pred**2).sum(0), 1e-12
     )
     sse = ((pred * scale - y[:, None]) ** 2).sum(0)
-    best = int(np.lexsort((sse, -np.round(acc, 12)))[0])
-    return grid[best] / sd * scale[best], float(acc[best])
+    # Bagged over annotators: the best point of each resample, averaged. One
+    # maximum over ~100 annotators jumps between far-apart corners of the
+    # simplex on noise (a seed of issue 26's benchmark lost 0.035 that way).
+    rng = np.random.default_rng(BAG_SEED)
+    n = per_ann.shape[0]
+    picks = []
+    for _ in range(BAGS):
+        acc_b = per_ann[rng.integers(0, n, size=n)].mean(axis=0)
+        picks.append(int(np.lexsort((sse, -np.round(acc_b, 12)))[0]))
+    direction = grid[picks].mean(axis=0)
+    blend = z @ direction
+    s = max(float(blend @ y), 0.0) / max(float(blend @ blend), 1e-12)
+    w = direction / sd * s
+    return w, float(PairScorer(ann, y).of_matrix((p @ w)[:, None]).mean())
 
 
 def blend_heads(weights, model, pop, ridge, consensus) -> np.ndarray:
