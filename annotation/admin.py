@@ -107,7 +107,10 @@ def pause(modeladmin, request, queryset):
     _set_status(request, queryset, Annotator.Status.PAUSED)
 
 
-@admin.action(description="Exclude selected annotators (invalidates their ratings)")
+@admin.action(
+    description="Exclude selected annotators from every study (invalidates all their "
+    "ratings)"
+)
 def exclude(modeladmin, request, queryset):
     _set_status(request, queryset, Annotator.Status.EXCLUDED)
 

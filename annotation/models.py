@@ -300,6 +300,13 @@ class Annotator(models.Model):
 
 
 class Participation(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        # Excluded from this study only (``participation_exclude``): its ratings
+        # here are invalid and its claims and ratings here are refused; the
+        # annotator's other studies are untouched.
+        EXCLUDED = "excluded", "Excluded"
+
     annotator = models.ForeignKey(  # indexed by participation_unique
         Annotator,
         on_delete=models.CASCADE,
@@ -316,12 +323,22 @@ class Participation(models.Model):
     external_study_id = models.CharField(max_length=128, blank=True)
     external_session_id = models.CharField(max_length=128, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    status = models.CharField(
+        max_length=10, choices=Status, default=Status.ACTIVE, db_default="active"
+    )
+    excluded_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(
                 fields=["annotator", "study"], name="participation_unique"
-            )
+            ),
+            # Exactly the excluded participations carry the time of exclusion.
+            models.CheckConstraint(
+                condition=Q(status="active", excluded_at__isnull=True)
+                | Q(status="excluded", excluded_at__isnull=False),
+                name="participation_status_valid",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -719,7 +736,12 @@ class AttentionCheck(models.Model):
     width = models.PositiveIntegerField(default=0)
     height = models.PositiveIntegerField(default=0)
     instruction = models.CharField(
-        max_length=300, blank=True, help_text="Shown with the image (optional)."
+        max_length=300,
+        blank=True,
+        help_text=(
+            "A note for staff (e.g. the answer the image asks for). Never shown to "
+            "annotators: the request must be in the image itself."
+        ),
     )
     expected_min = models.SmallIntegerField()
     expected_max = models.SmallIntegerField()
@@ -880,7 +902,8 @@ class ModerationEvent(models.Model):
     class Action(models.TextChoices):
         PAUSE = "pause", "Paused"
         RESUME = "resume", "Resumed"
-        EXCLUDE = "exclude", "Excluded"
+        EXCLUDE = "exclude", "Excluded from the study"
+        EXCLUDE_ALL = "exclude_all", "Excluded from every study"
         AUTO_PAUSE = "auto_pause", "Paused automatically"
 
     annotator = models.ForeignKey(
@@ -901,7 +924,15 @@ class ModerationEvent(models.Model):
         ordering = ["-created_at", "-pk"]
         constraints = [
             models.CheckConstraint(
-                condition=Q(action__in=["pause", "resume", "exclude", "auto_pause"]),
+                condition=Q(
+                    action__in=[
+                        "pause",
+                        "resume",
+                        "exclude",
+                        "exclude_all",
+                        "auto_pause",
+                    ]
+                ),
                 name="moderationevent_action_valid",
             ),
         ]

@@ -5,13 +5,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db.models import (
-    Avg,
     Count,
     Exists,
     F,
     IntegerField,
-    Max,
-    Min,
     OuterRef,
     Q,
     QuerySet,
@@ -26,12 +23,27 @@ from core.exceptions import InvalidInput
 from .models import (
     Annotator,
     Assignment,
-    Export,
     Image,
     Participation,
     Rating,
     StreamItem,
     Study,
+)
+from .selectors_export import (  # noqa: F401 (the export's reads, re-exported)
+    COLLECTED,
+    export_annotator_queryset,
+    export_collection_counts,
+    export_consented_annotator_ids,
+    export_consented_count,
+    export_excluded_annotator_ids,
+    export_image_queryset,
+    export_list,
+    export_rating_counts_by_image,
+    export_rating_queryset,
+    export_rating_span,
+    export_ratings_in_split,
+    export_score_counts,
+    export_shown_again,
 )
 from .splits import SPLITS, split_validate
 
@@ -47,7 +59,9 @@ def study_list_for(*, user) -> QuerySet[Study]:
 
 
 def study_progress(*, study: Study, now=None) -> dict:
-    """Images by number of valid ratings, and the rating rate over the last hour."""
+    """Images by number of valid ratings, and the ratings collected here in the
+    last hour (``COLLECTED``: an imported rating keeps its dataset's own time and
+    says nothing about who is rating now)."""
     now = now or timezone.now()
     by_count = dict(
         Image.objects.filter(study=study)
@@ -63,8 +77,11 @@ def study_progress(*, study: Study, now=None) -> dict:
     counted = Rating.objects.filter(study=study).aggregate(
         valid=Count("pk", filter=Q(is_valid=True)),
         last_hour=Count(
-            "pk", filter=Q(is_valid=True, created_at__gte=now - timedelta(hours=1))
+            "pk",
+            filter=Q(is_valid=True, created_at__gte=now - timedelta(hours=1))
+            & COLLECTED,
         ),
+        imported=Count("pk", filter=Q(is_valid=True) & ~COLLECTED),
         annotators=Count("annotator_id", distinct=True),
     )
     total_ratings, last_hour = counted["valid"], counted["last_hour"]
@@ -77,6 +94,7 @@ def study_progress(*, study: Study, now=None) -> dict:
         "ratings_target": target,
         "fraction_complete": (total_ratings / target) if target else 0.0,
         "ratings_last_hour": last_hour,
+        "ratings_imported": counted["imported"],
         "images_by_rating_count": {
             str(k): by_count.get(k, 0) for k in range(0, study.raters_per_image + 1)
         },
@@ -166,106 +184,6 @@ def split_counts(*, study: Study | int) -> dict[str, int]:
     return {name: got.get(name, 0) for name in SPLITS}
 
 
-# --- dataset export -----------------------------------------------------------
-
-
-def export_rating_queryset(
-    *, study: Study, include_excluded: bool = False, include_invalid: bool = False
-) -> QuerySet[Rating]:
-    """The ratings an export carries. By default only valid ratings of annotators
-    who are not excluded; ``include_excluded`` keeps excluded annotators with their
-    (invalidated) ratings, ``include_invalid`` keeps every invalid rating.
-    Annotators who were erased (the right to be forgotten) are never exported,
-    whatever the flags."""
-    qs = Rating.objects.filter(study=study, annotator__erased_at__isnull=True)
-    excluded = Q(annotator__status=Annotator.Status.EXCLUDED)
-    if not include_excluded:
-        qs = qs.exclude(excluded)
-    if not include_invalid:
-        qs = (
-            qs.filter(Q(is_valid=True) | excluded)
-            if include_excluded
-            else qs.filter(is_valid=True)
-        )
-    return qs
-
-
-def export_image_queryset(*, study: Study) -> QuerySet[Image]:
-    """Every image of the study, in id order (unrated ones too: the dataset says
-    which images were shown, and a round trip restores them all)."""
-    return Image.objects.filter(study=study).order_by("pk")
-
-
-def export_annotator_queryset(*, ratings: QuerySet[Rating]) -> QuerySet[Annotator]:
-    """Annotators with at least one exported rating, by pseudonymous id, with
-    ``n_ratings`` (their exported ratings)."""
-    counts = (
-        ratings.filter(annotator=OuterRef("pk"))
-        .order_by()
-        .values("annotator")
-        .annotate(n=Count("pk"))
-        .values("n")
-    )
-    return (
-        Annotator.objects.filter(pk__in=ratings.values("annotator"))
-        .annotate(n_ratings=Subquery(counts, output_field=IntegerField()))
-        .order_by("public_id")
-    )
-
-
-def export_consented_annotator_ids(*, study: Study) -> set[int]:
-    """Annotators who consented in this study (only they get demographics)."""
-    return set(
-        Participation.objects.filter(study=study, consented_at__isnull=False)
-        .values_list("annotator_id", flat=True)
-        .iterator(chunk_size=5000)
-    )
-
-
-def export_score_counts(*, ratings: QuerySet[Rating]):
-    """(image id, image domain, score, count) rows for the agreement statistic,
-    in image order."""
-    return (
-        ratings.order_by()
-        .values_list("image_id", "image__domain", "score")
-        .annotate(n=Count("pk"))
-        .order_by("image_id", "score")
-        .iterator(chunk_size=10000)
-    )
-
-
-def export_list(*, study: Study | None = None) -> QuerySet[Export]:
-    qs = Export.objects.select_related("study", "created_by")
-    return qs.filter(study=study) if study is not None else qs
-
-
-def export_rating_counts_by_image(*, ratings: QuerySet[Rating]) -> dict[int, int]:
-    """{image id: exported ratings}: one small row per image."""
-    return dict(
-        ratings.order_by()
-        .values_list("image_id")
-        .annotate(n=Count("pk"))
-        .values_list("image_id", "n")
-    )
-
-
-def export_rating_span(*, ratings: QuerySet[Rating]) -> dict:
-    """First and last rating time, the mean score, and how many ratings came in
-    through an import rather than an assignment (for the dataset card)."""
-    return ratings.order_by().aggregate(
-        first=Min("created_at"),
-        last=Max("created_at"),
-        mean=Avg("score"),
-        imported=Count("pk", filter=Q(assignment__isnull=True)),
-    )
-
-
-def export_ratings_in_split(*, ratings: QuerySet[Rating], split: str):
-    """The exported ratings in one of the five splits, as stored on each rating
-    (``annotation.splits``: the same assignment the reward model uses)."""
-    return ratings.filter(split=split_validate(split))
-
-
 def participation_of(*, annotator: Annotator, study: Study) -> Participation | None:
     return Participation.objects.filter(annotator=annotator, study=study).first()
 
@@ -276,6 +194,7 @@ def participation_of(*, annotator: Annotator, study: Study) -> Participation | N
 # the study (asserted in tests/dashboard); the dashboard app renders them.
 
 ACTIVE_WINDOW = timedelta(minutes=10)
+RATE_WINDOW_HOURS = 6  # the projection's rate: mean ratings per hour over these
 
 
 def study_overview_list() -> list[dict]:
@@ -315,12 +234,15 @@ def _percent(part: float, whole: float) -> float:
 def study_dashboard(*, study: Study, now=None, hours: int = 48) -> dict:
     """Progress of one study: images by valid ratings (0..target), completion,
     ratings per hour over the last ``hours``, annotators active now, and the
-    projected completion at the recent rate."""
+    projected completion at the recent rate. Every rate and "active now" counts
+    ratings collected here only (``COLLECTED``); each figure's window is
+    returned with it so the page can say which one it uses."""
     now = now or timezone.now()
     progress = study_progress(study=study, now=now)
     since = now - timedelta(hours=hours)
     per_hour = dict(
-        Rating.objects.filter(study=study, is_valid=True, created_at__gte=since)
+        Rating.objects.filter(COLLECTED, study=study, is_valid=True)
+        .filter(created_at__gte=since)
         .annotate(hour=TruncHour("created_at"))
         .values_list("hour")
         .annotate(n=Count("pk"))
@@ -339,13 +261,14 @@ def study_dashboard(*, study: Study, now=None, hours: int = 48) -> dict:
         ).values_list("annotator_id", flat=True)
     )
     rating = set(
-        Rating.objects.filter(study=study, created_at__gte=now - ACTIVE_WINDOW)
+        Rating.objects.filter(COLLECTED, study=study)
+        .filter(created_at__gte=now - ACTIVE_WINDOW)
         .values_list("annotator_id", flat=True)
         .distinct()
     )
     active = len(leasing | rating)
     remaining = max(0, progress["ratings_target"] - progress["ratings"])
-    recent = sum(n for _, n in series[-6:]) / 6  # ratings per hour, last 6 hours
+    recent = sum(n for _, n in series[-RATE_WINDOW_HOURS:]) / RATE_WINDOW_HOURS
     eta = None
     if remaining and recent > 0:
         eta = now + timedelta(hours=remaining / recent)
@@ -355,7 +278,10 @@ def study_dashboard(*, study: Study, now=None, hours: int = 48) -> dict:
             (int(k), v) for k, v in progress["images_by_rating_count"].items()
         ],
         "per_hour": series,
+        "per_hour_hours": hours,
         "active_now": active,
+        "active_window_minutes": int(ACTIVE_WINDOW.total_seconds() // 60),
+        "rate_window_hours": RATE_WINDOW_HOURS,
         "remaining": remaining,
         "rate_recent": recent,
         "projected_completion": eta,

@@ -16,14 +16,10 @@ urlpatterns = [
     path("s/<slug:slug>/pause", views.pause, name="pause"),
     path("s/<slug:slug>/resume", views.resume, name="resume"),
     path("s/<slug:slug>/done", views.done, name="done"),
-    path("s/<slug:slug>/q/<int:item_id>/rate", views.item_answer, name="item_answer"),
-    path("s/<slug:slug>/q/<int:item_id>/skip", views.item_skip, name="item_skip"),
-    path(
-        "s/<slug:slug>/a/<int:assignment_id>/rate",
-        views.rate_submit,
-        name="rate_submit",
-    ),
-    path("s/<slug:slug>/a/<int:assignment_id>/skip", views.skip, name="skip"),
+    # One shape for every item shown (counted image, check, repeat, blind item):
+    # an opaque token (annotation.item_tokens), never a row id or a kind.
+    path("s/<slug:slug>/i/<str:token>/rate", views.item_rate, name="item_rate"),
+    path("s/<slug:slug>/i/<str:token>/skip", views.item_skip, name="item_skip"),
     path(
         "staff/studies/<int:study_id>/exports/",
         staff_exports.study_exports,

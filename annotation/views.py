@@ -193,10 +193,12 @@ def _show_next(
     notice: str = "",
     page: services.PageClaim | None = None,
 ) -> HttpResponse:
-    """Render the rating page (or its ``rater`` partial) for the annotator's
-    current lease; finish the participation when nothing is left. ``page``: the
-    claim was made already, with the progress (``assignment_claim_for_page``);
-    the participation is then read only if it must be completed."""
+    """Render the rating page (or its ``rater`` partial) for the item due now
+    and the one after it (preloaded); finish the participation when nothing is
+    left. ``page``: the claim was made already, with the progress
+    (``assignment_claim_for_page``); the participation is then read only if it
+    must be completed. Every kind of item is drawn by the same markup from the
+    same ``Shown`` (``services.items``)."""
     if page is None:
         leases = services.assignment_claim(
             annotator=annotator, study=study, hold=PAGE_LEASES
@@ -213,17 +215,14 @@ def _show_next(
         "percent": round(100 * rated / total) if total else 100,
         "notice": notice,
     }
-    # An uncounted item (attention check, repeat) due now goes first; when no
-    # counted image is left, any still pending are shown before finishing.
-    item = None
-    if item_due or not leases:
-        item = services.stream_item_next(
-            annotator=annotator, study=study, rated=rated, finished=not leases
-        )
-    if item is not None:
-        context.update(_item_context(study, item, leases, partial))
-        return render(request, "annotation/rate.html" + partial, context)
-    if not leases:
+    shown, after = services.items_deal(
+        annotator_id=annotator.pk,
+        study=study,
+        leases=leases,
+        rated=rated,
+        item_due=item_due,
+    )
+    if shown is None:
         if rated < total and selectors.annotator_may_get_more(
             annotator=annotator, study=study
         ):
@@ -234,36 +233,17 @@ def _show_next(
             )
         services.participation_complete(participation=participation)
         return _redirect(request, _url("done", study))
-    current = leases[0]
     context.update(
-        current=current,
-        image=current.image,
-        rate_url=reverse("annotation:rate_submit", args=[study.slug, current.pk]),
-        skip_url=reverse("annotation:skip", args=[study.slug, current.pk]),
-        next_image=leases[1].image if len(leases) > 1 else None,
+        shown=shown,
+        rate_url=reverse("annotation:item_rate", args=[study.slug, shown.token]),
+        skip_url=reverse("annotation:item_skip", args=[study.slug, shown.token]),
+        image_url=reverse("media_item", args=[shown.media_token]),
+        after_url=reverse("media_item", args=[after.media_token]) if after else "",
         scale=_scale(study),
     )
     if not partial:  # the fragment has no instructions dialog: no Markdown
         context["instructions"] = _markdown(study.instructions)
     return render(request, "annotation/rate.html" + partial, context)
-
-
-def _item_context(study: Study, item, leases, partial: str) -> dict:
-    """An uncounted item looks like any other image to the annotator."""
-    image = item.check_item if item.check_item_id else item.image
-    context = {
-        "current": item,
-        "item_key": f"q{item.pk}",
-        "image": image,
-        "item_instruction": item.check_item.instruction if item.check_item_id else "",
-        "rate_url": reverse("annotation:item_answer", args=[study.slug, item.pk]),
-        "skip_url": reverse("annotation:item_skip", args=[study.slug, item.pk]),
-        "next_image": leases[0].image if leases else None,
-        "scale": _scale(study),
-    }
-    if not partial:
-        context["instructions"] = _markdown(study.instructions)
-    return context
 
 
 def _participation_ready(
@@ -511,41 +491,40 @@ def _after_action(
 
 @require_POST
 @_friendly_errors
-def rate_submit(request: HttpRequest, slug: str, assignment_id: int) -> HttpResponse:
-    """Record the score, then show the next image.
+def item_rate(request: HttpRequest, slug: str, token: str) -> HttpResponse:
+    """Record the score for the item on screen, then show the next one. The
+    token names a counted image or an uncounted item alike
+    (``services.item_answer``); no answer here tells which it was.
 
-    A double press posts the same score twice: the second is a no-op in
-    ``rating_submit`` and renders the same next image.
+    A double press posts the same score twice: the second is a no-op and
+    renders the same next item.
     """
     study = _study(slug)
     annotator = _annotator(request, study)
     form = ScoreForm(request.POST)
-    if not form.is_valid():
-        raise InvalidInput("Please choose one of the rating buttons.")
+    # The service looks the item up first: someone else's item is a 404 whatever
+    # the body, and a missing score on one's own is a 400.
+    score = form.cleaned_data["score"] if form.is_valid() else None
     notice = ""
     try:
-        services.rating_submit(
-            assignment_id=assignment_id,
-            annotator=annotator,
-            score=form.cleaned_data["score"],
-        )
+        services.item_answer(token=token, annotator=annotator, score=score)
+    except InvalidInput:
+        raise InvalidInput("Please choose one of the rating buttons.") from None
     except Conflict as exc:
         notice = exc.message
-        if selectors.assignment_timed_out(
-            assignment_id=assignment_id, annotator=annotator
-        ):
+        if services.item_timed_out(token=token, annotator=annotator):
             notice = TIMED_OUT
     return _after_action(request, study, annotator, notice)
 
 
 @require_POST
 @_friendly_errors
-def skip(request: HttpRequest, slug: str, assignment_id: int) -> HttpResponse:
+def item_skip(request: HttpRequest, slug: str, token: str) -> HttpResponse:
     study = _study(slug)
     annotator = _annotator(request, study)
     notice = ""
     try:
-        services.assignment_skip(assignment_id=assignment_id, annotator=annotator)
+        services.item_skip(token=token, annotator=annotator)
     except Conflict as exc:
         notice = exc.message
     return _after_action(request, study, annotator, notice)
@@ -579,33 +558,6 @@ def resume(request: HttpRequest, slug: str) -> HttpResponse:
     if request.htmx:
         return HttpResponse(status=204)
     return redirect(_url("rate", study))
-
-
-@require_POST
-@_friendly_errors
-def item_answer(request: HttpRequest, slug: str, item_id: int) -> HttpResponse:
-    """Answer an uncounted item (attention check, repeat): no Rating is made."""
-    study = _study(slug)
-    annotator = _annotator(request, study)
-    form = ScoreForm(request.POST)
-    # The service looks the item up first: someone else's item is a 404 whatever
-    # the body, and a missing score on one's own is a 400.
-    score = form.cleaned_data["score"] if form.is_valid() else None
-    notice = ""
-    try:
-        services.stream_item_answer(item_id=item_id, annotator=annotator, score=score)
-    except Conflict as exc:
-        notice = exc.message
-    return _after_action(request, study, annotator, notice)
-
-
-@require_POST
-@_friendly_errors
-def item_skip(request: HttpRequest, slug: str, item_id: int) -> HttpResponse:
-    study = _study(slug)
-    annotator = _annotator(request, study)
-    services.stream_item_skip(item_id=item_id, annotator=annotator)
-    return _after_action(request, study, annotator, "")
 
 
 @require_GET

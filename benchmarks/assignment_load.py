@@ -39,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
 CLAIM_RE = re.compile(r"^/api/v1/studies/\d+/assignments/next/$")
-RATE_RE = re.compile(r"^/api/v1/assignments/\d+/rating/$")
+RATE_RE = re.compile(r"^/api/v1/assignments/[\w-]+/rating/$")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

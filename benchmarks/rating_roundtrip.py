@@ -107,7 +107,7 @@ def main() -> None:
         for step in range(per):
             for entry in clients:
                 c, assignment = entry
-                url = reverse("annotation:rate_submit", args=[study.slug, assignment])
+                url = reverse("annotation:item_rate", args=[study.slug, assignment])
                 measured = step >= args.warmup
                 statements.clear()
                 if profiler and measured:
@@ -184,11 +184,12 @@ def _print_page_weight(page_html: bytes) -> None:
     print(f"  {'total':<24} {total_raw:>7} / {total_gz:>6}")
 
 
-def _assignment(html: bytes) -> int:
-    match = re.search(rb'data-assignment="(\d+)"', html)
+def _assignment(html: bytes) -> str:
+    """The opaque token of the item on screen."""
+    match = re.search(rb'data-assignment="([\w-]{22})"', html)
     if match is None:
         raise SystemExit(f"no assignment in response: {html[:300]!r}")
-    return int(match.group(1))
+    return match.group(1).decode()
 
 
 if __name__ == "__main__":

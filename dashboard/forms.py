@@ -33,7 +33,10 @@ class AttentionCheckForm(forms.Form):
     instruction = forms.CharField(
         max_length=300,
         required=False,
-        help_text="Shown with the image, e.g. 'Please press 2 for this image'.",
+        help_text=(
+            "A note for staff, never shown to annotators: write the request "
+            "('Please press 2') into the image itself."
+        ),
     )
 
 
@@ -45,6 +48,12 @@ class NightlyForm(forms.Form):
 
 class ActionForm(forms.Form):
     action = forms.ChoiceField(
-        choices=[("pause", "Pause"), ("resume", "Resume"), ("exclude", "Exclude")]
+        choices=[
+            ("pause", "Pause"),
+            ("resume", "Resume"),
+            ("exclude", "Exclude from this study"),
+            ("exclude_all", "Exclude from every study"),
+            ("erase", "Erase"),
+        ]
     )
     reason = forms.CharField(max_length=500, required=False)

@@ -27,7 +27,7 @@ SORT_KEYS = {
     "retest": lambda r: r["retest"],
     "median_ms": lambda r: r["median_ms"],
     "flags": lambda r: len(r["flags"]),
-    "status": lambda r: r["annotator"].status,
+    "status": lambda r: r["status"],
 }
 
 
@@ -40,11 +40,19 @@ def active_version(*, study: Study | None = None) -> ModelVersion | None:
 def active_versions() -> list[ModelVersion]:
     """Every active version (one per study, and maybe one for every study),
     latest promotion first."""
-    return list(
-        ModelVersion.objects.filter(is_active=True)
-        .select_related("study")
-        .order_by("-promoted_at", "-pk")
-    )
+    return rm.version_active_list()
+
+
+def version_rows(*, actives: list[ModelVersion], limit: int = 50) -> list:
+    """The versions table, newest first. Each row knows whether making it active
+    would go back in time (``older_than_active``: older than the version active
+    for the same study), so a retired version's button says "Roll back to vN"
+    only then and "Make vN active" otherwise."""
+    active_pk = {v.study_id: v.pk for v in actives}
+    rows = list(rm.version_list().select_related("study")[:limit])
+    for v in rows:
+        v.older_than_active = v.pk < active_pk.get(v.study_id, 0)
+    return rows
 
 
 def _metric_cells(metric, previous) -> dict:
@@ -134,6 +142,21 @@ def _sorted(rows: list[dict], sort: str, descending: bool) -> list[dict]:
     return sorted(present, key=key, reverse=descending) + missing
 
 
+def _search(rows: list[dict], query: str) -> list[dict]:
+    """Rows whose pseudonymous id contains ``query``, or whose external id (the
+    Prolific PID for Prolific participants) equals it or starts with it; case
+    does not matter. Rows found by external id say so (``matched_external``), so
+    the page can show which id matched."""
+    q = query.lower()
+    found = []
+    for r in rows:
+        a = r["annotator"]
+        by_external = bool(a.external_id) and a.external_id.lower().startswith(q)
+        if by_external or q in a.public_id.lower():
+            found.append({**r, "matched_external": by_external})
+    return found
+
+
 def annotator_table(
     *,
     study: Study,
@@ -157,6 +180,10 @@ def annotator_table(
                 **r,
                 **_metric_cells(metrics.get(a.pk), before.get(a.pk)),
                 **_quality_cells(r["quality"]),
+                # In this study: excluded here (their participation) or their own.
+                "status": r["participation"].status
+                if r["participation"].status == "excluded"
+                else a.status,
             }
         )
     for r in rows:
@@ -165,9 +192,9 @@ def annotator_table(
     if flag:
         rows = [r for r in rows if flag in {f for f, _ in r["flags"]}]
     if status:
-        rows = [r for r in rows if r["annotator"].status == status]
+        rows = [r for r in rows if r["status"] == status]
     if search:
-        rows = [r for r in rows if search.lower() in r["annotator"].public_id.lower()]
+        rows = _search(rows, search)
     return {
         "rows": _sorted(rows, sort, descending),
         "total": total,

@@ -17,13 +17,15 @@ from django.views.decorators.http import require_GET, require_POST
 from annotation import selectors as ann
 from annotation import services as ann_services
 from annotation.models import Annotator, AttentionCheck, ModerationEvent, Study
+from annotation.selectors_moderation import participation_status
 from annotation.services.quality import FLAG_LABELS
+from core.confirm import ask, is_confirmed
 from core.exceptions import PalateError
 from rewardmodel import selectors as rm
 from rewardmodel import services as rm_services
 from rewardmodel.models import ModelVersion, TrainingRun
 
-from . import charts, selectors
+from . import actions, charts, confirmations, selectors
 from .forms import ActionForm, AttentionCheckForm, NightlyForm, QualityConfigForm
 
 POLL_SECONDS = 1
@@ -49,7 +51,6 @@ def home(request: HttpRequest) -> HttpResponse:
             "generation": selectors.generation_summary(),
             "actives": (actives := selectors.active_versions()),
             "version": actives[0] if actives else None,
-            "random_weights": [v for v in actives if not v.weights_loaded],
         },
     )
 
@@ -85,7 +86,8 @@ def study(request: HttpRequest, study_id: int) -> HttpResponse:
             ),
             "per_hour": charts.bars(
                 [(t.strftime("%H:00"), n) for t, n in data["per_hour"]],
-                title="Ratings per hour, last 48 hours",
+                title="Ratings collected per hour, last "
+                f"{data['per_hour_hours']} hours",
             ),
             "events": ModerationEvent.objects.filter(study=study)
             .select_related("annotator", "user")
@@ -172,6 +174,7 @@ def annotator(request: HttpRequest, study_id: int, annotator_id: int) -> HttpRes
             ),
             "heldout_chart": _heldout_chart(d["heldout"], study),
             "action_form": ActionForm(),
+            "here": participation_status(annotator=person, study=study),
         },
     )
 
@@ -210,32 +213,25 @@ def _heldout_chart(heldout, study: Study):
 def annotator_action(
     request: HttpRequest, study_id: int, annotator_id: int
 ) -> HttpResponse:
+    """Pause and resume act at once; exclude (this study), exclude from every
+    study and erase show what they will do and act only once confirmed."""
     study = _study(study_id)
     person = get_object_or_404(Annotator, pk=annotator_id)
     form = ActionForm(request.POST)
     if not form.is_valid():
-        messages.error(request, "Choose pause, resume or exclude.")
+        messages.error(request, "Choose an action.")
+        return redirect("dashboard:annotator", study.pk, person.pk)
+    action, reason = form.cleaned_data["action"], form.cleaned_data["reason"]
+    if action in confirmations.FINAL_ACTIONS and not is_confirmed(request):
+        return ask(request, confirmations.annotator_confirmation(study, person, action))
+    try:
+        message = actions.annotator_act(
+            study=study, person=person, action=action, reason=reason, user=request.user
+        )
+    except PalateError as exc:
+        messages.error(request, exc.message)
     else:
-        try:
-            event = ann_services.annotator_moderate(
-                annotator=person,
-                action=form.cleaned_data["action"],
-                user=request.user,
-                study=study,
-                reason=form.cleaned_data["reason"],
-            )
-        except PalateError as exc:
-            messages.error(request, exc.message)
-        else:
-            messages.success(
-                request,
-                f"{person.public_id}: {event.get_action_display().lower()}"
-                + (
-                    f", {event.slots_reopened} slots reopened."
-                    if event.slots_reopened
-                    else "."
-                ),
-            )
+        messages.success(request, message)
     return redirect("dashboard:annotator", study.pk, person.pk)
 
 
@@ -323,8 +319,15 @@ def check_upload(request: HttpRequest, study_id: int) -> HttpResponse:
 @require_POST
 @staff_member_required
 def check_remove(request: HttpRequest, study_id: int, check_id: int) -> HttpResponse:
-    """Delete a check nobody was dealt; retire (never deal again) one that was."""
+    """Delete a check nobody was dealt; retire (never deal again) one that was.
+    Asks first, with what it will do."""
     study = _study(study_id)
+    if not is_confirmed(request):
+        try:
+            return ask(request, confirmations.check_confirmation(study, check_id))
+        except PalateError as exc:
+            messages.error(request, exc.message)
+            return redirect("dashboard:quality", study.pk)
     try:
         deleted = ann_services.attention_check_remove(study=study, check_id=check_id)
     except PalateError as exc:
@@ -360,7 +363,7 @@ def model(request: HttpRequest) -> HttpResponse:
             "version": version,
             "actives": actives,
             "baselines": selectors.baseline_table(version=version) if version else [],
-            "versions": list(rm.version_list().select_related("study")[:50]),
+            "versions": selectors.version_rows(actives=actives),
             "runs": runs,
             "busy": next((r for r in runs if r.status in ("queued", "running")), None),
             "studies": Study.objects.order_by("-created_at"),
@@ -409,6 +412,7 @@ def run(request: HttpRequest, run_id: int) -> HttpResponse:
         "done": training.status in RUN_DONE,
         "poll": POLL_SECONDS,
         "version": getattr(training, "version", None),
+        "comparison": rm.training_run_comparison(run=training),
     }
     if request.htmx:
         return render(request, "dashboard/run.html#status", context)
@@ -440,6 +444,8 @@ def nightly(request: HttpRequest) -> HttpResponse:
 @staff_member_required
 def promote(request: HttpRequest, version_id: int) -> HttpResponse:
     version = get_object_or_404(ModelVersion, pk=version_id)
+    if not is_confirmed(request):
+        return ask(request, confirmations.version_confirmation(version))
     try:
         rm_services.model_version_promote(
             version=version, force=True, user=request.user, reason="dashboard"
@@ -455,6 +461,8 @@ def promote(request: HttpRequest, version_id: int) -> HttpResponse:
 @staff_member_required
 def rollback(request: HttpRequest, version_id: int) -> HttpResponse:
     version = get_object_or_404(ModelVersion, pk=version_id)
+    if not is_confirmed(request):
+        return ask(request, confirmations.version_confirmation(version))
     try:
         rm_services.model_version_rollback(
             version=version, user=request.user, reason="dashboard"
@@ -462,5 +470,5 @@ def rollback(request: HttpRequest, version_id: int) -> HttpResponse:
     except PalateError as exc:
         messages.error(request, exc.message)
     else:
-        messages.success(request, f"Rolled back to v{version.pk}.")
+        messages.success(request, f"v{version.pk} is active again.")
     return redirect("dashboard:model")

@@ -41,3 +41,17 @@ def study_generation_totals(*, study: Study) -> dict:
         failed=Count("pk", filter=Q(status="failed")),
         pending=Count("pk", filter=Q(status__in=["queued", "running"])),
     )
+
+
+# Backends billed per image by a hosted API.
+PAID_BACKENDS = frozenset({"flux", "gemini"})
+
+
+def job_cancel_effect(*, job: GenerationJob) -> dict[str, int]:
+    """What cancelling the job would do: items queued (never made) and running
+    (their results, possibly already paid for, are discarded), and those done."""
+    counts = dict(job.items.values_list("status").annotate(n=Count("pk")).order_by())
+    return {
+        name: counts.get(name, 0)
+        for name in ("queued", "running", "done", "failed", "cancelled")
+    }

@@ -127,7 +127,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
         "id",
         "is_active",
         "status",
-        "primary_metric",
+        "test_figure",
         "backbone",
         "weights_loaded",
         "created_at",
@@ -138,13 +138,24 @@ class ModelVersionAdmin(admin.ModelAdmin):
     inlines = [VersionEventInline]
     actions = ["promote", "force_promote", "rollback"]
 
+    @admin.display(description="pairwise accuracy, test split [95%]")
+    def test_figure(self, version) -> str:
+        t = version.test_accuracy
+        if t is None:
+            return "—"
+        ci = t["ci95"]
+        return f"{t['mean']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
     def _one(self, request, queryset):
         if queryset.count() != 1:
             self.message_user(request, "Select exactly one version.", messages.ERROR)
             return None
         return queryset.get()
 
-    @admin.action(description="Promote if at least as good as the active version")
+    @admin.action(
+        description="Promote if at least as good as the active version "
+        "(on the same held-out ratings)"
+    )
     def promote(self, request, queryset):
         version = self._one(request, queryset)
         if version is None:

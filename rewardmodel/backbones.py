@@ -7,8 +7,11 @@ none of them is part of the product). torch and open_clip are imported inside th
 functions: this module is safe to import anywhere.
 
 Offline, loading pretrained weights fails fast and once: a 2-second check of the
-hub decides, and when it is unreachable ``HF_HUB_OFFLINE=1`` is set for the
-process so no library spends a minute in retries. The open_clip backbone then
+hub (the host of ``HF_ENDPOINT``) decides, once per process and before open_clip
+(and with it huggingface_hub) is imported; when it is unreachable the process is
+offline for good: ``HF_HUB_OFFLINE=1`` and huggingface_hub's own flag, which it
+reads once at import (setting only the variable after that import was ignored,
+and the worker spent 46 s retrying HEAD requests). The open_clip backbone then
 builds the same architecture with random weights **seeded from the backbone's
 name** (so two processes embed identically) and says so loudly: a WARNING in the
 log, ``weights_loaded=False`` and ``warning`` on the backbone, which the training
@@ -22,10 +25,12 @@ import io
 import logging
 import os
 import socket
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -52,8 +57,9 @@ class Backbone:
 
 
 _FACTORIES: dict[str, Any] = {}
-HUB_HOST = ("huggingface.co", 443)
-_HUB_CHECKED: list[bool] = []
+DEFAULT_HUB = "https://huggingface.co"
+# The process's decision: {"online": bool, "address": "host:port"}, made once.
+_HUB: dict[str, Any] = {}
 
 
 def backbone_register(kind: str, factory) -> None:
@@ -73,25 +79,64 @@ def parse_key(key: str) -> tuple[str, str, str]:
     raise ValueError(f"Unknown backbone '{key}' (use open_clip:<model>[:<tag>])")
 
 
+def hub_address() -> tuple[str, int]:
+    """Host and port of the hub huggingface_hub talks to (``HF_ENDPOINT``)."""
+    url = urlsplit(os.environ.get("HF_ENDPOINT") or DEFAULT_HUB)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    return url.hostname or "huggingface.co", port
+
+
+def _offline_env() -> bool:
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
+    return (value or "").upper() in {"1", "ON", "YES", "TRUE"}
+
+
 def hub_reachable(timeout: float = 2.0) -> bool:
-    """Whether the weights hub answers, decided once per process. When it does
-    not, ``HF_HUB_OFFLINE=1`` is set so cached weights still load and nothing
-    retries for a minute."""
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
-        return False
-    if not _HUB_CHECKED:
-        try:
-            socket.create_connection(HUB_HOST, timeout=timeout).close()
-            ok = True
-        except OSError:
-            ok = False
-            os.environ["HF_HUB_OFFLINE"] = "1"
-            logger.warning(
-                "The Hugging Face hub is unreachable: offline mode (HF_HUB_OFFLINE=1); "
-                "only weights already on disk can load."
-            )
-        _HUB_CHECKED.append(ok)
-    return _HUB_CHECKED[0]
+    """Whether the weights hub answers: one connection attempt per process, never
+    repeated. Unreachable: the process goes offline (``_go_offline``), so cached
+    weights still load and no library retries."""
+    if "online" not in _HUB:
+        host, port = hub_address()
+        _HUB["address"] = f"{host}:{port}"
+        if _offline_env():
+            _HUB["online"] = False
+        else:
+            try:
+                socket.create_connection((host, port), timeout=timeout).close()
+                _HUB["online"] = True
+            except OSError:
+                _HUB["online"] = False
+                logger.warning(
+                    "The Hugging Face hub (%s:%s) is unreachable: offline mode "
+                    "(HF_HUB_OFFLINE=1) for this process; only weights already on "
+                    "disk can load.",
+                    host,
+                    port,
+                )
+        if not _HUB["online"]:
+            _go_offline()
+    return _HUB["online"]
+
+
+def _go_offline() -> None:
+    """Offline for this process and its children. huggingface_hub reads the
+    variable once, when it is imported: if it already is, its flag is set too."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None:
+        constants.HF_HUB_OFFLINE = True
+
+
+def hub_status() -> str:
+    """The process's hub decision in words (for the run log)."""
+    if "online" not in _HUB:
+        return "model hub not consulted"
+    if _HUB["online"]:
+        return f"model hub reachable ({_HUB['address']})"
+    return (
+        f"model hub unreachable ({_HUB['address']}): offline for this worker, "
+        "no download attempted"
+    )
 
 
 def name_seed(key: str) -> int:
@@ -107,6 +152,11 @@ def register_configs() -> None:
 
     if "palate-tiny-vit" not in open_clip.list_models():
         open_clip.add_model_config(CONFIG_DIR)
+
+
+def backbone_loaded(key: str, *, device: str | None = None) -> bool:
+    """Whether ``get_backbone`` has built this backbone already (no load to wait)."""
+    return f"{key}@{device or 'auto'}" in _CACHE
 
 
 def get_backbone(key: str, *, device: str | None = None) -> Backbone:
@@ -138,8 +188,10 @@ class OpenClipBackbone(Backbone):
 
         from .threads import thread_count
 
-        register_configs()
         _, model_name, tag = parse_key(key)
+        if tag:
+            hub_reachable()  # before open_clip imports huggingface_hub
+        register_configs()
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if device == "cpu":
             torch.set_num_threads(thread_count())
@@ -204,7 +256,6 @@ def _load(key: str, model_name: str, tag: str):
     if tag:
         from . import conf
 
-        hub_reachable()
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
                 model_name, pretrained=tag, cache_dir=conf.weights_cache_dir()

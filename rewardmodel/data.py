@@ -37,6 +37,8 @@ class Snapshot:
     e_score: np.ndarray = field(default_factory=lambda: np.zeros(0))
     sources: list[dict] = field(default_factory=list)
     last_rating_id: int | None = None
+    # Rating ids, in the order of the r_* arrays (what was new since a version).
+    r_id: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     scale: tuple[float, float] = (1.0, 7.0)
 
     @property
@@ -100,6 +102,7 @@ def snapshot_take(*, study_id: int | None = None) -> Snapshot:
         r_split=np.asarray([CODES[r[4]] for r in rows], dtype=np.int64),
         annotator_keys=[str(pk) for pk in ann_pks],
         last_rating_id=max(r[0] for r in rows) if rows else None,
+        r_id=np.asarray([r[0] for r in rows], dtype=np.int64),
     )
     if study_id is not None:
         st = Study.objects.get(pk=study_id)

@@ -23,12 +23,14 @@ plus demographics and image metadata columns.
 
 from __future__ import annotations
 
-import csv
-import json
+import math
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from annotation.services.imports import RatingRecord
+from django.conf import settings
+
+from annotation.services import import_input as check
+from annotation.services.imports import RATER_CHARS, RatingRecord
 from core.exceptions import InvalidInput
 
 CANDIDATES = {
@@ -40,7 +42,6 @@ CANDIDATES = {
 }
 DEMOGRAPHICS = ["age", "gender", "nationality", "country", "education"]
 IMAGE_META = ["visual_group", "group", "category", "type", "image_type", "domain"]
-BATCH_ROWS = 1000  # parquet rows read at a time (each may carry its image)
 PAMELA_SPLITS = [
     "pamela_train",
     "pamela_val_seen",
@@ -102,48 +103,92 @@ def _pick(explicit: str | None, options: list[str], keys_l: dict, used: set) -> 
     return [keys_l[o] for o in options if o in keys_l and keys_l[o] not in used]
 
 
-def _image(value, base: Path, line: int) -> tuple[bytes, str]:
+def _image(value, base: Path, where: str) -> tuple[bytes, str]:
+    """An image's bytes: embedded, or a file inside the data's own folder (a path
+    that resolves outside it, through ``..``, an absolute path or a symlink, is
+    refused); at most PALATE_MAX_UPLOAD_BYTES."""
+    limit = settings.PALATE_MAX_UPLOAD_BYTES
+    name = ""
     if isinstance(value, dict):  # the hub's Image feature in parquet
+        name = check.clean_text(
+            value.get("path"), field="image path", where=where, max_chars=4096
+        )
         if value.get("bytes"):
-            return bytes(value["bytes"]), str(value.get("path") or f"row{line}")
-        value = value.get("path")
+            value = value["bytes"]
+        else:
+            value = name
     if isinstance(value, bytes | bytearray):
-        return bytes(value), f"row{line}"
+        if len(value) > limit:
+            raise InvalidInput(f"{where}: image is over the {limit}-byte limit")
+        return bytes(value), name or where
     if not value:
-        raise InvalidInput(f"row {line}: empty image")
-    p = Path(str(value))
-    p = p if p.is_absolute() else base / p
-    if not p.is_file():
-        raise InvalidInput(f"row {line}: image file {p} not found")
-    return p.read_bytes(), str(p)
+        raise InvalidInput(f"{where}: empty image")
+    path = check.inside(base, value, where=where, field="image")
+    return check.file_bytes(path, where=where, max_bytes=limit), str(path)
+
+
+def _meta(row: dict, columns: list[str], where: str) -> dict:
+    """Demographics or image metadata: numbers kept as they are (finite), text
+    checked (no NUL or control characters, capped); anything else refused."""
+    out = {}
+    for c in columns:
+        value = row.get(c)
+        if value in (None, ""):
+            continue
+        if isinstance(value, bool | int) or (
+            isinstance(value, float) and math.isfinite(value)
+        ):
+            out[c] = value
+        else:
+            out[c] = check.clean_text(
+                value, field=c, where=where, max_chars=check.MAX_TEXT_CHARS
+            )
+    return out
 
 
 def records_from_rows(
-    rows: Iterable[dict], *, mapping: dict, base: Path, split: str = "", start: int = 1
+    rows: Iterable[tuple[str, dict]],
+    *,
+    mapping: dict,
+    base: Path,
+    split: str = "",
+    start: int = 1,
 ) -> Iterator[RatingRecord]:
-    """One record per row, lazily (rows may be a stream); the columns are
-    decided from the first row's keys."""
+    """One record per ``(where, row)`` pair, lazily (rows may be a stream;
+    ``where`` names the row's file and line); the columns are decided from the
+    first row's keys."""
     cols = f = None
-    for line, row in enumerate(rows, start=start):
+    for line, (where, row) in enumerate(rows, start=start):
         if cols is None:
             cols = Columns(list(row.keys()), mapping)
             f = cols.field
         data, key = None, ""
         if "image" in f and row.get(f["image"]) not in (None, ""):
-            data, key = _image(row[f["image"]], base, line)
-        sha = str(row.get(f.get("sha256", ""), "") or "").strip()
+            data, key = _image(row[f["image"]], base, where)
+        sha = check.clean_text(
+            row.get(f.get("sha256", "")), field="sha256", where=where, max_chars=64
+        ).strip()
         yield RatingRecord(
-            rater=str(row.get(f["rater"], "") or "").strip(),
+            rater=check.clean_id(
+                row.get(f["rater"]), field="rater", where=where, max_chars=RATER_CHARS
+            ),
             score=_number(row.get(f["score"])),
             image_key=key or sha,
             image_bytes=data,
             image_sha256=sha,
-            demographics={c: row.get(c) for c in cols.demographics},
-            image_meta={
-                c: row.get(c) for c in cols.meta if row.get(c) not in (None, "")
-            },
-            split=split or _split_name(row.get(f.get("split", ""), "")),
+            demographics=_meta(row, cols.demographics, where),
+            image_meta=_meta(row, cols.meta, where),
+            split=split
+            or _split_name(
+                check.clean_text(
+                    row.get(f.get("split", "")),
+                    field="split",
+                    where=where,
+                    max_chars=40,
+                )
+            ),
             line=line,
+            where=where,
         )
 
 
@@ -161,22 +206,11 @@ def _split_name(name) -> str:
     return name.removeprefix("pamela_")
 
 
-def read_table(path: Path) -> Iterator[dict]:
-    """The rows of one file as a stream (parquet: one record batch at a time)."""
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as fh:
-            yield from csv.DictReader(fh)
-    elif suffix == ".jsonl":
-        with path.open(encoding="utf-8") as fh:
-            yield from (json.loads(line) for line in fh if line.strip())
-    elif suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS):
-            yield from batch.to_pylist()
-    else:
-        raise InvalidInput(f"{path}: use a .csv, .jsonl or .parquet file.")
+def read_table(path: Path) -> Iterator[tuple[str, dict]]:
+    """``(where, row)`` for each row of a .csv, .jsonl or .parquet file, as a
+    stream (parquet: one record batch at a time), read through
+    ``import_input`` (caps, and a message naming the file and line)."""
+    return check.table_rows(path, label=path.name)
 
 
 def pamela_split_files(root: Path) -> dict[str, list[Path]]:
@@ -236,8 +270,9 @@ def read_pamela_hub(repo: str, mapping: dict) -> Iterator[RatingRecord]:
         for name, feature in ds.features.items():
             if isinstance(feature, datasets.Image):
                 ds = ds.cast_column(name, datasets.Image(decode=False))
+        rows = ((f"{split} row {n}", row) for n, row in enumerate(ds, start=1))
         for record in records_from_rows(
-            iter(ds),
+            rows,
             mapping=mapping,
             base=Path.cwd(),
             split=_split_name(split),

@@ -79,11 +79,14 @@ def embeddings_compute(
     image_ids: Iterable[int] | None = None,
     batch_size: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> dict:
     """Embed the images (all images when ``image_ids`` is None) that have no
-    embedding for ``backbone`` yet. Returns counts and the backbone's weight status."""
+    embedding for ``backbone`` yet. Returns counts and the backbone's weight status.
+    ``log`` hears about a backbone load before it starts (the first load in a
+    process checks the hub and reads the weights: seconds to minutes) and its
+    outcome, so a training run's live log is never silent through it."""
     from . import conf
-    from .backbones import get_backbone
 
     if image_ids is None:
         image_ids = Image.objects.values_list("pk", flat=True)
@@ -91,7 +94,7 @@ def embeddings_compute(
     result = {"computed": 0, "weights_loaded": None, "warning": ""}
     if not todo:
         return result
-    bb = get_backbone(backbone)
+    bb = _backbone_with_log(backbone, n_images=len(todo), log=log)
     result["weights_loaded"], result["warning"] = bb.weights_loaded, bb.warning
     images = list(Image.objects.filter(pk__in=todo).order_by("pk"))
     result["computed"] = _embed_into_cache(
@@ -103,6 +106,18 @@ def embeddings_compute(
         on_progress=on_progress,
     )
     return result
+
+
+def _backbone_with_log(key: str, *, n_images: int, log):
+    from .backbones import backbone_loaded, get_backbone, hub_status
+
+    if log is None or backbone_loaded(key):
+        return get_backbone(key)
+    log(f"loading backbone {key} to embed {n_images} images…")
+    bb = get_backbone(key)
+    weights = "pretrained weights" if bb.weights_loaded else "RANDOM weights"
+    log(f"backbone loaded on {bb.device}: {weights}; {hub_status()}")
+    return bb
 
 
 def external_embeddings_compute(*, backbone: str, item_ids: Iterable[int]) -> int:

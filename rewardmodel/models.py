@@ -188,6 +188,15 @@ class TrainingRun(models.Model):
     log = models.TextField(blank=True)
     # The newest rating id the run saw: "no new ratings since" for the nightly skip.
     last_rating_id = models.BigIntegerField(null=True, blank=True)
+    # The new version against the active one on the same held-out ratings
+    # (services.comparison): what automatic promotion decides on.
+    comparison = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="The new and the active version's pairwise accuracy on the "
+        "test-split ratings newer than the active version's training data, and "
+        "their paired difference, with 95% intervals over annotators.",
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
@@ -225,6 +234,18 @@ class TrainingRun(models.Model):
     def __str__(self) -> str:
         return f"training #{self.pk} ({self.status})"
 
+    @property
+    def started_how(self) -> str:
+        """How the run was started, as the start of a sentence ("Started from
+        the staff pages by ann"): the trigger's label alone reads "Admin by
+        admin" next to a user called admin."""
+        return {
+            self.Trigger.API: "Started through the API",
+            self.Trigger.COMMAND: "Started by a management command",
+            self.Trigger.SCHEDULE: "Started by the nightly schedule",
+            self.Trigger.ADMIN: "Started from the staff pages",
+        }.get(self.trigger, f"Started ({self.trigger})")
+
 
 class ModelVersion(models.Model):
     class Status(models.TextChoices):
@@ -255,8 +276,9 @@ class ModelVersion(models.Model):
     primary_metric = models.FloatField(
         null=True,
         blank=True,
-        help_text="Mean per-annotator pairwise accuracy on val_seen (validation: "
-        "promotion never reads a test figure).",
+        help_text="Mean per-annotator pairwise accuracy on val_seen: the best of "
+        "the validation grid, scored on the data that chose it (not an accuracy "
+        "estimate; pages show the test figure).",
     )
     checkpoint_path = models.CharField(max_length=500)
     checkpoint_sha256 = models.CharField(max_length=64)
@@ -293,6 +315,22 @@ class ModelVersion(models.Model):
 
     def __str__(self) -> str:
         return f"v{self.pk}" + (" (active)" if self.is_active else "")
+
+    @property
+    def test_accuracy(self) -> dict | None:
+        """The held-out figure to show: mean per-annotator pairwise accuracy on
+        test_seen (known annotators, new images; the report fit, never trained
+        or selected on them) with its 95% interval over annotators."""
+        seen = (self.metrics or {}).get("seen") or {}
+        model = seen.get("model") or {}
+        if model.get("pairwise_accuracy") is None:
+            return None
+        return {
+            "split": "test_seen",
+            "mean": model["pairwise_accuracy"],
+            "ci95": model.get("pairwise_accuracy_ci95"),
+            "n_annotators": seen.get("n_annotators"),
+        }
 
 
 class VersionEvent(models.Model):

@@ -12,10 +12,36 @@ def version_list() -> QuerySet[ModelVersion]:
 def version_active(*, study=None) -> ModelVersion | None:
     """The version active for ``study`` (one per study, a constraint), else the
     one active for every study."""
-    active = ModelVersion.objects.filter(is_active=True)
+    active = ModelVersion.objects.filter(is_active=True).select_related("study")
     study_id = getattr(study, "pk", study)
     found = active.filter(study_id=study_id).first() if study_id else None
     return found or active.filter(study__isnull=True).first()
+
+
+def version_active_list() -> list[ModelVersion]:
+    """Every active version (one per study, and maybe one for every study),
+    latest promotion first."""
+    return list(
+        ModelVersion.objects.filter(is_active=True)
+        .select_related("study")
+        .order_by("-promoted_at", "-pk")
+    )
+
+
+def versions_on_random_weights(*, versions) -> list[ModelVersion]:
+    """Of ``versions`` (rows or ids; None is skipped), those whose backbone ran
+    on random weights because its pretrained ones could not be loaded (the
+    offline fallback): the one test behind every page's warning banner. Rows
+    cost nothing; ids one query."""
+    rows = [v for v in versions if isinstance(v, ModelVersion)]
+    ids = [v for v in versions if v is not None and not isinstance(v, ModelVersion)]
+    if ids:
+        rows += ModelVersion.objects.filter(pk__in=ids).select_related("study")
+    found: dict[int, ModelVersion] = {}
+    for v in rows:
+        if not v.weights_loaded:
+            found.setdefault(v.pk, v)
+    return sorted(found.values(), key=lambda v: v.pk)
 
 
 def annotator_metrics(
@@ -77,6 +103,17 @@ def annotator_metric_history(*, annotator_id: int) -> list[AnnotatorMetric]:
     )
 
 
+def training_run_comparison(*, run: TrainingRun) -> str:
+    """The run's new version against the version active when it ran, in words
+    (both on the same held-out ratings; empty when there was none)."""
+    from .comparison import comparison_text
+
+    version = getattr(run, "version", None)
+    return comparison_text(
+        run.comparison or {}, new=f"v{version.pk}" if version else "this run's"
+    )
+
+
 def training_run_get(*, run_id: int) -> TrainingRun | None:
     return TrainingRun.objects.filter(pk=run_id).select_related("study").first()
 
@@ -94,8 +131,13 @@ def nightly_schedule() -> dict | None:
     )
     if task is None or task.crontab is None:
         return None
+    hour, minute = task.crontab.hour, task.crontab.minute
     return {
         "enabled": task.enabled,
+        # "02:30", as a clock reads (the crontab stores "2" and "30").
+        "time": f"{int(hour):02d}:{int(minute):02d}"
+        if f"{hour}{minute}".isdigit()
+        else f"{hour}:{minute}",
         "hour": task.crontab.hour,
         "minute": task.crontab.minute,
         "timezone": str(task.crontab.timezone),

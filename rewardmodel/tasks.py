@@ -60,17 +60,41 @@ def training_run_task(self, run_id: int) -> str:
 
 @shared_task(name="rewardmodel.nightly_retrain", time_limit=300)
 def nightly_retrain() -> str:
-    """Beat entry: start a run when new ratings arrived since the last one."""
+    """Beat entry: plan the night (``services.nightly``) and hand the plan to
+    ``nightly_train``, which trains one scope after another."""
     from django.db import transaction
 
-    from .models import TrainingRun
     from .services import training_nightly
 
+    plan = training_nightly()
+    if not plan:
+        return "skipped"
+    transaction.on_commit(lambda: nightly_train.delay(plan))
+    return "queued"
+
+
+@shared_task(
+    bind=True,
+    name="rewardmodel.nightly_train",
+    soft_time_limit=6 * 3600,
+    time_limit=6 * 3600 + 600,
+    max_retries=12,
+)
+def nightly_train(self, plan: list) -> str:
+    """Train the first scope of the plan (a study id, or None for every study),
+    then queue the rest: one run at a time. While another run is queued or
+    running (someone pressed Retrain now), wait and try again."""
+    from .services import training_nightly_step
+
     try:
-        run = training_nightly()
+        run = training_nightly_step(study_id=plan[0])
     except Conflict as exc:
-        logger.info("nightly retraining not started: %s", exc)
-        return "busy"
-    if run.status == TrainingRun.Status.QUEUED:
-        transaction.on_commit(lambda: training_run_task.delay(run.pk))
-    return run.status
+        if self.request.retries >= self.max_retries:
+            logger.warning("nightly retraining gave up on %s: %s", plan, exc)
+            return "busy"
+        raise self.retry(
+            exc=exc, countdown=min(600, 60 * 2**self.request.retries)
+        ) from exc
+    if plan[1:]:
+        nightly_train.delay(plan[1:])
+    return run.status if run is not None else "gone"

@@ -79,6 +79,18 @@ def json_clean(value):
     return value
 
 
+def fields_text(fields: dict) -> str:
+    """``key=value, ...`` with plain numbers, for log lines: the repr of a dict
+    holding numpy scalars prints ``np.float64(0.3)`` (numpy ≥ 2)."""
+
+    def text(v) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return "none" if v is None else str(v)
+
+    return ", ".join(f"{k}={text(v)}" for k, v in json_clean(fields).items())
+
+
 def external_targets(snap) -> tuple[np.ndarray, np.ndarray]:
     """External population scores as (rows, z-scores per source) for the
     population head, weighted by repetition of their source's weight."""
@@ -101,14 +113,14 @@ def train_and_evaluate(
     cfg = {**DEFAULT_CONFIG, **cfg}
     data = _data(snap, emb, cfg)
     counts = {**snap.counts}
-    log(f"data: {counts}")
+    log(f"data: {fields_text(counts)}")
     if counts["ratings_train"] < MIN_TRAIN:
         raise ValueError(
             f"Only {counts['ratings_train']} ratings in the train split; at least "
             f"{MIN_TRAIN} needed."
         )
     hyper, prior, selection = hyper_select(data, log)
-    log(f"selected on validation: {hyper.as_dict()}")
+    log(f"selected on validation: {fields_text(hyper.as_dict())}")
     tuned = V.tune_baselines(data)
     summary, rows, heldout = V.report(data, hyper, tuned, prior)
     summary["selection"] = selection

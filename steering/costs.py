@@ -1,11 +1,9 @@
 """What a run will cost before it runs: images × price, and the time it takes.
 
-Prices are per image, in ``STEERING_COST_UNIT`` (USD by default), from the Django
-setting ``STEERING_COST_PER_IMAGE`` (a dict by backend) over these defaults: list
-prices of the hosted APIs at the time of writing (FLUX1.1 [pro] $0.04, Gemini 2.5
-Flash Image $0.039) and 0 for the local backends, whose cost is machine time.
-Time per image is the median of the backend's last 50 finished images, when there
-are any. Images the run can reuse (same prompt and seed already generated) cost
+Prices per image come from ``generation.costs`` (the one table of estimated
+prices, overridable with the ``GENERATION_COST_PER_IMAGE`` setting). Time per
+image is the median of the backend's last 50 finished images, when there are
+any. Images the run can reuse (same prompt and seed already generated) cost
 nothing, so the estimate is an upper bound.
 """
 
@@ -13,24 +11,9 @@ from __future__ import annotations
 
 import statistics
 
-from django.conf import settings
+from generation.costs import cost_per_image, cost_unit
 
-DEFAULT_COST_PER_IMAGE = {
-    "procedural": 0.0,
-    "diffusers": 0.0,
-    "flux": 0.04,
-    "gemini": 0.039,
-}
-
-
-def cost_unit() -> str:
-    return str(getattr(settings, "STEERING_COST_UNIT", "USD"))
-
-
-def cost_per_image(backend: str) -> float:
-    table = dict(DEFAULT_COST_PER_IMAGE)
-    table.update(getattr(settings, "STEERING_COST_PER_IMAGE", {}))
-    return float(table.get(backend, 0.0))
+__all__ = ["cost_per_image", "cost_unit", "estimate", "estimates"]
 
 
 def seconds_per_image(backend: str) -> float | None:

@@ -165,9 +165,34 @@ def chat_complete(
     raise last
 
 
+# What is kept of an answer: it becomes Candidate rows and generation prompts,
+# so it must be text PostgreSQL stores (no NUL) and a prompt generation accepts.
+MAX_ANSWER_CHARS = 256 * 1024
+MAX_PROMPTS = 100
+
+
+def _prompt_max_chars() -> int:
+    from generation.models import PROMPT_MAX_CHARS
+
+    return PROMPT_MAX_CHARS
+
+
+def clean_prompt(value: str) -> str:
+    """One line of printable text: control characters (NUL included) become
+    spaces, runs of white space one space."""
+    text = "".join(" " if ord(c) < 32 or 127 <= ord(c) < 160 else c for c in value)
+    return " ".join(text.split())
+
+
 def parse_prompt_list(text: str) -> list[str]:
     """Prompts from the model's JSON answer: ``{"prompts": [...]}`` or a bare list,
-    possibly inside a Markdown code fence. Raises LLMError when it is neither."""
+    possibly inside a Markdown code fence. Raises LLMError when it is neither.
+    Each prompt is cleaned (``clean_prompt``); one longer than a generation
+    prompt may be (``PROMPT_MAX_CHARS``) is dropped; at most ``MAX_PROMPTS``."""
+    if len(text) > MAX_ANSWER_CHARS:
+        raise LLMError(
+            f"Malformed answer: {len(text)} characters, over {MAX_ANSWER_CHARS}."
+        )
     text = text.strip()
     if text.startswith("```"):
         text = text.strip("`")
@@ -180,7 +205,12 @@ def parse_prompt_list(text: str) -> list[str]:
         data = data.get("prompts")
     if not isinstance(data, list) or not data:
         raise LLMError('Malformed answer: expected {"prompts": [...]} with strings.')
-    out = [" ".join(p.split()) for p in data if isinstance(p, str) and p.strip()]
+    limit = _prompt_max_chars()
+    cleaned = [clean_prompt(p) for p in data[:MAX_PROMPTS] if isinstance(p, str)]
+    out = [p for p in cleaned if p and len(p) <= limit]
     if not out:
-        raise LLMError("Malformed answer: the prompt list holds no text.")
+        raise LLMError(
+            "Malformed answer: the prompt list holds no text of at most "
+            f"{limit} characters."
+        )
     return out

@@ -15,6 +15,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from annotation.models import Annotator, Study
 from core.exceptions import PalateError
+from rewardmodel import selectors as rm
 
 from . import blind, costs, selectors, services
 from .forms import OptimizationForm
@@ -38,13 +39,17 @@ def _index_context(form: OptimizationForm, max_images: int, backend: str) -> dic
         "max_images": max_images,
         "max_limit": services.max_images_limit(),
         "runs": selectors.optimization_list()[:50],
+        # A new run is scored by its study's active version (the banner's input).
+        "actives": rm.version_active_list(),
     }
 
 
 @require_GET
 @staff_member_required
 def index(request: HttpRequest) -> HttpResponse:
-    form = OptimizationForm()
+    # ?target=<study id>:<annotator id> preselects the person (the dashboard's
+    # "Steer toward this person"); a value not among the choices is ignored.
+    form = OptimizationForm(initial={"target": request.GET.get("target", "")})
     return render(
         request,
         "steering/index.html",

@@ -27,7 +27,8 @@ from django.urls import URLPattern, URLResolver, get_resolver, resolve, reverse
 from rest_framework.authtoken.models import Token
 
 from annotation import services
-from annotation.models import StreamItem, Study
+from annotation.item_tokens import ASSIGNMENT, MEDIA, item_token
+from annotation.models import Study
 from annotation.services import export_jobs
 from generation import services as generation_services
 from rewardmodel import services as rm_services
@@ -56,9 +57,6 @@ PAGES = {
     "annotation:start": {"POST": MEMBER},
     "annotation:pause": {"GET": MEMBER, "POST": MEMBER},
     "annotation:resume": {"POST": MEMBER},
-    # Uncounted items (attention checks, repeats): only the annotator dealt one.
-    "annotation:item_answer": {"POST": HOLDER},
-    "annotation:item_skip": {"POST": HOLDER},
     # The researchers' dashboard: staff only, every page and action.
     "dashboard:home": {"GET": STAFF},
     "dashboard:study": {"GET": STAFF},
@@ -76,8 +74,10 @@ PAGES = {
     "dashboard:rollback": {"POST": STAFF},
     "dashboard:run": {"GET": STAFF},
     "annotation:done": {"GET": MEMBER},
-    "annotation:rate_submit": {"POST": HOLDER},
-    "annotation:skip": {"POST": HOLDER},
+    # Any item shown (counted image, check, repeat) by its opaque token: only
+    # the annotator dealt it (tests/annotation/test_qc_uniform.py: every kind).
+    "annotation:item_rate": {"POST": HOLDER},
+    "annotation:item_skip": {"POST": HOLDER},
     "annotation:study_exports": {"GET": STAFF, "POST": STAFF},
     "annotation:study_exports_list": {"GET": STAFF},
     "generation:studies": {"GET": STAFF},
@@ -95,6 +95,9 @@ PAGES = {
     "steering:progress": {"GET": STAFF},
     "steering:paired_test": {"POST": STAFF},
     "media": {"GET": ALL},  # image files: public, named by their sha256
+    # An item's picture: the unguessable name is the capability (an <img> and a
+    # preload send no token); it says nothing of the item's kind.
+    "media_item": {"GET": ALL},
     "schema": {"GET": ALL},
     "api-docs": {"GET": ALL},
     "api-redoc": {"GET": ALL},
@@ -133,7 +136,7 @@ ADMIN_SKIP = {"admin:autocomplete", "admin:view_on_site"}
 # Bodies that get past validation, so the answer is about who is asking.
 BODIES = {
     "api-rating": (b'{"score": 4}', "application/json"),
-    "annotation:rate_submit": (b"score=4", "application/x-www-form-urlencoded"),
+    "annotation:item_rate": (b"score=4", "application/x-www-form-urlencoded"),
 }
 
 
@@ -213,9 +216,6 @@ def world(db, staff_user):
     )
     export = export_jobs.export_create(study=a, fmt="csv")
     check = services.attention_check_create(study=a, data=png_bytes(77), expected_min=2)
-    item = StreamItem.objects.create(
-        study=a, annotator=member, kind="attention", check_item=check, due_after=0
-    )
     optimization = Optimization.objects.create(
         study=a,
         annotator=member,
@@ -229,7 +229,8 @@ def world(db, staff_user):
     values = {
         "slug": a.slug,
         "study_id": a.pk,
-        "assignment_id": lease.pk,
+        "token": item_token(kind=ASSIGNMENT, pk=lease.pk),
+        "media_token": item_token(kind=ASSIGNMENT, pk=lease.pk, purpose=MEDIA),
         "path": images[0].file.name,
         "job_id": job.pk,
         "run_id": run.pk,
@@ -237,7 +238,6 @@ def world(db, staff_user):
         "export_id": export.pk,
         "optimization_id": optimization.pk,
         "annotator_id": member.pk,
-        "item_id": item.pk,
         "check_id": check.pk,
     }
     return {"a": a, "clients": clients, "tokens": tokens, "values": values}

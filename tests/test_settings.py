@@ -67,6 +67,76 @@ def test_production_refuses_to_start_without_a_broker(tmp_path):
     assert "CELERY_BROKER_URL" in result.stderr
 
 
+PRODUCTION = {
+    "DJANGO_SETTINGS_MODULE": "config.settings.production",
+    "DJANGO_SECRET_KEY": "x" * 64 + "-a-long-random-production-secret",
+    "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/palate",
+    "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0",
+}
+
+
+@pytest.mark.parametrize(
+    "name,value,message",
+    [
+        (
+            "DATABASE_URL",
+            "sqlite:///tmp/palate.sqlite3",
+            "DATABASE_URL must point at PostgreSQL in production",
+        ),
+        (
+            "DATABASE_URL",
+            "mysql://root@127.0.0.1/palate",
+            "DATABASE_URL must point at PostgreSQL in production",
+        ),
+        (
+            "CELERY_BROKER_URL",
+            "filesystem://",
+            "CELERY_BROKER_URL must be set in production (redis://... or amqp://...)",
+        ),
+        (
+            "CELERY_BROKER_URL",
+            "memory://",
+            "CELERY_BROKER_URL must be set in production",
+        ),
+        (
+            "BFL_API_BASE_URL",
+            "http://api.bfl.ai",
+            "BFL_API_BASE_URL must be an https:// URL in production",
+        ),
+        (
+            "GEMINI_API_BASE_URL",
+            "http://generativelanguage.googleapis.com",
+            "GEMINI_API_BASE_URL must be an https:// URL in production",
+        ),
+    ],
+)
+def test_production_refuses_what_its_messages_say_it_needs(
+    tmp_path, name, value, message
+):
+    """A database other than PostgreSQL, a broker other than Redis/AMQP and a
+    provider base URL in clear text (the API key would travel in it) are refused
+    at start, with the message that names the requirement."""
+    env = {**PRODUCTION, name: value, "PALATE_DATA_DIR": str(tmp_path)}
+    result = run(["manage.py", "check"], **env)
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr and message in result.stderr
+
+
+@pytest.mark.parametrize(
+    "name,value",
+    [
+        ("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/palate"),
+        ("CELERY_BROKER_URL", "amqp://guest@127.0.0.1:5672//"),
+        ("CELERY_BROKER_URL", "rediss://127.0.0.1:6380/0"),
+        ("BFL_API_BASE_URL", "https://api.eu.bfl.ai"),
+    ],
+)
+def test_production_accepts_the_supported_services(tmp_path, name, value):
+    env = {**PRODUCTION, name: value, "PALATE_DATA_DIR": str(tmp_path)}
+    result = run(["manage.py", "check"], **env)
+    assert result.returncode == 0, result.stderr
+
+
 def test_web_process_does_not_import_torch(tmp_path):
     code = (
         "import django, sys; django.setup(); import config.urls;"

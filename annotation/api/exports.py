@@ -10,7 +10,8 @@ from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
-from rest_framework.decorators import api_view, permission_classes
+from rest_framework.decorators import api_view, parser_classes, permission_classes
+from rest_framework.parsers import JSONParser
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -96,6 +97,7 @@ def _first_error(errors: dict) -> str:
 @extend_schema(methods=["GET"], responses=ExportSerializer(many=True))
 @api_view(["GET", "POST"])
 @permission_classes([IsAdminUser])
+@parser_classes([JSONParser])
 def export_list_create(request: Request, study_id: int) -> Response:
     study = _study(study_id)
     if request.method == "GET":
@@ -103,6 +105,13 @@ def export_list_create(request: Request, study_id: int) -> Response:
         return Response(
             ExportSerializer(exports, many=True, context={"request": request}).data
         )
+    # A JSON object of known options only: anything else would be quietly
+    # ignored and start an export nobody asked for.
+    if not isinstance(request.data, dict):
+        raise InvalidInput("Send a JSON object of export options.")
+    unknown = sorted(set(request.data) - set(ExportRequestSerializer().fields))
+    if unknown:
+        raise InvalidInput(f"Unknown option(s): {', '.join(unknown)[:200]}.")
     ser = ExportRequestSerializer(data=request.data)
     if not ser.is_valid():
         raise InvalidInput(_first_error(ser.errors))

@@ -23,17 +23,19 @@ from collections.abc import Callable
 from datetime import datetime
 
 from django.contrib.auth import get_user_model
-from django.core.files.storage import default_storage
 from django.db import IntegrityError, connection
 from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework.authtoken.models import Token
 
 from annotation import services
-from annotation.models import Annotator, Assignment, Rating, Study
+from annotation.item_tokens import ASSIGNMENT, item_resolve
+from annotation.models import Annotator, Study
 from annotation.services import engine_sql
-from core.exceptions import PalateError
+from annotation.services.items import Answer, Shown, shown_lease
+from core.exceptions import NotFound, PalateError
 
 from . import views as drf_views
 from .authentication import token_key_plausible
@@ -113,33 +115,30 @@ def _error(exc: PalateError) -> HttpResponse:
     return _json({"detail": exc.message, "code": exc.code}, status=exc.http_status)
 
 
-def assignment_data(
-    request: HttpRequest, assignment: Assignment, image_name: str, width, height
-) -> dict:
+def assignment_data(request: HttpRequest, shown: Shown) -> dict:
     """``AssignmentSerializer``'s fields, built without it."""
     return {
-        "id": assignment.pk,
-        "study": assignment.study_id,
-        "image": assignment.image_id,
-        "image_url": request.build_absolute_uri(default_storage.url(image_name)),
-        "image_width": width,
-        "image_height": height,
-        "status": assignment.status,
-        "leased_at": _iso(assignment.leased_at),
-        "expires_at": _iso(assignment.expires_at),
+        "id": shown.token,
+        "study": shown.study_id,
+        "image_url": request.build_absolute_uri(
+            reverse("media_item", args=[shown.media_token])
+        ),
+        "image_width": shown.width,
+        "image_height": shown.height,
+        "status": shown.status,
+        "leased_at": _iso(shown.leased_at),
+        "expires_at": _iso(shown.expires_at),
     }
 
 
-def rating_data(rating: Rating) -> dict:
+def rating_data(answer: Answer) -> dict:
     """``RatingSerializer``'s fields, built without it."""
     return {
-        "id": rating.pk,
-        "study": rating.study_id,
-        "image": rating.image_id,
-        "assignment": rating.assignment_id,
-        "score": rating.score,
-        "time_on_item_ms": rating.time_on_item_ms,
-        "created_at": _iso(rating.created_at),
+        "assignment": answer.token,
+        "study": answer.study_id,
+        "score": answer.score,
+        "time_on_item_ms": answer.time_on_item_ms,
+        "created_at": _iso(answer.created_at),
     }
 
 
@@ -165,11 +164,10 @@ def _token_key(request: HttpRequest) -> str | None:
     return parts[1] if token_key_plausible(parts[1]) else None
 
 
-def _lease_response(request: HttpRequest, lease: Assignment) -> HttpResponse:
-    image = lease.image
-    return _json(
-        assignment_data(request, lease, image.file.name, image.width, image.height)
-    )
+def _shown_response(request: HttpRequest, shown: Shown | None) -> HttpResponse:
+    if shown is None:
+        return HttpResponse(status=204)
+    return _json(assignment_data(request, shown))
 
 
 @_fast(drf_views.assignment_next)
@@ -178,18 +176,27 @@ def assignment_next(request: HttpRequest, study_id: int) -> HttpResponse:
         return drf_views.assignment_next(request, study_id=study_id)
     key = _token_key(request)
     if key is not None and engine_sql.enabled():
-        # One statement: token, annotator, locks, claim (engine_sql).
-        outcome, _, leases = engine_sql.claim(
+        # One statement: token, annotator, locks, claim, and whether an
+        # uncounted item is due (the rating page's schedule: items.items_deal).
+        outcome, annotator_id, leases, page = engine_sql.claim_with_progress(
             token=key,
             study_id=study_id,
             hold=1,
             now=timezone.now(),
             dealer=services.engine_dealer(),
         )
-        if outcome == "ok":
-            return _lease_response(request, leases[0])
-        if outcome == "none":
-            return HttpResponse(status=204)
+        if outcome == "ok" and not page[2]:
+            return _shown_response(request, shown_lease(leases[0]))
+        if outcome in ("ok", "none"):
+            study = Study.objects.get(pk=study_id)
+            shown, _ = services.items_deal(
+                annotator_id=annotator_id,
+                study=study,
+                leases=leases,
+                rated=page[0],
+                item_due=page[2],
+            )
+            return _shown_response(request, shown)
         if outcome == engine_sql.AUTH:
             return drf_views.assignment_next(request, study_id=study_id)
         # SLOW: the engine's Python path below gives the exact answer.
@@ -198,12 +205,10 @@ def assignment_next(request: HttpRequest, study_id: int) -> HttpResponse:
     if study is None:
         return drf_views.assignment_next(request, study_id=study_id)
     try:
-        leases = services.assignment_claim(annotator=annotator, study=study)
+        shown = services.item_next(annotator=annotator, study=study)
     except PalateError as exc:
         return _error(exc)
-    if not leases:
-        return HttpResponse(status=204)
-    return _lease_response(request, leases[0])
+    return _shown_response(request, shown)
 
 
 def _score(request: HttpRequest) -> int | None:
@@ -227,13 +232,27 @@ def _score(request: HttpRequest) -> int | None:
     return value
 
 
+def _counted(token: str) -> int | None:
+    """The assignment a token names, when it names one (the SQL fast path)."""
+    try:
+        kind, pk = item_resolve(token)
+    except NotFound:
+        return None
+    return pk if kind == ASSIGNMENT else None
+
+
 @_fast(drf_views.rating_create)
-def rating_create(request: HttpRequest, assignment_id: int) -> HttpResponse:
+def rating_create(request: HttpRequest, token: str) -> HttpResponse:
     if request.method != "POST" or not _accepts_json(request):
-        return drf_views.rating_create(request, assignment_id=assignment_id)
+        return drf_views.rating_create(request, token=token)
     score = _score(request)
     key = _token_key(request) if score is not None else None
-    if key is not None and engine_sql.enabled() and engine_sql.plain_score(score):
+    assignment_id = _counted(token) if key is not None else None
+    if (
+        assignment_id is not None
+        and engine_sql.enabled()
+        and engine_sql.plain_score(score)
+    ):
         now = timezone.now()
         try:
             # One statement, its own transaction (quality control's bookkeeping
@@ -246,16 +265,22 @@ def rating_create(request: HttpRequest, assignment_id: int) -> HttpResponse:
             # The Python path below meets the same refusal and answers Conflict.
             outcome, rating = engine_sql.SLOW, None
         if rating is not None:
-            return _json(rating_data(rating), status=201)
+            answer = Answer(
+                token,
+                rating.study_id,
+                rating.score,
+                rating.time_on_item_ms,
+                rating.created_at,
+                True,
+            )
+            return _json(rating_data(answer), status=201)
         if outcome == engine_sql.AUTH:
-            return drf_views.rating_create(request, assignment_id=assignment_id)
+            return drf_views.rating_create(request, token=token)
     annotator = token_annotator(request) if score is not None else None
     if annotator is None:
-        return drf_views.rating_create(request, assignment_id=assignment_id)
+        return drf_views.rating_create(request, token=token)
     try:
-        rating, created = services.rating_submit(
-            assignment_id=assignment_id, annotator=annotator, score=score
-        )
+        answer = services.item_answer(token=token, annotator=annotator, score=score)
     except PalateError as exc:
         return _error(exc)
-    return _json(rating_data(rating), status=201 if created else 200)
+    return _json(rating_data(answer), status=201 if answer.created else 200)

@@ -19,13 +19,15 @@ from annotation import selectors, services
 from annotation.models import AnnotatorQuality, AttentionCheck, QualityConfig, Study
 from annotation.services.quality import FLAG_LABELS, pair_corr, time_median_ms
 from core.exceptions import InvalidInput, NotFound
-from core.pagination import BoundedLimitOffsetPagination, paginated
+from core.pagination import (
+    PAGE_PARAMETERS,
+    BoundedLimitOffsetPagination,
+    paginated,
+    query_bool,
+)
 
 _ERROR = OpenApiResponse(description="Refused: {detail, code}; nothing changed.")
-_PAGE = [
-    OpenApiParameter("limit", int, description="Page size (at most 1000)."),
-    OpenApiParameter("offset", int, description="Rows to skip."),
-]
+_PAGE = PAGE_PARAMETERS
 
 
 # --- serializers ------------------------------------------------------------------
@@ -82,7 +84,10 @@ class AttentionCheckUploadSerializer(serializers.Serializer):
         required=False,
         allow_blank=True,
         default="",
-        help_text='Shown with the image, e.g. "Please press 2".',
+        help_text=(
+            "A note for staff; never shown to annotators (the request, e.g. "
+            '"Please press 2", must be in the image itself).'
+        ),
     )
 
 
@@ -209,7 +214,7 @@ def _page(request: Request, rows, serializer_class) -> Response:
             "retired", bool, description="Include retired checks (default: no)."
         ),
     ],
-    responses=paginated(AttentionCheckSerializer),
+    responses={200: paginated(AttentionCheckSerializer), 400: _ERROR},
     operation_id="studies_attention_checks_list",
     description="The study's attention checks, newest first.",
 )
@@ -230,7 +235,7 @@ def attention_check_list(request: Request, study_id: int) -> Response:
     study = _study(study_id)
     if request.method == "GET":
         checks = AttentionCheck.objects.filter(study=study).order_by("-pk")
-        if request.query_params.get("retired", "").lower() not in ("1", "true"):
+        if not query_bool(request, "retired"):
             checks = checks.filter(is_active=True)
         return _page(request, checks, AttentionCheckSerializer)
     data = _valid(AttentionCheckUploadSerializer(data=request.data))

@@ -1,6 +1,7 @@
+from django.urls import reverse
 from rest_framework import serializers
 
-from annotation.models import Assignment, Image, Rating, Study
+from annotation.models import Image, Study
 from core.validation import validate_json_object
 
 
@@ -94,29 +95,30 @@ class ImageUploadSerializer(serializers.Serializer):
     )
 
 
-class AssignmentSerializer(serializers.ModelSerializer):
-    image_url = serializers.SerializerMethodField()
-    image_width = serializers.IntegerField(source="image.width", read_only=True)
-    image_height = serializers.IntegerField(source="image.height", read_only=True)
+class AssignmentSerializer(serializers.Serializer):
+    """One image to rate, as ``services.items.Shown`` holds it. Every item an
+    annotator is dealt has these fields, whatever it is for: the platform mixes
+    a few uncounted images into everyone's stream (attention checks, an image
+    shown again later, blind comparisons), and nothing here says which."""
 
-    class Meta:
-        model = Assignment
-        fields = [
-            "id",
-            "study",
-            "image",
-            "image_url",
-            "image_width",
-            "image_height",
-            "status",
-            "leased_at",
-            "expires_at",
-        ]
+    id = serializers.CharField(
+        source="token",
+        help_text="Opaque name of this item: POST its rating or skip under it.",
+    )
+    study = serializers.IntegerField(source="study_id")
+    image_url = serializers.SerializerMethodField(
+        help_text="The picture; an opaque name under /media/i/, new for each item."
+    )
+    image_width = serializers.IntegerField(source="width")
+    image_height = serializers.IntegerField(source="height")
+    status = serializers.ChoiceField(choices=["leased", "submitted", "skipped"])
+    leased_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField()
 
-    def get_image_url(self, assignment) -> str:
-        request = self.context.get("request")
-        url = assignment.image.file.url
-        return request.build_absolute_uri(url) if request else url
+    def get_image_url(self, shown) -> str:
+        return self.context["request"].build_absolute_uri(
+            reverse("media_item", args=[shown.media_token])
+        )
 
 
 class RatingInputSerializer(serializers.Serializer):
@@ -125,18 +127,14 @@ class RatingInputSerializer(serializers.Serializer):
     score = serializers.IntegerField(min_value=-100, max_value=100)
 
 
-class RatingSerializer(serializers.ModelSerializer):
-    class Meta:
-        model = Rating
-        fields = [
-            "id",
-            "study",
-            "image",
-            "assignment",
-            "score",
-            "time_on_item_ms",
-            "created_at",
-        ]
+class RatingSerializer(serializers.Serializer):
+    """The score recorded for one item (``services.items.Answer``)."""
+
+    assignment = serializers.CharField(source="token", help_text="The item's id.")
+    study = serializers.IntegerField(source="study_id")
+    score = serializers.IntegerField()
+    time_on_item_ms = serializers.IntegerField(allow_null=True)
+    created_at = serializers.DateTimeField()
 
 
 class ProgressSerializer(serializers.Serializer):
@@ -146,6 +144,9 @@ class ProgressSerializer(serializers.Serializer):
     ratings = serializers.IntegerField()
     ratings_target = serializers.IntegerField()
     fraction_complete = serializers.FloatField()
-    ratings_last_hour = serializers.IntegerField()
+    ratings_last_hour = serializers.IntegerField(
+        help_text="Valid ratings collected here in the last hour (imported ratings "
+        "keep their dataset's times and are not counted)."
+    )
     images_by_rating_count = serializers.DictField(child=serializers.IntegerField())
     annotators = serializers.IntegerField()

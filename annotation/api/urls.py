@@ -12,13 +12,11 @@ urlpatterns = [
     ),
     path("studies/<int:study_id>/progress/", views.study_progress, name="api-progress"),
     path(
-        "assignments/<int:assignment_id>/rating/",
+        "assignments/<str:token>/rating/",
         hot.rating_create,
         name="api-rating",
     ),
-    path(
-        "assignments/<int:assignment_id>/skip/", views.assignment_skip, name="api-skip"
-    ),
+    path("assignments/<str:token>/skip/", views.assignment_skip, name="api-skip"),
     path(
         "studies/<int:study_id>/exports/",
         exports.export_list_create,

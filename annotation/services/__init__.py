@@ -3,8 +3,10 @@
 * ``studies``: studies, annotator accounts, participations, image intake;
 * ``engine``: the assignment engine (claim, rate, skip, expire, status changes);
 * ``quality``: quality control (uncounted stream items, running statistics, flags);
+* ``items``: what an annotator is shown, one shape and one token for every kind;
 * ``uncounted``: uncounted items another app asks one annotator to judge blind;
-* ``moderation``: staff pause/resume/exclude with an audit log; the annotator's pause;
+* ``moderation``: staff pause/resume, exclusion from one study or from every study,
+  with an audit log; the annotator's pause;
 * ``entry``: entering a study through the browser (links, consent, completion);
 * ``erasure``: a participant's right to be forgotten (exclude, then pseudonymise);
 * ``integrity``: the invariant check and repair shared by tests and operations;
@@ -41,9 +43,21 @@ from .entry import (
 from .erasure import annotator_erase
 from .imports import RatingRecord, ratings_import
 from .integrity import Drift, integrity_alert, integrity_check, integrity_repair
+from .items import (
+    Answer,
+    Shown,
+    item_answer,
+    item_next,
+    item_picture,
+    item_skip,
+    item_timed_out,
+    items_deal,
+)
 from .moderation import (
     PAUSE_HOLD_SECONDS,
+    annotator_exclude_everywhere,
     annotator_moderate,
+    participation_exclude,
     participation_pause,
     participation_resume,
 )
@@ -66,12 +80,22 @@ from .studies import (
 from .uncounted import uncounted_items_create
 
 __all__ = [
+    "Answer",
+    "Shown",
+    "item_answer",
+    "item_next",
+    "item_picture",
+    "item_skip",
+    "item_timed_out",
+    "items_deal",
     "uncounted_items_create",
     "DEMOGRAPHIC_FIELDS",
     "MAX_HOLD",
     "Drift",
     "PAUSE_HOLD_SECONDS",
     "annotator_moderate",
+    "annotator_exclude_everywhere",
+    "participation_exclude",
     "attention_check_create",
     "attention_check_remove",
     "participation_pause",

@@ -10,8 +10,10 @@ The engine keeps three promises under any concurrency:
   no image is rated twice or shown again after a skip;
 * expired leases give their slot back, both lazily (a claim that finds nothing sweeps
   its study) and from the periodic ``annotation.sweep_expired_leases`` task;
-* no annotator who is not active gains a lease or a valid rating: claim and submit
-  read the status under a lock that a status change must wait for (and vice versa).
+* no annotator who is not active gains a lease or a valid rating, nor one in a
+  study they were excluded from: claim and submit read the status (and the
+  participation's) under a lock that a status change or an exclusion must wait
+  for (and vice versa).
 
 Lock order (every path, admin actions and erasure included)::
 
@@ -49,7 +51,7 @@ from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F
+from django.db.models import F, OuterRef, Subquery
 from django.utils import timezone
 
 from core.exceptions import (
@@ -92,8 +94,9 @@ def annotator_set_status(*, annotator: Annotator, status: str, reason: str = "")
 
     Excluding invalidates the annotator's ratings and hands their slots back, so
     the image is topped up by someone else; live leases of anyone not active are
-    released. (Re-activating does not re-validate excluded ratings: their slots may
-    already be filled.) A rating in flight either commits first (and is
+    released, and every participation is marked excluded. (Re-activating does not
+    re-validate excluded ratings or participations: their slots may already be
+    filled.) A rating in flight either commits first (and is
     invalidated here) or waits for this and is refused: see the lock order.
     """
     if status not in Annotator.Status.values:
@@ -105,6 +108,12 @@ def annotator_set_status(*, annotator: Annotator, status: str, reason: str = "")
         locked.status = status
         locked.status_reason = reason
         locked.save(update_fields=["status", "status_reason"])
+        if status == Annotator.Status.EXCLUDED:
+            # Excluded everywhere: every participation too (final, like the
+            # invalidated ratings; re-activating lets them join other studies).
+            Participation.objects.filter(
+                annotator=locked, status=Participation.Status.ACTIVE
+            ).update(status=Participation.Status.EXCLUDED, excluded_at=timezone.now())
         reopened = 0
         if status != Annotator.Status.ACTIVE:
             reopened = annotator_release_slots(
@@ -125,15 +134,21 @@ def annotator_lock_for_change(*, annotator_id: int) -> Annotator:
 
 
 def annotator_release_slots(
-    *, annotator: Annotator, invalidate_ratings: bool, now: datetime | None = None
+    *,
+    annotator: Annotator,
+    invalidate_ratings: bool,
+    now: datetime | None = None,
+    study: Study | None = None,
 ) -> int:
     """End the annotator's live leases and, if asked, invalidate their valid
-    ratings, giving every slot back. Runs inside the caller's transaction after
-    ``annotator_lock_for_change``. Returns the number of slots reopened."""
+    ratings, giving every slot back (in ``study`` only, when given). Runs inside
+    the caller's transaction after ``annotator_lock_for_change``. Returns the
+    number of slots reopened."""
     now = now or timezone.now()
+    scope = {"annotator": annotator} | ({"study": study} if study else {})
     leases = list(
         Assignment.objects.select_for_update(no_key=True)
-        .filter(annotator=annotator, status=Assignment.Status.LEASED)
+        .filter(status=Assignment.Status.LEASED, **scope)
         .order_by("pk")
         .values_list("pk", "image_id")
     )
@@ -141,7 +156,7 @@ def annotator_release_slots(
     if invalidate_ratings:
         ratings = list(
             Rating.objects.select_for_update(no_key=True)
-            .filter(annotator=annotator, is_valid=True)
+            .filter(is_valid=True, **scope)
             .order_by("pk")
             .values_list("pk", "image_id")
         )
@@ -199,6 +214,13 @@ def _check_can_work(annotator: Annotator, study: Study) -> None:
         )
     if study.status != Study.Status.OPEN:
         raise StudyNotOpen(f"The study '{study.name}' is not open for ratings.")
+
+
+def _check_participation(status: str | None) -> None:
+    """Refuse a participation excluded from its study (``participation_exclude``:
+    it waits for the annotator's lock, which the caller holds ``FOR SHARE``)."""
+    if status == Participation.Status.EXCLUDED:
+        raise AnnotatorNotActive("You have been excluded from this study.")
 
 
 def lease_expire(
@@ -348,6 +370,7 @@ def assignment_claim(
         _check_can_work(annotator, study)
         # Serialises this annotator's own claims (quota, hold) and nobody else's.
         participation = _locked_participation(annotator, study)
+        _check_participation(participation.status)
         if participation.started_at is None:
             participation.started_at = now
             participation.save(update_fields=["started_at"])
@@ -437,10 +460,17 @@ def _top_up(annotator, study, live: list[Assignment], hold: int, now) -> None:
 
 
 def _locked_assignment(assignment_id: int, annotator: Annotator) -> Assignment:
+    """The assignment, locked, with its study, its image and
+    (``participation_status``) the annotator's status in that study, read in the
+    same query."""
+    part = Participation.objects.filter(
+        annotator_id=OuterRef("annotator_id"), study_id=OuterRef("study_id")
+    ).values("status")[:1]
     try:
         assignment = (
             Assignment.objects.select_for_update(of=("self",), no_key=True)
             .select_related("study", "image")  # the image's sha256: its split
+            .annotate(participation_status=Subquery(part))
             .get(pk=assignment_id)
         )
     except Assignment.DoesNotExist:
@@ -502,6 +532,7 @@ def _rating_submit(assignment_id, annotator, score, now) -> tuple[Rating, bool]:
             f"You already rated this image {existing.score}; ratings cannot be changed."
         )
     _check_can_work(annotator, study)
+    _check_participation(assignment.participation_status)
     if assignment.status == Assignment.Status.SKIPPED:
         raise Conflict("You skipped this image, so it can no longer be rated.")
     if assignment.status == Assignment.Status.LEASED:

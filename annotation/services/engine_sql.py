@@ -86,6 +86,17 @@ def claim_page(
     return outcome, leases, page
 
 
+def claim_with_progress(
+    *, study_id: int, hold: int, now: datetime, dealer: random.Random, token: str
+) -> tuple[str, int | None, list[Assignment], tuple[int, int, bool] | None]:
+    """The API's claim with what dealing an uncounted item needs (``rated``, the
+    images in the study, whether an item is due), as ``claim_page`` answers it,
+    for the annotator behind ``token``: the API deals checks and repeats on the
+    rating page's schedule. ``SLOW`` also for an annotator not started yet or
+    finished (the Python path then answers)."""
+    return _claim(study_id, hold, now, dealer, None, token, page=True)
+
+
 def _claim(study_id, hold, now, dealer, annotator_id, token, *, page: bool):
     if not 0 < study_id <= BIGINT_MAX:
         return SLOW, None, [], None  # no such row; the Python path says so

@@ -494,12 +494,13 @@ def _image_rows(
 
 def _annotator_rows(annotators, study: Study, consented: set[int]) -> Iterator[tuple]:
     fields = demographic_fields(study)
+    excluded_here = selectors.export_excluded_annotator_ids(study=study)
     for a in annotators.iterator(chunk_size=2000):
         demo = (a.demographics or {}) if a.pk in consented else {}
         yield (
             a.public_id,
             a.n_ratings or 0,
-            a.status == Annotator.Status.EXCLUDED,
+            a.status == Annotator.Status.EXCLUDED or a.pk in excluded_here,
             *[
                 (str(demo[f]) if demo.get(f) not in (None, "") else None)
                 for f in fields

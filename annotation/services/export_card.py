@@ -2,8 +2,11 @@
 Hub reads (configs with their data files, features, splits, licence) and prose
 for a person (what the study is, its scale, agreement, how it was collected).
 
-Everything in it comes from the data; nothing from the time of the export, so the
-card is as deterministic as the tables.
+Every statement about the data is derived from the exported data itself (how many
+ratings were collected here or imported, how many carry a time on item, how many
+times an annotator was shown an image again, the ids and sources of the
+annotators), never assumed from how the platform usually works; nothing comes
+from the time of the export, so the card is as deterministic as the tables.
 """
 
 from __future__ import annotations
@@ -80,9 +83,12 @@ def dataset_stats(*, study: Study, ratings) -> dict:
     span = selectors.export_rating_span(ratings=ratings)
     agreed = agreement(ratings=ratings, scale=(study.scale_min, study.scale_max))
     return {
+        "collection": selectors.export_collection_counts(ratings=ratings),
+        "consented": selectors.export_consented_count(study=study, ratings=ratings),
+        "shown_again": selectors.export_shown_again(study=study, ratings=ratings),
+        "images_over_target": sum(1 for n in per_image if n > study.raters_per_image),
         "alpha": agreed["alpha"],
         "alpha_by_domain": agreed["by_domain"],
-        "imported": span["imported"],
         "images_rated": len(per_image),
         "raters_min": per_image[0] if per_image else 0,
         "raters_max": per_image[-1] if per_image else 0,
@@ -295,21 +301,7 @@ def _collection(study, options, asked, stats) -> list[str]:
     return [
         "## How it was collected",
         "",
-        "Annotators joined through an invite or recruiting-platform link, "
-        "consented, read the instructions and rated one image at a time in the "
-        "browser. Palate's assignment engine gives every image to "
-        f"{study.raters_per_image} different annotators (database constraints "
-        "keep it from ever exceeding that), at most "
-        f"{study.quota_per_annotator} images per annotator; an annotator never "
-        "sees an image twice. Time on item is measured by the server, from the "
-        "moment the image was shown to the rating."
-        + (
-            f" {stats['imported']:,} of the ratings were imported from another "
-            "dataset rather than collected here (they have no time on item)."
-            if stats["imported"]
-            else ""
-        ),
-        "",
+        *_how_collected(study, stats),
         f"In this export {filters}. Images: "
         + {
             "embed": "embedded in the Parquet files.",
@@ -319,8 +311,8 @@ def _collection(study, options, asked, stats) -> list[str]:
         "",
         "## Privacy",
         "",
-        "Annotators appear only under a random pseudonymous id (`a-` followed by "
-        "12 hex digits). No names, e-mail addresses, account names or "
+        _pseudonyms(stats["collection"]["ids_not_drawn"])
+        + " No names, e-mail addresses, account names or "
         "recruiting-platform ids are exported, and nothing of annotators who asked "
         "to be forgotten. Demographics: "
         + (
@@ -335,6 +327,125 @@ def _collection(study, options, asked, stats) -> list[str]:
         f"`{options.license}` (set by the study's researchers at export).",
         "",
     ]
+
+
+SOURCES = {
+    "invite": "an invite link",
+    "prolific": "a Prolific link",
+    "staff": "an account made by staff",
+    "demo": "the demo",
+    "import": "an import",
+}
+
+
+def _timed(n: int, of: int, what: str) -> str:
+    """How many of ``of`` ratings carry a time on item: "all 600 carry
+    ``what``", "none carries one", "12 of the 600 carry ``what``"."""
+    if n == of:
+        return f"all {of:,} carry {what}" if of > 1 else f"it carries {what}"
+    return "none carries one" if n == 0 else f"{n:,} of the {of:,} carry {what}"
+
+
+def _how_collected(study, stats) -> list[str]:
+    """Paragraphs of "How it was collected", each sentence from a count."""
+    c = stats["collection"]
+    out = []
+    if c["collected"]:
+        out += [_collected_here(study, stats), ""]
+    if c["imported"]:
+        out += [
+            f"{c['imported']:,} of the ratings were imported from another dataset "
+            "rather than collected here; of those, "
+            + _timed(
+                c["imported_timed"], c["imported"], "the time on item recorded there"
+            )
+            + ".",
+            "",
+        ]
+    shown = _shown_again(stats["shown_again"], collected=c["collected"])
+    return out + ([shown, ""] if shown else [])
+
+
+def _collected_here(study, stats) -> str:
+    c = stats["collection"]
+    people = sum(c["sources"].values())
+    over = stats["images_over_target"]
+    return " ".join(
+        [
+            f"{c['collected']:,} ratings were collected here, each answering an "
+            f"assignment Palate's engine dealt, by {people:,} "
+            f"{'annotator who' if people == 1 else 'annotators who'} joined "
+            "through "
+            + ", ".join(f"{SOURCES.get(s, s)} ({n:,})" for s, n in c["sources"].items())
+            + f"; {stats['consented']:,} of them consented in this study.",
+            f"The engine deals each image until it has {study.raters_per_image} "
+            "valid ratings (the study's target) and gives an annotator each image "
+            "to rate at most once (a database constraint); here "
+            f"{stats['images_complete']:,} of the {stats['images_rated']:,} rated "
+            "images reached the target"
+            + (f" and {over:,} carry more ratings than it." if over else "."),
+            _per_annotator(c["per_annotator"], study.quota_per_annotator),
+            "Time on item (`time_on_item_ms`) is measured by the server, from the "
+            "moment the image was shown to the rating; of the ratings collected "
+            "here, " + _timed(c["collected_timed"], c["collected"], "it") + ".",
+        ]
+    )
+
+
+def _per_annotator(per: list[int], quota: int) -> str:
+    if per[0] == per[-1]:
+        spread = f"Every annotator has {per[0]:,} ratings in this export"
+    else:
+        spread = (
+            f"Annotators have {per[0]:,} to {per[-1]:,} ratings each in this "
+            f"export (median {statistics.median(per):g})"
+        )
+    return f"{spread}; the study's quota is {quota} per annotator."
+
+
+def _shown_again(items: dict, *, collected: int) -> str:
+    """What annotators were shown between counted images (never in the export)."""
+    said = []
+    if items["repeat"]:
+        said.append(
+            f"Quality control showed {items['repeat']:,} repeats: an image the "
+            "annotator had already rated, shown again later to measure "
+            "test-retest reliability."
+        )
+    if items["attention"]:
+        said.append(
+            f"{'It' if said else 'Quality control'} showed "
+            f"{items['attention']:,} attention checks (images that are not part of "
+            "the dataset)."
+        )
+    if items["blind"]:
+        said.append(
+            f"Prompt steering showed {items['blind']:,} images in blind paired tests."
+        )
+    again = items["rated_image_again"]
+    if again:
+        said.append(
+            f"In all, an annotator was shown an image they had already rated "
+            f"{again:,} times."
+        )
+    elif collected:
+        said.append("No annotator was shown an image they had already rated.")
+    if said and any(items.values()):
+        said.append("Answers to these items are not ratings and are not exported.")
+    return " ".join(said)
+
+
+def _pseudonyms(not_drawn: int) -> str:
+    if not not_drawn:
+        return (
+            "Annotators appear only under a random pseudonymous id (`a-` followed "
+            "by 12 hex digits)."
+        )
+    return (
+        "Annotators appear only under pseudonymous ids: random ones Palate drew "
+        f"(`a-` followed by 12 hex digits) and {not_drawn:,} kept as the imported "
+        "dataset gave them."
+    )
 
 
 def _loading(options) -> list[str]:

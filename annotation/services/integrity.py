@@ -8,8 +8,9 @@ Invariants (per image, and across the rating table):
   unswept lease still holds its slot);
 * valid ratings plus live leases never exceed ``target_ratings``;
 * no (image, annotator) pair has two ratings or two assignments;
-* no valid rating and no live lease belongs to an excluded or erased annotator
-  (no live lease to any annotator who is not active).
+* no valid rating and no live lease belongs to an excluded or erased annotator,
+  or to an annotator excluded from that study (its participation); no live
+  lease to any annotator who is not active.
 
 ``integrity_repair`` fixes what can be fixed from the rows, image by image, under
 the engine's lock order (Assignment -> Rating -> Image).
@@ -19,16 +20,35 @@ import logging
 from dataclasses import asdict, dataclass, field
 
 from django.db import connection, transaction
-from django.db.models import Count, Q
+from django.db.models import Count, Exists, OuterRef, Q
 from django.utils import timezone
 
-from ..models import Annotator, Assignment, Image, IntegrityAlert, Rating
+from ..models import (
+    Annotator,
+    Assignment,
+    Image,
+    IntegrityAlert,
+    Participation,
+    Rating,
+)
 
 logger = logging.getLogger("annotation.integrity")
 
-_NOT_ACTIVE = ~Q(annotator__status=Annotator.Status.ACTIVE)
-_EXCLUDED = Q(annotator__status=Annotator.Status.EXCLUDED) | Q(
-    annotator__erased_at__isnull=False
+# The row's own study excluded its annotator (``participation_exclude``).
+_EXCLUDED_HERE = Q(
+    Exists(
+        Participation.objects.filter(
+            annotator_id=OuterRef("annotator_id"),
+            study_id=OuterRef("study_id"),
+            status=Participation.Status.EXCLUDED,
+        )
+    )
+)
+_NOT_ACTIVE = ~Q(annotator__status=Annotator.Status.ACTIVE) | _EXCLUDED_HERE
+_EXCLUDED = (
+    Q(annotator__status=Annotator.Status.EXCLUDED)
+    | Q(annotator__erased_at__isnull=False)
+    | _EXCLUDED_HERE
 )
 
 
@@ -132,8 +152,9 @@ def integrity_check(*, study_id: int | None = None) -> Drift:
 def integrity_repair(*, study_id: int | None = None) -> Drift:
     """Repair every image that drifted; returns the drift found before repairing.
 
-    Per image, in one transaction: ratings of excluded or erased annotators become
-    invalid, leases of annotators who are not active expire, a surplus over the
+    Per image, in one transaction: ratings of excluded or erased annotators (or
+    of annotators excluded from the image's study) become invalid, leases of
+    annotators who are not active (or excluded there) expire, a surplus over the
     target (only possible after counters were changed by hand) is shed, newest
     live lease first, then newest valid rating (kept, marked invalid), and the
     counters are set from the rows. Duplicate pairs cannot be repaired here (the
@@ -164,13 +185,24 @@ def _image_repair(image_id: int) -> None:
             .order_by("pk")
         )
         image = Image.objects.select_for_update(no_key=True).get(pk=image_id)
+        excluded_here = set(
+            Participation.objects.filter(
+                study_id=image.study_id, status=Participation.Status.EXCLUDED
+            ).values_list("annotator_id", flat=True)
+        )
         live = [a for a in assignments if a.status == Assignment.Status.LEASED]
-        stale = [a for a in live if a.annotator.status != Annotator.Status.ACTIVE]
+        stale = [
+            a
+            for a in live
+            if a.annotator.status != Annotator.Status.ACTIVE
+            or a.annotator_id in excluded_here
+        ]
         invalid = [
             r
             for r in ratings
             if r.annotator.status == Annotator.Status.EXCLUDED
             or r.annotator.erased_at is not None
+            or r.annotator_id in excluded_here
         ]
         live = [a for a in live if a not in stale]
         ratings = [r for r in ratings if r not in invalid]

@@ -1,5 +1,11 @@
-"""Staff actions on annotators (pause, resume, exclude), each in the audit log,
-and the annotator's own pause, which keeps their images for them."""
+"""Staff actions on annotators (pause, resume, exclude from a study, exclude
+from every study), each in the audit log, and the annotator's own pause, which
+keeps their images for them.
+
+Excluding acts on one study's participation (``participation_exclude``): the
+annotator's ratings in other studies stay valid. Excluding a person everywhere is
+its own action (``annotator_exclude_everywhere``), logged once per study it
+touches."""
 
 from datetime import datetime, timedelta
 
@@ -11,7 +17,12 @@ from django.utils import timezone
 from core.exceptions import Conflict, InvalidInput
 
 from ..models import Annotator, Assignment, ModerationEvent, Participation, Study
-from .engine import annotator_set_status
+from ..selectors_moderation import exclusion_effects
+from .engine import (
+    annotator_lock_for_change,
+    annotator_release_slots,
+    annotator_set_status,
+)
 
 # How long an annotator's leases are kept through a pause. Longer than a lease,
 # so a coffee break loses nothing; bounded, so an abandoned tab still gives its
@@ -22,17 +33,11 @@ _TARGET = {
     ModerationEvent.Action.PAUSE: Annotator.Status.PAUSED,
     ModerationEvent.Action.AUTO_PAUSE: Annotator.Status.PAUSED,
     ModerationEvent.Action.RESUME: Annotator.Status.ACTIVE,
-    ModerationEvent.Action.EXCLUDE: Annotator.Status.EXCLUDED,
 }
 _ALLOWED_FROM = {
     ModerationEvent.Action.PAUSE: {Annotator.Status.ACTIVE},
     ModerationEvent.Action.AUTO_PAUSE: {Annotator.Status.ACTIVE},
     ModerationEvent.Action.RESUME: {Annotator.Status.PAUSED},
-    ModerationEvent.Action.EXCLUDE: {
-        Annotator.Status.ACTIVE,
-        Annotator.Status.PAUSED,
-        Annotator.Status.BANNED,
-    },
 }
 
 
@@ -46,10 +51,20 @@ def annotator_moderate(
 ) -> ModerationEvent:
     """Pause, resume or exclude an annotator and log who did it, when and why.
 
-    Excluding invalidates their ratings and reopens the slots (training and
-    exports read valid ratings only); it cannot be undone by resuming, because
-    the reopened slots may already be filled by others.
+    Pausing and resuming act on the annotator (every study). Excluding acts on
+    ``study`` only (``participation_exclude``); ``exclude_all`` excludes from
+    every study (``annotator_exclude_everywhere``; returns the first event).
     """
+    if action == ModerationEvent.Action.EXCLUDE:
+        if study is None:
+            raise InvalidInput("Say which study to exclude from, or use exclude_all.")
+        return participation_exclude(
+            annotator=annotator, study=study, user=user, reason=reason
+        )
+    if action == ModerationEvent.Action.EXCLUDE_ALL:
+        return annotator_exclude_everywhere(
+            annotator=annotator, user=user, reason=reason
+        )[0]
     if action not in _TARGET:
         raise InvalidInput(f"Unknown action '{action}'.")
     with transaction.atomic():
@@ -69,10 +84,99 @@ def annotator_moderate(
             action=action,
             reason=reason,
             slots_reopened=reopened,
-            user=user if getattr(user, "is_authenticated", False) else None,
+            user=_staff(user),
         )
     annotator.status = _TARGET[action]
     return event
+
+
+def _staff(user):
+    return user if getattr(user, "is_authenticated", False) else None
+
+
+def participation_exclude(
+    *,
+    annotator: Annotator,
+    study: Study,
+    user=None,
+    reason: str = "",
+    now: datetime | None = None,
+) -> ModerationEvent:
+    """Exclude the annotator from ``study`` only: their valid ratings there become
+    invalid and their leases there end, reopening those slots; their claims and
+    ratings there are refused from now on. Other studies are untouched. Final:
+    the reopened slots may be filled by others.
+
+    Lock order as everywhere: the Annotator (``FOR NO KEY UPDATE``, so a claim or
+    rating in flight, which holds it ``FOR SHARE``, commits first and is undone
+    here, or waits and is refused), then the Participation, then its rows.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        locked = annotator_lock_for_change(annotator_id=annotator.pk)
+        if locked.status == Annotator.Status.EXCLUDED:
+            raise Conflict(
+                f"Annotator {locked.public_id} is excluded from every study already."
+            )
+        part, _ = Participation.objects.select_for_update(no_key=True).get_or_create(
+            annotator=locked, study=study
+        )
+        if part.status == Participation.Status.EXCLUDED:
+            raise Conflict(
+                f"Annotator {locked.public_id} is already excluded from {study.name}."
+            )
+        part.status, part.excluded_at = Participation.Status.EXCLUDED, now
+        part.save(update_fields=["status", "excluded_at"])
+        reopened = annotator_release_slots(
+            annotator=locked, invalidate_ratings=True, now=now, study=study
+        )
+        return ModerationEvent.objects.create(
+            annotator=locked,
+            study=study,
+            action=ModerationEvent.Action.EXCLUDE,
+            reason=reason,
+            slots_reopened=reopened,
+            user=_staff(user),
+        )
+
+
+def annotator_exclude_everywhere(
+    *, annotator: Annotator, user=None, reason: str = ""
+) -> list[ModerationEvent]:
+    """Exclude the annotator from every study (``annotator_set_status``): all
+    their valid ratings become invalid, every participation is excluded. Logged
+    once per study it touches, with that study's slots (counted under the
+    annotator's lock, which holds every claim and rating of theirs off)."""
+    with transaction.atomic():
+        locked = annotator_lock_for_change(annotator_id=annotator.pk)
+        if locked.status == Annotator.Status.EXCLUDED:
+            raise Conflict(
+                f"Annotator {locked.public_id} is excluded from every study already."
+            )
+        effects = exclusion_effects(annotator=locked)
+        annotator_set_status(
+            annotator=locked, status=Annotator.Status.EXCLUDED, reason=reason
+        )
+        events = [
+            ModerationEvent.objects.create(
+                annotator=locked,
+                study=effect.study,
+                action=ModerationEvent.Action.EXCLUDE_ALL,
+                reason=reason,
+                slots_reopened=effect.slots,
+                user=_staff(user),
+            )
+            for effect in effects
+        ] or [
+            ModerationEvent.objects.create(
+                annotator=locked,
+                action=ModerationEvent.Action.EXCLUDE_ALL,
+                reason=reason,
+                user=_staff(user),
+            )
+        ]
+    annotator.status = Annotator.Status.EXCLUDED
+    return events
 
 
 def participation_pause(

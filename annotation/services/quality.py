@@ -23,7 +23,8 @@ from math import sqrt
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Avg, Count, FloatField, IntegerField, Subquery
+from django.db.models import Avg, Count, FloatField, IntegerField, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from core.exceptions import Conflict, InvalidInput, NotFound
@@ -411,21 +412,34 @@ def _schedule(
 
 
 def _pick_check(study: Study, annotator_id: int) -> AttentionCheck | None:
-    """A check this annotator has not seen yet, else any (random among them).
+    """One of the checks dealt to this annotator the fewest times (random among
+    them): every check is dealt once before any is dealt twice, and so on.
 
     The chosen check is read again, still active, and on PostgreSQL locked FOR
     KEY SHARE: a concurrent ``attention_check_remove`` then waits for this rating
     to commit and finds the new item (so it retires the check rather than delete
     it under the item); a check removed first is simply not dealt."""
     checks = AttentionCheck.objects.filter(study=study, is_active=True)
-    seen = StreamItem.objects.filter(
-        annotator_id=annotator_id, kind=StreamItem.Kind.ATTENTION
-    ).values("check_item_id")
-    fresh = list(checks.exclude(pk__in=seen).values_list("pk", flat=True)[:50])
-    pool = fresh or list(checks.values_list("pk", flat=True)[:50])
-    if not pool:
+    dealt = (
+        StreamItem.objects.filter(
+            annotator_id=annotator_id,
+            kind=StreamItem.Kind.ATTENTION,
+            check_item_id=OuterRef("pk"),
+        )
+        .order_by()
+        .values("check_item_id")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    counts = list(
+        checks.annotate(
+            n=Coalesce(Subquery(dealt, output_field=IntegerField()), 0)
+        ).values_list("pk", "n")
+    )
+    if not counts:
         return None
-    pk = _rng.choice(pool)
+    fewest = min(n for _, n in counts)
+    pk = _rng.choice([pk for pk, n in counts if n == fewest])
     if connection.vendor != "postgresql":  # SQLite: one writer at a time anyway
         return checks.filter(pk=pk).first()
     table = AttentionCheck._meta.db_table
@@ -446,13 +460,15 @@ def stream_item_next(
     finished: bool = False,
     now: datetime | None = None,
 ) -> StreamItem | None:
-    """The uncounted item due now (its ``due_after`` reached; any pending item
-    once the annotator has no counted images left), marked as shown."""
+    """The uncounted item due now (a counted rating made since its ``due_after``;
+    any pending item once the annotator has no counted images left), marked as
+    shown. The pages and the API deal through ``items.items_deal``, which keeps
+    this rule and also names the item after it."""
     qs = StreamItem.objects.filter(
         annotator=annotator, study=study, status=StreamItem.Status.PENDING
     )
     if not finished:
-        qs = qs.filter(due_after__lte=rated)
+        qs = qs.filter(due_after__lt=rated)
     item = qs.select_related("check_item", "image").order_by("due_after", "pk").first()
     if item is not None and item.shown_at is None:
         item.shown_at = now or timezone.now()
@@ -489,12 +505,16 @@ def stream_item_answer(
             raise InvalidInput(
                 f"score must be between {study.scale_min} and {study.scale_max}."
             )
+        # The engine's words for a counted image (engine.rating_submit): the
+        # answer must not tell the kinds apart.
         if item.status == StreamItem.Status.ANSWERED:
             if item.score == score:
                 return item, False
-            raise Conflict("You already answered this image.")
+            raise Conflict(
+                f"You already rated this image {item.score}; ratings cannot be changed."
+            )
         if item.status == StreamItem.Status.SKIPPED:
-            raise Conflict("You skipped this image.")
+            raise Conflict("You skipped this image, so it can no longer be rated.")
         item.score = score
         item.status = StreamItem.Status.ANSWERED
         item.answered_at = now
@@ -527,9 +547,12 @@ def _fold_answer(item: StreamItem, study: Study) -> None:
 def stream_item_skip(
     *, item_id: int, annotator: Annotator, now: datetime | None = None
 ) -> StreamItem:
-    """Skip an uncounted item (never held against the annotator)."""
+    """Skip an uncounted item (never held against the annotator). Like
+    ``engine.assignment_skip``: again is a no-op, after an answer a Conflict."""
     with transaction.atomic():
         item = _locked_item(item_id, annotator)
+        if item.status == StreamItem.Status.ANSWERED:
+            raise Conflict("You already rated this image.")
         if item.status == StreamItem.Status.PENDING:
             item.status = StreamItem.Status.SKIPPED
             item.answered_at = now or timezone.now()

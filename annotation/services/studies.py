@@ -104,11 +104,13 @@ def image_create(
     prompt: str = "",
     domain: str = "",
     provenance: dict | None = None,
+    journal=None,
 ) -> Image:
     """Validate and store one image and open its rating slots.
 
     Raises InvalidInput for non-images, oversize images and duplicates (same bytes
-    already in this study).
+    already in this study). ``journal`` (a ``media_journal.MediaJournal``) is
+    told the file's name before it is written (imports: no file without its row).
     """
     info = image_inspect(data=data, name=filename)
     if Image.objects.filter(study=study, sha256=info.sha256).exists():
@@ -136,14 +138,19 @@ def image_create(
         name=f"{info.sha256}.{info.extension}",
         data=info.data,
         duplicate=f"{filename}: this image is already in study '{study.slug}'.",
+        journal=journal,
     )
 
 
-def file_and_row_save(row, *, name: str, data: bytes, duplicate: str):
+def file_and_row_save(row, *, name: str, data: bytes, duplicate: str, journal=None):
     """Write ``row``'s file, then the row; a row that fails takes its file with it.
     A unique constraint that refuses it (the same image, e.g. uploaded twice at
     the same instant, past the caller's own look) is ``InvalidInput(duplicate)``."""
+    if journal is not None:
+        journal.add(row.file.field.generate_filename(row, name))
     row.file.save(name, ContentFile(data), save=False)
+    if journal is not None:
+        journal.add(row.file.name)  # the storage may have picked another name
     try:
         with transaction.atomic():
             row.save()

@@ -1,7 +1,9 @@
 """Uncounted items put into one annotator's stream on request (e.g. a blind
 comparison that another app wants this annotator to judge).
 
-They are ordinary stream items of kind ``blind``: shown next, in the order given,
+They are ordinary stream items of kind ``blind``: shown after the annotator's next
+counted rating (the image after the one on screen is already preloaded; see
+``items``), one after the other in the order given,
 rated on the study's scale like any image, never a Rating (so no image's
 ``target_ratings`` bookkeeping sees them) and never folded into the quality
 statistics. Whoever asked reads the answers back with
@@ -24,7 +26,7 @@ MAX_ITEMS = 10
 def uncounted_items_create(
     *, annotator: Annotator, study: Study, images: list[Image], payload: dict
 ) -> list[StreamItem]:
-    """One pending item per image, due now, shown in the order given."""
+    """One pending item per image, due after the next rating, in the order given."""
     if not images or len(images) > MAX_ITEMS:
         raise InvalidInput(f"Between 1 and {MAX_ITEMS} images.")
     if not Participation.objects.filter(

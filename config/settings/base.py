@@ -165,6 +165,9 @@ USE_TZ = True
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = Path(os.environ.get("DJANGO_STATIC_ROOT", DATA_DIR / "staticfiles"))
+# Files browsers ask for at the site's root (/favicon.ico: the admin, the API docs
+# and any page without a <link rel="icon">), served by whitenoise.
+WHITENOISE_ROOT = BASE_DIR / "static" / "root"
 MEDIA_URL = "/media/"
 MEDIA_ROOT = Path(os.environ.get("DJANGO_MEDIA_ROOT", DATA_DIR / "media"))
 STORAGES = {
@@ -208,6 +211,10 @@ SPECTACULAR_SETTINGS = {
         "TrainingRunStatusEnum": "rewardmodel.models.TrainingRun.Status",
         "ModelVersionStatusEnum": "rewardmodel.models.ModelVersion.Status",
     },
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "core.schema.document_error_responses",
+    ],
 }
 
 # --- Celery -----------------------------------------------------------------

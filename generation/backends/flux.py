@@ -9,7 +9,7 @@ Protocol (from BFL's API reference and integration guidelines):
 * ``GET polling_url`` (with ``x-key``) answers ``{"id", "status", "result",
   "progress", "details"}``: ``Pending`` → keep polling; ``Ready`` →
   ``result.sample`` is a signed URL, valid for 10 minutes, to download without the
-  key (it may redirect: followed); ``Request Moderated`` / ``Content Moderated``
+  key (it may redirect); ``Request Moderated`` / ``Content Moderated``
   → refused; ``Task not found`` → gone; ``Error`` → failed on their side (the
   message is in ``details``).
 * HTTP 429 (too many active tasks), 500, 502, 503, 504 and 408 are transient;
@@ -23,6 +23,13 @@ task is submitted only when the old one is known to be gone (``Task not found``,
 
 Parameters are checked per model at job creation (``MODELS``), so a job BFL
 would answer with 422 is refused before anything is queued.
+
+The key goes only where it belongs (``urls``): a ``polling_url`` is polled only
+when it is on the configured API host or a BFL regional host under the same
+domain (``api.eu.bfl.ai`` for ``api.bfl.ai``), over the configured scheme
+(HTTPS in production); anything else is refused, unpolled. Samples are
+downloaded without the key, following at most ``MAX_REDIRECTS`` redirects (never
+from HTTPS down to HTTP), streamed and refused past ``PALATE_MAX_UPLOAD_BYTES``.
 
 The API key comes from ``BFL_API_KEY``; ``BFL_API_BASE_URL`` (default
 ``https://api.bfl.ai``) lets tests point the client at a fake server.
@@ -48,6 +55,7 @@ from .base import (
     TransientError,
 )
 from .http import check_image, parse_retry_after, short
+from .urls import download_capped, key_allowed
 
 TRANSIENT_HTTP = {408, 425, 429, 500, 502, 503, 504}
 MODERATED = {"Request Moderated", "Content Moderated"}
@@ -227,6 +235,13 @@ class FluxBackend(Backend):
     ) -> dict:
         interval = float(req.param("poll_interval", 1.0))
         deadline = time.monotonic() + float(req.param("poll_timeout", 240.0))
+        if not key_allowed(task.polling_url, _base_url()):
+            _forget(req)
+            raise PermanentError(
+                f"FLUX answered a polling_url outside its API "
+                f"({short(task.polling_url, 200)}); the API key is only sent to "
+                f"{_base_url()} and its regional hosts, so it was not polled."
+            )
         while True:
             payload = _json(
                 _call(client, "GET", task.polling_url, headers=headers), "poll"
@@ -261,7 +276,13 @@ class FluxBackend(Backend):
             )
         try:
             # A signed delivery URL: no key, and it may redirect to the blob.
-            return _call(client, "GET", sample, follow_redirects=True).content
+            return download_capped(
+                client,
+                sample,
+                base_url=_base_url(),
+                max_bytes=settings.PALATE_MAX_UPLOAD_BYTES,
+                check=_check_status,
+            )
         except PermanentError as exc:
             if exc.provider_status in (403, 404, 410):
                 # Signed URLs live 10 minutes; the result is gone with it.
@@ -380,8 +401,14 @@ def _call(client, method: str, url: str, **kwargs):
         raise TransientError(f"FLUX request timed out ({type(exc).__name__}).") from exc
     except httpx.TransportError as exc:
         raise TransientError(f"FLUX connection failed: {exc}.") from exc
+    _check_status(response)
+    return response
+
+
+def _check_status(response) -> None:
+    """Our error for a 4xx/5xx answer (the body must be read, or small)."""
     if response.status_code < 400:
-        return response
+        return
     detail = _error_detail(response)
     if response.status_code in TRANSIENT_HTTP:
         raise TransientError(

@@ -77,6 +77,7 @@ class TrainingRunSerializer(serializers.ModelSerializer):
             "stage",
             "error",
             "version",
+            "comparison",
             "created_at",
             "started_at",
             "finished_at",
@@ -87,7 +88,33 @@ class TrainingRunSerializer(serializers.ModelSerializer):
         return version.pk if version else None
 
 
+class HeldOutFigureSerializer(serializers.Serializer):
+    split = serializers.CharField(help_text="test_seen: known annotators, new images")
+    mean = serializers.FloatField(help_text="mean per-annotator pairwise accuracy")
+    ci95 = serializers.ListField(
+        child=serializers.FloatField(),
+        allow_null=True,
+        help_text="95% interval over annotators (normal approximation)",
+    )
+    n_annotators = serializers.IntegerField(allow_null=True)
+
+
 class ModelVersionSerializer(serializers.ModelSerializer):
+    test_pairwise_accuracy = HeldOutFigureSerializer(
+        source="test_accuracy",
+        read_only=True,
+        allow_null=True,
+        help_text="The held-out figure: pairwise accuracy on the test split "
+        "(null when too few held-out ratings).",
+    )
+    promotion_comparison = serializers.JSONField(
+        source="training_run.comparison",
+        read_only=True,
+        default=dict,
+        help_text="This version against the version active when it was trained, "
+        "on the same held-out ratings (what automatic promotion decided on).",
+    )
+
     class Meta:
         model = ModelVersion
         fields = [
@@ -102,6 +129,8 @@ class ModelVersionSerializer(serializers.ModelSerializer):
             "config",
             "data_counts",
             "metrics",
+            "test_pairwise_accuracy",
+            "promotion_comparison",
             "primary_metric",
             "checkpoint_path",
             "checkpoint_sha256",

@@ -2,7 +2,7 @@
 services; nothing here imports torch, not even on a predict (``inference`` is numpy)."""
 
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.decorators import api_view, permission_classes
 from rest_framework.exceptions import ValidationError
@@ -11,7 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from annotation.models import Study
-from core.pagination import BoundedLimitOffsetPagination, paginated
+from core.pagination import PAGE_PARAMETERS, BoundedLimitOffsetPagination, paginated
 
 from .. import selectors, services
 from ..models import AnnotatorMetric, ModelVersion, TrainingRun
@@ -34,7 +34,12 @@ def _paginated(request: Request, queryset, serializer_class) -> Response:
 
 
 @extend_schema(
-    request=TrainingRequestSerializer, responses={201: TrainingRunSerializer}
+    request=TrainingRequestSerializer,
+    responses={
+        201: TrainingRunSerializer,
+        404: OpenApiResponse(description="No such study."),
+        409: OpenApiResponse(description="A training run is already running."),
+    },
 )
 @api_view(["POST"])
 @permission_classes([IsAdminUser])
@@ -61,10 +66,7 @@ def training_detail(request: Request, run_id: int) -> Response:
     return Response(TrainingRunSerializer(run).data)
 
 
-_PAGE = [
-    OpenApiParameter("limit", int, description="Page size (at most 1000)."),
-    OpenApiParameter("offset", int, description="Rows to skip."),
-]
+_PAGE = PAGE_PARAMETERS
 
 
 @extend_schema(responses=paginated(ModelVersionSerializer), parameters=_PAGE)
@@ -101,7 +103,12 @@ def version_annotators(request: Request, version_id: int) -> Response:
 
 @extend_schema(
     request=PredictRequestSerializer,
-    responses={200: PredictResponseSerializer, 202: PredictResponseSerializer},
+    responses={
+        200: PredictResponseSerializer,
+        202: PredictResponseSerializer,
+        404: OpenApiResponse(description="No such annotator or model version."),
+        409: OpenApiResponse(description="No model version to predict with yet."),
+    },
 )
 @api_view(["POST"])
 @permission_classes([IsAdminUser])

@@ -1,6 +1,7 @@
 """Writes for the reward model, one module per sub-domain:
 
-* ``runs``: training runs (create, enqueue, execute, stale runs, nightly);
+* ``runs``: training runs (create, enqueue, execute, stale runs, schedule);
+* ``nightly``: which versions a night retrains, one run after another;
 * ``pipeline``: one run's work, from snapshot to stored version;
 * ``versions``: promotion (on validation), rollback, version events;
 * ``external``: external population scores.
@@ -9,13 +10,12 @@ The names below are the app's public write API; import them from here.
 """
 
 from .external import external_scores_import
+from .nightly import nightly_plan, training_nightly, training_nightly_step
 from .runs import (
     QUEUE_TIMEOUT,
     STALE_AFTER,
     embeddings_enqueue,
-    new_ratings_since_last_run,
     nightly_schedule_set,
-    training_nightly,
     training_run_create,
     training_run_enqueue,
     training_run_execute,
@@ -33,9 +33,10 @@ __all__ = [
     "external_scores_import",
     "model_version_promote",
     "model_version_rollback",
-    "new_ratings_since_last_run",
+    "nightly_plan",
     "nightly_schedule_set",
     "training_nightly",
+    "training_nightly_step",
     "training_run_create",
     "training_run_enqueue",
     "training_run_execute",

@@ -7,11 +7,13 @@ study ratings (``annotation.services.ratings_import``).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from django.db import transaction
 
 from annotation.models import Image, Study
+from annotation.services.import_input import inside
 from core.exceptions import InvalidInput
 
 from ..models import ExternalItem, ExternalScore, ExternalSource
@@ -26,10 +28,13 @@ def _scores(rows: list[dict]) -> list[float]:
                 "as study ratings with import_ratings, not as external scores."
             )
         try:
-            out.append(float(r["score"]))
+            score = float(r["score"])
+            if not math.isfinite(score):
+                raise ValueError
+            out.append(score)
         except (KeyError, TypeError, ValueError):
             raise InvalidInput(
-                f"row {n}: 'score' is missing or not a number."
+                f"row {n}: 'score' is missing or not a finite number."
             ) from None
     return out
 
@@ -74,11 +79,10 @@ class _Resolver:
                 raise InvalidInput(f"row {n}: no image with that sha256 in the study.")
             return f"image:{image_id}", image_id, ""
         if str(r.get("path") or "").strip():
-            p = Path(str(r["path"]).strip())
-            p = p if p.is_absolute() else self.base / p
-            if not p.is_file():
-                raise InvalidInput(f"row {n}: file {p} not found.")
-            return f"path:{p.resolve()}", None, str(p.resolve())
+            p = inside(
+                self.base, str(r["path"]).strip(), where=f"row {n}", field="path"
+            )
+            return f"path:{p}", None, str(p)
         raise InvalidInput(f"row {n}: needs one of 'image', 'sha256' or 'path'.")
 
 

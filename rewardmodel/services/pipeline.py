@@ -21,13 +21,16 @@ from ..models import (
     ModelVersion,
     TrainingRun,
 )
+from .comparison import version_compare_with_active
 from .runs import ProgressFn, RunLog, run_progress
 from .versions import file_sha256
 
 MIN_RATINGS = 10
 
 
-def embedding_matrix_for(snap, *, backbone: str, report) -> tuple[np.ndarray, dict]:
+def embedding_matrix_for(
+    snap, *, backbone: str, report, log=None
+) -> tuple[np.ndarray, dict]:
     """Embed what is missing (study images and external items with files) and
     return one matrix whose rows follow the snapshot."""
     from .. import embeddings as E
@@ -37,6 +40,7 @@ def embedding_matrix_for(snap, *, backbone: str, report) -> tuple[np.ndarray, di
         backbone=backbone,
         image_ids=snap.image_ids,
         on_progress=lambda i, n: report(i / max(n, 1)),
+        log=log,
     )
     items = list(
         ExternalItem.objects.filter(pk__in=list(snap.ext_item_rows)).order_by("pk")
@@ -72,7 +76,7 @@ def model_version_build(
 ) -> ModelVersion:
     from .. import data as D
     from ..threads import compute_threads
-    from ..training import DEFAULT_CONFIG, train_and_evaluate
+    from ..training import DEFAULT_CONFIG, fields_text, train_and_evaluate
 
     cfg = {**DEFAULT_CONFIG, **run.config}
     cfg["seed"] = int(cfg.get("seed", 0))
@@ -82,7 +86,7 @@ def model_version_build(
     run_progress(run, on_progress, "snapshot", 0.01)
     snap = D.snapshot_take(study_id=run.study_id)
     TrainingRun.objects.filter(pk=run.pk).update(last_rating_id=snap.last_rating_id)
-    log(f"snapshot: {snap.counts}")
+    log(f"snapshot: {fields_text(snap.counts)}")
     if snap.r_score.size < MIN_RATINGS:
         from core.exceptions import InvalidInput
 
@@ -94,6 +98,7 @@ def model_version_build(
         snap,
         backbone=backbone,
         report=lambda f: run_progress(run, on_progress, "embedding", 0.02 + 0.6 * f),
+        log=log,
     )
     log(f"embeddings: {info['computed']} computed, rest cached")
     weights_loaded, warning = _weights_warning(
@@ -102,6 +107,11 @@ def model_version_build(
     run_progress(run, on_progress, "fitting", 0.65)
     with compute_threads():
         result = train_and_evaluate(snap=snap, emb=emb, cfg=cfg, log=log)
+        run_progress(run, on_progress, "comparing with the active version", 0.9)
+        comparison = version_compare_with_active(
+            run=run, snap=snap, emb=emb, result=result, backbone=backbone, log=log
+        )
+    TrainingRun.objects.filter(pk=run.pk).update(comparison=comparison)
     run_progress(run, on_progress, "saving", 0.95)
     path = _checkpoint_write(run, result, snap, backbone, weights_loaded)
     version = _record(

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from django.db import IntegrityError, transaction
-from django.db.models import Max
 from django.utils import timezone
 
 from annotation.models import Study
@@ -256,35 +255,6 @@ def nightly_schedule_set(*, hour: int, minute: int, enabled: bool = True):
         task.enabled = enabled
         task.save(update_fields=["crontab", "enabled"])
     return task
-
-
-def new_ratings_since_last_run(*, study_id: int | None = None) -> bool:
-    from ..data import ratings_queryset
-
-    newest = ratings_queryset(study_id=study_id).aggregate(m=Max("pk"))["m"]
-    if newest is None:
-        return False
-    last = TrainingRun.objects.filter(
-        status=TrainingRun.Status.SUCCEEDED, study_id=study_id
-    ).aggregate(m=Max("last_rating_id"))["m"]
-    return last is None or newest > last
-
-
-def training_nightly(*, study: Study | None = None) -> TrainingRun:
-    """The nightly entry point: a run when ratings arrived since the last
-    successful run, else a run recorded as skipped (so the admin sees it ran).
-    The beat entry itself is created by migration 0002 (editable in the admin)."""
-    training_runs_fail_stale()
-    study_id = study.pk if study else None
-    if not new_ratings_since_last_run(study_id=study_id):
-        return TrainingRun.objects.create(
-            study=study,
-            trigger=TrainingRun.Trigger.SCHEDULE,
-            status=TrainingRun.Status.SKIPPED,
-            stage="no new ratings",
-            finished_at=timezone.now(),
-        )
-    return training_run_create(study=study, trigger=TrainingRun.Trigger.SCHEDULE)
 
 
 def embeddings_enqueue(*, image_ids: list[int], backbone: str) -> None:

@@ -1,8 +1,13 @@
-"""Model versions: promotion on the validation metric, rollback, events.
+"""Model versions: promotion on a paired held-out comparison, rollback, events.
 
 One version is active per study (and one for runs over every study): a database
-constraint. Promotion compares ``primary_metric``, which is a validation figure
-(val_seen pairwise accuracy): no decision here ever reads a test metric.
+constraint. Automatic promotion reads the comparison its training run made
+(``services.comparison``): the new and the active version scored on the same
+test-split ratings, newer than the active version's training data. A version
+is promoted when its mean pairwise accuracy there is at least the active one's;
+without such a comparison (no new held-out rating, another active version since)
+the active version stays. ``primary_metric`` (the validation grid's best) is no
+longer compared: two of them come from different data.
 """
 
 from __future__ import annotations
@@ -67,33 +72,46 @@ def _activate(version: ModelVersion, reason: str) -> ModelVersion | None:
     return previous
 
 
-def _fmt(v) -> str:
-    return "none" if v is None else f"{v:.4f}"
-
-
 def _decision(version, active, *, force: bool, reason: str) -> tuple[bool, str]:
-    new, old = version.primary_metric, active.primary_metric if active else None
+    from ..comparison import comparison_text
+
+    run = version.training_run
+    comparison = (run.comparison if run is not None else None) or {}
+    said = comparison_text(comparison, new=f"v{version.pk}")
     if force:
-        return True, f"forced ({reason})" if reason else "forced"
+        why = f"forced ({reason})" if reason else "forced"
+        return True, f"{why}; {said}" if said else why
     if active is None:
-        why = "first version: no active version to compare with"
-    elif new is not None and (old is None or new >= old):
-        why = f"validation metric {new:.4f} ≥ active v{active.pk}'s {_fmt(old)}"
-    else:
-        return False, (
-            f"validation metric {_fmt(new)} < active v{active.pk}'s {_fmt(old)}: "
-            "kept as a candidate"
+        ok, why = True, "first version: no active version to compare with"
+    elif comparison.get("against") != active.pk:
+        ok, why = (
+            False,
+            (
+                f"not compared with the active v{active.pk} on the same held-out "
+                "ratings: kept as a candidate"
+            ),
         )
-    return True, f"{why} ({reason})" if reason else why
+    elif not comparison.get("possible"):
+        ok, why = False, f"{said}: kept as a candidate"
+    else:
+        ok = comparison["difference"]["mean"] >= 0
+        verdict = "at least as good" if ok else "worse: kept as a candidate"
+        why = f"{said}: {verdict}"
+    return ok, f"{why} ({reason})" if reason and ok else why
 
 
 def model_version_promote(
     *, version: ModelVersion, force: bool = False, user=None, reason: str = ""
 ) -> bool:
-    """Make ``version`` active for its study if its validation metric is at least
-    the active one's (or ``force``). Records the decision and its reason."""
+    """Make ``version`` active for its study if, on its run's paired comparison
+    with the active version, it is at least as good (or ``force``). Records the
+    decision and its reason."""
     with transaction.atomic():
-        version = ModelVersion.objects.select_for_update().get(pk=version.pk)
+        version = (
+            ModelVersion.objects.select_for_update(of=("self",))
+            .select_related("training_run")
+            .get(pk=version.pk)
+        )
         active = _active_for(version)
         if active is not None and active.pk == version.pk:
             return True
@@ -132,7 +150,11 @@ def model_version_rollback(
         version = ModelVersion.objects.select_for_update().get(pk=version.pk)
         if version.is_active:
             raise Conflict(f"v{version.pk} is already the active version.")
-        why = f"rollback to v{version.pk}" + (f": {reason}" if reason else "")
+        active = _active_for(version)
+        # "Rollback" only when it goes back to an older version than the active one.
+        older = active is not None and version.pk < active.pk
+        what = f"rollback to v{version.pk}" if older else f"v{version.pk} made active"
+        why = what + (f": {reason}" if reason else "")
         previous = _activate(version, why)
         version_event_record(
             version=version,

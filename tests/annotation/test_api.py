@@ -7,7 +7,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from annotation import services
-from annotation.models import Assignment, Image, Rating
+from annotation.models import Image, Rating
 from tests.factories import (
     AnnotatorFactory,
     StudyFactory,
@@ -15,6 +15,7 @@ from tests.factories import (
     make_images,
     png_bytes,
 )
+from tests.items import row_of, token_of
 
 pytestmark = pytest.mark.django_db
 
@@ -56,7 +57,8 @@ def test_claim_rate_repeat_conflict_cycle(api_for, study, annotator):
     r = api.post(next_url(study))
     assert r.status_code == 200
     body = r.json()
-    assert body["image_url"].endswith(".png") and body["status"] == "leased"
+    assert "/media/i/" in body["image_url"] and body["status"] == "leased"
+    assert "image" not in body  # an image id would show a repeat for what it is
     assert api.post(next_url(study)).json()["id"] == body["id"]  # same lease on retry
     url = f"/api/v1/assignments/{body['id']}/rating/"
     assert api.post(url, {"score": 5}, format="json").status_code == 201
@@ -197,7 +199,7 @@ def test_progress_counts_images_by_valid_ratings(staff_api, study, api_for):
 def test_schema_and_docs_are_served(staff_api, client, staff_user):
     r = staff_api.get("/api/v1/schema/")
     assert r.status_code == 200
-    assert b"/api/v1/assignments/{assignment_id}/rating/" in r.content
+    assert b"/api/v1/assignments/{token}/rating/" in r.content
     client.force_login(staff_user)
     docs = client.get("/api/v1/docs/")
     assert docs.status_code == 200 and b"cdn" not in docs.content.lower()
@@ -226,13 +228,14 @@ def test_claim_and_submit_query_counts(
     assert rated.status_code == 201
     # claim: token+annotator, study, annotator FOR SHARE, participation lock,
     # live leases, quota count, pick (fill level and image in one), slot
-    # update, insert, savepoint pair (one query: the pick finds an image at once)
-    with django_assert_num_queries(1 if one_statement else 11):
+    # update, insert, savepoint pair (one query: the pick finds an image at
+    # once), the ratings count and the stream items due (items.item_next)
+    with django_assert_num_queries(1 if one_statement else 13):
         claimed = api.post(next_url(study))
         assert claimed.status_code == 200
-    lease = Assignment.objects.get(pk=claimed.json()["id"])
+    lease = row_of(claimed.json()["id"])
     assert lease.annotator == annotator and lease.status == "leased"
-    assert lease.image_id != Assignment.objects.get(pk=first.json()["id"]).image_id
+    assert lease.image_id != row_of(first.json()["id"]).image_id
     assert Image.objects.get(pk=lease.image_id).lease_count == 1
     # rating: token+annotator, annotator FOR SHARE, assignment lock, image
     # update, insert, status, savepoint pair; quality control adds two (lock
@@ -240,7 +243,9 @@ def test_claim_and_submit_query_counts(
     # same query; save it). On PostgreSQL all of it is palate_submit.
     with django_assert_num_queries(1 if one_statement else 10):
         r = api.post(
-            f"/api/v1/assignments/{lease.pk}/rating/", {"score": 4}, format="json"
+            f"/api/v1/assignments/{token_of(lease)}/rating/",
+            {"score": 4},
+            format="json",
         )
         assert r.status_code == 201
     image = Image.objects.get(pk=lease.image_id)

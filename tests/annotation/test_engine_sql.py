@@ -258,8 +258,8 @@ def test_htmx_rating_round_trip_is_lean_and_writes_no_session(client, study):
     client.post(reverse("annotation:start", args=[study.slug]))
     page = client.get(reverse("annotation:rate", args=[study.slug])).content.decode()
     for score in (3, 5):
-        current = re.search(r'data-assignment="(\d+)"', page).group(1)
-        url = reverse("annotation:rate_submit", args=[study.slug, current])
+        current = re.search(r'data-assignment="([\w-]{22})"', page).group(1)
+        url = reverse("annotation:item_rate", args=[study.slug, current])
         with CaptureQueriesContext(connection) as context:
             r = client.post(url, {"score": str(score)}, HTTP_HX_REQUEST="true")
         assert r.status_code == 200 and "sessionid" not in r.cookies

@@ -284,10 +284,14 @@ def test_demographics_only_asked_fields_and_only_with_consent(tmp_path):
         assert b"female" not in path.read_bytes()
 
 
-def test_excluded_annotators_left_out_unless_asked(tmp_path):
+@pytest.mark.parametrize("scope", ["everywhere", "this study"])
+def test_excluded_annotators_left_out_unless_asked(tmp_path, scope):
     study = rated_study()
     excluded = Rating.objects.order_by("pk").first().annotator
-    services.annotator_set_status(annotator=excluded, status="excluded")
+    if scope == "everywhere":
+        services.annotator_set_status(annotator=excluded, status="excluded")
+    else:  # excluded from this study's page only: still "excluded" here
+        services.participation_exclude(annotator=excluded, study=study)
     n_theirs = Rating.objects.filter(annotator=excluded).count()
     report = dataset_export(study=study, out=tmp_path / "default")
     ids = {r["annotator_id"] for r in read_parquet(tmp_path / "default", "ratings")}

@@ -5,6 +5,7 @@ nothing."""
 import json
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from django.core.management import CommandError, call_command
@@ -69,12 +70,19 @@ def comparable(root: Path) -> dict:
     return {"ratings": ratings, "images": images, "annotators": annotators}
 
 
+def origin(annotator: Annotator) -> str:
+    """The id an annotator had in the export it was imported from."""
+    if annotator.source == "import":
+        return annotator.external_id.split(":", 1)[1]
+    return annotator.public_id
+
+
 def db_state(study: Study) -> dict:
     return {
         "ratings": sorted(
             (
                 r.image.sha256,
-                r.annotator.public_id,
+                origin(r.annotator),
                 r.score,
                 r.time_on_item_ms,
                 r.created_at,
@@ -114,8 +122,10 @@ def test_round_trip_is_exact(tmp_path, fmt, images):
         options=ExportOptions(fmt=fmt, images=images),
     )
     copy = new_study(original)
-    report = dataset_import(study=copy, root=tmp_path / "a")
+    # Staff say the raters are the same people (an export of this instance).
+    report = dataset_import(study=copy, root=tmp_path / "a", same_annotators=True)
     assert report["ratings"] == 18 and report["images"] == 6
+    assert report["annotators_mapped"] == report["annotators"] > 0
     before, after = db_state(original), db_state(copy)
     assert after == before  # ratings, splits, times, counters, bytes
     # And the copy exports to the same tables as the original.
@@ -144,10 +154,71 @@ def test_round_trip_onto_another_instance_recreates_annotators(tmp_path):
     copy = new_study(original)
     dataset_import(study=copy, root=tmp_path / "a")
     for a in Annotator.objects.all():
-        assert a.source == "import" and a.external_id == a.public_id
+        assert a.source == "import"
+        assert a.external_id == f"study{copy.pk}:{a.public_id}"
         assert a.demographics == demographics[a.public_id]
     dataset_export(study=copy, out=tmp_path / "b")
     assert comparable(tmp_path / "b") == reference
+
+
+def test_raters_in_a_file_are_new_people_unless_staff_map_them(tmp_path):
+    """The annotator ids in a file name nobody here: an export of one study
+    imported on the same instance makes new import-scoped identities, never
+    ratings by (or consent from) the people who hold those ids."""
+    original = rated_study()
+    dataset_export(study=original, out=tmp_path / "a")
+    people = set(Annotator.objects.values_list("pk", flat=True))
+    copy = new_study(original)
+    report = dataset_import(study=copy, root=tmp_path / "a")
+    assert report["annotators_new"] == report["annotators"] > 0
+    assert report["annotators_mapped"] == 0
+    raters = Annotator.objects.filter(ratings__study=copy).distinct()
+    assert not set(raters.values_list("pk", flat=True)) & people
+    assert {a.source for a in raters} == {"import"}
+    assert not copy.participations.filter(annotator_id__in=people).exists()
+    # The same ratings, by the new identities.
+    assert db_state(copy) == db_state(original)
+    # One mapped explicitly is that person.
+    someone = Rating.objects.filter(study=original).first().annotator
+    other = new_study(original, "mapped")
+    report = dataset_import(
+        study=other,
+        root=tmp_path / "a",
+        annotator_map={someone.public_id: someone.public_id},
+    )
+    assert report["annotators_mapped"] == 1
+    theirs = Rating.objects.filter(study=original, annotator=someone).count()
+    assert Rating.objects.filter(study=other, annotator=someone).count() == theirs
+
+
+def test_nothing_imported_makes_an_excluded_persons_rating_valid(tmp_path):
+    original = rated_study()
+    dataset_export(study=original, out=tmp_path / "a")
+    someone = Rating.objects.filter(study=original).first().annotator
+    services.annotator_set_status(
+        annotator=someone, status=Annotator.Status.EXCLUDED, reason="bot"
+    )
+    # The export still says is_valid true for them (made before the exclusion).
+    copy = new_study(original)
+    dataset_import(
+        study=copy,
+        root=tmp_path / "a",
+        annotator_map={someone.public_id: someone.public_id},
+    )
+    assert not Rating.objects.filter(study=copy, annotator=someone, is_valid=True)
+    theirs = Rating.objects.filter(study=original, annotator=someone).count()
+    assert Rating.objects.filter(study=copy, annotator=someone).count() == theirs
+    # A file that marks a rater excluded but their ratings valid.
+    for path in (tmp_path / "a" / "annotators" / "data").glob("*.parquet"):
+        table = pq.read_table(path).to_pylist()
+        for row in table:
+            row["excluded"] = True
+        pq.write_table(pa.Table.from_pylist(table), path)
+    third = new_study(original, "third")
+    dataset_import(study=third, root=tmp_path / "a")
+    assert Rating.objects.filter(study=third).count() == 18
+    assert not Rating.objects.filter(study=third, is_valid=True).exists()
+    assert services.integrity_check(study_id=third.pk).excluded_valid_ratings == []
 
 
 def test_zip_from_the_api_imports_through_the_command(tmp_path, settings, capsys):
@@ -225,3 +296,37 @@ def test_failure_while_writing_rolls_back_and_deletes_stored_files(
         dataset_import(study=copy, root=tmp_path / "a")
     assert Image.objects.filter(study=copy).count() == 0
     assert stored_files(media) == files_before
+
+
+def test_an_excluded_annotator_imports_excluded_from_that_study_only(tmp_path):
+    """Issue 22, finding 2: an import mapped to the same people (staff say so with
+    ``same_annotators``) carries the exclusion as the imported study's (its
+    participation), never the person's in every study: their ratings in the
+    original stay valid."""
+    original = rated_study()
+    excluded = Rating.objects.filter(study=original).order_by("pk")[0].annotator
+    theirs = Rating.objects.filter(annotator=excluded, study=original)
+    n_theirs = theirs.count()
+    # Exported as excluded (from a copy of the study they were excluded from).
+    first = new_study(original, slug="first")
+    dataset_export(study=original, out=tmp_path / "a")
+    dataset_import(study=first, root=tmp_path / "a", same_annotators=True)
+    services.participation_exclude(annotator=excluded, study=first)
+    dataset_export(
+        study=first, out=tmp_path / "b", options=ExportOptions(include_excluded=True)
+    )
+    second = new_study(original, slug="second")
+    dataset_import(study=second, root=tmp_path / "b", same_annotators=True)
+
+    excluded.refresh_from_db()
+    assert excluded.status == "active"
+    statuses = dict(excluded.participations.values_list("study__slug", "status"))
+    assert statuses == {
+        original.slug: "active",
+        "first": "excluded",
+        "second": "excluded",
+    }
+    assert theirs.filter(is_valid=True).count() == n_theirs  # the original's
+    imported = Rating.objects.filter(annotator=excluded, study=second)
+    assert imported.count() == n_theirs and not imported.filter(is_valid=True).exists()
+    assert services.integrity_check().ok

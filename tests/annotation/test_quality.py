@@ -29,6 +29,7 @@ from tests.factories import (
     make_images,
     png_bytes,
 )
+from tests.items import on_screen, picture_url, rate_url, row_of, token_of
 
 pytestmark = pytest.mark.django_db
 HTMX = {"HTTP_HX_REQUEST": "true"}
@@ -66,29 +67,31 @@ def test_attention_check_is_shown_answered_and_never_counted(client):
     )
     services.quality_config_update(study=study, attention_check_rate=1.0)
     annotator = joined(client, study)
-    rate_url = reverse("annotation:rate", args=[study.slug])
-    body = client.get(rate_url).content.decode()
-    a = int(body.split('data-assignment="')[1].split('"')[0])
-    client.post(reverse("annotation:rate_submit", args=[study.slug, a]), {"score": 5})
-    body = client.get(rate_url).content.decode()
-    before = counters()  # the page holds its leases (shown + preloaded) as usual
+    page_url = reverse("annotation:rate", args=[study.slug])
+    body = client.get(page_url).content.decode()
+    client.post(rate_url(study, on_screen(body)), {"score": 5})
+    # Dealt by that rating: preloaded behind the next counted image...
     item = StreamItem.objects.get(annotator=annotator, kind="attention")
-    assert check.file.url in body and "Please press 2." in body
-    assert f'data-assignment="q{item.pk}"' in body
-    r = client.post(
-        reverse("annotation:item_answer", args=[study.slug, item.pk]),
-        {"score": 6},
-        **HTMX,
-    )
+    body = client.get(page_url).content.decode()
+    assert isinstance(row_of(on_screen(body)), Assignment)
+    assert f'class="preload" src="{picture_url(item)}"' in body
+    client.post(rate_url(study, on_screen(body)), {"score": 5})
+    # ...and shown after it, under opaque names; the staff note is not shown.
+    body = client.get(page_url).content.decode()
+    before = counters()  # the page holds its leases (shown + preloaded) as usual
+    assert on_screen(body) == token_of(item)
+    assert picture_url(item) in body
+    assert check.file.url not in body and "Please press 2." not in body
+    r = client.post(rate_url(study, token_of(item)), {"score": 6}, **HTMX)
     assert r.status_code == 200
     item.refresh_from_db()
     assert (item.status, item.score, item.passed) == ("answered", 6, False)
-    assert Rating.objects.filter(annotator=annotator).count() == 1
+    assert Rating.objects.filter(annotator=annotator).count() == 2
     assert counters() == before  # no slot, lease or rating moved
     q = quality(annotator, study)
-    assert (q.checks_total, q.checks_failed, q.n_ratings) == (1, 1, 1)
+    assert (q.checks_total, q.checks_failed, q.n_ratings) == (1, 1, 2)
     # Progress counts only real images.
-    assert selectors.annotator_progress(annotator=annotator, study=study)[0] == 1
+    assert selectors.annotator_progress(annotator=annotator, study=study)[0] == 2
 
 
 def test_repeat_is_shown_later_and_never_counted(client):
@@ -99,15 +102,19 @@ def test_repeat_is_shown_later_and_never_counted(client):
     first = rate_one(study, annotator, 3)
     item = StreamItem.objects.get(annotator=annotator, source_rating=first)
     assert (item.kind, item.image_id, item.due_after) == ("repeat", first.image_id, 3)
-    # Not due after one or two ratings...
-    assert services.stream_item_next(annotator=annotator, study=study, rated=2) is None
+    # Not due after two or three ratings...
+    assert services.stream_item_next(annotator=annotator, study=study, rated=3) is None
     rate_one(study, annotator, 5)
     rate_one(study, annotator, 6)
-    # ...shown after the third, on the rating page, as the same image.
+    rate_one(study, annotator, 2)
+    # ...shown after the fourth, on the rating page: the same image under a new
+    # name (never the file's, nor the first showing's).
     body = client.get(reverse("annotation:rate", args=[study.slug])).content.decode()
     before = counters()
     ratings_before = Rating.objects.count()
-    assert first.image.file.url in body.split('id="current-image"')[1][:300]
+    assert on_screen(body) == token_of(item)
+    assert picture_url(item) in body.split('id="current-image"')[1][:300]
+    assert first.image.file.url not in body
     services.stream_item_answer(item_id=item.pk, annotator=annotator, score=4)
     assert counters() == before
     assert Rating.objects.count() == ratings_before
@@ -130,10 +137,8 @@ def test_pending_items_are_shown_before_finishing(client):
     url = reverse("annotation:rate", args=[study.slug])
     for item in StreamItem.objects.filter(annotator=annotator).order_by("pk"):
         body = client.get(url).content.decode()
-        assert f'data-assignment="q{item.pk}"' in body
-        client.post(
-            reverse("annotation:item_answer", args=[study.slug, item.pk]), {"score": 4}
-        )
+        assert on_screen(body) == token_of(item)
+        client.post(rate_url(study, token_of(item)), {"score": 4})
     assert client.get(url).status_code == 302  # now done
     assert not StreamItem.objects.filter(status="pending").exists()
 
@@ -318,7 +323,8 @@ def test_pause_keeps_the_image_past_its_lease(client):
     joined(client, study)
     url = reverse("annotation:rate", args=[study.slug])
     body = client.get(url).content.decode()
-    shown = int(body.split('data-assignment="')[1].split('"')[0])
+    token = on_screen(body)
+    shown = row_of(token).pk
     assert (
         client.post(reverse("annotation:pause", args=[study.slug]), **HTMX).status_code
         == 204
@@ -335,14 +341,14 @@ def test_pause_keeps_the_image_past_its_lease(client):
     lease.refresh_from_db()
     assert lease.expires_at - timezone.now() <= timedelta(seconds=study.lease_seconds)
     body = client.get(url).content.decode()
-    assert f'data-assignment="{shown}"' in body  # the same image
+    assert on_screen(body) == token  # the same image
 
 
 def test_moderation_refuses_impossible_transitions():
     a = AnnotatorFactory()
     with pytest.raises(Conflict, match="cannot resume"):
         services.annotator_moderate(annotator=a, action="resume")
-    services.annotator_moderate(annotator=a, action="exclude")
+    services.annotator_moderate(annotator=a, action="exclude_all")
     with pytest.raises(Conflict, match="cannot pause"):
         services.annotator_moderate(annotator=a, action="pause")
     assert Annotator.objects.get(pk=a.pk).status == "excluded"

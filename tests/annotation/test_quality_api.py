@@ -142,7 +142,7 @@ def test_removing_a_used_check_retires_it_and_keeps_the_record(staff, study):
         for p in people
     ]
     services.stream_item_answer(item_id=items[0].pk, annotator=people[0], score=2)
-    shown = services.stream_item_next(annotator=people[1], study=study, rated=0)
+    shown = services.stream_item_next(annotator=people[1], study=study, rated=1)
     assert shown.pk == items[1].pk  # on screen now
     r = staff.delete(checks_url(study, check.pk))
     assert r.json() == {"id": check.pk, "result": "retired"}

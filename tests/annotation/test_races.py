@@ -21,6 +21,7 @@ from rest_framework.test import APIClient
 from annotation import services
 from annotation.models import Annotator, Assignment, Rating
 from tests.factories import AnnotatorFactory, StudyFactory, join, make_images
+from tests.items import token_of
 
 TRIALS = 300
 
@@ -94,7 +95,7 @@ def test_exclusion_vs_rating_in_flight(django_user_model):
     admin = admin_client(django_user_model)
 
     def rate(i):
-        url = f"/api/v1/assignments/{leases[i].pk}/rating/"
+        url = f"/api/v1/assignments/{token_of(leases[i])}/rating/"
         return clients[i].post(url, {"score": 5}, format="json").status_code
 
     def exclude(i):
@@ -116,6 +117,51 @@ def test_exclusion_vs_rating_in_flight(django_user_model):
     assert not Assignment.objects.filter(annotator_id__in=ids, status="leased").exists()
     rated = Rating.objects.filter(annotator_id__in=ids).count()
     assert rated == outcomes["request"][201], outcomes
+    drift = services.integrity_check()
+    assert drift.ok, drift
+
+
+def test_exclusion_from_one_study_vs_rating_in_flight(django_user_model):
+    """Excluding from study A (``participation_exclude``, also through the
+    dashboard's confirmed POST) while the annotator's rating in A is in flight:
+    the rating is invalidated or refused (the SQL path included), and their
+    rating in study B stays valid."""
+    a, b = (StudyFactory(raters_per_image=3, quota_per_annotator=5) for _ in "ab")
+    make_images(a, 120)
+    make_images(b, 120, start=1000)
+    annotators = [join(AnnotatorFactory(), a, b) for _ in range(TRIALS)]
+    clients = [api_client(x) for x in annotators]
+    for x in annotators:
+        (lease,) = services.assignment_claim(annotator=x, study=b)
+        services.rating_submit(assignment_id=lease.pk, annotator=x, score=4)
+    leases = [services.assignment_claim(annotator=x, study=a)[0] for x in annotators]
+    staff = admin_client(django_user_model)
+
+    def rate(i):
+        url = f"/api/v1/assignments/{token_of(leases[i])}/rating/"
+        return clients[i].post(url, {"score": 5}, format="json").status_code
+
+    def exclude(i):
+        if i % 3 == 0:  # every third through the dashboard, confirmed
+            url = f"/staff/studies/{a.pk}/annotators/{annotators[i].pk}/action/"
+            form = {"action": "exclude", "confirmed": "yes"}
+            return f"dashboard {staff.post(url, form).status_code}"
+        services.participation_exclude(annotator=annotators[i], study=a)
+        return "service ok"
+
+    outcomes, errors = race(TRIALS, rate, exclude)
+    assert not errors, errors[:5]
+    assert set(outcomes["request"]) <= {201, 403}, outcomes
+    assert set(outcomes["status"]) <= {"dashboard 302", "service ok"}, outcomes
+    ids = [x.pk for x in annotators]
+    mine = Rating.objects.filter(annotator_id__in=ids)
+    assert not mine.filter(study=a, is_valid=True).exists()
+    assert mine.filter(study=b, is_valid=True).count() == TRIALS
+    assert mine.filter(study=a).count() == outcomes["request"][201], outcomes
+    assert not Assignment.objects.filter(
+        annotator_id__in=ids, study=a, status="leased"
+    ).exists()
+    assert Annotator.objects.filter(pk__in=ids, status="active").count() == TRIALS
     drift = services.integrity_check()
     assert drift.ok, drift
 

@@ -10,6 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from annotation import services
+from annotation.item_tokens import ASSIGNMENT, MEDIA, item_resolve, item_token
 from annotation.models import (
     Annotator,
     Assignment,
@@ -39,8 +40,9 @@ def join_url(study, **extra):
     return reverse("annotation:join", args=[study.slug]) + "?" + params
 
 
-def current_assignment(html: str) -> int:
-    return int(re.search(r'data-assignment="(\d+)"', html).group(1))
+def current_assignment(html: str) -> str:
+    """The opaque token of the item on screen."""
+    return re.search(r'data-assignment="([A-Za-z0-9_-]+)"', html).group(1)
 
 
 def test_invite_link_shows_consent_and_creates_no_account_on_get(client, open_study):
@@ -93,8 +95,10 @@ def test_join_consent_instructions_then_rating(client, open_study):
     # The next image is preloaded: two leases, two image URLs on the page.
     leases = Assignment.objects.filter(annotator=annotator, status="leased")
     assert leases.count() == 2
-    for lease in leases:
-        assert lease.image.file.url in body
+    for lease in leases:  # under opaque names, never the file's
+        media = item_token(kind=ASSIGNMENT, pk=lease.pk, purpose=MEDIA)
+        assert reverse("media_item", args=[media]) in body
+        assert lease.image.file.url not in body
     assert 'class="preload"' in body
     # Returning with the same link in the same browser continues, no new account.
     r = client.get(join_url(open_study))
@@ -156,11 +160,11 @@ def test_no_js_rating_posts_and_redirects(client, open_study):
     r = client.get(reverse("annotation:rate", args=[open_study.slug]))
     a = current_assignment(r.content.decode())
     r = client.post(
-        reverse("annotation:rate_submit", args=[open_study.slug, a]), {"score": "5"}
+        reverse("annotation:item_rate", args=[open_study.slug, a]), {"score": "5"}
     )
     assert r.status_code == 303 and r.url.endswith(f"/s/{open_study.slug}/")
     rating = Rating.objects.get(annotator=annotator)
-    assert (rating.assignment_id, rating.score) == (a, 5)
+    assert (rating.assignment_id, rating.score) == (item_resolve(a)[1], 5)
     body = client.get(r.url).content.decode()
     assert "1 of 4 rated" in body
     assert current_assignment(body) != a
@@ -171,9 +175,9 @@ def test_no_js_skip(client, open_study):
     a = current_assignment(
         client.get(reverse("annotation:rate", args=[open_study.slug])).content.decode()
     )
-    r = client.post(reverse("annotation:skip", args=[open_study.slug, a]))
+    r = client.post(reverse("annotation:item_skip", args=[open_study.slug, a]))
     assert r.status_code == 303
-    assert Assignment.objects.get(pk=a).status == "skipped"
+    assert Assignment.objects.get(pk=item_resolve(a)[1]).status == "skipped"
     assert not Rating.objects.filter(annotator=annotator).exists()
 
 
@@ -183,7 +187,7 @@ def test_htmx_submit_returns_next_fragment(client, open_study):
         client.get(reverse("annotation:rate", args=[open_study.slug])).content.decode()
     )
     r = client.post(
-        reverse("annotation:rate_submit", args=[open_study.slug, a]),
+        reverse("annotation:item_rate", args=[open_study.slug, a]),
         {"score": "3"},
         **HTMX,
     )
@@ -200,7 +204,7 @@ def test_double_submit_records_one_rating_and_shows_the_same_next(client, open_s
     a = current_assignment(
         client.get(reverse("annotation:rate", args=[open_study.slug])).content.decode()
     )
-    url = reverse("annotation:rate_submit", args=[open_study.slug, a])
+    url = reverse("annotation:item_rate", args=[open_study.slug, a])
     first = client.post(url, {"score": "6"}, **HTMX).content.decode()
     second = client.post(url, {"score": "6"}, **HTMX).content.decode()
     assert Rating.objects.filter(annotator=annotator).count() == 1
@@ -219,7 +223,7 @@ def test_rating_round_trip_query_count(
     a = current_assignment(
         client.get(reverse("annotation:rate", args=[open_study.slug])).content.decode()
     )
-    url = reverse("annotation:rate_submit", args=[open_study.slug, a])
+    url = reverse("annotation:item_rate", args=[open_study.slug, a])
     # session, user, annotator, study (4); rating_submit (8, with the
     # annotator FOR SHARE); claim with one new lease (11); progress (1); the
     # uncounted-item check (1); quality control on the rating (2, but 6 on an
@@ -242,7 +246,7 @@ def test_reaching_quota_shows_completion_code(client, open_study):
         body = client.get(reverse("annotation:rate", args=[open_study.slug]))
         a = current_assignment(body.content.decode())
         last = client.post(
-            reverse("annotation:rate_submit", args=[open_study.slug, a]),
+            reverse("annotation:item_rate", args=[open_study.slug, a]),
             {"score": "4"},
             **HTMX,
         )
@@ -294,9 +298,9 @@ def test_expired_lease_says_timed_out_and_shows_next(client, open_study):
     a = current_assignment(
         client.get(reverse("annotation:rate", args=[open_study.slug])).content.decode()
     )
-    expire_and_fill(open_study, a)
+    expire_and_fill(open_study, item_resolve(a)[1])
     r = client.post(
-        reverse("annotation:rate_submit", args=[open_study.slug, a]),
+        reverse("annotation:item_rate", args=[open_study.slug, a]),
         {"score": "5"},
         **HTMX,
     )
@@ -304,7 +308,9 @@ def test_expired_lease_says_timed_out_and_shows_next(client, open_study):
     body = r.content.decode()
     assert "This image timed out" in body
     assert current_assignment(body) != a
-    assert not Rating.objects.filter(annotator=annotator, assignment_id=a).exists()
+    assert not Rating.objects.filter(
+        annotator=annotator, assignment_id=item_resolve(a)[1]
+    ).exists()
 
 
 def test_expired_lease_no_js_shows_message_after_redirect(client, open_study):
@@ -312,9 +318,9 @@ def test_expired_lease_no_js_shows_message_after_redirect(client, open_study):
     a = current_assignment(
         client.get(reverse("annotation:rate", args=[open_study.slug])).content.decode()
     )
-    expire_and_fill(open_study, a)
+    expire_and_fill(open_study, item_resolve(a)[1])
     r = client.post(
-        reverse("annotation:rate_submit", args=[open_study.slug, a]),
+        reverse("annotation:item_rate", args=[open_study.slug, a]),
         {"score": "5"},
         follow=True,
     )
@@ -337,7 +343,7 @@ def test_paused_account_htmx_gets_fragment(client, open_study):
     )
     services.annotator_set_status(annotator=annotator, status="paused")
     r = client.post(
-        reverse("annotation:rate_submit", args=[open_study.slug, a]),
+        reverse("annotation:item_rate", args=[open_study.slug, a]),
         {"score": "5"},
         **HTMX,
     )
@@ -369,7 +375,10 @@ def test_cannot_rate_someone_elses_assignment(client, open_study):
     other = join(services.annotator_create(), open_study)
     theirs = services.assignment_claim(annotator=other, study=open_study)[0]
     r = client.post(
-        reverse("annotation:rate_submit", args=[open_study.slug, theirs.pk]),
+        reverse(
+            "annotation:item_rate",
+            args=[open_study.slug, item_token(kind=ASSIGNMENT, pk=theirs.pk)],
+        ),
         {"score": "5"},
     )
     assert r.status_code == 404
@@ -381,7 +390,7 @@ def test_bad_score_is_a_400(client, open_study):
     a = current_assignment(
         client.get(reverse("annotation:rate", args=[open_study.slug])).content.decode()
     )
-    url = reverse("annotation:rate_submit", args=[open_study.slug, a])
+    url = reverse("annotation:item_rate", args=[open_study.slug, a])
     assert client.post(url, {"score": "x"}).status_code == 400
     assert client.post(url, {"score": "99"}).status_code == 400
 
@@ -390,7 +399,7 @@ def test_get_on_post_views_is_refused(client, open_study):
     joined(client, open_study)
     assert (
         client.get(
-            reverse("annotation:rate_submit", args=[open_study.slug, 1])
+            reverse("annotation:item_rate", args=[open_study.slug, "x" * 22])
         ).status_code
         == 405
     )
@@ -437,7 +446,7 @@ def test_no_js_double_post_records_one_rating(client, open_study):
     a = current_assignment(
         client.get(reverse("annotation:rate", args=[open_study.slug])).content.decode()
     )
-    url = reverse("annotation:rate_submit", args=[open_study.slug, a])
+    url = reverse("annotation:item_rate", args=[open_study.slug, a])
     assert client.post(url, {"score": "5"}).status_code == 303
     assert client.post(url, {"score": "5"}).status_code == 303
     assert Rating.objects.filter(annotator=annotator).count() == 1

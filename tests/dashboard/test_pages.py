@@ -112,11 +112,12 @@ def test_exclude_from_the_dashboard_is_logged_and_reopens_slots(
     rated = set(victim.ratings.values_list("image_id", flat=True))
     r = staff_client.post(
         reverse("dashboard:annotator_action", args=[study.pk, victim.pk]),
-        {"action": "exclude", "reason": "failed checks"},
+        {"action": "exclude", "reason": "failed checks", "confirmed": "yes"},
     )
     assert r.status_code == 302
     victim.refresh_from_db()
-    assert victim.status == "excluded"
+    assert victim.status == "active"  # excluded from this study only
+    assert victim.participations.get(study=study).status == "excluded"
     event = ModerationEvent.objects.get()
     assert (event.user, event.action, event.reason) == (
         staff_user,
@@ -130,10 +131,10 @@ def test_exclude_from_the_dashboard_is_logged_and_reopens_slots(
     # Excluding twice is refused with a message and logs nothing new.
     r = staff_client.post(
         reverse("dashboard:annotator_action", args=[study.pk, victim.pk]),
-        {"action": "exclude"},
+        {"action": "exclude", "confirmed": "yes"},
         follow=True,
     )
-    assert "cannot exclude" in r.content.decode()
+    assert "already excluded from" in r.content.decode()
     assert ModerationEvent.objects.count() == 1
 
 
@@ -182,7 +183,7 @@ def test_exclusion_reopens_exactly_its_slots_and_the_study_ends_at_15(staff_clie
     assert len(theirs) == 3
     staff_client.post(
         reverse("dashboard:annotator_action", args=[study.pk, victim.pk]),
-        {"action": "exclude", "reason": "test"},
+        {"action": "exclude", "reason": "test", "confirmed": "yes"},
     )
     open_now = dict(Image.objects.values_list("pk", "open_slots"))
     assert open_now == {i.pk: (1 if i.pk in theirs else 0) for i in images}
@@ -274,7 +275,7 @@ def test_remove_an_attention_check_from_the_quality_page(staff_client, rated_stu
 
     def remove(check_id, study_id=study.pk):
         url = reverse("dashboard:check_remove", args=[study_id, check_id])
-        return staff_client.post(url, follow=True)
+        return staff_client.post(url, {"confirmed": "yes"}, follow=True)
 
     page = reverse("dashboard:quality", args=[study.pk])
     assert f'action="/staff/studies/{study.pk}/quality/checks/{fresh.pk}/remove/"' in (

@@ -18,7 +18,7 @@ BUDGET = {
     "study": 10,
     "annotators": 10,
     "annotators_htmx": 10,
-    "annotator": 13,  # + the held-out predictions (one row)
+    "annotator": 14,  # + the held-out predictions (one row), their participation
     "quality": 9,
     "model": 13,
 }

@@ -123,7 +123,7 @@ def test_staff_sorts_excludes_and_retrains(live_server, new_page, worker, staff_
     assert study.invite_token in page.locator("#invite-link").input_value()
     shot(page, "study")
 
-    page.click("nav.dash-sub a:text('Annotators')")
+    page.click("nav.staff-sub a:text('Annotators')")
     page.wait_for_url("**/annotators/")
     # Sort by prediction quality (best first), through htmx.
     page.click("th a[data-sort=accuracy]")
@@ -153,9 +153,9 @@ def test_staff_sorts_excludes_and_retrains(live_server, new_page, worker, staff_
     shot(page, "annotator")
     theirs = victim.ratings.count()
     page.fill("input[name=reason]", "browser test")
-    page.once("dialog", lambda d: d.accept())
-    page.click("#exclude")
-    page.wait_for_selector("#annotator-status:text('excluded')")
+    page.click("#exclude")  # asks first, on a confirmation page
+    page.click("#confirm-yes")
+    page.wait_for_selector("#annotator-status:text('excluded from this study')")
     assert "browser test" in page.locator("#events").inner_text()
     event = ModerationEvent.objects.get(annotator=victim)
     assert (event.action, event.user.username, event.slots_reopened) == (
@@ -166,12 +166,12 @@ def test_staff_sorts_excludes_and_retrains(live_server, new_page, worker, staff_
     assert not Rating.objects.filter(annotator=victim, is_valid=True).exists()
     assert Rating.objects.count() == ratings_before  # kept, no longer valid
 
-    page.click("nav.dash-sub a:text('Quality control')")
+    page.click("nav.staff-sub a:text('Quality control')")
     page.wait_for_selector("#alpha")
     shot(page, "quality")
 
     # Retrain now: a real worker runs it; the page follows it until it is done.
-    page.click(".dash-top a:text('Model')")
+    page.click(".staff-top a:text('Model')")
     page.wait_for_selector("#retrain")
     page.select_option("select[name=study]", str(study.pk))
     page.click("#retrain")

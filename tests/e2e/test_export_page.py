@@ -49,7 +49,7 @@ def test_start_watch_and_download_an_export(
     page.goto(f"{live_server.url}/staff/studies/{study.pk}/exports/")
     assert page.locator("h1").inner_text() == f"Dataset exports: {study.name}"
     page.select_option("select[name=format]", "parquet")
-    page.click("button[type=submit]")
+    page.click("form.exp-new button[type=submit]")
     row = page.locator("#export-list tbody tr").first
     row.get_by_text("Queued").wait_for()  # swapped in by htmx, no reload
     export = Export.objects.get()
@@ -75,12 +75,12 @@ def test_form_works_without_javascript(live_server, new_page, staff_user):
     page.goto(f"{live_server.url}/staff/studies/{study.pk}/exports/")
     page.select_option("select[name=format]", "csv")
     page.select_option("select[name=images]", "embed")
-    page.click("button[type=submit]")
-    assert "only be embedded in Parquet" in page.locator(".exp-messages").inner_text()
+    page.click("form.exp-new button[type=submit]")
+    assert "only be embedded in Parquet" in page.locator(".staff-messages").inner_text()
     assert Export.objects.count() == 0
     page.select_option("select[name=format]", "jsonl")
     page.select_option("select[name=images]", "none")
-    page.click("button[type=submit]")
-    assert "queued" in page.locator(".exp-messages").inner_text()
+    page.click("form.exp-new button[type=submit]")
+    assert "queued" in page.locator(".staff-messages").inner_text()
     export = Export.objects.get()
     assert (export.format, export.images) == ("jsonl", "none")

@@ -8,6 +8,7 @@ from django.urls import reverse
 
 from annotation.models import Annotator, Assignment, Participation, Rating
 from tests.factories import StudyFactory
+from tests.items import row_of
 
 from .conftest import SCREENSHOT_DIR, add_artworks
 
@@ -19,14 +20,14 @@ def join_url(live_server, study, **extra) -> str:
     return live_server.url + reverse("annotation:join", args=[study.slug]) + "?" + query
 
 
-def wait_ready(page) -> int:
-    """Wait until the rater takes input; return the assignment it shows."""
+def wait_ready(page) -> str:
+    """Wait until the rater takes input; return the item it shows (its token)."""
     rater = page.locator("#rater[data-state=ready]")
     rater.wait_for()
-    return int(rater.get_attribute("data-assignment"))
+    return rater.get_attribute("data-assignment")
 
 
-def wait_changed(page, old: int) -> int:
+def wait_changed(page, old: str) -> str:
     page.wait_for_function(
         "old => { const r = document.getElementById('rater');"
         " return r && r.dataset.state === 'ready' && r.dataset.assignment !== old }",
@@ -127,8 +128,8 @@ def test_invite_join_rate_twenty_with_keyboard_skip_reload_finish(
     assert p.completed_at is not None and p.completion_code == "DONE-2026"
     # The double press rated its image once; the image after it got its own score.
     after = seen[seen.index(double) + 1]
-    assert Rating.objects.get(assignment_id=double).score == 4
-    assert Rating.objects.get(assignment_id=after).score == 2
+    assert Rating.objects.get(assignment=row_of(double)).score == 4
+    assert Rating.objects.get(assignment=row_of(after)).score == 2
 
 
 def test_prolific_returning_with_same_pid_continues(live_server, new_page, study):

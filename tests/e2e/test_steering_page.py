@@ -32,7 +32,7 @@ def test_staff_runs_an_optimisation_and_watches_it(
     settings,
 ):
     study, annotators = steering_setup
-    settings.STEERING_COST_PER_IMAGE = {"flux": 0.05}
+    settings.GENERATION_COST_PER_IMAGE = {"flux": 0.05}
     proc, log = worker
     page = new_page()
     page.goto(live_server.url + "/admin/login/?next=/steering/")
@@ -56,7 +56,7 @@ def test_staff_runs_an_optimisation_and_watches_it(
     page.fill("#id_max_images", "10")
     assert page.input_value("#id_caution") == "1.0"  # one posterior sd by default
     page.fill("#id_caution", "0.5")
-    page.click("button[type=submit]")
+    page.click("#steer-form button[type=submit]")
     page.wait_for_url(re.compile(r"/steering/runs/\d+/$"))
     opt = Optimization.objects.get()
     assert (opt.annotator_id, opt.max_images, opt.proposer, opt.caution) == (

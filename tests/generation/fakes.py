@@ -182,6 +182,10 @@ class FakeBFL(_Server):
 
     def __init__(self):
         super().__init__()
+        # Where the answers point: this server unless a test names another one
+        # (a foreign host for polling_url or the sample).
+        self.polling_base: str | None = None
+        self.sample_url: str | None = None
         self.tasks: dict[str, dict] = {}
         self.pending_polls = 1  # "Pending" answers before "Ready"
         self.sample_ttl = 600.0  # BFL: the sample URL is valid for 10 minutes
@@ -272,7 +276,8 @@ class FakeBFL(_Server):
             200,
             {
                 "id": task_id,
-                "polling_url": f"{self.base_url}/v1/get_result?id={task_id}",
+                "polling_url": f"{self.polling_base or self.base_url}"
+                f"/v1/get_result?id={task_id}",
                 "cost": 3.0,
                 "input_mp": 0.0,
                 "output_mp": 1.05,
@@ -331,7 +336,8 @@ class FakeBFL(_Server):
                 "id": task_id,
                 "status": "Ready",
                 "result": {
-                    "sample": f"{self.base_url}/samples/{task_id}.png",
+                    "sample": self.sample_url
+                    or f"{self.base_url}/samples/{task_id}.png",
                     "prompt": task["prompt"],
                     "seed": task["seed"],
                     "start_time": 1.0,
@@ -340,6 +346,48 @@ class FakeBFL(_Server):
                 },
             },
         )
+
+
+class ForeignServer(_Server):
+    """Another origin a provider's answer may point at (a blob store, or an
+    attacker): it logs every request (headers included) and answers
+    ``/image.png`` with a PNG, ``/hop/<n>`` with a redirect to ``/hop/<n-1>``
+    (``/hop/0`` → the PNG), ``/huge`` with ``huge_bytes`` of data (Content-Length
+    sent) and ``/huge-unsized`` with the same without a length. ``sent`` counts
+    the body bytes it managed to write."""
+
+    def __init__(self):
+        super().__init__()
+        self.huge_bytes = 300 * 2**20
+        self.sent = 0
+
+    def handle(self, handler, method, body):
+        self.log(handler, method, body)
+        path = urlparse(handler.path).path
+        if path.startswith("/hop/"):
+            n = int(path.rsplit("/", 1)[-1])
+            target = "/image.png" if n == 0 else f"/hop/{n - 1}"
+            return handler.send(302, {}, headers={"location": target})
+        if path in ("/huge", "/huge-unsized"):
+            return self._huge(handler, sized=path == "/huge")
+        return handler.send(200, raw=_png("foreign", 1), content_type="image/png")
+
+    def _huge(self, handler, *, sized: bool):
+        handler.send_response(200)
+        handler.send_header("content-type", "image/png")
+        if sized:
+            handler.send_header("content-length", str(self.huge_bytes))
+        else:
+            handler.send_header("connection", "close")
+            handler.close_connection = True
+        handler.end_headers()
+        chunk = bytes(2**20)
+        try:
+            for _ in range(self.huge_bytes // len(chunk)):
+                handler.wfile.write(chunk)
+                self.sent += len(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client stopped reading: what the cap is for
 
 
 # --- Gemini ----------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Staff pages, the jobs API and the generate_images command."""
 
 import io
+import re
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -259,3 +260,98 @@ def test_generate_images_bad_input(study, prompt, monkeypatch, args, message):
 def test_generate_images_unknown_study():
     with pytest.raises(CommandError, match="No study"):
         call_command("generate_images", "--study", "nope", "--backend", "procedural")
+
+
+def test_cancelling_a_paid_job_asks_first(staff_client, prompt, monkeypatch):
+    """A job on a paid backend (FLUX) is cancelled only once confirmed; the
+    confirmation says how many images are not made (issue 22)."""
+    monkeypatch.setenv("BFL_API_KEY", "test-key")
+    job = services.job_create(prompt=prompt, backend="flux", n_seeds=3, enqueue=False)
+    url = reverse("generation:job_cancel", args=[job.pk])
+    response = staff_client.post(url)
+    body = response.content.decode()
+    assert response.status_code == 200 and 'id="confirm"' in body
+    assert "3 queued images are not made." in body
+    job.refresh_from_db()
+    assert job.status == "queued"
+    assert staff_client.post(url, {"confirmed": "yes"}).status_code == 302
+    job.refresh_from_db()
+    assert job.status == "cancelled" and job.n_cancelled == 3
+
+
+# --- what a batch makes and costs, and asking before paying --------------------
+
+
+def _job_post(study, **extra):
+    return {
+        "backend": "flux",
+        "model": "",
+        "n_seeds": 2,
+        "params": "",
+        "domain": "",
+        **extra,
+    }
+
+
+def test_added_prompts_are_preselected_with_the_estimate(staff_client, study):
+    for i in range(15):
+        services.prompt_create(study=study, text=f"old prompt {i}")
+    staff_client.post(
+        reverse("generation:prompts_add", args=[study.pk]),
+        {"text": "new one\nnew two\nnew three\n", "format": "auto"},
+    )
+    added = list(
+        Prompt.objects.filter(text__startswith="new").values_list("pk", flat=True)
+    )
+    body = staff_client.get(
+        reverse("generation:study", args=[study.pk])
+    ).content.decode()
+    ticked = re.findall(r'name="prompts" value="(\d+)"[^>]*checked', body)
+    assert sorted(map(int, ticked)) == sorted(added)
+    # procedural, 4 seeds by default: 3 prompts × 4 images, free.
+    estimate = re.search(r'id="gen-estimate".*?</p>', body, re.S)[0]
+    text = re.sub(r"<[^>]+>", "", estimate)
+    assert "3 prompts × 4 images = 12 images on procedural" in text
+    assert "0.00 USD" in text
+
+
+def test_paid_jobs_are_confirmed_on_the_server(
+    staff_client, study, monkeypatch, settings, django_capture_on_commit_callbacks
+):
+    monkeypatch.setenv("BFL_API_KEY", "test-key")
+    settings.GENERATION_COST_PER_IMAGE = {"flux": 0.05}
+    prompts = [services.prompt_create(study=study, text=f"p{i}") for i in range(5)]
+    url = reverse("generation:jobs_add", args=[study.pk])
+    picked = [str(p.pk) for p in prompts[:3]]
+    first = staff_client.post(url, _job_post(study, prompts=picked))
+    assert first.status_code == 200 and not GenerationJob.objects.exists()
+    text = re.sub(r"<[^>]+>", "", first.content.decode())
+    assert "3 prompts × 2 images = 6 images on flux" in text
+    assert "0.30 USD" in text
+    token = re.search(r'name="confirm" value="([^"]+)"', first.content.decode())[1]
+    # The token covers exactly what it described: more prompts, another seed
+    # count or a forged token lead back to the confirmation, never to jobs.
+    for changed in (
+        _job_post(study, prompts=[str(p.pk) for p in prompts], confirm=token),
+        _job_post(study, prompts=picked, n_seeds=3, confirm=token),
+        _job_post(study, prompts=picked, confirm=token[:-2] + "xx"),
+    ):
+        again = staff_client.post(url, changed)
+        assert again.status_code == 200 and b'name="confirm"' in again.content
+    assert not GenerationJob.objects.exists()
+    with django_capture_on_commit_callbacks(execute=False):
+        done = staff_client.post(url, _job_post(study, prompts=picked, confirm=token))
+    assert done.status_code == 302
+    assert GenerationJob.objects.count() == 3
+    assert GenerationItem.objects.count() == 6
+
+
+def test_free_jobs_need_no_confirmation(
+    staff_client, study, prompt, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=False):
+        r = staff_client.post(
+            reverse("generation:jobs_add", args=[study.pk]),
+            _job_post(study, backend="procedural"),
+        )
+    assert r.status_code == 302 and GenerationJob.objects.count() == 1

@@ -89,15 +89,88 @@ def test_random_fallback_is_seeded_from_the_backbone_name():
 
 def test_offline_is_decided_once_and_fast(monkeypatch, caplog):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(backbones, "HUB_HOST", ("127.0.0.1", 9))  # nothing listens
-    monkeypatch.setattr(backbones, "_HUB_CHECKED", [])
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens
+    monkeypatch.setattr(backbones, "_HUB", {})
     with caplog.at_level("WARNING", logger="rewardmodel.backbones"):
         assert backbones.hub_reachable() is False
         assert backbones.hub_reachable() is False
     import os
 
+    import huggingface_hub.constants
+
     assert os.environ["HF_HUB_OFFLINE"] == "1"
+    # huggingface_hub was imported before the decision: its own flag is set too.
+    assert huggingface_hub.constants.is_offline_mode()
     assert sum("unreachable" in r.getMessage() for r in caplog.records) == 1
+    assert "127.0.0.1:9" in backbones.hub_status()
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+
+
+# Runs in a fresh process (the decision is per process): every connection attempt
+# is recorded by an audit hook (the interpreter's own "socket.connect" event).
+OFFLINE_SCRIPT = """
+import json, os, sys
+attempts = []
+sys.addaudithook(
+    lambda event, args: attempts.append(str(args[1])) if event == "socket.connect"
+    else None
+)
+os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.test"
+import django
+django.setup()
+from rewardmodel import backbones
+first = backbones.get_backbone("open_clip:ViT-B-32:laion2b_s34b_b79k")
+import huggingface_hub.constants
+after_first = list(attempts)
+second = backbones.get_backbone("open_clip:ViT-B-32:laion2b_s34b_b79k", device="cpu")
+print(json.dumps({
+    "after_first": after_first,
+    "after_second": attempts,
+    "offline": huggingface_hub.constants.is_offline_mode(),
+    "weights": [first.weights_loaded, second.weights_loaded],
+}))
+"""
+
+
+def test_an_offline_worker_tries_the_hub_once_and_never_again(tmp_path):
+    """Offline (the hub's address refuses connections, on 127.0.0.1), loading a
+    backbone with a pretrained tag makes one connection attempt, the check, and
+    none for the weights (huggingface_hub is told before it is asked); a second
+    load in the same process makes none at all."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from django.conf import settings
+
+    with socket.socket() as s:  # a free port, then closed: connections refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    }
+    env.update(
+        HF_ENDPOINT=f"http://127.0.0.1:{port}",
+        PALATE_RM_WEIGHTS_DIR=str(tmp_path / "weights"),
+        HF_HOME=str(tmp_path / "hf"),
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", OFFLINE_SCRIPT],
+        cwd=settings.BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["after_first"] == [f"('127.0.0.1', {port})"], got
+    assert got["after_second"] == got["after_first"], got
+    assert got["offline"] and got["weights"] == [False, False]
 
 
 def test_default_backbone_suits_the_machine(settings, monkeypatch):

@@ -61,9 +61,9 @@ def test_bad_rows_are_refused_and_nothing_changes(db, tmp_path):
     with pytest.raises(CommandError, match="No 'rater' column"):
         call_command(*args)
     mapping = ["--map", "rater=who", "--map", "score=stars", "--map", "image=file"]
-    with pytest.raises(CommandError, match="row 2: score 9 outside") as exc:
+    with pytest.raises(CommandError, match="r.csv line 3: score 9 outside") as exc:
         call_command(*args, *mapping)
-    assert "row 3: score 'x' is not a number" in str(exc.value)
+    assert "r.csv line 4: score 'x' is not a number" in str(exc.value)
     assert not Rating.objects.exists() and not Image.objects.exists()
     assert not Annotator.objects.filter(source="import").exists()
     path.write_text("who,stars,file\nu1,5,a.png\nu2,7,a.png\n")

@@ -138,3 +138,28 @@ def test_snapshot_carries_the_stored_splits(rated_study):
         for a, r, c in zip(snap.r_ann, snap.r_row, snap.r_split, strict=True)
     }
     assert got == stored
+    # r_id follows the same (key) order: the comparison's "newer" ratings.
+    by_id = dict(Rating.objects.filter(study=study).values_list("pk", "split"))
+    assert {
+        int(i): splits.SPLITS[c] for i, c in zip(snap.r_id, snap.r_split, strict=True)
+    } == by_id
+
+
+def test_the_run_log_prints_plain_numbers_and_the_backbone_load(
+    rated_study, monkeypatch
+):
+    """The live log says a backbone is being loaded before the load starts, and
+    its numbers are plain (no ``np.float64(...)`` from a dict's repr)."""
+    from rewardmodel import backbones
+
+    monkeypatch.setattr(backbones, "_CACHE", {})  # this process has loaded none
+    study, _ = rated_study
+    run = _train(study, seed=3)
+    assert run.status == "succeeded", run.error
+    lines = run.log.splitlines()
+    loading = next(i for i, t in enumerate(lines) if "loading backbone" in t)
+    assert TINY in lines[loading] and "30 images" in lines[loading]
+    assert "RANDOM weights" in lines[loading + 1]
+    assert "np." not in run.log
+    selected = next(t for t in lines if "selected on validation" in t)
+    assert "tau=" in selected and "pop_lambda=" in selected

@@ -5,11 +5,12 @@ from django.urls import reverse
 from django.utils import timezone
 
 from annotation import selectors as ann_selectors
-from annotation.models import Image, Rating, StreamItem
+from annotation.models import Assignment, Image, Rating, StreamItem
 from core.exceptions import Conflict
 from steering import blind
 from steering.models import Candidate, Optimization, OptimizationRound, PairedTest
 from tests.factories import StudyFactory, joined, make_images
+from tests.items import on_screen, picture_url, rate_url, row_of
 
 pytestmark = pytest.mark.django_db
 
@@ -102,27 +103,34 @@ def test_shown_in_the_stream_uncounted_and_outcome_recorded(
     counters = lambda: list(  # noqa: E731
         Image.objects.order_by("pk").values_list("rating_count", "lease_count")
     )
-    rate_url = reverse("annotation:rate", args=[study.slug])
+    page_url = reverse("annotation:rate", args=[study.slug])
     shown = []
     scores = {best.pk: 6, base.pk: 3}
-    for _ in range(2):
-        body = client.get(rate_url).content.decode()
-        item = StreamItem.objects.get(
-            pk=int(body.split('data-assignment="q')[1].split('"')[0])
-        )
+    counted = 0
+    # Uncounted items come after the next counted rating (the page has already
+    # preloaded the image after the one on screen), then one after the other.
+    while len(shown) < 2:
+        body = client.get(page_url).content.decode()
+        item = row_of(on_screen(body))
+        if isinstance(item, Assignment):
+            assert not shown, "the pair is shown one right after the other"
+            client.post(rate_url(study, on_screen(body)), {"score": 4})
+            counted += 1
+            continue
         before = counters()
-        assert item.image.file.url in body
+        assert picture_url(item) in body and item.image.file.url not in body
         shown.append(item.image_id)
         r = client.post(
-            reverse("annotation:item_answer", args=[study.slug, item.pk]),
-            {"score": scores[item.image_id]},
+            rate_url(study, on_screen(body)), {"score": scores[item.image_id]}
         )
         assert r.status_code in (200, 302, 303)
         assert counters() == before  # no slot, lease or rating moved
+    assert counted == 1
     assert shown == ([best.pk, base.pk] if optimised_first else [base.pk, best.pk])
-    # Not counted: no Rating, progress unchanged.
-    assert not Rating.objects.filter(annotator=annotator).exists()
-    assert ann_selectors.annotator_progress(annotator=annotator, study=study)[0] == 0
+    # Not counted: no Rating for them, progress moved only with the counted one.
+    assert Rating.objects.filter(annotator=annotator).count() == counted
+    progress = ann_selectors.annotator_progress(annotator=annotator, study=study)
+    assert progress[0] == counted
     test = blind.paired_test_refresh(test=test)
     assert (test.status, test.outcome) == ("answered", "optimised")
     assert (test.base_score, test.optimised_score) == (3, 6)

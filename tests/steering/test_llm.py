@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from steering import llm, search
-from steering.proposers import Evaluated, LLMRewriter, ProposerError
+from steering.proposers import Evaluated, LLMRewriter, Proposal, ProposerError
 from tests.steering.fake_openai import API_KEY, FakeOpenAI
 
 
@@ -181,3 +181,23 @@ def test_not_configured(settings, monkeypatch):
     monkeypatch.delenv("STEERING_LLM_URL", raising=False)
     with pytest.raises(llm.LLMError, match="set STEERING_LLM_URL"):
         llm.ChatConfig.from_settings()
+
+
+def test_nul_and_control_characters_are_cleaned_from_answers(server):
+    server.reply = lambda body: json.dumps(
+        {"prompts": ["a fox\x00 in the\x1b deep snow", "a fox,\n\toil painting"]}
+    )
+    assert _propose(server) == [
+        Proposal("a fox in the deep snow", "LLM rewrite"),
+        Proposal("a fox, oil painting", "LLM rewrite"),
+    ]
+
+
+def test_an_overlong_prompt_is_dropped_and_the_rest_kept(server):
+    server.reply = lambda body: json.dumps(
+        {"prompts": ["a fox " * 40_000, "a fox, watercolour"]}
+    )
+    assert [p.prompt for p in _propose(server)] == ["a fox, watercolour"]
+    server.reply = lambda body: json.dumps({"prompts": ["a fox " * 40_000]})
+    with pytest.raises(ProposerError, match="no text of at most 2000 characters"):
+        _propose(server)

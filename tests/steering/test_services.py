@@ -147,7 +147,7 @@ def test_no_model_yet(db, annotator, study):
 
 
 def test_cost_estimate(db, settings):
-    settings.STEERING_COST_PER_IMAGE = {"flux": 0.05}
+    settings.GENERATION_COST_PER_IMAGE = {"flux": 0.05}
     est = costs.estimate(backend="flux", max_images=20)
     assert est["cost"] == pytest.approx(1.0) and est["unit"] == "USD"
     assert costs.estimate(backend="gemini", max_images=10)["cost"] == pytest.approx(
@@ -168,3 +168,35 @@ def test_caution_out_of_range_is_refused_by_the_database(steering_setup):
         Optimization.objects.filter(pk=opt.pk).update(caution=9.0)
     opt.refresh_from_db()
     assert opt.caution == 0.0
+
+
+def test_an_llm_answer_with_nul_or_a_huge_prompt_ends_the_run_as_done(
+    steering_setup, settings
+):
+    """NUL and control characters are cleaned out of the rewrites (they become
+    Candidate rows); an answer holding only a 200 kB prompt is an LLM error, which
+    ends the run as done with what was found, as the docs say."""
+    import json
+
+    from tests.steering.fake_openai import API_KEY, FakeOpenAI
+
+    study, annotators = steering_setup
+    answers = iter(
+        [
+            {"prompts": ["a fox\x00 in a forest, oil\x07 painting"]},
+            {"prompts": ["a fox in a forest " * 12_000]},
+        ]
+    )
+    fake = FakeOpenAI()
+    fake.reply = lambda body: json.dumps(next(answers))
+    with fake.running():
+        settings.STEERING_LLM_URL = fake.base_url
+        settings.STEERING_LLM_API_KEY = API_KEY
+        settings.STEERING_LLM_MAX_RETRIES = 0
+        opt = _run(annotators[0], proposer="llm", rounds=3, per_round=2)
+    prompts = list(
+        Candidate.objects.filter(optimization=opt).values_list("prompt", flat=True)
+    )
+    assert "a fox in a forest, oil painting" in prompts
+    assert not any("\x00" in p or len(p) > 2000 for p in prompts)
+    assert opt.stopped.startswith("LLM proposer: Malformed answer"), opt.stopped

@@ -16,7 +16,7 @@ def test_staff_only(client, annotator):
 
 
 def test_estimate_partial(client, staff_user, settings):
-    settings.STEERING_COST_PER_IMAGE = {"flux": 0.05}
+    settings.GENERATION_COST_PER_IMAGE = {"flux": 0.05}
     client.force_login(staff_user)
     r = client.get("/steering/estimate/", {"backend": "flux", "max_images": "40"})
     html = r.content.decode()

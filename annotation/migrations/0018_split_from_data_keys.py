@@ -98,7 +98,7 @@ def resplit_engine_ratings(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("annotation", "0015_sql_helpers_cached")]
+    dependencies = [("annotation", "0017_submit_least_dealt_check")]
 
     operations = [
         migrations.RunPython(install, uninstall),
