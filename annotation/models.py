@@ -291,6 +291,13 @@ class Annotator(models.Model):
     def __str__(self) -> str:
         return self.public_id
 
+    @property
+    def split_key(self) -> str:
+        """Who this is as the data names them (``splits.annotator_key``)."""
+        return splits.annotator_key(
+            source=self.source, external_id=self.external_id, public_id=self.public_id
+        )
+
 
 class Participation(models.Model):
     class Status(models.TextChoices):
@@ -452,9 +459,7 @@ class Rating(models.Model):
         # bypasses this; the CHECK constraint then refuses an empty split).
         if not self.split:
             self.split = splits.split_assign(
-                study_id=self.study_id,
-                image_id=self.image_id,
-                annotator_id=self.annotator_id,
+                image_key=self.image.sha256, annotator_key=self.annotator.split_key
             )
         super().save(*args, **kwargs)
 

@@ -6,12 +6,17 @@
 * ``val_unseen`` / ``test_unseen``: every rating of annotators held out entirely
   ("new people").
 
-Each rating's split is a pure function of (study, image, annotator), drawn from a
-hash salted per study, and it is stored on the rating when the rating is written
-(``Rating.split``). Because the fractions below are fixed and each item hashes on
-its own, nothing ever moves when data grows: a new image or annotator only lands in
-its own bucket. Imported datasets that publish their own splits (PAMELA) store
-those instead.
+Each rating's split is a pure function of keys the data itself carries: the
+image's content hash (``Image.sha256``) and the annotator's id as the data names
+it (``annotator_key``: the external id of an imported or Prolific rater, the
+public id otherwise), drawn from a SHA-256 hash; never a database id, so the same
+ratings get the same splits in any database and after any re-import (and the
+same image or person falls on the same side in every study, so a version
+trained across studies never tests on an image it trained on). It is stored on
+the rating when the rating is written (``Rating.split``). Because the fractions
+below are fixed and each item hashes on its own, nothing ever moves when data
+grows: a new image or annotator only lands in its own bucket. Imported datasets
+that publish their own splits (PAMELA) store those instead.
 
 This module depends on nothing else in the project, so any app can import it.
 """
@@ -47,15 +52,22 @@ IMAGE_VAL_SEEN = 0.11
 IMAGE_TEST_SEEN = 0.17
 
 
-def _unit(study_id: int, kind: str, identity: int | str) -> float:
-    """A uniform number in [0, 1) from (study, kind, identity), stable forever."""
-    digest = hashlib.sha256(f"palate-split:{study_id}:{kind}:{identity}".encode())
+def _unit(kind: str, key: str) -> float:
+    """A uniform number in [0, 1) from (kind, key), stable forever."""
+    digest = hashlib.sha256(f"palate-split:{kind}:{key}".encode())
     return int.from_bytes(digest.digest()[:8], "big") / 2**64
 
 
-def annotator_split_group(*, study_id: int, annotator_id: int) -> str:
-    """``val_unseen``, ``test_unseen`` or ``"seen"`` for an annotator in a study."""
-    u = _unit(study_id, "annotator", annotator_id)
+def annotator_key(*, source: str, external_id: str, public_id: str) -> str:
+    """The annotator as the data names them: ``<source>:<external id>`` where
+    there is one (imported raters, Prolific), else their public id. The source is
+    part of it because external ids are unique per source only."""
+    return f"{source}:{external_id}" if external_id else public_id
+
+
+def annotator_split_group(*, annotator_key: str) -> str:
+    """``val_unseen``, ``test_unseen`` or ``"seen"`` for an annotator."""
+    u = _unit("annotator", annotator_key)
     if u < ANNOTATOR_VAL_UNSEEN:
         return VAL_UNSEEN
     if u < ANNOTATOR_VAL_UNSEEN + ANNOTATOR_TEST_UNSEEN:
@@ -63,10 +75,10 @@ def annotator_split_group(*, study_id: int, annotator_id: int) -> str:
     return "seen"
 
 
-def image_split_group(*, study_id: int, image_id: int) -> str:
+def image_split_group(*, image_key: str) -> str:
     """``train``, ``val_seen`` or ``test_seen``: where seen annotators' ratings of
-    this image go."""
-    u = _unit(study_id, "image", image_id)
+    this image (its sha256) go."""
+    u = _unit("image", image_key)
     if u < IMAGE_VAL_SEEN:
         return VAL_SEEN
     if u < IMAGE_VAL_SEEN + IMAGE_TEST_SEEN:
@@ -74,12 +86,12 @@ def image_split_group(*, study_id: int, image_id: int) -> str:
     return TRAIN
 
 
-def split_assign(*, study_id: int, image_id: int, annotator_id: int) -> str:
+def split_assign(*, image_key: str, annotator_key: str) -> str:
     """The split of one rating (pure; the same answer every time)."""
-    group = annotator_split_group(study_id=study_id, annotator_id=annotator_id)
+    group = annotator_split_group(annotator_key=annotator_key)
     if group != "seen":
         return group
-    return image_split_group(study_id=study_id, image_id=image_id)
+    return image_split_group(image_key=image_key)
 
 
 def split_validate(value: str) -> str:

@@ -78,7 +78,8 @@ def build(rng, staff_user):
         ],
         batch_size=2000,
     )
-    image_ids = list(Image.objects.filter(study=study).values_list("pk", flat=True))
+    shas = dict(Image.objects.filter(study=study).values_list("pk", "sha256"))
+    image_ids = list(shas)
     people = [annotator_create() for _ in range(N_ANNOTATORS)]
     Participation.objects.bulk_create(
         [Participation(annotator=a, study=study, consented_at=now) for a in people]
@@ -101,9 +102,7 @@ def build(rng, staff_user):
                     score=score,
                     time_on_item_ms=int(rng.lognormal(8, 0.6)),
                     split=split_assign(
-                        study_id=study.pk,
-                        image_id=image_id,
-                        annotator_id=people[j].pk,
+                        image_key=shas[image_id], annotator_key=people[j].split_key
                     ),
                     created_at=now - timedelta(minutes=int(rng.integers(0, 48 * 60))),
                 )

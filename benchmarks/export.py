@@ -155,7 +155,7 @@ def build(args) -> int:
                     score=int(rng.integers(1, 8)),
                     time_on_item_ms=int(rng.integers(800, 9000)),
                     split=split_assign(
-                        study_id=study.pk, image_id=image.pk, annotator_id=a.pk
+                        image_key=image.sha256, annotator_key=a.split_key
                     ),
                 )
             )

@@ -30,6 +30,11 @@ pooled over seeds with a 95% interval over annotators, the ceiling, and the gain
     .venv/bin/python benchmarks/taste_benchmark.py                 # everything
     .venv/bin/python benchmarks/taste_benchmark.py --variants linear --seeds 1
     .venv/bin/python benchmarks/taste_benchmark.py --first-seed 3   # fresh seeds
+    .venv/bin/python benchmarks/taste_benchmark.py --seeds 6 --fresh 4 \
+        --images 800 --annotators 150 --backbones synthetic   # issue 26's check
+
+Then, per variant × backbone, issue 26's criteria as "n of N seeds" with the
+pooled paired interval (``seed_table``).
 """
 
 from __future__ import annotations
@@ -183,9 +188,28 @@ def utilities(v: dict, taste_space: np.ndarray, domains: np.ndarray, seed: int):
     if v["domain"]:
         pref = rng.normal(size=(n_ann, int(domains.max()) + 1))
         util = util + v["domain"] * pref[:, domains]
+    util = _extras(v, util, z, rng)
     util = (util - util.mean()) / util.std()
     assert util.shape == (n_ann, n_img)
     return util, group
+
+
+def _extras(v: dict, util: np.ndarray, z: np.ndarray, rng) -> np.ndarray:
+    """The variants added for issue 26 (drawn after the others, so the older
+    variants' draws are unchanged): a taste on the *interaction* of two
+    attributes (each annotator's own sign and size on z₀·z₁, invisible to any
+    linear head on z), and *contrarians*, annotators whose shared and group
+    taste is reversed (a crowd that disagrees with the person)."""
+    n_ann = util.shape[0]
+    if v.get("interaction"):
+        inter = z[:, 0] * z[:, 1]
+        inter = (inter - inter.mean()) / inter.std()
+        coef = 0.5 + rng.normal(size=n_ann)
+        util = util / util.std() + v["interaction"] * coef[:, None] * inter[None, :]
+    if v.get("contrarian"):
+        flip = rng.random(n_ann) < v["contrarian"]
+        util = np.where(flip[:, None], -util, util)
+    return util
 
 
 def draw_ratings(v: dict, util: np.ndarray, noise: float, seed: int):
@@ -193,7 +217,9 @@ def draw_ratings(v: dict, util: np.ndarray, noise: float, seed: int):
     rng = np.random.default_rng(seed + 1)
     n_ann, n_img = util.shape
     lo, hi = v["scale"]
-    offset = rng.normal(0, v["scale_use"], size=n_ann)
+    # Where on the scale each annotator rates ("offset": annotators on different
+    # parts of the scale, e.g. one only uses the top half).
+    offset = rng.normal(0, v.get("offset", v["scale_use"]), size=n_ann)
     spread = np.exp(rng.normal(0, v["scale_use"], size=n_ann))
     rows, anns = [], []
     for i in range(n_img):
@@ -235,7 +261,9 @@ def run_one(v: dict, emb: np.ndarray, taste_space, domains, seed: int) -> dict:
     study = 10_000 + seed
     split = np.asarray(
         [
-            V.CODES[split_assign(study_id=study, image_id=int(r), annotator_id=int(a))]
+            V.CODES[
+                split_assign(image_key=f"{study}:{r}", annotator_key=f"{study}:{a}")
+            ]
             for r, a in zip(rows, anns, strict=True)
         ]
     )
@@ -262,7 +290,7 @@ def run_one(v: dict, emb: np.ndarray, taste_space, domains, seed: int) -> dict:
         "fit_s": fit_s,
         "noise": noise,
         "hyper": res.summary["hyper"],
-        "versus": res.summary["selection"]["versus_best_baseline"],
+        "versus": res.summary["selection"]["blend"],
     }
 
 
@@ -284,15 +312,14 @@ def per_annotator_ceilings(util, snap, seed) -> dict:
     return out
 
 
-def _chosen(hyper: dict, versus: dict) -> str:
+def _chosen(hyper: dict, blend: dict) -> str:
     """What selection kept, in a few words (for the log)."""
     h = hyper
-    gain = versus.get("gain")
-    vs = "" if gain is None else f" ({gain:+.3f} ± {versus['se']:.3f} on val)"
+    w = blend.get("weights") or {}
+    ws = ", ".join(f"{k} {x:.2f}" for k, x in w.items())
     return (
         f"base {h['base']}, τ {h['tau']:.3g}, ρ {h['rho']:g}, γ {h['gamma']:g}; "
-        f"{versus['kept']} vs {versus['baseline']}{vs}; newcomers: base "
-        f"{h['new_base']}, τ {h['new_tau']:.3g}"
+        f"blend {ws}; newcomers: base {h['new_base']}, τ {h['new_tau']:.3g}"
     )
 
 
@@ -400,11 +427,92 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+TIE = 0.001  # |model − best baseline| within this: a tie, not a win or a loss
+
+
+def seed_table(per_cell: dict) -> str:
+    """Issue 26's criteria per variant × backbone, each as "n of N seeds", with
+    the pooled paired interval: seen, model − best single baseline (the baseline
+    best pooled over the cell's seeds; per-annotator paired differences, 95 %
+    interval over annotators of every seed); per seed, model − that seed's best
+    baseline (beats / ties within ±0.001 / below; below by > 0.01 is the
+    failure); unseen, pooled model ≥ population at every k and non-decreasing
+    in k."""
+    lines = [
+        "| variant | backbone | seeds | best baseline | pooled model − best "
+        "[95 % CI] | seeds beat / tie / below | below by > 0.01 | worst seed | "
+        "unseen ≥ pop. every k | unseen non-decreasing in k |",
+        "|" + " --- |" * 10,
+    ]
+    for (variant, backbone), (seeds, runs) in per_cell.items():
+        seen = [
+            [
+                r
+                for r in run["rows"]
+                if r["split"] == "seen"
+                and all(r[w]["pairwise_accuracy"] is not None for w in WHO)
+            ]
+            for run in runs
+        ]
+        pooled = {
+            w: float(np.mean([r[w]["pairwise_accuracy"] for rs in seen for r in rs]))
+            for w in WHO[1:]
+        }
+        best = max(pooled, key=pooled.get)
+        diffs = [
+            r["model"]["pairwise_accuracy"] - r[best]["pairwise_accuracy"]
+            for rs in seen
+            for r in rs
+        ]
+        d = _ci(diffs)
+        per_seed = []
+        for rs in seen:
+            means = {
+                w: float(np.mean([r[w]["pairwise_accuracy"] for r in rs])) for w in WHO
+            }
+            per_seed.append(means["model"] - max(means[w] for w in WHO[1:]))
+        beat = sum(x > TIE for x in per_seed)
+        tie = sum(abs(x) <= TIE for x in per_seed)
+        worst = int(np.argmin(per_seed))
+        agg = aggregate(runs)
+        ks = sorted(k for sp, k in agg if sp == "unseen")
+        model_k = [agg[("unseen", k)]["model"][0] for k in ks]
+        pop_ok = all(
+            agg[("unseen", k)]["model"][0] >= agg[("unseen", k)]["population"][0] - 1e-9
+            for k in ks
+        )
+        mono = all(b >= a - 1e-9 for a, b in zip(model_k, model_k[1:], strict=False))
+        n = len(per_seed)
+        lines.append(
+            f"| {variant} | {backbone} | {n} | {best} | {d[0]:+.4f} "
+            f"[{d[1]:+.4f}, {d[2]:+.4f}] | {beat} / {tie} / {n - beat - tie} of {n} "
+            f"| {sum(x < -0.01 for x in per_seed)} of {n} | {per_seed[worst]:+.4f} "
+            f"(seed {seeds[worst]}) | {_yes(pop_ok)} | {_yes(mono)} |"
+        )
+    return "\n".join(lines)
+
+
 def _yes(ok: bool) -> str:
     return "yes" if ok else "**no**"
 
 
-def main() -> None:
+def _plan(args) -> tuple[dict, list[int]]:
+    """The variants (sizes overridden) and the seeds, fresh ones drawn now."""
+    import secrets
+
+    variants = variants_load(args.variants)
+    for v in variants.values():
+        if args.images:
+            v["images"] = args.images
+        if args.annotators:
+            v["annotators"] = args.annotators
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    seeds += [1000 + secrets.randbelow(1_000_000) for _ in range(args.fresh)]
+    print(f"seeds: {seeds}", file=sys.stderr)
+    return variants, seeds
+
+
+def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--variants", nargs="*")
     p.add_argument(
@@ -417,10 +525,24 @@ def main() -> None:
         default=0,
         help="seeds first-seed … (checks on fresh draws)",
     )
+    p.add_argument(
+        "--fresh",
+        type=int,
+        default=0,
+        help="also this many seeds drawn at run time (printed)",
+    )
+    p.add_argument("--images", type=int, help="override every variant's images")
+    p.add_argument("--annotators", type=int, help="and its annotators")
     p.add_argument("--cache", default="/tmp/palate-taste-bench")
     p.add_argument("--json", help="write raw aggregates here")
-    args = p.parse_args()
-    variants = variants_load(args.variants)
+    p.add_argument("--raw", help="write every run's per-annotator rows here")
+    return p.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    variants, seeds = _plan(args)
+    per_cell: dict = {}
     results: dict = {}
     started = time.monotonic()
     fits = []
@@ -438,7 +560,7 @@ def main() -> None:
                 spaces["tiny-clip"] = (tiny_clip(blobs), generic, domains_p)
         for backbone in args.backbones:
             runs = []
-            for seed in range(args.first_seed, args.first_seed + args.seeds):
+            for seed in seeds:
                 if backbone == "synthetic":
                     emb, domains = synthetic_embeddings(n, seed)
                     space = emb
@@ -454,7 +576,17 @@ def main() -> None:
                     file=sys.stderr,
                 )
             results[(name, backbone)] = aggregate(runs)
+            per_cell[(name, backbone)] = (seeds, runs)
+    print(f"seeds: {seeds}\n")
     print(table(results))
+    print()
+    print(seed_table(per_cell))
+    if args.raw:  # every run's per-annotator rows, to re-read without re-running
+        raw = {
+            f"{k[0]}|{k[1]}": {"seeds": s, "rows": [run["rows"] for run in runs]}
+            for k, (s, runs) in per_cell.items()
+        }
+        Path(args.raw).write_text(json.dumps(raw, default=str))
     print(
         f"\n{len(fits)} runs, {time.monotonic() - started:.0f}s total, "
         f"train_and_evaluate median {np.median(fits):.1f}s; load average "

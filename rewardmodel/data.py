@@ -30,7 +30,7 @@ class Snapshot:
     r_ann: np.ndarray  # index into annotator_keys
     r_score: np.ndarray
     r_split: np.ndarray  # split code (evaluation.CODES)
-    annotator_keys: list[str]  # str(annotator pk)
+    annotator_keys: list[str]  # str(annotator pk), in the order of their keys
     # External population scores (one mean score per item and source).
     e_row: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     e_src: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
@@ -64,15 +64,34 @@ def ratings_queryset(*, study_id: int | None = None):
 
 
 def snapshot_take(*, study_id: int | None = None) -> Snapshot:
+    """The ratings in an order fixed by keys the data carries (the image's
+    sha256 and study slug, the annotator's ``split_key``), never by database
+    ids: the same ratings give the same rows, annotator order, seeded draws and
+    so the same model in any database and after any re-import."""
     rows = list(
-        ratings_queryset(study_id=study_id)
-        .order_by("pk")
-        .values_list("pk", "image_id", "annotator_id", "score", "split")
+        ratings_queryset(study_id=study_id).values_list(
+            "pk",
+            "image_id",
+            "annotator_id",
+            "score",
+            "split",
+            "image__sha256",
+            "study__slug",
+            "annotator__source",
+            "annotator__external_id",
+            "annotator__public_id",
+        )
     )
-    image_ids = sorted({r[1] for r in rows})
+    img_key = {r[1]: (r[5], r[6]) for r in rows}
+    ann_key = {
+        r[2]: splits.annotator_key(source=r[7], external_id=r[8], public_id=r[9])
+        for r in rows
+    }
+    image_ids = sorted(img_key, key=img_key.__getitem__)
     img_row = {img: i for i, img in enumerate(image_ids)}
-    ann_pks = sorted({r[2] for r in rows})
+    ann_pks = sorted(ann_key, key=ann_key.__getitem__)
     ann_idx = {pk: i for i, pk in enumerate(ann_pks)}
+    rows.sort(key=lambda r: (ann_idx[r[2]], img_row[r[1]]))
     snap = Snapshot(
         image_ids=image_ids,
         ext_item_rows={},
@@ -82,7 +101,7 @@ def snapshot_take(*, study_id: int | None = None) -> Snapshot:
         r_score=np.asarray([float(r[3]) for r in rows], dtype=np.float64),
         r_split=np.asarray([CODES[r[4]] for r in rows], dtype=np.int64),
         annotator_keys=[str(pk) for pk in ann_pks],
-        last_rating_id=rows[-1][0] if rows else None,
+        last_rating_id=max(r[0] for r in rows) if rows else None,
         r_id=np.asarray([r[0] for r in rows], dtype=np.int64),
     )
     if study_id is not None:
@@ -95,16 +114,18 @@ def snapshot_take(*, study_id: int | None = None) -> Snapshot:
 def _add_external(snap: Snapshot, *, study_id: int | None, img_row: dict) -> None:
     """External population scores: each item maps onto a study image's row or a
     row of its own (embedded from its file)."""
+    # Ordered by what the data names (source name, item key), not by ids, like
+    # the ratings: the same data gives the same rows in any database.
     sources_qs = ExternalSource.objects.filter(
         kind=ExternalSource.Kind.POPULATION
-    ).order_by("pk")
+    ).order_by("name", "pk")
     if study_id is not None:
         sources_qs = sources_qs.filter(Q(study_id=study_id) | Q(study__isnull=True))
     e_row, e_src, e_score = [], [], []
     for source in sources_qs:
         scores = list(
             ExternalScore.objects.filter(item__source=source, rater="")
-            .order_by("pk")
+            .order_by("item__key", "pk")
             .values_list("item_id", "item__image_id", "score")
         )
         if not scores:

@@ -11,6 +11,10 @@ Sources:
   a local directory, or ``hf://bethgelab/PAMELA`` (downloaded with the
   ``datasets`` library; needs network access).
 
+Every reader streams: records come one at a time from parquet record batches
+(or csv/jsonl lines, or the hub's memory-mapped Arrow files), so the importer
+never holds the dataset (and every row's image) in memory.
+
 Columns are found by name; ``mapping`` (``--map field=column``) overrides any of
 them. Fields: ``rater``, ``score``, ``image`` (bytes, a hub image dict, or a path
 relative to the data), ``sha256`` (of an image already in the study), ``split``,
@@ -20,7 +24,7 @@ plus demographics and image metadata columns.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from django.conf import settings
@@ -143,22 +147,21 @@ def _meta(row: dict, columns: list[str], where: str) -> dict:
 
 
 def records_from_rows(
-    rows: list[dict],
+    rows: Iterable[tuple[str, dict]],
     *,
     mapping: dict,
     base: Path,
     split: str = "",
     start: int = 1,
-    wheres: list[str] | None = None,
 ) -> Iterator[RatingRecord]:
-    """Records of ``rows``; ``wheres`` names each row's file and line."""
-    if not rows:
-        return
-    cols = Columns(list(rows[0].keys()), mapping)
-    f = cols.field
-    for i, row in enumerate(rows):
-        line = start + i
-        where = wheres[i] if wheres else f"row {line}"
+    """One record per ``(where, row)`` pair, lazily (rows may be a stream;
+    ``where`` names the row's file and line); the columns are decided from the
+    first row's keys."""
+    cols = f = None
+    for line, (where, row) in enumerate(rows, start=start):
+        if cols is None:
+            cols = Columns(list(row.keys()), mapping)
+            f = cols.field
         data, key = None, ""
         if "image" in f and row.get(f["image"]) not in (None, ""):
             data, key = _image(row[f["image"]], base, where)
@@ -203,13 +206,11 @@ def _split_name(name) -> str:
     return name.removeprefix("pamela_")
 
 
-def read_table(path: Path) -> tuple[list[dict], list[str]]:
-    """The rows of a .csv, .jsonl or .parquet file and where each one is."""
-    rows, wheres = [], []
-    for where, row in check.table_rows(path, label=path.name):
-        rows.append(row)
-        wheres.append(where)
-    return rows, wheres
+def read_table(path: Path) -> Iterator[tuple[str, dict]]:
+    """``(where, row)`` for each row of a .csv, .jsonl or .parquet file, as a
+    stream (parquet: one record batch at a time), read through
+    ``import_input`` (caps, and a message naming the file and line)."""
+    return check.table_rows(path, label=path.name)
 
 
 def pamela_split_files(root: Path) -> dict[str, list[Path]]:
@@ -231,24 +232,25 @@ def pamela_split_files(root: Path) -> dict[str, list[Path]]:
     return out
 
 
-def read_pamela_local(root: Path, mapping: dict) -> list[RatingRecord]:
-    records: list[RatingRecord] = []
+def read_pamela_local(root: Path, mapping: dict) -> Iterator[RatingRecord]:
+    line = 1
     for split, files in pamela_split_files(root).items():
         for path in files:
-            rows, wheres = read_table(path)
-            records += records_from_rows(
-                rows,
+            for record in records_from_rows(
+                read_table(path),
                 mapping=mapping,
                 base=path.parent,
                 split=_split_name(split),
-                start=len(records) + 1,
-                wheres=wheres,
-            )
-    return records
+                start=line,
+            ):
+                line = record.line + 1
+                yield record
 
 
-def read_pamela_hub(repo: str, mapping: dict) -> list[RatingRecord]:
-    """``hf://owner/name``: every PAMELA split of the hub dataset (network)."""
+def read_pamela_hub(repo: str, mapping: dict) -> Iterator[RatingRecord]:
+    """``hf://owner/name``: every PAMELA split of the hub dataset (network). The
+    splits are downloaded into the ``datasets`` cache and read from there row by
+    row (memory-mapped Arrow), images undecoded."""
     try:
         import datasets
     except ImportError:
@@ -260,7 +262,7 @@ def read_pamela_hub(repo: str, mapping: dict) -> list[RatingRecord]:
         dd = datasets.load_dataset(repo)
     except Exception as exc:  # network, auth, missing repo: say it once, clearly
         raise InvalidInput(f"Could not load {repo} from the hub: {exc}") from None
-    records: list[RatingRecord] = []
+    line = 1
     for split in PAMELA_SPLITS:
         if split not in dd:
             continue
@@ -268,17 +270,21 @@ def read_pamela_hub(repo: str, mapping: dict) -> list[RatingRecord]:
         for name, feature in ds.features.items():
             if isinstance(feature, datasets.Image):
                 ds = ds.cast_column(name, datasets.Image(decode=False))
-        records += records_from_rows(
-            ds.to_list(),
+        rows = ((f"{split} row {n}", row) for n, row in enumerate(ds, start=1))
+        for record in records_from_rows(
+            rows,
             mapping=mapping,
             base=Path.cwd(),
             split=_split_name(split),
-            start=len(records) + 1,
-        )
-    return records
+            start=line,
+        ):
+            line = record.line + 1
+            yield record
 
 
-def records_read(source: str, *, layout: str, mapping: dict) -> list[RatingRecord]:
+def records_read(source: str, *, layout: str, mapping: dict) -> Iterator[RatingRecord]:
+    """The dataset's records as a stream (nothing is read until iterated, and
+    no more than a record batch is held at a time). Bad paths fail at once."""
     if source.startswith("hf://"):
         return read_pamela_hub(source.removeprefix("hf://"), mapping)
     path = Path(source)
@@ -287,10 +293,10 @@ def records_read(source: str, *, layout: str, mapping: dict) -> list[RatingRecor
             raise InvalidInput(
                 f"{path}: the PAMELA layout is a folder of parquet files."
             )
+        pamela_split_files(path)  # no split files: say so now
         return read_pamela_local(path, mapping)
     if not path.is_file():
         raise InvalidInput(f"No file {path}.")
-    rows, wheres = read_table(path)
-    return list(
-        records_from_rows(rows, mapping=mapping, base=path.parent, wheres=wheres)
-    )
+    if path.suffix.lower() not in (".csv", ".jsonl", ".parquet"):
+        raise InvalidInput(f"{path}: use a .csv, .jsonl or .parquet file.")
+    return records_from_rows(read_table(path), mapping=mapping, base=path.parent)

@@ -27,6 +27,7 @@ import numpy as np
 
 from annotation import splits
 
+from . import stacking as S
 from . import taste as T
 from .metrics import all_metrics, mean_of
 
@@ -264,11 +265,11 @@ def adapt_head(
 
 
 GAMMA_GRID = (0.8,)
-# The model's choice must beat the best baseline member on val_seen by this many
-# standard errors of the paired per-annotator difference, else the baseline member
-# is taken. The maximum over a grid is optimistic on the data that chose it;
-# falling back to the member that is exactly a baseline makes a tie a tie, where
-# a noisy "win" on validation would be a coin flip on test.
+# Newcomers adapt (and take a base other than the population's) only where that
+# beats the simpler choice by this many standard errors of the paired
+# per-annotator difference, out of fold: a grid maximum is optimistic on the
+# data that chose it. (Fitted annotators are not chosen this way any more: their
+# head is a blend of the members, ``stacking``.)
 PREFER_BASELINE_Z = 2.0
 
 
@@ -308,8 +309,9 @@ def select(data: Data) -> tuple[T.Hyper, T.Prior, dict]:
     The grid covers every base × ρ × τ (then γ around the best isotropic fit);
     the population baseline (content base, τ = 0), the leave-one-out consensus
     (crowd-only base, τ = 0) and the per-annotator ridge (zero base, ρ = 0, the
-    ridge's τ) are members of it, and the best member is kept unless the best
-    configuration beats it clearly (``PREFER_BASELINE_Z``)."""
+    ridge's τ) are members of it. The best configuration is then blended with
+    the three baseline members, weights chosen out of fold on val_seen
+    (``stacking.blend_out_of_fold``)."""
     val_seen = data.part(splits.VAL_SEEN)
     val_unseen = data.part(splits.VAL_UNSEEN)
     ctx = selection_context(data)
@@ -341,7 +343,18 @@ def select(data: Data) -> tuple[T.Hyper, T.Prior, dict]:
                 only=best_iso.base,
                 tau_iso=best_iso.tau,
             )
-    chosen, versus = search.decide(members)
+    chosen = search.best or members["population"]
+    ridge = heads_on(
+        ctx,
+        [np.zeros(ctx.x.shape[1] + 2)],
+        prior=T.prior_diag(ctx.x.shape[1], 0.0),
+        taus=[tuned.ridge_tau],
+        content_only=True,
+    )[0][0, 0]
+    pop, consensus = ctx.base("content", tuned.pop_lambda), bases["crowd_only"]
+    weights, blend_info = S.blend_out_of_fold(
+        search, pop=pop, ridge=ridge, consensus=consensus
+    )
     # Newcomers adapt only if the personal part earns its place on val_seen
     # (selected τ against τ = 0 on the same base, out of fold).
     personal = search.personal_part() if chosen.tau > 0 else {"win": False}
@@ -355,6 +368,10 @@ def select(data: Data) -> tuple[T.Hyper, T.Prior, dict]:
         new_base=new_base,
         new_lambda=lams[new_base],
         new_tau=chosen.tau if personal["win"] else 0.0,
+        blend=weights,
+        ridge_tau=tuned.ridge_tau,
+        blend_pop_lambda=tuned.pop_lambda,
+        blend_crowd_lambda=lams["crowd_only"],
     )
     prior = search.priors[chosen]
     return (
@@ -363,7 +380,7 @@ def select(data: Data) -> tuple[T.Hyper, T.Prior, dict]:
         {
             "population_lambda": {f"{k:.3g}": v for k, v in crowd_scores.items()},
             "user": search.scores,
-            "versus_best_baseline": versus,
+            "blend": blend_info,
             "personal_part": personal,
             "newcomer_base": new_scores,
             "newcomer": _newcomer_check(ctx, val_unseen, hyper, prior, bases),
@@ -409,6 +426,13 @@ class _Search:
                 self._best_acc, self.best = mean, cfg
                 self.best_heads = flat[c].copy()
 
+    def heads_of(self, cfg: Config) -> np.ndarray:
+        """Every fitted annotator's head under ``cfg`` (n_ann, d)."""
+        grid, _ = heads_on(
+            self.ctx, [self.bases[cfg.base]], prior=self.priors[cfg], taus=[cfg.tau]
+        )
+        return grid[0, 0]
+
     def _pick(self, mask: np.ndarray, among=None) -> Config:
         """The configuration (of ``among``, default all) with the best mean
         accuracy over the annotators in ``mask``."""
@@ -440,21 +464,6 @@ class _Search:
         gain = float(d.mean())
         se = float(np.std(d, ddof=1) / math.sqrt(d.size))
         return {"gain": gain, "se": se, "win": gain > PREFER_BASELINE_Z * se}
-
-    def decide(self, members: dict[str, Config]) -> tuple[Config, dict]:
-        """The best configuration, or the best baseline member where selecting
-        does not beat the best member by ``PREFER_BASELINE_Z`` standard errors
-        out of fold (``crossfit``)."""
-        accs = {n: self.scores.get(c.label, math.nan) for n, c in members.items()}
-        name = _argmax(accs)
-        member = members[name]
-        best = self.best or member
-        if best == member:
-            return best, {"baseline": name, "kept": "model"}
-        ms = list(members.values())
-        out = {"baseline": name, **self.crossfit(lambda c, m: self._pick(m, ms))}
-        out["kept"] = "model" if out["win"] else "baseline member"
-        return (best if out["win"] else member), out
 
     def personal_part(self) -> dict:
         """Whether the personal heads earn their place: selecting against the
@@ -577,6 +586,14 @@ def report(
     rows: list[dict] = []
     heldout: list[HeldOut] = []
     v = ctx.view(data.part(splits.TEST_SEEN))
+    if hyper.blend is not None:  # the deployed form: the members' blend
+        mine = S.blend_heads(
+            hyper.blend,
+            mine[0, 0],
+            ctx.base("content", hyper.blend_pop_lambda),
+            ridge[0, 0],
+            ctx.base("crowd_only", hyper.blend_crowd_lambda),
+        )[None, None]
     preds = {
         "model": score(v, mine[0, 0]),
         "population": score(v, np.broadcast_to(pop, mine[0, 0].shape)),

@@ -13,8 +13,10 @@ loads its ``.npz`` checkpoint once per process and keeps, per version:
 
 Annotators the version was fitted on use their head; anyone else gets a head
 adapted in closed form from their current ratings (cold start: the newcomer
-base head, chosen on validation). Images without an embedding are reported as
-``pending`` (the API queues them and answers 202) instead of failing the request.
+base head, chosen on validation), recomputed as soon as they rate again: the
+cached head is keyed by their latest rating id and count, not by a timer.
+Images without an embedding are reported as ``pending`` (the API queues them and
+answers 202) instead of failing the request.
 """
 
 from __future__ import annotations
@@ -57,8 +59,10 @@ class Predictor:
     rows: dict[int, int] = field(default_factory=dict)  # image id -> cache row
     x: np.ndarray | None = None
     crowd: Crowd | None = None
-    heads: dict[int, tuple] = field(default_factory=dict)  # adapted, with stamp
-    spreads: dict[int, tuple] = field(default_factory=dict)  # (HeadSpread, stamp)
+    # Adapted heads and spreads, each with the stamp of the ratings it was
+    # computed from (``_own_ratings``).
+    heads: dict[int, tuple] = field(default_factory=dict)
+    spreads: dict[int, tuple] = field(default_factory=dict)
 
     # --- images --------------------------------------------------------------
 
@@ -153,17 +157,23 @@ class Predictor:
         if i is not None and self.model.fitted[i]:
             m = self.model
             return m.heads[i], float(m.norm_mean[i]), float(m.norm_std[i]), "trained"
+        ratings, stamp, complete = self._own_ratings(annotator, fitted=False)
         cached = self.heads.get(annotator.pk)
-        if cached is not None and time.monotonic() - cached[-1] < CROWD_TTL:
+        if cached is not None and cached[-1] == stamp:
             return cached[:-1]
-        out = self._adapt(annotator)
-        self.heads[annotator.pk] = (*out, time.monotonic())
+        out = self._adapt(annotator, ratings)
+        if complete:  # else an embedding is still missing: adapt again next time
+            self.heads[annotator.pk] = (*out, stamp)
         return out
 
-    def _own_ratings(self, annotator: Annotator, *, fitted: bool) -> list:
-        """(image id, score) of the annotator's ratings that have an embedding:
-        for a fitted annotator those the version was trained on (up to the run's
-        last rating), else their latest ``MAX_ADAPT_RATINGS``."""
+    def _own_ratings(self, annotator: Annotator, *, fitted: bool) -> tuple:
+        """(ratings, stamp, complete): (image id, score) of the annotator's
+        ratings that have an embedding (for a fitted annotator those the version
+        was trained on, up to the run's last rating; else their latest
+        ``MAX_ADAPT_RATINGS``), the ids of the ratings read (the key of what was
+        computed from them: a new rating, or one that stops counting, changes
+        it, so the next prediction reflects it at once; no timer), and whether
+        every one had an embedding. One indexed query."""
         from .data import ratings_queryset
 
         qs = ratings_queryset(study_id=self.version.study_id).filter(
@@ -173,14 +183,18 @@ class Predictor:
             last = getattr(self.version.training_run, "last_rating_id", None)
             if last is not None:
                 qs = qs.filter(pk__lte=last)
-        ratings = list(
-            qs.order_by("-pk").values_list("image_id", "score")[:MAX_ADAPT_RATINGS]
+        got = list(
+            qs.order_by("-pk").values_list("pk", "image_id", "score")[
+                :MAX_ADAPT_RATINGS
+            ]
         )
-        self.add_images([r[0] for r in ratings])
-        return [r for r in ratings if r[0] in self.rows]
+        stamp = tuple(r[0] for r in got)
+        self.add_images([r[1] for r in got])
+        usable = [r[1:] for r in got if r[1] in self.rows]
+        return usable, stamp, len(usable) == len(got)
 
-    def _adapt(self, annotator: Annotator) -> tuple[np.ndarray, float, float, str]:
-        ratings = self._own_ratings(annotator, fitted=False)
+    def _adapt(self, annotator: Annotator, ratings: list) -> tuple:
+        """(head, mean, std, how) from the annotator's ratings (image, score)."""
         if not ratings:
             m = self.model
             mean = float(np.mean(m.norm_mean[m.fitted])) if m.fitted.any() else 0.0
@@ -196,16 +210,17 @@ class Predictor:
         scale (``taste.HeadSpread``): how much their ratings pin down their taste
         on these images. From at most ``MAX_ADAPT_RATINGS`` of their ratings (the
         latest), so for someone with more it errs wide; one eigendecomposition
-        per annotator, kept ``CROWD_TTL`` seconds."""
+        per annotator, kept until their ratings change (``_own_ratings``' stamp)."""
         i = self.index.get(str(annotator.pk))
         fitted = i is not None and bool(self.model.fitted[i])
+        ratings, stamp, complete = self._own_ratings(annotator, fitted=fitted)
         cached = self.spreads.get(annotator.pk)
-        if cached is None or time.monotonic() - cached[1] >= CROWD_TTL:
-            ratings = self._own_ratings(annotator, fitted=fitted)
+        if cached is None or cached[1] != stamp:
             rows = np.asarray([self.rows[r[0]] for r in ratings], dtype=np.int64)
             f = T.Features.full(self.x[rows], self.crowd_feature(rows, annotator.pk))
-            cached = (self.model.spread(f, fitted=fitted), time.monotonic())
-            self.spreads[annotator.pk] = cached
+            cached = (self.model.spread(f, fitted=fitted), stamp)
+            if complete:
+                self.spreads[annotator.pk] = cached
         rows = np.fromiter(
             map(self.rows.__getitem__, image_ids), np.int64, len(image_ids)
         )

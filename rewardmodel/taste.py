@@ -456,9 +456,19 @@ class Hyper:
     new_base: str = "crowd"  # newcomers' base head (their k = 0 prediction)
     new_lambda: float | None = None  # its ridge; None: pop_lambda
     new_tau: float | None = None  # newcomers' τ; None: tau
+    # Fitted annotators' heads as a blend of the family's members (``stacking``):
+    # weights (model, population, ridge, consensus) and the members' own λ / τ.
+    blend: tuple | None = None
+    ridge_tau: float | None = None
+    blend_pop_lambda: float | None = None
+    blend_crowd_lambda: float | None = None
 
     def as_dict(self) -> dict:
         return {
+            "blend": None if self.blend is None else [float(w) for w in self.blend],
+            "ridge_tau": self.ridge_tau,
+            "blend_pop_lambda": self.blend_pop_lambda,
+            "blend_crowd_lambda": self.blend_crowd_lambda,
             "pop_lambda": self.pop_lambda,
             "tau": self.tau,
             "rho": self.rho,
@@ -482,6 +492,10 @@ class Hyper:
             new_base=str(d.get("new_base", "crowd")),
             new_lambda=None if d.get("new_lambda") is None else float(d["new_lambda"]),
             new_tau=None if d.get("new_tau") is None else float(d["new_tau"]),
+            blend=None if d.get("blend") is None else tuple(d["blend"]),
+            ridge_tau=_opt(d.get("ridge_tau")),
+            blend_pop_lambda=_opt(d.get("blend_pop_lambda")),
+            blend_crowd_lambda=_opt(d.get("blend_crowd_lambda")),
         )
 
     @property
@@ -529,6 +543,8 @@ class Model:
         ``f`` of the ratings it was fitted (``fitted``) or adapted from."""
         prior = self.prior or prior_diag(self.w0.size - 2, self.hyper.rho)
         tau = self.hyper.tau if fitted else self.hyper.newcomer_tau
+        if fitted and self.hyper.blend is not None:
+            tau *= float(self.hyper.blend[0]) ** 2  # the model member's share
         return HeadSpread.build(f, tau * self.kscale, prior)
 
     def adapt(
@@ -581,7 +597,10 @@ def fit_heads(
         prior = _prior_from_fit(f, resid, fit, n_ann, hyper, x.shape[1])
     deltas, kscale = heads_fit(f, resid, fit.ann, n_ann, prior, hyper.tau)
     fitted = np.bincount(fit.ann, minlength=n_ann) > 0
-    heads = np.where(fitted[:, None], w0[None, :] + deltas, w_new[None, :])
+    own = w0[None, :] + deltas
+    if hyper.blend is not None:
+        own = _blended(own, f, y, fit, n_ann, hyper, gram, rhs)
+    heads = np.where(fitted[:, None], own, w_new[None, :])
     return Model(
         feat,
         w0,
@@ -596,6 +615,24 @@ def fit_heads(
         w_new=w_new,
         crowd_fill=fill,
     )
+
+
+def _blended(model, f, y, fit, n_ann, hyper: Hyper, gram, rhs) -> np.ndarray:
+    """The deployed blend (``stacking``): the members refitted on ``fit`` with
+    the hyper-parameters selection gave them."""
+    from .stacking import blend_heads
+
+    content = f.copy()
+    content[:, -2] = 0.0
+    ridge_prior = prior_diag(f.shape[1] - 2, 0.0)
+    ridge, _ = heads_fit(content, y, fit.ann, n_ann, ridge_prior, hyper.ridge_tau)
+    pop = base_head(gram, rhs, "content", hyper.blend_pop_lambda)
+    crowd = base_head(gram, rhs, "crowd_only", hyper.blend_crowd_lambda)
+    return blend_heads(hyper.blend, model, pop, ridge, crowd)
+
+
+def _opt(value) -> float | None:
+    return None if value is None else float(value)
 
 
 def crowd_fill_fit(x: np.ndarray, rows: np.ndarray, crowd: np.ndarray) -> np.ndarray:

@@ -460,15 +460,16 @@ def _top_up(annotator, study, live: list[Assignment], hold: int, now) -> None:
 
 
 def _locked_assignment(assignment_id: int, annotator: Annotator) -> Assignment:
-    """The assignment, locked, with its study and (``participation_status``) the
-    annotator's status in that study, read in the same query."""
+    """The assignment, locked, with its study, its image and
+    (``participation_status``) the annotator's status in that study, read in the
+    same query."""
     part = Participation.objects.filter(
         annotator_id=OuterRef("annotator_id"), study_id=OuterRef("study_id")
     ).values("status")[:1]
     try:
         assignment = (
             Assignment.objects.select_for_update(of=("self",), no_key=True)
-            .select_related("study")
+            .select_related("study", "image")  # the image's sha256: its split
             .annotate(participation_status=Subquery(part))
             .get(pk=assignment_id)
         )
@@ -556,7 +557,7 @@ def _rating_submit(assignment_id, annotator, score, now) -> tuple[Rating, bool]:
         score=score,
         time_on_item_ms=_elapsed_ms(assignment.shown_at or assignment.leased_at, now),
         split=split_assign(
-            study_id=study.pk, image_id=assignment.image_id, annotator_id=annotator.pk
+            image_key=assignment.image.sha256, annotator_key=annotator.split_key
         ),
     )
     rating_recorded(rating=rating, study=study, now=now)  # QC statistics and flags

@@ -195,7 +195,10 @@ def _heldout_rows(version, result, snap, known: set[int]) -> list[HeldOutPredict
             continue
         keep = np.arange(h.rows.size)
         if keep.size > cap:
-            rng = np.random.default_rng([int(version.config.get("seed", 0)), pk])
+            # By the annotator's place in the key order, not their id: the
+            # same data keeps the same sample in any database.
+            seed = [int(version.config.get("seed", 0)), int(h.annotator)]
+            rng = np.random.default_rng(seed)
             keep = np.sort(rng.choice(keep.size, size=cap, replace=False))
         out.append(
             HeldOutPredictions(

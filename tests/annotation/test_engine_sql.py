@@ -74,18 +74,28 @@ def test_sql_helpers_are_inlined():
 
 
 def test_split_in_sql_is_split_assign(study):
-    ids = range(1, 400, 3)
+    """The submit's ``palate_split`` (called with ids) hashes the same keys as
+    ``split_assign``: the image's sha256, the annotator's key (external id with
+    its source where there is one, else the public id)."""
+    images = make_images(study, 40)
+    people = [AnnotatorFactory() for _ in range(25)] + [
+        AnnotatorFactory(source="prolific", external_id=f"PID{i:04d}")
+        for i in range(25)
+    ]
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT s, i, a, palate_split(s, i, a) FROM generate_series(1, 3) s, "
-            "unnest(%s::bigint[]) i, unnest(%s::bigint[]) a",
-            [list(ids), list(ids)],
+            "SELECT i, a, palate_split(%s, i, a) FROM unnest(%s::bigint[]) i, "
+            "unnest(%s::bigint[]) a",
+            [study.pk, [im.pk for im in images], [p.pk for p in people]],
         )
         rows = cursor.fetchall()
-    assert len(rows) == 3 * len(ids) ** 2
+    assert len(rows) == len(images) * len(people)
+    sha = {im.pk: im.sha256 for im in images}
+    key = {p.pk: p.split_key for p in people}
+    assert key[people[-1].pk] == "prolific:PID0024"
     seen = set()
-    for s, i, a, split in rows:
-        assert split == split_assign(study_id=s, image_id=i, annotator_id=a)
+    for i, a, split in rows:
+        assert split == split_assign(image_key=sha[i], annotator_key=key[a])
         seen.add(split)
     assert len(seen) == 5  # every split occurs: the comparison means something
 
@@ -196,10 +206,10 @@ def _scenario(settings, sql: bool):
             r.time_on_item_ms,
             r.split
             == split_assign(
-                study_id=study.pk, image_id=r.image_id, annotator_id=r.annotator_id
+                image_key=r.image.sha256, annotator_key=r.annotator.split_key
             ),
         )
-        for r in Rating.objects.filter(study=study).select_related("annotator")
+        for r in Rating.objects.filter(study=study).select_related("annotator", "image")
     )
     counters = [
         (img.rating_count, img.lease_count)

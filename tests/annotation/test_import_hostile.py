@@ -4,6 +4,7 @@ the media folder exactly as they were (issue 24, findings 5 and 7)."""
 
 import json
 import os
+import re
 import signal
 import zipfile
 from pathlib import Path
@@ -83,8 +84,7 @@ CASES = {
     ),
     "nul in rating's annotator id": (
         lambda r: edit_first(r, "ratings", annotator_id="a-\x00x"),
-        r"ratings/data/test_seen-00000-of-00001\.jsonl line 1: annotator_id "
-        "contains a NUL",
+        r"ratings/data/{ratings} line 1: annotator_id contains a NUL",
     ),
     "nul in prompt": (
         lambda r: edit_first(r, "images", prompt="a\x00b"),
@@ -112,8 +112,7 @@ CASES = {
     ),
     "line is a list": (
         lambda r: replace_line(r, "ratings", b"[1, 2, 3]"),
-        r"ratings/data/test_seen-00000-of-00001\.jsonl line 2: a list, not a JSON "
-        "object",
+        r"ratings/data/{ratings} line 2: a list, not a JSON object",
     ),
     "line is a string": (
         lambda r: replace_line(r, "annotators", b'"hello"'),
@@ -165,8 +164,11 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_hostile_export_is_refused_and_changes_nothing(export, case):
     damage, match = CASES[case]
+    # The first ratings file is whichever split sorts first in this export (the
+    # splits hash from the data: issue 26).
+    first = re.escape(table(export, "ratings").name)
     damage(export)
-    refused(export, match)
+    refused(export, match.replace("{ratings}", first))
 
 
 def test_symlink_out_of_the_export_is_refused(export, tmp_path):

@@ -28,32 +28,38 @@ def rate_all(study, annotators, score=4):
 
 def test_split_is_a_pure_function_with_the_published_semantics():
     seen_images = {}
-    for annotator_id in range(400):
-        group = splits.annotator_split_group(study_id=7, annotator_id=annotator_id)
-        for image_id in range(30):
-            s = splits.split_assign(
-                study_id=7, image_id=image_id, annotator_id=annotator_id
-            )
-            assert s == splits.split_assign(
-                study_id=7, image_id=image_id, annotator_id=annotator_id
-            )
+    for a in range(400):
+        group = splits.annotator_split_group(annotator_key=f"a-{a:012x}")
+        for image in range(30):
+            key = {"image_key": f"{image:064x}", "annotator_key": f"a-{a:012x}"}
+            s = splits.split_assign(**key)
+            assert s == splits.split_assign(**key)
             if group == "seen":
                 # Seen annotators: the image decides, the same for everyone.
-                assert seen_images.setdefault(image_id, s) == s
+                assert seen_images.setdefault(image, s) == s
                 assert s in (splits.TRAIN, splits.VAL_SEEN, splits.TEST_SEEN)
             else:
                 # Unseen annotators: all their ratings in one unseen split.
                 assert s == group
     groups = [
-        splits.annotator_split_group(study_id=7, annotator_id=a) for a in range(4000)
+        splits.annotator_split_group(annotator_key=f"a-{a:012x}") for a in range(4000)
     ]
     unseen = sum(g != "seen" for g in groups) / len(groups)
     assert 0.12 < unseen < 0.18
-    # Salted per study: another study draws other annotators.
-    other = [
-        splits.annotator_split_group(study_id=8, annotator_id=a) for a in range(4000)
-    ]
-    assert groups != other
+
+
+def test_split_keys_are_what_the_data_names():
+    """External id (with its source) where there is one, else the public id:
+    never a database id."""
+    assert (
+        splits.annotator_key(source="import", external_id="pam:P1", public_id="a-1")
+        == "import:pam:P1"
+    )
+    assert splits.annotator_key(source="invite", external_id="", public_id="a-1") == (
+        "a-1"
+    )
+    person = AnnotatorFactory(source="prolific", external_id="5f1c")
+    assert person.split_key == "prolific:5f1c"
 
 
 def test_engine_stores_the_split_and_it_never_moves_when_data_grows():
@@ -65,7 +71,7 @@ def test_engine_stores_the_split_and_it_never_moves_when_data_grows():
     assert before and all(s in splits.SPLITS for s in before.values())
     for r in Rating.objects.all():
         assert r.split == splits.split_assign(
-            study_id=study.pk, image_id=r.image_id, annotator_id=r.annotator_id
+            image_key=r.image.sha256, annotator_key=r.annotator.split_key
         )
     # More images and more annotators arrive; study raters grow too.
     make_images(study, 20, start=100)

@@ -102,6 +102,32 @@ def test_a_bad_image_after_good_ones_leaves_no_file(data):
     refused(path, r"r\.csv line 5: .*bad\.png: not a readable image")
 
 
+def test_a_bad_image_is_skipped_and_listed_when_asked(data):
+    """--skip-unreadable-images (always on for PAMELA, issue 26): the image and
+    its ratings are left out and named, the rest is imported, and the bad image
+    leaves no file."""
+    (data / "bad.png").write_bytes(b"not an image")
+    path = csv_rows(data, *GOOD, "u4,3,bad.png", "u1,4,bad.png")
+    before = set(snapshot()["files"])
+    out, err = io.StringIO(), io.StringIO()
+    call_command(
+        "import_ratings",
+        "s",
+        str(path),
+        "--skip-unreadable-images",
+        stdout=out,
+        stderr=err,
+    )
+    result = json.loads(out.getvalue())
+    assert result["ratings_created"] == len(GOOD) == Rating.objects.count()
+    assert result["unreadable_images"] == [str((data / "bad.png").resolve())]
+    assert result["ratings_skipped_unreadable_image"] == 2
+    assert "bad.png" in err.getvalue()
+    assert Image.objects.count() == 3
+    new_files = set(snapshot()["files"]) - before
+    assert sorted(new_files) == sorted(i.file.name for i in Image.objects.all())
+
+
 def test_invalid_utf8_list_lines_and_fake_parquet(data):
     (data / "r.csv").write_bytes(b"rater,score,image\nu\xff,3,0.png\n")
     refused(data / "r.csv", r"r\.csv .*not UTF-8")

@@ -28,7 +28,8 @@ def planted(seed: int, *, n_img=320, n_ann=70, dim=24, per_image=12, shared_only
             rows.append(i)
             anns.append(a)
             scores.append(float(np.clip(np.rint(4 + 1.2 * u), 1, 7)))
-            split.append(CODES[split_assign(study_id=seed, image_id=i, annotator_id=a)])
+            key = {"image_key": f"{seed}:{i}", "annotator_key": f"{seed}:{a}"}
+            split.append(CODES[split_assign(**key)])
     split = np.asarray(split)
     snap = SimpleNamespace(
         r_row=np.asarray(rows),
@@ -63,26 +64,47 @@ def test_personalised_beats_population_by_a_margin(seed):
     assert k[20] > pop and k[20] >= k[5] - 0.01, (k, pop)
 
 
-def test_without_learnable_individual_taste_the_model_is_a_baseline_exactly():
+def test_without_learnable_individual_taste_the_model_stays_at_the_best_baseline():
     """Taste that is one shared direction plus noise: nothing personal to learn.
-    Selection must not keep a configuration whose validation edge is noise; the
-    model then *is* the best baseline member (here the population ridge), so on
-    test it ties that baseline exactly instead of losing to it by chance."""
+    The blend (``stacking``) then leans on the baseline members and the model
+    ends level with the best baseline on test, not below it by a wrong pick."""
     snap, emb = planted(14, shared_only=True)
     with compute_threads():
         res = train_and_evaluate(snap=snap, emb=emb, cfg={"seed": 14})
-    hyper = res.summary["hyper"]
-    versus = res.summary["selection"]["versus_best_baseline"]
-    assert versus["kept"] == "baseline member", versus
-    assert hyper["tau"] == 0 and hyper["new_tau"] == 0, hyper
+    weights = res.summary["selection"]["blend"]["weights"]
+    assert weights["population"] + weights["consensus"] > weights["model"], weights
     seen = res.summary["seen"]
     best = max(
         seen[w]["pairwise_accuracy"]
         for w in ("population", "per_annotator_ridge", "loo_consensus")
     )
-    assert seen["model"]["pairwise_accuracy"] == best
+    assert seen["model"]["pairwise_accuracy"] >= best - 0.005
     for k, cell in res.summary["unseen"].items():
         assert (
             cell["model"]["pairwise_accuracy"]
             >= cell["population"]["pairwise_accuracy"]
         ), k
+
+
+def test_selection_and_blend_never_read_test():
+    """Garbage in every test score leaves the selected hyper-parameters, the
+    blend weights and the validation figures bit for bit unchanged; garbage in
+    validation scores moves them (so the comparison can fail)."""
+    snap, emb = planted(12)
+    with compute_threads():
+        clean = train_and_evaluate(snap=snap, emb=emb, cfg={"seed": 12})
+    rng = np.random.default_rng(5)
+    for codes, same in (
+        ([CODES["test_seen"], CODES["test_unseen"]], True),
+        ([CODES["val_seen"]], False),
+    ):
+        noisy = SimpleNamespace(**vars(snap))
+        hit = np.isin(snap.r_split, codes)
+        noisy.r_score = snap.r_score.copy()
+        noisy.r_score[hit] = rng.integers(1, 8, size=int(hit.sum()))
+        with compute_threads():
+            res = train_and_evaluate(snap=noisy, emb=emb, cfg={"seed": 12})
+        blend = res.summary["selection"]["blend"]
+        assert (blend == clean.summary["selection"]["blend"]) is same
+        assert (res.summary["hyper"] == clean.summary["hyper"]) is same
+        assert (res.summary["selection"] == clean.summary["selection"]) is same

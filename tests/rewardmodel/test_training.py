@@ -127,12 +127,22 @@ def test_snapshot_carries_the_stored_splits(rated_study):
     snap = snapshot_take(study_id=study.pk)
     from annotation.models import Rating
 
-    stored = list(
-        Rating.objects.filter(study=study)
-        .order_by("pk")
-        .values_list("split", flat=True)
-    )
-    assert [splits.SPLITS[c] for c in snap.r_split] == stored
+    stored = {
+        (a, i): s
+        for a, i, s in Rating.objects.filter(study=study).values_list(
+            "annotator_id", "image_id", "split"
+        )
+    }
+    got = {
+        (int(snap.annotator_keys[a]), snap.image_ids[r]): splits.SPLITS[c]
+        for a, r, c in zip(snap.r_ann, snap.r_row, snap.r_split, strict=True)
+    }
+    assert got == stored
+    # r_id follows the same (key) order: the comparison's "newer" ratings.
+    by_id = dict(Rating.objects.filter(study=study).values_list("pk", "split"))
+    assert {
+        int(i): splits.SPLITS[c] for i, c in zip(snap.r_id, snap.r_split, strict=True)
+    } == by_id
 
 
 def test_the_run_log_prints_plain_numbers_and_the_backbone_load(

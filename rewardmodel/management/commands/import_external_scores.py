@@ -40,7 +40,7 @@ class Command(BaseCommand):
         try:
             result = services.external_scores_import(
                 study=study,
-                rows=read_table(path)[0],
+                rows=[row for _, row in read_table(path)],  # one per item, no images
                 source_name=source,
                 base_dir=path.parent,
                 scale_min=opts["scale_min"],

@@ -40,6 +40,13 @@ class Command(BaseCommand):
         )
         parser.add_argument("--dataset", help="name scoping the rater ids")
         parser.add_argument(
+            "--skip-unreadable-images",
+            action="store_true",
+            help="skip an image PIL cannot load (with its ratings) and list it, "
+            "instead of refusing the import; always on for PAMELA (--layout pamela "
+            "or hf://: the published dataset has at least one)",
+        )
+        parser.add_argument(
             "--create", action="store_true", help="create the study if missing"
         )
         parser.add_argument("--scale-min", type=int, help="with --create")
@@ -76,11 +83,26 @@ class Command(BaseCommand):
             study = self._study(opts)
             dataset = opts["dataset"] or opts["source"].rstrip("/").split("/")[-1]
             result = annotation_services.ratings_import(
-                study=study, records=records, dataset=dataset
+                study=study,
+                records=records,
+                dataset=dataset,
+                skip_unreadable_images=opts["skip_unreadable_images"]
+                or opts["layout"] == "pamela"
+                or opts["source"].startswith("hf://"),
             )
         except PalateError as exc:
             raise CommandError(exc.message) from None
         self.stdout.write(json.dumps(result))
+        if result["unreadable_images_skipped"]:
+            ids = result["unreadable_images"]
+            shown = ", ".join(ids[:20]) + (
+                f" (and {len(ids) - 20} more)" if len(ids) > 20 else ""
+            )
+            self.stderr.write(
+                f"skipped {len(ids)} image(s) that cannot be read as images, with "
+                f"their {result['ratings_skipped_unreadable_image']} rating(s): "
+                f"{shown}"
+            )
         if not opts["train"]:
             return
         config = {"seed": opts["seed"]}
