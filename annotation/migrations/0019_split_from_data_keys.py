@@ -98,7 +98,7 @@ def resplit_engine_ratings(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("annotation", "0017_submit_least_dealt_check")]
+    dependencies = [("annotation", "0018_export_withdrawn")]
 
     operations = [
         migrations.RunPython(install, uninstall),
