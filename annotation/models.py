@@ -943,3 +943,16 @@ class ModerationEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.annotator_id} by {self.user_id or 'system'}"
+
+
+class ErasedIdentifier(models.Model):
+    """A keyed digest of an identifier an erased person had (their old public id,
+    their external id): the suppression list that keeps an old export or dataset
+    from bringing their ratings back, without keeping the identifier itself
+    (``annotation.services.erasure.identifier_digest``; HMAC under SECRET_KEY)."""
+
+    digest = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"erased identifier {self.digest[:12]}…"

@@ -32,6 +32,7 @@ from core.exceptions import InvalidInput
 from ..models import DEMOGRAPHIC_FIELDS, Annotator, Image, Participation, Rating, Study
 from ..splits import SPLITS
 from . import import_input as check
+from .erasure import identifiers_erased
 from .media_journal import media_journal
 from .studies import image_create
 
@@ -262,7 +263,10 @@ def _identities(
             public_id__in=[*plan.annotators, *filter(None, wanted.values())]
         )
     }
-    erased = sorted(p for p, a in here.items() if a.erased_at and p in plan.annotators)
+    erased = sorted(
+        {p for p, a in here.items() if a.erased_at and p in plan.annotators}
+        | identifiers_erased(plan.annotators)
+    )
     if erased:
         raise InvalidInput(
             f"Annotator(s) {', '.join(erased[:5])} were erased on this instance "

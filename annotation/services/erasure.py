@@ -13,6 +13,8 @@ identifies them or was derived from their ratings alone:
 - django-axes' login records of the old username (IP address, user agent);
 - admin log entries naming the person (rewritten to the new pseudonym);
 - per-annotator quality statistics;
+- (kept: a keyed digest of the old public id and external id, never the ids,
+  so that an old export or dataset cannot bring their ratings back);
 - every dataset export of their studies: finished archives are deleted and the
   export is marked withdrawn (download answers 410 with the reason), running
   ones are failed;
@@ -32,9 +34,17 @@ from django.contrib.contenttypes.models import ContentType
 from django.contrib.sessions.models import Session
 from django.db import transaction
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
 from rest_framework.authtoken.models import Token
 
-from ..models import Annotator, AnnotatorQuality, Participation, Rating, _public_id
+from ..models import (
+    Annotator,
+    AnnotatorQuality,
+    ErasedIdentifier,
+    Participation,
+    Rating,
+    _public_id,
+)
 from ..signals import annotator_erased
 from .engine import annotator_lock_for_change, annotator_release_slots
 from .export_jobs import exports_withdraw
@@ -66,6 +76,7 @@ def annotator_erase(
         )
         first_time = annotator.erased_at is None
         old_public_id = annotator.public_id
+        _suppress(old_public_id, annotator.external_id)
         annotator.status = Annotator.Status.EXCLUDED
         annotator.status_reason = f"erased: {reason}" if reason else "erased"
         annotator.external_id = ""
@@ -152,4 +163,27 @@ def _traces_erase(annotator: Annotator, old_username: str, old_public_id: str):
         ).update(object_repr=annotator.public_id, change_message="")
     LogEntry.objects.filter(object_repr__contains=old_public_id).update(
         object_repr=annotator.public_id
+    )
+
+
+def identifier_digest(identifier: str) -> str:
+    """A keyed, one-way digest of an identifier (HMAC-SHA256 under SECRET_KEY):
+    what the suppression list keeps instead of the identifier."""
+    return salted_hmac("palate.erased-identifier", identifier).hexdigest()
+
+
+def identifiers_erased(identifiers) -> set[str]:
+    """Those of ``identifiers`` that belonged to someone erased on this instance
+    (their old public id or external id)."""
+    digests = {identifier_digest(i): i for i in identifiers if i}
+    found = ErasedIdentifier.objects.filter(digest__in=list(digests)).values_list(
+        "digest", flat=True
+    )
+    return {digests[d] for d in found}
+
+
+def _suppress(*identifiers: str) -> None:
+    ErasedIdentifier.objects.bulk_create(
+        [ErasedIdentifier(digest=identifier_digest(i)) for i in identifiers if i],
+        ignore_conflicts=True,
     )

@@ -47,6 +47,7 @@ from core.exceptions import InvalidInput
 from ..images import image_inspect
 from ..models import Annotator, Image, Participation, Rating, Study
 from ..splits import SPLITS, annotator_key, split_assign
+from .erasure import identifiers_erased
 from .media_journal import media_journal
 from .studies import annotator_create, image_create
 
@@ -224,7 +225,9 @@ class _Import:
             return self.raters[rater]
         external_id = f"{self.dataset}:{rater}"
         a = Annotator.objects.filter(source="import", external_id=external_id).first()
-        if a is not None and a.erased_at is not None:
+        if (a is not None and a.erased_at is not None) or identifiers_erased(
+            [external_id]
+        ):
             self.erased.append(rater)
             self.raters[rater] = None
             return None

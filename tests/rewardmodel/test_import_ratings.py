@@ -133,3 +133,22 @@ def test_external_population_scores(rated_study, tmp_path):
     per_user.write_text(f"image,user,score\n{study.images.first().pk},u1,3\n")
     with pytest.raises(CommandError, match="import_ratings"):
         call_command("import_external_scores", study.slug, str(per_user))
+
+
+def test_an_erased_rater_is_never_imported_again(db, tmp_path):
+    """Erasure clears the external id; its keyed digest (never the id) keeps the
+    same dataset from bringing the person's ratings back."""
+    from annotation import services
+
+    study = StudyFactory(scale_min=1, scale_max=7)
+    (tmp_path / "a.png").write_bytes(png_bytes(70_002))
+    path = tmp_path / "r.csv"
+    path.write_text("rater,score,image\nu1,5,a.png\nu2,6,a.png\n")
+    call_command("import_ratings", study.slug, str(path), stdout=io.StringIO())
+    person = Annotator.objects.get(source="import", external_id__endswith=":u1")
+    services.annotator_erase(annotator_id=person.pk)
+    before = Rating.objects.count()
+    with pytest.raises(CommandError, match="u1 .*were erased on this instance"):
+        call_command("import_ratings", study.slug, str(path), stdout=io.StringIO())
+    assert Rating.objects.count() == before
+    assert not Annotator.objects.filter(external_id__contains="u1").exists()
