@@ -28,7 +28,8 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,32 @@ def dead_worker_reason() -> str:
         f"{int(stale_after().total_seconds())} s. Partial files were removed; start "
         "it again."
     )
+
+
+def stale_rows_fail(
+    *, model, running: str, cleanup: Callable[[int], None], failed: dict, now
+) -> list[int]:
+    """Fail every row of ``model`` in status ``running`` whose worker is gone (no
+    heartbeat for ``stale_after()``): for each, under its lock and checked again,
+    ``cleanup(pk)`` removes its partial files first, then ``failed`` (the field
+    values of a failed row) is written, so a takeover waiting on the lock finds
+    the row failed and nobody sees a failed row with files left. Returns the ids."""
+    stale = Q(heartbeat_at__lt=now - stale_after()) | Q(heartbeat_at__isnull=True)
+    done = []
+    candidates = model.objects.filter(stale, status=running).values_list(
+        "pk", flat=True
+    )
+    for pk in list(candidates):
+        with transaction.atomic():
+            locked = model.objects.select_for_update().filter(
+                stale, pk=pk, status=running
+            )
+            if locked.values_list("pk", flat=True).first() is None:
+                continue
+            cleanup(pk)
+            model.objects.filter(pk=pk).update(**failed)
+        done.append(pk)
+    return done
 
 
 class StillRunning(Exception):  # noqa: N818 - a state, not a failure

@@ -23,7 +23,7 @@ from core.jobs import (
     Heartbeat,
     StillRunning,
     dead_worker_reason,
-    stale_after,
+    stale_rows_fail,
     takeover_wait,
 )
 
@@ -127,35 +127,23 @@ def exports_fail_stale(*, now=None) -> int:
     task ``annotation.sweep_stale_exports`` calls this every
     ``PALATE_JOB_SWEEP_S``."""
     now = now or timezone.now()
-    cutoff = now - stale_after()
     reason = dead_worker_reason()
-    dead = Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True)
-    failed = 0
-    for pk in Export.objects.filter(dead, status=Export.Status.RUNNING).values_list(
-        "pk", flat=True
-    ):
-        # Files first, under the row's lock: a takeover waits for the lock and
-        # then finds the export failed, and nobody sees it failed with files left.
-        with transaction.atomic():
-            if (
-                Export.objects.select_for_update()
-                .filter(dead, pk=pk, status=Export.Status.RUNNING)
-                .values_list("pk", flat=True)
-                .first()
-                is None
-            ):
-                continue
-            export_partial_remove(export_id=pk)
-            Export.objects.filter(pk=pk).update(
-                status=Export.Status.FAILED,
-                stage="failed",
-                error=reason,
-                report={"error": reason},
-                finished_at=now,
-            )
+    failed = stale_rows_fail(
+        model=Export,
+        running=Export.Status.RUNNING,
+        cleanup=lambda pk: export_partial_remove(export_id=pk),
+        failed={
+            "status": Export.Status.FAILED,
+            "stage": "failed",
+            "error": reason,
+            "report": {"error": reason},
+            "finished_at": now,
+        },
+        now=now,
+    )
+    for pk in failed:
         logger.warning("export #%s failed: its worker stopped", pk)
-        failed += 1
-    return failed
+    return len(failed)
 
 
 def export_file(export: Export) -> Path:

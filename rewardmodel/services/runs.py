@@ -27,7 +27,7 @@ from core.jobs import (
     Heartbeat,
     StillRunning,
     dead_worker_reason,
-    stale_after,
+    stale_rows_fail,
     takeover_wait,
 )
 
@@ -47,27 +47,20 @@ def training_runs_fail_stale(*, now=None) -> int:
     files); returns how many. The beat task ``rewardmodel.sweep_stale_runs`` calls
     this every 30 s, and so does every path that starts a run."""
     now = now or timezone.now()
-    stale = Q(heartbeat_at__lt=now - stale_after()) | Q(heartbeat_at__isnull=True)
-    dead, reason = 0, dead_worker_reason()
-    for pk in TrainingRun.objects.filter(
-        stale, status=TrainingRun.Status.RUNNING
-    ).values_list("pk", flat=True):
-        # Files first, under the row's lock (a takeover waits, then finds the run
-        # failed; nobody sees it failed with its files left).
-        with transaction.atomic():
-            if (
-                TrainingRun.objects.select_for_update()
-                .filter(stale, pk=pk, status=TrainingRun.Status.RUNNING)
-                .values_list("pk", flat=True)
-                .first()
-                is None
-            ):
-                continue
-            training_run_partial_remove(run_id=pk)
-            TrainingRun.objects.filter(pk=pk).update(
-                status=TrainingRun.Status.FAILED, error=reason, finished_at=now
-            )
-        dead += 1
+    reason = dead_worker_reason()
+    dead = len(
+        stale_rows_fail(
+            model=TrainingRun,
+            running=TrainingRun.Status.RUNNING,
+            cleanup=lambda pk: training_run_partial_remove(run_id=pk),
+            failed={
+                "status": TrainingRun.Status.FAILED,
+                "error": reason,
+                "finished_at": now,
+            },
+            now=now,
+        )
+    )
     lost = TrainingRun.objects.filter(
         status=TrainingRun.Status.QUEUED, created_at__lt=now - QUEUE_TIMEOUT
     ).update(
