@@ -1,8 +1,8 @@
 """The engine's common path as one round trip to PostgreSQL.
 
-``palate_claim`` and ``palate_submit`` (installed by migrations
-``0007_engine_sql`` and ``0011_submit_quality_sql``, revised in 0012 and 0014;
-their helpers rewritten in 0015 so that PostgreSQL plans them once) do what
+``palate_claim`` and ``palate_submit`` (their current text, and their
+helpers', in ``annotation/engine/sql/<function>.sql``; migrations install frozen
+copies of those files, see docs/architecture.md "The engine's SQL") do what
 ``engine.assignment_claim`` and ``engine.rating_submit`` do on their common path
 (the submit with quality control's bookkeeping, ``quality.rating_recorded``),
 with the same locks, conditional updates and rows, in one statement each.
