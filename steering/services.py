@@ -20,7 +20,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from annotation.models import Annotator, Study
+from annotation.studies.models import Annotator, Study
 from core.exceptions import Conflict, InvalidInput
 from core.jobs import (
     Heartbeat,

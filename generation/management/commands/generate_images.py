@@ -6,7 +6,7 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from annotation.models import Study
+from annotation.studies.models import Study
 from core.exceptions import PalateError
 from generation import services
 from generation.backends import BACKENDS
