@@ -112,10 +112,49 @@ def interface_violations(source: str) -> list[str]:
     bad = []
     for line, module, name in annotation_imports(source):
         if not PUBLIC.match(module):
-            bad.append(f"{line}: {module}")
+            found = f"{line}: {module}"
         elif name and name.startswith("_"):
-            bad.append(f"{line}: {module}.{name} (private)")
+            found = f"{line}: {module}.{name} (private)"
+        else:
+            continue
+        if found not in bad:
+            bad.append(found)
     return bad
+
+
+# Imports point down (docs/architecture.md): each app and the apps it may import.
+BELOW = {
+    "core": set(),
+    "annotation": {"core"},
+    "generation": {"core", "annotation"},
+    "rewardmodel": {"core", "annotation"},
+}
+APPS = {"core", "annotation", "generation", "rewardmodel", "dashboard", "steering"}
+
+
+def upward_imports(app: str, source: str) -> list[str]:
+    bad = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        else:
+            continue
+        for name in names:
+            top = name.split(".")[0]
+            if top in APPS and top != app and top not in BELOW[app]:
+                bad.append(f"{node.lineno}: {name}")
+    return bad
+
+
+@pytest.mark.parametrize("app", sorted(BELOW))
+def test_imports_point_down(app):
+    bad = {}
+    for path in sorted((ROOT / app).rglob("*.py")):
+        if found := upward_imports(app, path.read_text()):
+            bad[rel(path)] = found
+    assert bad == {}
 
 
 def test_no_product_module_over_500_lines():
@@ -183,3 +222,10 @@ def test_the_checks_see_what_they_guard():
         f"class C:\n    def m(self):\n    {body.replace(chr(10), chr(10) + '    ')}\n"
     ) == [("C.m", 61)]
     assert long_functions("def f():\n    pass\n") == []
+    assert upward_imports("annotation", "from rewardmodel import services\n") == [
+        "1: rewardmodel"
+    ]
+    assert upward_imports("core", "import annotation.models\n") == [
+        "1: annotation.models"
+    ]
+    assert upward_imports("generation", "from annotation.studies import models\n") == []
