@@ -40,11 +40,12 @@ PENDING: set[str] = {
 
 ROOMS = ("studies", "engine", "quality", "datasets", "integrity", "participants")
 # What another app may import from annotation: a room's services, selectors or
-# models, and the two app-wide modules (the evaluation split, the erasure signal).
+# models, and the app-wide modules (the evaluation split, the erasure signal, the
+# participant-page hooks apps above annotation register).
 PUBLIC = re.compile(
     r"^annotation\.(("
     + "|".join(ROOMS)
-    + r")\.(services|selectors|models)|splits|signals)$"
+    + r")\.(services|selectors|models)|splits|signals|hooks)$"
 )
 
 
