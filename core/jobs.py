@@ -78,8 +78,8 @@ def stale_rows_fail(
         "pk", flat=True
     )
     for pk in list(candidates):
-        with transaction.atomic():
-            locked = model.objects.select_for_update().filter(
+        with transaction.atomic(durable=True):
+            locked = model.objects.select_for_update(no_key=True).filter(
                 stale, pk=pk, status=running
             )
             if locked.values_list("pk", flat=True).first() is None:

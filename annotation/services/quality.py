@@ -93,8 +93,8 @@ def quality_config_update(*, study: Study, **fields) -> QualityConfig:
     if unknown:
         raise InvalidInput(f"Unknown settings: {', '.join(sorted(unknown))}.")
     quality_config_get(study=study)  # exists from here on
-    with transaction.atomic():
-        config = QualityConfig.objects.select_for_update().get(study=study)
+    with transaction.atomic(durable=True):
+        config = QualityConfig.objects.select_for_update(no_key=True).get(study=study)
         for name, value in fields.items():
             setattr(config, name, value)
         try:
@@ -162,7 +162,7 @@ def attention_check_remove(*, study: Study, check_id: int) -> bool:
     no item refers to it any longer, the row and its file are deleted; an item
     dealt at that very moment (see ``_pick_check``) makes the delete fail, and the
     check simply stays retired."""
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         found = AttentionCheck.objects.filter(pk=check_id, study=study).update(
             is_active=False
         )
@@ -180,7 +180,7 @@ def attention_check_remove(*, study: Study, check_id: int) -> bool:
         return True  # removed by a concurrent request
     name, storage = check.file.name, check.file.storage
     try:
-        with transaction.atomic():
+        with transaction.atomic(durable=True):
             check.delete()
             # Foreign keys are checked at commit on PostgreSQL: check them here,
             # inside this block, even when a caller's transaction encloses it.
@@ -241,7 +241,7 @@ def _locked_quality(
     the count and mean of the other valid ratings of that rating's image
     (``others_n``, ``others_mean``): one query on the rating path, not three."""
     qs = (
-        AnnotatorQuality.objects.select_for_update(of=("self",))
+        AnnotatorQuality.objects.select_for_update(of=("self",), no_key=True)
         .select_related("study__quality_config")
         .filter(annotator_id=annotator_id, study_id=study_id)
     )
@@ -480,7 +480,7 @@ def stream_item_next(
 
 def _locked_item(item_id: int, annotator: Annotator) -> StreamItem:
     item = (
-        StreamItem.objects.select_for_update(of=("self",))
+        StreamItem.objects.select_for_update(of=("self",), no_key=True)
         .select_related("check_item", "source_rating")
         .filter(pk=item_id, annotator=annotator)
         .first()
@@ -496,7 +496,7 @@ def stream_item_answer(
     """Record the answer to an uncounted item. Returns (item, created); the same
     answer again is a no-op, another one a Conflict. No Rating is created."""
     now = now or timezone.now()
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         item = _locked_item(item_id, annotator)
         study = Study.objects.get(pk=item.study_id)
         if isinstance(score, bool) or not isinstance(score, int):
@@ -549,7 +549,7 @@ def stream_item_skip(
 ) -> StreamItem:
     """Skip an uncounted item (never held against the annotator). Like
     ``engine.assignment_skip``: again is a no-op, after an answer a Conflict."""
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         item = _locked_item(item_id, annotator)
         if item.status == StreamItem.Status.ANSWERED:
             raise Conflict("You already rated this image.")

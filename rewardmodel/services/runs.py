@@ -121,9 +121,9 @@ def training_run_create(
     config = dict(config or {})
     _validate(promote, trigger, config)
     training_runs_fail_stale()
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         busy = (
-            TrainingRun.objects.select_for_update()
+            TrainingRun.objects.select_for_update(no_key=True)
             .filter(status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING])
             .order_by("pk")
             .first()
@@ -301,8 +301,10 @@ def nightly_schedule_set(*, hour: int, minute: int, enabled: bool = True):
         raise InvalidInput("hour must be a whole number from 0 to 23.")
     if isinstance(minute, bool) or not isinstance(minute, int) or not 0 <= minute <= 59:
         raise InvalidInput("minute must be a whole number from 0 to 59.")
-    with transaction.atomic():
-        task = PeriodicTask.objects.select_for_update().filter(name=NIGHTLY_TASK_NAME)
+    with transaction.atomic(durable=True):
+        task = PeriodicTask.objects.select_for_update(no_key=True).filter(
+            name=NIGHTLY_TASK_NAME
+        )
         task = task.first()
         if task is None:
             raise NotFound("The nightly retraining schedule is missing (migrate).")
