@@ -155,21 +155,39 @@ def _durable_stated(files) -> tuple[list[str], dict[str, str]]:
 
 
 def _durable_nested(files, durable: dict[str, str]) -> list[str]:
-    """Calls of a durable function inside an atomic block (a RuntimeError at
-    run time, or a transaction that is not the outermost one after all)."""
-    problems = []
+    """Durable functions reached (through product functions, five levels deep)
+    from inside an atomic block: a RuntimeError at run time, or a transaction
+    that is not the outermost one after all."""
+    calls: dict[str, list[set[str]]] = {}
+    blocks = []
     for rel, _, tree in files:
-        for node in ast.walk(tree):
-            if not isinstance(node, ast.With) or not any(map(_atomic_call, node.items)):
-                continue
-            for inner in ast.walk(node):
-                if isinstance(inner, ast.Call) and _called_name(inner) in durable:
-                    problems.append(
-                        f"{rel}:{inner.lineno}: {_called_name(inner)} is durable "
-                        f"({durable[_called_name(inner)]}) but called inside an "
-                        "atomic block"
-                    )
+        imported = _imported(tree)
+        for fn in _functions(tree):
+            calls.setdefault(fn.name, []).append(_calls(fn, imported))
+            for node in _body_nodes(fn):
+                if isinstance(node, ast.With) and any(map(_atomic_call, node.items)):
+                    blocks.append((f"{rel}:{node.lineno}", _calls(node, imported)))
+    unique = {name: c[0] for name, c in calls.items() if len(c) == 1}
+    problems = []
+    for where, names in blocks:
+        seen, frontier = set(), set(names)
+        for _ in range(5):
+            seen |= frontier
+            frontier = set().union(*(unique.get(n, set()) for n in frontier)) - seen
+        for name in sorted(seen & set(durable)):
+            problems.append(
+                f"{where}: an atomic block reaches {name}, which is durable "
+                f"({durable[name]})"
+            )
     return problems
+
+
+def _calls(root, imported) -> set[str]:
+    return {
+        name
+        for node in _body_nodes(root)
+        if isinstance(node, ast.Call) and (name := _product_call(node, imported))
+    }
 
 
 def test_every_entry_point_transaction_says_durable():
