@@ -154,6 +154,17 @@ def _durable_stated(files) -> tuple[list[str], dict[str, str]]:
     return problems, durable
 
 
+# ModelAdmin methods Django runs inside its own transaction (changeform_view,
+# delete_view): what they call is nested.
+ADMIN_IN_TRANSACTION = {
+    "save_model",
+    "save_related",
+    "save_formset",
+    "delete_model",
+    "delete_queryset",
+}
+
+
 def _durable_nested(files, durable: dict[str, str]) -> list[str]:
     """Durable functions reached (through product functions, five levels deep)
     from inside an atomic block: a RuntimeError at run time, or a transaction
@@ -164,6 +175,8 @@ def _durable_nested(files, durable: dict[str, str]) -> list[str]:
         imported = _imported(tree)
         for fn in _functions(tree):
             calls.setdefault(fn.name, []).append(_calls(fn, imported))
+            if rel.name == "admin.py" and fn.name in ADMIN_IN_TRANSACTION:
+                blocks.append((f"{rel}:{fn.lineno}", _calls(fn, imported)))
             for node in _body_nodes(fn):
                 if isinstance(node, ast.With) and any(map(_atomic_call, node.items)):
                     blocks.append((f"{rel}:{node.lineno}", _calls(node, imported)))
