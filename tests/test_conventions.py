@@ -426,12 +426,16 @@ def sql_problems(text: str, where: str, chains, tables: dict[str, str]) -> list[
     for body in re.split(r"CREATE\s+(?:OR\s+REPLACE\s+)?FUNCTION", text, flags=re.I):
         held = []
         statements = re.split(r";", body)
-        for stmt in statements:
+        for raw in statements:
+            # What the statement does, without its comments; a reason for a
+            # plain FOR UPDATE is a comment on the lock's own line.
+            lines = [(line.split("--", 1)[0], line) for line in raw.splitlines()]
+            stmt = "\n".join(code for code, _ in lines)
             m = LOCK_SQL.search(stmt)
             if not m:
                 continue
-            line = stmt[m.start() :].split("\n", 1)[0]
-            if re.fullmatch(r"UPDATE", m.group(1), re.I) and "--" not in line:
+            lock_line = next(line for code, line in lines if LOCK_SQL.search(code))
+            if re.fullmatch(r"UPDATE", m.group(1), re.I) and "--" not in lock_line:
                 problems.append(f"{where}: plain FOR UPDATE: {' '.join(stmt.split())}")
             table = re.search(r"\bFROM\s+\"?(\w+)\"?", stmt, re.I)
             model = tables.get(table.group(1)) if table else None
