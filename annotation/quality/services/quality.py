@@ -237,11 +237,12 @@ def rating_recorded(
     maybe schedule uncounted items (an attention check next, a repeat later).
 
     Runs inside the rating's transaction on the engine's Python path; the SQL
-    path's ``palate_submit`` does the same in PL/pgSQL (migration
-    ``0011_submit_quality_sql``; ``tests/annotation/test_quality_sql.py`` keeps
-    the two in step). Agreement compares the score with the
-    mean of the image's earlier valid raters (when at least two rated it before),
-    so each rating is compared once, when it arrives."""
+    path's ``palate_submit`` does the same in PL/pgSQL
+    (``annotation/engine/sql/palate_submit.sql``;
+    ``tests/annotation/test_quality_sql.py`` keeps the two in step). Agreement
+    compares the score with the mean of the image's earlier valid raters (when at
+    least two rated it before), so each rating is compared once, when it
+    arrives."""
     q = _locked_quality(rating.annotator_id, rating.study_id, others_of=rating)
     study = study or q.study
     config = _config_of(q)
