@@ -8,7 +8,6 @@ run's status partial until the run has finished.
 
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
-from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -396,10 +395,9 @@ def retrain(request: HttpRequest) -> HttpResponse:
     study_id = request.POST.get("study") or None
     study = _study(int(study_id)) if study_id and study_id.isdigit() else None
     try:
-        with transaction.atomic():
-            run = rm_services.training_run_enqueue(
-                study=study, trigger=TrainingRun.Trigger.ADMIN, user=request.user
-            )
+        run = rm_services.training_run_enqueue(
+            study=study, trigger=TrainingRun.Trigger.ADMIN, user=request.user
+        )
     except PalateError as exc:
         messages.error(request, exc.message)
         return redirect("dashboard:model")

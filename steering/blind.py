@@ -39,8 +39,8 @@ def paired_test_send(
         raise Conflict("Nothing to compare: the base prompt stayed the best.")
     if optimised_first is None:
         optimised_first = bool(secrets.randbelow(2))
-    with transaction.atomic():
-        Optimization.objects.select_for_update().get(pk=opt.pk)
+    with transaction.atomic(durable=True):
+        Optimization.objects.select_for_update(no_key=True).get(pk=opt.pk)
         if opt.paired_tests.filter(status=PairedTest.Status.PENDING).exists():
             raise Conflict("A paired test of this run is still waiting for answers.")
         images = [base.image, best.image]
@@ -85,8 +85,8 @@ def paired_test_refresh(*, test: PairedTest) -> PairedTest:
             outcome = PairedTest.Outcome.TIE
     else:
         return test
-    with transaction.atomic():
-        test = PairedTest.objects.select_for_update().get(pk=test.pk)
+    with transaction.atomic(durable=True):
+        test = PairedTest.objects.select_for_update(no_key=True).get(pk=test.pk)
         if test.status != PairedTest.Status.PENDING:
             return test
         test.status, test.outcome = status, outcome

@@ -105,9 +105,10 @@ def jobs_create(
     )
     prompts = _jobs_check(prompts, n_seeds=n_seeds, seed_start=seed_start)
     jobs: list[GenerationJob] = []
-    with transaction.atomic():
+    # nested: the job API and the demo create a prompt and its jobs in one transaction
+    with transaction.atomic(durable=False):
         locked = (
-            Prompt.objects.select_for_update()
+            Prompt.objects.select_for_update(no_key=True)
             .filter(pk__in=[p.pk for p in prompts])
             .order_by("pk")
         )
@@ -205,8 +206,8 @@ def _failure_summary(job: GenerationJob) -> str:
 def job_cancel(*, job: GenerationJob) -> GenerationJob:
     """Stop a job: items not finished yet are cancelled (a worker that is already
     generating one discards its result)."""
-    with transaction.atomic():
-        job = GenerationJob.objects.select_for_update().get(pk=job.pk)
+    with transaction.atomic(durable=True):
+        job = GenerationJob.objects.select_for_update(no_key=True).get(pk=job.pk)
         if job.is_finished:
             raise Conflict(f"Job {job.pk} is already {job.status}.")
         now = timezone.now()
@@ -251,8 +252,8 @@ def _sweep_seconds() -> float:
 
 def job_retry(*, job: GenerationJob, enqueue: bool = True) -> list[int]:
     """Queue the failed and cancelled items of a job again. Returns their ids."""
-    with transaction.atomic():
-        job = GenerationJob.objects.select_for_update().get(pk=job.pk)
+    with transaction.atomic(durable=True):
+        job = GenerationJob.objects.select_for_update(no_key=True).get(pk=job.pk)
         ids = list(
             job.items.filter(status__in=[ItemStatus.FAILED, ItemStatus.CANCELLED])
             .order_by("seed")

@@ -193,7 +193,7 @@ def prompts_import(
         except InvalidInput as exc:
             raise InvalidInput(f"Line {line}: {exc.message}") from None
     created, existing = [], []
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         for fields in cleaned:
             prompt, was_created = _prompt_get_or_create(
                 study=study, fields=fields, created_by=created_by

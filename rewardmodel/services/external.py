@@ -113,7 +113,7 @@ def external_scores_import(
         for n, (r, score) in enumerate(zip(rows, scores, strict=True), start=1)
     ]
     created = updated = 0
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         source, _ = ExternalSource.objects.get_or_create(
             name=source_name,
             defaults={

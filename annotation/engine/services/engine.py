@@ -21,10 +21,11 @@ Lock order (every path, admin actions and erasure included)::
 
 * **Annotator.** Claim and submit take ``FOR SHARE`` (the status they check cannot
   change until they commit; one annotator's own requests do not block each other).
-  Status changes and erasure take ``FOR NO KEY UPDATE``, which conflicts with
-  ``FOR SHARE`` but not with the ``FOR KEY SHARE`` that every Assignment/Rating
-  insert takes on its annotator: a plain ``FOR UPDATE`` there is what made an
-  exclusion and an in-flight rating deadlock.
+  Status changes (pause, resume, exclusion, QC's automatic pause) take
+  ``FOR NO KEY UPDATE``, which conflicts with ``FOR SHARE`` but not with the
+  ``FOR KEY SHARE`` that every insert of a row naming the annotator takes.
+  Erasure alone takes ``FOR UPDATE``: it changes ``public_id``, a key column, and
+  must not upgrade its lock halfway.
 * **Participation.** ``FOR NO KEY UPDATE``: serialises one annotator's claims in a
   study (quota, hold) and nobody else's.
 * **Assignment, then Rating.** A request names an assignment and its image is found
@@ -100,7 +101,9 @@ def annotator_set_status(*, annotator: Annotator, status: str, reason: str = "")
     """
     if status not in Annotator.Status.values:
         raise InvalidInput(f"Unknown status '{status}'.")
-    with transaction.atomic():
+    # nested: annotator_moderate and annotator_exclude_everywhere change the
+    # status inside their own transaction
+    with transaction.atomic(durable=False):
         locked = annotator_lock_for_change(annotator_id=annotator.pk)
         if locked.erased_at is not None and status != Annotator.Status.EXCLUDED:
             raise Conflict(f"Annotator {locked.public_id} was erased: stays excluded.")
@@ -123,11 +126,19 @@ def annotator_set_status(*, annotator: Annotator, status: str, reason: str = "")
     return reopened
 
 
-def annotator_lock_for_change(*, annotator_id: int) -> Annotator:
+def annotator_lock_for_change(
+    *, annotator_id: int, key_change: bool = False
+) -> Annotator:
     """First lock of any status change: waits for the claims and submits in
-    flight (they hold ``FOR SHARE``) and makes later ones wait for this."""
+    flight (they hold ``FOR SHARE``) and makes later ones wait for this.
+
+    ``FOR NO KEY UPDATE`` unless the caller will change a key column (erasure
+    gives a new ``public_id``): that UPDATE needs ``FOR UPDATE``, and taking it
+    first avoids upgrading the lock after others took ``FOR KEY SHARE``."""
     try:
-        return Annotator.objects.select_for_update(no_key=True).get(pk=annotator_id)
+        return Annotator.objects.select_for_update(no_key=not key_change).get(
+            pk=annotator_id
+        )
     except Annotator.DoesNotExist:
         raise NotFound("No such annotator.") from None
 
@@ -228,7 +239,8 @@ def lease_expire(
     """Mark overdue leases expired and give their slots back. Safe to run anywhere,
     any number of times at once: rows are taken with SKIP LOCKED, each exactly once."""
     now = now or timezone.now()
-    with transaction.atomic():
+    # nested: a claim that finds nothing sweeps its study inside its own transaction
+    with transaction.atomic(durable=False):
         qs = Assignment.objects.filter(
             status=Assignment.Status.LEASED, expires_at__lte=now
         )
@@ -364,7 +376,7 @@ def assignment_claim(
             for lease in leases:
                 lease.study, lease.annotator = study, annotator
             return leases
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         _lock_status(annotator)
         _check_can_work(annotator, study)
         # Serialises this annotator's own claims (quota, hold) and nobody else's.
@@ -504,7 +516,7 @@ def rating_submit(
             rating.annotator = annotator
             return rating, True
     try:
-        with transaction.atomic():
+        with transaction.atomic(durable=True):
             return _rating_submit(assignment_id, annotator, score, now)
     except IntegrityError:
         # Only reachable when a rating of this pair exists outside this
@@ -576,7 +588,7 @@ def assignment_skip(
     """Give the image back without rating it; it is never dealt to this annotator
     again. Skipping twice is a no-op."""
     now = now or timezone.now()
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         assignment = _locked_assignment(assignment_id, annotator)
         if assignment.status == Assignment.Status.SKIPPED:
             return assignment
