@@ -341,30 +341,42 @@ def _locked_participation(annotator: Annotator, study: Study) -> Participation:
 
 
 def assignment_claim(
-    *, annotator: Annotator, study: Study, hold: int = 1, now: datetime | None = None
+    *,
+    annotator: Annotator,
+    study: Study,
+    hold: int = 1,
+    now: datetime | None = None,
+    sql_first: bool = True,
 ) -> list[Assignment]:
     """The annotator's live leases in this study, oldest first, topped up to ``hold``.
 
     Asking again returns the same lease (a reload or a retried request does not
     burn images). An empty list means nothing is left for this annotator: the
     quota is reached or every remaining image is full or already dealt to them.
+
+    The SQL path first where it is enabled, the Python path when it answers
+    ``NEEDS_PYTHON_ENGINE``; ``sql_first=False``: the caller already had that
+    answer for this request (the hot view), so ``palate_claim`` is not run again.
     """
     if not 1 <= hold <= MAX_HOLD:
         raise InvalidInput(f"hold must be between 1 and {MAX_HOLD}.")
     now = now or timezone.now()
-    if engine_sql.enabled():
-        with engine_sql.one_statement():
-            outcome, _, leases = engine_sql.claim(
-                annotator_id=annotator.pk,
-                study_id=study.pk,
-                hold=hold,
-                now=now,
-                dealer=_dealer,
-            )
-        if outcome != engine_sql.SLOW:
+    if sql_first and engine_sql.enabled():
+        outcome, _, leases = engine_sql.claim(
+            annotator_id=annotator.pk,
+            study_id=study.pk,
+            hold=hold,
+            now=now,
+            dealer=_dealer,
+        )
+        if outcome != engine_sql.NEEDS_PYTHON_ENGINE:
             for lease in leases:
                 lease.study, lease.annotator = study, annotator
             return leases
+    return _claim_python(annotator, study, hold, now)
+
+
+def _claim_python(annotator, study, hold: int, now: datetime) -> list[Assignment]:
     with transaction.atomic():
         _lock_status(annotator)
         _check_can_work(annotator, study)
@@ -403,15 +415,14 @@ def assignment_claim_for_page(
     the page's ordinary path, which changes nothing twice."""
     if not engine_sql.enabled() or not 1 <= hold <= MAX_HOLD:
         return None
-    with engine_sql.one_statement():
-        outcome, leases, page = engine_sql.claim_page(
-            annotator_id=annotator.pk,
-            study_id=study.pk,
-            hold=hold,
-            now=now or timezone.now(),
-            dealer=_dealer,
-        )
-    if outcome == engine_sql.SLOW or page is None:
+    outcome, leases, page = engine_sql.claim_page(
+        annotator_id=annotator.pk,
+        study_id=study.pk,
+        hold=hold,
+        now=now or timezone.now(),
+        dealer=_dealer,
+    )
+    if outcome == engine_sql.NEEDS_PYTHON_ENGINE or page is None:
         return None
     for lease in leases:
         lease.study, lease.annotator = study, annotator
@@ -482,23 +493,28 @@ def _locked_assignment(assignment_id: int, annotator: Annotator) -> Assignment:
 
 
 def rating_submit(
-    *, assignment_id: int, annotator: Annotator, score: int, now: datetime | None = None
+    *,
+    assignment_id: int,
+    annotator: Annotator,
+    score: int,
+    now: datetime | None = None,
+    sql_first: bool = True,
 ) -> tuple[Rating, bool]:
     """Record a score for the image behind an assignment. Returns (rating, created).
 
     The same score again is a no-op (a network retry); another score is a Conflict.
     A lease that has expired is still accepted while the image has a free slot.
+    ``sql_first`` as in ``assignment_claim``.
     """
     now = now or timezone.now()
-    if engine_sql.enabled() and engine_sql.plain_score(score):
+    if sql_first and engine_sql.enabled() and engine_sql.plain_score(score):
         try:
-            with engine_sql.one_statement():
-                _, rating = engine_sql.submit(
-                    assignment_id=assignment_id,
-                    annotator_id=annotator.pk,
-                    score=score,
-                    now=now,
-                )
+            _, rating = engine_sql.submit(
+                assignment_id=assignment_id,
+                annotator_id=annotator.pk,
+                score=score,
+                now=now,
+            )
         except IntegrityError:
             rating = None  # the Python path meets the same refusal, below
         if rating is not None:  # QC statistics and flags included
