@@ -190,7 +190,7 @@ def assignment_next(request: HttpRequest, study_id: int) -> HttpResponse:
         study_id=study_id,
         hold=1,
         now=timezone.now(),
-        dealer=services.engine_dealer(),
+        starts=services.starts_draw(1),
     )
     if outcome == engine_sql.UNKNOWN_TOKEN_OR_STUDY:
         return drf_views.assignment_next(request, study_id=study_id)

@@ -28,6 +28,7 @@ from .engine import (
     engine_seed,
     lease_expire,
     rating_submit,
+    starts_draw,
 )
 from .entry import (
     DEMOGRAPHIC_FIELDS,
@@ -117,6 +118,7 @@ __all__ = [
     "demo_study_ensure",
     "entry_ids_clean",
     "engine_dealer",
+    "starts_draw",
     "engine_seed",
     "image_create",
     "integrity_alert",

@@ -22,7 +22,6 @@ SQLite has no functions: ``enabled()`` is False there and the Python path runs.
 
 from __future__ import annotations
 
-import random
 from contextlib import contextmanager, nullcontext
 from datetime import datetime
 
@@ -90,7 +89,7 @@ def claim(
     study_id: int,
     hold: int,
     now: datetime,
-    dealer: random.Random,
+    starts: list[int],
     annotator_id: int | None = None,
     token: str | None = None,
 ) -> tuple[str, int | None, list[Assignment]]:
@@ -98,25 +97,25 @@ def claim(
     nothing is left, ``NEEDS_PYTHON_ENGINE`` or ``UNKNOWN_TOKEN_OR_STUDY`` (see
     the module docstring)."""
     outcome, annotator_id, leases, _ = _claim(
-        study_id, hold, now, dealer, annotator_id, token, page=False
+        study_id, hold, now, starts, annotator_id, token, page=False
     )
     return outcome, annotator_id, leases
 
 
 def claim_page(
-    *, study_id: int, hold: int, now: datetime, dealer: random.Random, annotator_id
+    *, study_id: int, hold: int, now: datetime, starts: list[int], annotator_id
 ) -> tuple[str, list[Assignment], tuple[int, int, bool] | None]:
     """The rating page's claim: (outcome, leases, (rated, images in the study,
     an uncounted item is due)). ``NEEDS_PYTHON_ENGINE`` also when the page
     would send the annotator elsewhere first (not started, finished: migration 0012)."""
     outcome, _, leases, page = _claim(
-        study_id, hold, now, dealer, annotator_id, None, page=True
+        study_id, hold, now, starts, annotator_id, None, page=True
     )
     return outcome, leases, page
 
 
 def claim_with_progress(
-    *, study_id: int, hold: int, now: datetime, dealer: random.Random, token: str
+    *, study_id: int, hold: int, now: datetime, starts: list[int], token: str
 ) -> tuple[str, int | None, list[Assignment], tuple[int, int, bool] | None]:
     """The API's claim with what dealing an uncounted item needs (``rated``, the
     images in the study, whether an item is due), as ``claim_page`` answers it,
@@ -124,20 +123,15 @@ def claim_with_progress(
     rating page's schedule. ``NEEDS_PYTHON_ENGINE`` also for an annotator not
     started yet or finished (the Python path then answers)."""
     # The hot view runs in autocommit: the statement is its own transaction.
-    return _claim(study_id, hold, now, dealer, None, token, page=True, savepoint=False)
+    return _claim(study_id, hold, now, starts, None, token, page=True, savepoint=False)
 
 
-def _claim(study_id, hold, now, dealer, annotator_id, token, *, page, savepoint=True):
+def _claim(study_id, hold, now, starts, annotator_id, token, *, page, savepoint=True):
     if not 0 < study_id <= BIGINT_MAX:
-        return (
-            NEEDS_PYTHON_ENGINE,
-            None,
-            [],
-            None,
-        )  # no such row; the Python path says so
-    # One random starting point per level tried; a claim rarely needs more than
-    # one per lease, and the function draws its own beyond these.
-    starts = [dealer.randrange(2**31) for _ in range(2 * hold + 2)]
+        # No such row; the Python path says so.
+        return NEEDS_PYTHON_ENGINE, None, [], None
+    # One random starting point per fill level tried (engine.starts_draw);
+    # beyond them the function derives more as engine.Starts does.
     params = [annotator_id, token, study_id, hold, now, starts, page]
     with one_statement(savepoint=savepoint), connection.cursor() as cursor:
         cursor.execute(_CLAIM, params)

@@ -25,7 +25,7 @@ from tests.factories import (
     rate_image,
 )
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("engine_path")]
 
 
 @pytest.fixture

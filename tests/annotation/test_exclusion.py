@@ -100,7 +100,7 @@ def test_the_sql_functions_check_the_participation(two_studies):
         study_id=a.pk,
         hold=2,
         now=now,
-        dealer=services.engine_dealer(),
+        starts=services.starts_draw(1),
     )
     assert (outcome, leases) == (engine_sql.NEEDS_PYTHON_ENGINE, [])
     # Put the row back so the integrity check after the test has nothing to say.
