@@ -274,7 +274,7 @@ def test_uncommon_requests_run_each_function_once(study, annotator):
 
 @pytest.mark.postgres
 def test_one_statement_is_enforced(study, annotator):
-    from annotation.services import engine_sql
+    from annotation.engine.services import engine_sql
 
     with engine_sql.one_statement(), connection.cursor() as cursor:
         cursor.execute("SELECT 1")

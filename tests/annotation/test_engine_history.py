@@ -13,8 +13,8 @@ from django.db import connection
 from django.utils import timezone
 
 from annotation import services
+from annotation.engine.services.engine import PICK_WINDOW
 from annotation.models import Assignment, Image, Rating
-from annotation.services.engine import PICK_WINDOW
 from tests.factories import AnnotatorFactory, StudyFactory, join
 
 pytestmark = [
