@@ -62,6 +62,7 @@ django.setup()
 from annotation.splits import split_assign  # noqa: E402
 from rewardmodel import evaluation as V  # noqa: E402
 from rewardmodel import taste as T  # noqa: E402
+from rewardmodel.metrics import by_annotator, mean_pairwise  # noqa: E402
 from rewardmodel.threads import compute_threads  # noqa: E402
 from rewardmodel.training import train_and_evaluate  # noqa: E402
 
@@ -234,7 +235,7 @@ def draw_ratings(v: dict, util: np.ndarray, noise: float, seed: int):
 
 def ceiling_of(util, rows, anns, scores) -> float:
     """Mean per-annotator pairwise accuracy of the noiseless utility."""
-    return T.mean_pairwise(anns, scores, util[anns, rows])
+    return mean_pairwise(anns, scores, util[anns, rows])
 
 
 def calibrate_noise(v: dict, util: np.ndarray, seed: int) -> float:
@@ -301,7 +302,7 @@ def per_annotator_ceilings(util, snap, seed) -> dict:
     r = T.Ratings(snap.r_row, snap.r_ann, snap.r_score)
     out = {}
     seen = r.take(snap.r_split == V.CODES["test_seen"])
-    for a, idx in T._by_annotator(seen.ann):
+    for a, idx in by_annotator(seen.ann):
         out[("seen", None, a)] = pairwise_accuracy(
             seen.score[idx], util[a, seen.row[idx]]
         )
@@ -318,8 +319,8 @@ def _chosen(hyper: dict, blend: dict) -> str:
     w = blend.get("weights") or {}
     ws = ", ".join(f"{k} {x:.2f}" for k, x in w.items())
     return (
-        f"base {h['base']}, τ {h['tau']:.3g}, ρ {h['rho']:g}, γ {h['gamma']:g}; "
-        f"blend {ws}; newcomers: base {h['new_base']}, τ {h['new_tau']:.3g}"
+        f"base {h['base']}, τ² {h['tau2_rel']:.3g}, ρ {h['rho']:g}, γ {h['gamma']:g}; "
+        f"blend {ws}; newcomers: base {h['new_base']}, τ² {h['new_tau2_rel']:.3g}"
     )
 
 

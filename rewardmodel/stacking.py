@@ -28,6 +28,9 @@ from itertools import combinations_with_replacement
 
 import numpy as np
 
+from .metrics import PairScorer, mean_pairwise
+from .taste import forward
+
 MEMBERS = ("model", "population", "ridge", "consensus")
 
 
@@ -54,8 +57,6 @@ def choose_weights(p: np.ndarray, y: np.ndarray, ann: np.ndarray) -> tuple:
     blend is on the ratings' scale for MAE), the direction averaged over
     ``BAGS`` bootstrap resamples of the annotators (bagging: a single maximum is
     noisy). Returns (weights, accuracy of the blend on these ratings)."""
-    from .taste import PairScorer
-
     sd = p.std(axis=0)
     flat = sd <= 1e-12  # a constant ranks nothing: never weighted
     sd[flat] = 1.0
@@ -101,14 +102,15 @@ def blend_heads(weights, model, pop, ridge, consensus) -> np.ndarray:
 def member_columns(f, ann, model, pop, ridge, consensus) -> np.ndarray:
     """Each member's prediction of ratings with features ``f`` by annotators
     ``ann``: (n, 4) in ``MEMBERS`` order."""
-    r = np.asarray(ridge, np.float64)[ann].copy()
-    r[:, -2] = 0.0
+    x, crowd = f[:, :-2], f[:, -2]
+    ridge = np.asarray(ridge, np.float64).copy()
+    ridge[:, -2] = 0.0
     return np.stack(
         [
-            np.einsum("ij,ij->i", f, np.asarray(model, np.float64)[ann]),
-            f @ np.asarray(pop, np.float64),
-            np.einsum("ij,ij->i", f, r),
-            f @ np.asarray(consensus, np.float64),
+            forward(x, crowd, np.asarray(model, np.float64), ann),
+            forward(x, crowd, np.asarray(pop, np.float64)),
+            forward(x, crowd, ridge, ann),
+            forward(x, crowd, np.asarray(consensus, np.float64)),
         ],
         axis=1,
     )
@@ -120,8 +122,6 @@ def blend_out_of_fold(search, *, pop, ridge, consensus) -> tuple[tuple, dict]:
     the other fold (``search``: evaluation's val_seen search, with its folds,
     its per-fold choice and the heads of any configuration). Also the
     out-of-fold mean pairwise accuracy of each member and of the blend."""
-    from .taste import mean_pairwise
-
     v, sc = search.vs, search.sc
     cols, ys, anns = [], [], []
     for held in (search.fold, ~search.fold):

@@ -4,8 +4,8 @@ members that err differently better than each."""
 
 import numpy as np
 
+from rewardmodel import metrics as M
 from rewardmodel import stacking as S
-from rewardmodel import taste as T
 
 
 def test_members_that_err_differently_blend_better_than_each():
@@ -20,8 +20,8 @@ def test_members_that_err_differently_blend_better_than_each():
     w, acc = S.choose_weights(p, truth, ann)
     assert w[2] == 0 and w[3] == 0  # noise and a constant get nothing
     assert w[0] > 0 and w[1] > 0
-    single = [T.mean_pairwise(ann, truth, p[:, j]) for j in range(2)]
-    assert np.isclose(acc, T.mean_pairwise(ann, truth, p @ w))
+    single = [M.mean_pairwise(ann, truth, p[:, j]) for j in range(2)]
+    assert np.isclose(acc, M.mean_pairwise(ann, truth, p @ w))
     assert acc > max(single)
 
 
