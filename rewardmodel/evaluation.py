@@ -268,15 +268,15 @@ def adapt_head(
 ) -> tuple[np.ndarray, float, float]:
     """A newcomer's head from their support ratings: (head, mean, std), the
     posterior mean around ``base``."""
-    if len(sup) == 0:
-        return base, math.nan, ctx.global_std
-    m, s = T.norm_stats(sup, ctx.data.n_ann, fallback_std=ctx.global_std)
-    v = ctx.view(sup, mean=m, std=s)
-    f = _content_only(v.f) if content_only else v.f
-    uk = P.user_kernel(f, v.y - f @ base, prior)
-    a = int(sup.ann[0])
-    delta = P.user_delta(uk, tau2_rel * kscale, prior)
-    return base + delta, float(m[a]), float(s[a])
+    f = ctx.view(sup).f
+    return T.adapted_head(
+        _content_only(f) if content_only else f,
+        sup.score,
+        base=base,
+        prior=prior,
+        tau2=tau2_rel * kscale,
+        fallback_std=ctx.global_std,
+    )
 
 
 def const(ctx: Context, value: float) -> np.ndarray:

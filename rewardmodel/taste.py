@@ -358,17 +358,41 @@ class Model:
         fitted annotators' prior, so their own ratings weigh more as they add
         up."""
         base = self.newcomer_base
-        n = y_raw.size
-        if n == 0:
-            return base.astype(np.float32), float("nan"), self.global_std
-        r = Ratings(np.zeros(n, np.int64), np.zeros(n, np.int64), y_raw)
-        m, s = norm_stats(r, 1, fallback_std=self.global_std)
-        y = (y_raw - m[0]) / s[0]
         prior = self.prior or prior_diag(base.size - 2, self.hyper.rho)
-        uk = user_kernel(f, y - f @ base, prior)
         t2 = self.hyper.newcomer_tau2_rel if tau2_rel is None else tau2_rel
-        head = base + user_delta(uk, t2 * self.kscale, prior)
-        return head.astype(np.float32), float(m[0]), float(s[0])
+        head, m, s = adapted_head(
+            f,
+            y_raw,
+            base=base,
+            prior=prior,
+            tau2=t2 * self.kscale,
+            fallback_std=self.global_std,
+        )
+        return head.astype(np.float32), m, s
+
+
+def adapted_head(
+    f: np.ndarray,
+    y_raw: np.ndarray,
+    *,
+    base: np.ndarray,
+    prior: Prior,
+    tau2: float,
+    fallback_std: float,
+) -> tuple[np.ndarray, float, float]:
+    """(head, mean, std) of someone from their ratings alone (features ``f``
+    (n_a, d), raw scores): their mean and std (shrunk toward ``fallback_std``),
+    and the posterior mean around ``base`` at absolute τ² ``tau2``. The one
+    adaptation: served newcomers (``Model.adapt``) and the report's
+    (``evaluation.adapt_head``) both come here."""
+    n = y_raw.size
+    if n == 0:
+        return np.asarray(base), float("nan"), fallback_std
+    r = Ratings(np.zeros(n, np.int64), np.zeros(n, np.int64), y_raw)
+    m, s = norm_stats(r, 1, fallback_std=fallback_std)
+    y = (y_raw - m[0]) / s[0]
+    uk = user_kernel(f, y - f @ base, prior)
+    return base + user_delta(uk, tau2, prior), float(m[0]), float(s[0])
 
 
 def fit_heads(
