@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 from django.db import transaction
 
-from annotation.models import Image
+from annotation.studies.models import Image
 
 from .models import Embedding, ExternalItem
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from annotation.models import Annotator
+from annotation.studies.models import Annotator
 from core.exceptions import Conflict, NotFound
 
 from . import taste as T

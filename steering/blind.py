@@ -16,8 +16,8 @@ import secrets
 from django.db import transaction
 from django.utils import timezone
 
-from annotation import selectors as ann_selectors
-from annotation import services as ann
+from annotation.quality import selectors as quality_selectors
+from annotation.quality import services as quality_services
 from core.exceptions import Conflict
 
 from . import selectors
@@ -46,7 +46,7 @@ def paired_test_send(
         images = [base.image, best.image]
         if optimised_first:
             images.reverse()
-        items = ann.uncounted_items_create(
+        items = quality_services.uncounted_items_create(
             annotator=opt.annotator,
             study=opt.study,
             images=images,
@@ -69,7 +69,7 @@ def paired_test_refresh(*, test: PairedTest) -> PairedTest:
     """Store the outcome once both items are answered (idempotent)."""
     if test.status != PairedTest.Status.PENDING:
         return test
-    answers = ann_selectors.uncounted_item_answers(
+    answers = quality_selectors.uncounted_item_answers(
         item_ids=[test.base_item_id, test.optimised_item_id]
     )
     base, opt = answers[test.base_item_id], answers[test.optimised_item_id]

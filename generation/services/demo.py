@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db import transaction
 
-from annotation.models import Study
+from annotation.studies.models import Study
 
 from ..models import GenerationJob
 from .jobs import jobs_create

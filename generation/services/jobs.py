@@ -66,6 +66,23 @@ def _next_seed(prompt: Prompt, backend: str, model: str) -> int:
     return 0 if last is None else last + 1
 
 
+def _jobs_check(
+    prompts: Iterable[Prompt], *, n_seeds: int, seed_start: int | None
+) -> list[Prompt]:
+    """The prompts as a list, once the seed range and every prompt are valid."""
+    if seed_start is not None and not 0 <= seed_start <= SEED_MAX - n_seeds + 1:
+        raise InvalidInput(
+            f"seed_start must be between 0 and {SEED_MAX - n_seeds + 1} "
+            f"(seeds are 32-bit, {n_seeds} from there)."
+        )
+    prompts = list(prompts)
+    if not prompts:
+        raise InvalidInput("No prompts to generate from.")
+    for prompt in prompts:
+        prompt_fields_clean(text=prompt.text)  # over-long/empty rows from elsewhere
+    return prompts
+
+
 def jobs_create(
     *,
     prompts: Iterable[Prompt],
@@ -86,16 +103,7 @@ def jobs_create(
     backend, model, params = job_validate(
         backend=backend, model=model, n_seeds=n_seeds, params=params
     )
-    if seed_start is not None and not 0 <= seed_start <= SEED_MAX - n_seeds + 1:
-        raise InvalidInput(
-            f"seed_start must be between 0 and {SEED_MAX - n_seeds + 1} "
-            f"(seeds are 32-bit, {n_seeds} from there)."
-        )
-    prompts = list(prompts)
-    if not prompts:
-        raise InvalidInput("No prompts to generate from.")
-    for prompt in prompts:
-        prompt_fields_clean(text=prompt.text)  # over-long/empty rows from elsewhere
+    prompts = _jobs_check(prompts, n_seeds=n_seeds, seed_start=seed_start)
     jobs: list[GenerationJob] = []
     with transaction.atomic():
         locked = (

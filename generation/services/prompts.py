@@ -10,7 +10,7 @@ from typing import Any
 
 from django.db import transaction
 
-from annotation.models import Study
+from annotation.studies.models import Study
 from core.exceptions import InvalidInput
 
 from ..models import PROMPT_MAX_CHARS, Prompt

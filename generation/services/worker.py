@@ -19,8 +19,8 @@ from datetime import timedelta
 from django.db import connection, transaction
 from django.utils import timezone
 
-from annotation.models import Image
-from annotation.services import image_create
+from annotation.studies.models import Image
+from annotation.studies.services import image_create
 from core.exceptions import InvalidInput
 
 from .. import conf

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from django.db import transaction
 
-from annotation.models import Image, Study
-from annotation.services.import_input import inside
+from annotation.datasets.services import inside
+from annotation.studies.models import Image, Study
 from core.exceptions import InvalidInput
 
 from ..models import ExternalItem, ExternalScore, ExternalSource

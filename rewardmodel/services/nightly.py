@@ -21,7 +21,7 @@ from __future__ import annotations
 from django.db.models import Max
 from django.utils import timezone
 
-from annotation.models import Study
+from annotation.studies.models import Study
 
 from ..models import ModelVersion, TrainingRun
 from .runs import training_run_create, training_run_execute, training_runs_fail_stale

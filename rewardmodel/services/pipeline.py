@@ -12,7 +12,7 @@ import numpy as np
 from django.db import transaction
 from django.utils import timezone
 
-from annotation.models import Annotator
+from annotation.studies.models import Annotator
 
 from .. import conf
 from ..models import (

@@ -21,7 +21,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from annotation.models import Study
+from annotation.studies.models import Study
 from core.exceptions import Conflict, InvalidInput, NotFound
 from core.jobs import (
     Heartbeat,
