@@ -24,10 +24,6 @@ def to_blob(vec: np.ndarray) -> bytes:
     return np.asarray(vec, dtype=np.float16).tobytes()
 
 
-def from_blob(blob) -> np.ndarray:
-    return np.frombuffer(bytes(blob), dtype=np.float16).astype(np.float32)
-
-
 def missing_image_ids(*, backbone: str, image_ids: Iterable[int]) -> list[int]:
     ids = sorted(set(image_ids))
     have: set[int] = set()

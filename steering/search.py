@@ -10,7 +10,7 @@ the kept best is the prompt with the highest score seen so far, so it can only
 go up. ``max_images`` counts every image evaluated, the base's included.
 
 The score is the personal score less ``caution`` times its spread (the personal
-model's posterior sd on that image, ``rewardmodel.taste.HeadSpread``): a lower
+model's posterior sd on that image, ``rewardmodel.posterior.HeadSpread``): a lower
 confidence bound. Picking the best of many candidates by a model's prediction
 favours those whose prediction errs upward (the optimiser's curse), and the
 search walks furthest where the model knows least; the penalty discounts what

@@ -32,10 +32,6 @@ MAX_FUNCTION_LINES = 60
 # list cannot go stale.
 PENDING: set[str] = {
     "annotation/engine/services/engine.py",  # engine helper
-    "rewardmodel/evaluation.py",  # model helper
-    "rewardmodel/taste.py",  # model helper
-    "rewardmodel/evaluation.py::select",  # model helper
-    "rewardmodel/services/external.py::external_scores_import",  # model helper
 }
 
 ROOMS = ("studies", "engine", "quality", "datasets", "integrity", "participants")

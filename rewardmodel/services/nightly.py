@@ -36,7 +36,7 @@ def _last_trained(study_id: int | None) -> int | None:
 
 def _newest_rating() -> dict[int, int]:
     """Per study with valid ratings: the newest one's id (one grouped query)."""
-    from ..data import ratings_queryset
+    from ..snapshot import ratings_queryset
 
     rows = (
         ratings_queryset(study_id=None)

@@ -12,7 +12,7 @@ from annotation.studies import services as studies_services
 from annotation.studies.models import Study
 from core.exceptions import PalateError
 from rewardmodel import services
-from rewardmodel.datasets import parse_mapping, records_read
+from rewardmodel.dataset_readers import parse_mapping, records_read
 from rewardmodel.models import TrainingRun
 
 from .train_reward_model import run_with_progress, study_find, version_print
