@@ -25,7 +25,7 @@ _0021 = import_module("annotation.migrations.0021_engine_sql_from_files")
 
 
 class Migration(migrations.Migration):
-    dependencies = [("annotation", "0021_engine_sql_from_files")]
+    dependencies = [("annotation", "0022_submit_statistics_no_key_lock")]
 
     operations = [
         migrations.RunPython(
