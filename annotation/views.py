@@ -30,7 +30,7 @@ from core.exceptions import (
     StudyNotOpen,
 )
 
-from . import selectors, services
+from . import hooks, selectors, services
 from .forms import ConsentForm, ScoreForm
 from .models import Annotator, Participation, Study
 
@@ -243,6 +243,9 @@ def _show_next(
     )
     if not partial:  # the fragment has no instructions dialog: no Markdown
         context["instructions"] = _markdown(study.instructions)
+        context["extras"] = hooks.page_extras(
+            page="rate", study=study, annotator=annotator, rated=rated
+        )
     return render(request, "annotation/rate.html" + partial, context)
 
 
@@ -578,5 +581,14 @@ def done(request: HttpRequest, slug: str) -> HttpResponse:
             "participation": participation,
             "rated": rated,
             "completion_url": completion_url,
+            "extras": hooks.page_extras(
+                page="done", study=study, annotator=annotator, rated=rated
+            ),
         },
     )
+
+
+# For the pages of apps above ``annotation`` (the taste portrait) that a
+# participant reaches from these: the same session checks and error pages.
+participant_entered = _entered
+friendly_errors = _friendly_errors
