@@ -155,7 +155,9 @@ def portrait_build(
     return p
 
 
-def _unrated_ids(study: Study, annotator: Annotator) -> list[int]:
+def unrated_ids(*, study: Study, annotator: Annotator) -> list[int]:
+    """The study's images the participant has not rated (what the portrait
+    predicts for)."""
     rated = Rating.objects.filter(study=study, annotator=annotator).values("image_id")
     return list(
         Image.objects.filter(study=study)
@@ -164,10 +166,17 @@ def _unrated_ids(study: Study, annotator: Annotator) -> list[int]:
     )
 
 
+def predicted_scores(*, study: Study, annotator: Annotator) -> tuple[list, dict]:
+    """(the unrated images, ``inference.predict``'s answer for them): the live
+    newcomer path, so the participant's latest rating already counts."""
+    ids = unrated_ids(study=study, annotator=annotator)
+    return ids, inference.predict(annotator=annotator, image_ids=ids)
+
+
 def _predictions(p: Portrait, *, study: Study, annotator: Annotator) -> int | None:
     """Fill the predicted favourites and least liked, and how sure the model is;
     returns the serving version's id (None without a model)."""
-    ids = _unrated_ids(study, annotator)
+    ids = unrated_ids(study=study, annotator=annotator)
     # With nothing left to predict, one rated image still names the version
     # (its crowd cut-off is needed below).
     ask = ids or [p.highest[0].image_id]
