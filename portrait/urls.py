@@ -8,6 +8,11 @@ urlpatterns = [
     path("s/<slug:slug>/portrait", views.page, name="page"),
     path("s/<slug:slug>/portrait/feedback", views.feedback, name="feedback"),
     path(
+        "staff/studies/<int:study_id>/annotators/<int:annotator_id>/portrait/",
+        views.staff_portrait,
+        name="staff",
+    ),
+    path(
         "staff/studies/<int:study_id>/portrait/",
         views.settings_update,
         name="settings",

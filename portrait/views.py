@@ -9,9 +9,13 @@ from django.contrib.admin.views.decorators import staff_member_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import (
+    require_GET,
+    require_http_methods,
+    require_POST,
+)
 
-from annotation.models import Study
+from annotation.models import Annotator, Study
 from annotation.views import friendly_errors, participant_entered
 from core.exceptions import InvalidInput
 from rewardmodel import inference
@@ -86,15 +90,49 @@ def feedback(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @staff_member_required
-@require_POST
-def settings_update(request: HttpRequest, study_id: int) -> HttpResponse:
+@require_GET
+def staff_portrait(request: HttpRequest, study_id: int, annotator_id: int):
+    """The portrait the participant sees (their answers, not the buttons), for
+    the annotator's dashboard page: loaded into it by htmx, or a page of its own
+    without JavaScript (the dashboard page's own queries stay as they were)."""
     study = get_object_or_404(Study, pk=study_id)
+    person = get_object_or_404(Annotator, pk=annotator_id)
+    settings = selectors.portrait_settings(study=study)
+    context = {
+        "study": study,
+        "person": person,
+        "settings": settings,
+        "p": selectors.portrait_build(
+            study=study, annotator=person, min_ratings=settings.min_ratings
+        ),
+    }
+    template = "portrait/_staff.html" if request.htmx else "portrait/staff.html"
+    return render(request, template, context)
+
+
+@staff_member_required
+@require_http_methods(["GET", "POST"])
+def settings_update(request: HttpRequest, study_id: int) -> HttpResponse:
+    """The study's portrait settings: the form (loaded into the study's
+    dashboard page by htmx, or a page of its own without JavaScript) and its
+    post. Invalid input is answered with the form and its errors; nothing
+    changes."""
+    study = get_object_or_404(Study, pk=study_id)
+    current = selectors.portrait_settings(study=study)
+    if request.method == "GET":
+        template = (
+            "portrait/_settings.html" if request.htmx else "portrait/settings.html"
+        )
+        form = PortraitSettingsForm(instance=current)
+        return render(
+            request, template, {"study": study, "form": form, "settings": current}
+        )
     form = PortraitSettingsForm(request.POST)
     if not form.is_valid():
         return render(
             request,
             "portrait/settings.html",
-            {"study": study, "form": form},
+            {"study": study, "form": form, "settings": current},
             status=400,
         )
     services.portrait_settings_update(

@@ -237,11 +237,21 @@ def test_staff_see_the_portrait_and_edit_the_settings(
     staff.force_login(staff_user)
     r = staff.get(reverse("dashboard:annotator", args=[study.pk, person.pk]))
     body = r.content.decode()
-    assert 'id="portrait-rated"' in body and 'id="portrait-predicted"' in body
-    assert 'name="answer"' not in body  # staff see answers, not buttons
-    page = staff.get(reverse("dashboard:study", args=[study.pk])).content.decode()
-    assert reverse("portrait:settings", args=[study.pk]) in page
+    # The dashboard page loads it (htmx), or links to it without JavaScript.
+    url = reverse("portrait:staff", args=[study.pk, person.pk])
+    assert f'hx-get="{url}"' in body and f'href="{url}"' in body
+    fragment = staff.get(url, HTTP_HX_REQUEST="true").content.decode()
+    assert 'id="portrait-rated"' in fragment and 'id="portrait-predicted"' in fragment
+    assert 'name="answer"' not in fragment  # staff see answers, not buttons
+    assert "<html" not in fragment
+    assert 'id="portrait-rated"' in staff.get(url).content.decode()
+    assert client.get(url).status_code == 302  # participants: to the login
     url = reverse("portrait:settings", args=[study.pk])
+    page = staff.get(reverse("dashboard:study", args=[study.pk])).content.decode()
+    assert f'hx-get="{url}"' in page
+    assert (
+        'name="min_ratings"' in staff.get(url, HTTP_HX_REQUEST="true").content.decode()
+    )
     r = staff.post(url, {"enabled": "", "min_ratings": "3"})
     assert r.status_code == 400  # below 5: nothing saved
     assert PortraitSettings.objects.get(study=study).enabled
