@@ -300,3 +300,38 @@ def _crowd(p: Portrait, *, own: list, pic, version_id: int, annotator) -> None:
     p.liked_less = [with_crowd(r) for d, r in diffs[::-1][:SHOWN] if d <= -far]
     close = sorted(diffs, key=lambda d: (abs(d[0]), -d[1][1]))
     p.agreed = [with_crowd(r) for d, r in close[:SHOWN] if abs(d) <= CROWD_ROUND]
+
+
+FEEDBACK_COLUMNS = [
+    "annotator",  # pseudonymous public id, as in the export
+    "image_sha256",  # the image's key, as in the export
+    "answer",
+    "side",
+    "predicted",
+    "spread",
+    "version",
+    "n_ratings",
+    "created_at",
+    "updated_at",
+]
+
+
+def feedback_rows(*, study: Study):
+    """The participants' "this is me / not me" answers of one study, for the lab
+    (``manage.py export_portrait_feedback``), oldest first."""
+    return (
+        PortraitFeedback.objects.filter(study=study)
+        .order_by("created_at", "pk")
+        .values_list(
+            "annotator__public_id",
+            "image__sha256",
+            "answer",
+            "side",
+            "predicted",
+            "spread",
+            "version_id",
+            "n_ratings",
+            "created_at",
+            "updated_at",
+        )
+    )

@@ -279,3 +279,30 @@ def test_erasure_deletes_the_answers(client, portrait_study):
     )
     annotator_erase(annotator_id=person.pk, reason="asked")
     assert not PortraitFeedback.objects.exists()
+
+
+def test_answers_are_exported_for_the_lab(client, portrait_study, tmp_path):
+    import csv
+
+    from django.core.management import CommandError, call_command
+
+    study, _, _ = portrait_study
+    person, _ = participant(client, study, 6)
+    image = Image.objects.filter(study=study).exclude(ratings__annotator=person).first()
+    PortraitFeedback.objects.create(
+        study=study,
+        annotator=person,
+        image=image,
+        answer="not_me",
+        side="dislike",
+        predicted=2.5,
+        n_ratings=6,
+    )
+    out = tmp_path / "feedback.csv"
+    call_command("export_portrait_feedback", study.slug, out=str(out))
+    rows = list(csv.DictReader(out.open()))
+    assert [(r["annotator"], r["image_sha256"], r["answer"]) for r in rows] == [
+        (person.public_id, image.sha256, "not_me")
+    ]
+    with pytest.raises(CommandError):
+        call_command("export_portrait_feedback", "no-such-study")
