@@ -13,11 +13,16 @@ returns a dict with any of:
 * ``hold_redirect``: true to keep the completion page from sending the
   participant on to the study's completion URL by itself (they go on with the
   page's button instead).
+
+``participant_view`` gives such an app's own participant pages the checks and
+error pages of the study's pages. Like ``annotation.signals``, this module is
+part of ``annotation``'s public interface (docs/architecture.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import wraps
 
 _PROVIDERS: list[Callable[..., dict]] = []
 
@@ -37,3 +42,25 @@ def page_extras(**kwargs) -> dict:
         out["links"].extend(got.get("links", ()))
         out["hold_redirect"] = out["hold_redirect"] or bool(got.get("hold_redirect"))
     return out
+
+
+def participant_view(view: Callable) -> Callable:
+    """Decorate a participant page of an app above ``annotation`` (URL argument
+    ``slug``): it is called as ``view(request, study=, annotator=,
+    participation=, **kwargs)`` after the checks every study page makes (the
+    browser entered this study through its own link in this session, or is
+    staff), and a ``PalateError`` becomes the same friendly page."""
+    from annotation.studies.views import friendly_errors, participant_entered
+
+    @wraps(view)
+    def wrapper(request, slug: str, **kwargs):
+        study, annotator, participation = participant_entered(request, slug)
+        return view(
+            request,
+            study=study,
+            annotator=annotator,
+            participation=participation,
+            **kwargs,
+        )
+
+    return friendly_errors(wrapper)

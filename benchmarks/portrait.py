@@ -62,19 +62,11 @@ def _study(args, rng):
     import numpy as np
     from django.db.models import F
 
-    from annotation.models import Image
-    from annotation.services import image_create  # noqa: F401 (module check)
+    from annotation.datasets.services import RatingRecord, ratings_import
+    from annotation.studies.models import Image
     from rewardmodel.embeddings import to_blob
     from rewardmodel.models import Embedding
     from tests.factories import StudyFactory, png_bytes
-
-    try:  # the import's module since annotation's rooms
-        from annotation.datasets.services.import_ratings import (
-            RatingRecord,
-            ratings_import,
-        )
-    except ImportError:
-        from annotation.services.imports import RatingRecord, ratings_import
 
     emb = rng.normal(size=(args.images, args.dim))
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
@@ -85,8 +77,6 @@ def _study(args, rng):
     pngs = [png_bytes(1_000_000 + i, size=(8, 8)) for i in range(args.images)]
 
     def records():
-        from annotation.models import Study  # noqa: F401
-
         for i in range(args.images):
             for a in rng.choice(args.annotators, args.raters, replace=False):
                 u = 4 + 1.2 * (4.0 * emb[i] @ taste[a] + rng.normal(0, 0.5))

@@ -10,7 +10,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
-from annotation.models import Annotator, Image, Study
+from annotation.studies.models import Annotator, Image, Study
 
 MIN_RATINGS_DEFAULT = 20
 

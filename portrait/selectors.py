@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from django.db.models import Avg, Count
 
-from annotation.models import Annotator, Image, Participation, Rating, Study
+from annotation.engine.models import Rating
+from annotation.studies.models import Annotator, Image, Participation, Study
 from core.exceptions import Conflict, NotFound, NotMember, NotPermitted
 from rewardmodel import inference
 from rewardmodel.models import ModelVersion

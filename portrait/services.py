@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from django.db import transaction
 
-from annotation.models import Annotator, Image, Rating, Study
+from annotation.engine.models import Rating
+from annotation.studies.models import Annotator, Image, Study
 from core.exceptions import InvalidInput
 
 from .models import PortraitFeedback, PortraitSettings

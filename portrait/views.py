@@ -15,8 +15,8 @@ from django.views.decorators.http import (
     require_POST,
 )
 
-from annotation.models import Annotator, Study
-from annotation.views import friendly_errors, participant_entered
+from annotation.hooks import participant_view
+from annotation.studies.models import Annotator, Study
 from core.exceptions import InvalidInput
 from rewardmodel import inference
 
@@ -26,9 +26,8 @@ from .tokens import feedback_image_id
 
 
 @require_GET
-@friendly_errors
-def page(request: HttpRequest, slug: str) -> HttpResponse:
-    study, annotator, participation = participant_entered(request, slug)
+@participant_view
+def page(request: HttpRequest, *, study, annotator, participation) -> HttpResponse:
     settings = selectors.portrait_access_check(
         study=study, annotator=annotator, participation=participation
     )
@@ -56,11 +55,10 @@ def page(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @require_POST
-@friendly_errors
-def feedback(request: HttpRequest, slug: str) -> HttpResponse:
+@participant_view
+def feedback(request: HttpRequest, *, study, annotator, participation):
     """One click: "this is me" or "this is not me" on a predicted image, stored
     with what the model said then; back to the portrait (post/redirect/get)."""
-    study, annotator, participation = participant_entered(request, slug)
     settings = selectors.portrait_access_check(
         study=study, annotator=annotator, participation=participation
     )

@@ -21,8 +21,8 @@ import pytest
 from django.db.models import F
 
 from annotation import services as ann
+from annotation.datasets.services import RatingRecord, ratings_import
 from annotation.models import Image
-from annotation.services.imports import RatingRecord, ratings_import
 from portrait import selectors
 from rewardmodel.backbones import backbone_register
 from rewardmodel.embeddings import to_blob

@@ -8,7 +8,7 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation.models import Study
+from annotation.studies.models import Study
 
 from ...selectors import FEEDBACK_COLUMNS, feedback_rows
 
