@@ -73,7 +73,11 @@ def _study(args, rng):
     taste = 0.6 * rng.normal(size=args.dim) + rng.normal(
         size=(args.annotators, args.dim)
     )
-    study = StudyFactory(slug="portrait-bench", raters_per_image=args.raters)
+    study = StudyFactory(
+        slug="portrait-bench",
+        raters_per_image=args.raters,
+        quota_per_annotator=args.ratings + args.repeat + 10,
+    )
     pngs = [png_bytes(1_000_000 + i, size=(8, 8)) for i in range(args.images)]
 
     def records():
