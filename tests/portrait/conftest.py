@@ -25,7 +25,7 @@ def personal_newcomers(run) -> None:
     from rewardmodel import inference
 
     pred = inference.load(run.version)
-    pred.model.hyper.new_tau = max(pred.model.hyper.tau, 1.0)
+    pred.model.hyper.new_tau2_rel = max(pred.model.hyper.tau2_rel, 1.0)
     pred.heads.clear()
     pred.spreads.clear()
 
