@@ -91,12 +91,21 @@ def _show_next(
         after_url=reverse("media_item", args=[after.media_token]) if after else "",
         scale=_scale(study),
     )
-    if not partial:  # the fragment has no instructions dialog: no Markdown
-        context["instructions"] = _markdown(study.instructions)
-        context["extras"] = hooks.page_extras(
-            page="rate", study=study, annotator=annotator, rated=rated
-        )
+    if not partial:
+        context.update(_full_page(study, annotator, rated))
     return render(request, "annotation/rate.html" + partial, context)
+
+
+def _full_page(study: Study, annotator: Annotator, rated: int) -> dict:
+    """What only the full rating page draws, never its htmx fragment: the
+    instructions dialog (Markdown) and the header's links from apps above
+    (``annotation.hooks``)."""
+    return {
+        "instructions": _markdown(study.instructions),
+        "extras": hooks.page_extras(
+            page="rate", study=study, annotator=annotator, rated=rated
+        ),
+    }
 
 
 def _participation_ready(
