@@ -80,5 +80,6 @@ urlpatterns = [
     path("staff/", include("dashboard.urls")),
     path("media/i/<str:media_token>", media_item, name="media_item"),
     path("media/<path:path>", media, name="media"),
+    path("", include("portrait.urls")),
     path("", include("annotation.urls")),
 ]

@@ -19,7 +19,7 @@ from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from annotation import selectors, services
+from annotation import hooks, selectors, services
 from annotation.models import Annotator, Participation, Study
 from annotation.studies.forms import ConsentForm
 from core.exceptions import (
@@ -434,5 +434,14 @@ def done(request: HttpRequest, slug: str) -> HttpResponse:
             "participation": participation,
             "rated": rated,
             "completion_url": completion_url,
+            "extras": hooks.page_extras(
+                page="done", study=study, annotator=annotator, rated=rated
+            ),
         },
     )
+
+
+# For the pages of apps above ``annotation`` (the taste portrait) that a
+# participant reaches from these: the same session checks and error pages.
+participant_entered = _entered
+friendly_errors = _friendly_errors

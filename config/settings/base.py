@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "generation",
     "rewardmodel",
     "steering",
+    "portrait",
     "dashboard",
 ]
 

@@ -25,8 +25,10 @@ from django.utils import timezone
 
 from annotation.engine.item_tokens import (
     ASSIGNMENT,
+    IMAGE,
     ITEM,
     MEDIA,
+    STREAM,
     item_resolve,
     item_token,
 )
@@ -35,7 +37,7 @@ from annotation.engine.services.engine import (
     assignment_skip,
     rating_submit,
 )
-from annotation.models import Annotator, Assignment, Rating, StreamItem, Study
+from annotation.models import Annotator, Assignment, Image, Rating, StreamItem, Study
 from annotation.quality.services.quality import stream_item_answer, stream_item_skip
 from core.exceptions import AnnotatorNotActive, NotFound, StudyNotOpen
 
@@ -262,8 +264,12 @@ def item_timed_out(*, token: str, annotator: Annotator) -> bool:
 
 def item_picture(*, media_token: str):
     """The stored file of the picture ``media_token`` names (a FieldFile)."""
-    kind, pk = item_resolve(media_token, purpose=MEDIA)
-    if kind == ASSIGNMENT:
+    kind, pk = item_resolve(
+        media_token, purpose=MEDIA, kinds=(ASSIGNMENT, STREAM, IMAGE)
+    )
+    if kind == IMAGE:  # a picture shown outside the stream (the taste portrait)
+        picture = Image.objects.filter(pk=pk).first()
+    elif kind == ASSIGNMENT:
         lease = Assignment.objects.select_related("image").filter(pk=pk).first()
         picture = lease.image if lease else None
     else:
