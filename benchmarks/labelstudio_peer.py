@@ -67,6 +67,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--pairs", type=int, default=3, help="rounds of each system")
     p.add_argument("--round-seconds", type=float, default=120)
+    p.add_argument(
+        "--server",
+        default="gunicorn",
+        choices=palate.SERVERS,
+        help="Palate's WSGI server (Label Studio keeps its gunicorn)",
+    )
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--pg-url", default="postgres://postgres@127.0.0.1:5432")
@@ -361,13 +367,13 @@ def run_round(args, kind, port, target_id, tokens, server, db_name, log: Path) -
         )
         for i in range(args.clients)
     ]
-    t0 = time.perf_counter()
+    t0, own0 = time.perf_counter(), time.process_time()
     for c in clients:
         c.start()
     while any(c.is_alive() for c in clients):
         time.sleep(2)
         meter.sample()
-    elapsed = time.perf_counter() - t0
+    elapsed, own = time.perf_counter() - t0, time.process_time() - own0
     meter.sample()
     cpu = meter.used()
     n = stats["ratings"]
@@ -379,9 +385,9 @@ def run_round(args, kind, port, target_id, tokens, server, db_name, log: Path) -
         parts = line.split()
         if len(parts) == 4 and parts[2] in ("200", "201"):
             if parts[1].endswith("/next/"):
-                claim.append(int(parts[3]) / 1000)
+                claim.append(palate.log_ms(parts[3]))
             elif parts[1].endswith(("/rating/", "/annotations/")):
-                submit.append(int(parts[3]) / 1000)
+                submit.append(palate.log_ms(parts[3]))
     errors = [e for c in clients for e in c.errors]
     return {
         "kind": kind,
@@ -391,8 +397,9 @@ def run_round(args, kind, port, target_id, tokens, server, db_name, log: Path) -
         "claim_p95": palate.pct(claim, 95),
         "submit_p50": palate.pct(submit, 50),
         "submit_p95": palate.pct(submit, 95),
-        "web_ms": cpu["gunicorn"] / max(n, 1) * 1000,
+        "web_ms": cpu["web"] / max(n, 1) * 1000,
         "pg_ms": cpu["postgres"] / max(n, 1) * 1000,
+        "client_ms": own / max(n, 1) * 1000,
         "load": (load_before, os.getloadavg()[0]),
         "errors": errors,
     }
@@ -436,6 +443,8 @@ def main(argv=None) -> int:
             str(args.workers),
             "--threads",
             str(args.threads),
+            "--server",
+            args.server,
             "--db-name",
             args.palate_db,
             "--pg-url",
@@ -487,7 +496,8 @@ def main(argv=None) -> int:
         )
         ls_import_tasks(lport, ls["project"], ls["owner"], args.images)
         print(
-            f"both on gunicorn gthread {args.workers} x {args.threads}, "
+            f"Palate on {args.server}, Label Studio on gunicorn gthread, both "
+            f"{args.workers} x {args.threads}, "
             f"{args.clients} clients, {args.round_seconds:.0f} s rounds",
             flush=True,
         )
