@@ -416,27 +416,26 @@ def granian_command(
 def uwsgi_command(
     uwsgi: Path, app: str, port: int, access_log: Path, *, workers: int, threads: int
 ) -> list[str]:
-    """uWSGI (pyuwsgi's binary) in the benchmarks' shape: a master, ``workers``
-    processes with ``threads`` threads each, HTTP/1.1 keep-alive on the socket,
-    backlog 256, and an access line whose last field is the request's time in
-    microseconds (``%(micros)``). ``--die-on-term``: TERM stops it (uWSGI's own
-    default for TERM is a reload)."""
+    """uWSGI with the shipped ``config/uwsgi.ini`` (what ``make run`` and the
+    README start), resized to the benchmarks' shape: ``workers`` processes with
+    ``threads`` threads each, HTTP/1.1 keep-alive on the socket, backlog 256, and
+    an access line whose last field is the request's time in microseconds
+    (``%(micros)``). ``app`` replaces the ini's module (the floor's function)."""
     module, _, attr = app.partition(":")
     return [
         str(uwsgi),
+        "--ini",
+        str(ROOT / "config" / "uwsgi.ini"),
         "--http11-socket",
         f"127.0.0.1:{port}",
         "--module",
         f"{module}:{attr or 'application'}",
-        "--master",
         "--processes",
         str(workers),
         "--threads",
         str(threads),
         "--listen",
         "256",
-        "--die-on-term",
-        "--need-app",
         "--logto",
         str(access_log),
         "--logformat",

@@ -87,6 +87,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="CONN_MAX_AGE for Label Studio (it ships 0: a connection per request); "
         "60 gives it Palate's persistent connections (0: as shipped)",
     )
+    p.add_argument(
+        "--palate-only",
+        action="store_true",
+        help="no Label Studio: Palate's rounds alone, with the reset between them "
+        "(the set-up check where Label Studio cannot be installed)",
+    )
     p.add_argument("--seed", type=int, default=1)
     return p.parse_args(argv)
 
@@ -424,8 +430,8 @@ def _print_round(i: int, r: dict) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     venv = Path(args.ls_venv)
-    ls_install(venv)
-    lsdir = ls_path(venv)
+    if not args.palate_only:
+        ls_install(venv)
     data = Path(args.data_dir)
     subprocess.run(["rm", "-rf", str(data)], check=True)
     (data / "logs").mkdir(parents=True)
@@ -473,10 +479,13 @@ def main(argv=None) -> int:
     from django.db import connection
 
     connection.close()
+    if args.palate_only:
+        return palate_alone(args, pargs, env, study_id, ptokens)
 
     print(
         f"Label Studio {LS_VERSION}: database {args.ls_db}, migrate, users", flush=True
     )
+    lsdir = ls_path(venv)
     ls = ls_prepare(args, venv, lsdir)
 
     plog, llog = data / "logs" / "palate-access.log", data / "logs" / "ls-access.log"
@@ -536,6 +545,35 @@ def main(argv=None) -> int:
     )
     for name in (args.palate_db, args.ls_db):
         palate.drop_database(argparse.Namespace(pg_url=args.pg_url, db_name=name))
+    return 1 if any(r["errors"] for r in results) else 0
+
+
+def palate_alone(args, pargs, env, study_id: int, tokens: list[str]) -> int:
+    """``--pairs`` Palate rounds with the reset between them, no Label Studio."""
+    log = Path(args.data_dir) / "logs" / "palate-access.log"
+    port = palate.free_port()
+    server = palate.start_server(pargs, env, port, log)
+    results = []
+    try:
+        palate.wait_ready(port, tokens[0], server, name=args.server)
+        for i in range(args.pairs):
+            if i:
+                palate_reset(study_id)
+            r = run_round(
+                args, "palate", port, study_id, tokens, server, args.palate_db, log
+            )
+            results.append(r)
+            _print_round(i, r)
+    finally:
+        palate.stop_server(server)
+        palate.drop_database(
+            argparse.Namespace(pg_url=args.pg_url, db_name=args.palate_db)
+        )
+    print(
+        "Palate alone: "
+        + ", ".join(f"{r['rate']:.1f}" for r in results)
+        + " ratings/s (no Label Studio: --palate-only)"
+    )
     return 1 if any(r["errors"] for r in results) else 0
 
 
