@@ -118,7 +118,8 @@ def server_env(args: argparse.Namespace) -> dict[str, str]:
         DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
         DATABASE_URL=f"{args.pg_url.rstrip('/')}/{args.db_name}",
         DATABASE_CONN_MAX_AGE=str(args.conn_max_age),
-        DATABASE_SYNCHRONOUS_COMMIT=args.synchronous_commit,
+        # Scripts reusing this (soak.py) may not have every flag.
+        DATABASE_SYNCHRONOUS_COMMIT=getattr(args, "synchronous_commit", ""),
         PALATE_DATA_DIR=args.data_dir,
         CELERY_BROKER_URL=getattr(args, "broker", "redis://127.0.0.1:6379/10"),
         LOG_LEVEL="WARNING",
@@ -477,7 +478,7 @@ def start_server(args, env, port: int, access_log: Path) -> subprocess.Popen:
             workers=args.workers,
             threads=args.threads,
             worker_class=args.worker_class,
-            worker_tmp_dir=args.worker_tmp_dir,
+            worker_tmp_dir=getattr(args, "worker_tmp_dir", ""),
         )
     else:
         cmd = server_command(
