@@ -115,10 +115,11 @@ TINY: dict[str, Tiny] = {
         ("--train-images", "20", "--annotators", "4", "--raters", "3")
         + ("--optimise", "1", "--prompts", "1", "--rounds", "1", "--per-round", "2")
         + ("--max-images", "3", "--probe", "2"),
-        "steering",
+        "targets (",
     ),
     "train_speed.py": Tiny(
-        ("--images", "30", "--ratings", "200", "--annotators", "6", "--dim", "16")
+        # 80 images at least: the newcomer timings take images 40-80.
+        ("--images", "100", "--ratings", "600", "--annotators", "8", "--dim", "16")
         + ("--only", "train"),
         "training run",
     ),
@@ -133,9 +134,9 @@ TINY: dict[str, Tiny] = {
         ("--images", "12", "--size", "32"), "pixelstats:v2", postgres=False
     ),
     "taste_benchmark.py": Tiny(
-        ("--variants", "pamela", "--backbones", "synthetic", "--seeds", "1")
-        + ("--images", "30", "--annotators", "6", "--cache", "{tmp}"),
-        "synthetic",
+        ("--variants", "linear", "--backbones", "synthetic", "--seeds", "1")
+        + ("--images", "60", "--annotators", "20", "--cache", "{tmp}"),
+        "1 runs,",
         postgres=False,
     ),
 }
