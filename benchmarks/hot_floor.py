@@ -13,7 +13,10 @@ each transaction one durable single-row ``INSERT`` (simple protocol, like
 psycopg2), two per rating as the hot path has (a claim and a rating), in a
 scratch database ``palate_floor`` that it creates and drops.
 
-    .venv/bin/python benchmarks/hot_floor.py --seconds 40 [--pg]
+    .venv/bin/python benchmarks/hot_floor.py --seconds 40 [--pg] [--server uwsgi]
+
+``--server`` (gunicorn, granian, uwsgi) puts another server in the same shape in
+front of the same function (``assignment_load.server_command``).
 
 Prints ratings/s and CPU per rating of gunicorn, of the clients and (``--pg``) of
 the PostgreSQL backends.
