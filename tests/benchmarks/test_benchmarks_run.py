@@ -38,6 +38,9 @@ class Tiny:
     postgres: bool = True
     redis: bool = False
     timeout: int = 600  # a safety net for a loaded machine, not a time limit
+    # Exit codes that count as "ran to its end" (with ``expect`` printed): a
+    # script that exits 1 on a missed quality target reports, it has not rotted.
+    ok_codes: tuple[int, ...] = (0,)
     env: dict[str, str] = field(default_factory=dict)
 
 
@@ -115,7 +118,9 @@ TINY: dict[str, Tiny] = {
         ("--train-images", "20", "--annotators", "4", "--raters", "3")
         + ("--optimise", "1", "--prompts", "1", "--rounds", "1", "--per-round", "2")
         + ("--max-images", "3", "--probe", "2"),
+        # Its exit code is the model-quality verdict, a coin toss at this size.
         "targets (",
+        ok_codes=(0, 1),
     ),
     "train_speed.py": Tiny(
         # 80 images at least: the newcomer timings take images 40-80.
@@ -210,5 +215,6 @@ def test_benchmark_runs_tiny(name, tmp_path, request):
         check=False,
     )
     out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-4000:]
+    assert proc.returncode in tiny.ok_codes, out[-4000:]
+    assert "Traceback (most recent call last)" not in out, out[-4000:]
     assert tiny.expect in out, out[-4000:]
