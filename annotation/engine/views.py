@@ -48,7 +48,7 @@ def _show_next(
     left. ``page``: the claim was made already, with the progress
     (``assignment_claim_for_page``); the participation is then read only if it
     must be completed. Every kind of item is drawn by the same markup from the
-    same ``Shown`` (``services.items``)."""
+    same ``Shown`` (``annotation.engine.services.items``)."""
     if page is None:
         leases = services.assignment_claim(
             annotator=annotator, study=study, hold=PAGE_LEASES

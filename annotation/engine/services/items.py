@@ -161,11 +161,18 @@ def _shown(thing, study: Study) -> Shown | None:
 
 
 def item_next(
-    *, annotator: Annotator, study: Study, now: datetime | None = None
+    *,
+    annotator: Annotator,
+    study: Study,
+    now: datetime | None = None,
+    sql_first: bool = True,
 ) -> Shown | None:
     """The API's next item: one lease held, dealt on the rating page's schedule
-    (the hot API view does the same from its one-statement claim)."""
-    leases = assignment_claim(annotator=annotator, study=study, now=now)
+    (the hot API view does the same from its one-statement claim, and calls
+    this with ``sql_first=False`` when that statement sent it here)."""
+    leases = assignment_claim(
+        annotator=annotator, study=study, now=now, sql_first=sql_first
+    )
     rated = Rating.objects.filter(annotator=annotator, study=study).count()
     shown, _ = items_deal(
         annotator_id=annotator.pk, study=study, leases=leases, rated=rated, now=now
@@ -190,13 +197,16 @@ def _check_can_answer(annotator: Annotator, study_id: int) -> None:
         raise StudyNotOpen(f"The study '{name}' is not open for ratings.")
 
 
-def item_answer(*, token: str, annotator: Annotator, score) -> Answer:
-    """Record the score for the item ``token`` names, whatever its kind."""
+def item_answer(
+    *, token: str, annotator: Annotator, score, sql_first: bool = True
+) -> Answer:
+    """Record the score for the item ``token`` names, whatever its kind
+    (``sql_first`` as in ``item_next``)."""
     kind, pk = item_resolve(token, purpose=ITEM)
     try:
         if kind == ASSIGNMENT:
             rating, created = rating_submit(
-                assignment_id=pk, annotator=annotator, score=score
+                assignment_id=pk, annotator=annotator, score=score, sql_first=sql_first
             )
             return Answer(
                 token,
