@@ -38,6 +38,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
+SERVERS = ("gunicorn", "granian", "uwsgi")
+# What each server's access-log time covers.
+SERVER_TIME = {
+    "gunicorn": "%(D)s: from the parsed request to the written response, in the thread",
+    "granian": "dt_ms: from the request read, including any wait for a Python thread",
+    "uwsgi": "%(micros): from the parsed request to the written response",
+}
 CLAIM_RE = re.compile(r"^/api/v1/studies/\d+/assignments/next/$")
 RATE_RE = re.compile(r"^/api/v1/assignments/[\w-]+/rating/$")
 
@@ -60,8 +67,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=900,
         help="stop the clients after this long even if images are left",
     )
-    p.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
-    p.add_argument("--threads", type=int, default=2, help="threads per gthread worker")
+    p.add_argument(
+        "--server",
+        default="gunicorn",
+        choices=SERVERS,
+        help="the WSGI server to measure (same app, same client, same shape)",
+    )
+    p.add_argument("--workers", type=int, default=2, help="server worker processes")
+    p.add_argument("--threads", type=int, default=2, help="threads per worker")
     p.add_argument("--worker-class", default="gthread", choices=["gthread", "sync"])
     p.add_argument("--port", type=int, default=0, help="0: pick a free port")
     p.add_argument("--pg-url", default="postgres://postgres@127.0.0.1:5432")
@@ -85,6 +98,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "default /dev/shm where it exists, as the README launches it; '' for "
         "gunicorn's default, the system temporary folder)",
     )
+    p.add_argument(
+        "--broker",
+        default="redis://127.0.0.1:6379/10",
+        help="CELERY_BROKER_URL for the server (production settings require one; "
+        "the hot path sends no task)",
+    )
     p.add_argument("--keep-db", action="store_true", help="do not drop the database")
     p.add_argument("--seed", type=int, default=1)
     return p.parse_args(argv)
@@ -99,9 +118,10 @@ def server_env(args: argparse.Namespace) -> dict[str, str]:
         DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
         DATABASE_URL=f"{args.pg_url.rstrip('/')}/{args.db_name}",
         DATABASE_CONN_MAX_AGE=str(args.conn_max_age),
-        DATABASE_SYNCHRONOUS_COMMIT=args.synchronous_commit,
+        # Scripts reusing this (soak.py) may not have every flag.
+        DATABASE_SYNCHRONOUS_COMMIT=getattr(args, "synchronous_commit", ""),
         PALATE_DATA_DIR=args.data_dir,
-        CELERY_BROKER_URL="memory://",
+        CELERY_BROKER_URL=getattr(args, "broker", "redis://127.0.0.1:6379/10"),
         LOG_LEVEL="WARNING",
     )
     return env
@@ -330,17 +350,145 @@ def gunicorn_command(
     return cmd
 
 
-def start_server(args, env, port: int, access_log: Path) -> subprocess.Popen:
-    cmd = gunicorn_command(
-        VENV_BIN / "gunicorn",
-        "config.wsgi",
-        port,
-        access_log,
-        workers=args.workers,
-        threads=args.threads,
-        worker_class=args.worker_class,
-        worker_tmp_dir=args.worker_tmp_dir,
+def granian_command(
+    granian: Path, app: str, port: int, access_log: Path, *, workers: int, threads: int
+) -> list[str]:
+    """granian (Rust HTTP, WSGI interface) in the benchmarks' shape: ``workers``
+    processes with ``threads`` blocking threads each, keep-alive, backlog 256, and
+    an access line whose last field is the request's time in milliseconds, from
+    when granian read it (so it includes any wait for a free Python thread)."""
+    config = access_log.with_name(access_log.stem + "-logging.json")
+    config.write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "disable_existing_loggers": False,
+                "formatters": {"plain": {"format": "%(message)s"}},
+                "handlers": {
+                    "access": {
+                        "class": "logging.FileHandler",
+                        "filename": str(access_log),
+                        "formatter": "plain",
+                    },
+                    "errors": {
+                        "class": "logging.FileHandler",
+                        "filename": str(
+                            access_log.with_name(access_log.stem + "-error.log")
+                        ),
+                        "formatter": "plain",
+                    },
+                },
+                "loggers": {
+                    "_granian": {"handlers": ["errors"], "level": "INFO"},
+                    "granian.access": {
+                        "handlers": ["access"],
+                        "level": "INFO",
+                        "propagate": False,
+                    },
+                },
+            }
+        )
     )
+    module, _, attr = app.partition(":")
+    return [
+        str(granian),
+        f"{module}:{attr or 'application'}",
+        "--interface",
+        "wsgi",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--blocking-threads",
+        str(threads),
+        "--backlog",
+        "256",
+        "--no-ws",
+        "--log-config",
+        str(config),
+        "--access-log",
+        "--access-log-fmt",
+        "%(method)s %(path)s %(status)d %(dt_ms).3fms",
+    ]
+
+
+def uwsgi_command(
+    uwsgi: Path, app: str, port: int, access_log: Path, *, workers: int, threads: int
+) -> list[str]:
+    """uWSGI with the shipped ``config/uwsgi.ini`` (what ``make run`` and the
+    README start), resized to the benchmarks' shape: ``workers`` processes with
+    ``threads`` threads each, HTTP/1.1 keep-alive on the socket, backlog 256, and
+    an access line whose last field is the request's time in microseconds
+    (``%(micros)``). ``app`` replaces the ini's module (the floor's function)."""
+    module, _, attr = app.partition(":")
+    return [
+        str(uwsgi),
+        "--ini",
+        str(ROOT / "config" / "uwsgi.ini"),
+        "--http11-socket",
+        f"127.0.0.1:{port}",
+        "--module",
+        f"{module}:{attr or 'application'}",
+        "--processes",
+        str(workers),
+        "--threads",
+        str(threads),
+        "--listen",
+        "256",
+        "--logto",
+        str(access_log),
+        "--logformat",
+        "%(method) %(uri) %(status) %(micros)",
+    ]
+
+
+def server_command(
+    server: str, app: str, port: int, access_log: Path, *, workers: int, threads: int
+) -> list[str]:
+    """The command line for ``server`` (one of SERVERS) serving the WSGI ``app``
+    (``module`` or ``module:attribute``) in the benchmarks' shape."""
+    if server == "granian":
+        build = granian_command
+    elif server == "uwsgi":
+        build = uwsgi_command
+    else:
+        return gunicorn_command(
+            VENV_BIN / "gunicorn",
+            app,
+            port,
+            access_log,
+            workers=workers,
+            threads=threads,
+            worker_tmp_dir="/dev/shm" if os.path.isdir("/dev/shm") else "",
+        )
+    return build(
+        VENV_BIN / server, app, port, access_log, workers=workers, threads=threads
+    )
+
+
+def start_server(args, env, port: int, access_log: Path) -> subprocess.Popen:
+    if getattr(args, "server", "gunicorn") == "gunicorn":
+        cmd = gunicorn_command(
+            VENV_BIN / "gunicorn",
+            "config.wsgi",
+            port,
+            access_log,
+            workers=args.workers,
+            threads=args.threads,
+            worker_class=args.worker_class,
+            worker_tmp_dir=getattr(args, "worker_tmp_dir", ""),
+        )
+    else:
+        cmd = server_command(
+            args.server,
+            "config.wsgi",
+            port,
+            access_log,
+            workers=args.workers,
+            threads=args.threads,
+        )
     return subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
 
 
@@ -393,7 +541,8 @@ def cpu_seconds(pid: int) -> float:
 
 
 class CpuMeter:
-    """CPU used by the gunicorn processes and by the PostgreSQL backends of the
+    """CPU used by the web server's processes (its master and the workers it
+    started: "web") and by the PostgreSQL backends of the
     benchmark database. Sampled every few seconds, because backends come and go
     (DATABASE_CONN_MAX_AGE) and an exited process no longer shows its time."""
 
@@ -406,14 +555,14 @@ class CpuMeter:
     def _pids(self) -> list[tuple[str, int]]:
         import psycopg2
 
-        pids = [("gunicorn", self.server.pid)]
+        pids = [("web", self.server.pid)]
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
                 ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
             except (OSError, ValueError, IndexError):
                 continue
             if ppid == self.server.pid:
-                pids.append(("gunicorn", int(stat.parent.name)))
+                pids.append(("web", int(stat.parent.name)))
         conn = psycopg2.connect(f"{self.args.pg_url.rstrip('/')}/postgres")
         with conn.cursor() as cur:
             cur.execute(
@@ -432,7 +581,7 @@ class CpuMeter:
             self.last[key] = max(t, self.last.get(key, 0.0))
 
     def used(self) -> dict[str, float]:
-        out = {"gunicorn": 0.0, "postgres": 0.0}
+        out = {"web": 0.0, "postgres": 0.0}
         for key, t in self.last.items():
             out[key[0]] += t - self.start.get(key, 0.0)
         return out
@@ -611,6 +760,12 @@ def summary(name: str, values: list[float]) -> str:
     )
 
 
+def log_ms(field: str) -> float:
+    """An access line's time field in milliseconds: gunicorn and uWSGI write
+    microseconds, granian (our format) milliseconds with an "ms" suffix."""
+    return float(field[:-2]) if field.endswith("ms") else int(field) / 1000
+
+
 def parse_access_log(path: Path) -> tuple[dict[str, list[float]], dict[str, int]]:
     times: dict[str, list[float]] = {"claim": [], "submit": []}
     statuses: dict[str, int] = defaultdict(int)
@@ -625,7 +780,7 @@ def parse_access_log(path: Path) -> tuple[dict[str, list[float]], dict[str, int]
             "claim" if CLAIM_RE.match(url) else "submit" if RATE_RE.match(url) else None
         )
         if kind:
-            times[kind].append(int(micros) / 1000)
+            times[kind].append(log_ms(micros))
             statuses[f"{kind} {status}"] += 1
     return times, statuses
 
@@ -680,8 +835,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         wait_ready(port, tokens[0], server)
         print(
-            f"gunicorn on 127.0.0.1:{port}: {args.workers} {args.worker_class} workers"
-            + (f" x {args.threads} threads" if args.worker_class == "gthread" else "")
+            f"{args.server} on 127.0.0.1:{port}: {args.workers} "
+            + (args.worker_class + " " if args.server == "gunicorn" else "")
+            + "workers"
+            + (
+                f" x {args.threads} threads"
+                if args.worker_class == "gthread" or args.server != "gunicorn"
+                else ""
+            )
             + f"; {args.clients} clients",
             flush=True,
         )
@@ -725,7 +886,9 @@ def main(argv: list[str] | None = None) -> int:
         + ", ".join(f"{k} {v / max(ratings, 1) * 1000:.2f} ms" for k, v in cpu.items())
         + f"; total {sum(cpu.values()) / max(ratings, 1) * 1000:.2f} ms"
     )
-    print("server-side latency (gunicorn %(D)s, worker time):")
+    print(
+        f"server-side latency ({args.server}'s access log, {SERVER_TIME[args.server]}):"
+    )
     print("  " + summary("claim", server_times["claim"]))
     print("  " + summary("submit", server_times["submit"]))
     print("client-side latency (includes queueing and client overhead):")

@@ -108,6 +108,7 @@ def build(args) -> int:
         services.participation_consent(
             annotator=a,
             study=study,
+            token=study.invite_token,
             demographics={
                 "age_range": ["18-29", "30-44", "45+"][i % 3],
                 "country": "DE",

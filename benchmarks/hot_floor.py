@@ -13,7 +13,10 @@ each transaction one durable single-row ``INSERT`` (simple protocol, like
 psycopg2), two per rating as the hot path has (a claim and a rating), in a
 scratch database ``palate_floor`` that it creates and drops.
 
-    .venv/bin/python benchmarks/hot_floor.py --seconds 40 [--pg]
+    .venv/bin/python benchmarks/hot_floor.py --seconds 40 [--pg] [--server uwsgi]
+
+``--server`` (gunicorn, granian, uwsgi) puts another server in the same shape in
+front of the same function (``assignment_load.server_command``).
 
 Prints ratings/s and CPU per rating of gunicorn, of the clients and (``--pg``) of
 the PostgreSQL backends.
@@ -71,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=40)
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--tokens", type=int, default=300)
+    p.add_argument("--server", default="gunicorn", choices=load.SERVERS)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--pg", action="store_true", help="also PostgreSQL's floor")
@@ -83,23 +87,45 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def http_floor(args: argparse.Namespace) -> int:
+    r = http_floor_round(args)
+    print(
+        f"{args.server} {args.workers} x {args.threads}, {args.clients} clients, "
+        f"no application work: {r['ratings']} ratings in {r['seconds']:.1f}s = "
+        f"{r['rate']:.0f}/s"
+    )
+    print(
+        f"CPU per rating: {args.server} {r['web_ms']:.2f} ms, clients "
+        f"{r['client_ms']:.2f} ms; load avg after {r['load'][1]:.1f}"
+    )
+    if r["errors"]:
+        print(f"{len(r['errors'])} errors, first: {r['errors'][0]}")
+        return 1
+    return 0
 
+
+def http_floor_round(args: argparse.Namespace) -> dict:
+    """One floor round: start ``args.server`` on the do-nothing app, run the
+    clients for ``args.seconds``, stop it. Returns ratings, rate, CPU per rating
+    (``web_ms``, ``client_ms``), load before/after and the clients' errors."""
     port = load.free_port()
     logdir = Path(tempfile.mkdtemp(prefix="palate-floor-"))
     log = logdir / "access.log"
-    cmd = load.gunicorn_command(
-        load.VENV_BIN / "gunicorn",
+    cmd = load.server_command(
+        args.server,
         "hot_floor:application",
         port,
         log,
         workers=args.workers,
         threads=args.threads,
-        worker_tmp_dir="/dev/shm",
-    ) + ["--chdir", str(Path(__file__).resolve().parent)]
-    server = subprocess.Popen(cmd, start_new_session=True)
-    load.wait_ready(port, "x", server, path="/ready/next/")  # a "claim": 200
+    )
+    # Every server imports the floor's module from this folder.
+    server = subprocess.Popen(
+        cmd, cwd=Path(__file__).resolve().parent, start_new_session=True
+    )
+    load.wait_ready(port, "x", server, path="/ready/next/", name=args.server)
     tokens = [f"{i:040x}" for i in range(args.tokens)]
     stats = {"lock": threading.Lock(), "ratings": 0}
+    load_before = os.getloadavg()[0]
     deadline = time.monotonic() + args.seconds
     procs = [server.pid] + _children(server.pid)
     cpu0 = {pid: load.cpu_seconds(pid) for pid in procs}
@@ -120,19 +146,15 @@ def http_floor(args: argparse.Namespace) -> int:
     own = time.process_time() - self0
     load.stop_server(server)
     n = stats["ratings"]
-    errors = [e for c in clients for e in c.errors]
-    print(
-        f"gunicorn gthread {args.workers} x {args.threads}, {args.clients} clients, "
-        f"no application work: {n} ratings in {elapsed:.1f}s = {n / elapsed:.0f}/s"
-    )
-    print(
-        f"CPU per rating: gunicorn {1000 * web / max(n, 1):.2f} ms, clients "
-        f"{1000 * own / max(n, 1):.2f} ms; load avg after {os.getloadavg()[0]:.1f}"
-    )
-    if errors:
-        print(f"{len(errors)} errors, first: {errors[0]}")
-        return 1
-    return 0
+    return {
+        "ratings": n,
+        "seconds": elapsed,
+        "rate": n / elapsed,
+        "web_ms": 1000 * web / max(n, 1),
+        "client_ms": 1000 * own / max(n, 1),
+        "load": (load_before, os.getloadavg()[0]),
+        "errors": [e for c in clients for e in c.errors],
+    }
 
 
 def pg_floor(args: argparse.Namespace) -> None:

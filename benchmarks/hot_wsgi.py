@@ -141,6 +141,9 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=1000, help="claims (and submits)")
     p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--profile", type=int, default=0, metavar="N")
+    p.add_argument(
+        "--sort", default="cumulative", help="the profile's order (e.g. tottime)"
+    )
     p.add_argument("--bare", action="store_true", help="also time without middleware")
     p.add_argument("--db-name", default="palate_hot_wsgi")
     p.add_argument("--data-dir", default="/tmp/palate-hot-wsgi")
@@ -197,7 +200,7 @@ def main() -> None:
                 print(line(name, cpu, wall, queries))
         print(f"load average {os.getloadavg()[0]:.2f}")
         if profiler:
-            pstats.Stats(profiler).sort_stats("cumulative").print_stats(args.profile)
+            pstats.Stats(profiler).sort_stats(args.sort).print_stats(args.profile)
     finally:
         from django.db import connection
 

@@ -67,6 +67,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--pairs", type=int, default=3, help="rounds of each system")
     p.add_argument("--round-seconds", type=float, default=120)
+    p.add_argument(
+        "--server",
+        default="gunicorn",
+        choices=palate.SERVERS,
+        help="Palate's WSGI server (Label Studio keeps its gunicorn)",
+    )
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--pg-url", default="postgres://postgres@127.0.0.1:5432")
@@ -80,6 +86,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=60,
         help="CONN_MAX_AGE for Label Studio (it ships 0: a connection per request); "
         "60 gives it Palate's persistent connections (0: as shipped)",
+    )
+    p.add_argument(
+        "--palate-only",
+        action="store_true",
+        help="no Label Studio: Palate's rounds alone, with the reset between them "
+        "(the set-up check where Label Studio cannot be installed)",
     )
     p.add_argument("--seed", type=int, default=1)
     return p.parse_args(argv)
@@ -361,13 +373,13 @@ def run_round(args, kind, port, target_id, tokens, server, db_name, log: Path) -
         )
         for i in range(args.clients)
     ]
-    t0 = time.perf_counter()
+    t0, own0 = time.perf_counter(), time.process_time()
     for c in clients:
         c.start()
     while any(c.is_alive() for c in clients):
         time.sleep(2)
         meter.sample()
-    elapsed = time.perf_counter() - t0
+    elapsed, own = time.perf_counter() - t0, time.process_time() - own0
     meter.sample()
     cpu = meter.used()
     n = stats["ratings"]
@@ -379,9 +391,9 @@ def run_round(args, kind, port, target_id, tokens, server, db_name, log: Path) -
         parts = line.split()
         if len(parts) == 4 and parts[2] in ("200", "201"):
             if parts[1].endswith("/next/"):
-                claim.append(int(parts[3]) / 1000)
+                claim.append(palate.log_ms(parts[3]))
             elif parts[1].endswith(("/rating/", "/annotations/")):
-                submit.append(int(parts[3]) / 1000)
+                submit.append(palate.log_ms(parts[3]))
     errors = [e for c in clients for e in c.errors]
     return {
         "kind": kind,
@@ -391,8 +403,9 @@ def run_round(args, kind, port, target_id, tokens, server, db_name, log: Path) -
         "claim_p95": palate.pct(claim, 95),
         "submit_p50": palate.pct(submit, 50),
         "submit_p95": palate.pct(submit, 95),
-        "web_ms": cpu["gunicorn"] / max(n, 1) * 1000,
+        "web_ms": cpu["web"] / max(n, 1) * 1000,
         "pg_ms": cpu["postgres"] / max(n, 1) * 1000,
+        "client_ms": own / max(n, 1) * 1000,
         "load": (load_before, os.getloadavg()[0]),
         "errors": errors,
     }
@@ -417,8 +430,8 @@ def _print_round(i: int, r: dict) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     venv = Path(args.ls_venv)
-    ls_install(venv)
-    lsdir = ls_path(venv)
+    if not args.palate_only:
+        ls_install(venv)
     data = Path(args.data_dir)
     subprocess.run(["rm", "-rf", str(data)], check=True)
     (data / "logs").mkdir(parents=True)
@@ -436,6 +449,8 @@ def main(argv=None) -> int:
             str(args.workers),
             "--threads",
             str(args.threads),
+            "--server",
+            args.server,
             "--db-name",
             args.palate_db,
             "--pg-url",
@@ -464,10 +479,13 @@ def main(argv=None) -> int:
     from django.db import connection
 
     connection.close()
+    if args.palate_only:
+        return palate_alone(args, pargs, env, study_id, ptokens)
 
     print(
         f"Label Studio {LS_VERSION}: database {args.ls_db}, migrate, users", flush=True
     )
+    lsdir = ls_path(venv)
     ls = ls_prepare(args, venv, lsdir)
 
     plog, llog = data / "logs" / "palate-access.log", data / "logs" / "ls-access.log"
@@ -487,7 +505,8 @@ def main(argv=None) -> int:
         )
         ls_import_tasks(lport, ls["project"], ls["owner"], args.images)
         print(
-            f"both on gunicorn gthread {args.workers} x {args.threads}, "
+            f"Palate on {args.server}, Label Studio on gunicorn gthread, both "
+            f"{args.workers} x {args.threads}, "
             f"{args.clients} clients, {args.round_seconds:.0f} s rounds",
             flush=True,
         )
@@ -526,6 +545,35 @@ def main(argv=None) -> int:
     )
     for name in (args.palate_db, args.ls_db):
         palate.drop_database(argparse.Namespace(pg_url=args.pg_url, db_name=name))
+    return 1 if any(r["errors"] for r in results) else 0
+
+
+def palate_alone(args, pargs, env, study_id: int, tokens: list[str]) -> int:
+    """``--pairs`` Palate rounds with the reset between them, no Label Studio."""
+    log = Path(args.data_dir) / "logs" / "palate-access.log"
+    port = palate.free_port()
+    server = palate.start_server(pargs, env, port, log)
+    results = []
+    try:
+        palate.wait_ready(port, tokens[0], server, name=args.server)
+        for i in range(args.pairs):
+            if i:
+                palate_reset(study_id)
+            r = run_round(
+                args, "palate", port, study_id, tokens, server, args.palate_db, log
+            )
+            results.append(r)
+            _print_round(i, r)
+    finally:
+        palate.stop_server(server)
+        palate.drop_database(
+            argparse.Namespace(pg_url=args.pg_url, db_name=args.palate_db)
+        )
+    print(
+        "Palate alone: "
+        + ", ".join(f"{r['rate']:.1f}" for r in results)
+        + " ratings/s (no Label Studio: --palate-only)"
+    )
     return 1 if any(r["errors"] for r in results) else 0
 
 

@@ -74,6 +74,9 @@ def _one(way_name, bot, seed, n):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument(
+        "--bots", nargs="+", default=list(BOTS), choices=list(BOTS), help="which"
+    )
     args = parser.parse_args()
 
     import django
@@ -92,7 +95,7 @@ def main() -> None:
     n = 0
     try:
         print(f"{'script':9} {'path':5} {'paused':>7} items before the pause (seeds)")
-        for bot in BOTS:
+        for bot in args.bots:
             for way in ("page", "api"):
                 runs = []
                 for seed in range(args.seeds):

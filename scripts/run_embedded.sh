@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Web + Celery worker + Celery beat on the embedded default (SQLite, filesystem
+# Web (uWSGI) + Celery worker + Celery beat on the embedded default (SQLite, filesystem
 # broker). Ctrl-C, or SIGTERM to this script or its process group (what
 # `timeout`, systemd and container runtimes send), stops all three within 10 s:
 # each runs in its own process group, gets TERM, and whatever is left of a group
@@ -15,6 +15,11 @@ HOST=${HOST:-127.0.0.1}
 PORT=${PORT:-8000}
 VAR=${PALATE_VAR_DIR:-var}
 STOP_GRACE=${STOP_GRACE:-7}
+WEB_SERVER=${WEB_SERVER:-uwsgi}
+case "$WEB_SERVER" in
+  uwsgi | gunicorn) ;;
+  *) echo "WEB_SERVER must be uwsgi (the default) or gunicorn" >&2; exit 2 ;;
+esac
 mkdir -p "$VAR/log"
 pids=()
 
@@ -44,12 +49,22 @@ pids+=($!)
 setsid $VENV/celery -A config beat --loglevel INFO -s "$VAR/celerybeat-schedule" \
   >"$VAR/log/beat.log" 2>&1 &
 pids+=($!)
-# The workers' heartbeat file in memory where there is /dev/shm: gunicorn touches
-# it on every loop, which should not be a disk write (gunicorn's own advice).
-tmp_args=()
-[ -d /dev/shm ] && tmp_args=(--worker-tmp-dir /dev/shm)
-setsid $VENV/gunicorn config.wsgi -b "$HOST:$PORT" -w 2 --graceful-timeout 5 \
-  "${tmp_args[@]}" --access-logfile - &
+# The web server: uWSGI with config/uwsgi.ini (graceful TERM and HUP, worker
+# recycling, harakiri timeout, access log on stderr); WEB_SERVER=gunicorn starts
+# the fallback instead, its heartbeat file in memory where there is /dev/shm
+# (gunicorn touches it on every loop, which should not be a disk write).
+case "$WEB_SERVER" in
+  uwsgi)
+    setsid $VENV/uwsgi --ini config/uwsgi.ini --http11-socket "$HOST:$PORT" \
+      --processes 2 --worker-reload-mercy 5 &
+    ;;
+  gunicorn)
+    tmp_args=()
+    [ -d /dev/shm ] && tmp_args=(--worker-tmp-dir /dev/shm)
+    setsid $VENV/gunicorn config.wsgi -b "$HOST:$PORT" -w 2 --graceful-timeout 5 \
+      "${tmp_args[@]}" --access-logfile - &
+    ;;
+esac
 pids+=($!)
 
 cat <<MSG
