@@ -21,10 +21,10 @@ def portrait_settings_update(
 ) -> PortraitSettings:
     if not 5 <= min_ratings <= 10_000:
         raise InvalidInput("The minimum number of ratings must be 5 to 10,000.")
-    with transaction.atomic():
-        settings, _ = PortraitSettings.objects.select_for_update().get_or_create(
-            study=study
-        )
+    with transaction.atomic(durable=True):
+        settings, _ = PortraitSettings.objects.select_for_update(
+            no_key=True
+        ).get_or_create(study=study)
         settings.enabled = enabled
         settings.before_completion_redirect = before_completion_redirect
         settings.min_ratings = min_ratings
@@ -51,7 +51,7 @@ def portrait_feedback_record(
         raise InvalidInput("Please use one of the two buttons.")
     if side not in PortraitFeedback.Side.values:
         raise InvalidInput("Please use one of the two buttons.")
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         if not Image.objects.filter(pk=image_id, study=study).exists():
             raise InvalidInput("That image is not part of this study.")
         if Rating.objects.filter(annotator=annotator, image_id=image_id).exists():
