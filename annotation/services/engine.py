@@ -66,6 +66,7 @@ from core.exceptions import (
 from ..models import Annotator, Assignment, Image, Participation, Rating, Study
 from ..splits import split_assign
 from . import engine_sql
+from .dealing import ADAPTIVE, adaptive_pick, dealing_rated
 from .quality import rating_recorded
 from .studies import participation_get_or_create
 
@@ -427,7 +428,21 @@ def _top_up(annotator, study, live: list[Assignment], hold: int, now) -> None:
     before = len(live)
     swept = False
     while len(live) < hold and room > 0:
-        image = _pick_image(annotator, study, exclude)
+        # Under ``adaptive`` past the warm-up, the ranking's pick (services.dealing);
+        # otherwise, or when it has none, fullest-first.
+        picked = adaptive_pick(
+            annotator=annotator, study=study, exclude=exclude, rated=rated
+        )
+        dealt = {}
+        if picked is not None:
+            image, rank, info = picked
+            dealt = {
+                "dealt_by": ADAPTIVE,
+                "dealt_rank": rank,
+                "dealt_information": info,
+            }
+        else:
+            image = _pick_image(annotator, study, exclude)
         if image is None and not swept and len(live) == before:
             # Overdue leases still count against their images; only when nothing
             # else is left does it matter, so sweep then (no cron needed for
@@ -453,6 +468,7 @@ def _top_up(annotator, study, live: list[Assignment], hold: int, now) -> None:
                 leased_at=now,
                 expires_at=now + timedelta(seconds=study.lease_seconds),
                 shown_at=now if not live else None,
+                **dealt,
             )
         )
         exclude.add(image.pk)
@@ -561,6 +577,7 @@ def _rating_submit(assignment_id, annotator, score, now) -> tuple[Rating, bool]:
         ),
     )
     rating_recorded(rating=rating, study=study, now=now)  # QC statistics and flags
+    dealing_rated(study_id=study.pk, annotator_id=annotator.pk)
     assignment.status = Assignment.Status.SUBMITTED
     assignment.finished_at = now
     assignment.save(update_fields=["status", "finished_at"])

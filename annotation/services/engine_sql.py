@@ -32,6 +32,7 @@ from django.utils import timezone
 from core.validation import BIGINT_MAX
 
 from ..models import Assignment, Image, Rating
+from .dealing import dealing_rated
 from .quality import quality_police_after_commit
 
 SLOW = "slow"
@@ -177,6 +178,7 @@ def submit(
         return outcome, None
     if police:
         quality_police_after_commit(annotator_id=annotator_pk, study_id=study_id)
+    dealing_rated(study_id=study_id, annotator_id=annotator_pk)
     rating = Rating(
         pk=pk,
         study_id=study_id,
