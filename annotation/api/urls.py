@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import erasure, exports, hot, quality, views
+from . import dealing, erasure, exports, hot, quality, views
 
 urlpatterns = [
     path("studies/", views.study_list, name="api-study-list"),
@@ -32,6 +32,11 @@ urlpatterns = [
         "studies/<int:study_id>/attention-checks/<int:check_id>/",
         quality.attention_check_detail,
         name="api-attention-check",
+    ),
+    path(
+        "studies/<int:study_id>/dealing/",
+        dealing.study_dealing,
+        name="api-study-dealing",
     ),
     path(
         "studies/<int:study_id>/quality/config/",
