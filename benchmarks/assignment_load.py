@@ -85,6 +85,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "default /dev/shm where it exists, as the README launches it; '' for "
         "gunicorn's default, the system temporary folder)",
     )
+    p.add_argument(
+        "--policy",
+        default="fullest-first",
+        choices=["fullest-first", "adaptive"],
+        help="the study's dealing policy; adaptive: warm-up 0, --band, and a "
+        "ranking of --rank-depth random images per annotator (what the claim "
+        "walks; no worker refreshes it here, which changes nothing in its cost)",
+    )
+    p.add_argument("--band", type=int, default=2)
+    p.add_argument("--rank-depth", type=int, default=200)
     p.add_argument("--keep-db", action="store_true", help="do not drop the database")
     p.add_argument("--seed", type=int, default=1)
     return p.parse_args(argv)
@@ -210,7 +220,37 @@ def build_study(args: argparse.Namespace) -> tuple[int, list[str]]:
                 annotator=annotator, study=study, token=study.invite_token
             )
             tokens.append(Token.objects.create(user=annotator.user).key)
+    if args.policy == "adaptive":
+        _rank_randomly(args, study)
     return study.pk, tokens
+
+
+def _rank_randomly(args: argparse.Namespace, study) -> None:
+    """Adaptive dealing with a ranking of ``--rank-depth`` random images per
+    annotator (rankings are the model's output; the claim's cost is the walk)."""
+    from annotation.models import DealingRank, Participation
+    from annotation.services.dealing import dealing_policy_set
+
+    dealing_policy_set(study=study, policy="adaptive", warmup=0, band=args.band)
+    rng = random.Random(args.seed)
+    ids = list(study.images.values_list("pk", flat=True))
+    rows = []
+    for annotator_id in Participation.objects.filter(study=study).values_list(
+        "annotator_id", flat=True
+    ):
+        for rank, image_id in enumerate(
+            rng.sample(ids, min(args.rank_depth, len(ids)))
+        ):
+            rows.append(
+                DealingRank(
+                    study=study,
+                    annotator_id=annotator_id,
+                    image_id=image_id,
+                    rank=rank + 1,
+                    information=1.0 / (rank + 1),
+                )
+            )
+    DealingRank.objects.bulk_create(rows, batch_size=5000)
 
 
 def verify(study_id: int, raters: int) -> list[str]:
@@ -682,6 +722,17 @@ def main(argv: list[str] | None = None) -> int:
         f"ratings:    {ratings} in {elapsed:.1f}s = {ratings / elapsed:.0f} ratings/s"
     )
     print(f"requests:   {dict(sorted(client_status.items()))}")
+    from django.db.models import Count
+
+    from annotation.models import Assignment
+
+    dealt = dict(
+        Assignment.objects.filter(study_id=study_id)
+        .values_list("dealt_by")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    print(f"policy:     {args.policy} (assignments dealt: {dealt})")
     print(
         f"load avg:   {load_before:.1f} before, {load_after:.1f} after "
         f"(1 min; {os.cpu_count()} CPUs; other processes share the machine)"

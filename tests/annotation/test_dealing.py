@@ -90,12 +90,14 @@ def test_warmup_band_and_fallback_deal_fullest_first(settings, sql):
     fullest = Image.objects.filter(study=study).order_by("open_slots").first()
     assert fullest.open_slots == 1
     emptiest = [im for im in images if im.pk != fullest.pk]
-    _adaptive(study, warmup=1, band=0)
+    _adaptive(study, warmup=1, band=1000)
     _rank(study, who, emptiest)
-    # Warm-up: no rating yet, so fullest-first, however the ranking reads.
+    # Warm-up: no rating yet, so fullest-first, however the ranking reads and
+    # however wide the band.
     first = _claim_rate(who, study)[0]
     assert first.image_id == fullest.pk
     assert Assignment.objects.get(pk=first.pk).dealt_by == "fullest-first"
+    _adaptive(study, warmup=1, band=0)
     # Past the warm-up, band 0: only the fullest level (4 untouched images,
     # 3 open slots each) may be chosen: the best-ranked of them.
     second = _claim_rate(who, study)[0]
