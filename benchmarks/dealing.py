@@ -82,6 +82,7 @@ def parse_args(argv=None):
     p.add_argument("--schedule", default="10,15,20,25")
     p.add_argument("--json", default="", help="write every figure here")
     p.add_argument("--png", default="", help="draw the curves here")
+    p.add_argument("--from-json", default="", help="summarise a recorded run")
     args = p.parse_args(argv)
     if args.tiny:
         args.seeds, args.fresh = 1, 0
@@ -373,6 +374,49 @@ def summarise(runs: list[dict], schedule: list[int]) -> dict:
     return out
 
 
+def seed_lines(runs: list[dict], schedule: list[int]) -> str:
+    """The issue's criteria per seed, as "n of N seeds": adaptive reaches
+    fullest-first's final accuracy with at least 30% fewer ratings; or is at
+    least 0.02 higher at the final k; time to finish within 10%."""
+    lines = ["", "Per seed (adaptive vs fullest-first, same annotators):"]
+    for scenario in sorted({r["scenario"] for r in runs}):
+        mine = [r for r in runs if r["scenario"] == scenario]
+        base = {r["seed"]: r for r in mine if r["policy"] == "fullest-first"}
+        for policy in dict.fromkeys(r["policy"] for r in mine):
+            if policy == "fullest-first":
+                continue
+            fewer = higher = timely = n = 0
+            for r in (r for r in mine if r["policy"] == policy):
+                ff = base.get(r["seed"])
+                if ff is None or not ff["curve"] or not r["curve"]:
+                    continue
+                n += 1
+                last = str(max(map(int, ff["curve"])))
+                target = float(np.mean(ff["curve"][last]))
+                reach = [
+                    int(k)
+                    for k in sorted(r["curve"], key=int)
+                    if np.mean(r["curve"][k]) >= target
+                ]
+                fewer += bool(reach) and reach[0] <= 0.7 * int(last)
+                diff = np.mean(r["curve"][last]) - target
+                higher += diff >= 0.02
+                timely += r["ticks_to_finish"] <= 1.1 * ff["ticks_to_finish"]
+                lines.append(
+                    f"  {scenario} {policy} seed {r['seed']}: final "
+                    f"{np.mean(r['curve'][last]):.3f} vs {target:.3f} "
+                    f"({diff:+.3f}); reaches it at "
+                    f"{reach[0] if reach else 'never'} of {last}; ticks "
+                    f"{r['ticks_to_finish']} vs {ff['ticks_to_finish']}"
+                )
+            lines.append(
+                f"  {scenario} {policy}: >=30% fewer ratings in {fewer} of {n} "
+                f"seeds; >=0.02 higher at the quota in {higher} of {n}; time to "
+                f"finish within 10% in {timely} of {n}"
+            )
+    return "\n".join(lines)
+
+
 def fmt(c) -> str:
     return f"{c[0]:.3f} [{c[1]:.3f}, {c[2]:.3f}]"
 
@@ -418,32 +462,89 @@ def table(summary: dict, schedule: list[int]) -> str:
 
 
 def draw(summary: dict, path: str) -> None:
-    import matplotlib
-
+    """The curves as a PNG with matplotlib when it is installed, else as a
+    small SVG written by hand (``path``'s suffix is changed to .svg)."""
+    try:
+        import matplotlib
+    except ImportError:
+        Path(path).with_suffix(".svg").write_text(svg(summary))
+        return
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     scenarios = sorted({s for s, _ in summary})
     fig, axes = plt.subplots(1, len(scenarios), figsize=(5.5 * len(scenarios), 4))
-    axes = np.atleast_1d(axes)
-    for ax, scenario in zip(axes, scenarios, strict=True):
+    for ax, scenario in zip(np.atleast_1d(axes), scenarios, strict=True):
         for (sc, policy), s in summary.items():
             if sc != scenario or not s["curve"]:
                 continue
             ks = sorted(s["curve"])
-            m = [s["curve"][k][0] for k in ks]
-            lo = [s["curve"][k][1] for k in ks]
-            hi = [s["curve"][k][2] for k in ks]
-            ax.plot(ks, m, marker="o", label=policy)
+            ax.plot(ks, [s["curve"][k][0] for k in ks], marker="o", label=policy)
+            lo, hi = ([s["curve"][k][j] for k in ks] for j in (1, 2))
             ax.fill_between(ks, lo, hi, alpha=0.2)
         ax.set_title(f"{scenario} tastes")
         ax.set_xlabel("ratings given per annotator")
         ax.set_ylabel("probe pairwise accuracy")
-        ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle("Adaptive vs fullest-first dealing (95% intervals over annotators)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
+
+
+def svg(summary: dict) -> str:
+    """One panel per scenario: mean accuracy per k and its 95% band."""
+    scenarios = sorted({s for s, _ in summary})
+    w, h, pad = 360, 260, 46
+    vals = [v for s in summary.values() for c in s["curve"].values() for v in c[1:]]
+    ks = sorted({k for s in summary.values() for k in s["curve"]})
+    if not vals or not ks:
+        return '<svg xmlns="http://www.w3.org/2000/svg"/>'
+    lo, hi = min(vals) - 0.01, max(vals) + 0.01
+    k0, k1 = ks[0], max(ks[-1], ks[0] + 1)
+
+    def xy(k, v, panel):
+        x = panel * w + pad + (k - k0) / (k1 - k0) * (w - 2 * pad)
+        return x, h - pad - (v - lo) / (hi - lo) * (h - 2 * pad)
+
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w * len(scenarios)}" '
+        f'height="{h}" font-family="sans-serif" font-size="11">'
+    ]
+    for p, scenario in enumerate(scenarios):
+        x0, y0 = xy(k0, lo, p)
+        x1, y1 = xy(k1, hi, p)
+        out.append(
+            f'<rect x="{x0}" y="{y1}" width="{x1 - x0}" height="{y0 - y1}" '
+            'fill="none" stroke="#999"/>'
+            f'<text x="{x0}" y="{y1 - 8}">{scenario} tastes: probe pairwise '
+            "accuracy vs ratings given</text>"
+            f'<text x="{x0 - 4}" y="{y0 + 4}" text-anchor="end">{lo:.2f}</text>'
+            f'<text x="{x0 - 4}" y="{y1 + 4}" text-anchor="end">{hi:.2f}</text>'
+        )
+        for k in ks:
+            x, _ = xy(k, lo, p)
+            out.append(f'<text x="{x}" y="{y0 + 14}" text-anchor="middle">{k}</text>')
+        mine = [(pol, s) for (sc, pol), s in summary.items() if sc == scenario]
+        for n, (policy, s) in enumerate(mine):
+            colour = COLOURS[n % len(COLOURS)]
+            pts = sorted(s["curve"].items())
+            band = [xy(k, c[2], p) for k, c in pts] + [
+                xy(k, c[1], p) for k, c in reversed(pts)
+            ]
+            line = [xy(k, c[0], p) for k, c in pts]
+            out.append(
+                '<polygon points="'
+                + " ".join(f"{x:.1f},{y:.1f}" for x, y in band)
+                + f'" fill="{colour}" fill-opacity="0.15"/>'
+                '<polyline points="'
+                + " ".join(f"{x:.1f},{y:.1f}" for x, y in line)
+                + f'" fill="none" stroke="{colour}" stroke-width="2"/>'
+                f'<text x="{x0 + 8}" y="{y1 + 16 + 14 * n}" fill="{colour}">'
+                f"{policy}</text>"
+            )
+    return "\n".join([*out, "</svg>"])
 
 
 BACKBONE = "synthetic:dealing"
@@ -451,6 +552,9 @@ BACKBONE = "synthetic:dealing"
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.from_json:
+        runs = json.loads(Path(args.from_json).read_text())["runs"]
+        return report(args, runs)
     data = tempfile.mkdtemp(prefix="palate-dealing-")
     from benchmarks._common import setup_django
 
@@ -465,7 +569,6 @@ def _main(args) -> int:
     fresh = [secrets.randbelow(10**6) + 1000 for _ in range(args.fresh)]
     seeds = list(range(1, args.seeds + 1)) + fresh
     print(f"seeds: {seeds} (drawn at run time: {fresh})", flush=True)
-    schedule = [int(k) for k in args.schedule.split(",")]
     runs = []
     for scenario in args.scenarios.split(","):
         for seed in seeds:
@@ -484,14 +587,20 @@ def _main(args) -> int:
                     f"{r['seconds']} s",
                     flush=True,
                 )
-    summary = summarise(runs, schedule)
-    print(table(summary, schedule))
     if args.json:
         Path(args.json).write_text(
             json.dumps(
                 {"seeds": seeds, "fresh": fresh, "args": vars(args), "runs": runs}
             )
         )
+    return report(args, runs)
+
+
+def report(args, runs: list[dict]) -> int:
+    schedule = [int(k) for k in args.schedule.split(",")]
+    summary = summarise(runs, schedule)
+    print(table(summary, schedule))
+    print(seed_lines(runs, schedule))
     if args.png:
         draw(summary, args.png)
     return 0 if all(s["exact"] for s in summary.values()) else 1
