@@ -170,8 +170,8 @@ def build_study(args: argparse.Namespace) -> tuple[int, list[str]]:
     from rest_framework.authtoken.models import Token
 
     from annotation import services
-    from annotation.images import image_inspect
     from annotation.models import Image, Study, image_upload_to
+    from annotation.studies.images import image_inspect
 
     quota = args.quota or max(
         1, -(-args.images * args.raters * 6 // 5 // args.annotators)
@@ -228,8 +228,8 @@ def build_study(args: argparse.Namespace) -> tuple[int, list[str]]:
 def _rank_randomly(args: argparse.Namespace, study) -> None:
     """Adaptive dealing with a ranking of ``--rank-depth`` random images per
     annotator (rankings are the model's output; the claim's cost is the walk)."""
+    from annotation.engine.services.dealing import dealing_policy_set
     from annotation.models import DealingRank, Participation
-    from annotation.services.dealing import dealing_policy_set
 
     dealing_policy_set(study=study, policy="adaptive", warmup=0, band=args.band)
     rng = random.Random(args.seed)

@@ -126,8 +126,8 @@ class World:
 
 def _setup_study(args, world: World, policy: str, band: int, tag: str):
     from annotation import services as ann
+    from annotation.engine.services.dealing import dealing_policy_set
     from annotation.models import Assignment, Image, Rating, Study
-    from annotation.services.dealing import dealing_policy_set
     from annotation.splits import split_assign
     from rewardmodel.embeddings import to_blob
     from rewardmodel.models import Embedding

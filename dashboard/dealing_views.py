@@ -1,5 +1,5 @@
 """The study page's dealing card (issue 27): the policy, its settings (a form
-through ``annotation.services.dealing.dealing_policy_set``) and, per
+through ``annotation.engine.services.dealing.dealing_policy_set``) and, per
 annotator, how uncertain their model still is."""
 
 from django.contrib import messages
@@ -8,9 +8,9 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.views.decorators.http import require_POST
 
-from annotation.models import Study
-from annotation.selectors_dealing import dealing_overview
-from annotation.services.dealing import dealing_policy_set
+from annotation.engine.selectors import dealing_overview
+from annotation.engine.services import dealing_policy_set
+from annotation.studies.models import Study
 from core.exceptions import PalateError
 
 from .forms import DealingForm

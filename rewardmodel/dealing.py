@@ -20,7 +20,8 @@ ratings it was fitted on (refreshed after each training run, hooked on the
 run's completion); for anyone else the live newcomer path, their ratings now
 (refreshed as they rate: ``dealing_refresh_soon``, a Celery task at most once
 per ``REFRESH_THROTTLE_S`` per annotator per process, so the rating request
-never waits for it). The claim reads the ranking (``annotation.services.dealing``).
+never waits for it). The claim reads the ranking
+(``annotation.engine.services.dealing``).
 """
 
 from __future__ import annotations
@@ -31,12 +32,13 @@ import numpy as np
 from django.core.cache import cache
 from django.db import transaction
 
-from annotation.models import Annotator, Participation, Rating, Study
-from annotation.services.dealing import (
+from annotation.engine.models import Rating
+from annotation.engine.services import (
     ADAPTIVE,
     dealing_candidates,
     dealing_ranking_replace,
 )
+from annotation.studies.models import Annotator, Participation, Study
 from core.exceptions import Conflict
 
 from . import inference

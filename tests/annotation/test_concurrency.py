@@ -134,7 +134,7 @@ def run_crowd(
 def _rank_randomly(study, annotators, images):
     """Adaptive dealing with a random ranking of half the images per annotator
     (the others are dealt fullest-first): tests/annotation/test_dealing.py."""
-    from annotation.services.dealing import (
+    from annotation.engine.services.dealing import (
         dealing_policy_set,
         dealing_ranking_replace,
     )

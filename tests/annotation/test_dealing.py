@@ -1,4 +1,4 @@
-"""Adaptive dealing in the engine (issue 27, ``annotation.services.dealing``):
+"""Adaptive dealing in the engine (issue 27, ``annotation.engine.services.dealing``):
 the rule on both paths (Python, and PL/pgSQL on PostgreSQL), the same rows on
 both, and the engine's guarantees under it (target never exceeded, no pair
 twice, a small study run to the end, many threads at once).
@@ -16,11 +16,11 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from annotation import services
-from annotation.models import Assignment, DealingRank, Image, Rating, Study
-from annotation.services.dealing import (
+from annotation.engine.services.dealing import (
     dealing_policy_set,
     dealing_ranking_replace,
 )
+from annotation.models import Assignment, DealingRank, Image, Rating, Study
 from core.exceptions import InvalidInput
 from tests.annotation.test_concurrency import assert_exact, run_crowd
 from tests.factories import AnnotatorFactory, StudyFactory, join, make_images

@@ -8,9 +8,12 @@ import pytest
 from django.urls import reverse
 from rest_framework.authtoken.models import Token
 
+from annotation.datasets.services.export import ExportOptions, dataset_export
+from annotation.engine.services.dealing import (
+    dealing_policy_set,
+    dealing_ranking_replace,
+)
 from annotation.models import Assignment, DealingState, Study
-from annotation.services.dealing import dealing_policy_set, dealing_ranking_replace
-from annotation.services.export import ExportOptions, dataset_export
 from tests.annotation.export_fixtures import rated_study
 from tests.factories import AnnotatorFactory, StudyFactory, join, make_images
 

@@ -11,8 +11,8 @@ import pytest
 from django.core.cache import cache
 
 from annotation import services as ann
+from annotation.engine.services.dealing import dealing_policy_set
 from annotation.models import Assignment, DealingRank, DealingState
-from annotation.services.dealing import dealing_policy_set
 from rewardmodel import dealing, inference
 from rewardmodel import services as rm
 from rewardmodel import taste as T
