@@ -94,6 +94,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "walks; no worker refreshes it here, which changes nothing in its cost)",
     )
     p.add_argument("--band", type=int, default=2)
+    p.add_argument(
+        "--broker",
+        default=os.environ.get("PALATE_BENCH_BROKER", "redis://127.0.0.1:6379/0"),
+        help="Celery broker the server is configured with (nothing consumes it)",
+    )
     p.add_argument("--rank-depth", type=int, default=200)
     p.add_argument("--keep-db", action="store_true", help="do not drop the database")
     p.add_argument("--seed", type=int, default=1)
@@ -111,7 +116,9 @@ def server_env(args: argparse.Namespace) -> dict[str, str]:
         DATABASE_CONN_MAX_AGE=str(args.conn_max_age),
         DATABASE_SYNCHRONOUS_COMMIT=args.synchronous_commit,
         PALATE_DATA_DIR=args.data_dir,
-        CELERY_BROKER_URL="memory://",
+        # Production settings refuse a broker other than Redis/AMQP; nothing
+        # consumes it here (adaptive studies queue ranking refreshes into it).
+        CELERY_BROKER_URL=args.broker,
         LOG_LEVEL="WARNING",
     )
     return env

@@ -43,6 +43,7 @@ It creates and drops its own database (``_common.setup_django``).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -89,6 +90,7 @@ def parse_args(argv=None):
         args.pilot_annotators, args.pilot_images, args.pilot_raters = 12, 30, 8
         args.annotators, args.images, args.raters, args.probe = 6, 16, 2, 20
         args.warmup, args.schedule, args.dim = 2, "3,5", 8
+        args.policies = "fullest-first,adaptive:2"
     return args
 
 
@@ -147,7 +149,7 @@ def _setup_study(args, world: World, policy: str, band: int, tag: str):
             Image(
                 study=probe_study if i in probe else study,
                 file=f"synthetic/{tag}/{i}.png",
-                sha256=f"{tag}-{i}".encode().hex().ljust(64, "0")[:64],
+                sha256=hashlib.sha256(f"{tag}-{i}".encode()).hexdigest(),
                 target_ratings=args.pilot_raters if pilot else args.raters,
             )
         )
@@ -558,7 +560,9 @@ def main(argv=None) -> int:
     data = tempfile.mkdtemp(prefix="palate-dealing-")
     from benchmarks._common import setup_django
 
-    connection, old_name = setup_django(data, "dealing")
+    # Its own database, so a --tiny run (the test) never meets a full run's.
+    suffix = "dealing_tiny" if args.tiny else "dealing"
+    connection, old_name = setup_django(data, suffix)
     try:
         return _main(args)
     finally:
@@ -579,6 +583,17 @@ def _main(args) -> int:
                 r = run_policy(args, world, policy, int(band or 0), seed, tag)
                 r["scenario"] = scenario
                 runs.append(r)
+                if args.json:  # after every run: a late failure loses nothing
+                    Path(args.json).write_text(
+                        json.dumps(
+                            {
+                                "seeds": seeds,
+                                "fresh": fresh,
+                                "args": vars(args),
+                                "runs": runs,
+                            }
+                        )
+                    )
                 last = r["curve"][str(max(map(int, r["curve"])))] if r["curve"] else []
                 print(
                     f"{scenario} seed {seed} {r['policy']}: "
