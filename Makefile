@@ -38,7 +38,9 @@ test: install browser
 	  echo "WARNING: PostgreSQL is not reachable on 127.0.0.1:5432;" \
 	       "tests marked 'postgres' will be skipped."; fi
 	DATABASE_URL="$(TEST_DATABASE_URL)" $(PY) -m pytest -m "not sqlite_only" $(PYTEST_ARGS)
-	DATABASE_URL= $(PY) -m pytest -m "sqlite_only" $(PYTEST_ARGS)
+	# Then on SQLite, the database `make run` uses: the SQLite-only tests and the
+	# engine, annotator views and QC suites (tests/conftest.py, EMBEDDED_SUITES).
+	DATABASE_URL= $(PY) -m pytest -m "sqlite_only or (embedded and not postgres)" $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -488,6 +488,33 @@ class CpuMeter:
 # --- clients ------------------------------------------------------------------
 
 
+# Images still open to the annotator behind a token (open slots, never dealt to
+# them, quota not reached). Slots only close during a run (clients never abandon
+# a lease), so an image open after a 204 was open when the claim answered.
+_OPEN_FOR = """
+WITH me AS (SELECT a.id FROM authtoken_token t
+            JOIN annotation_annotator a ON a.user_id = t.user_id WHERE t.key = %s),
+     room AS (SELECT s.quota_per_annotator - (
+                  SELECT count(*) FROM annotation_rating r, me
+                  WHERE r.annotator_id = me.id AND r.study_id = s.id) AS n
+              FROM annotation_study s WHERE s.id = %s)
+SELECT count(*) FROM annotation_image i, me, room
+WHERE room.n > 0 AND i.study_id = %s AND i.open_slots > 0
+  AND NOT EXISTS (SELECT 1 FROM annotation_assignment a
+                  WHERE a.image_id = i.id AND a.annotator_id = me.id)
+"""
+
+
+def open_for(token: str, study_id: int) -> int:
+    """How many images were open to this token's annotator (checked after a
+    claim answered 204: "nothing left" must mean it)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(_OPEN_FOR, [token, study_id, study_id])
+        return cursor.fetchone()[0]
+
+
 class Client(threading.Thread):
     """One keep-alive connection that cycles through its annotators, one claim and
     one submit each turn, dropping an annotator when a claim answers 204."""
@@ -502,6 +529,7 @@ class Client(threading.Thread):
         self.submit_ms: list[float] = []
         self.statuses: dict[str, int] = defaultdict(int)
         self.errors: list[str] = []
+        self.false_empty: list[int] = []  # images open at each wrong 204
         self.conn = None
 
     def _post(self, path: str, token: str, body: bytes | None):
@@ -551,6 +579,8 @@ class Client(threading.Thread):
                 self.statuses[f"claim {status}"] += 1
                 if status == 204:
                     active.remove(token)
+                    if still_open := open_for(token, self.study_id):
+                        self.false_empty.append(still_open)
                     continue
                 if status != 200:
                     self.errors.append(f"claim {status}: {data[:200]!r}")
@@ -570,6 +600,9 @@ class Client(threading.Thread):
                     self.errors.append(f"submit {status}: {data[:200]!r}")
         if self.conn is not None:
             self.conn.close()
+        from django.db import connection
+
+        connection.close()  # this thread's, opened only by open_for
 
 
 def run_clients(
@@ -722,6 +755,7 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in c.statuses.items():
             client_status[k] += v
     errors = [e for c in clients for e in c.errors]
+    false_empty = [n for c in clients for n in c.false_empty]
     server_times, server_status = parse_access_log(access_log)
 
     print()
@@ -755,6 +789,12 @@ def main(argv: list[str] | None = None) -> int:
     print("client-side latency (includes queueing and client overhead):")
     print("  " + summary("claim", claim_client))
     print("  " + summary("submit", submit_client))
+    print(
+        f"204 while images were open to the annotator: {len(false_empty)}"
+        + (f" (open images: {false_empty[:10]})" if false_empty else "")
+    )
+    if false_empty:
+        failures.append(f"{len(false_empty)} claims answered 204 with images open")
     if errors:
         print(f"{len(errors)} unexpected responses, first: {errors[:3]}")
         failures.append(f"{len(errors)} unexpected responses")

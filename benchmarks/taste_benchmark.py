@@ -62,6 +62,7 @@ django.setup()
 from annotation.splits import split_assign  # noqa: E402
 from rewardmodel import evaluation as V  # noqa: E402
 from rewardmodel import taste as T  # noqa: E402
+from rewardmodel.metrics import by_annotator, mean_pairwise  # noqa: E402
 from rewardmodel.threads import compute_threads  # noqa: E402
 from rewardmodel.training import train_and_evaluate  # noqa: E402
 
@@ -234,7 +235,7 @@ def draw_ratings(v: dict, util: np.ndarray, noise: float, seed: int):
 
 def ceiling_of(util, rows, anns, scores) -> float:
     """Mean per-annotator pairwise accuracy of the noiseless utility."""
-    return T.mean_pairwise(anns, scores, util[anns, rows])
+    return mean_pairwise(anns, scores, util[anns, rows])
 
 
 def calibrate_noise(v: dict, util: np.ndarray, seed: int) -> float:
@@ -291,6 +292,10 @@ def run_one(v: dict, emb: np.ndarray, taste_space, domains, seed: int) -> dict:
         "noise": noise,
         "hyper": res.summary["hyper"],
         "versus": res.summary["selection"]["blend"],
+        "seen": {
+            w: res.summary["seen"][w]["pairwise_accuracy"]
+            for w in ("model", *V.BASELINES)
+        },
     }
 
 
@@ -301,7 +306,7 @@ def per_annotator_ceilings(util, snap, seed) -> dict:
     r = T.Ratings(snap.r_row, snap.r_ann, snap.r_score)
     out = {}
     seen = r.take(snap.r_split == V.CODES["test_seen"])
-    for a, idx in T._by_annotator(seen.ann):
+    for a, idx in by_annotator(seen.ann):
         out[("seen", None, a)] = pairwise_accuracy(
             seen.score[idx], util[a, seen.row[idx]]
         )
@@ -317,9 +322,11 @@ def _chosen(hyper: dict, blend: dict) -> str:
     h = hyper
     w = blend.get("weights") or {}
     ws = ", ".join(f"{k} {x:.2f}" for k, x in w.items())
+    oof = ", ".join(f"{k} {x:.3f}" for k, x in (blend.get("oof") or {}).items())
     return (
-        f"base {h['base']}, τ {h['tau']:.3g}, ρ {h['rho']:g}, γ {h['gamma']:g}; "
-        f"blend {ws}; newcomers: base {h['new_base']}, τ {h['new_tau']:.3g}"
+        f"kept {blend.get('kept', '?')}; out of fold on val_seen: {oof}; "
+        f"base {h['base']}, τ² {h['tau2_rel']:.3g}, ρ {h['rho']:g}, γ {h['gamma']:g}; "
+        f"blend {ws}; newcomers: base {h['new_base']}, τ² {h['new_tau2_rel']:.3g}"
     )
 
 
@@ -572,7 +579,8 @@ def main() -> None:
                 print(
                     f"{name} {backbone} seed {seed}: noise {run['noise']:.2f}, "
                     f"fit+select+report {run['fit_s']:.1f}s; selected "
-                    f"{_chosen(run['hyper'], run['versus'])}",
+                    f"{_chosen(run['hyper'], run['versus'])}; test_seen "
+                    + ", ".join(f"{w} {x:.4f}" for w, x in run["seen"].items()),
                     file=sys.stderr,
                 )
             results[(name, backbone)] = aggregate(runs)

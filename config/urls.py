@@ -9,7 +9,7 @@ from django.views.decorators.http import require_GET
 from django.views.static import serve
 from drf_spectacular.views import SpectacularRedocView, SpectacularSwaggerSplitView
 
-from annotation.engine.services.items import item_picture
+from annotation.engine.services import item_picture
 from core.exceptions import NotFound
 from core.schema import SchemaView
 
@@ -80,5 +80,6 @@ urlpatterns = [
     path("staff/", include("dashboard.urls")),
     path("media/i/<str:media_token>", media_item, name="media_item"),
     path("media/<path:path>", media, name="media"),
+    path("", include("portrait.urls")),
     path("", include("annotation.urls")),
 ]

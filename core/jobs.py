@@ -65,21 +65,34 @@ def dead_worker_reason() -> str:
 
 
 def stale_rows_fail(
-    *, model, running: str, cleanup: Callable[[int], None], failed: dict, now
+    *,
+    model,
+    running: str,
+    cleanup: Callable[[int], None],
+    failed: dict,
+    now,
+    keep: int | None = None,
 ) -> list[int]:
     """Fail every row of ``model`` in status ``running`` whose worker is gone (no
     heartbeat for ``stale_after()``): for each, under its lock and checked again,
     ``cleanup(pk)`` removes its partial files first, then ``failed`` (the field
     values of a failed row) is written, so a takeover waiting on the lock finds
-    the row failed and nobody sees a failed row with files left. Returns the ids."""
+    the row failed and nobody sees a failed row with files left. Returns the ids.
+
+    ``keep``: the row the caller is about to take over (a redelivered task for
+    it is alive, so it is resumed, not failed, however old its stamp)."""
     stale = Q(heartbeat_at__lt=now - stale_after()) | Q(heartbeat_at__isnull=True)
     done = []
-    candidates = model.objects.filter(stale, status=running).values_list(
-        "pk", flat=True
+    candidates = (
+        model.objects.filter(stale, status=running)
+        .exclude(pk=keep)
+        .values_list("pk", flat=True)
     )
     for pk in list(candidates):
-        with transaction.atomic():
-            locked = model.objects.select_for_update().filter(
+        # nested: every path that starts a training run sweeps first, the
+        # admin's add form inside Django's transaction
+        with transaction.atomic(durable=False):
+            locked = model.objects.select_for_update(no_key=True).filter(
                 stale, pk=pk, status=running
             )
             if locked.values_list("pk", flat=True).first() is None:

@@ -37,12 +37,6 @@ class SchemaView(SpectacularAPIView):
         )
 
 
-def schema_cache_clear() -> None:
-    """For tests that change what the schema shows."""
-    with _lock:
-        _schemas.clear()
-
-
 # --- error answers every operation can give ---------------------------------------
 
 ERROR_SCHEMA = {

@@ -57,13 +57,6 @@ def validate_json_object(value) -> None:
     validate_json_storable(value)
 
 
-def validate_no_nul(value) -> None:
-    if isinstance(value, str) and "\x00" in value:
-        raise ValidationError(
-            "Must not contain NUL characters.", code="null_characters"
-        )
-
-
 @deconstructible
 class StringListValidator:
     """A list of strings: at most ``max_items``, each at most ``max_length`` long,

@@ -1,8 +1,8 @@
 """The annotator page's actions, once confirmed where they are final: each calls
 its service and says what was done, in numbers, for the message shown next."""
 
-from annotation import services as ann_services
-from annotation.models import Annotator, Study
+from annotation.participants import services as participants_services
+from annotation.studies.models import Annotator, Study
 
 
 def annotator_act(
@@ -11,12 +11,12 @@ def annotator_act(
     """Do ``action`` (from ``study``'s page); the message to show."""
     pid = person.public_id
     if action == "erase":
-        reopened = ann_services.annotator_erase(
+        reopened = participants_services.annotator_erase(
             annotator_id=person.pk, reason=reason or f"dashboard, by {user}"
         )
         return f"{pid} erased; {reopened} slots reopened in all."
     if action == "exclude_all":
-        events = ann_services.annotator_exclude_everywhere(
+        events = participants_services.annotator_exclude_everywhere(
             annotator=person, user=user, reason=reason
         )
         touched = "; ".join(
@@ -25,7 +25,7 @@ def annotator_act(
             if e.study_id
         )
         return f"{pid} excluded from every study. {touched or 'No study touched.'}"
-    event = ann_services.annotator_moderate(
+    event = participants_services.annotator_moderate(
         annotator=person, action=action, user=user, study=study, reason=reason
     )
     if action == "exclude":

@@ -69,6 +69,22 @@ def bars(
     return _frame("".join(parts), title)
 
 
+def _scatter_ticks(px, py, y_ticks: list[float], x_ticks: list[float]) -> list[str]:
+    """Horizontal grid lines with their labels, and the x axis's labels."""
+    parts = [
+        f'<line class="grid" x1="{PAD_L}" x2="{W - PAD_R}" y1="{py(yv):.1f}" '
+        f'y2="{py(yv):.1f}"/><text class="tick" x="{PAD_L - 6}" '
+        f'y="{py(yv) + 4:.1f}" text-anchor="end">{yv:.2g}</text>'
+        for yv in y_ticks
+    ]
+    parts += [
+        f'<text class="tick" x="{px(xv):.1f}" y="{H - PAD_B + 14}" '
+        f'text-anchor="middle">{xv:.3g}</text>'
+        for xv in x_ticks
+    ]
+    return parts
+
+
 def scatter(
     points: list[tuple[float, float, str]],
     *,
@@ -99,19 +115,12 @@ def scatter(
     def py(y):
         return PAD_T + inner_h - inner_h * (y - y0) / (y1 - y0)
 
-    parts = []
-    for i in range(5):
-        yv = y0 + (y1 - y0) * i / 4
-        parts.append(
-            f'<line class="grid" x1="{PAD_L}" x2="{W - PAD_R}" y1="{py(yv):.1f}" '
-            f'y2="{py(yv):.1f}"/><text class="tick" x="{PAD_L - 6}" '
-            f'y="{py(yv) + 4:.1f}" text-anchor="end">{yv:.2g}</text>'
-        )
-    for xv in x_ticks or [x0 + (x1 - x0) * i / 4 for i in range(5)]:
-        parts.append(
-            f'<text class="tick" x="{px(xv):.1f}" y="{H - PAD_B + 14}" '
-            f'text-anchor="middle">{xv:.3g}</text>'
-        )
+    parts = _scatter_ticks(
+        px,
+        py,
+        [y0 + (y1 - y0) * i / 4 for i in range(5)],
+        x_ticks or [x0 + (x1 - x0) * i / 4 for i in range(5)],
+    )
     if diagonal:
         lo, hi = max(x0, y0), min(x1, y1)
         parts.append(

@@ -7,12 +7,12 @@ again under its locks and reports what it did.
 
 from django.urls import reverse
 
-from annotation.models import Annotator, Study
 from annotation.participants.selectors import (
     StudyEffect,
     check_removal_effect,
     exclusion_effects,
 )
+from annotation.studies.models import Annotator, Study
 from core.confirm import Confirmation
 from core.exceptions import NotFound
 from rewardmodel import selectors as rm

@@ -1,6 +1,6 @@
 from django import forms
 
-from annotation.models import QualityConfig
+from annotation.quality.models import QualityConfig
 
 
 class QualityConfigForm(forms.ModelForm):

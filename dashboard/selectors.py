@@ -7,9 +7,11 @@ in tests/dashboard/test_queries.py)."""
 
 from django.db.models import Count, Q
 
-from annotation import selectors as ann
-from annotation.models import Annotator, ModerationEvent, Study
-from annotation.quality.services.quality import FLAG_LABELS, pair_corr, time_median_ms
+from annotation.participants.models import ModerationEvent
+from annotation.quality import selectors as quality_selectors
+from annotation.quality.services import FLAG_LABELS, pair_corr, time_median_ms
+from annotation.studies import selectors as studies_selectors
+from annotation.studies.models import Annotator, Study
 from generation.models import GenerationItem, GenerationJob
 from rewardmodel import selectors as rm
 from rewardmodel.models import ModelVersion
@@ -173,7 +175,7 @@ def annotator_table(
     metrics = rm.annotator_metric_map(version=version)
     before = rm.annotator_metric_map(version=previous)
     rows = []
-    for r in ann.study_annotator_rows(study=study):
+    for r in studies_selectors.study_annotator_rows(study=study):
         a = r["annotator"]
         rows.append(
             {
@@ -224,7 +226,7 @@ def annotator_detail(*, study: Study, annotator: Annotator) -> dict:
         "history": history,
         "quality": quality,
         **_quality_cells(quality),
-        "distribution": ann.annotator_score_distribution(
+        "distribution": quality_selectors.annotator_score_distribution(
             annotator=annotator, study=study
         ),
         "events": list(

@@ -8,17 +8,19 @@ run's status partial until the run has finished.
 
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
-from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from annotation import selectors as ann
-from annotation import services as ann_services
-from annotation.models import Annotator, AttentionCheck, ModerationEvent, Study
+from annotation.participants.models import ModerationEvent
 from annotation.participants.selectors import participation_status
-from annotation.quality.services.quality import FLAG_LABELS
+from annotation.quality import selectors as quality_selectors
+from annotation.quality import services as quality_services
+from annotation.quality.models import AttentionCheck
+from annotation.quality.services import FLAG_LABELS
+from annotation.studies import selectors as studies_selectors
+from annotation.studies.models import Annotator, Study
 from core.confirm import ask, is_confirmed
 from core.exceptions import PalateError
 from rewardmodel import selectors as rm
@@ -48,7 +50,7 @@ def home(request: HttpRequest) -> HttpResponse:
         request,
         "dashboard/home.html",
         {
-            "studies": ann.study_overview_list(),
+            "studies": studies_selectors.study_overview_list(),
             "generation": selectors.generation_summary(),
             "actives": (actives := selectors.active_versions()),
             "version": actives[0] if actives else None,
@@ -71,7 +73,7 @@ def _links(request: HttpRequest, study: Study) -> dict:
 @staff_member_required
 def study(request: HttpRequest, study_id: int) -> HttpResponse:
     study = _study(study_id)
-    data = ann.study_dashboard(study=study)
+    data = studies_selectors.study_dashboard(study=study)
     return render(
         request,
         "dashboard/study.html",
@@ -241,14 +243,14 @@ def annotator_action(
 @staff_member_required
 def quality(request: HttpRequest, study_id: int) -> HttpResponse:
     study = _study(study_id)
-    config = ann_services.quality_config_get(study=study)
+    config = quality_services.quality_config_get(study=study)
     return _quality_page(request, study, QualityConfigForm(instance=config))
 
 
 def _quality_page(
     request, study, config_form, check_form=None, status: int = 200
 ) -> HttpResponse:
-    from annotation.models import AnnotatorQuality
+    from annotation.quality.models import AnnotatorQuality
 
     flagged = {}
     for flags in AnnotatorQuality.objects.filter(study=study).values_list(
@@ -262,8 +264,8 @@ def _quality_page(
         {
             "study": study,
             "tab": "quality",
-            "alpha": ann.study_alpha(study=study),
-            "retest": ann.study_retest(study=study),
+            "alpha": quality_selectors.study_alpha(study=study),
+            "retest": quality_selectors.study_retest(study=study),
             "flagged": [(FLAG_LABELS.get(k, k), k, n) for k, n in flagged.items()],
             "checks": AttentionCheck.objects.filter(study=study).order_by("-pk"),
             "config_form": config_form,
@@ -277,12 +279,12 @@ def _quality_page(
 @staff_member_required
 def quality_settings(request: HttpRequest, study_id: int) -> HttpResponse:
     study = _study(study_id)
-    config = ann_services.quality_config_get(study=study)
+    config = quality_services.quality_config_get(study=study)
     form = QualityConfigForm(request.POST, instance=config)
     if not form.is_valid():
         return _quality_page(request, study, form, status=400)
     try:
-        ann_services.quality_config_update(study=study, **form.cleaned_data)
+        quality_services.quality_config_update(study=study, **form.cleaned_data)
     except PalateError as exc:
         form.add_error(None, exc.message)
         return _quality_page(request, study, form, status=400)
@@ -296,13 +298,13 @@ def check_upload(request: HttpRequest, study_id: int) -> HttpResponse:
     study = _study(study_id)
     form = AttentionCheckForm(request.POST, request.FILES)
     config_form = QualityConfigForm(
-        instance=ann_services.quality_config_get(study=study)
+        instance=quality_services.quality_config_get(study=study)
     )
     if not form.is_valid():
         return _quality_page(request, study, config_form, form, status=400)
     f = form.cleaned_data["file"]
     try:
-        ann_services.attention_check_create(
+        quality_services.attention_check_create(
             study=study,
             data=f.read(),
             filename=f.name,
@@ -331,7 +333,9 @@ def check_remove(request: HttpRequest, study_id: int, check_id: int) -> HttpResp
             messages.error(request, exc.message)
             return redirect("dashboard:quality", study.pk)
     try:
-        deleted = ann_services.attention_check_remove(study=study, check_id=check_id)
+        deleted = quality_services.attention_check_remove(
+            study=study, check_id=check_id
+        )
     except PalateError as exc:
         messages.error(request, exc.message)
         return redirect("dashboard:quality", study.pk)
@@ -378,7 +382,7 @@ def model(request: HttpRequest) -> HttpResponse:
                 }
             ),
             "retest": [
-                (s, ann.study_retest(study=s))
+                (s, quality_selectors.study_retest(study=s))
                 for s in Study.objects.filter(pk=version.study_id)
             ]
             if version and version.study_id
@@ -393,10 +397,9 @@ def retrain(request: HttpRequest) -> HttpResponse:
     study_id = request.POST.get("study") or None
     study = _study(int(study_id)) if study_id and study_id.isdigit() else None
     try:
-        with transaction.atomic():
-            run = rm_services.training_run_enqueue(
-                study=study, trigger=TrainingRun.Trigger.ADMIN, user=request.user
-            )
+        run = rm_services.training_run_enqueue(
+            study=study, trigger=TrainingRun.Trigger.ADMIN, user=request.user
+        )
     except PalateError as exc:
         messages.error(request, exc.message)
         return redirect("dashboard:model")

@@ -12,7 +12,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Length
 from django.db.models.lookups import GreaterThan, LessThanOrEqual
 
-from annotation.models import Image, Study
+from annotation.studies.models import Image, Study
 
 PROMPT_MAX_CHARS = 2000
 MAX_SEEDS_PER_JOB = 1000

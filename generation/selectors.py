@@ -2,7 +2,7 @@
 
 from django.db.models import Count, Q, QuerySet
 
-from annotation.models import Study
+from annotation.studies.models import Study
 
 from .models import GenerationItem, GenerationJob, Prompt
 

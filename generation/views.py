@@ -13,7 +13,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from annotation.models import Study
+from annotation.studies.models import Study
 from core.confirm import Confirmation, ask, is_confirmed
 from core.exceptions import InvalidInput, PalateError
 

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
+from . import posterior as P
 from . import taste as T
 
 FORMAT = "palate-taste-npz/1"
 
 
 def checkpoint_save(path: Path, *, model: T.Model, keys: list[str], meta: dict) -> None:
-    prior = model.prior or T.prior_diag(model.w0.size - 2, model.hyper.rho)
+    prior = model.prior or P.prior_diag(model.w0.size - 2, model.hyper.rho)
     header = {
         **meta,
         "format": FORMAT,
@@ -72,7 +73,7 @@ def checkpoint_load(path: str | Path) -> tuple[T.Model, list[str], dict]:
         hyper=T.Hyper.from_dict(header["hyper"]),
         kscale=float(header["kscale"]),
         global_std=float(header["global_std"]),
-        prior=T.Prior(
+        prior=P.Prior(
             arrays["prior_diag"],
             arrays["prior_lowrank"] if arrays["prior_lowrank"].shape[1] else None,
             float(arrays["prior_iso"][0]),

@@ -33,6 +33,7 @@ from annotation import splits
 
 from . import taste as T
 from .evaluation import CODES
+from .metrics import by_annotator, per_annotator_pairwise
 
 TEST_CODES = (CODES[splits.TEST_SEEN], CODES[splits.TEST_UNSEEN])
 
@@ -78,13 +79,11 @@ def score_query(
     std[fitted] = model.norm_std[row[fitted]]
     z = T.normalised(ratings, mean, std)
     crowd = T.Crowd.build(ratings, z, x.shape[0])
-    c = crowd.loo(ratings.row, z)
-    alone = crowd.counts[ratings.row] <= 1  # nobody else rated it: expected crowd
-    if alone.any():
-        c[alone] = model.crowd_expected(x[ratings.row[alone]])
+    # Each rating's own z taken out; nobody else rated it: the expected crowd.
+    c = crowd.feature(ratings.row, z, fill=lambda rows: model.crowd_expected(x[rows]))
     f = T.Features.full(x[ratings.row], c)
     out = np.zeros(ratings.score.size)
-    for a, idx in T._by_annotator(ratings.ann):
+    for a, idx in by_annotator(ratings.ann):
         q = idx[query[idx]]
         if not q.size:
             continue
@@ -93,7 +92,7 @@ def score_query(
         else:
             support = idx[~query[idx]]
             head, _, _ = model.adapt(f[support], ratings.score[support])
-        out[q] = f[q] @ np.asarray(head, dtype=np.float64)
+        out[q] = T.forward(x[ratings.row[q]], c[q], head)
     return out[query]
 
 
@@ -110,8 +109,8 @@ def paired_accuracy(
 ) -> dict:
     """Per-annotator pairwise accuracy of both, their means and the paired
     difference (new − old), each with a 95 % interval over annotators."""
-    acc_new = T.per_annotator_pairwise(ann, y, new)
-    acc_old = T.per_annotator_pairwise(ann, y, old)
+    acc_new = per_annotator_pairwise(ann, y, new)
+    acc_old = per_annotator_pairwise(ann, y, old)
     both = sorted(set(acc_new) & set(acc_old))
     a = np.asarray([acc_new[i] for i in both])
     b = np.asarray([acc_old[i] for i in both])

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 from django.db import transaction
 
-from annotation.models import Image
+from annotation.studies.models import Image
 
 from .models import Embedding, ExternalItem
 
@@ -22,10 +22,6 @@ logger = logging.getLogger(__name__)
 
 def to_blob(vec: np.ndarray) -> bytes:
     return np.asarray(vec, dtype=np.float16).tobytes()
-
-
-def from_blob(blob) -> np.ndarray:
-    return np.frombuffer(bytes(blob), dtype=np.float16).astype(np.float32)
 
 
 def missing_image_ids(*, backbone: str, image_ids: Iterable[int]) -> list[int]:

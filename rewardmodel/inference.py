@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from annotation.models import Annotator
+from annotation.studies.models import Annotator
 from core.exceptions import Conflict, NotFound
 
 from . import taste as T
@@ -44,21 +44,14 @@ MAX_ADAPT_RATINGS = 2000
 
 
 @dataclass
-class Crowd:
-    sums: np.ndarray
-    counts: np.ndarray
-    own: dict[int, tuple]  # annotator pk -> (cache rows, normalised scores)
-    built: float
-
-
-@dataclass
 class Predictor:
     version: ModelVersion
     model: T.Model
     index: dict[str, int]  # annotator key -> head row
     rows: dict[int, int] = field(default_factory=dict)  # image id -> cache row
     x: np.ndarray | None = None
-    crowd: Crowd | None = None
+    crowd: T.Crowd | None = None  # own ratings keyed by annotator pk
+    crowd_built: float = 0.0
     # Adapted heads and spreads, each with the stamp of the ratings it was
     # computed from (``_own_ratings``).
     heads: dict[int, tuple] = field(default_factory=dict)
@@ -88,13 +81,14 @@ class Predictor:
 
     # --- the crowd -------------------------------------------------------------
 
-    def crowd_now(self) -> Crowd:
-        if self.crowd is None or time.monotonic() - self.crowd.built > CROWD_TTL:
+    def crowd_now(self) -> T.Crowd:
+        if self.crowd is None or time.monotonic() - self.crowd_built > CROWD_TTL:
             self.crowd = self._crowd_build()
+            self.crowd_built = time.monotonic()
         return self.crowd
 
-    def _crowd_build(self) -> Crowd:
-        from .data import ratings_queryset
+    def _crowd_build(self) -> T.Crowd:
+        from .snapshot import ratings_queryset
 
         n = 0 if self.x is None else self.x.shape[0]
         qs = ratings_queryset(study_id=self.version.study_id).filter(
@@ -102,7 +96,7 @@ class Predictor:
         )
         data = list(qs.values_list("image_id", "annotator_id", "score"))
         if not data:
-            return Crowd(np.zeros(n), np.zeros(n), {}, time.monotonic())
+            return T.Crowd(np.zeros(n), np.zeros(n))
         img = np.fromiter((self.rows[d[0]] for d in data), np.int64, len(data))
         pks = np.fromiter((d[1] for d in data), np.int64, len(data))
         score = np.fromiter((d[2] for d in data), np.float64, len(data))
@@ -114,40 +108,16 @@ class Predictor:
             i = self.index.get(str(pk))
             if i is not None and self.model.fitted[i]:
                 mean[j], std[j] = self.model.norm_mean[i], self.model.norm_std[i]
-        z = (score - mean[ann]) / std[ann]
-        order = np.argsort(ann, kind="stable")
-        bounds = np.flatnonzero(np.diff(ann[order])) + 1
-        own = {
-            int(uniq[ann[idx[0]]]): (img[idx], z[idx])
-            for idx in np.split(order, bounds)
-            if idx.size
-        }
-        return Crowd(
-            np.bincount(img, weights=z, minlength=n),
-            np.bincount(img, minlength=n).astype(np.float64),
-            own,
-            time.monotonic(),
-        )
+        r = T.Ratings(img, ann, score)
+        keys = [int(pk) for pk in uniq]
+        return T.Crowd.build(r, T.normalised(r, mean, std), n, keys=keys)
 
     def crowd_feature(self, rows: np.ndarray, annotator_pk: int) -> np.ndarray:
-        c = self.crowd_now()
-        s, k = c.sums[rows], c.counts[rows].copy()
-        mine = c.own.get(annotator_pk)
-        if mine is not None:
-            pos = np.full(c.sums.size, -1, dtype=np.int64)
-            pos[rows] = np.arange(rows.size)
-            j = pos[mine[0]]
-            hit = j >= 0
-            s = s.copy()
-            np.subtract.at(s, j[hit], mine[1][hit])
-            np.subtract.at(k, j[hit], 1.0)
-        out = s / (k + 1.0)
-        unrated = k <= 0
-        if unrated.any():
-            out = np.where(
-                unrated, self.model.crowd_expected(self.x[rows]), out
-            )  # unknown, not 0: see taste's module docstring
-        return out
+        """The crowd feature of cache rows ``rows`` as this annotator sees it
+        (``crowd.Crowd``; an image nobody else rated: the expected crowd)."""
+        return self.crowd_now().of_annotator(
+            annotator_pk, rows, fill=lambda r: self.model.crowd_expected(self.x[r])
+        )
 
     # --- heads -----------------------------------------------------------------
 
@@ -174,7 +144,7 @@ class Predictor:
         computed from them: a new rating, or one that stops counting, changes
         it, so the next prediction reflects it at once; no timer), and whether
         every one had an embedding. One indexed query."""
-        from .data import ratings_queryset
+        from .snapshot import ratings_queryset
 
         qs = ratings_queryset(study_id=self.version.study_id).filter(
             annotator=annotator
@@ -207,7 +177,7 @@ class Predictor:
 
     def spread(self, annotator: Annotator, image_ids: list[int]) -> np.ndarray:
         """Posterior sd of the annotator's own part of each prediction, on their
-        scale (``taste.HeadSpread``): how much their ratings pin down their taste
+        scale (``posterior.HeadSpread``): how much their ratings pin down their taste
         on these images. From at most ``MAX_ADAPT_RATINGS`` of their ratings (the
         latest), so for someone with more it errs wide; one eigendecomposition
         per annotator, kept until their ratings change (``_own_ratings``' stamp)."""
@@ -235,13 +205,9 @@ class Predictor:
         rows = np.fromiter(
             map(self.rows.__getitem__, image_ids), np.int64, len(image_ids)
         )
-        w = np.asarray(head[:-2], dtype=np.float32)
-        if rows.size * 4 > self.x.shape[0]:
-            content = (self.x @ w)[rows]  # one pass over the cache beats a gather
-        else:
-            content = self.x[rows] @ w
         crowd = self.crowd_feature(rows, annotator.pk)
-        norm = content + crowd * float(head[-2]) + float(head[-1])
+        head = np.asarray(head, dtype=np.float32)
+        norm = T.forward(self.x, crowd, head, rows=rows)  # the one forward pass
         return mean + std * norm, how
 
 

@@ -87,3 +87,66 @@ def all_metrics(y_true, y_pred) -> dict:
 def mean_of(values) -> float | None:
     vals = [v for v in values if v is not None and not math.isnan(v)]
     return float(np.mean(vals)) if vals else None
+
+
+def by_annotator(ann: np.ndarray):
+    """(annotator, indices of their entries) for every annotator in ``ann``, in
+    order; indices in their original order."""
+    order = np.argsort(ann, kind="stable")
+    a_sorted = ann[order]
+    bounds = np.flatnonzero(np.diff(a_sorted)) + 1
+    for idx in np.split(order, bounds):
+        if idx.size:
+            yield int(ann[idx[0]]), idx
+
+
+def per_annotator_pairwise(
+    ann: np.ndarray, y: np.ndarray, pred: np.ndarray
+) -> dict[int, float]:
+    """Pairwise accuracy per annotator (those with no untied pair left out)."""
+    out = {}
+    for a, idx in by_annotator(ann):
+        acc = pairwise_accuracy(y[idx], pred[idx])
+        if acc is not None:
+            out[a] = acc
+    return out
+
+
+def mean_pairwise(ann: np.ndarray, y: np.ndarray, pred: np.ndarray) -> float:
+    """Mean over annotators of their pairwise accuracy (annotators with no
+    untied pair are left out)."""
+    accs = list(per_annotator_pairwise(ann, y, pred).values())
+    return float(np.mean(accs)) if accs else float("nan")
+
+
+class PairScorer:
+    """Per-annotator pairwise accuracy (``pairwise_accuracy``'s rule) of many
+    predictions of the same ratings at once: the true orderings are set up
+    once, then every candidate costs one small array operation per annotator."""
+
+    def __init__(self, ann: np.ndarray, y: np.ndarray):
+        self.groups = []
+        for a, idx in by_annotator(ann):
+            t = np.asarray(y[idx], np.float64)
+            dt = np.sign(t[:, None] - t[None, :])
+            valid = dt != 0
+            n = int(np.count_nonzero(valid))
+            if n and idx.size >= 2:
+                self.groups.append((a, idx, dt[:, :, None], valid[:, :, None], n))
+        self.annotators = np.asarray([g[0] for g in self.groups], np.int64)
+
+    def accuracies(self, pred_of, width: int) -> np.ndarray:
+        """(annotators, ``width`` candidates): ``pred_of(annotator, idx)`` returns
+        the candidates' predictions of that annotator's ratings, (n_a, width)."""
+        rows = []
+        for a, idx, dt, valid, n in self.groups:
+            p = np.asarray(pred_of(a, idx), np.float64)
+            dp = np.sign(p[:, None, :] - p[None, :, :])
+            agree = np.count_nonzero((dp == dt) & valid, axis=(0, 1))
+            tied = np.count_nonzero((dp == 0) & valid, axis=(0, 1))
+            rows.append((agree + 0.5 * tied) / n)
+        return np.asarray(rows, np.float64).reshape(len(self.groups), width)
+
+    def of_matrix(self, pred: np.ndarray) -> np.ndarray:
+        """Accuracies of candidate predictions given as columns, (n, C)."""
+        return self.accuracies(lambda a, idx: pred[idx], pred.shape[1])

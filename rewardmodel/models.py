@@ -11,7 +11,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Length
 from django.db.models.lookups import Exact
 
-from annotation.models import Annotator, Image, Study
+from annotation.studies.models import Annotator, Image, Study
 
 
 class Embedding(models.Model):

@@ -1,6 +1,6 @@
 """From a data snapshot to a deployable model and its report (numpy, no DB).
 
-``train_and_evaluate``: select hyper-parameters on validation (``evaluation.select``),
+``train_and_evaluate``: select hyper-parameters on validation (``selection.select``),
 report test metrics next to the baselines (``evaluation.report``), then refit the
 deployed model on every rating with the selected hyper-parameters. The benchmarks
 call it too, on the same code path as the training service.
@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import evaluation as V
+from . import posterior as P
+from . import selection as Sel
 from . import taste as T
 
 DEFAULT_CONFIG = {"ks": [0, 5, 10, 20], "seed": 0}
 # Used where a split has too little data to choose from (tiny studies).
-FALLBACK = T.Hyper(pop_lambda=1.0, tau=1.0, rho=3.0)
+FALLBACK = T.Hyper(pop_lambda=1.0, tau2_rel=1.0, rho=3.0)
 MIN_TRAIN = 10
 
 
@@ -48,17 +50,17 @@ def _data(snap, emb: np.ndarray, cfg: dict) -> V.Data:
 def hyper_select(data: V.Data, log: Callable[[str], None]) -> tuple:
     """The validation-selected hyper-parameters and prior (the fallback where
     validation has nobody to choose with)."""
-    hyper, prior, selection = V.select(data)
+    hyper, prior, selection = Sel.select(data)
     if not _usable(selection["population_lambda"].values()):
         log("no usable validation pairs for the population head: default λ")
         hyper.pop_lambda = FALLBACK.pop_lambda
     if not _usable([selection["val_seen_pairwise_accuracy"]]):
-        log("no usable val_seen pairs: default base, τ and ρ")
-        hyper.tau, hyper.rho, hyper.gamma = FALLBACK.tau, FALLBACK.rho, 0.0
+        log("no usable val_seen pairs: default base, τ² and ρ")
+        hyper.tau2_rel, hyper.rho, hyper.gamma = FALLBACK.tau2_rel, FALLBACK.rho, 0.0
         hyper.base = hyper.new_base = FALLBACK.base
         hyper.pop_lambda, hyper.new_lambda = FALLBACK.pop_lambda, None
-        hyper.new_tau = None
-        prior = T.prior_diag(data.feat.proj.shape[1], hyper.rho)
+        hyper.new_tau2_rel = None
+        prior = P.prior_diag(data.feat.proj.shape[1], hyper.rho)
     return hyper, prior, selection
 
 
@@ -121,13 +123,13 @@ def train_and_evaluate(
         )
     hyper, prior, selection = hyper_select(data, log)
     log(f"selected on validation: {fields_text(hyper.as_dict())}")
-    tuned = V.tune_baselines(data)
+    tuned = Sel.tune_baselines(data)
     summary, rows, heldout = V.report(data, hyper, tuned, prior)
     summary["selection"] = selection
     summary["hyper"] = hyper.as_dict()
     summary["baseline_hyper"] = {
         "population_lambda": tuned.pop_lambda,
-        "per_annotator_ridge_tau": tuned.ridge_tau,
+        "per_annotator_ridge_tau2_rel": tuned.ridge_tau2_rel,
     }
     # Promotion reads this: a validation figure, never a test one.
     summary["primary_metric"] = _finite(selection["val_seen_pairwise_accuracy"])

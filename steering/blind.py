@@ -16,8 +16,8 @@ import secrets
 from django.db import transaction
 from django.utils import timezone
 
-from annotation import selectors as ann_selectors
-from annotation import services as ann
+from annotation.quality import selectors as quality_selectors
+from annotation.quality import services as quality_services
 from core.exceptions import Conflict
 
 from . import selectors
@@ -39,14 +39,14 @@ def paired_test_send(
         raise Conflict("Nothing to compare: the base prompt stayed the best.")
     if optimised_first is None:
         optimised_first = bool(secrets.randbelow(2))
-    with transaction.atomic():
-        Optimization.objects.select_for_update().get(pk=opt.pk)
+    with transaction.atomic(durable=True):
+        Optimization.objects.select_for_update(no_key=True).get(pk=opt.pk)
         if opt.paired_tests.filter(status=PairedTest.Status.PENDING).exists():
             raise Conflict("A paired test of this run is still waiting for answers.")
         images = [base.image, best.image]
         if optimised_first:
             images.reverse()
-        items = ann.uncounted_items_create(
+        items = quality_services.uncounted_items_create(
             annotator=opt.annotator,
             study=opt.study,
             images=images,
@@ -69,7 +69,7 @@ def paired_test_refresh(*, test: PairedTest) -> PairedTest:
     """Store the outcome once both items are answered (idempotent)."""
     if test.status != PairedTest.Status.PENDING:
         return test
-    answers = ann_selectors.uncounted_item_answers(
+    answers = quality_selectors.uncounted_item_answers(
         item_ids=[test.base_item_id, test.optimised_item_id]
     )
     base, opt = answers[test.base_item_id], answers[test.optimised_item_id]
@@ -85,8 +85,8 @@ def paired_test_refresh(*, test: PairedTest) -> PairedTest:
             outcome = PairedTest.Outcome.TIE
     else:
         return test
-    with transaction.atomic():
-        test = PairedTest.objects.select_for_update().get(pk=test.pk)
+    with transaction.atomic(durable=True):
+        test = PairedTest.objects.select_for_update(no_key=True).get(pk=test.pk)
         if test.status != PairedTest.Status.PENDING:
             return test
         test.status, test.outcome = status, outcome

@@ -4,7 +4,7 @@ from django import forms
 from django.db.models import Count
 from django.urls import reverse
 
-from annotation.models import Participation
+from annotation.studies.models import Participation
 from generation.backends import BACKENDS
 
 from .models import DEFAULT_CAUTION, MAX_CAUTION, MAX_PER_ROUND, MAX_ROUNDS

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
 
-from annotation.models import Annotator, Image, Study
+from annotation.studies.models import Annotator, Image, Study
 
 MAX_ROUNDS = 50
 MAX_PER_ROUND = 32

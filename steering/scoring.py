@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from django.db.models import Count, Q
 
-from annotation.models import Annotator, Study
+from annotation.studies.models import Annotator, Study
 from core.exceptions import Conflict
 
 POPULATION_RATERS = 30

@@ -10,7 +10,7 @@ the kept best is the prompt with the highest score seen so far, so it can only
 go up. ``max_images`` counts every image evaluated, the base's included.
 
 The score is the personal score less ``caution`` times its spread (the personal
-model's posterior sd on that image, ``rewardmodel.taste.HeadSpread``): a lower
+model's posterior sd on that image, ``rewardmodel.posterior.HeadSpread``): a lower
 confidence bound. Picking the best of many candidates by a model's prediction
 favours those whose prediction errs upward (the optimiser's curse), and the
 search walks furthest where the model knows least; the penalty discounts what
@@ -137,24 +137,36 @@ def search(
             stopped = "exhausted"
             break
         outcomes = evaluate([c.prompt for c in todo], r) if todo else []
-        for c, o in zip(todo, outcomes, strict=True):
-            if isinstance(o, str):
-                c.rejected = o
-            else:
-                c.outcome = o
-                history.append(_evaluated(c, caution))
+        best, improved = _outcomes_record(todo, outcomes, history, best, caution)
         used += len(todo) * images_per_prompt
-        scored = [c for c in todo if c.outcome is not None]
-        improved = False
-        if scored:
-            top = max(scored, key=lambda c: c.outcome.score(caution))
-            if top.outcome.score(caution) > best.outcome.score(caution):
-                best, improved = top, True
         rnd = Round(r, cands, best, improved, _ms(t0))
         done.append(rnd)
         if on_round:
             on_round(rnd)
     return Result(base=base, best=best, rounds=done, images_used=used, stopped=stopped)
+
+
+def _outcomes_record(
+    todo: list[Candidate],
+    outcomes: list,
+    history: list,
+    best: Candidate,
+    caution: float,
+) -> tuple[Candidate, bool]:
+    """Give each candidate its outcome (a string: why it was rejected), add the
+    scored ones to the history; the best so far, and whether this round beat it."""
+    for c, o in zip(todo, outcomes, strict=True):
+        if isinstance(o, str):
+            c.rejected = o
+        else:
+            c.outcome = o
+            history.append(_evaluated(c, caution))
+    scored = [c for c in todo if c.outcome is not None]
+    if scored:
+        top = max(scored, key=lambda c: c.outcome.score(caution))
+        if top.outcome.score(caution) > best.outcome.score(caution):
+            return top, True
+    return best, False
 
 
 def _guard(

@@ -20,7 +20,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from annotation.models import Annotator, Study
+from annotation.studies.models import Annotator, Study
 from core.exceptions import Conflict, InvalidInput
 from core.jobs import (
     Heartbeat,
@@ -100,6 +100,21 @@ def _clean_prompt(text) -> str:
     return text
 
 
+def _check_proposer(proposer: str) -> None:
+    """A known proposer; the LLM one only when its endpoint is configured."""
+    if proposer not in PROPOSERS:
+        raise InvalidInput(
+            f"Unknown proposer '{proposer}' (available: {', '.join(PROPOSERS)})."
+        )
+    if proposer == "llm":
+        from .llm import ChatConfig, LLMError
+
+        try:
+            ChatConfig.from_settings()
+        except LLMError as exc:
+            raise InvalidInput(exc.message) from None
+
+
 def optimization_create(
     *,
     annotator: Annotator,
@@ -132,17 +147,7 @@ def optimization_create(
         "Maximum images", max_images, images_per_prompt, max_images_limit()
     )
     caution = _check_caution(caution)
-    if proposer not in PROPOSERS:
-        raise InvalidInput(
-            f"Unknown proposer '{proposer}' (available: {', '.join(PROPOSERS)})."
-        )
-    if proposer == "llm":
-        from .llm import ChatConfig, LLMError
-
-        try:
-            ChatConfig.from_settings()
-        except LLMError as exc:
-            raise InvalidInput(exc.message) from None
+    _check_proposer(proposer)
     backend, model, _ = job_validate(
         backend=backend, model=model, n_seeds=images_per_prompt, params=None
     )

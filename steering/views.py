@@ -13,7 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from annotation.models import Annotator, Study
+from annotation.studies.models import Annotator, Study
 from core.exceptions import PalateError
 from rewardmodel import selectors as rm
 

@@ -1,4 +1,5 @@
 import zlib
+from pathlib import Path
 
 import pytest
 from django.db import connection
@@ -7,10 +8,31 @@ from annotation import services
 from tests.celery_worker import redis_broker  # noqa: F401 (fixture for e2e tests)
 from tests.factories import AnnotatorFactory, StudyFactory
 
+# The suites `make test` also runs on SQLite, the database `make run` uses (the
+# engine's Python path, the annotator's pages and API, quality control): marked
+# ``embedded`` here; their tests marked ``postgres`` are skipped there.
+EMBEDDED_SUITES = {
+    "annotation/test_engine.py",
+    "annotation/test_engine_sql.py",
+    "annotation/test_exclusion.py",
+    "annotation/test_membership.py",
+    "annotation/test_web_views.py",
+    "annotation/test_api.py",
+    "annotation/test_api_hot.py",
+    "annotation/test_quality.py",
+    "annotation/test_quality_api.py",
+    "annotation/test_qc_bots.py",
+    "annotation/test_qc_dealing.py",
+    "annotation/test_qc_uniform.py",
+}
+
 
 def pytest_collection_modifyitems(config, items):
     on_sqlite = connection.vendor == "sqlite"
+    root = Path(__file__).parent
     for item in items:
+        if item.path.relative_to(root).as_posix() in EMBEDDED_SUITES:
+            item.add_marker(pytest.mark.embedded)
         if on_sqlite and "postgres" in item.keywords:
             item.add_marker(
                 pytest.mark.skip(

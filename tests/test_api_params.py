@@ -8,7 +8,6 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from annotation.models import Export
-from core.schema import schema_cache_clear
 from tests.factories import StudyFactory
 
 pytestmark = pytest.mark.django_db
@@ -83,7 +82,6 @@ def test_post_exports_takes_a_json_object_of_known_options(api, settings, tmp_pa
 
 
 def _schema() -> dict:
-    schema_cache_clear()
     return Client().get("/api/v1/schema/", HTTP_ACCEPT="application/json").json()
 
 

@@ -99,10 +99,11 @@ class ImageUploadSerializer(serializers.Serializer):
 
 
 class AssignmentSerializer(serializers.Serializer):
-    """One image to rate, as ``services.items.Shown`` holds it. Every item an
-    annotator is dealt has these fields, whatever it is for: the platform mixes
-    a few uncounted images into everyone's stream (attention checks, an image
-    shown again later, blind comparisons), and nothing here says which."""
+    """One image to rate, as ``annotation.engine.services.items.Shown`` holds it.
+    Every item an annotator is dealt has these fields, whatever it is for: the
+    platform mixes a few uncounted images into everyone's stream (attention
+    checks, an image shown again later, blind comparisons), and nothing here says
+    which."""
 
     id = serializers.CharField(
         source="token",
@@ -131,7 +132,7 @@ class RatingInputSerializer(serializers.Serializer):
 
 
 class RatingSerializer(serializers.Serializer):
-    """The score recorded for one item (``services.items.Answer``)."""
+    """The score recorded for one item (``annotation.engine.services.items.Answer``)."""
 
     assignment = serializers.CharField(source="token", help_text="The item's id.")
     study = serializers.IntegerField(source="study_id")

@@ -30,6 +30,9 @@ from core.exceptions import NotFound
 
 ASSIGNMENT = b"a"  # a counted image's lease
 STREAM = b"q"  # an uncounted stream item (check, repeat, blind)
+# A study image shown outside the rating stream (the taste portrait): named by
+# the image itself, never in the rating and skip URLs.
+IMAGE = b"i"
 ITEM = b"R"
 MEDIA = b"M"
 _TAIL = bytes(6)
@@ -50,8 +53,11 @@ def item_token(*, kind: bytes, pk: int, purpose: bytes = ITEM) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
-def item_resolve(token: str, *, purpose: bytes = ITEM) -> tuple[bytes, int]:
-    """(kind, row id) named by ``token``; NotFound for anything else."""
+def item_resolve(
+    token: str, *, purpose: bytes = ITEM, kinds: tuple = (ASSIGNMENT, STREAM)
+) -> tuple[bytes, int]:
+    """(kind, row id) named by ``token``, of one of ``kinds``; NotFound for
+    anything else."""
     missing = NotFound("No such item.")
     if not isinstance(token, str) or len(token) != TOKEN_LENGTH:
         raise missing
@@ -63,7 +69,7 @@ def item_resolve(token: str, *, purpose: bytes = ITEM) -> tuple[bytes, int]:
         raise missing  # a non-canonical spelling of some block
     dec = _cipher(settings.SECRET_KEY).decryptor()
     block = dec.update(raw) + dec.finalize()
-    if block[:1] != purpose or block[1:2] not in (ASSIGNMENT, STREAM):
+    if block[:1] != purpose or block[1:2] not in kinds:
         raise missing
     if block[10:] != _TAIL:
         raise missing

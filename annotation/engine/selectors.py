@@ -15,6 +15,7 @@ from django.db.models import (
 )
 from django.db.models.functions import Coalesce
 
+from annotation.engine.item_tokens import IMAGE, MEDIA, item_resolve, item_token
 from annotation.models import (
     Annotator,
     Assignment,
@@ -102,6 +103,19 @@ def split_counts(*, study: Study | int) -> dict[str, int]:
         .order_by()
     )
     return {name: got.get(name, 0) for name in SPLITS}
+
+
+def image_token(*, image_id: int, purpose: bytes = MEDIA) -> str:
+    """An opaque token naming a study image outside the rating stream (kind
+    ``IMAGE``; the taste portrait): with ``MEDIA`` its picture is
+    ``/media/i/<token>`` like every picture a participant sees; another purpose
+    names it in a form. Never usable in the rating and skip URLs."""
+    return item_token(kind=IMAGE, pk=image_id, purpose=purpose)
+
+
+def image_token_resolve(*, token: str, purpose: bytes) -> int:
+    """The image an ``image_token`` of this purpose names; NotFound otherwise."""
+    return item_resolve(token, purpose=purpose, kinds=(IMAGE,))[1]
 
 
 # --- dealing (issue 27): the policy, how images were dealt, model uncertainty

@@ -8,7 +8,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from annotation import selectors, services
+from annotation import hooks, selectors, services
 from annotation.models import Annotator, Participation, Study
 from annotation.studies.forms import ScoreForm
 from annotation.studies.views import (
@@ -48,7 +48,7 @@ def _show_next(
     left. ``page``: the claim was made already, with the progress
     (``assignment_claim_for_page``); the participation is then read only if it
     must be completed. Every kind of item is drawn by the same markup from the
-    same ``Shown`` (``services.items``)."""
+    same ``Shown`` (``annotation.engine.services.items``)."""
     if page is None:
         leases = services.assignment_claim(
             annotator=annotator, study=study, hold=PAGE_LEASES
@@ -91,9 +91,21 @@ def _show_next(
         after_url=reverse("media_item", args=[after.media_token]) if after else "",
         scale=_scale(study),
     )
-    if not partial:  # the fragment has no instructions dialog: no Markdown
-        context["instructions"] = _markdown(study.instructions)
+    if not partial:
+        context.update(_full_page(study, annotator, rated))
     return render(request, "annotation/rate.html" + partial, context)
+
+
+def _full_page(study: Study, annotator: Annotator, rated: int) -> dict:
+    """What only the full rating page draws, never its htmx fragment: the
+    instructions dialog (Markdown) and the header's links from apps above
+    (``annotation.hooks``)."""
+    return {
+        "instructions": _markdown(study.instructions),
+        "extras": hooks.page_extras(
+            page="rate", study=study, annotator=annotator, rated=rated
+        ),
+    }
 
 
 def _participation_ready(

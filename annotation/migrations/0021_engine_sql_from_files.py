@@ -22,15 +22,18 @@ from django.db import migrations
 FROZEN = Path(__file__).resolve().parent / "sql"
 
 
-def install_sql_files(folder: str):
-    """A RunPython forward step that runs every ``.sql`` file of
-    ``sql/<folder>/`` in name order (PostgreSQL only; SQLite has no functions)."""
+def install_sql_files(folder: str, names: list[str] | None = None):
+    """A RunPython step that runs every ``.sql`` file of ``sql/<folder>/`` (or
+    those of ``names``) in name order (PostgreSQL only; SQLite has no
+    functions). A later migration's backward step installs the earlier frozen
+    copies of the functions it changed: ``install_sql_files("0021", [...])``."""
 
     def install(apps, schema_editor):
         if schema_editor.connection.vendor != "postgresql":
             return
         for path in sorted((FROZEN / folder).glob("*.sql")):
-            schema_editor.execute(path.read_text(encoding="utf-8"), params=None)
+            if names is None or path.stem in names:
+                schema_editor.execute(path.read_text(encoding="utf-8"), params=None)
 
     return install
 

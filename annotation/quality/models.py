@@ -15,8 +15,9 @@ from annotation.studies.models import Annotator, Image, Study
 # Assignments, so none of them can touch ``rating_count`` or ``lease_count``.
 
 
-# Quality control's rows are also created by PL/pgSQL (``palate_submit``, migration
-# 0010), which inserts only their keys: every default is a database default too
+# Quality control's rows are also created by PL/pgSQL (``palate_submit``,
+# ``annotation/engine/sql/palate_submit.sql``), which inserts only their keys:
+# every default is a database default too
 # (``db_default``, the same value; tests/annotation/test_quality_sql.py checks).
 _JSON_OBJECT = Value({}, output_field=models.JSONField())
 _JSON_ARRAY = Value([], output_field=models.JSONField())

@@ -136,7 +136,8 @@ class UncountedAnswer:
 
 
 def uncounted_item_answers(*, item_ids: list[int]) -> dict[int, UncountedAnswer]:
-    """The answers to uncounted stream items (see ``services.uncounted``)."""
+    """The answers to uncounted stream items (see
+    ``annotation.quality.services.uncounted``)."""
     rows = StreamItem.objects.filter(pk__in=item_ids).values_list(
         "pk", "status", "score", "answered_at"
     )

@@ -18,6 +18,7 @@ from annotation.engine.services.engine import (
     engine_seed,
     lease_expire,
     rating_submit,
+    starts_draw,
 )
 from annotation.engine.services.items import (
     Answer,
@@ -114,6 +115,7 @@ __all__ = [
     "demo_study_ensure",
     "entry_ids_clean",
     "engine_dealer",
+    "starts_draw",
     "engine_seed",
     "image_create",
     "integrity_alert",

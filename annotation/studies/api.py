@@ -1,7 +1,8 @@
 """REST API v1 for studies: the study list, image upload and a study's progress.
 
 Views only parse input and call ``annotation.services`` / ``selectors``; the
-services raise ``PalateError``s that the API error handler renders.
+services raise ``PalateError``s that ``core.api_errors.exception_handler``
+renders.
 """
 
 from django.shortcuts import get_object_or_404

@@ -19,7 +19,7 @@ from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from annotation import selectors, services
+from annotation import hooks, selectors, services
 from annotation.models import Annotator, Participation, Study
 from annotation.studies.forms import ConsentForm
 from core.exceptions import (
@@ -224,6 +224,43 @@ def _consent_page(
     )
 
 
+def _join_known(request: HttpRequest, pid: str) -> Annotator | None:
+    """Who is entering, if they are known: the Prolific PID's annotator, else the
+    signed-in user's."""
+    if pid:
+        return selectors.annotator_by_external_id(source="prolific", external_id=pid)
+    if request.user.is_authenticated:
+        return services.annotator_get_or_create_for_user(request.user)
+    return None
+
+
+def _join_consented(known: Annotator, study: Study, pid: str, session_id: str) -> bool:
+    """Whether a known annotator consented to this study already (a Prolific
+    participant only with the session that began it)."""
+    participation = (
+        services.prolific_session_check(
+            annotator=known, study=study, session_id=session_id
+        )
+        if pid
+        else selectors.participation_of(annotator=known, study=study)
+    )
+    return bool(participation and participation.consented_at)
+
+
+def _join_consent(
+    known: Annotator | None, study: Study, *, token: str, pid: str, demographics, ext
+) -> Annotator:
+    """Record a first consent: the known annotator's, or a new account's."""
+    if known is not None:
+        services.participation_consent(
+            annotator=known, study=study, token=token, demographics=demographics, **ext
+        )
+        return known
+    return services.annotator_join(
+        study=study, token=token, prolific_pid=pid, demographics=demographics, **ext
+    )
+
+
 @require_http_methods(["GET", "POST"])
 @_friendly_errors
 def join(request: HttpRequest, slug: str) -> HttpResponse:
@@ -248,46 +285,26 @@ def join(request: HttpRequest, slug: str) -> HttpResponse:
         "external_study_id": ids["STUDY_ID"],
         "external_session_id": ids["SESSION_ID"],
     }
-    if pid:
-        known = selectors.annotator_by_external_id(source="prolific", external_id=pid)
-    elif request.user.is_authenticated:
-        known = services.annotator_get_or_create_for_user(request.user)
-    else:
-        known = None
-    returning = False
-    if known is not None:
-        participation = (
-            services.prolific_session_check(
-                annotator=known, study=study, session_id=ids["SESSION_ID"]
-            )
-            if pid
-            else selectors.participation_of(annotator=known, study=study)
+    known = _join_known(request, pid)
+    returning = known is not None and _join_consented(
+        known, study, pid, ids["SESSION_ID"]
+    )
+    if returning and (request.method == "POST" or request.user == known.user):
+        _sign_in(request, known, study)
+        services.participation_consent(
+            annotator=known, study=study, consent=False, **ext
         )
-        returning = bool(participation and participation.consented_at)
-        if returning and (request.method == "POST" or request.user == known.user):
-            _sign_in(request, known, study)
-            services.participation_consent(
-                annotator=known, study=study, consent=False, **ext
-            )
-            return redirect(_url("rate", study))
+        return redirect(_url("rate", study))
     form = ConsentForm(request.POST or None, study=study)
     if request.method == "POST" and form.is_valid():
-        if known is not None:
-            services.participation_consent(
-                annotator=known,
-                study=study,
-                token=token,
-                demographics=form.demographics(),
-                **ext,
-            )
-        else:
-            known = services.annotator_join(
-                study=study,
-                token=token,
-                prolific_pid=pid,
-                demographics=form.demographics(),
-                **ext,
-            )
+        known = _join_consent(
+            known,
+            study,
+            token=token,
+            pid=pid,
+            demographics=form.demographics(),
+            ext=ext,
+        )
         _sign_in(request, known, study)
         return redirect(_url("rate", study))
     hidden = {"t": token, **{k: v for k, v in ids.items() if v}}
@@ -417,5 +434,14 @@ def done(request: HttpRequest, slug: str) -> HttpResponse:
             "participation": participation,
             "rated": rated,
             "completion_url": completion_url,
+            "extras": hooks.page_extras(
+                page="done", study=study, annotator=annotator, rated=rated
+            ),
         },
     )
+
+
+# For the pages of apps above ``annotation`` (the taste portrait) that a
+# participant reaches from these: the same session checks and error pages.
+participant_entered = _entered
+friendly_errors = _friendly_errors

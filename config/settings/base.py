@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "generation",
     "rewardmodel",
     "steering",
+    "portrait",
     "dashboard",
 ]
 
@@ -339,6 +340,9 @@ LOGGING = {
 # The claim and the submit as one round trip each (PL/pgSQL, migration
 # annotation 0007); off: the engine's Python path on PostgreSQL too (benchmarks).
 PALATE_SQL_ENGINE = env_bool("PALATE_SQL_ENGINE", True)
+# Count the statements of each engine call that promises one (engine_sql.
+# one_statement) and raise on a second: on in tests and under DEBUG.
+PALATE_CHECK_ONE_STATEMENT = env_bool("PALATE_CHECK_ONE_STATEMENT", DEBUG)
 PALATE_MAX_IMAGE_PIXELS = int(os.environ.get("PALATE_MAX_IMAGE_PIXELS", 40_000_000))
 PALATE_MAX_UPLOAD_BYTES = int(
     os.environ.get("PALATE_MAX_UPLOAD_BYTES", 50 * 1024 * 1024)

@@ -5,6 +5,7 @@ from .base import DATA_DIR, DATABASES
 
 SECRET_KEY = "palate-tests"
 DEBUG = False
+PALATE_CHECK_ONE_STATEMENT = True  # engine_sql.one_statement counts statements
 ALLOWED_HOSTS = ["*"]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STORAGES = {

@@ -9,7 +9,7 @@ from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from annotation.models import Study
+from annotation.studies.models import Study
 
 from .. import services
 from ..models import GenerationJob, Prompt
@@ -36,7 +36,7 @@ def job_create(request: Request) -> Response:
         n_seeds=data["n_seeds"],
         params=data["params"],
     )
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         if data.get("prompt") is not None:
             prompt = get_object_or_404(Prompt, pk=data["prompt"])
         else:

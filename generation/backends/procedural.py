@@ -253,6 +253,45 @@ def _value_noise(rng: np.random.Generator, w: int, h: int, cells: int) -> np.nda
     return np.asarray(im, dtype=np.float32)
 
 
+def _background(colors, light_angle: float, width: int, height: int):
+    """A gradient between the two extreme palette colours along the light
+    direction, and the pixel coordinates in [-0.5, 0.5] the lighting reuses."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    xn, yn = xx / (width - 1) - 0.5, yy / (height - 1) - 0.5
+    t = 0.5 + (xn * math.cos(light_angle) + yn * math.sin(light_angle))
+    c0, c1 = np.array(colors[0], np.float32), np.array(colors[-1], np.float32)
+    bg = c0[None, None, :] * (1 - t[..., None]) + c1[None, None, :] * t[..., None]
+    img = Image.fromarray(np.clip(bg, 0, 255).astype(np.uint8), mode="RGB")
+    return img, xn, yn
+
+
+def _texture_and_symmetry(arr, a: dict, rng, width: int, height: int):
+    # Texture: coarse blotches plus fine grain, both scaled by the attribute.
+    tex = a["texture"]
+    blotch = _value_noise(rng, width, height, cells=max(4, width // 24))
+    grain = rng.normal(0, 1, (height, width)).astype(np.float32)
+    arr += (tex * 0.07 * blotch + tex * 0.11 * grain)[..., None]
+
+    # Symmetry: mixing with the mirror image at weight w leaves an asymmetric
+    # residue of (1 - 2w) = (1 - s)^2: exactly symmetric at s = 1, untouched at 0.
+    w_mirror = (1.0 - (1.0 - a["symmetry"]) ** 2) / 2.0
+    return (1 - w_mirror) * arr + w_mirror * arr[:, ::-1, :]
+
+
+def _tone(arr, a: dict):
+    """Contrast then brightness, measured and corrected so the attributes are
+    reliably visible whatever the shapes happened to do."""
+    lum = arr @ np.array([0.299, 0.587, 0.114], np.float32)
+    mean, std = float(lum.mean()), float(lum.std()) + 1e-6
+    target_std = 0.04 + 0.26 * a["contrast"]
+    arr = mean + (arr - mean) * min(max(target_std / std, 0.3), 4.0)
+    arr = np.clip(arr, 0.0, 1.0)
+    lum_mean = float((arr @ np.array([0.299, 0.587, 0.114], np.float32)).mean())
+    target_mean = 0.12 + 0.76 * a["brightness"]
+    gamma = math.log(target_mean) / math.log(min(max(lum_mean, 1e-3), 0.999))
+    return np.power(arr, min(max(gamma, 0.25), 4.0))
+
+
 def render(
     *, prompt: str, seed: int, width: int = 256, height: int = 256
 ) -> tuple[bytes, dict[str, Any]]:
@@ -268,15 +307,8 @@ def render(
     colors, harmony = _palette(a, rng)
     composition = str(rng.choice(COMPOSITIONS))
 
-    # Background: a gradient between the two extreme palette colours along the
-    # light direction.
     light_angle = float(rng.uniform(0, 2 * math.pi))
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    xn, yn = xx / (width - 1) - 0.5, yy / (height - 1) - 0.5
-    t = 0.5 + (xn * math.cos(light_angle) + yn * math.sin(light_angle))
-    c0, c1 = np.array(colors[0], np.float32), np.array(colors[-1], np.float32)
-    bg = c0[None, None, :] * (1 - t[..., None]) + c1[None, None, :] * t[..., None]
-    img = Image.fromarray(np.clip(bg, 0, 255).astype(np.uint8), mode="RGB")
+    img, xn, yn = _background(colors, light_angle, width, height)
 
     kinds = _draw_shapes(img, a, colors, rng, composition)
     if a["roundness"] > 0.6:
@@ -290,28 +322,8 @@ def render(
     light_strength = 0.15 + 0.5 * a["contrast"]
     arr *= (1.0 + light_strength * (0.6 - dist))[..., None]
 
-    # Texture: coarse blotches plus fine grain, both scaled by the attribute.
-    tex = a["texture"]
-    blotch = _value_noise(rng, width, height, cells=max(4, width // 24))
-    grain = rng.normal(0, 1, (height, width)).astype(np.float32)
-    arr += (tex * 0.07 * blotch + tex * 0.11 * grain)[..., None]
-
-    # Symmetry: mixing with the mirror image at weight w leaves an asymmetric
-    # residue of (1 - 2w) = (1 - s)^2: exactly symmetric at s = 1, untouched at 0.
-    w_mirror = (1.0 - (1.0 - a["symmetry"]) ** 2) / 2.0
-    arr = (1 - w_mirror) * arr + w_mirror * arr[:, ::-1, :]
-
-    # Contrast then brightness, measured and corrected so the attributes are
-    # reliably visible whatever the shapes happened to do.
-    lum = arr @ np.array([0.299, 0.587, 0.114], np.float32)
-    mean, std = float(lum.mean()), float(lum.std()) + 1e-6
-    target_std = 0.04 + 0.26 * a["contrast"]
-    arr = mean + (arr - mean) * min(max(target_std / std, 0.3), 4.0)
-    arr = np.clip(arr, 0.0, 1.0)
-    lum_mean = float((arr @ np.array([0.299, 0.587, 0.114], np.float32)).mean())
-    target_mean = 0.12 + 0.76 * a["brightness"]
-    gamma = math.log(target_mean) / math.log(min(max(lum_mean, 1e-3), 0.999))
-    arr = np.power(arr, min(max(gamma, 0.25), 4.0))
+    arr = _texture_and_symmetry(arr, a, rng, width, height)
+    arr = _tone(arr, a)
 
     out = Image.fromarray((np.clip(arr, 0.0, 1.0) * 255 + 0.5).astype(np.uint8), "RGB")
     buf = io.BytesIO()

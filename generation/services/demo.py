@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db import transaction
 
-from annotation.models import Study
+from annotation.studies.models import Study
 
 from ..models import GenerationJob
 from .jobs import jobs_create
@@ -26,7 +26,7 @@ def demo_images_generate(
     With ``inline`` the items run here, right away, through the worker's code path
     (``item_run``); otherwise they are queued for Celery workers.
     """
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         created = [
             prompt_create(study=study, created_by=created_by, **p) for p in prompts
         ]

@@ -66,6 +66,23 @@ def _next_seed(prompt: Prompt, backend: str, model: str) -> int:
     return 0 if last is None else last + 1
 
 
+def _jobs_check(
+    prompts: Iterable[Prompt], *, n_seeds: int, seed_start: int | None
+) -> list[Prompt]:
+    """The prompts as a list, once the seed range and every prompt are valid."""
+    if seed_start is not None and not 0 <= seed_start <= SEED_MAX - n_seeds + 1:
+        raise InvalidInput(
+            f"seed_start must be between 0 and {SEED_MAX - n_seeds + 1} "
+            f"(seeds are 32-bit, {n_seeds} from there)."
+        )
+    prompts = list(prompts)
+    if not prompts:
+        raise InvalidInput("No prompts to generate from.")
+    for prompt in prompts:
+        prompt_fields_clean(text=prompt.text)  # over-long/empty rows from elsewhere
+    return prompts
+
+
 def jobs_create(
     *,
     prompts: Iterable[Prompt],
@@ -86,20 +103,12 @@ def jobs_create(
     backend, model, params = job_validate(
         backend=backend, model=model, n_seeds=n_seeds, params=params
     )
-    if seed_start is not None and not 0 <= seed_start <= SEED_MAX - n_seeds + 1:
-        raise InvalidInput(
-            f"seed_start must be between 0 and {SEED_MAX - n_seeds + 1} "
-            f"(seeds are 32-bit, {n_seeds} from there)."
-        )
-    prompts = list(prompts)
-    if not prompts:
-        raise InvalidInput("No prompts to generate from.")
-    for prompt in prompts:
-        prompt_fields_clean(text=prompt.text)  # over-long/empty rows from elsewhere
+    prompts = _jobs_check(prompts, n_seeds=n_seeds, seed_start=seed_start)
     jobs: list[GenerationJob] = []
-    with transaction.atomic():
+    # nested: the job API and the demo create a prompt and its jobs in one transaction
+    with transaction.atomic(durable=False):
         locked = (
-            Prompt.objects.select_for_update()
+            Prompt.objects.select_for_update(no_key=True)
             .filter(pk__in=[p.pk for p in prompts])
             .order_by("pk")
         )
@@ -197,8 +206,8 @@ def _failure_summary(job: GenerationJob) -> str:
 def job_cancel(*, job: GenerationJob) -> GenerationJob:
     """Stop a job: items not finished yet are cancelled (a worker that is already
     generating one discards its result)."""
-    with transaction.atomic():
-        job = GenerationJob.objects.select_for_update().get(pk=job.pk)
+    with transaction.atomic(durable=True):
+        job = GenerationJob.objects.select_for_update(no_key=True).get(pk=job.pk)
         if job.is_finished:
             raise Conflict(f"Job {job.pk} is already {job.status}.")
         now = timezone.now()
@@ -243,8 +252,8 @@ def _sweep_seconds() -> float:
 
 def job_retry(*, job: GenerationJob, enqueue: bool = True) -> list[int]:
     """Queue the failed and cancelled items of a job again. Returns their ids."""
-    with transaction.atomic():
-        job = GenerationJob.objects.select_for_update().get(pk=job.pk)
+    with transaction.atomic(durable=True):
+        job = GenerationJob.objects.select_for_update(no_key=True).get(pk=job.pk)
         ids = list(
             job.items.filter(status__in=[ItemStatus.FAILED, ItemStatus.CANCELLED])
             .order_by("seed")

@@ -10,7 +10,7 @@ from typing import Any
 
 from django.db import transaction
 
-from annotation.models import Study
+from annotation.studies.models import Study
 from core.exceptions import InvalidInput
 
 from ..models import PROMPT_MAX_CHARS, Prompt
@@ -193,7 +193,7 @@ def prompts_import(
         except InvalidInput as exc:
             raise InvalidInput(f"Line {line}: {exc.message}") from None
     created, existing = [], []
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         for fields in cleaned:
             prompt, was_created = _prompt_get_or_create(
                 study=study, fields=fields, created_by=created_by

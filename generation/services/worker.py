@@ -19,8 +19,8 @@ from datetime import timedelta
 from django.db import connection, transaction
 from django.utils import timezone
 
-from annotation.models import Image
-from annotation.services import image_create
+from annotation.studies.models import Image
+from annotation.studies.services import image_create
 from core.exceptions import InvalidInput
 
 from .. import conf
@@ -112,8 +112,8 @@ def _claim(item_id: int, limits: conf.Limits) -> _Claim | None:
         )
         if job_id is None:
             return None
-        job = GenerationJob.objects.select_for_update().get(pk=job_id)
-        item = GenerationItem.objects.select_for_update().get(pk=item_id)
+        job = GenerationJob.objects.select_for_update(no_key=True).get(pk=job_id)
+        item = GenerationItem.objects.select_for_update(no_key=True).get(pk=item_id)
         if item.status in ITEM_FINISHED or job.status == JobStatus.CANCELLED:
             return None
         if (
@@ -132,7 +132,7 @@ def _claim(item_id: int, limits: conf.Limits) -> _Claim | None:
         )
         if batch > 1:
             items += list(
-                GenerationItem.objects.select_for_update(skip_locked=True)
+                GenerationItem.objects.select_for_update(skip_locked=True, no_key=True)
                 .filter(job=job, status=ItemStatus.QUEUED)
                 .exclude(pk=item.pk)
                 .order_by("seed")[: batch - 1]
@@ -162,8 +162,8 @@ def _finish(
 ) -> str:
     """Record one item's outcome if our claim still holds. Returns its status."""
     with transaction.atomic():
-        job = GenerationJob.objects.select_for_update().get(pk=claim.job.pk)
-        current = GenerationItem.objects.select_for_update().get(pk=item.pk)
+        job = GenerationJob.objects.select_for_update(no_key=True).get(pk=claim.job.pk)
+        current = GenerationItem.objects.select_for_update(no_key=True).get(pk=item.pk)
         if current.status != ItemStatus.RUNNING or current.claim_token != claim.token:
             return current.status  # cancelled, or finished by another delivery
         if data is not None:
@@ -207,9 +207,9 @@ def _requeue_or_fail(claim: _Claim, exc: TransientError, limits: conf.Limits) ->
     that used up their attempts. Returns the backoff for the retry."""
     countdown = 0.0
     with transaction.atomic():
-        job = GenerationJob.objects.select_for_update().get(pk=claim.job.pk)
+        job = GenerationJob.objects.select_for_update(no_key=True).get(pk=claim.job.pk)
         rows = list(
-            GenerationItem.objects.select_for_update()
+            GenerationItem.objects.select_for_update(no_key=True)
             .filter(
                 pk__in=[i.pk for i in claim.items],
                 claim_token=claim.token,

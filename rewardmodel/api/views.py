@@ -10,7 +10,7 @@ from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from annotation.models import Study
+from annotation.studies.models import Study
 from core.pagination import PAGE_PARAMETERS, BoundedLimitOffsetPagination, paginated
 
 from .. import selectors, services

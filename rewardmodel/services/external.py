@@ -12,8 +12,8 @@ from pathlib import Path
 
 from django.db import transaction
 
-from annotation.datasets.services.import_input import inside
-from annotation.models import Image, Study
+from annotation.datasets.services import inside
+from annotation.studies.models import Image, Study
 from core.exceptions import InvalidInput
 
 from ..models import ExternalItem, ExternalScore, ExternalSource
@@ -112,8 +112,7 @@ def external_scores_import(
         (*resolve(n, r), score, int(r["n"]) if r.get("n") not in (None, "") else None)
         for n, (r, score) in enumerate(zip(rows, scores, strict=True), start=1)
     ]
-    created = updated = 0
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         source, _ = ExternalSource.objects.get_or_create(
             name=source_name,
             defaults={
@@ -127,25 +126,33 @@ def external_scores_import(
         )
         if source.kind != ExternalSource.Kind.POPULATION:
             raise InvalidInput(f"Source '{source_name}' holds per-user scores.")
-        items = {}
-        for key, image_id, path, score, n_ratings in resolved:
-            if key not in items:
-                items[key], _ = ExternalItem.objects.get_or_create(
-                    source=source,
-                    key=key[:300],
-                    defaults={"image_id": image_id, "path": path},
-                )
-            _, was_created = ExternalScore.objects.update_or_create(
-                item=items[key],
-                rater="",
-                defaults={"score": score, "n_ratings": n_ratings},
-            )
-            created += was_created
-            updated += not was_created
+        n_items, created, updated = _scores_write(source, resolved)
     return {
         "source": source.name,
-        "items": len(items),
+        "items": n_items,
         "created": created,
         "updated": updated,
         "scale": [lo, hi],
     }
+
+
+def _scores_write(source: ExternalSource, resolved: list[tuple]) -> tuple:
+    """(items, created, updated): one item per key, its score created or
+    updated. Called inside ``external_scores_import``'s transaction."""
+    items: dict = {}
+    created = updated = 0
+    for key, image_id, path, score, n_ratings in resolved:
+        if key not in items:
+            items[key], _ = ExternalItem.objects.get_or_create(
+                source=source,
+                key=key[:300],
+                defaults={"image_id": image_id, "path": path},
+            )
+        _, was_created = ExternalScore.objects.update_or_create(
+            item=items[key],
+            rater="",
+            defaults={"score": score, "n_ratings": n_ratings},
+        )
+        created += was_created
+        updated += not was_created
+    return len(items), created, updated

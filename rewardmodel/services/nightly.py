@@ -21,7 +21,7 @@ from __future__ import annotations
 from django.db.models import Max
 from django.utils import timezone
 
-from annotation.models import Study
+from annotation.studies.models import Study
 
 from ..models import ModelVersion, TrainingRun
 from .runs import training_run_create, training_run_execute, training_runs_fail_stale
@@ -36,7 +36,7 @@ def _last_trained(study_id: int | None) -> int | None:
 
 def _newest_rating() -> dict[int, int]:
     """Per study with valid ratings: the newest one's id (one grouped query)."""
-    from ..data import ratings_queryset
+    from ..snapshot import ratings_queryset
 
     rows = (
         ratings_queryset(study_id=None)

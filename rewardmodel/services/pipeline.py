@@ -12,7 +12,7 @@ import numpy as np
 from django.db import transaction
 from django.utils import timezone
 
-from annotation.models import Annotator
+from annotation.studies.models import Annotator
 
 from .. import conf
 from ..models import (
@@ -75,7 +75,7 @@ def _weights_warning(snap, *, backbone: str, info: dict, log: RunLog) -> tuple:
 def model_version_build(
     *, run: TrainingRun, log: RunLog, started: float, on_progress: ProgressFn | None
 ) -> ModelVersion:
-    from .. import data as D
+    from .. import snapshot as D
     from ..threads import compute_threads
     from ..training import DEFAULT_CONFIG, fields_text, train_and_evaluate
 

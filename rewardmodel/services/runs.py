@@ -21,7 +21,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from annotation.models import Study
+from annotation.studies.models import Study
 from core.exceptions import Conflict, InvalidInput, NotFound
 from core.jobs import (
     Heartbeat,
@@ -42,10 +42,11 @@ QUEUE_TIMEOUT = timedelta(hours=2)
 ProgressFn = Callable[[str, float, dict], None]
 
 
-def training_runs_fail_stale(*, now=None) -> int:
+def training_runs_fail_stale(*, now=None, keep: int | None = None) -> int:
     """Fail runs that can no longer finish (and delete their partial checkpoint
     files); returns how many. The beat task ``rewardmodel.sweep_stale_runs`` calls
-    this every 30 s, and so does every path that starts a run."""
+    this every 30 s, and so does every path that starts a run (``keep``: the run
+    that path is about to take over, see ``core.jobs.stale_rows_fail``)."""
     now = now or timezone.now()
     reason = dead_worker_reason()
     dead = len(
@@ -59,6 +60,7 @@ def training_runs_fail_stale(*, now=None) -> int:
                 "finished_at": now,
             },
             now=now,
+            keep=keep,
         )
     )
     lost = TrainingRun.objects.filter(
@@ -121,9 +123,11 @@ def training_run_create(
     config = dict(config or {})
     _validate(promote, trigger, config)
     training_runs_fail_stale()
-    with transaction.atomic():
+    # nested: the admin's "Add training run" saves inside Django's changeform
+    # transaction (rewardmodel/admin.py, save_model)
+    with transaction.atomic(durable=False):
         busy = (
-            TrainingRun.objects.select_for_update()
+            TrainingRun.objects.select_for_update(no_key=True)
             .filter(status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING])
             .order_by("pk")
             .first()
@@ -210,7 +214,11 @@ def training_run_execute(
     live = (TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING)
     if run.status not in live:
         return run
-    training_runs_fail_stale()
+    # Not this run: its redelivered task is here, alive, and takes it over below
+    # even when its stamp is older than the stale age (failing it instead was
+    # the flake of test_a_killed_pool_process_run_is_taken_over_and_trained,
+    # whenever the redelivery came later than PALATE_JOB_STALE_S).
+    training_runs_fail_stale(keep=run_id)
     run.refresh_from_db()
     token = _start(run) if run.status in live else None
     if token is None:
@@ -304,8 +312,10 @@ def nightly_schedule_set(*, hour: int, minute: int, enabled: bool = True):
         raise InvalidInput("hour must be a whole number from 0 to 23.")
     if isinstance(minute, bool) or not isinstance(minute, int) or not 0 <= minute <= 59:
         raise InvalidInput("minute must be a whole number from 0 to 59.")
-    with transaction.atomic():
-        task = PeriodicTask.objects.select_for_update().filter(name=NIGHTLY_TASK_NAME)
+    with transaction.atomic(durable=True):
+        task = PeriodicTask.objects.select_for_update(no_key=True).filter(
+            name=NIGHTLY_TASK_NAME
+        )
         task = task.first()
         if task is None:
             raise NotFound("The nightly retraining schedule is missing (migrate).")

@@ -46,7 +46,7 @@ def version_event_record(*, version, action, reason, previous, user) -> VersionE
 def _active_for(version: ModelVersion):
     """The active version in the same scope (same study, or both global)."""
     return (
-        ModelVersion.objects.select_for_update()
+        ModelVersion.objects.select_for_update(no_key=True)
         .filter(is_active=True, study_id=version.study_id)
         .first()
     )
@@ -106,9 +106,9 @@ def model_version_promote(
     """Make ``version`` active for its study if, on its run's paired comparison
     with the active version, it is at least as good (or ``force``). Records the
     decision and its reason."""
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         version = (
-            ModelVersion.objects.select_for_update(of=("self",))
+            ModelVersion.objects.select_for_update(of=("self",), no_key=True)
             .select_related("training_run")
             .get(pk=version.pk)
         )
@@ -146,8 +146,8 @@ def model_version_rollback(
         raise Conflict(f"v{version.pk}'s checkpoint file is missing; cannot roll back.")
     if file_sha256(version.checkpoint_path) != version.checkpoint_sha256:
         raise Conflict(f"v{version.pk}'s checkpoint does not match its checksum.")
-    with transaction.atomic():
-        version = ModelVersion.objects.select_for_update().get(pk=version.pk)
+    with transaction.atomic(durable=True):
+        version = ModelVersion.objects.select_for_update(no_key=True).get(pk=version.pk)
         if version.is_active:
             raise Conflict(f"v{version.pk} is already the active version.")
         active = _active_for(version)

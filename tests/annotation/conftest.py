@@ -23,3 +23,19 @@ def _invariants_hold(request, django_db_blocker):
     with django_db_blocker.unblock():
         drift = services.integrity_check()
     assert drift.ok, f"invariants broken after the test: {drift}"
+
+
+def pytest_generate_tests(metafunc):
+    """``engine_path``: each test runs on the engine's SQL path and on its
+    Python path on PostgreSQL, on the Python path on SQLite (no functions)."""
+    if "engine_path" in metafunc.fixturenames:
+        from django.db import connection
+
+        paths = ["sql", "python"] if connection.vendor == "postgresql" else ["python"]
+        metafunc.parametrize("engine_path", paths, indirect=True)
+
+
+@pytest.fixture
+def engine_path(request, settings):
+    settings.PALATE_SQL_ENGINE = request.param == "sql"
+    return request.param

@@ -7,6 +7,7 @@ import json
 import pytest
 from django.db import connection
 from django.test import Client, RequestFactory
+from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
 
 from annotation import services
@@ -98,11 +99,11 @@ def test_fast_path_is_taken_with_fewer_queries(
     monkeypatch.setattr(views, "rating_create", refuse)
     # Exact counts, each with its answer and effect checked (an early 500 does
     # fewer queries). token+user+annotator, study, then the engine: annotator
-    # FOR SHARE, participation lock, live leases, quota count, pick, slot
-    # update, insert, savepoint pair, the ratings count and the stream items
-    # due (items.item_next). The SQL engine: one statement in all (it says that
-    # no uncounted item is due).
-    with django_assert_num_queries(1 if one_statement else 13):
+    # FOR SHARE, participation lock, live leases, quota count, pick (5: a level
+    # of own images, then the next), slot update, insert, savepoint pair, the
+    # ratings count and the stream items due (items.item_next). The SQL engine:
+    # one statement in all (it says that no uncounted item is due).
+    with django_assert_num_queries(1 if one_statement else 17):
         claimed = api.post(next_url(study))
         assert claimed.status_code == 200
     lease = row_of(claimed.json()["id"])
@@ -231,3 +232,51 @@ def test_ids_past_bigint_and_odd_tokens_are_refused_not_crashed(study, annotator
     odd = Client(HTTP_AUTHORIZATION="Token " + "z" * 40)
     assert odd.post(next_url(study)).status_code == 403
     assert not Assignment.objects.exists()
+
+
+def _calls(context, function: str) -> int:
+    return sum(function in q["sql"] for q in context.captured_queries)
+
+
+@pytest.mark.postgres
+def test_uncommon_requests_run_each_function_once(study, annotator):
+    """A claim or rating the SQL path hands to Python (a retried rating, a
+    paused annotator, a rating after the lease expired) runs ``palate_claim`` /
+    ``palate_submit`` once, then the Python path, never the function again."""
+    make_images(study, 2)
+    api = token_client(annotator)
+    a = api.post(next_url(study)).json()
+    assert (
+        api.post(rating_url(a["id"]), {"score": 3}, "application/json").status_code
+        == 201
+    )
+    # A retry of the same score: palate_submit answers "needs the Python engine".
+    with CaptureQueriesContext(connection) as ctx:
+        r = api.post(rating_url(a["id"]), {"score": 3}, "application/json")
+    assert r.status_code == 200
+    assert _calls(ctx, "palate_submit(") == 1
+    # An expired lease is rated on the Python path too.
+    b = api.post(next_url(study)).json()
+    lease = row_of(b["id"])
+    Assignment.objects.filter(pk=lease.pk).update(status="expired")
+    Image.objects.filter(pk=lease.image_id).update(lease_count=0)
+    with CaptureQueriesContext(connection) as ctx:
+        r = api.post(rating_url(b["id"]), {"score": 2}, "application/json")
+    assert r.status_code == 201
+    assert _calls(ctx, "palate_submit(") == 1
+    # A paused annotator's claim: refused by the Python path, after one call.
+    services.annotator_set_status(annotator=annotator, status="paused")
+    with CaptureQueriesContext(connection) as ctx:
+        r = api.post(next_url(study))
+    assert r.status_code == 403
+    assert _calls(ctx, "palate_claim(") == 1
+
+
+@pytest.mark.postgres
+def test_one_statement_is_enforced(study, annotator):
+    from annotation.engine.services import engine_sql
+
+    with engine_sql.one_statement(), connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        with pytest.raises(engine_sql.NotOneStatement):
+            cursor.execute("SELECT 2")

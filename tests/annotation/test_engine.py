@@ -25,7 +25,7 @@ from tests.factories import (
     rate_image,
 )
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("engine_path")]
 
 
 @pytest.fixture
@@ -338,3 +338,21 @@ def test_time_on_item_counts_from_when_the_image_came_to_the_front(study, annota
     )
     assert rating.time_on_item_ms == 4000
     assert Rating.objects.get(assignment=first).time_on_item_ms == 30000
+
+
+def test_a_lease_runs_out_at_its_expiry_time_exactly(study):
+    """At ``expires_at`` the lease is over: not live for a claim, swept by
+    ``lease_expire``; a microsecond before, it still holds."""
+    make_images(study, 2)
+    annotator = join(AnnotatorFactory(), study)
+    t0 = timezone.now()
+    first = claim(annotator, study, now=t0)
+    end = first.expires_at
+    assert claim(annotator, study, now=end - timedelta(microseconds=1)).pk == first.pk
+    assert (
+        services.lease_expire(study_id=study.pk, now=end - timedelta(microseconds=1))
+        == 0
+    )
+    second = claim(annotator, study, now=end)
+    assert second.pk != first.pk and second.image_id != first.image_id
+    assert services.lease_expire(study_id=study.pk, now=end) == 1

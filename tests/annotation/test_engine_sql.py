@@ -2,7 +2,6 @@
 the PL/pgSQL of migration 0005): one query per claim and per rating, the same rows as
 the Python path, the same split and time on item."""
 
-import random
 import re
 from datetime import timedelta
 
@@ -161,7 +160,7 @@ def _scenario(settings, sql: bool):
     def claim(who, hold, at):
         nonlocal step
         step += 1
-        random.seed(step)
+        services.engine_seed(seed=step)  # the dealer the engine draws from
         return services.assignment_claim(
             annotator=who, study=study, hold=hold, now=t0 + at
         )

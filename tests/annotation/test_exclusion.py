@@ -94,15 +94,15 @@ def test_the_sql_functions_check_the_participation(two_studies):
     outcome, _ = engine_sql.submit(
         assignment_id=lease.pk, annotator_id=person.pk, score=3, now=now
     )
-    assert outcome == engine_sql.SLOW
+    assert outcome == engine_sql.NEEDS_PYTHON_ENGINE
     outcome, _, leases = engine_sql.claim(
         annotator_id=person.pk,
         study_id=a.pk,
         hold=2,
         now=now,
-        dealer=services.engine_dealer(),
+        starts=services.starts_draw(1),
     )
-    assert (outcome, leases) == (engine_sql.SLOW, [])
+    assert (outcome, leases) == (engine_sql.NEEDS_PYTHON_ENGINE, [])
     # Put the row back so the integrity check after the test has nothing to say.
     Participation.objects.filter(annotator=person, study=a).update(
         status="active", excluded_at=None

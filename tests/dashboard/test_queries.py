@@ -1,6 +1,6 @@
-"""Every dashboard page runs a bounded number of queries: the same number for a
-small and a larger study (no query per annotator, image or rating). Times are
-measured in benchmarks/dashboard.py, never asserted here."""
+"""Every dashboard page runs an exact number of queries per backend: the same
+number for a small and a larger study (no query per annotator, image or
+rating). Times are measured in benchmarks/dashboard.py, never asserted here."""
 
 import pytest
 from django.urls import reverse
@@ -13,15 +13,28 @@ from .conftest import make_version, rate_all
 
 pytestmark = pytest.mark.django_db
 
-# Page -> most queries (session, user, then the page's own reads).
-BUDGET = {
-    "home": 7,
-    "study": 10,
-    "annotators": 10,
-    "annotators_htmx": 10,
-    "annotator": 14,  # + the held-out predictions (one row), their participation
-    "quality": 9,
-    "model": 13,
+# Page -> queries, exactly, per backend (session, user, then the page's own
+# reads). The same for a small and a larger study: no query per annotator,
+# image or rating. A change here is a decision, not drift: update the number.
+QUERIES = {
+    "postgresql": {
+        "home": 7,
+        "study": 10,
+        "annotators": 10,
+        "annotators_htmx": 10,
+        "annotator": 14,  # + the held-out predictions (one row), their participation
+        "quality": 9,
+        "model": 10,
+    },
+    "sqlite": {
+        "home": 7,
+        "study": 10,
+        "annotators": 10,
+        "annotators_htmx": 10,
+        "annotator": 14,
+        "quality": 9,
+        "model": 10,
+    },
 }
 
 
@@ -73,9 +86,9 @@ def counts(client, study, person):
     return out
 
 
-def test_query_counts_do_not_grow_with_the_study(
-    staff_client, django_assert_max_num_queries
-):
+def test_query_counts_are_exact_and_do_not_grow_with_the_study(staff_client):
+    from django.db import connection
+
     small, small_people = build(3, 4)
     small_counts = counts(staff_client, small, small_people[1])
     from rewardmodel.models import ModelVersion
@@ -85,6 +98,4 @@ def test_query_counts_do_not_grow_with_the_study(
     big, big_people = build(12, 20)
     big_counts = counts(staff_client, big, big_people[1])
     assert big_counts == small_counts
-    for name, (url, headers) in urls(big, big_people[1]).items():
-        with django_assert_max_num_queries(BUDGET[name]):
-            staff_client.get(url, **headers)
+    assert big_counts == QUERIES[connection.vendor], str(big_counts)

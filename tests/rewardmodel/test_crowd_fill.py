@@ -25,7 +25,7 @@ def _world(seed=0, n_img=240, n_ann=12, dim=8):
 
 
 def _fit(emb, r, n_ann):
-    hyper = T.Hyper(pop_lambda=0.1, tau=1.0, rho=10.0)
+    hyper = T.Hyper(pop_lambda=0.1, tau2_rel=1.0, rho=10.0)
     return T.fit_heads(emb=emb, fit=r, n_ann=n_ann, hyper=hyper)
 
 
@@ -55,7 +55,7 @@ def test_crowd_fill_predicts_the_crowd_of_rated_images():
     model = _fit(emb, r, w.shape[0])
     mean, std = T.norm_stats(r, w.shape[0])
     y = T.normalised(r, mean, std)
-    crowd = T.Crowd.build(r, y, emb.shape[0]).loo(r.row, y)
+    crowd = T.Crowd.build(r, y, emb.shape[0]).feature(r.row, y)
     expected = model.crowd_expected(model.feat.x(emb))[r.row]
     assert np.corrcoef(expected, crowd)[0, 1] > 0.9
 

@@ -125,7 +125,7 @@ def test_external_population_scores(rated_study, tmp_path):
     source = ExternalSource.objects.get(name="ava-like")
     assert source.kind == "population" and source.scale_max == 10
     assert ExternalItem.objects.filter(source=source).count() == 6
-    from rewardmodel.data import snapshot_take
+    from rewardmodel.snapshot import snapshot_take
 
     assert snapshot_take(study_id=study.pk).counts["external_population_scores"] == 6
     # Ratings by individual people are not external scores.

@@ -41,7 +41,7 @@ def test_each_new_rating_changes_the_next_prediction_at_once(rated_study):
     pred = inference.load(run.version)
     # A personal part for newcomers, whatever this tiny study selected, so that
     # the spread depends on their ratings too.
-    pred.model.hyper.new_tau = max(pred.model.hyper.tau, 1.0)
+    pred.model.hyper.new_tau2_rel = max(pred.model.hyper.tau2_rel, 1.0)
     before = inference.predict(annotator=newcomer, image_ids=ids, spread=True)
     assert before["how"] == "cold start"
     for n, score in enumerate([7, 1, 6], start=1):

@@ -50,18 +50,18 @@ def test_mean_of_skips_missing():
 
 
 def test_user_head_recovers_a_planted_vector_and_shrinks_to_the_population():
-    from rewardmodel import taste as T
+    from rewardmodel import posterior as P
 
     rng = np.random.default_rng(0)
     f = rng.normal(size=(60, 6)).astype(np.float32)  # 4 content + crowd + 1
     f[:, -1] = 1.0
     w_true = np.array([1.0, -2.0, 0.5, 0.0, 0.0, 0.0])
-    diag = T.prior_diag(4, 1.0)
-    uk = T.user_kernel(f, f @ w_true, diag)
-    assert np.allclose(T.user_delta(uk, 1e6, diag), w_true, atol=1e-3)
+    diag = P.prior_diag(4, 1.0)
+    uk = P.user_kernel(f, f @ w_true, diag)
+    assert np.allclose(P.user_delta(uk, 1e6, diag), w_true, atol=1e-3)
     # τ = 0 (or no ratings): nothing personal, the population head alone.
-    assert np.array_equal(T.user_delta(uk, 0.0, diag), np.zeros(6))
-    tiny = T.user_delta(uk, 1e-9, diag)
+    assert np.array_equal(P.user_delta(uk, 0.0, diag), np.zeros(6))
+    tiny = P.user_delta(uk, 1e-9, diag)
     assert np.abs(tiny).max() < 1e-5
 
 
@@ -74,6 +74,8 @@ def test_crowd_feature_leaves_the_annotators_own_rating_out():
     crowd = T.Crowd.build(r, z, 2)
     # (a0, img0): the others sum to -1 over 2 raters -> -1 / (2 + 1).
     own = z.copy()
-    assert np.allclose(crowd.loo(r.row, own), [-1 / 3, 1 / 2, -1 / 3, 1 / 2, -2 / 3])
+    assert np.allclose(
+        crowd.feature(r.row, own), [-1 / 3, 1 / 2, -1 / 3, 1 / 2, -2 / 3]
+    )
     # Not rated by this annotator: every rating counts.
-    assert crowd.loo(np.array([1]), np.array([np.nan]))[0] == pytest.approx(2 / 3)
+    assert crowd.feature(np.array([1]), np.array([np.nan]))[0] == pytest.approx(2 / 3)

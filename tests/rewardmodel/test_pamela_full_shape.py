@@ -13,7 +13,7 @@ from django.core.management import call_command
 
 from annotation import selectors
 from annotation.models import Annotator, Image
-from rewardmodel.datasets import records_read
+from rewardmodel.dataset_readers import records_read
 
 from .pamela_fixture import (
     PAMELA_IMAGES,

@@ -1,4 +1,5 @@
 import hashlib
+import re
 
 import pytest
 from django.db import IntegrityError, transaction
@@ -56,9 +57,10 @@ def test_promotion_compares_both_versions_on_the_same_held_out_ratings(tmp_path)
     v1.refresh_from_db()
     assert not worse.is_active and v1.is_active
     assert "worse" in worse.promotion_reason
-    assert "v2 0.600 [0.500, 0.700], v1 0.650" in worse.promotion_reason.replace(
-        f"v{worse.pk}", "v2"
-    ).replace(f"v{v1.pk}", "v1")
+    # One pass (two chained replaces mix the labels up when v1's pk is 2).
+    names = {f"v{worse.pk}": "v2", f"v{v1.pk}": "v1"}
+    text = re.sub(r"v\d+\b", lambda m: names.get(m[0], m[0]), worse.promotion_reason)
+    assert "v2 0.600 [0.500, 0.700], v1 0.650" in text
     assert "difference -0.050 [-0.100, +0.030]" in worse.promotion_reason
     assert worse.events.get().action == VersionEvent.Action.NOT_PROMOTED
 
@@ -151,7 +153,7 @@ def test_selection_never_reads_test(rated_study, monkeypatch):
     do not move (the reported test figures do). Promotion reads test ratings,
     but only ones newer than the active version, after selection is done."""
     from rewardmodel import evaluation, training
-    from rewardmodel.data import snapshot_take
+    from rewardmodel.snapshot import snapshot_take
     from rewardmodel.threads import compute_threads
 
     study, _ = rated_study

@@ -1,14 +1,15 @@
 """How unsure the personalised model is of one annotator's own taste
-(``taste.HeadSpread``): the posterior sd that prompt steering discounts."""
+(``posterior.HeadSpread``): the posterior sd that prompt steering discounts."""
 
 import numpy as np
 import pytest
 
+from rewardmodel import posterior as P
 from rewardmodel import taste as T
 
 
 def _prior(rng, d):
-    return T.Prior(rng.uniform(0.5, 2.0, d + 2), rng.normal(size=(d + 2, 2)), 0.7)
+    return P.Prior(rng.uniform(0.5, 2.0, d + 2), rng.normal(size=(d + 2, 2)), 0.7)
 
 
 def test_spread_is_the_posterior_sd_of_the_personal_part():
@@ -21,34 +22,34 @@ def test_spread_is_the_posterior_sd_of_the_personal_part():
     sigma0 = tau2 * (prior.iso * np.diag(prior.diag) + prior.lowrank @ prior.lowrank.T)
     post = np.linalg.inv(np.linalg.inv(sigma0) + f.T @ f)
     want = np.sqrt(np.einsum("ij,jk,ik->i", g, post, g))
-    assert np.allclose(T.HeadSpread.build(f, tau2, prior).sd(g), want)
+    assert np.allclose(P.HeadSpread.build(f, tau2, prior).sd(g), want)
     # No ratings: the prior's own sd.
     prior_sd = np.sqrt(np.einsum("ij,jk,ik->i", g, sigma0, g))
-    assert np.allclose(T.HeadSpread.build(f[:0], tau2, prior).sd(g), prior_sd)
+    assert np.allclose(P.HeadSpread.build(f[:0], tau2, prior).sd(g), prior_sd)
 
 
 def test_more_ratings_never_widen_it_and_unfamiliar_images_get_more():
     rng = np.random.default_rng(1)
     d, tau2 = 8, 1.0
-    prior = T.prior_diag(d, 10.0)
+    prior = P.prior_diag(d, 10.0)
     f = np.hstack(
         [rng.normal(size=(60, d)), rng.normal(size=(60, 1)), np.ones((60, 1))]
     )
     near = f[:10] + 0.05 * rng.normal(size=(10, d + 2))
     near[:, -1] = 1.0
-    few = T.HeadSpread.build(f[:10], tau2, prior).sd(near)
-    many = T.HeadSpread.build(f, tau2, prior).sd(near)
+    few = P.HeadSpread.build(f[:10], tau2, prior).sd(near)
+    many = P.HeadSpread.build(f, tau2, prior).sd(near)
     assert np.all(many <= few + 1e-12) and many.mean() < 0.8 * few.mean()
     far = near.copy()
     far[:, :d] *= 4.0  # far outside what the annotator rated
-    spread = T.HeadSpread.build(f, tau2, prior)
+    spread = P.HeadSpread.build(f, tau2, prior)
     assert np.all(spread.sd(far) > spread.sd(near))
 
 
 def test_no_personal_part_no_spread_and_no_decomposition():
     rng = np.random.default_rng(2)
-    prior = T.prior_diag(4, 0.0)
-    hs = T.HeadSpread.build(rng.normal(size=(9, 6)), 0.0, prior)
+    prior = P.prior_diag(4, 0.0)
+    hs = P.HeadSpread.build(rng.normal(size=(9, 6)), 0.0, prior)
     assert hs.evals.size == 0  # τ = 0: nothing to decompose
     assert np.array_equal(hs.sd(rng.normal(size=(3, 6))), np.zeros(3))
 
@@ -101,7 +102,7 @@ def test_a_newcomer_without_ratings_gets_the_priors_spread(rated_study):
     stranger = ann.annotator_create()
     pred = inference.load(run.version)
     model = pred.model
-    model.hyper.new_tau = 0.5  # whatever selection chose here, a personal part
+    model.hyper.new_tau2_rel = 0.5  # whatever selection chose here, a personal part
     got = inference.predict(
         annotator=stranger, image_ids=[image.pk], version=run.version, spread=True
     )
@@ -110,7 +111,7 @@ def test_a_newcomer_without_ratings_gets_the_priors_spread(rated_study):
     hyper = model.hyper
     prior = model.prior
     want = model.global_std * np.sqrt(
-        hyper.newcomer_tau * model.kscale * prior.row_diag(g)
+        hyper.newcomer_tau2_rel * model.kscale * prior.row_diag(g)
     )
     assert got["how"] == "cold start" and want[0] > 0
     assert got["spread"][image.pk] == pytest.approx(float(want[0]), rel=1e-6)

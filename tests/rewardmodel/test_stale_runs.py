@@ -114,3 +114,18 @@ def test_a_redelivered_task_waits_then_takes_over_a_dead_workers_run(db):
     assert _start(stale) is None  # the same stale stamp: the other copy lost
     run.refresh_from_db()
     assert run.status == "running" and run.started_at == token
+
+
+def test_a_redelivery_later_than_the_stale_age_takes_its_run_over(db, rm_settings):
+    """The flake of test_a_killed_pool_process_run_is_taken_over_and_trained: a
+    redelivered task that arrived after the stale age (a slow pool restart on a
+    loaded machine) failed its own run as "no heartbeat" in the sweep it runs
+    first, instead of taking it over. It takes it over now: the run starts again
+    (a new ``started_at``) and ends on its own terms (here: nothing to train on)."""
+    run = TrainingRun.objects.create(status="running", heartbeat_at=timezone.now())
+    _age(run, stale_after() + timedelta(seconds=5))
+    before = TrainingRun.objects.get(pk=run.pk).started_at
+    done = services.training_run_execute(run_id=run.pk)
+    assert "no heartbeat" not in done.error, done.error
+    assert done.started_at is not None and done.started_at != before
+    assert done.status in ("succeeded", "failed")

@@ -7,8 +7,8 @@ from annotation import splits
 from core.exceptions import Conflict
 from rewardmodel import services
 from rewardmodel.checkpoint import checkpoint_load
-from rewardmodel.data import snapshot_take
 from rewardmodel.models import AnnotatorMetric, ModelVersion, TrainingRun
+from rewardmodel.snapshot import snapshot_take
 
 from .conftest import TINY
 
@@ -162,4 +162,4 @@ def test_the_run_log_prints_plain_numbers_and_the_backbone_load(
     assert "RANDOM weights" in lines[loading + 1]
     assert "np." not in run.log
     selected = next(t for t in lines if "selected on validation" in t)
-    assert "tau=" in selected and "pop_lambda=" in selected
+    assert "tau2_rel=" in selected and "pop_lambda=" in selected

@@ -87,15 +87,11 @@ class ExportOptions:
             )
         if self.images == "embed" and self.fmt != "parquet":
             raise InvalidInput(
-                "Images can only be embedded in Parquet; use --images path (files "
-                "beside the tables) or --images none with JSONL or CSV."
+                "Images can only be embedded in Parquet; choose images 'path' or "
+                "'none' for JSONL and CSV."
             )
         if min(self.shard_rows, self.group_rows, self.image_group_rows) < 1:
             raise InvalidInput("Shard and row-group sizes must be positive.")
-
-
-def default_images_mode(fmt: str) -> str:
-    return "embed" if fmt == "parquet" else "path"
 
 
 # --- reading rows ------------------------------------------------------------

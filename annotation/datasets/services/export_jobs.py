@@ -19,7 +19,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from annotation.models import Export, Study
-from core.exceptions import Gone, InvalidInput, NotFound, PalateError
+from core.exceptions import Gone, NotFound, PalateError
 from core.jobs import (
     Heartbeat,
     StillRunning,
@@ -41,21 +41,10 @@ def export_create(
     user=None,
 ) -> Export:
     """A queued export (options checked now, so a bad request fails at once)."""
+    from annotation.datasets.services.export import ExportOptions
+
     images = images or ("embed" if fmt == "parquet" else "path")
-    if fmt not in Export.Format.values:
-        raise InvalidInput(
-            f"Unknown format '{fmt}': choose one of {', '.join(Export.Format.values)}."
-        )
-    if images not in Export.Images.values:
-        raise InvalidInput(
-            f"Unknown images mode '{images}': choose one of "
-            f"{', '.join(Export.Images.values)}."
-        )
-    if images == "embed" and fmt != "parquet":
-        raise InvalidInput(
-            "Images can only be embedded in Parquet; choose images 'path' or 'none' "
-            "for JSONL and CSV."
-        )
+    ExportOptions(fmt=fmt, images=images).validate()
     return Export.objects.create(
         study=study,
         format=fmt,

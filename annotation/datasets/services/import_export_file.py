@@ -413,7 +413,7 @@ def dataset_import(
         same_annotators=same_annotators,
     )
     total = len(plan.images) + len(plan.ratings)
-    with media_journal() as journal, transaction.atomic():
+    with media_journal() as journal, transaction.atomic(durable=True):
         ids: dict[int, int] = {}
         for done, (img, data) in enumerate(_image_bytes(root, plan), 1):
             image = image_create(

@@ -303,7 +303,7 @@ def ratings_import(
     ``records`` as a stream. Returns counts."""
     if not dataset.strip():
         raise InvalidInput("A dataset name is needed (it scopes the rater ids).")
-    with media_journal() as journal, transaction.atomic():
+    with media_journal() as journal, transaction.atomic(durable=True):
         state = _Import(
             study, dataset, journal=journal, skip_unreadable=skip_unreadable_images
         )

@@ -169,42 +169,53 @@ def _shown_response(request: HttpRequest, shown: Shown | None) -> HttpResponse:
     return _json(assignment_data(request, shown))
 
 
+def _fast_request(request: HttpRequest) -> bool:
+    return request.method == "POST" and _accepts_json(request)
+
+
 @_fast(drf_views.assignment_next)
 def assignment_next(request: HttpRequest, study_id: int) -> HttpResponse:
-    if request.method != "POST" or not _accepts_json(request):
+    """SQL path (one statement) when enabled; when it answers
+    ``NEEDS_PYTHON_ENGINE``, the Python path without running it again."""
+    key = _token_key(request) if _fast_request(request) else None
+    if key is None:
         return drf_views.assignment_next(request, study_id=study_id)
-    key = _token_key(request)
-    if key is not None and engine_sql.enabled():
-        # One statement: token, annotator, locks, claim, and whether an
-        # uncounted item is due (the rating page's schedule: items.items_deal).
-        outcome, annotator_id, leases, page = engine_sql.claim_with_progress(
-            token=key,
-            study_id=study_id,
-            hold=1,
-            now=timezone.now(),
-            dealer=services.engine_dealer(),
-        )
-        if outcome == "ok" and not page[2]:
-            return _shown_response(request, shown_lease(leases[0]))
-        if outcome in ("ok", "none"):
-            study = Study.objects.get(pk=study_id)
-            shown, _ = services.items_deal(
-                annotator_id=annotator_id,
-                study=study,
-                leases=leases,
-                rated=page[0],
-                item_due=page[2],
-            )
-            return _shown_response(request, shown)
-        if outcome == engine_sql.AUTH:
-            return drf_views.assignment_next(request, study_id=study_id)
-        # SLOW: the engine's Python path below gives the exact answer.
+    if not engine_sql.enabled():
+        return _next_python(request, study_id, sql_first=True)
+    # One statement: token, annotator, locks, claim, and whether an uncounted
+    # item is due (the rating page's schedule: items.items_deal).
+    outcome, annotator_id, leases, page = engine_sql.claim_with_progress(
+        token=key,
+        study_id=study_id,
+        hold=1,
+        now=timezone.now(),
+        starts=services.starts_draw(1),
+    )
+    if outcome == engine_sql.UNKNOWN_TOKEN_OR_STUDY:
+        return drf_views.assignment_next(request, study_id=study_id)
+    if outcome == engine_sql.NEEDS_PYTHON_ENGINE:
+        return _next_python(request, study_id, sql_first=False)
+    if outcome == "ok" and not page[2]:
+        return _shown_response(request, shown_lease(leases[0]))
+    shown, _ = services.items_deal(
+        annotator_id=annotator_id,
+        study=Study.objects.get(pk=study_id),
+        leases=leases,
+        rated=page[0],
+        item_due=page[2],
+    )
+    return _shown_response(request, shown)
+
+
+def _next_python(request: HttpRequest, study_id: int, *, sql_first: bool):
     annotator = token_annotator(request)
     study = Study.objects.filter(pk=study_id).first() if annotator else None
     if study is None:
         return drf_views.assignment_next(request, study_id=study_id)
     try:
-        shown = services.item_next(annotator=annotator, study=study)
+        shown = services.item_next(
+            annotator=annotator, study=study, sql_first=sql_first
+        )
     except PalateError as exc:
         return _error(exc)
     return _shown_response(request, shown)
@@ -242,44 +253,54 @@ def _counted(token: str) -> int | None:
 
 @_fast(drf_views.rating_create)
 def rating_create(request: HttpRequest, token: str) -> HttpResponse:
-    if request.method != "POST" or not _accepts_json(request):
-        return drf_views.rating_create(request, token=token)
-    score = _score(request)
+    """As ``assignment_next``: ``palate_submit`` at most once per request."""
+    score = _score(request) if _fast_request(request) else None
     key = _token_key(request) if score is not None else None
-    assignment_id = _counted(token) if key is not None else None
-    if (
+    if key is None:
+        return drf_views.rating_create(request, token=token)
+    assignment_id = _counted(token)
+    if not (
         assignment_id is not None
         and engine_sql.enabled()
         and engine_sql.plain_score(score)
     ):
-        now = timezone.now()
-        try:
-            # One statement, its own transaction (quality control's bookkeeping
-            # included): no BEGIN/COMMIT round trips.
-            with engine_sql.one_statement(savepoint=False):
-                outcome, rating = engine_sql.submit(
-                    token=key, assignment_id=assignment_id, score=score, now=now
-                )
-        except IntegrityError:
-            # The Python path below meets the same refusal and answers Conflict.
-            outcome, rating = engine_sql.SLOW, None
-        if rating is not None:
-            answer = Answer(
-                token,
-                rating.study_id,
-                rating.score,
-                rating.time_on_item_ms,
-                rating.created_at,
-                True,
-            )
-            return _json(rating_data(answer), status=201)
-        if outcome == engine_sql.AUTH:
-            return drf_views.rating_create(request, token=token)
-    annotator = token_annotator(request) if score is not None else None
+        return _rate_python(request, token, score, sql_first=True)
+    try:
+        # One statement, its own transaction (quality control's bookkeeping
+        # included): no BEGIN/COMMIT round trips.
+        outcome, rating = engine_sql.submit(
+            token=key,
+            assignment_id=assignment_id,
+            score=score,
+            now=timezone.now(),
+            savepoint=False,
+        )
+    except IntegrityError:
+        # The Python path meets the same refusal and answers Conflict.
+        outcome, rating = engine_sql.NEEDS_PYTHON_ENGINE, None
+    if outcome == engine_sql.UNKNOWN_TOKEN_OR_STUDY:
+        return drf_views.rating_create(request, token=token)
+    if rating is None:
+        return _rate_python(request, token, score, sql_first=False)
+    answer = Answer(
+        token,
+        rating.study_id,
+        rating.score,
+        rating.time_on_item_ms,
+        rating.created_at,
+        True,
+    )
+    return _json(rating_data(answer), status=201)
+
+
+def _rate_python(request: HttpRequest, token: str, score: int, *, sql_first: bool):
+    annotator = token_annotator(request)
     if annotator is None:
         return drf_views.rating_create(request, token=token)
     try:
-        answer = services.item_answer(token=token, annotator=annotator, score=score)
+        answer = services.item_answer(
+            token=token, annotator=annotator, score=score, sql_first=sql_first
+        )
     except PalateError as exc:
         return _error(exc)
     return _json(rating_data(answer), status=201 if answer.created else 200)

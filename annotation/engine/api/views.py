@@ -2,7 +2,8 @@
 hot endpoints in ``annotation.engine.api.hot`` fall back to).
 
 Views only parse input and call ``annotation.services`` / ``selectors``; the
-services raise ``PalateError``s that ``errors.exception_handler`` renders.
+services raise ``PalateError``s that ``core.api_errors.exception_handler``
+renders.
 """
 
 from django.shortcuts import get_object_or_404

@@ -24,6 +24,7 @@ from annotation.engine.services.engine import (
     engine_seed,
     lease_expire,
     rating_submit,
+    starts_draw,
 )
 from annotation.engine.services.items import (
     Answer,
@@ -53,6 +54,7 @@ __all__ = [
     "engine_seed",
     "lease_expire",
     "rating_submit",
+    "starts_draw",
     "Answer",
     "Shown",
     "item_answer",

@@ -21,10 +21,11 @@ Lock order (every path, admin actions and erasure included)::
 
 * **Annotator.** Claim and submit take ``FOR SHARE`` (the status they check cannot
   change until they commit; one annotator's own requests do not block each other).
-  Status changes and erasure take ``FOR NO KEY UPDATE``, which conflicts with
-  ``FOR SHARE`` but not with the ``FOR KEY SHARE`` that every Assignment/Rating
-  insert takes on its annotator: a plain ``FOR UPDATE`` there is what made an
-  exclusion and an in-flight rating deadlock.
+  Status changes (pause, resume, exclusion, QC's automatic pause) take
+  ``FOR NO KEY UPDATE``, which conflicts with ``FOR SHARE`` but not with the
+  ``FOR KEY SHARE`` that every insert of a row naming the annotator takes.
+  Erasure alone takes ``FOR UPDATE``: it changes ``public_id``, a key column, and
+  must not upgrade its lock halfway.
 * **Participation.** ``FOR NO KEY UPDATE``: serialises one annotator's claims in a
   study (quota, hold) and nobody else's.
 * **Assignment, then Rating.** A request names an assignment and its image is found
@@ -105,7 +106,9 @@ def annotator_set_status(*, annotator: Annotator, status: str, reason: str = "")
     """
     if status not in Annotator.Status.values:
         raise InvalidInput(f"Unknown status '{status}'.")
-    with transaction.atomic():
+    # nested: annotator_moderate and annotator_exclude_everywhere change the
+    # status inside their own transaction
+    with transaction.atomic(durable=False):
         locked = annotator_lock_for_change(annotator_id=annotator.pk)
         if locked.erased_at is not None and status != Annotator.Status.EXCLUDED:
             raise Conflict(f"Annotator {locked.public_id} was erased: stays excluded.")
@@ -128,11 +131,19 @@ def annotator_set_status(*, annotator: Annotator, status: str, reason: str = "")
     return reopened
 
 
-def annotator_lock_for_change(*, annotator_id: int) -> Annotator:
+def annotator_lock_for_change(
+    *, annotator_id: int, key_change: bool = False
+) -> Annotator:
     """First lock of any status change: waits for the claims and submits in
-    flight (they hold ``FOR SHARE``) and makes later ones wait for this."""
+    flight (they hold ``FOR SHARE``) and makes later ones wait for this.
+
+    ``FOR NO KEY UPDATE`` unless the caller will change a key column (erasure
+    gives a new ``public_id``): that UPDATE needs ``FOR UPDATE``, and taking it
+    first avoids upgrading the lock after others took ``FOR KEY SHARE``."""
     try:
-        return Annotator.objects.select_for_update(no_key=True).get(pk=annotator_id)
+        return Annotator.objects.select_for_update(no_key=not key_change).get(
+            pk=annotator_id
+        )
     except Annotator.DoesNotExist:
         raise NotFound("No such annotator.") from None
 
@@ -233,7 +244,8 @@ def lease_expire(
     """Mark overdue leases expired and give their slots back. Safe to run anywhere,
     any number of times at once: rows are taken with SKIP LOCKED, each exactly once."""
     now = now or timezone.now()
-    with transaction.atomic():
+    # nested: a claim that finds nothing sweeps its study inside its own transaction
+    with transaction.atomic(durable=False):
         qs = Assignment.objects.filter(
             status=Assignment.Status.LEASED, expires_at__lte=now
         )
@@ -266,62 +278,134 @@ def _live_leases(annotator: Annotator, study: Study, now: datetime) -> list[Assi
     )
 
 
-def _pick_image(annotator: Annotator, study: Study, exclude: set[int]) -> Image | None:
+# How many images of one fill level a pick reads from its random starting point
+# (each way round) before it moves up a level: a claim's cost does not grow
+# with how many of them the annotator was already dealt (issue 29). The same
+# number is written in palate_claim (annotation/engine/sql/palate_claim.sql).
+PICK_WINDOW = 32
+
+
+class Starts:
+    """The random starting points of one claim, one per fill level tried: the
+    dealer's draws (``starts_draw``), then a fixed sequence derived from the
+    last one (palate_claim derives the same), so the SQL and the Python path
+    deal alike from the same draws however many levels they try."""
+
+    def __init__(self, drawn: list[int]):
+        self.drawn, self.used, self.last = drawn, 0, 0
+
+    def next(self) -> int:
+        if self.used < len(self.drawn):
+            self.last = self.drawn[self.used]
+        else:
+            self.last = (self.last * 1103515245 + 12345) % 2**31
+        self.used += 1
+        return self.last
+
+
+def starts_draw(hold: int) -> list[int]:
+    """What one claim of ``hold`` leases draws from the dealer (both paths)."""
+    return [_dealer.randrange(2**31) for _ in range(2 * hold + 2)]
+
+
+def _candidates(annotator: Annotator, exclude: set[int], alias: str, probe=False):
+    """The shared WHERE: not dealt to this annotator, not picked in this claim.
+
+    ``probe``: one index probe per row read (``OFFSET 0`` keeps PostgreSQL
+    from turning the NOT EXISTS into a hash anti-join, which would read every
+    assignment the annotator ever had)."""
+    offset = " OFFSET 0" if probe and connection.vendor == "postgresql" else ""
+    sql = (
+        f"NOT EXISTS (SELECT 1 FROM {Assignment._meta.db_table} a "
+        f"WHERE a.image_id = {alias}.id AND a.annotator_id = %s{offset})"
+    )
+    params = [annotator.pk]
+    if exclude:
+        sql += f" AND {alias}.id NOT IN ({', '.join(['%s'] * len(exclude))})"
+        params += sorted(exclude)
+    return sql, params
+
+
+def _image_row(row) -> Image | None:
+    if row is None:
+        return None
+    return Image.from_db(connection.alias, ["id", "file", "width", "height"], row)
+
+
+def _pick_image(
+    annotator: Annotator,
+    study: Study,
+    exclude: set[int],
+    starts: Starts,
+    *,
+    may_wait: bool = False,
+) -> Image | None:
     """Lock one image with a free slot that this annotator has never been dealt.
 
-    Fullest images first (fewest open slots), random among equals: start at a
-    random point in the fixed ``shuffle`` order and wrap around. Every query walks
-    the ``image_open_queue`` index and stops at its first row.
+    Fullest images first (fewest open slots), random among equals: at each fill
+    level, from a random point in the fixed ``shuffle`` order, the first of the
+    next ``PICK_WINDOW`` images (wrapping round) that is neither dealt to the
+    annotator nor locked by another claim; else the next level up. Each level
+    tried reads at most 2 × ``PICK_WINDOW`` rows, however long the annotator's
+    history. ``may_wait`` (the claim holds no image lock yet): when no level
+    gives one, one exact search that waits for locked images, so a claim never
+    answers "nothing left" while an image is open to this annotator.
 
     Plain SQL rather than querysets: this runs on every claim, and building the
     equivalent ORM queries cost more CPU than PostgreSQL spends executing them.
     """
-    candidates = (
-        f"FROM {Image._meta.db_table} i WHERE i.study_id = %s AND i.open_slots > 0 "
-        f"AND NOT EXISTS (SELECT 1 FROM {Assignment._meta.db_table} a "
-        "WHERE a.image_id = i.id AND a.annotator_id = %s)"
-    )
-    common = [study.pk, annotator.pk]
-    if exclude:
-        candidates += f" AND i.id NOT IN ({', '.join(['%s'] * len(exclude))})"
-        common += sorted(exclude)
+    image = Image._meta.db_table
+    # Every query on images says ``open_slots > 0`` even where another condition
+    # implies it: only then can PostgreSQL use the partial ``image_open_queue``.
+    where, params = _candidates(annotator, exclude, "i", probe=True)
     # SQLite has no row locks (its IMMEDIATE transactions serialise writers).
-    lock = (
-        " FOR NO KEY UPDATE OF i SKIP LOCKED"
-        if connection.features.has_select_for_update_skip_locked
-        else ""
+    lock = connection.features.has_select_for_update_skip_locked
+    skip = " FOR NO KEY UPDATE OF i SKIP LOCKED" if lock else ""
+    level_sql = (
+        f"SELECT i.open_slots FROM {image} i WHERE i.study_id = %s "
+        "AND i.open_slots > 0 AND i.open_slots > %s ORDER BY i.open_slots LIMIT 1"
     )
-    # ORDER BY ... LIMIT 1, not MIN(): with the anti-join PostgreSQL would
-    # aggregate every open image; this walks the index and stops at the first.
-    fullest = (
-        f"(SELECT i.open_slots {candidates} AND i.open_slots > %s "
-        "ORDER BY i.open_slots, i.shuffle LIMIT 1)"
+    # One level's window, each way round from the start: the images up to the
+    # PICK_WINDOW-th in shuffle order (the bound is read once, from the index),
+    # scanned lazily in that order until one passes.
+    side = (
+        "SELECT i.id, i.file, i.width, i.height FROM {image} i "
+        "WHERE i.study_id = %s AND i.open_slots > 0 AND i.open_slots = %s "
+        "AND i.shuffle {op} %s AND i.shuffle <= coalesce(("
+        "SELECT b.shuffle FROM {image} b WHERE b.study_id = %s "
+        "AND b.open_slots > 0 AND b.open_slots = %s AND b.shuffle {op} %s "
+        "ORDER BY b.shuffle LIMIT 1 OFFSET {last}), 2147483647) "
+        "AND {where} ORDER BY i.shuffle LIMIT 1{skip}"
     )
-    level_floor = 0
+    floor = 0
     with connection.cursor() as cursor:
-        for _ in range(study.raters_per_image + 2):
-            start = _dealer.randrange(2**31)
-            # Usually one query: the fullest level and the first image from a
-            # random point in it; wrap around, then step up a level only when
-            # every candidate there is being claimed by someone else right now.
-            for op in (">=", "<"):
-                cursor.execute(
-                    f"SELECT i.id, i.file, i.width, i.height {candidates} "
-                    f"AND i.open_slots = {fullest} AND i.shuffle {op} %s "
-                    f"ORDER BY i.shuffle LIMIT 1{lock}",
-                    [*common, *common, level_floor, start],
+        while True:
+            cursor.execute(level_sql, [study.pk, floor])
+            level = cursor.fetchone()
+            if level is None:
+                break
+            start = starts.next()
+            for op in (">=", "<"):  # from the start up, then wrapping round
+                sql = side.format(
+                    image=image, op=op, last=PICK_WINDOW - 1, where=where, skip=skip
                 )
+                window = [study.pk, level[0], start]
+                cursor.execute(sql, [*window, *window, *params])
                 row = cursor.fetchone()
                 if row is not None:
-                    return Image.from_db(
-                        connection.alias, ["id", "file", "width", "height"], row
-                    )
-            cursor.execute(f"SELECT {fullest}", [*common, level_floor])
-            level = cursor.fetchone()[0]
-            if level is None:
-                return None
-            level_floor = level
-    return None
+                    return _image_row(row)
+            floor = level[0]  # strictly up: the search ends after the top level
+        if not may_wait:
+            return None
+        where, params = _candidates(annotator, exclude, "i")
+        wait = " FOR NO KEY UPDATE OF i" if lock else ""
+        cursor.execute(
+            f"SELECT i.id, i.file, i.width, i.height FROM {image} i "
+            f"WHERE i.study_id = %s AND i.open_slots > 0 AND {where} "
+            f"ORDER BY i.open_slots, i.shuffle LIMIT 1{wait}",
+            [study.pk, *params],
+        )
+        return _image_row(cursor.fetchone())
 
 
 def _locked_participation(annotator: Annotator, study: Study) -> Participation:
@@ -345,31 +429,44 @@ def _locked_participation(annotator: Annotator, study: Study) -> Participation:
 
 
 def assignment_claim(
-    *, annotator: Annotator, study: Study, hold: int = 1, now: datetime | None = None
+    *,
+    annotator: Annotator,
+    study: Study,
+    hold: int = 1,
+    now: datetime | None = None,
+    sql_first: bool = True,
 ) -> list[Assignment]:
     """The annotator's live leases in this study, oldest first, topped up to ``hold``.
 
     Asking again returns the same lease (a reload or a retried request does not
     burn images). An empty list means nothing is left for this annotator: the
     quota is reached or every remaining image is full or already dealt to them.
+
+    The SQL path first where it is enabled, the Python path when it answers
+    ``NEEDS_PYTHON_ENGINE``; ``sql_first=False``: the caller already had that
+    answer for this request (the hot view), so ``palate_claim`` is not run again.
     """
     if not 1 <= hold <= MAX_HOLD:
         raise InvalidInput(f"hold must be between 1 and {MAX_HOLD}.")
     now = now or timezone.now()
-    if engine_sql.enabled():
-        with engine_sql.one_statement():
-            outcome, _, leases = engine_sql.claim(
-                annotator_id=annotator.pk,
-                study_id=study.pk,
-                hold=hold,
-                now=now,
-                dealer=_dealer,
-            )
-        if outcome != engine_sql.SLOW:
+    starts = starts_draw(hold)  # the same draws whichever path deals
+    if sql_first and engine_sql.enabled():
+        outcome, _, leases = engine_sql.claim(
+            annotator_id=annotator.pk,
+            study_id=study.pk,
+            hold=hold,
+            now=now,
+            starts=starts,
+        )
+        if outcome != engine_sql.NEEDS_PYTHON_ENGINE:
             for lease in leases:
                 lease.study, lease.annotator = study, annotator
             return leases
-    with transaction.atomic():
+    return _claim_python(annotator, study, hold, now, Starts(starts))
+
+
+def _claim_python(annotator, study, hold, now, starts: Starts) -> list[Assignment]:
+    with transaction.atomic(durable=True):
         _lock_status(annotator)
         _check_can_work(annotator, study)
         # Serialises this annotator's own claims (quota, hold) and nobody else's.
@@ -380,7 +477,7 @@ def assignment_claim(
             participation.save(update_fields=["started_at"])
         live = _live_leases(annotator, study, now)
         if len(live) < hold:
-            _top_up(annotator, study, live, hold, now)
+            _top_up(annotator, study, live, hold, now, starts)
         if live and live[0].shown_at is None:
             # The first lease is what the annotator sees now; preloaded ones start
             # their clock when they come to the front (time on item is measured
@@ -407,15 +504,14 @@ def assignment_claim_for_page(
     the page's ordinary path, which changes nothing twice."""
     if not engine_sql.enabled() or not 1 <= hold <= MAX_HOLD:
         return None
-    with engine_sql.one_statement():
-        outcome, leases, page = engine_sql.claim_page(
-            annotator_id=annotator.pk,
-            study_id=study.pk,
-            hold=hold,
-            now=now or timezone.now(),
-            dealer=_dealer,
-        )
-    if outcome == engine_sql.SLOW or page is None:
+    outcome, leases, page = engine_sql.claim_page(
+        annotator_id=annotator.pk,
+        study_id=study.pk,
+        hold=hold,
+        now=now or timezone.now(),
+        starts=starts_draw(hold),
+    )
+    if outcome == engine_sql.NEEDS_PYTHON_ENGINE or page is None:
         return None
     for lease in leases:
         lease.study, lease.annotator = study, annotator
@@ -424,12 +520,11 @@ def assignment_claim_for_page(
     return PageClaim(leases, rated, total, item_due)
 
 
-def _top_up(annotator, study, live: list[Assignment], hold: int, now) -> None:
+def _top_up(annotator, study, live, hold: int, now, starts: Starts) -> None:
     rated = Rating.objects.filter(annotator=annotator, study=study).count()
     room = study.quota_per_annotator - rated - len(live)
     exclude = {a.image_id for a in live}
-    before = len(live)
-    swept = False
+    swept = locked = False  # locked: this transaction holds an image's row lock
     while len(live) < hold and room > 0:
         # Under ``adaptive`` past the warm-up, the ranking's pick (``dealing``);
         # otherwise, or when it has none, fullest-first.
@@ -445,8 +540,9 @@ def _top_up(annotator, study, live: list[Assignment], hold: int, now) -> None:
                 "dealt_information": info,
             }
         else:
-            image = _pick_image(annotator, study, exclude)
-        if image is None and not swept and len(live) == before:
+            # Waiting for a locked image cannot close a cycle while we hold none.
+            image = _pick_image(annotator, study, exclude, starts, may_wait=not locked)
+        if image is None and not swept and not locked:
             # Overdue leases still count against their images; only when nothing
             # else is left does it matter, so sweep then (no cron needed for
             # correctness; the beat task keeps the fill order honest meanwhile).
@@ -454,9 +550,11 @@ def _top_up(annotator, study, live: list[Assignment], hold: int, now) -> None:
             # then waits on nobody who could be waiting on us.
             swept = True
             if lease_expire(study_id=study.pk, now=now, limit=500):
+                locked = True
                 continue
         if image is None:
             break
+        locked = True
         updated = Image.objects.filter(pk=image.pk, open_slots__gt=0).update(
             lease_count=F("lease_count") + 1
         )
@@ -501,30 +599,35 @@ def _locked_assignment(assignment_id: int, annotator: Annotator) -> Assignment:
 
 
 def rating_submit(
-    *, assignment_id: int, annotator: Annotator, score: int, now: datetime | None = None
+    *,
+    assignment_id: int,
+    annotator: Annotator,
+    score: int,
+    now: datetime | None = None,
+    sql_first: bool = True,
 ) -> tuple[Rating, bool]:
     """Record a score for the image behind an assignment. Returns (rating, created).
 
     The same score again is a no-op (a network retry); another score is a Conflict.
     A lease that has expired is still accepted while the image has a free slot.
+    ``sql_first`` as in ``assignment_claim``.
     """
     now = now or timezone.now()
-    if engine_sql.enabled() and engine_sql.plain_score(score):
+    if sql_first and engine_sql.enabled() and engine_sql.plain_score(score):
         try:
-            with engine_sql.one_statement():
-                _, rating = engine_sql.submit(
-                    assignment_id=assignment_id,
-                    annotator_id=annotator.pk,
-                    score=score,
-                    now=now,
-                )
+            _, rating = engine_sql.submit(
+                assignment_id=assignment_id,
+                annotator_id=annotator.pk,
+                score=score,
+                now=now,
+            )
         except IntegrityError:
             rating = None  # the Python path meets the same refusal, below
         if rating is not None:  # QC statistics and flags included
             rating.annotator = annotator
             return rating, True
     try:
-        with transaction.atomic():
+        with transaction.atomic(durable=True):
             return _rating_submit(assignment_id, annotator, score, now)
     except IntegrityError:
         # Only reachable when a rating of this pair exists outside this
@@ -598,7 +701,7 @@ def assignment_skip(
     """Give the image back without rating it; it is never dealt to this annotator
     again. Skipping twice is a no-op."""
     now = now or timezone.now()
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         assignment = _locked_assignment(assignment_id, annotator)
         if assignment.status == Assignment.Status.SKIPPED:
             return assignment

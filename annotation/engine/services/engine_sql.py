@@ -6,23 +6,23 @@ copies of those files, see docs/architecture.md "The engine's SQL") do what
 ``engine.assignment_claim`` and ``engine.rating_submit`` do on their common path
 (the submit with quality control's bookkeeping, ``quality.rating_recorded``),
 with the same locks, conditional updates and rows, in one statement each.
-Anything else comes back as ``SLOW`` before they have changed anything the
-Python path would not also change, and the caller then runs the Python path (in
-a transaction of its own: the call itself runs in ``one_statement()``): errors,
-retries and rare cases keep exactly one implementation.
+Anything else comes back as ``NEEDS_PYTHON_ENGINE`` before they have changed
+anything the Python path would not also change, and the caller then runs the
+Python path, never the function again (in a transaction of its own: the call
+itself runs in ``one_statement()``): errors, retries and rare cases keep exactly
+one implementation.
 
 The functions can also authenticate a DRF token themselves (``token=``), so the
-hot API views make one query per request (``annotation.engine.api.hot``); ``AUTH`` then
-means "no active annotator behind this token, or no such study": let the DRF view
-answer.
+hot API views make one query per request (``annotation.engine.api.hot``);
+``UNKNOWN_TOKEN_OR_STUDY`` then means "no active annotator behind this token, or
+no such study": let the DRF view answer.
 
 SQLite has no functions: ``enabled()`` is False there and the Python path runs.
 """
 
 from __future__ import annotations
 
-import random
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from datetime import datetime
 
 from django.conf import settings
@@ -34,22 +34,49 @@ from annotation.models import Assignment, Image, Rating
 from annotation.quality.services.quality import quality_police_after_commit
 from core.validation import BIGINT_MAX
 
-SLOW = "slow"
-AUTH = "auth"
+# The functions' answers (their ``outcome`` column) besides ok / none / created.
+NEEDS_PYTHON_ENGINE = "slow"  # an uncommon case: run engine.py's path instead
+UNKNOWN_TOKEN_OR_STUDY = "auth"  # the DRF view answers (401/403/404)
 
 _CLAIM = "SELECT * FROM palate_claim(%s, %s, %s, %s, %s, %s::int[], %s)"
 _SUBMIT = "SELECT * FROM palate_submit(%s, %s, %s, %s, %s, %s)"
 _IMAGE_FIELDS = ["id", "file", "width", "height"]
 
 
+class NotOneStatement(RuntimeError):
+    """A call that must be one statement ran a second one."""
+
+
+@contextmanager
 def one_statement(*, savepoint: bool = True):
     """What a call runs in: nothing of its own in autocommit (the statement is
     its own transaction: no BEGIN and COMMIT round trips); inside a caller's
     transaction a savepoint (an error then leaves that transaction usable), or
-    none where the caller's transaction is the request's own."""
-    if not connection.in_atomic_block:
-        return nullcontext()
-    return transaction.atomic(savepoint=savepoint)
+    none where the caller's transaction is the request's own.
+
+    With ``PALATE_CHECK_ONE_STATEMENT`` (tests, DEBUG) every statement run in
+    the block is counted and a second one raises ``NotOneStatement``: the
+    promise "one round trip per request" is checked, not just stated."""
+    atomic = (
+        transaction.atomic(savepoint=savepoint)
+        if connection.in_atomic_block
+        else nullcontext()
+    )
+    if not settings.PALATE_CHECK_ONE_STATEMENT:
+        with atomic:
+            yield
+        return
+    seen: list[str] = []
+
+    def count(execute, sql, params, many, context):
+        seen.append(sql)
+        if len(seen) > 1:
+            raise NotOneStatement(f"a second statement in one_statement(): {seen}")
+        return execute(sql, params, many, context)
+
+    # The savepoint (if any) is outside the count: it is the caller's.
+    with atomic, connection.execute_wrapper(count):
+        yield
 
 
 def enabled() -> bool:
@@ -62,52 +89,55 @@ def claim(
     study_id: int,
     hold: int,
     now: datetime,
-    dealer: random.Random,
+    starts: list[int],
     annotator_id: int | None = None,
     token: str | None = None,
 ) -> tuple[str, int | None, list[Assignment]]:
     """(outcome, annotator id, leases): ``ok`` with the leases, ``none`` when
-    nothing is left, ``SLOW`` or ``AUTH`` (see the module docstring)."""
+    nothing is left, ``NEEDS_PYTHON_ENGINE`` or ``UNKNOWN_TOKEN_OR_STUDY`` (see
+    the module docstring)."""
     outcome, annotator_id, leases, _ = _claim(
-        study_id, hold, now, dealer, annotator_id, token, page=False
+        study_id, hold, now, starts, annotator_id, token, page=False
     )
     return outcome, annotator_id, leases
 
 
 def claim_page(
-    *, study_id: int, hold: int, now: datetime, dealer: random.Random, annotator_id
+    *, study_id: int, hold: int, now: datetime, starts: list[int], annotator_id
 ) -> tuple[str, list[Assignment], tuple[int, int, bool] | None]:
     """The rating page's claim: (outcome, leases, (rated, images in the study,
-    an uncounted item is due)). ``SLOW`` also when the page would send the
-    annotator elsewhere first (not started, finished: migration 0012)."""
+    an uncounted item is due)). ``NEEDS_PYTHON_ENGINE`` also when the page
+    would send the annotator elsewhere first (not started, finished: migration 0012)."""
     outcome, _, leases, page = _claim(
-        study_id, hold, now, dealer, annotator_id, None, page=True
+        study_id, hold, now, starts, annotator_id, None, page=True
     )
     return outcome, leases, page
 
 
 def claim_with_progress(
-    *, study_id: int, hold: int, now: datetime, dealer: random.Random, token: str
+    *, study_id: int, hold: int, now: datetime, starts: list[int], token: str
 ) -> tuple[str, int | None, list[Assignment], tuple[int, int, bool] | None]:
     """The API's claim with what dealing an uncounted item needs (``rated``, the
     images in the study, whether an item is due), as ``claim_page`` answers it,
     for the annotator behind ``token``: the API deals checks and repeats on the
-    rating page's schedule. ``SLOW`` also for an annotator not started yet or
-    finished (the Python path then answers)."""
-    return _claim(study_id, hold, now, dealer, None, token, page=True)
+    rating page's schedule. ``NEEDS_PYTHON_ENGINE`` also for an annotator not
+    started yet or finished (the Python path then answers)."""
+    # The hot view runs in autocommit: the statement is its own transaction.
+    return _claim(study_id, hold, now, starts, None, token, page=True, savepoint=False)
 
 
-def _claim(study_id, hold, now, dealer, annotator_id, token, *, page: bool):
+def _claim(study_id, hold, now, starts, annotator_id, token, *, page, savepoint=True):
     if not 0 < study_id <= BIGINT_MAX:
-        return SLOW, None, [], None  # no such row; the Python path says so
-    # One random starting point per level tried; a claim rarely needs more than
-    # one per lease, and the function draws its own beyond these.
-    starts = [dealer.randrange(2**31) for _ in range(2 * hold + 2)]
-    with connection.cursor() as cursor:
-        cursor.execute(_CLAIM, [annotator_id, token, study_id, hold, now, starts, page])
+        # No such row; the Python path says so.
+        return NEEDS_PYTHON_ENGINE, None, [], None
+    # One random starting point per fill level tried (engine.starts_draw);
+    # beyond them the function derives more as engine.Starts does.
+    params = [annotator_id, token, study_id, hold, now, starts, page]
+    with one_statement(savepoint=savepoint), connection.cursor() as cursor:
+        cursor.execute(_CLAIM, params)
         rows = cursor.fetchall()
     outcome, annotator_id = rows[0][0], rows[0][1]
-    extras = tuple(rows[0][10:13]) if page and outcome != SLOW else None
+    extras = tuple(rows[0][10:13]) if page and outcome != NEEDS_PYTHON_ENGINE else None
     if outcome != "ok":
         return outcome, annotator_id, [], extras
     leases = []
@@ -158,16 +188,18 @@ def submit(
     now: datetime,
     annotator_id: int | None = None,
     token: str | None = None,
+    savepoint: bool = True,
 ) -> tuple[str, Rating | None]:
-    """(``created``, the new rating), or (``SLOW`` / ``AUTH``, None).
+    """(``created``, the new rating), or (``NEEDS_PYTHON_ENGINE`` or
+    ``UNKNOWN_TOKEN_OR_STUDY``, None).
 
     The function also does quality control's bookkeeping of the rating
     (``quality.rating_recorded``, migration ``0011_submit_quality_sql``); an
     automatic pause it calls for runs after commit, as in Python."""
     if not 0 < assignment_id <= BIGINT_MAX:
-        return SLOW, None
+        return NEEDS_PYTHON_ENGINE, None
     created = timezone.now()
-    with connection.cursor() as cursor:
+    with one_statement(savepoint=savepoint), connection.cursor() as cursor:
         cursor.execute(
             _SUBMIT, [annotator_id, token, assignment_id, score, now, created]
         )

@@ -25,8 +25,10 @@ from django.utils import timezone
 
 from annotation.engine.item_tokens import (
     ASSIGNMENT,
+    IMAGE,
     ITEM,
     MEDIA,
+    STREAM,
     item_resolve,
     item_token,
 )
@@ -35,7 +37,7 @@ from annotation.engine.services.engine import (
     assignment_skip,
     rating_submit,
 )
-from annotation.models import Annotator, Assignment, Rating, StreamItem, Study
+from annotation.models import Annotator, Assignment, Image, Rating, StreamItem, Study
 from annotation.quality.services.quality import stream_item_answer, stream_item_skip
 from core.exceptions import AnnotatorNotActive, NotFound, StudyNotOpen
 
@@ -161,11 +163,18 @@ def _shown(thing, study: Study) -> Shown | None:
 
 
 def item_next(
-    *, annotator: Annotator, study: Study, now: datetime | None = None
+    *,
+    annotator: Annotator,
+    study: Study,
+    now: datetime | None = None,
+    sql_first: bool = True,
 ) -> Shown | None:
     """The API's next item: one lease held, dealt on the rating page's schedule
-    (the hot API view does the same from its one-statement claim)."""
-    leases = assignment_claim(annotator=annotator, study=study, now=now)
+    (the hot API view does the same from its one-statement claim, and calls
+    this with ``sql_first=False`` when that statement sent it here)."""
+    leases = assignment_claim(
+        annotator=annotator, study=study, now=now, sql_first=sql_first
+    )
     rated = Rating.objects.filter(annotator=annotator, study=study).count()
     shown, _ = items_deal(
         annotator_id=annotator.pk, study=study, leases=leases, rated=rated, now=now
@@ -190,13 +199,16 @@ def _check_can_answer(annotator: Annotator, study_id: int) -> None:
         raise StudyNotOpen(f"The study '{name}' is not open for ratings.")
 
 
-def item_answer(*, token: str, annotator: Annotator, score) -> Answer:
-    """Record the score for the item ``token`` names, whatever its kind."""
+def item_answer(
+    *, token: str, annotator: Annotator, score, sql_first: bool = True
+) -> Answer:
+    """Record the score for the item ``token`` names, whatever its kind
+    (``sql_first`` as in ``item_next``)."""
     kind, pk = item_resolve(token, purpose=ITEM)
     try:
         if kind == ASSIGNMENT:
             rating, created = rating_submit(
-                assignment_id=pk, annotator=annotator, score=score
+                assignment_id=pk, annotator=annotator, score=score, sql_first=sql_first
             )
             return Answer(
                 token,
@@ -252,8 +264,12 @@ def item_timed_out(*, token: str, annotator: Annotator) -> bool:
 
 def item_picture(*, media_token: str):
     """The stored file of the picture ``media_token`` names (a FieldFile)."""
-    kind, pk = item_resolve(media_token, purpose=MEDIA)
-    if kind == ASSIGNMENT:
+    kind, pk = item_resolve(
+        media_token, purpose=MEDIA, kinds=(ASSIGNMENT, STREAM, IMAGE)
+    )
+    if kind == IMAGE:  # a picture shown outside the stream (the taste portrait)
+        picture = Image.objects.filter(pk=pk).first()
+    elif kind == ASSIGNMENT:
         lease = Assignment.objects.select_related("image").filter(pk=pk).first()
         picture = lease.image if lease else None
     else:

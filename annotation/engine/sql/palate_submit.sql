@@ -83,12 +83,12 @@ BEGIN
         WHERE qc.study_id = v.study_id;
     END IF;
     SELECT * INTO q FROM annotation_annotatorquality aq
-    WHERE aq.annotator_id = v_annotator AND aq.study_id = v.study_id FOR UPDATE;
+    WHERE aq.annotator_id = v_annotator AND aq.study_id = v.study_id FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         INSERT INTO annotation_annotatorquality (annotator_id, study_id)
         VALUES (v_annotator, v.study_id) ON CONFLICT DO NOTHING;
         SELECT * INTO q FROM annotation_annotatorquality aq
-        WHERE aq.annotator_id = v_annotator AND aq.study_id = v.study_id FOR UPDATE;
+        WHERE aq.annotator_id = v_annotator AND aq.study_id = v.study_id FOR NO KEY UPDATE;
     END IF;
     q.n_ratings := q.n_ratings + 1;
     q.n_fast := q.n_fast + (v_ms < c.too_fast_ms)::int;

@@ -68,8 +68,11 @@ def annotator_erase(
     transaction commits (a rollback keeps them).
     """
     now = now or timezone.now()
-    with transaction.atomic():
-        annotator = annotator_lock_for_change(annotator_id=annotator_id)
+    with transaction.atomic(durable=True):
+        # FOR UPDATE: the public_id below is a key (unique) column.
+        annotator = annotator_lock_for_change(
+            annotator_id=annotator_id, key_change=True
+        )
         study_ids = _study_ids(annotator)
         Participation.objects.filter(annotator=annotator).update(
             external_study_id="", external_session_id=""
@@ -129,8 +132,9 @@ def _study_ids(annotator: Annotator) -> list[int]:
 
 def _account_erase(annotator: Annotator) -> str:
     """Make the account anonymous and unusable; returns its old username."""
-    # The user row is written by nothing else that holds engine locks.
-    user = User.objects.select_for_update(no_key=True).get(pk=annotator.user_id)
+    # The user row is written by nothing else that holds engine locks. FOR
+    # UPDATE, not NO KEY: the username (a unique key column) changes below.
+    user = User.objects.select_for_update(no_key=False).get(pk=annotator.user_id)
     old_username = user.username
     user.username = f"erased-{annotator.public_id}"
     user.email = user.first_name = user.last_name = ""

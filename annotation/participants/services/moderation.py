@@ -72,9 +72,11 @@ def annotator_moderate(
         )[0]
     if action not in _TARGET:
         raise InvalidInput(f"Unknown action '{action}'.")
-    with transaction.atomic():
-        # The engine locks the Annotator row first too; check the status under it.
-        current = Annotator.objects.select_for_update().get(pk=annotator.pk).status
+    with transaction.atomic(durable=True):
+        # The lock every status change takes (FOR NO KEY UPDATE, as the lock
+        # order says): a plain FOR UPDATE would also block every insert of a row
+        # that references this annotator (their FOR KEY SHARE).
+        current = annotator_lock_for_change(annotator_id=annotator.pk).status
         if current not in _ALLOWED_FROM[action]:
             verb = "pause" if action == ModerationEvent.Action.AUTO_PAUSE else action
             raise Conflict(
@@ -117,7 +119,7 @@ def participation_exclude(
     here, or waits and is refused), then the Participation, then its rows.
     """
     now = now or timezone.now()
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         locked = annotator_lock_for_change(annotator_id=annotator.pk)
         if locked.status == Annotator.Status.EXCLUDED:
             raise Conflict(
@@ -152,7 +154,7 @@ def annotator_exclude_everywhere(
     their valid ratings become invalid, every participation is excluded. Logged
     once per study it touches, with that study's slots (counted under the
     annotator's lock, which holds every claim and rating of theirs off)."""
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         locked = annotator_lock_for_change(annotator_id=annotator.pk)
         if locked.status == Annotator.Status.EXCLUDED:
             raise Conflict(
@@ -191,9 +193,9 @@ def participation_pause(
     and the preloaded one) for ``PAUSE_HOLD_SECONDS``. Returns how many."""
     now = now or timezone.now()
     hold = now + timedelta(seconds=max(PAUSE_HOLD_SECONDS, study.lease_seconds))
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         list(
-            Participation.objects.select_for_update().filter(
+            Participation.objects.select_for_update(no_key=True).filter(
                 annotator=annotator, study=study
             )
         )
@@ -211,9 +213,9 @@ def participation_resume(
     """Back from a break: the leases run a normal lease from now, and the image
     on screen starts its time-on-item clock again (the break is not rating time)."""
     now = now or timezone.now()
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         list(
-            Participation.objects.select_for_update().filter(
+            Participation.objects.select_for_update(no_key=True).filter(
                 annotator=annotator, study=study
             )
         )

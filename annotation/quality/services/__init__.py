@@ -12,13 +12,19 @@ from annotation.quality.services.checks import (
     quality_config_update,
 )
 from annotation.quality.services.quality import (
+    FLAG_LABELS,
+    pair_corr,
     stream_item_answer,
     stream_item_next,
     stream_item_skip,
+    time_median_ms,
 )
 from annotation.quality.services.uncounted import uncounted_items_create
 
 __all__ = [
+    "FLAG_LABELS",
+    "pair_corr",
+    "time_median_ms",
     "attention_check_create",
     "attention_check_remove",
     "quality_config_get",

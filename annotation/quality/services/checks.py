@@ -39,8 +39,8 @@ def quality_config_update(*, study: Study, **fields) -> QualityConfig:
     if unknown:
         raise InvalidInput(f"Unknown settings: {', '.join(sorted(unknown))}.")
     quality_config_get(study=study)  # exists from here on
-    with transaction.atomic():
-        config = QualityConfig.objects.select_for_update().get(study=study)
+    with transaction.atomic(durable=True):
+        config = QualityConfig.objects.select_for_update(no_key=True).get(study=study)
         for name, value in fields.items():
             setattr(config, name, value)
         try:
@@ -108,7 +108,7 @@ def attention_check_remove(*, study: Study, check_id: int) -> bool:
     no item refers to it any longer, the row and its file are deleted; an item
     dealt at that very moment (see ``_pick_check``) makes the delete fail, and the
     check simply stays retired."""
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         found = AttentionCheck.objects.filter(pk=check_id, study=study).update(
             is_active=False
         )
@@ -126,7 +126,7 @@ def attention_check_remove(*, study: Study, check_id: int) -> bool:
         return True  # removed by a concurrent request
     name, storage = check.file.name, check.file.storage
     try:
-        with transaction.atomic():
+        with transaction.atomic(durable=True):
             check.delete()
             # Foreign keys are checked at commit on PostgreSQL: check them here,
             # inside this block, even when a caller's transaction encloses it.

@@ -118,7 +118,7 @@ def _locked_quality(
     the count and mean of the other valid ratings of that rating's image
     (``others_n``, ``others_mean``): one query on the rating path, not three."""
     qs = (
-        AnnotatorQuality.objects.select_for_update(of=("self",))
+        AnnotatorQuality.objects.select_for_update(of=("self",), no_key=True)
         .select_related("study__quality_config")
         .filter(annotator_id=annotator_id, study_id=study_id)
     )
@@ -237,11 +237,12 @@ def rating_recorded(
     maybe schedule uncounted items (an attention check next, a repeat later).
 
     Runs inside the rating's transaction on the engine's Python path; the SQL
-    path's ``palate_submit`` does the same in PL/pgSQL (migration
-    ``0011_submit_quality_sql``; ``tests/annotation/test_quality_sql.py`` keeps
-    the two in step). Agreement compares the score with the
-    mean of the image's earlier valid raters (when at least two rated it before),
-    so each rating is compared once, when it arrives."""
+    path's ``palate_submit`` does the same in PL/pgSQL
+    (``annotation/engine/sql/palate_submit.sql``;
+    ``tests/annotation/test_quality_sql.py`` keeps the two in step). Agreement
+    compares the score with the mean of the image's earlier valid raters (when at
+    least two rated it before), so each rating is compared once, when it
+    arrives."""
     q = _locked_quality(rating.annotator_id, rating.study_id, others_of=rating)
     study = study or q.study
     config = _config_of(q)
@@ -357,7 +358,7 @@ def stream_item_next(
 
 def _locked_item(item_id: int, annotator: Annotator) -> StreamItem:
     item = (
-        StreamItem.objects.select_for_update(of=("self",))
+        StreamItem.objects.select_for_update(of=("self",), no_key=True)
         .select_related("check_item", "source_rating")
         .filter(pk=item_id, annotator=annotator)
         .first()
@@ -373,7 +374,7 @@ def stream_item_answer(
     """Record the answer to an uncounted item. Returns (item, created); the same
     answer again is a no-op, another one a Conflict. No Rating is created."""
     now = now or timezone.now()
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         item = _locked_item(item_id, annotator)
         study = Study.objects.get(pk=item.study_id)
         if isinstance(score, bool) or not isinstance(score, int):
@@ -426,7 +427,7 @@ def stream_item_skip(
 ) -> StreamItem:
     """Skip an uncounted item (never held against the annotator). Like
     ``engine.assignment_skip``: again is a no-op, after an answer a Conflict."""
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         item = _locked_item(item_id, annotator)
         if item.status == StreamItem.Status.ANSWERED:
             raise Conflict("You already rated this image.")

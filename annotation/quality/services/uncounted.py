@@ -33,7 +33,8 @@ def uncounted_items_create(
     ).exists():
         raise InvalidInput(f"Annotator {annotator} has not joined {study}.")
     rated, _ = annotator_progress(annotator=annotator, study=study)
-    with transaction.atomic():
+    # nested: steering's paired_test_send creates its items inside its transaction
+    with transaction.atomic(durable=False):
         return [
             StreamItem.objects.create(
                 study=study,

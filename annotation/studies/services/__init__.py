@@ -5,7 +5,11 @@ study (``demo``).
 The names below are this room's public write API; import them from here.
 """
 
-from annotation.studies.services.demo import demo_study_ensure
+from annotation.studies.services.demo import (
+    STAFF_PASSWORD,
+    STAFF_USERNAME,
+    demo_study_ensure,
+)
 from annotation.studies.services.entry import (
     DEMOGRAPHIC_FIELDS,
     annotator_join,
@@ -26,6 +30,8 @@ from annotation.studies.services.studies import (
 )
 
 __all__ = [
+    "STAFF_PASSWORD",
+    "STAFF_USERNAME",
     "demo_study_ensure",
     "DEMOGRAPHIC_FIELDS",
     "annotator_join",

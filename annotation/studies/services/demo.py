@@ -32,7 +32,7 @@ def demo_study_ensure(*, slug: str = DEMO_SLUG) -> DemoStudy:
     """The open demo study, the staff login (known password) and the demo
     annotators, each created only if missing."""
     user_model = get_user_model()
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         staff, staff_created = user_model.objects.get_or_create(
             username=STAFF_USERNAME,
             defaults={"is_staff": True, "is_superuser": True},

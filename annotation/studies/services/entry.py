@@ -105,7 +105,7 @@ def participation_consent(
     }
     if any("\x00" in v for v in answers.values()):
         raise InvalidInput("Answers cannot contain NUL characters.")
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         if answers:
             # Annotator before Participation: the engine's lock order.
             a = Annotator.objects.select_for_update(no_key=True).get(pk=annotator.pk)
@@ -200,7 +200,7 @@ def completion_code_new() -> str:
 
 def participation_complete(*, participation: Participation) -> Participation:
     """Mark finished and fix the completion code shown (idempotent)."""
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         p = (
             Participation.objects.select_for_update(no_key=True)
             .select_related("study")

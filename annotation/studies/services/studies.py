@@ -62,7 +62,8 @@ def annotator_create(
     username: str | None = None,
 ) -> Annotator:
     """A passwordless annotator account (pseudonymous: only the public id is shown)."""
-    with transaction.atomic():
+    # nested: the importers and the demo create annotators inside their transaction
+    with transaction.atomic(durable=False):
         annotator = Annotator(
             source=source, external_id=external_id, demographics=demographics or {}
         )
@@ -82,7 +83,8 @@ def annotator_get_or_create_for_user(user) -> Annotator:
         if not user.is_staff:
             raise NotFound("This account is not an annotator.") from None
         try:
-            with transaction.atomic():
+            # nested: a savepoint: a concurrent create is caught below, in any caller
+            with transaction.atomic(durable=False):
                 return Annotator.objects.create(user=user, source="staff")
         except IntegrityError:
             return Annotator.objects.get(user=user)
@@ -151,7 +153,9 @@ def file_and_row_save(row, *, name: str, data: bytes, duplicate: str, journal=No
     if journal is not None:
         journal.add(row.file.name)  # the storage may have picked another name
     try:
-        with transaction.atomic():
+        # nested (a savepoint): image_create runs inside the importers' and
+        # the generation worker's transactions
+        with transaction.atomic(durable=False):
             row.save()
     except IntegrityError:
         row.file.delete(save=False)

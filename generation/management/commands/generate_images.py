@@ -6,7 +6,7 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from annotation.models import Study
+from annotation.studies.models import Study
 from core.exceptions import PalateError
 from generation import services
 from generation.backends import BACKENDS
@@ -71,32 +71,7 @@ class Command(BaseCommand):
         except json.JSONDecodeError as exc:
             raise CommandError(f"--params is not valid JSON: {exc.msg}.") from None
         try:
-            # Check the job before adding any prompt: bad input writes nothing.
-            services.job_validate(
-                backend=opts["backend"],
-                model=opts["model"],
-                n_seeds=opts["per_prompt"],
-                params=params,
-            )
-            for text in opts["prompt"]:
-                services.prompt_create(study=study, text=text, domain=opts["domain"])
-            prompts = Prompt.objects.filter(study=study).order_by("pk")
-            if opts["domain"]:
-                prompts = prompts.filter(domain=opts["domain"].strip().lower())
-            if not prompts.exists():
-                raise CommandError(
-                    f"Study '{study.slug}' has no prompts"
-                    + (f" in domain '{opts['domain']}'" if opts["domain"] else "")
-                    + ": add some in the web UI (/generation/) or with --prompt."
-                )
-            jobs = services.jobs_create(
-                prompts=list(prompts),
-                backend=opts["backend"],
-                model=opts["model"],
-                n_seeds=opts["per_prompt"],
-                params=params,
-                enqueue=not opts["inline"],
-            )
+            jobs = self._jobs_create(study, opts, params)
         except PalateError as exc:
             raise CommandError(exc.message) from None
         total = sum(j.n_seeds for j in jobs)
@@ -111,6 +86,37 @@ class Command(BaseCommand):
                     bar.update(job.n_seeds)
         elif opts["wait"]:
             self._wait(jobs, total, opts["timeout"])
+        self._report(study, jobs, opts)
+
+    def _jobs_create(self, study: Study, opts: dict, params: dict) -> list:
+        # Check the job before adding any prompt: bad input writes nothing.
+        services.job_validate(
+            backend=opts["backend"],
+            model=opts["model"],
+            n_seeds=opts["per_prompt"],
+            params=params,
+        )
+        for text in opts["prompt"]:
+            services.prompt_create(study=study, text=text, domain=opts["domain"])
+        prompts = Prompt.objects.filter(study=study).order_by("pk")
+        if opts["domain"]:
+            prompts = prompts.filter(domain=opts["domain"].strip().lower())
+        if not prompts.exists():
+            raise CommandError(
+                f"Study '{study.slug}' has no prompts"
+                + (f" in domain '{opts['domain']}'" if opts["domain"] else "")
+                + ": add some in the web UI (/generation/) or with --prompt."
+            )
+        return services.jobs_create(
+            prompts=list(prompts),
+            backend=opts["backend"],
+            model=opts["model"],
+            n_seeds=opts["per_prompt"],
+            params=params,
+            enqueue=not opts["inline"],
+        )
+
+    def _report(self, study: Study, jobs: list, opts: dict) -> None:
         ids = [j.pk for j in jobs]
         items = GenerationItem.objects.filter(job_id__in=ids)
         done = items.filter(status=ItemStatus.DONE).count()

@@ -8,8 +8,11 @@ in generation because that is the part that generates)."""
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from annotation.services import demo_study_ensure
-from annotation.studies.services.demo import STAFF_PASSWORD, STAFF_USERNAME
+from annotation.studies.services import (
+    STAFF_PASSWORD,
+    STAFF_USERNAME,
+    demo_study_ensure,
+)
 from generation.models import Prompt
 from generation.services import demo_images_generate
 

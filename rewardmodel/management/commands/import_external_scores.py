@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from core.exceptions import PalateError
 from rewardmodel import services
-from rewardmodel.datasets import read_table
+from rewardmodel.dataset_readers import read_table
 
 from .train_reward_model import study_find
 

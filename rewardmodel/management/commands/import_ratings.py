@@ -7,11 +7,12 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation import services as annotation_services
-from annotation.models import Study
+from annotation.datasets import services as datasets_services
+from annotation.studies import services as studies_services
+from annotation.studies.models import Study
 from core.exceptions import PalateError
 from rewardmodel import services
-from rewardmodel.datasets import parse_mapping, records_read
+from rewardmodel.dataset_readers import parse_mapping, records_read
 from rewardmodel.models import TrainingRun
 
 from .train_reward_model import run_with_progress, study_find, version_print
@@ -64,7 +65,7 @@ class Command(BaseCommand):
         if opts["scale_min"] is None or opts["scale_max"] is None:
             raise CommandError("--create needs --scale-min and --scale-max.")
         try:
-            return annotation_services.study_create(
+            return studies_services.study_create(
                 name=opts["study"],
                 slug=opts["study"],
                 scale_min=opts["scale_min"],
@@ -82,7 +83,7 @@ class Command(BaseCommand):
             )
             study = self._study(opts)
             dataset = opts["dataset"] or opts["source"].rstrip("/").split("/")[-1]
-            result = annotation_services.ratings_import(
+            result = datasets_services.ratings_import(
                 study=study,
                 records=records,
                 dataset=dataset,

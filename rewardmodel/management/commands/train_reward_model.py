@@ -5,7 +5,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation.models import Study
+from annotation.studies.models import Study
 from core.exceptions import PalateError
 from rewardmodel import services
 from rewardmodel.models import TrainingRun

@@ -3,7 +3,7 @@
 from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Q
 
-from annotation.models import Annotator, Study
+from annotation.studies.models import Annotator, Study
 from core.exceptions import PalateError
 from generation.backends import BACKENDS
 from steering import costs, selectors, services

@@ -14,8 +14,9 @@ import numpy as np
 from django.db.models import Q
 
 from annotation import splits
-from annotation.models import Annotator, Rating, Study
-from annotation.selectors import ratings_in_split
+from annotation.engine.models import Rating
+from annotation.engine.selectors import ratings_in_split
+from annotation.studies.models import Annotator, Study
 
 from .evaluation import CODES
 from .models import ExternalScore, ExternalSource

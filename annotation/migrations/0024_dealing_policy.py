@@ -2,7 +2,7 @@
 ``dealing_band``, how each assignment was dealt (``dealt_by``, ``dealt_rank``,
 ``dealt_information``), the precomputed rankings (``DealingRank``,
 ``DealingState``), and ``palate_claim`` dealing adaptively
-(``annotation/engine/sql/palate_claim.sql``; frozen copy in ``sql/0022/``).
+(``annotation/engine/sql/palate_claim.sql``; frozen copies in ``sql/0024/``).
 """
 
 from importlib import import_module
@@ -12,6 +12,14 @@ from django.conf import settings
 from django.db import migrations, models
 
 _0021 = import_module("annotation.migrations.0021_engine_sql_from_files")
+
+
+def _previous_functions(apps, schema_editor):
+    """Backwards: palate_submit as 0022 left it (its result has one column
+    less: dropped first), palate_claim as 0023 did."""
+    _drop_submit(apps, schema_editor)
+    _0021.install_sql_files("0022")(apps, schema_editor)
+    _0021.install_sql_files("0023")(apps, schema_editor)
 
 
 def _drop_submit(apps, schema_editor):
@@ -25,7 +33,7 @@ def _drop_submit(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("annotation", "0021_engine_sql_from_files"),
+        ("annotation", "0023_claim_bounded_no_false_empty"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
@@ -201,8 +209,6 @@ class Migration(migrations.Migration):
         # column, so the old function goes first (either way).
         migrations.RunPython(_drop_submit, _drop_submit, elidable=False),
         migrations.RunPython(
-            _0021.install_sql_files("0022"),
-            _0021.install_sql_files("0021"),
-            elidable=False,
+            _0021.install_sql_files("0024"), _previous_functions, elidable=False
         ),
     ]

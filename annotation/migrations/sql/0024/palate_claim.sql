@@ -16,7 +16,7 @@ DECLARE
     v_img bigint;
     v_floor int;
     v_level int;
-    v_start int;
+    v_start int := 0;
     v_draw int := 0;
     v_new bigint;
     v_rated int;
@@ -100,9 +100,11 @@ BEGIN
         v_exclude := ARRAY(SELECT a.image_id FROM annotation_assignment a
                            WHERE a.id = ANY (v_ids));
         WHILE v_live + v_added < p_hold AND v_room > 0 LOOP
-            -- engine._pick_image: the fullest level first, the first unlocked
-            -- image from a random point in the shuffle order, wrapping around;
-            -- one level up only when every candidate there is locked.
+            -- engine._pick_image: the fullest level first; at each level the
+            -- first of PICK_WINDOW (32) images from a random point in the
+            -- shuffle order (wrapping round) neither dealt to this annotator nor
+            -- locked; else one level up. At most 2 x 32 rows a level, however
+            -- long the annotator's history.
             v_img := NULL;
             v_rank := NULL;
             v_info := NULL;
@@ -131,53 +133,69 @@ BEGIN
             END IF;
             v_floor := 0;
             -- Fullest-first: every deal outside adaptive, and its fallback.
-            FOR attempt IN 1 .. CASE WHEN v_img IS NULL
-                                     THEN v_study.raters_per_image + 2 ELSE 0 END LOOP
-                v_draw := v_draw + 1;
-                v_start := coalesce(p_starts[v_draw], floor(random() * 2147483648)::int);
-                SELECT i.id INTO v_img FROM annotation_image i
+            WHILE v_img IS NULL LOOP
+                SELECT i.open_slots INTO v_level FROM annotation_image i
                 WHERE i.study_id = p_study AND i.open_slots > 0
-                  AND NOT EXISTS (SELECT 1 FROM annotation_assignment a
-                                  WHERE a.image_id = i.id AND a.annotator_id = v_annotator)
-                  AND i.id <> ALL (v_exclude)
-                  AND i.open_slots = (
-                      SELECT i2.open_slots FROM annotation_image i2
-                      WHERE i2.study_id = p_study AND i2.open_slots > 0
-                        AND NOT EXISTS (SELECT 1 FROM annotation_assignment a
-                                        WHERE a.image_id = i2.id
-                                          AND a.annotator_id = v_annotator)
-                        AND i2.id <> ALL (v_exclude) AND i2.open_slots > v_floor
-                      ORDER BY i2.open_slots, i2.shuffle LIMIT 1)
-                  AND i.shuffle >= v_start
-                ORDER BY i.shuffle LIMIT 1
-                FOR NO KEY UPDATE OF i SKIP LOCKED;
-                EXIT WHEN v_img IS NOT NULL;
-                SELECT i.id INTO v_img FROM annotation_image i
-                WHERE i.study_id = p_study AND i.open_slots > 0
-                  AND NOT EXISTS (SELECT 1 FROM annotation_assignment a
-                                  WHERE a.image_id = i.id AND a.annotator_id = v_annotator)
-                  AND i.id <> ALL (v_exclude)
-                  AND i.open_slots = (
-                      SELECT i2.open_slots FROM annotation_image i2
-                      WHERE i2.study_id = p_study AND i2.open_slots > 0
-                        AND NOT EXISTS (SELECT 1 FROM annotation_assignment a
-                                        WHERE a.image_id = i2.id
-                                          AND a.annotator_id = v_annotator)
-                        AND i2.id <> ALL (v_exclude) AND i2.open_slots > v_floor
-                      ORDER BY i2.open_slots, i2.shuffle LIMIT 1)
-                  AND i.shuffle < v_start
-                ORDER BY i.shuffle LIMIT 1
-                FOR NO KEY UPDATE OF i SKIP LOCKED;
-                EXIT WHEN v_img IS NOT NULL;
-                SELECT i2.open_slots INTO v_level FROM annotation_image i2
-                WHERE i2.study_id = p_study AND i2.open_slots > 0
-                  AND NOT EXISTS (SELECT 1 FROM annotation_assignment a
-                                  WHERE a.image_id = i2.id AND a.annotator_id = v_annotator)
-                  AND i2.id <> ALL (v_exclude) AND i2.open_slots > v_floor
-                ORDER BY i2.open_slots, i2.shuffle LIMIT 1;
+                  AND i.open_slots > v_floor  -- "> 0": image_open_queue is partial
+                ORDER BY i.open_slots LIMIT 1;
                 EXIT WHEN NOT FOUND;
-                v_floor := v_level;
+                v_draw := v_draw + 1;
+                IF v_draw <= coalesce(array_length(p_starts, 1), 0) THEN
+                    v_start := p_starts[v_draw];
+                ELSE  -- engine.Starts: derived from the last draw
+                    v_start := ((v_start::bigint * 1103515245 + 12345)
+                                % 2147483648)::int;
+                END IF;
+                -- The level's window, each way round from the start: images up
+                -- to the 32nd in shuffle order (the bound read once, from the
+                -- index), scanned lazily until one passes; up, then wrapping.
+                SELECT i.id INTO v_img FROM annotation_image i
+                WHERE i.study_id = p_study AND i.open_slots > 0
+                  AND i.open_slots = v_level AND i.shuffle >= v_start
+                  AND i.shuffle <= coalesce((
+                      SELECT b.shuffle FROM annotation_image b
+                      WHERE b.study_id = p_study AND b.open_slots > 0
+                        AND b.open_slots = v_level AND b.shuffle >= v_start
+                      ORDER BY b.shuffle LIMIT 1 OFFSET 31), 2147483647)
+                  -- OFFSET 0: one index probe per row read, never a hash
+                  -- anti-join over every assignment the annotator ever had.
+                  AND NOT EXISTS (SELECT 1 FROM annotation_assignment a
+                                  WHERE a.image_id = i.id
+                                    AND a.annotator_id = v_annotator OFFSET 0)
+                  AND i.id <> ALL (v_exclude)
+                ORDER BY i.shuffle LIMIT 1
+                FOR NO KEY UPDATE OF i SKIP LOCKED;
+                EXIT WHEN v_img IS NOT NULL;
+                SELECT i.id INTO v_img FROM annotation_image i
+                WHERE i.study_id = p_study AND i.open_slots > 0
+                  AND i.open_slots = v_level AND i.shuffle < v_start
+                  AND i.shuffle <= coalesce((
+                      SELECT b.shuffle FROM annotation_image b
+                      WHERE b.study_id = p_study AND b.open_slots > 0
+                        AND b.open_slots = v_level AND b.shuffle < v_start
+                      ORDER BY b.shuffle LIMIT 1 OFFSET 31), 2147483647)
+                  AND NOT EXISTS (SELECT 1 FROM annotation_assignment a
+                                  WHERE a.image_id = i.id
+                                    AND a.annotator_id = v_annotator OFFSET 0)
+                  AND i.id <> ALL (v_exclude)
+                ORDER BY i.shuffle LIMIT 1
+                FOR NO KEY UPDATE OF i SKIP LOCKED;
+                EXIT WHEN v_img IS NOT NULL;
+                v_floor := v_level;  -- strictly up: ends after the top level
             END LOOP;
+            IF v_img IS NULL AND v_added = 0 THEN
+                -- No level gave one: one exact search that waits for locked
+                -- images (no cycle: this claim holds no image lock yet), so
+                -- "nothing left" is never said while an image is open to us.
+                SELECT i.id INTO v_img FROM annotation_image i
+                WHERE i.study_id = p_study AND i.open_slots > 0
+                  AND NOT EXISTS (SELECT 1 FROM annotation_assignment a
+                                  WHERE a.image_id = i.id
+                                    AND a.annotator_id = v_annotator)
+                  AND i.id <> ALL (v_exclude)
+                ORDER BY i.open_slots, i.shuffle LIMIT 1
+                FOR NO KEY UPDATE OF i;
+            END IF;
             IF v_img IS NULL THEN
                 IF v_added = 0 THEN
                     -- Nothing left without sweeping overdue leases first: the

@@ -1,0 +1,141 @@
+"""The collaborative feature: what other people said of an image (numpy only).
+
+``Crowd.feature`` is the leave-one-out crowd feature of ``taste`` (the one
+definition: fitting, evaluation, comparison and serving all build a ``Crowd``
+and ask it), ``crowd_fill_fit`` / ``crowd_expected`` what it is expected to be
+for an image nobody else rated. Shape letters as in ``taste``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .metrics import by_annotator
+
+if TYPE_CHECKING:
+    from .taste import Ratings
+
+
+@dataclass
+class Crowd:
+    """Per image row: sum and count of the normalised ratings of everyone
+    visible, and each annotator's own (rows, normalised scores), so that their
+    rating is left out of their own crowd feature. The one crowd of fitting,
+    evaluation, comparison and serving."""
+
+    sums: np.ndarray
+    counts: np.ndarray
+    own: dict = field(default_factory=dict)  # annotator key -> (rows, z)
+
+    @classmethod
+    def build(cls, r: Ratings, z: np.ndarray, n_rows: int, *, keys=None) -> Crowd:
+        """``keys``: the key of each annotator index of ``r`` (default the index)."""
+        own = {
+            (a if keys is None else keys[a]): (r.row[idx], z[idx])
+            for a, idx in by_annotator(r.ann)
+        }
+        return cls(
+            np.bincount(r.row, weights=z, minlength=n_rows),
+            np.bincount(r.row, minlength=n_rows).astype(np.float64),
+            own,
+        )
+
+    def own_scores(self, key, rows: np.ndarray) -> np.ndarray:
+        """The annotator's own normalised rating of each image row of ``rows``
+        (NaN where they have none among the visible ratings)."""
+        out = np.full(rows.size, np.nan)
+        mine = self.own.get(key)
+        if mine is not None and mine[0].size:
+            pos = np.full(self.sums.size, -1, dtype=np.int64)
+            pos[mine[0]] = np.arange(mine[0].size)
+            j = pos[rows]
+            hit = j >= 0
+            out[hit] = mine[1][j[hit]]
+        return out
+
+    def _others(self, rows: np.ndarray, own: np.ndarray | None):
+        s, c = self.sums[rows].copy(), self.counts[rows].copy()
+        if own is not None:
+            has = ~np.isnan(own)
+            s[has] -= own[has]
+            c[has] -= 1
+        return s, c
+
+    def feature(
+        self,
+        rows: np.ndarray,
+        own: np.ndarray | None = None,
+        *,
+        fill: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> np.ndarray:
+        """The leave-one-out crowd feature of image rows ``rows``: the others'
+        ratings summed over (their count + 1), ``own`` (the annotator's own
+        normalised rating per row, NaN where none) taken out first. Where nobody
+        else rated the image: ``fill(rows there)`` (the expected crowd), or 0
+        without a fill (while fitting, before the fill exists)."""
+        s, c = self._others(rows, own)
+        out = s / (c + 1.0)
+        alone = c <= 0
+        if fill is not None and alone.any():
+            out[alone] = fill(rows[alone])
+        return out
+
+    def of_annotator(self, key, rows: np.ndarray, *, fill=None) -> np.ndarray:
+        """The crowd feature of ``rows`` as annotator ``key`` sees it."""
+        return self.feature(rows, self.own_scores(key, rows), fill=fill)
+
+    def of_ratings(self, r: Ratings, *, fill=None) -> np.ndarray:
+        """The crowd feature of each rating (its annotator's own left out)."""
+        return self.feature(r.row, self._own_of(r), fill=fill)
+
+    def others_mean(self, r: Ratings) -> np.ndarray:
+        """The leave-one-out consensus baseline: the plain mean of the others'
+        normalised ratings of each rated image (0 where nobody else rated it)."""
+        s, c = self._others(r.row, self._own_of(r))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(c > 0, s / c, 0.0)
+
+    def _own_of(self, r: Ratings) -> np.ndarray:
+        own = np.full(len(r), np.nan)
+        for a, idx in by_annotator(r.ann):
+            own[idx] = self.own_scores(a, r.row[idx])
+        return own
+
+
+def crowd_expected(fill: np.ndarray | None, x: np.ndarray) -> np.ndarray:
+    """[x, 1] · fill (0 without a fill: checkpoints from before it existed)."""
+    if fill is None:
+        return np.zeros(x.shape[0])
+    return x @ fill[:-1] + fill[-1]
+
+
+def crowd_fill_fit(
+    x: np.ndarray, rows: np.ndarray, crowd: np.ndarray, *, lambdas
+) -> np.ndarray:
+    """What the crowd would say of an image from its content alone (k + 1,):
+    ridge of the crowd feature on [x, 1], one row per rated image (the mean of
+    its ratings' crowd feature), λ from ``lambdas`` (the population grid) by closed-form
+    leave-one-image-out error (the fit ratings only; a crowd mean is far less
+    noisy than one rating, so it gets its own λ rather than the population
+    head's)."""
+    cnt = np.bincount(rows, minlength=x.shape[0])
+    keep = cnt > 0
+    t = np.bincount(rows, weights=crowd, minlength=x.shape[0])[keep] / cnt[keep]
+    f = np.hstack([x[keep], np.ones((int(keep.sum()), 1))]).astype(np.float64)
+    gram, rhs = f.T @ f, f.T @ t
+    scale = float(np.mean(np.diag(gram)[:-1])) if f.shape[1] > 1 else 1.0
+    best = (np.inf, np.zeros(f.shape[1]))
+    for lam in lambdas:
+        pen = np.full(f.shape[1], lam * scale)
+        pen[-1] = 1e-6 * max(lam * scale, 1.0)
+        inv = np.linalg.inv(gram + np.diag(pen))
+        w = inv @ rhs
+        hat = np.sum((f @ inv) * f, axis=1)  # leverage of each image
+        err = float(np.mean(((t - f @ w) / np.maximum(1.0 - hat, 1e-6)) ** 2))
+        if err < best[0]:
+            best = (err, w)
+    return best[1]

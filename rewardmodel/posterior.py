@@ -1,0 +1,246 @@
+"""Per-annotator heads as posterior means under a shared prior (numpy only).
+
+An annotator's own head δ_a (their deviation from the base head) has the prior
+δ_a ~ N(0, τ² D) and their normalised ratings y = F (w0 + δ_a) + unit noise, so
+the posterior mean is δ_a = τ² D Fᵀ (τ² K + I)⁻¹ r with K = F D Fᵀ and
+r = y − F w0: ridge regression of their residuals shrunk toward the base head,
+solved in the dual (one eigendecomposition of an n_a × n_a kernel per annotator
+serves every τ² and every base of a grid).
+
+τ² is always given **relative** to the data's kernel scale (``kernel_scale``:
+1 / mean diagonal of K), so one fixed grid (``TAU2_REL_GRID``) fits every
+dataset; the absolute τ² is ``tau2_rel · kscale``.
+
+Shape letters (as in docs/rewardmodel.md): n ratings, n_a one annotator's
+ratings, A annotators, k content columns (embedding components kept),
+d = k + 2 feature columns [x, crowd, 1], B bases, T values of τ², C candidate
+heads, r rank of the prior's low-rank part.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from .metrics import by_annotator
+
+# × 1/mean diagonal of K (``kernel_scale``); 0: no personal part.
+TAU2_REL_GRID = (0.0,) + tuple(10.0 ** np.arange(-2.5, 1.01, 0.5))
+
+
+@dataclass
+class Prior:
+    """Prior covariance D of an annotator's deviation δ_a from the base head:
+    ``iso · diag(diag) + L Lᵀ``. The diagonal part treats every embedding column
+    alike (crowd column weighted by ρ); the low-rank part ``L`` (d, r) holds the
+    taste directions people actually differ along, estimated from everyone's
+    heads (the hierarchical part: a newcomer's few ratings only have to place
+    them within those directions)."""
+
+    diag: np.ndarray  # (d,)
+    lowrank: np.ndarray | None = None  # (d, r)
+    iso: float = 1.0
+
+    def kernel(self, f: np.ndarray) -> np.ndarray:
+        return self.cross(f, f)
+
+    def primal(self, f: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+        """D Fᵀ α (α one vector, or one column per solution)."""
+        ft_a = f.T.astype(np.float64) @ alpha
+        diag = self.diag if alpha.ndim == 1 else self.diag[:, None]
+        out = self.iso * diag * ft_a
+        if self.lowrank is not None:
+            out = out + self.lowrank @ (self.lowrank.T @ ft_a)
+        return out
+
+    def cross(self, f: np.ndarray, g: np.ndarray) -> np.ndarray:
+        """Prior covariance between the rows of ``f`` and of ``g``: F D Gᵀ."""
+        k = self.iso * ((f * self.diag) @ g.T)
+        if self.lowrank is not None:
+            k = k + (f @ self.lowrank) @ (g @ self.lowrank).T
+        return k
+
+    def row_diag(self, f: np.ndarray) -> np.ndarray:
+        """The kernel's diagonal, fᵀ D f per row, without the n × n kernel."""
+        d = self.iso * ((f * f) @ self.diag)
+        if self.lowrank is not None:
+            d = d + np.einsum("ij,ij->i", g := f @ self.lowrank, g)
+        return d
+
+    def mean_diag(self, f: np.ndarray) -> float:
+        return float(np.mean(self.row_diag(f)))
+
+
+def prior_diag(k: int, rho: float) -> Prior:
+    """The isotropic prior over d = k + 2 columns, the crowd column weighted ρ."""
+    d = np.ones(k + 2, dtype=np.float32)
+    d[-2] = rho
+    return Prior(d)
+
+
+def prior_with_directions(
+    base: Prior, deltas: np.ndarray, *, gamma: float, rank: int = 24
+) -> Prior:
+    """``base`` mixed with the top ``rank`` directions of the annotators' head
+    deviations ``deltas`` (A, d); ``gamma`` is the low-rank share of the
+    prior's trace."""
+    if gamma <= 0 or deltas.shape[0] < 4 or not np.any(deltas):
+        return base
+    _, sv, vt = np.linalg.svd(deltas, full_matrices=False)
+    r = min(rank, deltas.shape[0] // 2, sv.size)
+    lr = vt[:r].T * sv[:r]  # (d, r)
+    scale = gamma * float(np.sum(base.diag)) / max(float(np.sum(lr**2)), 1e-12)
+    return Prior(base.diag, (lr * np.sqrt(scale)).astype(np.float32), 1.0 - gamma)
+
+
+def prior_for(
+    f: np.ndarray,
+    y: np.ndarray,
+    ann: np.ndarray,
+    n_ann: int,
+    *,
+    w0: np.ndarray,
+    rho: float,
+    gamma: float,
+    tau2_rel_iso: float,
+    eig_cache: dict | None = None,
+) -> Prior:
+    """The model's prior, the one definition of it: isotropic with the crowd
+    column weighted ρ, and with γ > 0 mixed with the taste directions of the
+    heads (around ``w0``) that a first isotropic pass at ``tau2_rel_iso`` gives
+    the annotators of the fit ratings (features ``f``, normalised targets
+    ``y``). Selection, the report and the deployed refit all call this."""
+    prior = prior_diag(f.shape[1] - 2, rho)
+    if gamma <= 0:
+        return prior
+    iso, _ = heads_grid(f, y, ann, n_ann, prior, [w0], [tau2_rel_iso], eig_cache)
+    fitted = np.bincount(ann, minlength=n_ann) > 0
+    return prior_with_directions(prior, (iso[0, 0] - w0)[fitted], gamma=gamma)
+
+
+@dataclass
+class UserKernel:
+    """One annotator's fit ratings, decomposed once for a given prior."""
+
+    f: np.ndarray  # (n_a, d) features of their fit ratings
+    resid: np.ndarray  # (n_a,) or (n_a, B): normalised target minus the base head
+    evals: np.ndarray
+    evecs: np.ndarray
+    proj: np.ndarray  # evecs' @ resid
+
+
+def user_kernel(f: np.ndarray, resid: np.ndarray, prior: Prior) -> UserKernel:
+    evals, evecs = np.linalg.eigh(prior.kernel(f).astype(np.float32))
+    evals = np.maximum(evals, 0.0)
+    return UserKernel(f, resid, evals, evecs, evecs.T @ resid.astype(np.float32))
+
+
+def user_delta(uk: UserKernel, tau2: float, prior: Prior) -> np.ndarray:
+    """Primal δ_a = τ² D Fᵀ (τ² K + I)⁻¹ r (``tau2``: the absolute τ²)."""
+    if tau2 <= 0 or uk.resid.size == 0:
+        return np.zeros(uk.f.shape[1])
+    alpha = uk.evecs @ (uk.proj / (tau2 * uk.evals + 1.0))
+    return tau2 * prior.primal(uk.f, alpha.astype(np.float64))
+
+
+def kernel_scale(f: np.ndarray, prior: Prior) -> float:
+    """1 / mean diagonal of the kernel: the unit of a relative τ²."""
+    if f.size == 0:
+        return 1.0
+    step = max(1, f.shape[0] // 4000)  # a scale: a fixed subsample is plenty
+    return 1.0 / max(prior.mean_diag(f[::step]), 1e-6)
+
+
+def heads_grid(
+    f: np.ndarray,
+    y: np.ndarray,
+    ann: np.ndarray,
+    n_ann: int,
+    prior: Prior,
+    bases: list[np.ndarray],
+    tau2_rel: list[float],
+    eig_cache: dict | None = None,
+) -> tuple[np.ndarray, float]:
+    """Every annotator's head w0 + δ_a for every (base, relative τ²):
+    (B, T, A, d), and the kernel scale τ² is relative to. The one solver of
+    the heads: one eigendecomposition per annotator serves the whole grid;
+    annotators without ratings keep the base. ``eig_cache`` (annotator →
+    (eigenvalues, eigenvectors)) carries the decompositions between calls with
+    the same features and prior."""
+    kscale = kernel_scale(f, prior)
+    nb, nt, d = len(bases), len(tau2_rel), f.shape[1]
+    b = np.stack(bases).astype(np.float64)  # (B, d)
+    out = np.broadcast_to(b[:, None, None, :], (nb, nt, n_ann, d)).copy()
+    resid = (np.asarray(y, np.float64)[:, None] - f.astype(np.float64) @ b.T).astype(
+        np.float32
+    )  # (n, B)
+    t2 = np.asarray(tau2_rel, np.float64) * kscale
+    live = t2 > 0
+    if not live.any():
+        return out, kscale
+    for a, idx in by_annotator(ann):
+        cached = None if eig_cache is None else eig_cache.get(a)
+        if cached is None:
+            uk = user_kernel(f[idx], resid[idx], prior)  # proj: (n_a, B)
+            evals, evecs, proj = uk.evals, uk.evecs, uk.proj
+            if eig_cache is not None:
+                eig_cache[a] = (evals, evecs)
+        else:
+            evals, evecs = cached
+            proj = evecs.T @ resid[idx]
+        # α for every (base, τ²) at once: evecs (proj / (τ² λ + 1))
+        shrink = 1.0 / (t2[live][None, :] * evals[:, None] + 1.0)  # (n_a, T')
+        scaled = proj[:, :, None] * shrink[:, None, :]  # (n_a, B, T')
+        alpha = evecs.astype(np.float64) @ scaled.reshape(len(idx), -1)
+        delta = prior.primal(f[idx], alpha).reshape(d, nb, -1) * t2[live]
+        out[:, live, a, :] += np.transpose(delta, (1, 2, 0))
+    return out, kscale
+
+
+def prior_key(prior: Prior) -> str:
+    """A fingerprint of a prior (which eigendecompositions may be reused)."""
+    h = hashlib.sha1(np.ascontiguousarray(prior.diag).tobytes())
+    if prior.lowrank is not None:
+        h.update(np.ascontiguousarray(prior.lowrank).tobytes())
+    h.update(f"{prior.iso!r}".encode())
+    return h.hexdigest()
+
+
+@dataclass
+class HeadSpread:
+    """How unsure the model is of one annotator's own taste on given images: the
+    posterior standard deviation of f · δ_a, in the annotator's normalised units.
+
+    δ_a's posterior mean is the head (``user_delta``); its posterior covariance
+    under the same prior and unit noise is τ²D − τ²D Fᵀ (τ²K + I)⁻¹ F D τ², so for
+    images G the variance is τ² diag(G D Gᵀ) − τ⁴ kᵀ (τ²K + I)⁻¹ k with k = F D Gᵀ.
+    Small where the annotator rated images like these, large where their ratings
+    say little (steering uses it to discount candidates the model is guessing
+    about). The base head, fitted on everyone's ratings, is taken as known."""
+
+    f: np.ndarray  # (n_a, d) features of the annotator's fit ratings
+    evals: np.ndarray
+    evecs: np.ndarray
+    tau2: float  # absolute
+    prior: Prior
+
+    @classmethod
+    def build(cls, f: np.ndarray, tau2: float, prior: Prior) -> HeadSpread:
+        """No personal part (τ = 0) needs no decomposition: the spread is 0."""
+        f = np.asarray(f, np.float64)
+        if f.shape[0] and tau2 > 0:
+            evals, evecs = np.linalg.eigh(prior.kernel(f).astype(np.float64))
+        else:
+            f, evals, evecs = f[:0], np.zeros(0), np.zeros((0, 0))
+        return cls(f, np.maximum(evals, 0.0), evecs, float(tau2), prior)
+
+    def sd(self, g: np.ndarray) -> np.ndarray:
+        g = np.asarray(g, np.float64)
+        var = self.tau2 * self.prior.row_diag(g)
+        if self.f.shape[0]:
+            proj = self.evecs.T @ self.prior.cross(self.f, g)  # (n_a, m)
+            shrink = self.tau2**2 / (self.tau2 * self.evals + 1.0)
+            var = var - np.einsum("i,ij->j", shrink, proj**2)
+        return np.sqrt(np.maximum(var, 0.0))

@@ -1,0 +1,73 @@
+"""Served predictions are the trained model's predictions (issue 25): the web
+process (``inference.Predictor``: checkpoint, embedding cache, crowd from the
+database) and evaluation (``evaluation.Context``: the training snapshot's
+arrays) score the same (annotator, image) pairs through the one forward pass
+(``taste.forward``) with the one crowd feature (``crowd.Crowd``) and its fill;
+they must agree within 1e-6 on the annotator's scale."""
+
+import numpy as np
+import pytest
+
+from rewardmodel import evaluation as V
+from rewardmodel import taste as T
+
+
+@pytest.mark.django_db
+def test_served_scores_equal_evaluated_scores(rated_study):
+    from rewardmodel import inference
+    from rewardmodel.checkpoint import checkpoint_load
+    from rewardmodel.embeddings import embedding_matrix
+    from rewardmodel.snapshot import snapshot_take
+
+    from .conftest import trained_with_unrated_image
+
+    study, annotators = rated_study
+    # The product's training path: a training run, checkpoint written, promoted.
+    run, unrated = trained_with_unrated_image(study, seed=31_337)
+    model, keys, _ = checkpoint_load(run.version.checkpoint_path)
+
+    # Evaluation's side: the training snapshot's arrays, the deployed model's
+    # feature space and heads, the crowd of every rating (as deployed).
+    snap = snapshot_take(study_id=study.pk)
+    assert snap.annotator_keys == keys
+    image_ids = [*snap.image_ids, unrated.pk]  # + one image nobody rated
+    emb = embedding_matrix(backbone=run.version.backbone, image_ids=image_ids)
+    ratings = T.Ratings(snap.r_row, snap.r_ann, snap.r_score)
+    data = V.Data(
+        emb=emb,
+        ratings=ratings,
+        split=snap.r_split,
+        n_ann=len(keys),
+        ks=[0],
+        seed=0,
+        _feat=model.feat,
+    )
+    ctx = V.Context(data, ratings, ratings)
+    n_img, n_ann = len(image_ids), len(keys)
+    pairs = T.Ratings(
+        np.tile(np.arange(n_img), n_ann),
+        np.repeat(np.arange(n_ann), n_img),
+        np.zeros(n_img * n_ann),
+    )
+    view = ctx.view(pairs)
+    norm = view.forward(model.heads)
+    evaluated = model.norm_mean[pairs.ann] + model.norm_std[pairs.ann] * norm
+    assert np.allclose(ctx.mean, model.norm_mean) and np.allclose(
+        ctx.std, model.norm_std
+    )
+
+    by_pk = {a.pk: a for a in annotators}
+    worst = 0.0
+    for j, key in enumerate(keys):
+        got = inference.predict(
+            annotator=by_pk[int(key)], image_ids=image_ids, version=run.version
+        )
+        assert got["how"] == "trained" and not got["pending"]
+        served = np.asarray([got["scores"][i] for i in image_ids])
+        want = evaluated[pairs.ann == j]
+        worst = max(worst, float(np.abs(served - want).max()))
+    assert worst <= 1e-6, worst
+    # Pairs of every kind were compared: rated by the annotator (own rating
+    # left out of the crowd), rated only by others, and rated by nobody.
+    counts = np.bincount(ratings.row, minlength=n_img)
+    assert counts[-1] == 0 and counts[:-1].min() > 0
