@@ -79,7 +79,7 @@ def test_refresh_ranks_open_images_and_follows_a_newcomers_ratings(rated_study):
     )
     assert run.status == "succeeded", run.error
     pred = inference.load(run.version)
-    pred.model.hyper.new_tau = max(pred.model.hyper.tau, 1.0)  # a personal part
+    pred.model.hyper.new_tau2_rel = max(pred.model.hyper.tau2_rel, 1.0)  # personal
     study.quota_per_annotator = 1000
     study.raters_per_image = 4
     dealing_policy_set(study=study, policy="adaptive", warmup=1, band=1000)
