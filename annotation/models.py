@@ -7,7 +7,7 @@ migration history stays untouched.
 """
 
 from annotation.datasets.models import Export
-from annotation.engine.models import Assignment, Rating
+from annotation.engine.models import Assignment, DealingRank, DealingState, Rating
 from annotation.integrity.models import IntegrityAlert
 from annotation.participants.models import ErasedIdentifier, ModerationEvent
 from annotation.quality.models import (
@@ -38,6 +38,8 @@ __all__ = [
     "AnnotatorQuality",
     "Assignment",
     "AttentionCheck",
+    "DealingRank",
+    "DealingState",
     "ErasedIdentifier",
     "Export",
     "Image",

@@ -10,3 +10,8 @@ checkpoint heads) and ``steering`` (the person's optimisation runs and tests).
 from django.dispatch import Signal
 
 annotator_erased = Signal()
+
+# Sent after a new rating in a study dealt ``adaptive`` (engine.services.dealing):
+# the annotator's ranking may have moved. Arguments: ``study_id``,
+# ``annotator_id``. Receiver: ``rewardmodel`` (throttled refresh, after commit).
+dealing_refresh_wanted = Signal()

@@ -99,11 +99,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "gunicorn's default, the system temporary folder)",
     )
     p.add_argument(
-        "--broker",
-        default="redis://127.0.0.1:6379/10",
-        help="CELERY_BROKER_URL for the server (production settings require one; "
-        "the hot path sends no task)",
+        "--policy",
+        default="fullest-first",
+        choices=["fullest-first", "adaptive"],
+        help="the study's dealing policy; adaptive: warm-up 0, --band, and a "
+        "ranking of --rank-depth random images per annotator (what the claim "
+        "walks; no worker refreshes it here, which changes nothing in its cost)",
     )
+    p.add_argument("--band", type=int, default=2)
+    p.add_argument(
+        "--broker",
+        default=os.environ.get("PALATE_BENCH_BROKER", "redis://127.0.0.1:6379/10"),
+        help="Celery broker the server is configured with (nothing consumes it)",
+    )
+    p.add_argument("--rank-depth", type=int, default=200)
     p.add_argument("--keep-db", action="store_true", help="do not drop the database")
     p.add_argument("--seed", type=int, default=1)
     return p.parse_args(argv)
@@ -121,6 +130,8 @@ def server_env(args: argparse.Namespace) -> dict[str, str]:
         # Scripts reusing this (soak.py) may not have every flag.
         DATABASE_SYNCHRONOUS_COMMIT=getattr(args, "synchronous_commit", ""),
         PALATE_DATA_DIR=args.data_dir,
+        # Production settings refuse a broker other than Redis/AMQP; nothing
+        # consumes it here (adaptive studies queue ranking refreshes into it).
         CELERY_BROKER_URL=getattr(args, "broker", "redis://127.0.0.1:6379/10"),
         LOG_LEVEL="WARNING",
     )
@@ -230,7 +241,37 @@ def build_study(args: argparse.Namespace) -> tuple[int, list[str]]:
                 annotator=annotator, study=study, token=study.invite_token
             )
             tokens.append(Token.objects.create(user=annotator.user).key)
+    if args.policy == "adaptive":
+        _rank_randomly(args, study)
     return study.pk, tokens
+
+
+def _rank_randomly(args: argparse.Namespace, study) -> None:
+    """Adaptive dealing with a ranking of ``--rank-depth`` random images per
+    annotator (rankings are the model's output; the claim's cost is the walk)."""
+    from annotation.engine.services.dealing import dealing_policy_set
+    from annotation.models import DealingRank, Participation
+
+    dealing_policy_set(study=study, policy="adaptive", warmup=0, band=args.band)
+    rng = random.Random(args.seed)
+    ids = list(study.images.values_list("pk", flat=True))
+    rows = []
+    for annotator_id in Participation.objects.filter(study=study).values_list(
+        "annotator_id", flat=True
+    ):
+        for rank, image_id in enumerate(
+            rng.sample(ids, min(args.rank_depth, len(ids)))
+        ):
+            rows.append(
+                DealingRank(
+                    study=study,
+                    annotator_id=annotator_id,
+                    image_id=image_id,
+                    rank=rank + 1,
+                    information=1.0 / (rank + 1),
+                )
+            )
+    DealingRank.objects.bulk_create(rows, batch_size=5000)
 
 
 def verify(study_id: int, raters: int) -> list[str]:
@@ -877,6 +918,17 @@ def main(argv: list[str] | None = None) -> int:
         f"ratings:    {ratings} in {elapsed:.1f}s = {ratings / elapsed:.0f} ratings/s"
     )
     print(f"requests:   {dict(sorted(client_status.items()))}")
+    from django.db.models import Count
+
+    from annotation.models import Assignment
+
+    dealt = dict(
+        Assignment.objects.filter(study_id=study_id)
+        .values_list("dealt_by")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    print(f"policy:     {args.policy} (assignments dealt: {dealt})")
     print(
         f"load avg:   {load_before:.1f} before, {load_after:.1f} after "
         f"(1 min; {os.cpu_count()} CPUs; other processes share the machine)"

@@ -57,3 +57,24 @@ class ActionForm(forms.Form):
         ]
     )
     reason = forms.CharField(max_length=500, required=False)
+
+
+class DealingForm(forms.Form):
+    policy = forms.ChoiceField(
+        choices=[("fullest-first", "Fullest first"), ("adaptive", "Adaptive")],
+        help_text="Adaptive: past the warm-up, the open image that teaches the "
+        "annotator's own model most, within the band (docs/dashboard.md).",
+    )
+    warmup = forms.IntegerField(
+        min_value=0,
+        max_value=1000,
+        label="Warm-up (ratings)",
+        help_text="Ratings dealt fullest-first before the model chooses.",
+    )
+    band = forms.IntegerField(
+        min_value=0,
+        max_value=1000,
+        label="Band (open slots)",
+        help_text="How far from full, beyond the fullest open image, a chosen "
+        "image may be (0: only the fullest level).",
+    )

@@ -2,13 +2,18 @@
 
 from django.urls import path
 
-from . import views
+from . import dealing_views, views
 
 app_name = "dashboard"
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("studies/<int:study_id>/", views.study, name="study"),
+    path(
+        "studies/<int:study_id>/dealing/",
+        dealing_views.dealing_settings,
+        name="dealing_settings",
+    ),
     path("studies/<int:study_id>/annotators/", views.annotators, name="annotators"),
     path(
         "studies/<int:study_id>/annotators/<int:annotator_id>/",

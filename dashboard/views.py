@@ -28,6 +28,7 @@ from rewardmodel import services as rm_services
 from rewardmodel.models import ModelVersion, TrainingRun
 
 from . import actions, charts, confirmations, selectors
+from .dealing_views import dealing_context
 from .forms import ActionForm, AttentionCheckForm, NightlyForm, QualityConfigForm
 
 POLL_SECONDS = 1
@@ -94,6 +95,7 @@ def study(request: HttpRequest, study_id: int) -> HttpResponse:
             "events": ModerationEvent.objects.filter(study=study)
             .select_related("annotator", "user")
             .order_by("-created_at", "-pk")[:10],
+            **dealing_context(study),
         },
     )
 

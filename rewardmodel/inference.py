@@ -338,3 +338,43 @@ def annotator_get(pk: int) -> Annotator:
         return Annotator.objects.get(pk=pk, erased_at__isnull=True)
     except Annotator.DoesNotExist:
         raise NotFound(f"No annotator {pk}.") from None
+
+
+@dataclass
+class Posterior:
+    """What ranking images by information needs (``rewardmodel.dealing``): the
+    posterior of the annotator's own head (``taste.HeadSpread``, normalised
+    units, the same one ``spread`` reads) and the features of the images asked
+    about that have an embedding, in the order asked."""
+
+    image_ids: list[int]
+    features: np.ndarray
+    head: T.HeadSpread
+    std: float  # their scale: normalised units -> their scores
+    how: str
+
+
+def posterior(
+    *, annotator: Annotator, image_ids: list[int], version: ModelVersion | None = None
+) -> Posterior:
+    """The annotator's head posterior under the version serving these images
+    (fitted: the ratings it was trained on; anyone else: their current ratings,
+    the live newcomer path) and the images' features."""
+    ids = [int(i) for i in image_ids]
+    version = version_for(image_ids=ids, annotator=annotator, version=version)
+    pred = load(version)
+    with _LOCK:
+        pending = set(pred.add_images(ids))
+        ready = [i for i in ids if i not in pending]
+        if not ready:
+            raise Conflict("None of these images has an embedding yet.")
+        i = pred.index.get(str(annotator.pk))
+        fitted = i is not None and bool(pred.model.fitted[i])
+        ratings, _, _ = pred._own_ratings(annotator, fitted=fitted)
+        own = np.asarray([pred.rows[r[0]] for r in ratings], dtype=np.int64)
+        f = T.Features.full(pred.x[own], pred.crowd_feature(own, annotator.pk))
+        head = pred.model.spread(f, fitted=fitted)
+        rows = np.asarray([pred.rows[r] for r in ready], dtype=np.int64)
+        g = T.Features.full(pred.x[rows], pred.crowd_feature(rows, annotator.pk))
+        _, _, std, how = pred.head(annotator)
+    return Posterior(ready, g, head, float(std), how)

@@ -120,3 +120,12 @@ def nightly_train(self, plan: list) -> str:
     if plan[1:]:
         nightly_train.delay(plan[1:])
     return run.status if run is not None else "gone"
+
+
+@shared_task(name="rewardmodel.dealing_refresh", time_limit=900, soft_time_limit=870)
+def dealing_refresh_task(study_id: int, annotator_ids: list[int] | None = None) -> int:
+    """Recompute adaptive dealing's rankings (after a training run: the whole
+    study; as a newcomer rates: them)."""
+    from .dealing import dealing_refresh
+
+    return dealing_refresh(study_id=study_id, annotator_ids=annotator_ids)

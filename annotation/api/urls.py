@@ -1,7 +1,7 @@
 from django.urls import path
 
 from annotation.datasets import api as exports
-from annotation.engine.api import hot, views
+from annotation.engine.api import dealing, hot, views
 from annotation.participants import api as erasure
 from annotation.quality import api as quality
 from annotation.studies import api as studies
@@ -40,6 +40,11 @@ urlpatterns = [
         "studies/<int:study_id>/attention-checks/<int:check_id>/",
         quality.attention_check_detail,
         name="api-attention-check",
+    ),
+    path(
+        "studies/<int:study_id>/dealing/",
+        dealing.study_dealing,
+        name="api-study-dealing",
     ),
     path(
         "studies/<int:study_id>/quality/config/",

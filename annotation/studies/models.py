@@ -93,6 +93,30 @@ class Study(models.Model):
         "(5 seconds to 1 day).",
         validators=[MinValueValidator(5), MaxValueValidator(86_400)],
     )
+    # Which open image a claim deals (engine.services.dealing; issue 27).
+    dealing_policy = models.CharField(
+        max_length=16,
+        choices=[("fullest-first", "Fullest first"), ("adaptive", "Adaptive")],
+        default="fullest-first",
+        db_default="fullest-first",
+        help_text="fullest-first: the fullest open image, random among equals. "
+        "adaptive: past the warm-up, the image that teaches the annotator's own "
+        "model most, among images near the fullest level (the band).",
+    )
+    dealing_warmup = models.PositiveSmallIntegerField(
+        default=10,
+        db_default=10,
+        help_text="adaptive: ratings an annotator gives (dealt fullest-first) "
+        "before their model chooses (0 to 1000).",
+        validators=[MaxValueValidator(1000)],
+    )
+    dealing_band = models.PositiveSmallIntegerField(
+        default=2,
+        db_default=2,
+        help_text="adaptive: how many open slots above the fullest open image an "
+        "image may have and still be chosen (0: only the fullest level; 0 to 1000).",
+        validators=[MaxValueValidator(1000)],
+    )
     completion_url = models.URLField(blank=True, max_length=500)
     completion_code = models.CharField(max_length=64, blank=True)
     invite_token = models.CharField(max_length=64, default=_token, unique=True)
@@ -133,6 +157,12 @@ class Study(models.Model):
             models.CheckConstraint(
                 condition=Q(status__in=["draft", "open", "closed"]),
                 name="study_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(dealing_policy__in=["fullest-first", "adaptive"])
+                & Q(dealing_warmup__lte=1000)
+                & Q(dealing_band__lte=1000),
+                name="study_dealing_valid",
             ),
         ]
 

@@ -234,6 +234,9 @@ def training_run_execute(
         run.refresh_from_db()
         return run
     _promote_or_keep(run, version)
+    from ..dealing import dealing_after_training
+
+    dealing_after_training(study_id=run.study_id)  # adaptive dealing's rankings
     run.refresh_from_db()
     return run
 

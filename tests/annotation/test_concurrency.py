@@ -27,14 +27,25 @@ def score_for(annotator_id: int, image_id: int) -> int:
     return 1 + (annotator_id * 7 + image_id * 13) % 7
 
 
-def run_crowd(*, n_images, n_annotators, n_threads, raters, lease_seconds, deadline_s):
+def run_crowd(
+    *,
+    n_images,
+    n_annotators,
+    n_threads,
+    raters,
+    lease_seconds,
+    deadline_s,
+    policy="fullest-first",
+):
     study = StudyFactory(
         raters_per_image=raters,
         quota_per_annotator=n_images,
         lease_seconds=lease_seconds,
     )
-    make_images(study, n_images)
+    images = make_images(study, n_images)
     annotators = [join(AnnotatorFactory(), study) for _ in range(n_annotators)]
+    if policy == "adaptive":
+        _rank_randomly(study, annotators, images)
     stats = Counter()
     stats_lock = threading.Lock()
     errors = []
@@ -118,6 +129,27 @@ def run_crowd(*, n_images, n_annotators, n_threads, raters, lease_seconds, deadl
     for t in threads:
         t.join()
     return study, stats, errors
+
+
+def _rank_randomly(study, annotators, images):
+    """Adaptive dealing with a random ranking of half the images per annotator
+    (the others are dealt fullest-first): tests/annotation/test_dealing.py."""
+    from annotation.engine.services.dealing import (
+        dealing_policy_set,
+        dealing_ranking_replace,
+    )
+
+    dealing_policy_set(study=study, policy="adaptive", warmup=1, band=3)
+    rng = random.Random(27)
+    for who in annotators:
+        mine = rng.sample(images, len(images) // 2)
+        dealing_ranking_replace(
+            study_id=study.pk,
+            annotator_id=who.pk,
+            ranked=[(im.pk, rng.random()) for im in mine],
+            uncertainty=None,
+            version_id=None,
+        )
 
 
 def assert_exact(study, raters):

@@ -129,6 +129,9 @@ def _ratings_rows(ratings, split: str) -> Iterator[tuple]:
             "created_at",
             "split",
             "is_valid",
+            "assignment__dealt_by",
+            "assignment__dealt_rank",
+            "assignment__dealt_information",
         )
         .iterator(chunk_size=5000)
     )

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from annotation import selectors
+from annotation.engine.selectors import dealing_counts
 from annotation.models import DEMOGRAPHIC_FIELDS, Study
 
 if TYPE_CHECKING:
@@ -99,6 +100,7 @@ def dataset_stats(*, study: Study, ratings) -> dict:
         "first": span["first"].date().isoformat() if span["first"] else "",
         "last": span["last"].date().isoformat() if span["last"] else "",
         "score_mean": round(span["mean"], 3) if span["mean"] is not None else None,
+        "dealing": dealing_counts(ratings=ratings),
     }
 
 
@@ -364,7 +366,33 @@ def _how_collected(study, stats) -> list[str]:
             "",
         ]
     shown = _shown_again(stats["shown_again"], collected=c["collected"])
+    out += [_dealing(study, ratings_dealt(stats)), ""] if c["collected"] else []
     return out + ([shown, ""] if shown else [])
+
+
+def ratings_dealt(stats) -> dict:
+    return stats.get("dealing") or {"adaptive": 0, "fullest_first": 0}
+
+
+def _dealing(study, dealt: dict) -> str:
+    """The dealing policy and what it means for the data (issue 27)."""
+    text = (
+        f"Dealing policy: `{study.dealing_policy}` (warm-up "
+        f"{study.dealing_warmup} ratings, band {study.dealing_band} open slots). "
+        f"Of the ratings collected here, {dealt['adaptive']:,} were dealt "
+        f"adaptively and {dealt['fullest_first']:,} fullest first (the fullest "
+        "open image, random among equals)."
+    )
+    if dealt["adaptive"] or study.dealing_policy == "adaptive":
+        text += (
+            " An adaptively dealt image was the one its annotator's own reward "
+            "model was most uncertain about, among images close to their "
+            "target: **which images a person rated depends on their earlier "
+            "ratings**, so a person's images are not a random sample of the "
+            "study's. The per-rating fields `dealing_policy`, `dealing_rank` "
+            "and `dealing_information` say how each image was dealt."
+        )
+    return text
 
 
 def _collected_here(study, stats) -> str:

@@ -49,6 +49,28 @@ def ratings_columns() -> list[Column]:
             _value("bool"),
             "false for ratings kept by --include-excluded / --include-invalid",
         ),
+        Column(
+            "dealing_policy",
+            pa.string(),
+            _value("string"),
+            "how the engine chose this image for this annotator: fullest-first "
+            "or adaptive (chosen by their model's uncertainty, so it depends on "
+            "their earlier ratings); empty for imported ratings",
+        ),
+        Column(
+            "dealing_rank",
+            pa.int64(),
+            _value("int64"),
+            "adaptive: the image's rank in the annotator's ranking at deal time "
+            "(1: the most informative); else empty",
+        ),
+        Column(
+            "dealing_information",
+            pa.float64(),
+            _value("float64"),
+            "adaptive: the information (nats) a rating of it was expected to "
+            "bring about the annotator's taste at deal time; else empty",
+        ),
     ]
 
 

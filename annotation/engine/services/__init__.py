@@ -1,10 +1,18 @@
 """Writes of the assignment engine: claim, rate, skip, expire, status changes
-(``engine``, with its PL/pgSQL path ``engine_sql``) and what an annotator is shown
-(``items``).
+(``engine``, with its PL/pgSQL path ``engine_sql``), what an annotator is shown
+(``items``) and the dealing policy with its rankings (``dealing``).
 
 The names below are this room's public write API; import them from here.
 """
 
+from annotation.engine.services.dealing import (
+    ADAPTIVE,
+    FULLEST_FIRST,
+    POLICIES,
+    dealing_candidates,
+    dealing_policy_set,
+    dealing_ranking_replace,
+)
 from annotation.engine.services.engine import (
     MAX_HOLD,
     PageClaim,
@@ -30,6 +38,12 @@ from annotation.engine.services.items import (
 )
 
 __all__ = [
+    "ADAPTIVE",
+    "FULLEST_FIRST",
+    "POLICIES",
+    "dealing_candidates",
+    "dealing_policy_set",
+    "dealing_ranking_replace",
     "MAX_HOLD",
     "PageClaim",
     "annotator_set_status",

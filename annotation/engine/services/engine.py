@@ -56,6 +56,11 @@ from django.db.models import F, OuterRef, Subquery
 from django.utils import timezone
 
 from annotation.engine.services import engine_sql
+from annotation.engine.services.dealing import (
+    ADAPTIVE,
+    adaptive_pick,
+    dealing_refresh_ask,
+)
 from annotation.models import Annotator, Assignment, Image, Participation, Rating, Study
 from annotation.quality.services.quality import rating_recorded
 from annotation.splits import split_assign
@@ -521,8 +526,22 @@ def _top_up(annotator, study, live, hold: int, now, starts: Starts) -> None:
     exclude = {a.image_id for a in live}
     swept = locked = False  # locked: this transaction holds an image's row lock
     while len(live) < hold and room > 0:
-        # Waiting for a locked image cannot close a cycle while we hold none.
-        image = _pick_image(annotator, study, exclude, starts, may_wait=not locked)
+        # Under ``adaptive`` past the warm-up, the ranking's pick (``dealing``);
+        # otherwise, or when it has none, fullest-first.
+        picked = adaptive_pick(
+            annotator=annotator, study=study, exclude=exclude, rated=rated
+        )
+        dealt = {}
+        if picked is not None:
+            image, rank, info = picked
+            dealt = {
+                "dealt_by": ADAPTIVE,
+                "dealt_rank": rank,
+                "dealt_information": info,
+            }
+        else:
+            # Waiting for a locked image cannot close a cycle while we hold none.
+            image = _pick_image(annotator, study, exclude, starts, may_wait=not locked)
         if image is None and not swept and not locked:
             # Overdue leases still count against their images; only when nothing
             # else is left does it matter, so sweep then (no cron needed for
@@ -550,6 +569,7 @@ def _top_up(annotator, study, live, hold: int, now, starts: Starts) -> None:
                 leased_at=now,
                 expires_at=now + timedelta(seconds=study.lease_seconds),
                 shown_at=now if not live else None,
+                **dealt,
             )
         )
         exclude.add(image.pk)
@@ -663,6 +683,8 @@ def _rating_submit(assignment_id, annotator, score, now) -> tuple[Rating, bool]:
         ),
     )
     rating_recorded(rating=rating, study=study, now=now)  # QC statistics and flags
+    if study.dealing_policy == ADAPTIVE:
+        dealing_refresh_ask(study_id=study.pk, annotator_id=annotator.pk)
     assignment.status = Assignment.Status.SUBMITTED
     assignment.finished_at = now
     assignment.save(update_fields=["status", "finished_at"])

@@ -29,6 +29,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from annotation.engine.services.dealing import ADAPTIVE, dealing_refresh_ask
 from annotation.models import Assignment, Image, Rating
 from annotation.quality.services.quality import quality_police_after_commit
 from core.validation import BIGINT_MAX
@@ -203,11 +204,24 @@ def submit(
             _SUBMIT, [annotator_id, token, assignment_id, score, now, created]
         )
         row = cursor.fetchone()
-    outcome, annotator_pk, pk, study_id, image_id, ms, created_at, split, police = row
+    (
+        outcome,
+        annotator_pk,
+        pk,
+        study_id,
+        image_id,
+        ms,
+        created_at,
+        split,
+        police,
+        dealing,
+    ) = row
     if outcome != "created":
         return outcome, None
     if police:
         quality_police_after_commit(annotator_id=annotator_pk, study_id=study_id)
+    if dealing == ADAPTIVE:  # the function read the study's policy
+        dealing_refresh_ask(study_id=study_id, annotator_id=annotator_pk)
     rating = Rating(
         pk=pk,
         study_id=study_id,

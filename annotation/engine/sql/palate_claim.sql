@@ -20,6 +20,10 @@ DECLARE
     v_draw int := 0;
     v_new bigint;
     v_rated int;
+    v_adaptive boolean := false;
+    v_top int;
+    v_rank int;
+    v_info float8;
 BEGIN
     IF v_annotator IS NULL THEN
         -- Token -> active user -> annotator (the API's authentication).
@@ -37,7 +41,8 @@ BEGIN
     -- Participation -> Image (SKIP LOCKED) -> new Assignment.
     SELECT a.status INTO v_status FROM annotation_annotator a
     WHERE a.id = v_annotator FOR SHARE;
-    SELECT s.status, s.raters_per_image, s.quota_per_annotator, s.lease_seconds
+    SELECT s.status, s.raters_per_image, s.quota_per_annotator, s.lease_seconds,
+           s.dealing_policy, s.dealing_warmup, s.dealing_band
     INTO v_study FROM annotation_study s WHERE s.id = p_study;
     IF NOT FOUND THEN
         outcome := CASE WHEN p_token IS NULL THEN 'slow' ELSE 'auth' END;
@@ -89,6 +94,9 @@ BEGIN
     END IF;
     IF v_live < p_hold THEN
         v_room := v_study.quota_per_annotator - v_rated - v_live;
+        -- services.dealing: adaptive once past the warm-up.
+        v_adaptive := v_study.dealing_policy = 'adaptive'
+                      AND v_rated >= v_study.dealing_warmup;
         v_exclude := ARRAY(SELECT a.image_id FROM annotation_assignment a
                            WHERE a.id = ANY (v_ids));
         WHILE v_live + v_added < p_hold AND v_room > 0 LOOP
@@ -98,8 +106,34 @@ BEGIN
             -- locked; else one level up. At most 2 x 32 rows a level, however
             -- long the annotator's history.
             v_img := NULL;
+            v_rank := NULL;
+            v_info := NULL;
+            IF v_adaptive THEN
+                -- services.dealing.adaptive_pick: their best-ranked image among
+                -- those open to them at most dealing_band above the fullest level.
+                SELECT i2.open_slots + v_study.dealing_band INTO v_top
+                FROM annotation_image i2
+                WHERE i2.study_id = p_study AND i2.open_slots > 0
+                  AND NOT EXISTS (SELECT 1 FROM annotation_assignment a
+                                  WHERE a.image_id = i2.id AND a.annotator_id = v_annotator)
+                  AND i2.id <> ALL (v_exclude)
+                ORDER BY i2.open_slots, i2.shuffle LIMIT 1;
+                IF FOUND THEN
+                    SELECT i.id, r.rank, r.information INTO v_img, v_rank, v_info
+                    FROM annotation_dealingrank r
+                    JOIN annotation_image i ON i.id = r.image_id
+                    WHERE r.annotator_id = v_annotator AND r.study_id = p_study
+                      AND i.study_id = p_study AND i.open_slots > 0
+                      AND NOT EXISTS (SELECT 1 FROM annotation_assignment a
+                                      WHERE a.image_id = i.id AND a.annotator_id = v_annotator)
+                      AND i.id <> ALL (v_exclude) AND i.open_slots <= v_top
+                    ORDER BY r.rank LIMIT 1
+                    FOR NO KEY UPDATE OF i SKIP LOCKED;
+                END IF;
+            END IF;
             v_floor := 0;
-            LOOP
+            -- Fullest-first: every deal outside adaptive, and its fallback.
+            WHILE v_img IS NULL LOOP
                 SELECT i.open_slots INTO v_level FROM annotation_image i
                 WHERE i.study_id = p_study AND i.open_slots > 0
                   AND i.open_slots > v_floor  -- "> 0": image_open_queue is partial
@@ -176,10 +210,12 @@ BEGIN
             CONTINUE WHEN NOT FOUND;  -- cannot happen under our row lock
             INSERT INTO annotation_assignment
                 (study_id, image_id, annotator_id, status, leased_at, shown_at,
-                 expires_at, finished_at)
+                 expires_at, finished_at, dealt_by, dealt_rank, dealt_information)
             VALUES (p_study, v_img, v_annotator, 'leased', p_now,
                     CASE WHEN v_live + v_added = 0 THEN p_now END,
-                    p_now + make_interval(secs => v_study.lease_seconds), NULL)
+                    p_now + make_interval(secs => v_study.lease_seconds), NULL,
+                    CASE WHEN v_rank IS NULL THEN 'fullest-first'
+                         ELSE 'adaptive' END, v_rank, v_info)
             RETURNING annotation_assignment.id INTO v_new;
             v_ids := v_ids || v_new;
             v_added := v_added + 1;

@@ -1,5 +1,5 @@
 CREATE OR REPLACE FUNCTION public.palate_submit(p_annotator bigint, p_token text, p_assignment bigint, p_score integer, p_now timestamp with time zone, p_created timestamp with time zone)
- RETURNS TABLE(outcome text, annotator_id bigint, id bigint, study_id bigint, image_id bigint, time_on_item_ms integer, created_at timestamp with time zone, split text, police boolean)
+ RETURNS TABLE(outcome text, annotator_id bigint, id bigint, study_id bigint, image_id bigint, time_on_item_ms integer, created_at timestamp with time zone, split text, police boolean, dealing text)
  LANGUAGE plpgsql
 AS $function$
 #variable_conflict use_column
@@ -35,7 +35,8 @@ BEGIN
     SELECT a.status INTO v_status FROM annotation_annotator a
     WHERE a.id = v_annotator FOR SHARE;
     SELECT a.id, a.status, a.annotator_id, a.image_id, a.study_id, a.leased_at,
-           a.shown_at, s.status AS study_status, s.scale_min, s.scale_max
+           a.shown_at, s.status AS study_status, s.scale_min, s.scale_max,
+           s.dealing_policy
     INTO v
     FROM annotation_assignment a JOIN annotation_study s ON s.id = a.study_id
     WHERE a.id = p_assignment
@@ -181,6 +182,8 @@ BEGIN
     image_id := v.image_id;
     time_on_item_ms := v_ms;
     created_at := p_created;
+    -- The study's dealing policy: adaptive asks for a ranking refresh.
+    dealing := v.dealing_policy;
     RETURN NEXT;
 END
 $function$
