@@ -292,10 +292,6 @@ def run_one(v: dict, emb: np.ndarray, taste_space, domains, seed: int) -> dict:
         "noise": noise,
         "hyper": res.summary["hyper"],
         "versus": res.summary["selection"]["blend"],
-        "seen": {
-            w: res.summary["seen"][w]["pairwise_accuracy"]
-            for w in ("model", *V.BASELINES)
-        },
     }
 
 
@@ -322,9 +318,7 @@ def _chosen(hyper: dict, blend: dict) -> str:
     h = hyper
     w = blend.get("weights") or {}
     ws = ", ".join(f"{k} {x:.2f}" for k, x in w.items())
-    oof = ", ".join(f"{k} {x:.3f}" for k, x in (blend.get("oof") or {}).items())
     return (
-        f"kept {blend.get('kept', '?')}; out of fold on val_seen: {oof}; "
         f"base {h['base']}, τ² {h['tau2_rel']:.3g}, ρ {h['rho']:g}, γ {h['gamma']:g}; "
         f"blend {ws}; newcomers: base {h['new_base']}, τ² {h['new_tau2_rel']:.3g}"
     )
@@ -579,8 +573,7 @@ def main() -> None:
                 print(
                     f"{name} {backbone} seed {seed}: noise {run['noise']:.2f}, "
                     f"fit+select+report {run['fit_s']:.1f}s; selected "
-                    f"{_chosen(run['hyper'], run['versus'])}; test_seen "
-                    + ", ".join(f"{w} {x:.4f}" for w, x in run["seen"].items()),
+                    f"{_chosen(run['hyper'], run['versus'])}",
                     file=sys.stderr,
                 )
             results[(name, backbone)] = aggregate(runs)
