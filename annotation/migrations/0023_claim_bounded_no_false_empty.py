@@ -13,7 +13,7 @@ and it never answers "nothing left" while an image is open to the annotator.
   tried; and when no level gives an image, an exact search that waits for
   locked images runs (only while the claim holds no image lock).
 
-Python's ``engine._pick_image`` does the same. Text: ``sql/0023/`` (frozen copy
+Python's ``picking.image_pick`` does the same. Text: ``sql/0023/`` (frozen copy
 of ``annotation/engine/sql/palate_claim.sql``); backwards, 0021's copy.
 """
 

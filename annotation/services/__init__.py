@@ -13,12 +13,7 @@ from annotation.engine.services.engine import (
     annotator_set_status,
     assignment_claim,
     assignment_claim_for_page,
-    assignment_skip,
-    engine_dealer,
-    engine_seed,
     lease_expire,
-    rating_submit,
-    starts_draw,
 )
 from annotation.engine.services.items import (
     Answer,
@@ -30,6 +25,8 @@ from annotation.engine.services.items import (
     item_timed_out,
     items_deal,
 )
+from annotation.engine.services.picking import engine_dealer, engine_seed, starts_draw
+from annotation.engine.services.ratings import assignment_skip, rating_submit
 from annotation.integrity.services import (
     Drift,
     integrity_alert,

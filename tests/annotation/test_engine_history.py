@@ -13,7 +13,7 @@ from django.db import connection
 from django.utils import timezone
 
 from annotation import services
-from annotation.engine.services.engine import PICK_WINDOW
+from annotation.engine.services.picking import PICK_WINDOW
 from annotation.models import Assignment, Image, Rating
 from tests.factories import AnnotatorFactory, StudyFactory, join
 

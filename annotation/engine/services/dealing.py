@@ -1,7 +1,7 @@
 """Dealing policies (issue 27): which open image a claim deals to an annotator.
 
 * ``fullest-first`` (the default): the fullest image open to the annotator
-  (fewest open slots), random among equals (``engine._pick_image``).
+  (fewest open slots), random among equals (``picking.image_pick``).
 * ``adaptive``: once the annotator has ``dealing_warmup`` ratings in the study
   and a ranking (``DealingRank``: their images, most informative about their
   own taste first, computed by ``rewardmodel.dealing``), the claim deals

@@ -46,52 +46,38 @@ Every lock that guards an UPDATE of non-key columns is ``FOR NO KEY UPDATE``
 concurrent inserts.
 """
 
-import random
 from collections import Counter
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from django.db import IntegrityError, connection, transaction
-from django.db.models import F, OuterRef, Subquery
+from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from annotation.engine.services import engine_sql
 from annotation.engine.services.dealing import (
     ADAPTIVE,
     adaptive_pick,
-    dealing_refresh_ask,
 )
+from annotation.engine.services.guards import (
+    can_work_check,
+    participation_check,
+    status_lock_share,
+)
+from annotation.engine.services.picking import Starts, image_pick, starts_draw
 from annotation.models import Annotator, Assignment, Image, Participation, Rating, Study
-from annotation.quality.services.quality import rating_recorded
-from annotation.splits import split_assign
 from annotation.studies.services.studies import participation_get_or_create
 from core.exceptions import (
-    AnnotatorNotActive,
     Conflict,
     InvalidInput,
     NotFound,
     NotMember,
-    StudyNotOpen,
 )
 
 # How many live leases one claim call may hold for an annotator. The rating page
 # holds two (the image shown and the one preloaded behind it); the API may ask for
 # up to this many.
 MAX_HOLD = 3
-
-# "Random among equals" draws from here; tests and benchmarks seed it
-# (engine_seed) so that a run deals the same way twice.
-_dealer = random.Random()
-
-
-def engine_seed(*, seed: int) -> None:
-    """Make the engine's dealing reproducible (tests, seeded benchmarks)."""
-    _dealer.seed(seed)
-
-
-def engine_dealer() -> random.Random:
-    """The dealer the engine draws from (the SQL path is handed its draws)."""
-    return _dealer
 
 
 def annotator_set_status(*, annotator: Annotator, status: str, reason: str = "") -> int:
@@ -202,42 +188,6 @@ def _adjust_images(
         )
 
 
-def _lock_status(annotator: Annotator) -> None:
-    """``FOR SHARE`` on the annotator and its status as of now (not as loaded at
-    authentication): a status change in flight finishes first, and none can start
-    until this transaction ends. The ORM has no FOR SHARE, hence the SQL."""
-    with connection.cursor() as cursor:
-        lock = " FOR SHARE" if connection.features.has_select_for_update else ""
-        cursor.execute(
-            f"SELECT status FROM {Annotator._meta.db_table} WHERE id = %s{lock}",
-            [annotator.pk],
-        )
-        row = cursor.fetchone()
-    if row is None:
-        raise NotFound("No such annotator.")
-    annotator.status = row[0]
-
-
-def _check_can_work(annotator: Annotator, study: Study) -> None:
-    if annotator.status != Annotator.Status.ACTIVE:
-        raise AnnotatorNotActive(
-            {
-                "paused": "Your account is paused. Please contact the researchers.",
-                "banned": "Your account has been blocked from this platform.",
-                "excluded": "Your account has been excluded from this study.",
-            }.get(annotator.status, "Your account is not active.")
-        )
-    if study.status != Study.Status.OPEN:
-        raise StudyNotOpen(f"The study '{study.name}' is not open for ratings.")
-
-
-def _check_participation(status: str | None) -> None:
-    """Refuse a participation excluded from its study (``participation_exclude``:
-    it waits for the annotator's lock, which the caller holds ``FOR SHARE``)."""
-    if status == Participation.Status.EXCLUDED:
-        raise AnnotatorNotActive("You have been excluded from this study.")
-
-
 def lease_expire(
     *, study_id: int | None = None, now: datetime | None = None, limit: int = 1000
 ) -> int:
@@ -276,136 +226,6 @@ def _live_leases(annotator: Annotator, study: Study, now: datetime) -> list[Assi
         .select_related("image")
         .order_by("leased_at", "pk")
     )
-
-
-# How many images of one fill level a pick reads from its random starting point
-# (each way round) before it moves up a level: a claim's cost does not grow
-# with how many of them the annotator was already dealt (issue 29). The same
-# number is written in palate_claim (annotation/engine/sql/palate_claim.sql).
-PICK_WINDOW = 32
-
-
-class Starts:
-    """The random starting points of one claim, one per fill level tried: the
-    dealer's draws (``starts_draw``), then a fixed sequence derived from the
-    last one (palate_claim derives the same), so the SQL and the Python path
-    deal alike from the same draws however many levels they try."""
-
-    def __init__(self, drawn: list[int]):
-        self.drawn, self.used, self.last = drawn, 0, 0
-
-    def next(self) -> int:
-        if self.used < len(self.drawn):
-            self.last = self.drawn[self.used]
-        else:
-            self.last = (self.last * 1103515245 + 12345) % 2**31
-        self.used += 1
-        return self.last
-
-
-def starts_draw(hold: int) -> list[int]:
-    """What one claim of ``hold`` leases draws from the dealer (both paths)."""
-    return [_dealer.randrange(2**31) for _ in range(2 * hold + 2)]
-
-
-def _candidates(annotator: Annotator, exclude: set[int], alias: str, probe=False):
-    """The shared WHERE: not dealt to this annotator, not picked in this claim.
-
-    ``probe``: one index probe per row read (``OFFSET 0`` keeps PostgreSQL
-    from turning the NOT EXISTS into a hash anti-join, which would read every
-    assignment the annotator ever had)."""
-    offset = " OFFSET 0" if probe and connection.vendor == "postgresql" else ""
-    sql = (
-        f"NOT EXISTS (SELECT 1 FROM {Assignment._meta.db_table} a "
-        f"WHERE a.image_id = {alias}.id AND a.annotator_id = %s{offset})"
-    )
-    params = [annotator.pk]
-    if exclude:
-        sql += f" AND {alias}.id NOT IN ({', '.join(['%s'] * len(exclude))})"
-        params += sorted(exclude)
-    return sql, params
-
-
-def _image_row(row) -> Image | None:
-    if row is None:
-        return None
-    return Image.from_db(connection.alias, ["id", "file", "width", "height"], row)
-
-
-def _pick_image(
-    annotator: Annotator,
-    study: Study,
-    exclude: set[int],
-    starts: Starts,
-    *,
-    may_wait: bool = False,
-) -> Image | None:
-    """Lock one image with a free slot that this annotator has never been dealt.
-
-    Fullest images first (fewest open slots), random among equals: at each fill
-    level, from a random point in the fixed ``shuffle`` order, the first of the
-    next ``PICK_WINDOW`` images (wrapping round) that is neither dealt to the
-    annotator nor locked by another claim; else the next level up. Each level
-    tried reads at most 2 × ``PICK_WINDOW`` rows, however long the annotator's
-    history. ``may_wait`` (the claim holds no image lock yet): when no level
-    gives one, one exact search that waits for locked images, so a claim never
-    answers "nothing left" while an image is open to this annotator.
-
-    Plain SQL rather than querysets: this runs on every claim, and building the
-    equivalent ORM queries cost more CPU than PostgreSQL spends executing them.
-    """
-    image = Image._meta.db_table
-    # Every query on images says ``open_slots > 0`` even where another condition
-    # implies it: only then can PostgreSQL use the partial ``image_open_queue``.
-    where, params = _candidates(annotator, exclude, "i", probe=True)
-    # SQLite has no row locks (its IMMEDIATE transactions serialise writers).
-    lock = connection.features.has_select_for_update_skip_locked
-    skip = " FOR NO KEY UPDATE OF i SKIP LOCKED" if lock else ""
-    level_sql = (
-        f"SELECT i.open_slots FROM {image} i WHERE i.study_id = %s "
-        "AND i.open_slots > 0 AND i.open_slots > %s ORDER BY i.open_slots LIMIT 1"
-    )
-    # One level's window, each way round from the start: the images up to the
-    # PICK_WINDOW-th in shuffle order (the bound is read once, from the index),
-    # scanned lazily in that order until one passes.
-    side = (
-        "SELECT i.id, i.file, i.width, i.height FROM {image} i "
-        "WHERE i.study_id = %s AND i.open_slots > 0 AND i.open_slots = %s "
-        "AND i.shuffle {op} %s AND i.shuffle <= coalesce(("
-        "SELECT b.shuffle FROM {image} b WHERE b.study_id = %s "
-        "AND b.open_slots > 0 AND b.open_slots = %s AND b.shuffle {op} %s "
-        "ORDER BY b.shuffle LIMIT 1 OFFSET {last}), 2147483647) "
-        "AND {where} ORDER BY i.shuffle LIMIT 1{skip}"
-    )
-    floor = 0
-    with connection.cursor() as cursor:
-        while True:
-            cursor.execute(level_sql, [study.pk, floor])
-            level = cursor.fetchone()
-            if level is None:
-                break
-            start = starts.next()
-            for op in (">=", "<"):  # from the start up, then wrapping round
-                sql = side.format(
-                    image=image, op=op, last=PICK_WINDOW - 1, where=where, skip=skip
-                )
-                window = [study.pk, level[0], start]
-                cursor.execute(sql, [*window, *window, *params])
-                row = cursor.fetchone()
-                if row is not None:
-                    return _image_row(row)
-            floor = level[0]  # strictly up: the search ends after the top level
-        if not may_wait:
-            return None
-        where, params = _candidates(annotator, exclude, "i")
-        wait = " FOR NO KEY UPDATE OF i" if lock else ""
-        cursor.execute(
-            f"SELECT i.id, i.file, i.width, i.height FROM {image} i "
-            f"WHERE i.study_id = %s AND i.open_slots > 0 AND {where} "
-            f"ORDER BY i.open_slots, i.shuffle LIMIT 1{wait}",
-            [study.pk, *params],
-        )
-        return _image_row(cursor.fetchone())
 
 
 def _locked_participation(annotator: Annotator, study: Study) -> Participation:
@@ -467,11 +287,11 @@ def assignment_claim(
 
 def _claim_python(annotator, study, hold, now, starts: Starts) -> list[Assignment]:
     with transaction.atomic(durable=True):
-        _lock_status(annotator)
-        _check_can_work(annotator, study)
+        status_lock_share(annotator)
+        can_work_check(annotator, study)
         # Serialises this annotator's own claims (quota, hold) and nobody else's.
         participation = _locked_participation(annotator, study)
-        _check_participation(participation.status)
+        participation_check(participation.status)
         if participation.started_at is None:
             participation.started_at = now
             participation.save(update_fields=["started_at"])
@@ -541,7 +361,7 @@ def _top_up(annotator, study, live, hold: int, now, starts: Starts) -> None:
             }
         else:
             # Waiting for a locked image cannot close a cycle while we hold none.
-            image = _pick_image(annotator, study, exclude, starts, may_wait=not locked)
+            image = image_pick(annotator, study, exclude, starts, may_wait=not locked)
         if image is None and not swept and not locked:
             # Overdue leases still count against their images; only when nothing
             # else is left does it matter, so sweep then (no cron needed for
@@ -574,144 +394,3 @@ def _top_up(annotator, study, live, hold: int, now, starts: Starts) -> None:
         )
         exclude.add(image.pk)
         room -= 1
-
-
-def _locked_assignment(assignment_id: int, annotator: Annotator) -> Assignment:
-    """The assignment, locked, with its study, its image and
-    (``participation_status``) the annotator's status in that study, read in the
-    same query."""
-    part = Participation.objects.filter(
-        annotator_id=OuterRef("annotator_id"), study_id=OuterRef("study_id")
-    ).values("status")[:1]
-    try:
-        assignment = (
-            Assignment.objects.select_for_update(of=("self",), no_key=True)
-            .select_related("study", "image")  # the image's sha256: its split
-            .annotate(participation_status=Subquery(part))
-            .get(pk=assignment_id)
-        )
-    except Assignment.DoesNotExist:
-        raise NotFound("No such assignment.") from None
-    if assignment.annotator_id != annotator.pk:
-        # Same answer as a missing id: assignments of others are not disclosed.
-        raise NotFound("No such assignment.")
-    return assignment
-
-
-def rating_submit(
-    *,
-    assignment_id: int,
-    annotator: Annotator,
-    score: int,
-    now: datetime | None = None,
-    sql_first: bool = True,
-) -> tuple[Rating, bool]:
-    """Record a score for the image behind an assignment. Returns (rating, created).
-
-    The same score again is a no-op (a network retry); another score is a Conflict.
-    A lease that has expired is still accepted while the image has a free slot.
-    ``sql_first`` as in ``assignment_claim``.
-    """
-    now = now or timezone.now()
-    if sql_first and engine_sql.enabled() and engine_sql.plain_score(score):
-        try:
-            _, rating = engine_sql.submit(
-                assignment_id=assignment_id,
-                annotator_id=annotator.pk,
-                score=score,
-                now=now,
-            )
-        except IntegrityError:
-            rating = None  # the Python path meets the same refusal, below
-        if rating is not None:  # QC statistics and flags included
-            rating.annotator = annotator
-            return rating, True
-    try:
-        with transaction.atomic(durable=True):
-            return _rating_submit(assignment_id, annotator, score, now)
-    except IntegrityError:
-        # Only reachable when a rating of this pair exists outside this
-        # assignment (e.g. imported): the unique pair refuses it.
-        raise Conflict("You already rated this image.") from None
-
-
-def _rating_submit(assignment_id, annotator, score, now) -> tuple[Rating, bool]:
-    _lock_status(annotator)  # checked below, after the idempotent-retry answer
-    assignment = _locked_assignment(assignment_id, annotator)
-    study = assignment.study
-    if isinstance(score, bool) or not isinstance(score, int):
-        raise InvalidInput("score must be a whole number.")
-    if not study.scale_min <= score <= study.scale_max:
-        raise InvalidInput(
-            f"score must be between {study.scale_min} and {study.scale_max}."
-        )
-    if assignment.status == Assignment.Status.SUBMITTED:
-        # One assignment per (image, annotator): its rating is the only one.
-        existing = Rating.objects.get(assignment=assignment)
-        if existing.score == score:
-            return existing, False
-        raise Conflict(
-            f"You already rated this image {existing.score}; ratings cannot be changed."
-        )
-    _check_can_work(annotator, study)
-    _check_participation(assignment.participation_status)
-    if assignment.status == Assignment.Status.SKIPPED:
-        raise Conflict("You skipped this image, so it can no longer be rated.")
-    if assignment.status == Assignment.Status.LEASED:
-        # The lease still holds its slot (even if overdue and not yet swept).
-        Image.objects.filter(pk=assignment.image_id).update(
-            lease_count=F("lease_count") - 1, rating_count=F("rating_count") + 1
-        )
-    else:  # expired: only while the image still has room
-        updated = Image.objects.filter(pk=assignment.image_id, open_slots__gt=0).update(
-            rating_count=F("rating_count") + 1
-        )
-        if updated != 1:
-            raise Conflict(
-                "Your time on this image ran out and it has since received all "
-                "its ratings, so this rating was not recorded."
-            )
-    rating = Rating.objects.create(
-        study=study,
-        image_id=assignment.image_id,
-        annotator=annotator,
-        assignment=assignment,
-        score=score,
-        time_on_item_ms=_elapsed_ms(assignment.shown_at or assignment.leased_at, now),
-        split=split_assign(
-            image_key=assignment.image.sha256, annotator_key=annotator.split_key
-        ),
-    )
-    rating_recorded(rating=rating, study=study, now=now)  # QC statistics and flags
-    if study.dealing_policy == ADAPTIVE:
-        dealing_refresh_ask(study_id=study.pk, annotator_id=annotator.pk)
-    assignment.status = Assignment.Status.SUBMITTED
-    assignment.finished_at = now
-    assignment.save(update_fields=["status", "finished_at"])
-    return rating, True
-
-
-def _elapsed_ms(start: datetime, end: datetime) -> int:
-    return max(0, int((end - start).total_seconds() * 1000))
-
-
-def assignment_skip(
-    *, assignment_id: int, annotator: Annotator, now: datetime | None = None
-) -> Assignment:
-    """Give the image back without rating it; it is never dealt to this annotator
-    again. Skipping twice is a no-op."""
-    now = now or timezone.now()
-    with transaction.atomic(durable=True):
-        assignment = _locked_assignment(assignment_id, annotator)
-        if assignment.status == Assignment.Status.SKIPPED:
-            return assignment
-        if assignment.status == Assignment.Status.SUBMITTED:
-            raise Conflict("You already rated this image.")
-        if assignment.status == Assignment.Status.LEASED:
-            Image.objects.filter(pk=assignment.image_id).update(
-                lease_count=F("lease_count") - 1
-            )
-        assignment.status = Assignment.Status.SKIPPED
-        assignment.finished_at = now
-        assignment.save(update_fields=["status", "finished_at"])
-    return assignment

@@ -32,11 +32,8 @@ from annotation.engine.item_tokens import (
     item_resolve,
     item_token,
 )
-from annotation.engine.services.engine import (
-    assignment_claim,
-    assignment_skip,
-    rating_submit,
-)
+from annotation.engine.services.engine import assignment_claim
+from annotation.engine.services.ratings import assignment_skip, rating_submit
 from annotation.models import Annotator, Assignment, Image, Rating, StreamItem, Study
 from annotation.quality.services.quality import stream_item_answer, stream_item_skip
 from core.exceptions import AnnotatorNotActive, NotFound, StudyNotOpen

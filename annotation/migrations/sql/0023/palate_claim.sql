@@ -92,7 +92,7 @@ BEGIN
         v_exclude := ARRAY(SELECT a.image_id FROM annotation_assignment a
                            WHERE a.id = ANY (v_ids));
         WHILE v_live + v_added < p_hold AND v_room > 0 LOOP
-            -- engine._pick_image: the fullest level first; at each level the
+            -- picking.image_pick: the fullest level first; at each level the
             -- first of PICK_WINDOW (32) images from a random point in the
             -- shuffle order (wrapping round) neither dealt to this annotator nor
             -- locked; else one level up. At most 2 x 32 rows a level, however
