@@ -79,6 +79,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="ratings to train on (e.g. 70000 300000 1000000)",
     )
     p.add_argument("--no-export", action="store_true")
+    p.add_argument("--keep-db", action="store_true", help="leave the database")
     p.add_argument("--tiny", action="store_true", help="seconds: the suite's size")
     p.add_argument("--pg-url", default="postgres://postgres@127.0.0.1:5432")
     p.add_argument("--db-name", default="palate_scale")
@@ -506,7 +507,8 @@ def main(argv=None) -> int:
             from django.db import connections
 
             connections.close_all()
-        load.drop_database(args)
+        if not args.keep_db:
+            load.drop_database(args)
     if args.plot and args.out:
         import scale_plot
 
