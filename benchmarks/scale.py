@@ -80,6 +80,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--no-export", action="store_true")
     p.add_argument("--keep-db", action="store_true", help="leave the database")
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="measure integrity, alpha, dashboard and export again on the study "
+        "a --keep-db run left (no build, no fill, no load run)",
+    )
     p.add_argument("--tiny", action="store_true", help="seconds: the suite's size")
     p.add_argument("--pg-url", default="postgres://postgres@127.0.0.1:5432")
     p.add_argument("--db-name", default="palate_scale")
@@ -126,7 +132,7 @@ def emit(args, record: dict) -> None:
 # --- the database ---------------------------------------------------------------
 
 
-def prepare_database(args) -> dict:
+def prepare_database(args, recreate: bool = True) -> dict:
     env = load.server_env(args)
     env["DJANGO_ALLOWED_HOSTS"] = "127.0.0.1,localhost,testserver"
     # Production settings refuse a broker they cannot reach from other hosts;
@@ -144,6 +150,11 @@ def prepare_database(args) -> dict:
         "LOG_LEVEL",
     ):
         os.environ[key] = env[key]
+    if not recreate:
+        import django
+
+        django.setup()
+        return env
     load.recreate_database(args)
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "--no-input", "-v0"],
@@ -444,7 +455,30 @@ def child_train(args) -> None:
 # --- one size ---------------------------------------------------------------------
 
 
+def remeasure(args, name: str, images: int, annotators: int) -> None:
+    """The read-side measurements again on the database a --keep-db run left."""
+    from django.db import connections
+
+    prepare_database(args, recreate=False)
+    from annotation.models import Rating, Study
+
+    study = Study.objects.get(slug="scale")
+    rec = {"size": name, "images": images, "annotators": annotators}
+    rec.update(kind="remeasure", ratings_after=Rating.objects.count())
+    rec.update(measure_integrity())
+    rec.update(measure_alpha(study))
+    rec["dashboard"] = measure_dashboard(args, study)
+    if not args.no_export:
+        connections.close_all()
+        rec.update(measure_export(args, study))
+    emit(args, rec)
+    connections.close_all()
+
+
 def run_size(args, name: str, images: int, annotators: int) -> None:
+    if args.reuse:
+        remeasure(args, name, images, annotators)
+        return
     env = prepare_database(args)
     study, built_s = build(args, images, annotators)
     tokens = tokens_in_order()
@@ -507,7 +541,7 @@ def main(argv=None) -> int:
             from django.db import connections
 
             connections.close_all()
-        if not args.keep_db:
+        if not (args.keep_db or args.reuse):
             load.drop_database(args)
     if args.plot and args.out:
         import scale_plot

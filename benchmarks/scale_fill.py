@@ -162,6 +162,7 @@ def fill(cur, *, study_id: int, images: int, annotators: int, fill: float) -> Pl
         "h": heavy,
         "r": annotators - heavy,
         "t": TARGET,
+        "n": plan.ratings,
     }
     # Numbered images and annotators (rn: 0-based, by id).
     cur.execute(
@@ -207,13 +208,12 @@ def fill(cur, *, study_id: int, images: int, annotators: int, fill: float) -> Pl
         """
         INSERT INTO annotation_assignment (status, leased_at, shown_at, expires_at,
             finished_at, annotator_id, image_id, study_id)
-        SELECT 'submitted', now() - interval '2 days' + seq * interval '10 ms',
-               now() - interval '2 days' + seq * interval '10 ms',
-               now() - interval '2 days' + seq * interval '10 ms'
-                   + interval '10 minutes',
-               now() - interval '2 days' + seq * interval '10 ms' + interval '4 s',
+        SELECT 'submitted', t, t, t + interval '10 minutes', t + interval '4 s',
                annotator_id, image_id, %(s)s
-          FROM scale_pair ORDER BY seq
+          FROM (SELECT p.*, now() - interval '30 days'
+                       + (seq::float8 / %(n)s) * interval '30 days' AS t
+                  FROM scale_pair p) p
+         ORDER BY seq
         """,
         params,
     )
