@@ -32,9 +32,8 @@ def sweep_expired_leases() -> int:
 def export_dataset(self, export_id: int) -> str:
     """Write a queued dataset export (progress on the Export row). Idempotent; a
     redelivered copy takes over an export whose worker died."""
+    from annotation.datasets.services.export_jobs import export_execute
     from core.jobs import StillRunning
-
-    from .services.export_jobs import export_execute
 
     try:
         return export_execute(export_id=export_id).status
@@ -52,7 +51,7 @@ def export_dataset(self, export_id: int) -> str:
 )
 def sweep_stale_exports() -> int:
     """Fail exports whose worker died (beat, every ``PALATE_JOB_SWEEP_S``)."""
-    from .services.export_jobs import exports_fail_stale
+    from annotation.datasets.services.export_jobs import exports_fail_stale
 
     return exports_fail_stale()
 

@@ -2,13 +2,15 @@
 
 from django.urls import path
 
-from . import staff_exports, views
+from annotation.datasets import views as staff_exports
+from annotation.engine import views as rating
+from annotation.studies import views
 
 app_name = "annotation"
 
 urlpatterns = [
     path("", views.home, name="home"),
-    path("s/<slug:slug>/", views.rate, name="rate"),
+    path("s/<slug:slug>/", rating.rate, name="rate"),
     path("s/<slug:slug>/join", views.join, name="join"),
     path("s/<slug:slug>/consent", views.consent, name="consent"),
     path("s/<slug:slug>/instructions", views.instructions, name="instructions"),
@@ -17,9 +19,9 @@ urlpatterns = [
     path("s/<slug:slug>/resume", views.resume, name="resume"),
     path("s/<slug:slug>/done", views.done, name="done"),
     # One shape for every item shown (counted image, check, repeat, blind item):
-    # an opaque token (annotation.item_tokens), never a row id or a kind.
-    path("s/<slug:slug>/i/<str:token>/rate", views.item_rate, name="item_rate"),
-    path("s/<slug:slug>/i/<str:token>/skip", views.item_skip, name="item_skip"),
+    # an opaque token (annotation.engine.item_tokens), never a row id or a kind.
+    path("s/<slug:slug>/i/<str:token>/rate", rating.item_rate, name="item_rate"),
+    path("s/<slug:slug>/i/<str:token>/skip", rating.item_skip, name="item_skip"),
     path(
         "staff/studies/<int:study_id>/exports/",
         staff_exports.study_exports,

@@ -160,8 +160,8 @@ def build_study(args: argparse.Namespace) -> tuple[int, list[str]]:
     from rest_framework.authtoken.models import Token
 
     from annotation import services
-    from annotation.images import image_inspect
     from annotation.models import Image, Study, image_upload_to
+    from annotation.studies.images import image_inspect
 
     quota = args.quota or max(
         1, -(-args.images * args.raters * 6 // 5 // args.annotators)

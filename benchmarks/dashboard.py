@@ -55,7 +55,8 @@ def build(rng, staff_user):
         StreamItem,
         Study,
     )
-    from annotation.services import annotator_create, quality
+    from annotation.quality.services import quality
+    from annotation.services import annotator_create
     from annotation.splits import split_assign
     from rewardmodel.models import AnnotatorMetric, HeldOutPredictions, ModelVersion
 

@@ -182,8 +182,8 @@ def child(args) -> None:
 
     settings.MEDIA_ROOT = Path(args.data_dir) / "media"
     connection.settings_dict["NAME"] = args.db_name
+    from annotation.datasets.services.export import ExportOptions, dataset_export
     from annotation.models import Study
-    from annotation.services.export import ExportOptions, dataset_export
 
     study = Study.objects.get(slug="export-bench")
     fmt, images = VARIANTS[args.child]

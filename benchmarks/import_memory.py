@@ -139,8 +139,8 @@ def build(args) -> int:
 
 
 def export(args, study_id: int, out: Path) -> None:
+    from annotation.datasets.services.export import ExportOptions, dataset_export
     from annotation.models import Study
-    from annotation.services.export import ExportOptions, dataset_export
 
     images = "embed" if args.format == "parquet" else "path"
     dataset_export(
@@ -161,8 +161,8 @@ def child(args) -> None:
     settings.MEDIA_ROOT = Path(os.environ["PALATE_DATA_DIR"]) / "media"
     connection.settings_dict["NAME"] = args.db_name
     from annotation import services
+    from annotation.datasets.services.import_export_file import dataset_import
     from annotation.models import Study
-    from annotation.services.dataset_import import dataset_import
 
     study = services.study_create(
         name="Imported",

@@ -326,7 +326,7 @@ def probe(args, port, study_id, token, log: Path) -> dict:
 
 
 def measure_integrity() -> dict:
-    from annotation.services.integrity import integrity_check
+    from annotation.integrity.services import integrity_check
 
     t0 = time.perf_counter()
     drift = integrity_check()
@@ -397,8 +397,8 @@ def child_export(args) -> None:
     import django
 
     django.setup()
+    from annotation.datasets.services.export import ExportOptions, dataset_export
     from annotation.models import Study
-    from annotation.services.export import ExportOptions, dataset_export
 
     study = Study.objects.get(pk=args.study)
     before = peak_rss_mb()

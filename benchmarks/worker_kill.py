@@ -49,8 +49,8 @@ def _broker(url: str) -> None:
 
 
 def _export_case(kind, study, tmp, env):
+    from annotation.datasets.services.export_jobs import export_enqueue
     from annotation.models import Export
-    from annotation.services.export_jobs import export_enqueue
 
     root = Path(env["PALATE_EXPORT_DIR"])
 

@@ -9,7 +9,7 @@ from django.views.decorators.http import require_GET
 from django.views.static import serve
 from drf_spectacular.views import SpectacularRedocView, SpectacularSwaggerSplitView
 
-from annotation.services.items import item_picture
+from annotation.engine.services.items import item_picture
 from core.exceptions import NotFound
 from core.schema import SchemaView
 
@@ -40,7 +40,7 @@ handler404 = not_found
 @require_GET
 def media_item(request, media_token):
     """The picture of an item an annotator is shown, named by the item's opaque
-    media token (``annotation.item_tokens``), never by the file's path or
+    media token (``annotation.engine.item_tokens``), never by the file's path or
     sha256: a check, a repeat and a counted image are fetched alike, a repeat
     under a new name. The same headers for every kind: no Last-Modified (a
     file's age would tell an old image from a new one), private caching."""

@@ -8,7 +8,7 @@ again under its locks and reports what it did.
 from django.urls import reverse
 
 from annotation.models import Annotator, Study
-from annotation.selectors_moderation import (
+from annotation.participants.selectors import (
     StudyEffect,
     check_removal_effect,
     exclusion_effects,

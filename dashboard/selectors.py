@@ -9,7 +9,7 @@ from django.db.models import Count, Q
 
 from annotation import selectors as ann
 from annotation.models import Annotator, ModerationEvent, Study
-from annotation.services.quality import FLAG_LABELS, pair_corr, time_median_ms
+from annotation.quality.services.quality import FLAG_LABELS, pair_corr, time_median_ms
 from generation.models import GenerationItem, GenerationJob
 from rewardmodel import selectors as rm
 from rewardmodel.models import ModelVersion

@@ -17,8 +17,8 @@ from django.views.decorators.http import require_GET, require_POST
 from annotation import selectors as ann
 from annotation import services as ann_services
 from annotation.models import Annotator, AttentionCheck, ModerationEvent, Study
-from annotation.selectors_moderation import participation_status
-from annotation.services.quality import FLAG_LABELS
+from annotation.participants.selectors import participation_status
+from annotation.quality.services.quality import FLAG_LABELS
 from core.confirm import ask, is_confirmed
 from core.exceptions import PalateError
 from rewardmodel import selectors as rm

@@ -29,8 +29,8 @@ from pathlib import Path
 
 from django.conf import settings
 
-from annotation.services import import_input as check
-from annotation.services.imports import RATER_CHARS, RatingRecord
+from annotation.datasets.services import import_input as check
+from annotation.datasets.services.import_ratings import RATER_CHARS, RatingRecord
 from core.exceptions import InvalidInput
 
 CANDIDATES = {

@@ -5,7 +5,13 @@ import re
 
 from django.urls import reverse
 
-from annotation.item_tokens import ASSIGNMENT, MEDIA, STREAM, item_resolve, item_token
+from annotation.engine.item_tokens import (
+    ASSIGNMENT,
+    MEDIA,
+    STREAM,
+    item_resolve,
+    item_token,
+)
 from annotation.models import Assignment, StreamItem
 
 

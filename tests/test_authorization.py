@@ -27,9 +27,9 @@ from django.urls import URLPattern, URLResolver, get_resolver, resolve, reverse
 from rest_framework.authtoken.models import Token
 
 from annotation import services
-from annotation.item_tokens import ASSIGNMENT, MEDIA, item_token
+from annotation.datasets.services import export_jobs
+from annotation.engine.item_tokens import ASSIGNMENT, MEDIA, item_token
 from annotation.models import Study
-from annotation.services import export_jobs
 from generation import services as generation_services
 from rewardmodel import services as rm_services
 from rewardmodel.models import ModelVersion

@@ -23,8 +23,8 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from annotation import services as ann
+from annotation.datasets.services.export_jobs import export_create, export_execute
 from annotation.models import Annotator, AnnotatorQuality, Export
-from annotation.services.export_jobs import export_create, export_execute
 from rewardmodel import services as rm
 from rewardmodel.checkpoint import checkpoint_load
 from rewardmodel.models import AnnotatorMetric, HeldOutPredictions

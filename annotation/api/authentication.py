@@ -34,7 +34,8 @@ class StaffSessionAuthentication(SessionAuthentication):
     """DRF's session authentication (with its CSRF check), for staff only.
 
     An annotator's browser session is scoped to the studies entered through their
-    own links (``annotation.views``); the API knows no such scope, so it does not
+    own links (``annotation.studies.views``); the API knows no such scope, so it
+    does not
     accept annotator sessions at all: annotators use the API with a token, staff
     with either (the browsable docs use the session)."""
 

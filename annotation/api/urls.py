@@ -1,16 +1,24 @@
 from django.urls import path
 
-from . import erasure, exports, hot, quality, views
+from annotation.datasets import api as exports
+from annotation.engine.api import hot, views
+from annotation.participants import api as erasure
+from annotation.quality import api as quality
+from annotation.studies import api as studies
 
 urlpatterns = [
-    path("studies/", views.study_list, name="api-study-list"),
-    path("studies/<int:study_id>/images/", views.image_upload, name="api-image-upload"),
+    path("studies/", studies.study_list, name="api-study-list"),
+    path(
+        "studies/<int:study_id>/images/", studies.image_upload, name="api-image-upload"
+    ),
     path(
         "studies/<int:study_id>/assignments/next/",
         hot.assignment_next,
         name="api-assignment-next",
     ),
-    path("studies/<int:study_id>/progress/", views.study_progress, name="api-progress"),
+    path(
+        "studies/<int:study_id>/progress/", studies.study_progress, name="api-progress"
+    ),
     path(
         "assignments/<str:token>/rating/",
         hot.rating_create,

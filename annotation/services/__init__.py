@@ -1,23 +1,13 @@
-"""Writes for the annotation app, one module per sub-domain:
+"""The annotation app's whole write API in one namespace.
 
-* ``studies``: studies, annotator accounts, participations, image intake;
-* ``engine``: the assignment engine (claim, rate, skip, expire, status changes);
-* ``quality``: quality control (uncounted stream items, running statistics, flags);
-* ``items``: what an annotator is shown, one shape and one token for every kind;
-* ``uncounted``: uncounted items another app asks one annotator to judge blind;
-* ``moderation``: staff pause/resume, exclusion from one study or from every study,
-  with an audit log; the annotator's pause;
-* ``entry``: entering a study through the browser (links, consent, completion);
-* ``erasure``: a participant's right to be forgotten (exclude, then pseudonymise);
-* ``integrity``: the invariant check and repair shared by tests and operations;
-* ``demo``: the demo study, its staff login and demo annotators (``seed_demo``);
-* ``imports``: a per-annotator ratings dataset as study ratings.
-
-The names below are the app's public write API; import them from here.
+Each room keeps its own writes (``annotation.studies.services``,
+``annotation.engine.services``, ``annotation.quality.services``,
+``annotation.datasets.services``, ``annotation.integrity.services``,
+``annotation.participants.services``); this module re-exports their public names.
 """
 
-from .demo import demo_study_ensure
-from .engine import (
+from annotation.datasets.services.import_ratings import RatingRecord, ratings_import
+from annotation.engine.services.engine import (
     MAX_HOLD,
     PageClaim,
     annotator_set_status,
@@ -29,7 +19,45 @@ from .engine import (
     lease_expire,
     rating_submit,
 )
-from .entry import (
+from annotation.engine.services.items import (
+    Answer,
+    Shown,
+    item_answer,
+    item_next,
+    item_picture,
+    item_skip,
+    item_timed_out,
+    items_deal,
+)
+from annotation.integrity.services import (
+    Drift,
+    integrity_alert,
+    integrity_check,
+    integrity_repair,
+)
+from annotation.participants.services.erasure import annotator_erase
+from annotation.participants.services.moderation import (
+    PAUSE_HOLD_SECONDS,
+    annotator_exclude_everywhere,
+    annotator_moderate,
+    participation_exclude,
+    participation_pause,
+    participation_resume,
+)
+from annotation.quality.services.checks import (
+    attention_check_create,
+    attention_check_remove,
+    quality_config_get,
+    quality_config_update,
+)
+from annotation.quality.services.quality import (
+    stream_item_answer,
+    stream_item_next,
+    stream_item_skip,
+)
+from annotation.quality.services.uncounted import uncounted_items_create
+from annotation.studies.services.demo import demo_study_ensure
+from annotation.studies.services.entry import (
     DEMOGRAPHIC_FIELDS,
     annotator_join,
     entry_ids_clean,
@@ -40,44 +68,13 @@ from .entry import (
     prolific_session_check,
     study_invite_check,
 )
-from .erasure import annotator_erase
-from .imports import RatingRecord, ratings_import
-from .integrity import Drift, integrity_alert, integrity_check, integrity_repair
-from .items import (
-    Answer,
-    Shown,
-    item_answer,
-    item_next,
-    item_picture,
-    item_skip,
-    item_timed_out,
-    items_deal,
-)
-from .moderation import (
-    PAUSE_HOLD_SECONDS,
-    annotator_exclude_everywhere,
-    annotator_moderate,
-    participation_exclude,
-    participation_pause,
-    participation_resume,
-)
-from .quality import (
-    attention_check_create,
-    attention_check_remove,
-    quality_config_get,
-    quality_config_update,
-    stream_item_answer,
-    stream_item_next,
-    stream_item_skip,
-)
-from .studies import (
+from annotation.studies.services.studies import (
     annotator_create,
     annotator_get_or_create_for_user,
     image_create,
     participation_get_or_create,
     study_create,
 )
-from .uncounted import uncounted_items_create
 
 __all__ = [
     "Answer",

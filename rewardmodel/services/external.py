@@ -12,8 +12,8 @@ from pathlib import Path
 
 from django.db import transaction
 
+from annotation.datasets.services.import_input import inside
 from annotation.models import Image, Study
-from annotation.services.import_input import inside
 from core.exceptions import InvalidInput
 
 from ..models import ExternalItem, ExternalScore, ExternalSource

@@ -1,5 +1,6 @@
-"""The plain-Django fast path of the two hot API endpoints (annotation/api/hot.py):
-the same answers as the DRF views, fewer queries, and the DRF view for the rest."""
+"""The plain-Django fast path of the two hot API endpoints
+(annotation/engine/api/hot.py): the same answers as the DRF views, fewer queries, and
+the DRF view for the rest."""
 
 import json
 
@@ -9,10 +10,10 @@ from django.test import Client, RequestFactory
 from rest_framework.authtoken.models import Token
 
 from annotation import services
-from annotation.api import views
 from annotation.api.serializers import AssignmentSerializer, RatingSerializer
+from annotation.engine.api import views
+from annotation.engine.services.items import Answer, shown_lease
 from annotation.models import Assignment, Image, Rating
-from annotation.services.items import Answer, shown_lease
 from tests.factories import AnnotatorFactory, join, make_images
 from tests.items import row_of, token_of
 

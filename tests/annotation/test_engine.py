@@ -1,5 +1,5 @@
 """The assignment engine's guarantees, one at a time (single-threaded): tests for
-annotation/services/engine.py."""
+annotation/engine/services/engine.py."""
 
 from datetime import timedelta
 

@@ -1,5 +1,5 @@
-"""The engine's one-round-trip SQL path (annotation/services/engine_sql.py and the
-PL/pgSQL of migration 0005): one query per claim and per rating, the same rows as
+"""The engine's one-round-trip SQL path (annotation/engine/services/engine_sql.py and
+the PL/pgSQL of migration 0005): one query per claim and per rating, the same rows as
 the Python path, the same split and time on item."""
 
 import random

@@ -6,9 +6,9 @@ import pytest
 from django.utils import timezone
 
 from annotation import services
+from annotation.engine.services import engine_sql
 from annotation.models import Image, ModerationEvent, Participation, Rating
-from annotation.selectors_moderation import exclusion_effects
-from annotation.services import engine_sql
+from annotation.participants.selectors import exclusion_effects
 from core.exceptions import AnnotatorNotActive, Conflict
 from tests.factories import AnnotatorFactory, StudyFactory, join, make_images
 

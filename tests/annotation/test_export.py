@@ -20,8 +20,8 @@ from django.db.models import F
 from PIL import Image as PILImage
 
 from annotation import services
+from annotation.datasets.services.export import SPLITS, ExportOptions, dataset_export
 from annotation.models import Annotator, Image, Participation, Rating
-from annotation.services.export import SPLITS, ExportOptions, dataset_export
 from core.exceptions import InvalidInput
 from tests.annotation.export_fixtures import rated_study
 from tests.factories import AnnotatorFactory
@@ -367,7 +367,7 @@ def test_missing_image_file_is_refused_and_nothing_written(tmp_path):
 
 
 def test_failure_midway_leaves_no_half_written_dataset(tmp_path, monkeypatch):
-    from annotation.services import export as export_module
+    from annotation.datasets.services import export as export_module
 
     study = rated_study()
     out = tmp_path / "out"

@@ -9,8 +9,8 @@ from django.test import Client
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from annotation.datasets.services import export_jobs
 from annotation.models import Annotator, Export
-from annotation.services import export_jobs
 from annotation.tasks import export_dataset
 from tests.annotation.export_fixtures import rated_study
 

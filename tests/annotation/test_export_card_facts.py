@@ -5,10 +5,10 @@ imported ratings alike, annotators' sources and ids come from the rows."""
 import pytest
 
 from annotation import services
+from annotation.datasets.services.export import dataset_export
+from annotation.datasets.services.import_export_file import dataset_import
+from annotation.datasets.services.import_ratings import RatingRecord, ratings_import
 from annotation.models import Rating, StreamItem, Study
-from annotation.services.dataset_import import dataset_import
-from annotation.services.export import dataset_export
-from annotation.services.imports import RatingRecord, ratings_import
 from tests.annotation.export_fixtures import rated_study
 from tests.factories import AnnotatorFactory, make_images, png_bytes
 

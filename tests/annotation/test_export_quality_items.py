@@ -9,8 +9,8 @@ import pytest
 from django.utils import timezone
 
 from annotation import services
+from annotation.datasets.services.export import ExportOptions, dataset_export
 from annotation.models import StreamItem
-from annotation.services.export import ExportOptions, dataset_export
 from tests.annotation.export_fixtures import rated_study
 from tests.annotation.test_export_card_facts import _study_with_repeats
 from tests.factories import png_bytes

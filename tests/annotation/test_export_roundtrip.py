@@ -11,9 +11,9 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from annotation import services
+from annotation.datasets.services.export import ExportOptions, dataset_export
+from annotation.datasets.services.import_export_file import dataset_import
 from annotation.models import Annotator, Assignment, Image, Rating, Study
-from annotation.services.dataset_import import dataset_import
-from annotation.services.export import ExportOptions, dataset_export
 from core.exceptions import InvalidInput
 from tests.annotation.export_fixtures import rated_study
 
@@ -222,7 +222,7 @@ def test_nothing_imported_makes_an_excluded_persons_rating_valid(tmp_path):
 
 
 def test_zip_from_the_api_imports_through_the_command(tmp_path, settings, capsys):
-    from annotation.services import export_jobs
+    from annotation.datasets.services import export_jobs
 
     settings.PALATE_EXPORT_DIR = tmp_path / "exports"
     original = rated_study()
@@ -280,7 +280,7 @@ def test_bad_imports_change_nothing(tmp_path):
 def test_failure_while_writing_rolls_back_and_deletes_stored_files(
     tmp_path, monkeypatch
 ):
-    from annotation.services import dataset_import as module
+    from annotation.datasets.services import import_export_file as module
 
     original = rated_study()
     dataset_export(study=original, out=tmp_path / "a")
@@ -290,7 +290,7 @@ def test_failure_while_writing_rolls_back_and_deletes_stored_files(
     def boom(*args, **kwargs):
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr(module, "_ratings_create", boom)
+    monkeypatch.setattr(module, "ratings_create", boom)
     copy = new_study(original)
     with pytest.raises(RuntimeError):
         dataset_import(study=copy, root=tmp_path / "a")

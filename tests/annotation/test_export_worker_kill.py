@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from annotation.datasets.services.export_jobs import export_enqueue
 from annotation.models import Export
-from annotation.services.export_jobs import export_enqueue
 from core.processes import process_kill
 from tests.annotation.export_fixtures import rated_study
 from tests.celery_worker import running_beat, running_worker

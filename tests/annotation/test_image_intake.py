@@ -13,8 +13,8 @@ from PIL import Image as PILImage
 from PIL import ImageCms
 
 from annotation import services
-from annotation.images import image_inspect
 from annotation.models import Image
+from annotation.studies.images import image_inspect
 from core.exceptions import InvalidInput
 from tests.factories import StudyFactory, png_bytes
 

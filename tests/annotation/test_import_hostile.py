@@ -15,9 +15,12 @@ from django.core.files.storage import default_storage
 from django.core.management import CommandError, call_command
 
 from annotation import services
+from annotation.datasets.services.export import ExportOptions, dataset_export
+from annotation.datasets.services.media_journal import (
+    media_journal,
+    media_orphans_sweep,
+)
 from annotation.models import Image
-from annotation.services.export import ExportOptions, dataset_export
-from annotation.services.media_journal import media_journal, media_orphans_sweep
 from tests.annotation.export_fixtures import rated_study
 from tests.import_snapshot import snapshot
 

@@ -6,10 +6,10 @@ checking."""
 import pytest
 
 from annotation import services
+from annotation.datasets.services import import_batches, import_input
+from annotation.datasets.services import import_export_file as importer
+from annotation.datasets.services.export import ExportOptions, dataset_export
 from annotation.models import Rating, Study
-from annotation.services import dataset_import as importer
-from annotation.services import import_input
-from annotation.services.export import ExportOptions, dataset_export
 from tests.annotation.export_fixtures import rated_study
 
 pytestmark = pytest.mark.django_db
@@ -41,7 +41,7 @@ def test_ratings_are_written_in_batches_while_the_file_is_read(tmp_path, monkeyp
     copy = services.study_create(
         name="Copy", slug="copy", raters_per_image=4, status=Study.Status.OPEN
     )
-    monkeypatch.setattr(importer, "BATCH", 5)
+    monkeypatch.setattr(import_batches, "BATCH", 5)
     log = _spy_rows(monkeypatch)
     seen_at_write: list[tuple[int, int]] = []
 

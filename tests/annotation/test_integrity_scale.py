@@ -7,6 +7,7 @@ from django.db import connection
 from django.utils import timezone
 
 from annotation import services
+from annotation.integrity import services as integrity
 from annotation.models import Participation, Rating
 from tests.factories import StudyFactory, join, make_images, rate_image
 
@@ -19,11 +20,11 @@ pytestmark = [pytest.mark.django_db, pytest.mark.allow_drift]
 def test_duplicates_are_counted_once_the_unique_index_is_gone(study):
     (image,) = make_images(study, 1)
     (first,) = rate_image(image, 1)
-    assert services.integrity._unique_pair_enforced(Rating)
+    assert integrity._unique_pair_enforced(Rating)
     with connection.cursor() as cur:  # the schema altered by hand (rolled back)
         cur.execute("SET CONSTRAINTS ALL IMMEDIATE")  # no pending FK checks
         cur.execute("ALTER TABLE annotation_rating DROP CONSTRAINT rating_unique_pair")
-    assert not services.integrity._unique_pair_enforced(Rating)
+    assert not integrity._unique_pair_enforced(Rating)
     Rating.objects.create(
         study=study, image=image, annotator=first.annotator, score=3, split="train"
     )

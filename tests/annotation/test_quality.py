@@ -167,7 +167,7 @@ def test_too_fast_flag(qc_study):
 
 
 def selectors_median(annotator, study):
-    from annotation.services.quality import time_median_ms
+    from annotation.quality.services.quality import time_median_ms
 
     return time_median_ms(quality(annotator, study).time_hist)
 

@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 
 from annotation import services
 from annotation.models import AttentionCheck, QualityConfig, StreamItem
-from annotation.services import quality as Q
+from annotation.quality.services import quality as Q
 from core.exceptions import InvalidInput
 from tests.factories import AnnotatorFactory, StudyFactory, join, make_images, png_bytes
 

@@ -20,7 +20,12 @@ from annotation.models import (
     QualityConfig,
     StreamItem,
 )
-from annotation.services.quality import TIME_EDGES_MS, pair_add, pair_corr, time_bucket
+from annotation.quality.services.quality import (
+    TIME_EDGES_MS,
+    pair_add,
+    pair_corr,
+    time_bucket,
+)
 from tests.factories import AnnotatorFactory, StudyFactory, join, make_images, png_bytes
 
 

@@ -1,4 +1,5 @@
-"""The stored five-way split (annotation.splits): deterministic, stored, stable."""
+"""The stored five-way split (annotation.splits): deterministic, stored,
+stable."""
 
 import pytest
 from django.db import IntegrityError, transaction

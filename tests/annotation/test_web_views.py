@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from annotation import services
-from annotation.item_tokens import ASSIGNMENT, MEDIA, item_resolve, item_token
+from annotation.engine.item_tokens import ASSIGNMENT, MEDIA, item_resolve, item_token
 from annotation.models import (
     Annotator,
     Assignment,

@@ -6,7 +6,7 @@ import pytest
 from django.urls import reverse
 
 from annotation import selectors
-from annotation.services.imports import RatingRecord, ratings_import
+from annotation.datasets.services.import_ratings import RatingRecord, ratings_import
 from tests.factories import AnnotatorFactory, StudyFactory, make_images, png_bytes
 
 from .conftest import rate_all

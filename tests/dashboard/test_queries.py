@@ -6,6 +6,7 @@ import pytest
 from django.urls import reverse
 
 from annotation import services
+from annotation.models import StreamItem
 from tests.factories import AnnotatorFactory, StudyFactory, make_images, png_bytes
 
 from .conftest import make_version, rate_all
@@ -31,7 +32,7 @@ def build(n_annotators, n_images):
     services.attention_check_create(study=study, data=png_bytes(5), expected_min=2)
     people = [AnnotatorFactory() for _ in range(n_annotators)]
     rate_all(study, people, lambda i, img: 1 + (img.pk * (i + 1)) % 7)
-    for item in services.quality.StreamItem.objects.filter(status="pending"):
+    for item in StreamItem.objects.filter(status="pending"):
         services.stream_item_answer(item_id=item.pk, annotator=item.annotator, score=3)
     make_version(study, people, lambda i: 0.5 + 0.01 * i, active=False)
     make_version(study, people, lambda i: 0.55 + 0.01 * i)

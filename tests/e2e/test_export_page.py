@@ -7,8 +7,8 @@ import zipfile
 import pytest
 from django.test import Client
 
+from annotation.datasets.services import export_jobs
 from annotation.models import Export
-from annotation.services import export_jobs
 from tests.annotation.export_fixtures import rated_study
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]

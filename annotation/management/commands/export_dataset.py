@@ -5,8 +5,8 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
+from annotation.datasets.services.export import ExportOptions, dataset_export
 from annotation.models import Study
-from annotation.services.export import ExportOptions, dataset_export
 from core.exceptions import PalateError
 
 

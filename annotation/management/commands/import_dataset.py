@@ -10,8 +10,8 @@ from pathlib import Path, PurePosixPath
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from annotation.datasets.services.import_export_file import dataset_import
 from annotation.models import Study
-from annotation.services.dataset_import import dataset_import
 from core.exceptions import PalateError
 
 # Caps on a zip (docs/export.md, "Limits on imports"): a table shard is at most

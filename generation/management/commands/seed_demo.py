@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from annotation.services import demo_study_ensure
-from annotation.services.demo import STAFF_PASSWORD, STAFF_USERNAME
+from annotation.studies.services.demo import STAFF_PASSWORD, STAFF_USERNAME
 from generation.models import Prompt
 from generation.services import demo_images_generate
 

@@ -1,0 +1,285 @@
+"""The two hottest API endpoints without DRF's request cycle.
+
+``POST /studies/{id}/assignments/next/`` and ``POST /assignments/{id}/rating/`` run
+once per rating, so their fixed cost decides the platform's throughput. Here a
+well-formed token request with a JSON (or form) body is answered by a plain Django
+view: one raw query finds the token, its user and the annotator; the engine does
+its work; the answer is built by hand with exactly the fields, formats and status
+codes of the DRF views (``tests/annotation/test_api_hot.py`` compares them).
+
+Everything else (session authentication, a missing or unknown token, a body that
+is not a whole-number score, another content type, an ``Accept`` that does not
+take JSON, a study that does not exist, an account without an annotator) is handed
+unchanged to the DRF view in ``views.py``, which answers as it always has. That
+view also stays the schema declaration: the fast views carry its ``cls`` so
+drf-spectacular documents them at ``/api/v1/schema/``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from datetime import datetime
+
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, connection
+from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+from rest_framework.authtoken.models import Token
+
+from annotation import services
+from annotation.api.authentication import token_key_plausible
+from annotation.engine.api import views as drf_views
+from annotation.engine.item_tokens import ASSIGNMENT, item_resolve
+from annotation.engine.services import engine_sql
+from annotation.engine.services.items import Answer, Shown, shown_lease
+from annotation.models import Annotator, Study
+from core.exceptions import NotFound, PalateError
+
+_JSON = "application/json"
+_WHOLE = re.compile(r"\s*-?\d{1,6}\s*")
+
+
+def _columns(model) -> list[str]:
+    return [f.column for f in model._meta.concrete_fields]
+
+
+_token_sql: str | None = None
+
+
+def _token_query() -> str:
+    """Token -> user -> annotator in one statement (built once: column lists come
+    from the models, so added fields need no change here)."""
+    global _token_sql
+    if _token_sql is None:
+        user_model = get_user_model()
+        cols = [f"u.{c}" for c in _columns(user_model)]
+        cols += [f"a.{c}" for c in _columns(Annotator)]
+        _token_sql = (
+            f"SELECT {', '.join(cols)} FROM {Token._meta.db_table} t "
+            f"JOIN {user_model._meta.db_table} u ON u.id = t.user_id "
+            f"JOIN {Annotator._meta.db_table} a ON a.user_id = u.id "
+            "WHERE t.key = %s"
+        )
+    return _token_sql
+
+
+def token_annotator(request: HttpRequest) -> Annotator | None:
+    """The annotator behind ``Authorization: Token <key>``, user attached, or None
+    when the DRF view should decide (no such header, malformed, unknown key,
+    inactive user, no annotator yet): it then answers exactly as before."""
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    parts = header.split()
+    if len(parts) != 2 or parts[0].lower() != "token":
+        return None
+    if not token_key_plausible(parts[1]):
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute(_token_query(), [parts[1]])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    user_model = get_user_model()
+    n = len(user_model._meta.concrete_fields)
+    user = user_model.from_db(connection.alias, _columns(user_model), row[:n])
+    if not user.is_active:
+        return None
+    annotator = Annotator.from_db(connection.alias, _columns(Annotator), row[n:])
+    annotator.user = user
+    return annotator
+
+
+def _accepts_json(request: HttpRequest) -> bool:
+    accept = request.META.get("HTTP_ACCEPT", "")
+    return not accept or "*/*" in accept or _JSON in accept
+
+
+def _iso(value: datetime | None) -> str | None:
+    """DRF's DateTimeField output: ISO 8601 in the current time zone, UTC as Z."""
+    if value is None:
+        return None
+    text = timezone.localtime(value).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def _json(data, status: int = 200) -> HttpResponse:
+    body = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return HttpResponse(body, status=status, content_type=_JSON)
+
+
+def _error(exc: PalateError) -> HttpResponse:
+    return _json({"detail": exc.message, "code": exc.code}, status=exc.http_status)
+
+
+def assignment_data(request: HttpRequest, shown: Shown) -> dict:
+    """``AssignmentSerializer``'s fields, built without it."""
+    return {
+        "id": shown.token,
+        "study": shown.study_id,
+        "image_url": request.build_absolute_uri(
+            reverse("media_item", args=[shown.media_token])
+        ),
+        "image_width": shown.width,
+        "image_height": shown.height,
+        "status": shown.status,
+        "leased_at": _iso(shown.leased_at),
+        "expires_at": _iso(shown.expires_at),
+    }
+
+
+def rating_data(answer: Answer) -> dict:
+    """``RatingSerializer``'s fields, built without it."""
+    return {
+        "assignment": answer.token,
+        "study": answer.study_id,
+        "score": answer.score,
+        "time_on_item_ms": answer.time_on_item_ms,
+        "created_at": _iso(answer.created_at),
+    }
+
+
+def _fast(drf_view: Callable) -> Callable:
+    """Mark a plain view as the fast path of ``drf_view``: same URL, same schema."""
+
+    def decorate(view: Callable) -> Callable:
+        view = csrf_exempt(view)
+        # drf-spectacular (through DRF's EndpointEnumerator) documents a URL whose
+        # callback has ``cls``; it then inspects that class, i.e. the DRF view.
+        view.cls = drf_view.cls
+        view.initkwargs = drf_view.initkwargs
+        view.__doc__ = drf_view.__doc__
+        return view
+
+    return decorate
+
+
+def _token_key(request: HttpRequest) -> str | None:
+    parts = request.META.get("HTTP_AUTHORIZATION", "").split()
+    if len(parts) != 2 or parts[0].lower() != "token":
+        return None
+    return parts[1] if token_key_plausible(parts[1]) else None
+
+
+def _shown_response(request: HttpRequest, shown: Shown | None) -> HttpResponse:
+    if shown is None:
+        return HttpResponse(status=204)
+    return _json(assignment_data(request, shown))
+
+
+@_fast(drf_views.assignment_next)
+def assignment_next(request: HttpRequest, study_id: int) -> HttpResponse:
+    if request.method != "POST" or not _accepts_json(request):
+        return drf_views.assignment_next(request, study_id=study_id)
+    key = _token_key(request)
+    if key is not None and engine_sql.enabled():
+        # One statement: token, annotator, locks, claim, and whether an
+        # uncounted item is due (the rating page's schedule: items.items_deal).
+        outcome, annotator_id, leases, page = engine_sql.claim_with_progress(
+            token=key,
+            study_id=study_id,
+            hold=1,
+            now=timezone.now(),
+            dealer=services.engine_dealer(),
+        )
+        if outcome == "ok" and not page[2]:
+            return _shown_response(request, shown_lease(leases[0]))
+        if outcome in ("ok", "none"):
+            study = Study.objects.get(pk=study_id)
+            shown, _ = services.items_deal(
+                annotator_id=annotator_id,
+                study=study,
+                leases=leases,
+                rated=page[0],
+                item_due=page[2],
+            )
+            return _shown_response(request, shown)
+        if outcome == engine_sql.AUTH:
+            return drf_views.assignment_next(request, study_id=study_id)
+        # SLOW: the engine's Python path below gives the exact answer.
+    annotator = token_annotator(request)
+    study = Study.objects.filter(pk=study_id).first() if annotator else None
+    if study is None:
+        return drf_views.assignment_next(request, study_id=study_id)
+    try:
+        shown = services.item_next(annotator=annotator, study=study)
+    except PalateError as exc:
+        return _error(exc)
+    return _shown_response(request, shown)
+
+
+def _score(request: HttpRequest) -> int | None:
+    """The score of a JSON or form body when it is plainly a whole number; None
+    sends the request to the DRF view and its validation messages."""
+    ctype = request.META.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
+    if ctype == _JSON:
+        try:
+            value = json.loads(request.body)
+        except ValueError:
+            return None
+        value = value.get("score") if isinstance(value, dict) else None
+    elif ctype == "application/x-www-form-urlencoded":
+        value = request.POST.get("score")
+        if value is not None and _WHOLE.fullmatch(value):
+            value = int(value)
+    else:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value
+
+
+def _counted(token: str) -> int | None:
+    """The assignment a token names, when it names one (the SQL fast path)."""
+    try:
+        kind, pk = item_resolve(token)
+    except NotFound:
+        return None
+    return pk if kind == ASSIGNMENT else None
+
+
+@_fast(drf_views.rating_create)
+def rating_create(request: HttpRequest, token: str) -> HttpResponse:
+    if request.method != "POST" or not _accepts_json(request):
+        return drf_views.rating_create(request, token=token)
+    score = _score(request)
+    key = _token_key(request) if score is not None else None
+    assignment_id = _counted(token) if key is not None else None
+    if (
+        assignment_id is not None
+        and engine_sql.enabled()
+        and engine_sql.plain_score(score)
+    ):
+        now = timezone.now()
+        try:
+            # One statement, its own transaction (quality control's bookkeeping
+            # included): no BEGIN/COMMIT round trips.
+            with engine_sql.one_statement(savepoint=False):
+                outcome, rating = engine_sql.submit(
+                    token=key, assignment_id=assignment_id, score=score, now=now
+                )
+        except IntegrityError:
+            # The Python path below meets the same refusal and answers Conflict.
+            outcome, rating = engine_sql.SLOW, None
+        if rating is not None:
+            answer = Answer(
+                token,
+                rating.study_id,
+                rating.score,
+                rating.time_on_item_ms,
+                rating.created_at,
+                True,
+            )
+            return _json(rating_data(answer), status=201)
+        if outcome == engine_sql.AUTH:
+            return drf_views.rating_create(request, token=token)
+    annotator = token_annotator(request) if score is not None else None
+    if annotator is None:
+        return drf_views.rating_create(request, token=token)
+    try:
+        answer = services.item_answer(token=token, annotator=annotator, score=score)
+    except PalateError as exc:
+        return _error(exc)
+    return _json(rating_data(answer), status=201 if answer.created else 200)

@@ -1,0 +1,225 @@
+"""Reads for studies and entry: study lists and progress, annotators by id,
+participations, the staff dashboard's study reads."""
+
+from datetime import timedelta
+
+from django.db.models import (
+    Count,
+    F,
+    Q,
+    QuerySet,
+    Sum,
+)
+from django.db.models.functions import Coalesce, TruncHour
+from django.utils import timezone
+
+from annotation.datasets.selectors import COLLECTED
+from annotation.models import (
+    Annotator,
+    Assignment,
+    Image,
+    Participation,
+    Rating,
+    Study,
+)
+
+
+def study_list_for(*, user) -> QuerySet[Study]:
+    """Staff see every study; an annotator sees the studies they take part in."""
+    if user.is_staff:
+        return Study.objects.all()
+    return Study.objects.filter(
+        participations__annotator__user=user,
+        participations__consented_at__isnull=False,
+    ).distinct()
+
+
+def study_progress(*, study: Study, now=None) -> dict:
+    """Images by number of valid ratings, and the ratings collected here in the
+    last hour (``COLLECTED``: an imported rating keeps its dataset's own time and
+    says nothing about who is rating now)."""
+    now = now or timezone.now()
+    by_count = dict(
+        Image.objects.filter(study=study)
+        .values_list("rating_count")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    totals = Image.objects.filter(study=study).aggregate(
+        images=Count("pk"),
+        complete=Count("pk", filter=Q(open_slots=0, lease_count=0)),
+    )
+    # One pass over the study's ratings for all three figures.
+    counted = Rating.objects.filter(study=study).aggregate(
+        valid=Count("pk", filter=Q(is_valid=True)),
+        last_hour=Count(
+            "pk",
+            filter=Q(is_valid=True, created_at__gte=now - timedelta(hours=1))
+            & COLLECTED,
+        ),
+        imported=Count("pk", filter=Q(is_valid=True) & ~COLLECTED),
+        annotators=Count("annotator_id", distinct=True),
+    )
+    total_ratings, last_hour = counted["valid"], counted["last_hour"]
+    target = study.raters_per_image * totals["images"]
+    return {
+        "study": study.pk,
+        "images": totals["images"],
+        "images_complete": totals["complete"],
+        "ratings": total_ratings,
+        "ratings_target": target,
+        "fraction_complete": (total_ratings / target) if target else 0.0,
+        "ratings_last_hour": last_hour,
+        "ratings_imported": counted["imported"],
+        "images_by_rating_count": {
+            str(k): by_count.get(k, 0) for k in range(0, study.raters_per_image + 1)
+        },
+        "annotators": counted["annotators"],
+    }
+
+
+def annotator_by_public_id(*, public_id: str) -> Annotator | None:
+    return Annotator.objects.filter(public_id=public_id).first()
+
+
+def annotator_by_external_id(*, source: str, external_id: str) -> Annotator | None:
+    if not external_id:
+        return None
+    return Annotator.objects.filter(source=source, external_id=external_id).first()
+
+
+def participation_of(*, annotator: Annotator, study: Study) -> Participation | None:
+    return Participation.objects.filter(annotator=annotator, study=study).first()
+
+
+# --- staff dashboard reads ----------------------------------------------------------
+#
+# Each returns plain data in a fixed, small number of queries whatever the size of
+# the study (asserted in tests/dashboard); the dashboard app renders them.
+
+ACTIVE_WINDOW = timedelta(minutes=10)
+RATE_WINDOW_HOURS = 6  # the projection's rate: mean ratings per hour over these
+
+
+def study_overview_list() -> list[dict]:
+    """Every study with its state and rating progress (one query)."""
+    rows = (
+        Study.objects.annotate(
+            n_images=Count("images"),
+            n_ratings=Coalesce(Sum("images__rating_count"), 0),
+            n_complete=Count(
+                "images",
+                filter=Q(images__rating_count__gte=F("images__target_ratings")),
+            ),
+        )
+        .order_by("-created_at")
+        .values(
+            "pk",
+            "name",
+            "slug",
+            "status",
+            "raters_per_image",
+            "n_images",
+            "n_ratings",
+            "n_complete",
+        )
+    )
+    out = []
+    for r in rows:
+        target = r["n_images"] * r["raters_per_image"]
+        out.append({**r, "target": target, "percent": _percent(r["n_ratings"], target)})
+    return out
+
+
+def _percent(part: float, whole: float) -> float:
+    return round(100 * part / whole, 1) if whole else 0.0
+
+
+def study_dashboard(*, study: Study, now=None, hours: int = 48) -> dict:
+    """Progress of one study: images by valid ratings (0..target), completion,
+    ratings per hour over the last ``hours``, annotators active now, and the
+    projected completion at the recent rate. Every rate and "active now" counts
+    ratings collected here only (``COLLECTED``); each figure's window is
+    returned with it so the page can say which one it uses."""
+    now = now or timezone.now()
+    progress = study_progress(study=study, now=now)
+    since = now - timedelta(hours=hours)
+    per_hour = dict(
+        Rating.objects.filter(COLLECTED, study=study, is_valid=True)
+        .filter(created_at__gte=since)
+        .annotate(hour=TruncHour("created_at"))
+        .values_list("hour")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours - 1)
+    series = [
+        (start + timedelta(hours=i), per_hour.get(start + timedelta(hours=i), 0))
+        for i in range(hours)
+    ]
+    # Two indexed reads rather than one OR across two joins (which PostgreSQL
+    # answers by joining every rating of the study).
+    leasing = set(
+        Assignment.objects.filter(
+            study=study, status=Assignment.Status.LEASED, expires_at__gt=now
+        ).values_list("annotator_id", flat=True)
+    )
+    rating = set(
+        Rating.objects.filter(COLLECTED, study=study)
+        .filter(created_at__gte=now - ACTIVE_WINDOW)
+        .values_list("annotator_id", flat=True)
+        .distinct()
+    )
+    active = len(leasing | rating)
+    remaining = max(0, progress["ratings_target"] - progress["ratings"])
+    recent = sum(n for _, n in series[-RATE_WINDOW_HOURS:]) / RATE_WINDOW_HOURS
+    eta = None
+    if remaining and recent > 0:
+        eta = now + timedelta(hours=remaining / recent)
+    return {
+        **progress,
+        "histogram": [
+            (int(k), v) for k, v in progress["images_by_rating_count"].items()
+        ],
+        "per_hour": series,
+        "per_hour_hours": hours,
+        "active_now": active,
+        "active_window_minutes": int(ACTIVE_WINDOW.total_seconds() // 60),
+        "rate_window_hours": RATE_WINDOW_HOURS,
+        "remaining": remaining,
+        "rate_recent": recent,
+        "projected_completion": eta,
+        "percent": _percent(progress["ratings"], progress["ratings_target"]),
+    }
+
+
+def study_annotator_rows(*, study: Study) -> list[dict]:
+    """Every annotator who joined the study, with their counts and running quality
+    statistics (three queries)."""
+    from annotation.models import AnnotatorQuality, Participation
+
+    quality = {q.annotator_id: q for q in AnnotatorQuality.objects.filter(study=study)}
+    counts = {
+        a: (n, valid)
+        for a, n, valid in Rating.objects.filter(study=study)
+        .values_list("annotator_id")
+        .annotate(n=Count("pk"), valid=Count("pk", filter=Q(is_valid=True)))
+        .order_by()
+    }
+    rows = []
+    for p in (
+        Participation.objects.filter(study=study)
+        .select_related("annotator")
+        .order_by("annotator_id")
+    ):
+        n, valid = counts.get(p.annotator_id, (0, 0))
+        rows.append(
+            {
+                "participation": p,
+                "annotator": p.annotator,
+                "quality": quality.get(p.annotator_id),
+                "n_ratings": n,
+                "n_valid": valid,
+            }
+        )
+    return rows
