@@ -4,8 +4,12 @@
    path the embedding cache uses: PNG bytes -> PIL -> open_clip preprocess ->
    ``encode_image`` under bf16 autocast) for ViT-B-32 and ViT-L-14, end to end
    with 1 and with ``prep_threads`` preprocessing threads, and the model alone on
-   preprocessed tensors. Weights are random (seeded from the name: the machine is
-   offline), which changes no timing. bf16 against fp32 embeddings: cosine.
+   preprocessed tensors; then through the pixel cache (``rewardmodel.preprocess``,
+   the path ``embeddings_compute`` takes): cold (each image decoded, resized and
+   stored once) and warm (uint8 arrays read, normalised on the device, the next
+   batch read while the model runs), each as a share of the model alone. Weights
+   are random (seeded from the name: the machine is offline): no timing changes.
+   bf16 against fp32 embeddings: cosine.
 2. The diffusers backend on CUDA with a tiny random StableDiffusionPipeline
    (``tests/generation/tiny_pipeline.py``): PNGs come back, bf16 on the card,
    the same seed gives the same bytes, the pipeline is loaded once.
@@ -102,9 +106,52 @@ def embedding_figures(model: str, pngs: list[bytes], batch: int, device: str) ->
         b = torch.nn.functional.normalize(fwd(None).float(), dim=-1)
         cos = (a * b).sum(-1)
         out["bf16_vs_fp32_cosine_min"] = round(float(cos.min()), 5)
+    out.update(cached_figures(bb, pngs, batch))
+    for key in ("end_to_end_cached_cold_img_s", "end_to_end_cached_warm_img_s"):
+        share = out[key] / out["model_only_bf16_img_s"]
+        out[key.replace("_img_s", "_share_of_model_bf16")] = round(share, 3)
     if device == "cuda":
         out["peak_gpu_mem_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)
     return out
+
+
+def cached_figures(bb, pngs: list[bytes], batch: int) -> dict:
+    """End to end through the pixel cache, as ``embeddings_compute`` runs it
+    (``preprocess.cached_batches`` on image rows), in a fresh cache folder: the
+    first pass decodes and stores every image, the second reads the arrays."""
+    import hashlib
+    from types import SimpleNamespace
+
+    from rewardmodel import preprocess
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ["PALATE_RM_DIR"] = tempfile.mkdtemp(prefix="gpu-check-pixels-")
+    from django.conf import settings
+
+    settings.REWARDMODEL_DIR = settings.DATA_DIR = os.environ["PALATE_RM_DIR"]
+    rows = [
+        SimpleNamespace(
+            # One cache entry per image, even where the sample repeats bytes.
+            sha256=hashlib.sha256(f"{i}:".encode() + data).hexdigest(),
+            file=SimpleNamespace(open=lambda mode, data=data: io.BytesIO(data)),
+        )
+        for i, data in enumerate(pngs)
+    ]
+    run = preprocess.cached_batches(bb)
+    if run is None:
+        return {}
+    chunks = [rows[i : i + batch] for i in range(0, len(rows), batch)]
+
+    def embed_all():
+        for _chunk, _vectors in run(chunks):
+            pass
+
+    cold = timed(embed_all)
+    warm = timed(embed_all)
+    return {
+        "end_to_end_cached_cold_img_s": round(len(rows) / cold, 1),
+        "end_to_end_cached_warm_img_s": round(len(rows) / warm, 1),
+    }
 
 
 def _cpu_time(fn) -> float:

@@ -110,12 +110,17 @@ def _table_params(request: HttpRequest) -> dict:
     }
 
 
+def _page_number(request: HttpRequest) -> int:
+    value = request.GET.get("page", "1")
+    return int(value) if value.isdigit() and len(value) < 7 else 1
+
+
 @require_GET
 @staff_member_required
 def annotators(request: HttpRequest, study_id: int) -> HttpResponse:
     study = _study(study_id)
     params = _table_params(request)
-    table = selectors.annotator_table(study=study, **params)
+    table = selectors.annotator_table(study=study, page=_page_number(request), **params)
     context = {
         "study": study,
         "tab": "annotators",
@@ -141,11 +146,7 @@ def annotators(request: HttpRequest, study_id: int) -> HttpResponse:
     if request.htmx and request.htmx.target == "annotator-table":
         return render(request, "dashboard/annotators.html#table", context)
     context["chart"] = charts.scatter(
-        [
-            (r["n_ratings"], r["accuracy"], r["annotator"].public_id)
-            for r in table["rows"]
-            if r["accuracy"] is not None
-        ],
+        table["chart_points"],
         title="Prediction quality against number of ratings",
         x_label="ratings given",
         y_label="pairwise accuracy (held out)",

@@ -224,9 +224,13 @@ class OpenClipBackbone(Backbone):
         return torch.stack([prep(im) for im in images])
 
     def embed(self, images: list) -> np.ndarray:
+        return self.encode(self.pixels(images).to(self.device))
+
+    def encode(self, batch) -> np.ndarray:
+        """Embeddings of a preprocessed batch already on the device (the pixel
+        cache, ``rewardmodel.preprocess``, makes such batches without PIL)."""
         import torch
 
-        batch = self.pixels(images).to(self.device)
         with torch.inference_mode():
             if self.device.startswith("cuda"):
                 with torch.autocast("cuda", dtype=torch.bfloat16):

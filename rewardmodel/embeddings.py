@@ -43,15 +43,25 @@ def _read_image(image: Image) -> bytes:
 
 
 def _embed_into_cache(
-    bb, targets: list, *, read, target_field: str, batch_size: int, on_progress=None
+    bb,
+    targets: list,
+    *,
+    read,
+    target_field: str,
+    batch_size: int,
+    on_progress=None,
+    batches=None,
 ) -> int:
     """The one embedding loop: batches of ``targets`` (images or external items)
     through the backbone into the cache. ``read(target)`` gives the backbone its
-    input; rows are inserted with ``ignore_conflicts`` (racing workers store one)."""
-    done = 0
-    for start in range(0, len(targets), batch_size):
-        chunk = targets[start : start + batch_size]
-        vectors = bb.embed([read(t) for t in chunk])
+    input, unless ``batches(chunks)`` yields ``(chunk, vectors)`` itself (the
+    pixel cache, ``preprocess.cached_batches``); rows are inserted with
+    ``ignore_conflicts`` (racing workers store one)."""
+    done, seen = 0, 0
+    chunks = [targets[s : s + batch_size] for s in range(0, len(targets), batch_size)]
+    if batches is None:
+        batches = lambda cs: ((c, bb.embed([read(t) for t in c])) for c in cs)  # noqa: E731
+    for chunk, vectors in batches(chunks):
         rows = [
             Embedding(
                 **{target_field: t.pk},
@@ -64,8 +74,9 @@ def _embed_into_cache(
         ]
         with transaction.atomic():
             done += len(Embedding.objects.bulk_create(rows, ignore_conflicts=True))
+        seen += len(chunk)
         if on_progress:
-            on_progress(min(start + batch_size, len(targets)), len(targets))
+            on_progress(seen, len(targets))
     return done
 
 
@@ -83,6 +94,7 @@ def embeddings_compute(
     process checks the hub and reads the weights: seconds to minutes) and its
     outcome, so a training run's live log is never silent through it."""
     from . import conf
+    from .preprocess import cached_batches
 
     if image_ids is None:
         image_ids = Image.objects.values_list("pk", flat=True)
@@ -100,6 +112,7 @@ def embeddings_compute(
         target_field="image_id",
         batch_size=batch_size or conf.embed_batch_size(),
         on_progress=on_progress,
+        batches=cached_batches(bb),
     )
     return result
 

@@ -30,8 +30,7 @@ MAX_FUNCTION_LINES = 60
 # (the engine and the reward model). The integrator empties this set when their
 # work is merged; a name here that is no longer too long fails the test, so the
 # list cannot go stale.
-PENDING: set[str] = {
-}
+PENDING: set[str] = {}
 
 ROOMS = ("studies", "engine", "quality", "datasets", "integrity", "participants")
 # What another app may import from annotation: a room's services, selectors or

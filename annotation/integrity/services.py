@@ -20,7 +20,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 
 from django.db import connection, transaction
-from django.db.models import Count, Exists, OuterRef, Q
+from django.db.models import Count, Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from annotation.models import (
@@ -45,11 +45,6 @@ _EXCLUDED_HERE = Q(
     )
 )
 _NOT_ACTIVE = ~Q(annotator__status=Annotator.Status.ACTIVE) | _EXCLUDED_HERE
-_EXCLUDED = (
-    Q(annotator__status=Annotator.Status.EXCLUDED)
-    | Q(annotator__erased_at__isnull=False)
-    | _EXCLUDED_HERE
-)
 
 
 @dataclass
@@ -96,38 +91,19 @@ class Drift:
 
 
 def integrity_check(*, study_id: int | None = None) -> Drift:
-    """Compare every image's counters with its rows (one pass per table)."""
+    """Compare every image's counters with its rows: one aggregate pass over the
+    ratings and one over the live leases, joined to the images (a subquery per
+    image took 46 s at 135,000 ratings; issue 29). The checks of excluded people
+    start from the few excluded rows, not from every rating."""
     drift = Drift()
-    where, params = ("WHERE i.study_id = %s", [study_id]) if study_id else ("", [])
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            SELECT id, target_ratings, rating_count, lease_count, valid, live FROM (
-              SELECT i.id, i.target_ratings, i.rating_count, i.lease_count,
-                (SELECT COUNT(*) FROM {Rating._meta.db_table} r
-                  WHERE r.image_id = i.id AND r.is_valid) AS valid,
-                (SELECT COUNT(*) FROM {Assignment._meta.db_table} a
-                  WHERE a.image_id = i.id AND a.status = 'leased') AS live
-              FROM {Image._meta.db_table} i {where}
-            ) c
-            WHERE rating_count <> valid OR lease_count <> live
-               OR valid + live > target_ratings
-            ORDER BY id
-            """,
-            params,
-        )
-        for image_id, target, ratings, leases, valid, live in cursor.fetchall():
-            if ratings != valid:
-                drift.rating_count.append((image_id, ratings, valid))
-            if leases != live:
-                drift.lease_count.append((image_id, leases, live))
-            if valid + live > target:
-                drift.over_target.append((image_id, target, valid + live))
+    _counter_drift(drift, study_id)
     scope = Q(study_id=study_id) if study_id else Q()
     for model, out in (
         (Rating, drift.duplicate_ratings),
         (Assignment, drift.duplicate_assignments),
     ):
+        if _unique_pair_enforced(model):
+            continue  # the database refuses a second row for a pair
         out.extend(
             model.objects.filter(scope)
             .values("image_id", "annotator_id")
@@ -136,17 +112,91 @@ def integrity_check(*, study_id: int | None = None) -> Drift:
             .order_by("image_id", "annotator_id")
             .values_list("image_id", "annotator_id", "n")
         )
-    drift.excluded_valid_ratings = list(
-        Rating.objects.filter(scope, _EXCLUDED, is_valid=True)
-        .order_by("pk")
-        .values_list("pk", flat=True)
+    valid = Rating.objects.filter(scope, is_valid=True)
+    gone = Annotator.objects.filter(
+        Q(status=Annotator.Status.EXCLUDED) | Q(erased_at__isnull=False)
     )
+    ids = set(valid.filter(annotator__in=gone).values_list("pk", flat=True))
+    # Excluded from the rating's own study: from the excluded participations.
+    ids.update(
+        valid.filter(
+            annotator__participations__status=Participation.Status.EXCLUDED,
+            annotator__participations__study_id=F("study_id"),
+        ).values_list("pk", flat=True)
+    )
+    drift.excluded_valid_ratings = sorted(ids)
     drift.inactive_leases = list(
         Assignment.objects.filter(scope, _NOT_ACTIVE, status=Assignment.Status.LEASED)
         .order_by("pk")
         .values_list("pk", flat=True)
     )
     return drift
+
+
+def _counter_drift(drift: Drift, study_id: int | None) -> None:
+    ratings, leases, where = ("", "", "")
+    params: list[int] = []
+    if study_id:
+        ratings, leases, where = (
+            "WHERE r.study_id = %s",
+            "AND a.study_id = %s",
+            "WHERE i.study_id = %s",
+        )
+        params = [study_id] * 3
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT id, target_ratings, rating_count, lease_count, valid, live FROM (
+              SELECT i.id, i.target_ratings, i.rating_count, i.lease_count,
+                     COALESCE(r.valid, 0) AS valid, COALESCE(a.live, 0) AS live
+                FROM {Image._meta.db_table} i
+                LEFT JOIN (SELECT r.image_id,
+                                  SUM(CASE WHEN r.is_valid THEN 1 ELSE 0 END) AS valid
+                             FROM {Rating._meta.db_table} r {ratings}
+                            GROUP BY r.image_id) r ON r.image_id = i.id
+                LEFT JOIN (SELECT a.image_id, COUNT(*) AS live
+                             FROM {Assignment._meta.db_table} a
+                            WHERE a.status = 'leased' {leases}
+                            GROUP BY a.image_id) a ON a.image_id = i.id
+                {where}
+            ) c
+            WHERE rating_count <> valid OR lease_count <> live
+               OR valid + live > target_ratings
+            ORDER BY id
+            """,
+            params,
+        )
+        for image_id, target, ratings_, leases_, valid, live in cursor.fetchall():
+            if ratings_ != valid:
+                drift.rating_count.append((image_id, ratings_, valid))
+            if leases_ != live:
+                drift.lease_count.append((image_id, leases_, live))
+            if valid + live > target:
+                drift.over_target.append((image_id, target, valid + live))
+
+
+def _unique_pair_enforced(model) -> bool:
+    """Whether PostgreSQL holds a valid unique index on (image_id, annotator_id)
+    of the model's table: then no pair can have two rows and scanning for them
+    (a sort of the whole table) is skipped. Elsewhere, or if it was dropped or
+    left invalid, the rows are counted."""
+    if connection.vendor != "postgresql":
+        return False
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT 1 FROM pg_index x
+              JOIN pg_class t ON t.oid = x.indrelid
+             WHERE t.relname = %s AND x.indisunique AND x.indisvalid
+               AND x.indpred IS NULL AND x.indnatts = 2
+               AND (SELECT array_agg(a.attname::text ORDER BY a.attname)
+                      FROM pg_attribute a
+                     WHERE a.attrelid = t.oid AND a.attnum = ANY(x.indkey))
+                   = ARRAY['annotator_id', 'image_id']
+            """,
+            [model._meta.db_table],
+        )
+        return cursor.fetchone() is not None
 
 
 def integrity_repair(*, study_id: int | None = None) -> Drift:

@@ -4,6 +4,7 @@ agreement (alpha) and test-retest, the answers to uncounted items."""
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.db import connection
 from django.db.models import (
     Count,
 )
@@ -43,45 +44,49 @@ def annotator_score_distribution(*, annotator: Annotator, study: Study) -> list:
 
 def study_alpha(*, study: Study) -> dict:
     """Krippendorff's alpha (interval) over valid ratings, for the study and per
-    domain, from value counts (image × score): one grouped query, the images'
-    domains, and a matrix of images × scale points, whatever the number of
-    annotators."""
-    import krippendorff
-    import numpy as np
-
-    rows = np.array(
-        list(
-            Rating.objects.filter(study=study, is_valid=True)
-            .values_list("image_id", "score")
-            .annotate(n=Count("pk"))
-            .order_by()
-        ),
-        dtype=np.int64,
-    ).reshape(-1, 3)
-    domain_of = dict(Image.objects.filter(study=study).values_list("pk", "domain"))
-    values = np.arange(study.scale_min, study.scale_max + 1)
-
-    def alpha(subset: np.ndarray) -> tuple[float | None, int]:
-        images, unit = np.unique(subset[:, 0], return_inverse=True)
-        if images.size < 2:
-            return None, int(images.size)
-        counts = np.zeros((images.size, values.size))
-        np.add.at(counts, (unit, subset[:, 1] - study.scale_min), subset[:, 2])
-        counts = counts[counts.sum(axis=1) >= 2]  # pairable units only
-        if counts.shape[0] < 2 or (counts.sum(axis=0) > 0).sum() < 2:
-            return None, int(images.size)
-        a = krippendorff.alpha(
-            value_counts=counts,
-            value_domain=values,
-            level_of_measurement="interval",
+    domain, from sums the database computes: per image its number of ratings m,
+    Σx and Σx², then per domain the sums over images. For the interval metric
+    Σ_{c,k} n_c n_k (c−k)² = 2(m Σx² − (Σx)²), so with n values in pairable
+    images (m ≥ 2), D_o = Σ_u 2(m_u Σx²_u − (Σx_u)²)/(m_u − 1) / n and
+    D_e = 2(n S2 − S1²) / (n(n − 1)); alpha = 1 − D_o/D_e. The same figure as
+    the ``krippendorff`` package on the value counts (tests/annotation/
+    test_alpha_sql.py), in one query returning a row per domain instead of
+    every (image, score) pair to Python (1.7 s at 1.35 M ratings; issue 29)."""
+    table = Rating._meta.db_table
+    images = Image._meta.db_table
+    with connection.cursor() as cur:
+        cur.execute(
+            f"""
+            SELECT domain, COUNT(*),
+                   SUM(CASE WHEN m >= 2 THEN 1 ELSE 0 END),
+                   SUM(CASE WHEN m >= 2 THEN m ELSE 0 END),
+                   SUM(CASE WHEN m >= 2 THEN s1 ELSE 0 END),
+                   SUM(CASE WHEN m >= 2 THEN s2 ELSE 0 END),
+                   SUM(CASE WHEN m >= 2
+                       THEN 2.0 * (m * s2 - s1 * s1) / (m - 1) ELSE 0 END)
+              FROM (SELECT r.image_id, COUNT(*) AS m,
+                           SUM(r.score) AS s1, SUM(r.score * r.score) AS s2
+                      FROM {table} r
+                     WHERE r.study_id = %s AND r.is_valid
+                     GROUP BY r.image_id) u
+              JOIN {images} i ON i.id = u.image_id
+             GROUP BY domain ORDER BY domain
+            """,
+            [study.pk],
         )
-        return float(a), int(images.size)
+        rows = [(d, *(float(v or 0) for v in rest)) for d, *rest in cur.fetchall()]
+    if not rows:
+        return {"alpha": None, "images": 0, "by_domain": []}
 
-    overall, n = alpha(rows)
-    domains = np.array([domain_of.get(int(i), "") for i in rows[:, 0]], dtype=object)
-    by_domain = [
-        (d or "(none)", *alpha(rows[domains == d])) for d in sorted(set(domains))
-    ]
+    def alpha(sums) -> tuple[float | None, int]:
+        n_images, units, n, s1, s2, within = sums
+        expected = 2 * (n * s2 - s1 * s1)
+        if units < 2 or expected <= 0:
+            return None, int(n_images)
+        return float(1 - (n - 1) * within / expected), int(n_images)
+
+    overall, n = alpha([sum(r[k] for r in rows) for k in range(1, 7)])
+    by_domain = [(r[0] or "(none)", *alpha(r[1:])) for r in sorted(rows)]
     return {"alpha": overall, "images": n, "by_domain": by_domain}
 
 

@@ -290,7 +290,7 @@ def test_failure_while_writing_rolls_back_and_deletes_stored_files(
     def boom(*args, **kwargs):
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr(module, "_ratings_create", boom)
+    monkeypatch.setattr(module, "ratings_create", boom)
     copy = new_study(original)
     with pytest.raises(RuntimeError):
         dataset_import(study=copy, root=tmp_path / "a")

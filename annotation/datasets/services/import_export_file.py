@@ -10,9 +10,9 @@ it. Ratings go to an existing person only where the staff member says so
 erased person's rating valid.
 
 Everything is read and checked before anything is written (a clear message
-naming the file, line and field; nothing changed), then written in one
-transaction; image files are journalled (``media_journal``) so that none
-outlives a failed or killed import. Caps: ``import_input`` and docs/export.md.
+naming the file, line and field; nothing changed), then read again and written
+in one transaction, in bounded batches (memory flat); image files are journalled
+(``media_journal``): none outlives a failed import. Caps: docs/export.md.
 """
 
 from __future__ import annotations
@@ -24,17 +24,19 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
 from annotation.datasets.services import import_input as check
+from annotation.datasets.services.import_batches import (
+    rating_counts_set,
+    ratings_create,
+)
 from annotation.datasets.services.media_journal import media_journal
 from annotation.models import (
     DEMOGRAPHIC_FIELDS,
     Annotator,
     Image,
     Participation,
-    Rating,
     Study,
 )
 from annotation.participants.services.erasure import identifiers_erased
@@ -43,7 +45,6 @@ from annotation.studies.services.studies import image_create
 from core.exceptions import InvalidInput
 
 ProgressFn = Callable[[str, int, int], None]
-BATCH = 2000
 PUBLIC_ID_CHARS = 32
 
 
@@ -64,18 +65,26 @@ def _files(root: Path, config: str, fmt: str) -> list[Path]:
     return files
 
 
-def _rows(root: Path, path: Path) -> Iterator[tuple[str, dict]]:
-    """``(where, row)`` of one table file; ``where`` names file and line."""
+def _rows(root: Path, path: Path, columns=None) -> Iterator[tuple[str, dict]]:
+    """``(where, row)`` of one table file (``where``: file and line)."""
     label = str(path.relative_to(root)) if path.is_relative_to(root) else path.name
-    return check.table_rows(path, label=label)
+    return check.table_rows(path, label=label, columns=columns)
 
 
 @dataclass
 class _Plan:
+    """What the import writes, without the ratings (read twice: checked and
+    counted, then written in batches; memory stays flat, issue 29): ``valid``
+    counts each export image's valid ratings, ``first_rating`` is each export
+    annotator's first rating time (it stands for their consent)."""
+
     fmt: str
     images: list[dict]
     annotators: dict[str, dict]
-    ratings: list[dict] = field(default_factory=list)
+    ratings: int = 0
+    valid: dict[int, int] = field(default_factory=dict)
+    first_rating: dict[str, datetime] = field(default_factory=dict)
+    splits: dict[str, int] = field(default_factory=dict)
 
 
 NO_IMAGES = (
@@ -131,11 +140,18 @@ def _int(v, name: str, where: str, *, optional: bool = False) -> int | None:
     )
 
 
+IMAGE_FIELDS = ("image_id", "sha256", "prompt", "domain", "provenance")
+
+
 def _read_images(root: Path, fmt: str) -> list[dict]:
     images, seen = [], set()
     for path in _files(root, "images", fmt):
-        for n, (where, row) in enumerate(_rows(root, path), 1):
-            if "image" not in row:
+        names = check.table_columns(path)
+        if names is not None and "image" not in names:
+            raise InvalidInput(NO_IMAGES)
+        columns = IMAGE_FIELDS if names is not None else None
+        for n, (where, row) in enumerate(_rows(root, path, columns), 1):
+            if names is None and "image" not in row:
                 raise InvalidInput(NO_IMAGES)
             image = _image_row(row, where)
             if image["id"] in seen:
@@ -212,32 +228,46 @@ def _rating_row(row: dict, where: str, path: Path, study: Study, plan) -> dict:
     }
 
 
-def _read_ratings(root: Path, fmt: str, study: Study, plan: _Plan) -> list[dict]:
-    image_ids = {i["id"] for i in plan.images}
-    pairs, ratings = set(), []
+def _ratings(root: Path, fmt: str, study: Study, plan: _Plan) -> Iterator[dict]:
+    """Every rating row, checked, in file order; a rating of an annotator who is
+    excluded (in the file, or here) is invalid."""
     for path in _files(root, "ratings", fmt):
         for where, row in _rows(root, path):
             r = _rating_row(row, where, path, study, plan)
-            if r["image"] not in image_ids:
-                raise InvalidInput(
-                    f"{where}: image {r['image']} is not in the images table."
-                )
-            if (r["image"], r["annotator"]) in pairs:
-                raise InvalidInput(
-                    f"{where}: annotator {r['annotator']} rated image "
-                    f"{r['image']} twice."
-                )
-            pairs.add((r["image"], r["annotator"]))
-            ratings.append(r)
-    return ratings
+            if plan.annotators[r["annotator"]]["excluded"]:
+                r["is_valid"] = False
+            yield {**r, "where": where}
+
+
+def _read_ratings(root: Path, fmt: str, study: Study, plan: _Plan) -> None:
+    """Check every rating and count what the write needs (no rating is kept:
+    a pair is remembered as one integer)."""
+    image_ids = {i["id"] for i in plan.images}
+    number = {pid: k for k, pid in enumerate(plan.annotators)}
+    pairs: set[int] = set()
+    for r in _ratings(root, fmt, study, plan):
+        where = r["where"]
+        if r["image"] not in image_ids:
+            raise InvalidInput(
+                f"{where}: image {r['image']} is not in the images table."
+            )
+        pair = r["image"] * len(number) + number[r["annotator"]]
+        if pair in pairs:
+            raise InvalidInput(
+                f"{where}: annotator {r['annotator']} rated image {r['image']} twice."
+            )
+        pairs.add(pair)
+        plan.ratings += 1
+        plan.splits[r["split"]] = plan.splits.get(r["split"], 0) + 1
+        if r["is_valid"]:
+            plan.valid[r["image"]] = plan.valid.get(r["image"], 0) + 1
+        first = plan.first_rating.get(r["annotator"])
+        if r["created_at"] and (first is None or r["created_at"] < first):
+            plan.first_rating[r["annotator"]] = r["created_at"]
 
 
 def _check_capacity(study: Study, plan: _Plan) -> None:
-    valid: dict[int, int] = {}
-    for r in plan.ratings:
-        if r["is_valid"]:
-            valid[r["image"]] = valid.get(r["image"], 0) + 1
-    over = {i: n for i, n in valid.items() if n > study.raters_per_image}
+    over = {i: n for i, n in plan.valid.items() if n > study.raters_per_image}
     if over:
         image_id, n = next(iter(sorted(over.items())))
         raise InvalidInput(
@@ -290,9 +320,6 @@ def _identities(
             info["excluded"] = (
                 info["excluded"] or target.status == Annotator.Status.EXCLUDED
             )
-    for r in plan.ratings:
-        if plan.annotators[r["annotator"]]["excluded"]:
-            r["is_valid"] = False
 
 
 def dataset_plan(
@@ -309,10 +336,11 @@ def dataset_plan(
     fmt = _detect_format(root)
     plan = _Plan(fmt=fmt, images=_read_images(root, fmt), annotators={})
     plan.annotators = _read_annotators(root, fmt, study)
-    plan.ratings = _read_ratings(root, fmt, study, plan)
+    # Who each rater becomes (excluded or not) before their ratings stream past.
+    _identities(study, plan, annotator_map or {}, same_annotators)
+    _read_ratings(root, fmt, study, plan)
     if not plan.ratings:
         raise InvalidInput("The export has no ratings.")
-    _identities(study, plan, annotator_map or {}, same_annotators)
     if Image.objects.filter(study=study).exists():
         raise InvalidInput(
             f"Study '{study.slug}' already has images: import into a new study."
@@ -324,16 +352,11 @@ def dataset_plan(
 def _image_bytes(root: Path, plan: _Plan) -> Iterator[tuple[dict, bytes]]:
     """Each planned image with its bytes, reading the table again in order (one
     image in memory at a time)."""
-    by_file: dict[Path, list[dict]] = {}
-    for img in plan.images:
-        by_file.setdefault(img["path"], []).append(img)
-    for path, wanted in by_file.items():
+    for path in dict.fromkeys(img["path"] for img in plan.images):
+        wanted = {img["index"]: img for img in plan.images if img["path"] == path}
         for n, (_where, row) in enumerate(_rows(root, path), 1):
-            img = wanted[0]
-            if img["index"] != n:
-                continue
-            wanted.pop(0)
-            yield img, _image_data(root, row, img["where"])
+            if (img := wanted.pop(n, None)) is not None:
+                yield img, _image_data(root, row, img["where"])
             if not wanted:
                 break
 
@@ -362,9 +385,8 @@ def _annotator_new(study: Study, pid: str, info: dict, plan: _Plan) -> Annotator
 
 
 def _exclusion(info: dict) -> dict:
-    if not info["excluded"]:
-        return {}
-    return {"status": Participation.Status.EXCLUDED, "excluded_at": timezone.now()}
+    excluded = {"status": Participation.Status.EXCLUDED, "excluded_at": timezone.now()}
+    return excluded if info["excluded"] else {}
 
 
 def _annotators_create(study: Study, plan: _Plan) -> dict[str, Annotator]:
@@ -390,7 +412,7 @@ def _annotators_create(study: Study, plan: _Plan) -> dict[str, Annotator]:
 
 def plan_consent_time(plan: _Plan, pid: str) -> datetime:
     """The annotator's first rating time stands for when they consented."""
-    return min(r["created_at"] for r in plan.ratings if r["annotator"] == pid)
+    return plan.first_rating.get(pid) or timezone.now()
 
 
 def dataset_import(
@@ -412,7 +434,7 @@ def dataset_import(
         annotator_map=annotator_map,
         same_annotators=same_annotators,
     )
-    total = len(plan.images) + len(plan.ratings)
+    total = len(plan.images) + plan.ratings
     with media_journal() as journal, transaction.atomic(durable=True):
         ids: dict[int, int] = {}
         for done, (img, data) in enumerate(_image_bytes(root, plan), 1):
@@ -433,7 +455,9 @@ def dataset_import(
             if on_progress:
                 on_progress("images", done, total)
         annotators = _annotators_create(study, plan)
-        _ratings_create(study, plan, ids, annotators, len(ids), total, on_progress)
+        rows = _ratings(root, plan.fmt, study, plan)
+        ratings_create(study, rows, ids, annotators, len(ids), total, on_progress)
+        rating_counts_set(plan.valid, ids)
     mapped = sum(i["target"] is not None for i in plan.annotators.values())
     return {
         "study": study.slug,
@@ -442,38 +466,6 @@ def dataset_import(
         "annotators": len(plan.annotators),
         "annotators_mapped": mapped,
         "annotators_new": len(plan.annotators) - mapped,
-        "ratings": len(plan.ratings),
-        "splits": {s: sum(r["split"] == s for r in plan.ratings) for s in SPLITS},
+        "ratings": plan.ratings,
+        "splits": {s: plan.splits.get(s, 0) for s in SPLITS},
     }
-
-
-def _ratings_create(study, plan, ids, annotators, done, total, on_progress) -> int:
-    for start in range(0, len(plan.ratings), BATCH):
-        chunk = plan.ratings[start : start + BATCH]
-        objs = [
-            Rating(
-                study=study,
-                image_id=ids[r["image"]],
-                annotator=annotators[r["annotator"]],
-                score=r["score"],
-                time_on_item_ms=r["time_on_item_ms"],
-                is_valid=r["is_valid"],
-                split=r["split"],
-            )
-            for r in chunk
-        ]
-        created = Rating.objects.bulk_create(objs, batch_size=BATCH)
-        # created_at is auto_now_add: restore the dataset's times afterwards.
-        for obj, r in zip(created, chunk, strict=True):
-            obj.created_at = r["created_at"]
-        Rating.objects.bulk_update(created, ["created_at"], batch_size=500)
-        done += len(chunk)
-        if on_progress:
-            on_progress("ratings", done, total)
-    counts: dict[int, int] = {}
-    for r in plan.ratings:
-        if r["is_valid"]:
-            counts[ids[r["image"]]] = counts.get(ids[r["image"]], 0) + 1
-    for image_id, n in sorted(counts.items()):
-        Image.objects.filter(pk=image_id).update(rating_count=F("rating_count") + n)
-    return done

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -26,6 +26,7 @@ MAX_TEXT_CHARS = 100  # demographics values
 MAX_JSON_CHARS = 64 * 2**10  # provenance as JSON text
 MAX_TIME_ON_ITEM_MS = 24 * 3600 * 1000  # a day on one image is not a measurement
 PARQUET_BATCH = 256
+PARQUET_BATCH_BYTES = 4 * 2**20  # one batch of wide rows (images) in memory
 
 
 def _controls(text: str, *, allow_newlines: bool) -> bool:
@@ -159,29 +160,65 @@ def truthy(value, *, field: str, where: str) -> bool:
 # --- rows ---------------------------------------------------------------------
 
 
-def table_rows(path: Path, *, label: str) -> Iterator[tuple[str, dict]]:
+def table_rows(
+    path: Path, *, label: str, columns: Iterable[str] | None = None
+) -> Iterator[tuple[str, dict]]:
     """``(where, row)`` for each row of a .parquet, .jsonl or .csv file; ``where``
     names the file and the line (row for Parquet). Every way the file can be
-    malformed is an ``InvalidInput`` naming the place."""
+    malformed is an ``InvalidInput`` naming the place. ``columns``: a Parquet
+    file is read for these columns only (those it has)."""
     suffix = path.suffix.lower()
     readers = {".parquet": _parquet, ".jsonl": _jsonl, ".csv": _csv}
     if suffix not in readers:
         raise InvalidInput(f"{label}: use a .csv, .jsonl or .parquet file.")
     count = 0
-    for where, row in readers[suffix](path, label):
+    rows = (
+        _parquet(path, label, columns)
+        if suffix == ".parquet"
+        else readers[suffix](path, label)
+    )
+    for where, row in rows:
         count += 1
         if count > MAX_ROWS:
             raise InvalidInput(f"{label}: more than {MAX_ROWS} rows.")
         yield where, row
 
 
-def _parquet(path: Path, label: str) -> Iterator[tuple[str, dict]]:
+def table_columns(path: Path) -> list[str] | None:
+    """A Parquet file's column names (None for other formats, or unreadable:
+    reading its rows then says what is wrong)."""
+    if path.suffix.lower() != ".parquet":
+        return None
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return list(pq.read_schema(path).names)
+    except (pa.ArrowException, OSError):
+        return None
+
+
+def _batch_rows(table) -> int:
+    """Rows per batch: ``PARQUET_BATCH``, fewer where rows are large (embedded
+    images), so that one batch holds about ``PARQUET_BATCH_BYTES``."""
+    meta = table.metadata
+    groups = [meta.row_group(i) for i in range(meta.num_row_groups)]
+    widest = max((g.total_byte_size / max(1, g.num_rows) for g in groups), default=0)
+    return max(1, min(PARQUET_BATCH, int(PARQUET_BATCH_BYTES // max(widest, 1))))
+
+
+def _parquet(path: Path, label: str, columns=None) -> Iterator[tuple[str, dict]]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     n = 0
     try:
-        batches = pq.ParquetFile(path).iter_batches(batch_size=PARQUET_BATCH)
+        # pre_buffer=False: pyarrow would otherwise read (and keep) whole column
+        # chunks ahead; with images embedded that held the table (issue 29).
+        table = pq.ParquetFile(path, pre_buffer=False, buffer_size=2**20)
+        if columns is not None:
+            columns = [c for c in columns if c in table.schema_arrow.names]
+        batches = table.iter_batches(batch_size=_batch_rows(table), columns=columns)
         for batch in batches:
             for row in batch.to_pylist():
                 n += 1
