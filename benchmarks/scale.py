@@ -125,6 +125,7 @@ def emit(args, record: dict) -> None:
     line = json.dumps(record, sort_keys=True)
     print("RESULT " + line, flush=True)
     if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         with open(args.out, "a") as fh:
             fh.write(line + "\n")
 
@@ -282,7 +283,7 @@ def measure_load(args, env, study, tokens) -> dict:
         "submit_p95_ms": pct(times["submit"], 95),
         "claims_204": statuses.get("claim 204", 0),
         "cpu_ms_per_rating": {
-            "gunicorn": cpu["gunicorn"] / max(ratings, 1) * 1000,
+            "web": cpu["web"] / max(ratings, 1) * 1000,
             "postgres": cpu["postgres"] / max(ratings, 1) * 1000,
             "clients": client_cpu / max(ratings, 1) * 1000,
         },

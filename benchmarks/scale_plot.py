@@ -31,7 +31,7 @@ def value(rec: dict, key: str):
         return (rec.get("probe") or {}).get("far_ahead", {}).get("claim_p95_ms")
     if key == "cpu":
         cpu = rec.get("cpu_ms_per_rating") or {}
-        return cpu["gunicorn"] + cpu["postgres"] if cpu else None
+        return cpu.get("web", cpu.get("gunicorn", 0)) + cpu["postgres"] if cpu else None
     if key == "dashboard":
         pages = rec.get("dashboard") or {}
         return max((p["p95"] for p in pages.values()), default=None)

@@ -151,6 +151,7 @@ TINY: dict[str, Tiny] = {
         + ("--repeat", "2"),
         "",
     ),
+    "import_memory.py": Tiny(("--tiny",), "load average after"),
     "scale.py": Tiny(
         ("--tiny", "--out", "{tmp}/scale.jsonl", "--plot", "{tmp}/scale.svg"), ""
     ),
@@ -164,6 +165,9 @@ HELPERS = {
     "_common.py": "dashboard.py, export.py, steering.py, train_speed.py, ...",
     "oracle_features.py": "pixelstats_probe.py",
     "gunicorn_profile.py": "hot_floor.py (GUNICORN_CMD_ARGS)",
+    "scale_fill.py": "scale.py",
+    "scale_train.py": "scale.py",
+    "scale_plot.py": "scale.py",
 }
 
 

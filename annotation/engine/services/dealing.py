@@ -61,7 +61,7 @@ def dealing_policy_set(
         if not 0 <= value <= SETTING_MAX:
             raise InvalidInput(f"{name} must be between 0 and {SETTING_MAX}.")
         values[name] = value
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         Study.objects.filter(pk=study.pk).update(**values)
     for name, value in values.items():
         setattr(study, name, value)
@@ -117,7 +117,7 @@ def dealing_ranking_replace(
                 information=max(0.0, float(info)),
             )
         )
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         DealingRank.objects.filter(
             study_id=study_id, annotator_id=annotator_id
         ).delete()
