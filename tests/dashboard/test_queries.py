@@ -19,20 +19,20 @@ pytestmark = pytest.mark.django_db
 QUERIES = {
     "postgresql": {
         "home": 7,
-        "study": 10,
+        "study": 13,  # + dealing: deals by policy, ratings and rankings per person
         "annotators": 10,
         "annotators_htmx": 10,
         "annotator": 14,  # + the held-out predictions (one row), their participation
-        "quality": 9,
+        "quality": 8,  # alpha from per-image sums in one query
         "model": 10,
     },
     "sqlite": {
         "home": 7,
-        "study": 10,
+        "study": 13,  # + dealing: deals by policy, ratings and rankings per person
         "annotators": 10,
         "annotators_htmx": 10,
         "annotator": 14,
-        "quality": 9,
+        "quality": 8,  # alpha from per-image sums in one query
         "model": 10,
     },
 }
