@@ -31,6 +31,7 @@ from annotation.datasets.services import export_jobs
 from annotation.engine.item_tokens import ASSIGNMENT, MEDIA, item_token
 from annotation.models import Study
 from generation import services as generation_services
+from portrait import services as portrait_services
 from rewardmodel import services as rm_services
 from rewardmodel.models import ModelVersion
 from steering.models import Optimization
@@ -88,6 +89,13 @@ PAGES = {
     "generation:job_progress": {"GET": STAFF},
     "generation:job_cancel": {"POST": STAFF},
     "generation:job_retry": {"POST": STAFF},
+    "dashboard:dealing_settings": {"POST": STAFF},
+    # The taste portrait: the participant's own page and answers (staff, not
+    # participants, see each person's copy on the dashboard: portrait:staff).
+    "portrait:page": {"GET": HOLDER},
+    "portrait:feedback": {"POST": HOLDER},
+    "portrait:staff": {"GET": STAFF},
+    "portrait:settings": {"GET": STAFF, "POST": STAFF},
     "steering:index": {"GET": STAFF},
     "steering:estimate": {"GET": STAFF},
     "steering:create": {"POST": STAFF},
@@ -118,6 +126,7 @@ API = {
     "api-attention-checks": {"GET": STAFF, "POST": STAFF},
     "api-attention-check": {"GET": STAFF, "DELETE": STAFF},
     "api-quality-config": {"GET": STAFF, "PATCH": STAFF},
+    "api-study-dealing": {"GET": STAFF, "PATCH": STAFF},
     "api-quality-annotators": {"GET": STAFF},
     # Erasure: staff only (the test sends no confirmation, so nothing is erased).
     "api-annotator-erase": {"POST": STAFF},
@@ -217,6 +226,10 @@ def world(db, staff_user):
         checkpoint_sha256="0" * 64,
     )
     export = export_jobs.export_create(study=a, fmt="csv")
+    # Study A offers the taste portrait, so its rule is about who asks.
+    portrait_services.portrait_settings_update(
+        study=a, enabled=True, before_completion_redirect=False, min_ratings=5
+    )
     check = services.attention_check_create(study=a, data=png_bytes(77), expected_min=2)
     optimization = Optimization.objects.create(
         study=a,
@@ -283,7 +296,11 @@ def call(world, role: str, method: str, url: str):
     if method == "POST" and "/join?t=" in url:  # the form carries the token
         body = url.split("?", 1)[1].encode()
         ctype = "application/x-www-form-urlencoded"
-    with transaction.atomic():
+    # Each request rolled back, as a TestCase rolls back a test: marked like
+    # TestCase's own block, so the services' durable transactions may run in it.
+    block = transaction.atomic()
+    block._from_testcase = True
+    with block:
         response = client.generic(method, url, body, ctype, **headers)
         transaction.set_rollback(True)
     return response
