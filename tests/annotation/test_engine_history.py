@@ -101,7 +101,7 @@ def test_a_long_history_costs_no_more_rows_than_a_short_one():
     # level tried (two levels here, each way round) costs a bounded number,
     # about the same for both histories.
     bound = 8 * PICK_WINDOW + 40
-    assert long <= bound, (short, long, bound)
-    # 20 times the history, about the same rows (heap visits of dead index
-    # entries left by the set-up vary a little).
-    assert long <= 1.25 * short, (short, long)
+    assert short <= bound and long <= bound, (short, long, bound)
+    # Not a ratio of the two: the plan and the heap visits of dead index entries
+    # left by earlier tests move either figure by tens of rows (seen 136 vs 234
+    # after the contention tests), while a walk past the history costs 2,000+.
