@@ -232,15 +232,15 @@ def build_study(args: argparse.Namespace) -> tuple[int, list[str]]:
     with transaction.atomic():
         Image.objects.bulk_create(rows, batch_size=1000)
     tokens = []
-    with transaction.atomic():
-        for i in range(args.annotators):
-            annotator = services.annotator_create(
-                source="import", external_id=f"bench-{i}", username=f"bench{i:04d}"
-            )
-            services.participation_consent(
-                annotator=annotator, study=study, token=study.invite_token
-            )
-            tokens.append(Token.objects.create(user=annotator.user).key)
+    # One transaction per person: consent is a durable service transaction.
+    for i in range(args.annotators):
+        annotator = services.annotator_create(
+            source="import", external_id=f"bench-{i}", username=f"bench{i:04d}"
+        )
+        services.participation_consent(
+            annotator=annotator, study=study, token=study.invite_token
+        )
+        tokens.append(Token.objects.create(user=annotator.user).key)
     if args.policy == "adaptive":
         _rank_randomly(args, study)
     return study.pk, tokens

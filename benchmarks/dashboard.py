@@ -300,6 +300,15 @@ def slowest(client, url, top=4):
         print(f"    {t:7.1f} ms  {sql}")
 
 
+def _query_budgets() -> dict[str, int]:
+    """The exact query counts the test suite pins, for this database."""
+    from django.db import connection
+
+    from tests.dashboard.test_queries import QUERIES
+
+    return QUERIES[connection.vendor]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=15)
@@ -362,7 +371,7 @@ def main() -> None:
             ),
             "model": (reverse("dashboard:model"), "model"),
         }
-        from tests.dashboard.test_queries import BUDGET
+        budgets = _query_budgets()
 
         print(f"load average before: {os.getloadavg()}")
         head = ("p50 ms", "p95 ms", "max ms", "cpu ms", "queries")
@@ -382,7 +391,7 @@ def main() -> None:
                 f"{m['cpu']:8.1f} {m['queries']:8d} {m['kb']:6.0f}",
                 flush=True,
             )
-            if m["p95"] >= TARGET_MS or m["queries"] > BUDGET[budget]:
+            if m["p95"] >= TARGET_MS or m["queries"] > budgets[budget]:
                 missed.append(f"{name} (p95 {m['p95']:.0f} ms, {m['queries']} q)")
         print(f"load average after: {os.getloadavg()}")
         print(
