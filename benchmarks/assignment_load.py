@@ -241,7 +241,7 @@ def build_study(args: argparse.Namespace) -> tuple[int, list[str]]:
             annotator=annotator, study=study, token=study.invite_token
         )
         tokens.append(Token.objects.create(user=annotator.user).key)
-    if args.policy == "adaptive":
+    if getattr(args, "policy", "fullest-first") == "adaptive":  # soak.py reuses this
         _rank_randomly(args, study)
     return study.pk, tokens
 
