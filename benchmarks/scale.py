@@ -84,7 +84,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--reuse",
         action="store_true",
         help="measure integrity, alpha, dashboard and export again on the study "
-        "a --keep-db run left (no build, no fill, no load run)",
+        "a --keep-db run left (no build, no fill, no load run); with --train, "
+        "train again on the ratings a --keep-db run left (built if missing)",
     )
     p.add_argument("--tiny", action="store_true", help="seconds: the suite's size")
     p.add_argument("--pg-url", default="postgres://postgres@127.0.0.1:5432")
@@ -431,7 +432,8 @@ def child_export(args) -> None:
 def measure_train(args, n_ratings: int, annotators: int) -> dict:
     proc = subprocess.run(
         [sys.executable, __file__, "--child", f"train:{n_ratings}:{annotators}"]
-        + ["--data-dir", args.data_dir],
+        + ["--data-dir", args.data_dir]
+        + (["--reuse"] if args.reuse else []),
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -450,7 +452,8 @@ def child_train(args) -> None:
     import scale_train
 
     _, n, a = args.child.split(":")
-    print("CHILD " + json.dumps(scale_train.run(int(n), int(a))), flush=True)
+    out = scale_train.run(int(n), int(a), reuse=args.reuse)
+    print("CHILD " + json.dumps(out), flush=True)
 
 
 # --- one size ---------------------------------------------------------------------
@@ -530,7 +533,7 @@ def main(argv=None) -> int:
             run_size(args, name, images, annotators)
         for n in args.train:
             if not os.environ.get("DJANGO_SETTINGS_MODULE"):
-                prepare_database(args)
+                prepare_database(args, recreate=not args.reuse)
             annotators = 300 if n <= 100_000 else 3_000 if n <= 400_000 else 10_000
             if args.tiny:
                 annotators = 40

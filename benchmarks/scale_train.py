@@ -141,13 +141,40 @@ def build(n: int, annotators: int, rng) -> tuple:
     return study, image_ids, people
 
 
-def run(n: int, annotators: int) -> dict:
+def kept(n: int):
+    """The study, image ids and people a ``--keep-db`` run built for ``n``
+    ratings (None if there is none)."""
+    from django.db import connection
+
+    from annotation.models import Study
+
+    study = Study.objects.filter(slug=f"train-{n}").first()
+    if study is None:
+        return None
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT id FROM annotation_image WHERE study_id = %s ORDER BY id",
+            [study.pk],
+        )
+        image_ids = np.array([r[0] for r in cur.fetchall()], dtype=np.int64)
+        cur.execute(
+            "SELECT a.id FROM annotation_annotator a JOIN auth_user u "
+            "ON u.id = a.user_id WHERE u.username LIKE %s ORDER BY a.id",
+            [f"t{n}-%"],
+        )
+        people = np.array([r[0] for r in cur.fetchall()], dtype=np.int64)
+    return study, image_ids, people
+
+
+def run(n: int, annotators: int, *, reuse: bool = False) -> dict:
+    """Build (or with ``reuse``, find the kept) study, train on it, predict."""
     from annotation.models import Annotator
     from rewardmodel import inference, services
 
     rng = np.random.default_rng(0)
     t0 = time.perf_counter()
-    study, image_ids, people = build(n, annotators, rng)
+    found = kept(n) if reuse else None
+    study, image_ids, people = found or build(n, annotators, rng)
     setup_s = time.perf_counter() - t0
     rss_before = _rss_mb()
     run = services.training_run_create(

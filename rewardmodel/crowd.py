@@ -50,11 +50,15 @@ class Crowd:
         out = np.full(rows.size, np.nan)
         mine = self.own.get(key)
         if mine is not None and mine[0].size:
-            pos = np.full(self.sums.size, -1, dtype=np.int64)
-            pos[mine[0]] = np.arange(mine[0].size)
-            j = pos[rows]
+            # By search in their own rows, not through an array over every
+            # image row (annotators × images of work over a whole view); a row
+            # they rated twice gives its last rating, as indexing did.
+            order = np.argsort(mine[0], kind="stable")
+            theirs = mine[0][order]
+            j = np.searchsorted(theirs, rows, side="right") - 1
             hit = j >= 0
-            out[hit] = mine[1][j[hit]]
+            hit[hit] = theirs[j[hit]] == rows[hit]
+            out[hit] = mine[1][order[j[hit]]]
         return out
 
     def _others(self, rows: np.ndarray, own: np.ndarray | None):

@@ -88,6 +88,18 @@ class View:
         return T.forward(self.f[:, :-2], self.f[:, -2], heads, ann)
 
 
+def _fit_state(fit: T.Ratings, mean, std, x: np.ndarray) -> tuple:
+    """(view, crowd fill) of the fit ratings. Their crowd comes from the fit
+    ratings alone (as in the deployed refit), so no held-out rating shapes a
+    fitted head; the fill is what the crowd is expected to say of an image
+    nobody else rated, from the fit ratings (as ``fit_heads`` gives the
+    deployed model)."""
+    zf = T.normalised(fit, mean, std)
+    fit_crowd = T.Crowd.build(fit, zf, x.shape[0]).feature(fit.row, zf)
+    view = View(T.Features.full_rows(x, fit.row, fit_crowd), zf, fit)
+    return view, crowd_fill_fit(x, fit.row, fit_crowd, lambdas=T.POP_GRID)
+
+
 class Context:
     """What a phase sees: the fit ratings (whose normalisation every fitted
     annotator keeps) and the visible ratings the crowd feature is built from."""
@@ -108,19 +120,14 @@ class Context:
         self.vstd = np.where(fitted, self.std, vs)
         z = T.normalised(visible, self.vmean, self.vstd)
         self.crowd = T.Crowd.build(visible, z, data.emb.shape[0])
-        # The fit rows' crowd comes from the fit ratings alone (as in the deployed
-        # refit), so no held-out rating shapes a fitted head.
-        zf = T.normalised(fit, self.mean, self.std)
-        fit_crowd = T.Crowd.build(fit, zf, data.emb.shape[0]).feature(fit.row, zf)
-        self._fit_view = View(T.Features.full(self.x[fit.row], fit_crowd), zf, fit)
-        # What the crowd is expected to say of an image nobody else rated, from
-        # the fit ratings (as ``fit_heads`` gives the deployed model).
-        key = ("fill", len(fit), int(fit.row.sum()), int(fit.ann.sum()))
+        # The fit ratings' view and crowd fill, once per fit: selection's and
+        # the report's contexts fit the same train ratings, and one copy of
+        # their features (n × d) is enough.
+        key = ("fit", len(fit), int(fit.row.sum()), int(fit.ann.sum()))
+        key += (float(fit.score.sum()),)
         if key not in data.heads_memo:
-            data.heads_memo[key] = crowd_fill_fit(
-                self.x, fit.row, fit_crowd, lambdas=T.POP_GRID
-            )
-        self.crowd_fill = data.heads_memo[key]
+            data.heads_memo[key] = _fit_state(fit, self.mean, self.std, self.x)
+        self._fit_view, self.crowd_fill = data.heads_memo[key]
 
     def fill(self, rows: np.ndarray) -> np.ndarray:
         return crowd_expected(self.crowd_fill, self.x[rows])
@@ -140,7 +147,7 @@ class Context:
 
     def view(self, r: T.Ratings, *, mean=None, std=None) -> View:
         crowd = self.crowd.of_ratings(r, fill=self.fill)
-        f = T.Features.full(self.x[r.row], crowd)
+        f = T.Features.full_rows(self.x, r.row, crowd)
         mean = self.mean if mean is None else mean
         std = self.std if std is None else std
         return View(f, T.normalised(r, mean, std), r)
@@ -160,7 +167,14 @@ class Context:
 # --- heads on a context ------------------------------------------------------------
 
 
-def _content_only(f: np.ndarray) -> np.ndarray:
+def _content_only(f: np.ndarray, prior: P.Prior, bases) -> np.ndarray:
+    """``f`` with the crowd column zeroed, for a fit that must not see it. A
+    copy only where it matters: with the prior's crowd weight 0 and every base
+    0 there, the column enters no kernel, residual or head (0 · c = 0, bit for
+    bit), and the copy of every fit rating's features is skipped."""
+    lowrank = prior.lowrank is not None and prior.lowrank[-2].any()
+    if not (prior.diag[-2] or lowrank or any(np.asarray(b)[-2] for b in bases)):
+        return f
     g = f.copy()
     g[:, -2] = 0.0  # the crowd column
     return g
@@ -178,7 +192,7 @@ def heads_on(
     the kernel scale. ``content_only`` leaves the crowd column out of the
     features (the per-annotator ridge baseline)."""
     v = ctx.fit_view()
-    f = _content_only(v.f) if content_only else v.f
+    f = _content_only(v.f, prior, bases) if content_only else v.f
     cache = ctx.eig_cache(prior, content_only=content_only)
     return P.heads_grid(
         f, v.y, ctx.fit.ann, ctx.data.n_ann, prior, bases, tau2_rel, cache
@@ -270,7 +284,7 @@ def adapt_head(
     posterior mean around ``base``."""
     f = ctx.view(sup).f
     return T.adapted_head(
-        _content_only(f) if content_only else f,
+        _content_only(f, prior, [base]) if content_only else f,
         sup.score,
         base=base,
         prior=prior,

@@ -173,9 +173,7 @@ def heads_grid(
     nb, nt, d = len(bases), len(tau2_rel), f.shape[1]
     b = np.stack(bases).astype(np.float64)  # (B, d)
     out = np.broadcast_to(b[:, None, None, :], (nb, nt, n_ann, d)).copy()
-    resid = (np.asarray(y, np.float64)[:, None] - f.astype(np.float64) @ b.T).astype(
-        np.float32
-    )  # (n, B)
+    resid = _residuals(f, y, b)  # (n, B)
     t2 = np.asarray(tau2_rel, np.float64) * kscale
     live = t2 > 0
     if not live.any():
@@ -197,6 +195,23 @@ def heads_grid(
         delta = prior.primal(f[idx], alpha).reshape(d, nb, -1) * t2[live]
         out[:, live, a, :] += np.transpose(delta, (1, 2, 0))
     return out, kscale
+
+
+# Rows per block of ``_residuals``: 17 MB of float64 at d = 258, small enough
+# for malloc to reuse rather than map afresh (and fault in) for every block.
+RESID_BLOCK = 8_192
+
+
+def _residuals(f: np.ndarray, y: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """y − F bᵀ (n, B) as float32, computed in float64 a block of rows at a
+    time: a float64 copy of the whole of F (n × d × 8 bytes, 2 GB at a million
+    ratings) is never made."""
+    y64 = np.asarray(y, np.float64)
+    out = np.empty((f.shape[0], b.shape[0]), np.float32)
+    for s in range(0, f.shape[0], RESID_BLOCK):
+        blk = slice(s, s + RESID_BLOCK)
+        out[blk] = y64[blk, None] - f[blk].astype(np.float64) @ b.T
+    return out
 
 
 def prior_key(prior: Prior) -> str:

@@ -9,6 +9,7 @@ non-excluded annotators) with the split each rating was given when it was writte
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import islice
 
 import numpy as np
 from django.db.models import Q
@@ -64,52 +65,84 @@ def ratings_queryset(*, study_id: int | None = None):
     )
 
 
+# Ratings are read in chunks of this many rows straight into arrays: the
+# snapshot never holds one Python tuple per rating (a million of them, with
+# their image's sha256 and annotator's keys, took about 1 GB).
+READ_CHUNK = 50_000
+
+
 def snapshot_take(*, study_id: int | None = None) -> Snapshot:
     """The ratings in an order fixed by keys the data carries (the image's
     sha256 and study slug, the annotator's ``split_key``), never by database
     ids: the same ratings give the same rows, annotator order, seeded draws and
     so the same model in any database and after any re-import."""
-    rows = list(
-        ratings_queryset(study_id=study_id).values_list(
-            "pk",
-            "image_id",
+    qs = ratings_queryset(study_id=study_id)
+    pk, img, ann, score, split = _rating_arrays(qs)
+    # The keys once per image and per annotator, not once per rating.
+    img_key = {
+        i: (sha, slug)
+        for i, sha, slug in qs.order_by()
+        .values_list("image_id", "image__sha256", "study__slug")
+        .distinct()
+    }
+    ann_key = {
+        a: splits.annotator_key(source=src, external_id=ext, public_id=pub)
+        for a, src, ext, pub in qs.order_by()
+        .values_list(
             "annotator_id",
-            "score",
-            "split",
-            "image__sha256",
-            "study__slug",
             "annotator__source",
             "annotator__external_id",
             "annotator__public_id",
         )
-    )
-    img_key = {r[1]: (r[5], r[6]) for r in rows}
-    ann_key = {
-        r[2]: splits.annotator_key(source=r[7], external_id=r[8], public_id=r[9])
-        for r in rows
+        .distinct()
     }
     image_ids = sorted(img_key, key=img_key.__getitem__)
-    img_row = {img: i for i, img in enumerate(image_ids)}
     ann_pks = sorted(ann_key, key=ann_key.__getitem__)
-    ann_idx = {pk: i for i, pk in enumerate(ann_pks)}
-    rows.sort(key=lambda r: (ann_idx[r[2]], img_row[r[1]]))
+    r_row = _positions(img, image_ids)
+    r_ann = _positions(ann, ann_pks)
+    # Stable: ratings with equal keys keep the order they were read in.
+    order = np.lexsort((r_row, r_ann))
     snap = Snapshot(
         image_ids=image_ids,
         ext_item_rows={},
         n_rows=len(image_ids),
-        r_row=np.asarray([img_row[r[1]] for r in rows], dtype=np.int64),
-        r_ann=np.asarray([ann_idx[r[2]] for r in rows], dtype=np.int64),
-        r_score=np.asarray([float(r[3]) for r in rows], dtype=np.float64),
-        r_split=np.asarray([CODES[r[4]] for r in rows], dtype=np.int64),
-        annotator_keys=[str(pk) for pk in ann_pks],
-        last_rating_id=max(r[0] for r in rows) if rows else None,
-        r_id=np.asarray([r[0] for r in rows], dtype=np.int64),
+        r_row=r_row[order],
+        r_ann=r_ann[order],
+        r_score=score[order].astype(np.float64),
+        r_split=split[order],
+        annotator_keys=[str(a) for a in ann_pks],
+        last_rating_id=int(pk.max()) if pk.size else None,
+        r_id=pk[order],
     )
     if study_id is not None:
         st = Study.objects.get(pk=study_id)
         snap.scale = (float(st.scale_min), float(st.scale_max))
+    img_row = {img: i for i, img in enumerate(image_ids)}
     _add_external(snap, study_id=study_id, img_row=img_row)
     return snap
+
+
+def _rating_arrays(qs) -> list[np.ndarray]:
+    """(pk, image id, annotator id, score, split code) of every rating of
+    ``qs`` as int64 arrays, read ``READ_CHUNK`` rows at a time."""
+    parts: list[list[np.ndarray]] = [[], [], [], [], []]
+    rows = qs.values_list("pk", "image_id", "annotator_id", "score", "split")
+    it = rows.iterator(chunk_size=READ_CHUNK)
+    while chunk := list(islice(it, READ_CHUNK)):
+        cols = list(zip(*chunk, strict=True))
+        cols[4] = [CODES[s] for s in cols[4]]
+        for part, col in zip(parts, cols, strict=True):
+            part.append(np.asarray(col, dtype=np.int64))
+    return [np.concatenate(p) if p else np.zeros(0, dtype=np.int64) for p in parts]
+
+
+def _positions(ids: np.ndarray, ordered: list[int]) -> np.ndarray:
+    """The position of each of ``ids`` in ``ordered`` (every id is in it)."""
+    order = np.asarray(ordered, dtype=np.int64)
+    if not order.size:
+        return np.zeros(ids.size, dtype=np.int64)
+    sort = np.argsort(order, kind="stable")
+    return sort[np.searchsorted(order[sort], ids)]
 
 
 def _add_external(snap: Snapshot, *, study_id: int | None, img_row: dict) -> None:

@@ -67,6 +67,7 @@ RHO_GRID = (0.0, 10.0)  # crowd column's prior weight relative to one embedding 
 # crowd column, "crowd" = with it, "crowd_only" = crowd and intercept (no content),
 # "zero" = none (heads shrink toward zero).
 BASES = ("content", "crowd", "crowd_only", "zero")
+GATHER_BLOCK = 8_192  # rows per block where features are gathered
 MAX_DIM = 256  # principal components of the embedding kept (cost ∝ this)
 MIN_STD = 0.25  # an annotator who always gives one score must not blow up targets
 STD_PRIOR_WEIGHT = 5.0  # ratings' worth of the global std behind a k-shot std
@@ -158,6 +159,20 @@ class Features:
         return np.hstack(
             [x, crowd.reshape(n, 1).astype(np.float32), np.ones((n, 1), np.float32)]
         )
+
+    @staticmethod
+    def full_rows(x: np.ndarray, rows: np.ndarray, crowd: np.ndarray) -> np.ndarray:
+        """``full(x[rows], crowd)`` written straight into the result, a block of
+        rows at a time: one (m, d) float32 array, no (m, k) gather beside it."""
+        m, k = rows.size, x.shape[1]
+        out = np.empty((m, k + 2), dtype=np.result_type(x.dtype, np.float32))
+        for s in range(0, m, GATHER_BLOCK):
+            np.take(
+                x, rows[s : s + GATHER_BLOCK], axis=0, out=out[s : s + GATHER_BLOCK, :k]
+            )
+        out[:, k] = np.asarray(crowd).astype(np.float32)
+        out[:, k + 1] = 1.0
+        return out
 
 
 def forward(
@@ -404,17 +419,20 @@ def fit_heads(
     pop_extra: tuple[np.ndarray, np.ndarray] | None = None,
     prior: Prior | None = None,
     feat: Features | None = None,
+    x: np.ndarray | None = None,
 ) -> Model:
     """Fit the base heads and every annotator's head on ``fit``, with given
     hyper-parameters (no selection). ``prior`` (with its taste directions), when
-    given, is used as it is; else ``prior_for`` estimates it on ``fit``."""
+    given, is used as it is; else ``prior_for`` estimates it on ``fit``. ``x``:
+    ``feat.x(emb)`` where the caller has it already."""
     feat = feat or Features.build(emb)
     mean, std = norm_stats(fit, n_ann)
     counts = np.bincount(fit.ann, minlength=n_ann)
     y = normalised(fit, mean, std)
-    x = feat.x(emb)
+    x = feat.x(emb) if x is None else x
     crowd = Crowd.build(fit, y, emb.shape[0]).feature(fit.row, y)
-    f = Features.full(x[fit.row], crowd)
+    f = Features.full_rows(x, fit.row, crowd)
+    del crowd
     gram, rhs = _pop_gram(f, y, pop_extra, x)
     w0 = base_head(gram, rhs, hyper.base, hyper.pop_lambda)
     w_new = base_head(gram, rhs, hyper.new_base, hyper.newcomer_lambda)
@@ -454,14 +472,12 @@ def fit_heads(
 def ridge_heads(f, y, ann, n_ann, tau2_rel: float, eig_cache=None):
     """The per-annotator ridge baseline's heads (A, d) and kernel scale: the
     annotator's ratings alone on the content columns (crowd column zeroed),
-    shrunk toward zero at relative τ² ``tau2_rel``."""
-    content = f.copy()
-    content[:, -2] = 0.0
+    shrunk toward zero at relative τ² ``tau2_rel``. The crowd column needs no
+    zeroing (no copy of ``f``): the prior gives it weight 0 and the base is
+    zero, so it enters no kernel, residual or head (0 · c = 0, bit for bit)."""
     prior = prior_diag(f.shape[1] - 2, 0.0)
     zero = np.zeros(f.shape[1])
-    grid, kscale = heads_grid(
-        content, y, ann, n_ann, prior, [zero], [tau2_rel], eig_cache
-    )
+    grid, kscale = heads_grid(f, y, ann, n_ann, prior, [zero], [tau2_rel], eig_cache)
     return grid[0, 0], kscale
 
 

@@ -133,6 +133,11 @@ def train_and_evaluate(
     }
     # Promotion reads this: a validation figure, never a test one.
     summary["primary_metric"] = _finite(selection["val_seen_pairwise_accuracy"])
+    # Selection's and the report's views, heads and decompositions are done
+    # with: let them go before the refit builds the features of every rating,
+    # so the peak is the larger of the two phases, not their sum.
+    x = data.heads_memo.get("x")
+    data.heads_memo.clear()
     model = T.fit_heads(
         emb=emb,
         fit=data.ratings,
@@ -141,6 +146,7 @@ def train_and_evaluate(
         pop_extra=external_targets(snap),
         prior=prior,
         feat=data.feat,
+        x=x,
     )
     log(f"deployed model refit on all {len(data.ratings)} ratings")
     return Result(
