@@ -39,14 +39,16 @@ def rankdata(x) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     order = np.argsort(x, kind="mergesort")
     ranks = np.empty(x.size, dtype=np.float64)
+    if not x.size:
+        return ranks
     sorted_x = x[order]
-    i = 0
-    while i < x.size:
-        j = i
-        while j + 1 < x.size and sorted_x[j + 1] == sorted_x[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
+    # Runs of equal values in sorted order (NaN equals nothing: a run of its
+    # own), each given the mean (i + j) / 2 + 1 of its first and last place.
+    new = np.concatenate([[True], sorted_x[1:] != sorted_x[:-1]])
+    first = np.flatnonzero(new)
+    last = np.concatenate([first[1:], [x.size]]) - 1
+    run = np.cumsum(new) - 1
+    ranks[order] = (first[run] + last[run]) / 2.0 + 1.0
     return ranks
 
 

@@ -168,7 +168,11 @@ def heads_grid(
     the heads: one eigendecomposition per annotator serves the whole grid;
     annotators without ratings keep the base. ``eig_cache`` (annotator →
     (eigenvalues, eigenvectors)) carries the decompositions between calls with
-    the same features and prior."""
+    the same features and prior. One base and one τ² without a cache (the
+    deployed refit) take ``_heads_solved``: a decomposition only pays where
+    many τ² share it."""
+    if eig_cache is None and len(bases) == 1 and len(tau2_rel) == 1:
+        return _heads_solved(f, y, ann, n_ann, prior, bases[0], tau2_rel[0])
     kscale = kernel_scale(f, prior)
     nb, nt, d = len(bases), len(tau2_rel), f.shape[1]
     b = np.stack(bases).astype(np.float64)  # (B, d)
@@ -194,6 +198,27 @@ def heads_grid(
         alpha = evecs.astype(np.float64) @ scaled.reshape(len(idx), -1)
         delta = prior.primal(f[idx], alpha).reshape(d, nb, -1) * t2[live]
         out[:, live, a, :] += np.transpose(delta, (1, 2, 0))
+    return out, kscale
+
+
+def _heads_solved(f, y, ann, n_ann, prior: Prior, base, tau2_rel: float):
+    """``heads_grid`` for one base and one τ² as (1, 1, A, d): per annotator
+    one Cholesky-sized linear solve of (τ²K + I) α = r in float64 instead of
+    an eigendecomposition (several times the work, in float32). The same
+    posterior mean; it differs from the grid's only by that rounding."""
+    kscale = kernel_scale(f, prior)
+    b = np.asarray(base, np.float64)
+    out = np.broadcast_to(b, (1, 1, n_ann, b.size)).copy()
+    t2 = float(tau2_rel) * kscale
+    if t2 <= 0:
+        return out, kscale
+    resid = _residuals(f, y, b[None, :])[:, 0]
+    for a, idx in by_annotator(ann):
+        fa = f[idx].astype(np.float64)
+        system = prior.kernel(fa) * t2
+        system[np.diag_indices_from(system)] += 1.0
+        alpha = np.linalg.solve(system, resid[idx].astype(np.float64))
+        out[0, 0, a] += t2 * prior.primal(fa, alpha)
     return out, kscale
 
 
