@@ -19,7 +19,8 @@ PANELS = [
     ("Krippendorff's alpha", "fill", "ratings_after", "alpha_s", "s", None),
     ("export (Parquet, no images)", "fill", "ratings_after", "export_s", "s", 60),
     ("export peak RSS", "fill", "ratings_after", "export_rss_mb", "MB", 500),
-    ("training run", "train", "train_ratings", "train_s", "s", 120),
+    ("training run (wall)", "train", "train_ratings", "train_s", "s", 120),
+    ("training run (CPU)", "train", "train_ratings", "train_cpu_s", "s", 120),
     ("training peak RSS", "train", "train_ratings", "train_rss_mb", "MB", 4096),
     ("predict 5,000 images p50", "train", "train_ratings", "predict_p50_ms", "ms", 3),
 ]
