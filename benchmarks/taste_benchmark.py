@@ -318,6 +318,8 @@ def _chosen(hyper: dict, blend: dict) -> str:
     h = hyper
     w = blend.get("weights") or {}
     ws = ", ".join(f"{k} {x:.2f}" for k, x in w.items())
+    alpha = (blend.get("shrinkage") or {}).get("alpha")
+    ws += "" if alpha is None else f" (α {alpha:g} toward the best member)"
     return (
         f"base {h['base']}, τ² {h['tau2_rel']:.3g}, ρ {h['rho']:g}, γ {h['gamma']:g}; "
         f"blend {ws}; newcomers: base {h['new_base']}, τ² {h['new_tau2_rel']:.3g}"
