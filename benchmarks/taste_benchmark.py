@@ -510,6 +510,7 @@ def _plan(args) -> tuple[dict, list[int]]:
         if args.annotators:
             v["annotators"] = args.annotators
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    seeds += [s for s in args.seed_list or [] if s not in seeds]
     seeds += [1000 + secrets.randbelow(1_000_000) for _ in range(args.fresh)]
     print(f"seeds: {seeds}", file=sys.stderr)
     return variants, seeds
@@ -527,6 +528,12 @@ def parse_args():
         type=int,
         default=0,
         help="seeds first-seed … (checks on fresh draws)",
+    )
+    p.add_argument(
+        "--seed-list",
+        type=int,
+        nargs="*",
+        help="also these seeds (to re-run earlier fresh draws, paired)",
     )
     p.add_argument(
         "--fresh",

@@ -20,7 +20,9 @@ so the grid's optimism on the data that chose it buys the model no weight):
   the ratings on the members' predictions, both centred per annotator
   (pairwise accuracy only sees each annotator's own ordering) and the
   predictions standardised; a member that adds nothing gets (near) 0;
-* the **best single member** (``best_member``, by mean pairwise accuracy);
+* the **best single member** (``best_member``, by mean pairwise accuracy),
+  bagged: the share of bootstrap resamples of the annotators each member wins,
+  so two members that are close both count instead of one by a coin toss;
 * the blend **shrunk toward the best member** (``choose_weights``): the
   direction (1 − α) · best + α · least squares, α on a 0.1 grid chosen on
   nested folds (``choose_shrinkage``: the blend and the best member fitted on
@@ -46,6 +48,7 @@ from .taste import forward
 MEMBERS = ("model", "population", "ridge", "consensus")
 SHRINK_GRID = np.round(np.linspace(0.0, 1.0, 11), 2)  # α: 0 = best member
 SPLITS, SPLIT_SEED = 10, 26  # seeded halvings of val_seen annotators for α
+BAGS, BAG_SEED = 30, 26  # bootstrap resamples behind the (soft) best member
 MIN_BLEND_ANNOTATORS = 20  # fewer val_seen annotators: the best member alone
 
 
@@ -98,20 +101,32 @@ def ls_direction(p: np.ndarray, y: np.ndarray, ann: np.ndarray) -> np.ndarray:
     return d / d.sum() if d.sum() > 0 else d
 
 
-def best_member(p: np.ndarray, y: np.ndarray, ann: np.ndarray) -> int:
-    """The column with the best mean per-annotator pairwise accuracy (first
-    of equals, ``MEMBERS`` order); constant columns never."""
-    acc = PairScorer(ann, y).of_matrix(p).mean(axis=0)
-    acc = np.where(np.isfinite(_scales(p, ann)) & ~np.isnan(acc), acc, -1.0)
-    return int(np.argmax(np.round(acc, 12)))
+def best_member(p: np.ndarray, y: np.ndarray, ann: np.ndarray) -> np.ndarray:
+    """The best single member, softly: for each of ``BAGS`` seeded bootstrap
+    resamples of the annotators, the column with the best mean per-annotator
+    pairwise accuracy (first of equals, ``MEMBERS`` order; constant columns
+    never); the share of resamples each column won (sums to 1). Where two
+    members are close this is a mixture of both rather than a coin toss."""
+    per_ann = PairScorer(ann, y).of_matrix(p)
+    ok = np.isfinite(_scales(p, ann))
+    share = np.zeros(p.shape[1])
+    if not per_ann.size or not ok.any():
+        share[0] = 1.0
+        return share
+    rng = np.random.default_rng(BAG_SEED)
+    n = per_ann.shape[0]
+    for _ in range(BAGS):
+        acc = per_ann[rng.integers(0, n, size=n)].mean(axis=0)
+        acc = np.where(ok & ~np.isnan(acc), acc, -1.0)
+        share[int(np.argmax(np.round(acc, 12)))] += 1.0
+    return share / share.sum()
 
 
 def shrink_path(p: np.ndarray, y: np.ndarray, ann: np.ndarray) -> np.ndarray:
     """(M, len(SHRINK_GRID)): for each α the raw-scale weights of
     (1 − α) · best member + α · least-squares blend (standardised columns)."""
     sd = _scales(p, ann)
-    best = np.zeros(p.shape[1])
-    best[best_member(p, y, ann)] = 1.0
+    best = best_member(p, y, ann)
     ls = ls_direction(p, y, ann)
     if not ls.any():
         ls = best

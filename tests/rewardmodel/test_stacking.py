@@ -75,7 +75,11 @@ def test_shrinkage_path_goes_from_best_member_to_least_squares():
 def test_few_annotators_give_the_best_member():
     rng, ann, truth = _views(4, n_ann=S.MIN_BLEND_ANNOTATORS - 1, per=10)
     p = np.stack(
-        [truth + rng.normal(size=ann.size), truth + rng.normal(size=ann.size)], 1
+        [
+            truth + 0.3 * rng.normal(size=ann.size),
+            truth + 3 * rng.normal(size=ann.size),
+        ],
+        1,
     )
     out = S.choose_shrinkage(p, truth, ann)
     assert out["alpha"] == 0.0 and out["curve"] is None
@@ -99,3 +103,15 @@ def test_all_constant_members_get_no_weight(constant):
     p = np.full((ann.size, 2), constant)
     w, _, _ = S.choose_weights(p, truth, ann)
     assert not w.any()
+
+
+def test_best_member_is_soft_between_close_members_and_sharp_otherwise():
+    rng, ann, truth = _views(7, n_ann=80, per=12)
+    a = truth + rng.normal(size=ann.size)
+    b = truth + rng.normal(size=ann.size)  # as good as a, errs differently
+    bad = truth + 4 * rng.normal(size=ann.size)
+    close = S.best_member(np.stack([a, b, bad], 1), truth, ann)
+    assert np.isclose(close.sum(), 1.0) and close[2] == 0
+    assert close[0] > 0 and close[1] > 0  # a mixture, not a coin toss
+    sharp = S.best_member(np.stack([bad, truth, np.zeros(ann.size)], 1), truth, ann)
+    assert np.allclose(sharp, [0.0, 1.0, 0.0])
