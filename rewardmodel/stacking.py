@@ -101,13 +101,15 @@ def ls_direction(p: np.ndarray, y: np.ndarray, ann: np.ndarray) -> np.ndarray:
     return d / d.sum() if d.sum() > 0 else d
 
 
-def best_member(p: np.ndarray, y: np.ndarray, ann: np.ndarray) -> np.ndarray:
+def best_member(p, y, ann, per_ann: np.ndarray | None = None) -> np.ndarray:
     """The best single member, softly: for each of ``BAGS`` seeded bootstrap
     resamples of the annotators, the column with the best mean per-annotator
     pairwise accuracy (first of equals, ``MEMBERS`` order; constant columns
     never); the share of resamples each column won (sums to 1). Where two
-    members are close this is a mixture of both rather than a coin toss."""
-    per_ann = PairScorer(ann, y).of_matrix(p)
+    members are close this is a mixture of both rather than a coin toss.
+    ``per_ann``: the members' per-annotator accuracies if already scored."""
+    if per_ann is None:
+        per_ann = PairScorer(ann, y).of_matrix(p)
     ok = np.isfinite(_scales(p, ann))
     share = np.zeros(p.shape[1])
     if not per_ann.size or not ok.any():
@@ -122,11 +124,11 @@ def best_member(p: np.ndarray, y: np.ndarray, ann: np.ndarray) -> np.ndarray:
     return share / share.sum()
 
 
-def shrink_path(p: np.ndarray, y: np.ndarray, ann: np.ndarray) -> np.ndarray:
+def shrink_path(p, y, ann, per_ann: np.ndarray | None = None) -> np.ndarray:
     """(M, len(SHRINK_GRID)): for each α the raw-scale weights of
     (1 − α) · best member + α · least-squares blend (standardised columns)."""
     sd = _scales(p, ann)
-    best = best_member(p, y, ann)
+    best = best_member(p, y, ann, per_ann)
     ls = ls_direction(p, y, ann)
     if not ls.any():
         ls = best
@@ -140,11 +142,13 @@ def choose_shrinkage(p: np.ndarray, y: np.ndarray, ann: np.ndarray) -> dict:
     """α chosen on nested folds: ``SPLITS`` seeded halvings of the annotators;
     on each half the path (best member, least-squares blend) is fitted and
     every α scored on the other half's annotators (mean pairwise accuracy).
-    Returns α and the curve (mean over every held-out annotator score)."""
+    Returns α and the curve (mean over every held-out annotator score). The
+    members are scored per annotator once (a half's scores are its rows)."""
     scorer = PairScorer(ann, y)
     people = scorer.annotators
     if people.size < MIN_BLEND_ANNOTATORS:
         return {"alpha": 0.0, "curve": None, "why": "too few annotators"}
+    members = scorer.of_matrix(p)
     rng = np.random.default_rng(SPLIT_SEED)
     total, count = np.zeros(SHRINK_GRID.size), 0
     for _ in range(SPLITS):
@@ -152,7 +156,7 @@ def choose_shrinkage(p: np.ndarray, y: np.ndarray, ann: np.ndarray) -> dict:
         half[rng.permutation(people.size)[: people.size // 2]] = True
         for held in (half, ~half):
             rows = np.isin(ann, people[~held])
-            path = shrink_path(p[rows], y[rows], ann[rows])
+            path = shrink_path(p[rows], y[rows], ann[rows], members[~held])
             acc = scorer.of_matrix(p @ path)[held]
             total += acc.sum(axis=0)
             count += acc.shape[0]
