@@ -89,11 +89,9 @@ class View:
 
 
 def _fit_state(fit: T.Ratings, mean, std, x: np.ndarray) -> tuple:
-    """(view, crowd fill) of the fit ratings. Their crowd comes from the fit
-    ratings alone (as in the deployed refit), so no held-out rating shapes a
-    fitted head; the fill is what the crowd is expected to say of an image
-    nobody else rated, from the fit ratings (as ``fit_heads`` gives the
-    deployed model)."""
+    """(view, crowd fill) of the fit ratings, both from the fit ratings alone
+    (as ``fit_heads`` gives the deployed model): no held-out rating shapes a
+    fitted head or the fill (the crowd expected where nobody else rated)."""
     zf = T.normalised(fit, mean, std)
     fit_crowd = T.Crowd.build(fit, zf, x.shape[0]).feature(fit.row, zf)
     view = View(T.Features.full_rows(x, fit.row, fit_crowd), zf, fit)
@@ -120,9 +118,8 @@ class Context:
         self.vstd = np.where(fitted, self.std, vs)
         z = T.normalised(visible, self.vmean, self.vstd)
         self.crowd = T.Crowd.build(visible, z, data.emb.shape[0])
-        # The fit ratings' view and crowd fill, once per fit: selection's and
-        # the report's contexts fit the same train ratings, and one copy of
-        # their features (n × d) is enough.
+        # Once per fit ratings: selection's and the report's contexts fit the
+        # same train split, and one copy of its features (n × d) is enough.
         key = ("fit", len(fit), int(fit.row.sum()), int(fit.ann.sum()))
         key += (float(fit.score.sum()),)
         if key not in data.heads_memo:
@@ -168,10 +165,8 @@ class Context:
 
 
 def _content_only(f: np.ndarray, prior: P.Prior, bases) -> np.ndarray:
-    """``f`` with the crowd column zeroed, for a fit that must not see it. A
-    copy only where it matters: with the prior's crowd weight 0 and every base
-    0 there, the column enters no kernel, residual or head (0 · c = 0, bit for
-    bit), and the copy of every fit rating's features is skipped."""
+    """``f`` with the crowd column zeroed; no copy where the prior and every
+    base weigh it 0 (then it enters nothing: 0 · c = 0, bit for bit)."""
     lowrank = prior.lowrank is not None and prior.lowrank[-2].any()
     if not (prior.diag[-2] or lowrank or any(np.asarray(b)[-2] for b in bases)):
         return f

@@ -162,16 +162,12 @@ class Features:
 
     @staticmethod
     def full_rows(x: np.ndarray, rows: np.ndarray, crowd: np.ndarray) -> np.ndarray:
-        """``full(x[rows], crowd)`` written straight into the result, a block of
-        rows at a time: one (m, d) float32 array, no (m, k) gather beside it."""
+        """``full(x[rows], crowd)`` gathered into the result in blocks (no copy)."""
         m, k = rows.size, x.shape[1]
         out = np.empty((m, k + 2), dtype=np.result_type(x.dtype, np.float32))
-        for s in range(0, m, GATHER_BLOCK):
-            np.take(
-                x, rows[s : s + GATHER_BLOCK], axis=0, out=out[s : s + GATHER_BLOCK, :k]
-            )
-        out[:, k] = np.asarray(crowd).astype(np.float32)
-        out[:, k + 1] = 1.0
+        for blk in (slice(s, s + GATHER_BLOCK) for s in range(0, m, GATHER_BLOCK)):
+            np.take(x, rows[blk], axis=0, out=out[blk, :k])
+        out[:, k], out[:, k + 1] = np.asarray(crowd).astype(np.float32), 1.0
         return out
 
 
@@ -419,12 +415,11 @@ def fit_heads(
     pop_extra: tuple[np.ndarray, np.ndarray] | None = None,
     prior: Prior | None = None,
     feat: Features | None = None,
-    x: np.ndarray | None = None,
+    x: np.ndarray | None = None,  # feat.x(emb), if at hand
 ) -> Model:
     """Fit the base heads and every annotator's head on ``fit``, with given
     hyper-parameters (no selection). ``prior`` (with its taste directions), when
-    given, is used as it is; else ``prior_for`` estimates it on ``fit``. ``x``:
-    ``feat.x(emb)`` where the caller has it already."""
+    given, is used as it is; else ``prior_for`` estimates it on ``fit``."""
     feat = feat or Features.build(emb)
     mean, std = norm_stats(fit, n_ann)
     counts = np.bincount(fit.ann, minlength=n_ann)
@@ -432,7 +427,6 @@ def fit_heads(
     x = feat.x(emb) if x is None else x
     crowd = Crowd.build(fit, y, emb.shape[0]).feature(fit.row, y)
     f = Features.full_rows(x, fit.row, crowd)
-    del crowd
     gram, rhs = _pop_gram(f, y, pop_extra, x)
     w0 = base_head(gram, rhs, hyper.base, hyper.pop_lambda)
     w_new = base_head(gram, rhs, hyper.new_base, hyper.newcomer_lambda)
@@ -470,13 +464,11 @@ def fit_heads(
 
 
 def ridge_heads(f, y, ann, n_ann, tau2_rel: float, eig_cache=None):
-    """The per-annotator ridge baseline's heads (A, d) and kernel scale: the
-    annotator's ratings alone on the content columns (crowd column zeroed),
-    shrunk toward zero at relative τ² ``tau2_rel``. The crowd column needs no
-    zeroing (no copy of ``f``): the prior gives it weight 0 and the base is
-    zero, so it enters no kernel, residual or head (0 · c = 0, bit for bit)."""
-    prior = prior_diag(f.shape[1] - 2, 0.0)
+    """The per-annotator ridge baseline's heads (A, d) and kernel scale: each
+    annotator's ratings alone on the content columns, shrunk toward zero at
+    relative τ² ``tau2_rel`` (crowd weight 0, zero base: 0 · crowd, no copy)."""
     zero = np.zeros(f.shape[1])
+    prior = prior_diag(f.shape[1] - 2, 0.0)
     grid, kscale = heads_grid(f, y, ann, n_ann, prior, [zero], [tau2_rel], eig_cache)
     return grid[0, 0], kscale
 
