@@ -25,6 +25,7 @@ Three promises:
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -37,7 +38,7 @@ from pathlib import Path
 from django.core.files.storage import default_storage
 
 from annotation import selectors
-from annotation.datasets.services import export_card, export_quality
+from annotation.datasets.services import export_card, export_extra, export_quality
 from annotation.datasets.services.export_schemas import (
     annotators_columns,
     demographic_fields,
@@ -271,6 +272,7 @@ def _preflight(study: Study, ratings, images, opts: ExportOptions) -> dict:
         "images": n_images,
         "annotators": n_annotators,
         "quality_items": n_quality,
+        **export_extra.counts(study=study, ratings=ratings),
     }
 
 
@@ -333,7 +335,23 @@ def _write_tables(
             table.add(row)
             progress.step(config)
         written[config] = {SINGLE_SPLIT: _done(table)}
+    _write_extra(root, study, ratings, opts, progress, written)
     return written
+
+
+def _write_extra(root: Path, study, ratings, opts, progress, written) -> None:
+    """The tables apps above add (``annotation.hooks.ExportTable``)."""
+    for extra in export_extra.tables():
+        got = iter(export_extra.rows(extra, study=study, ratings=ratings))
+        first = next(got, None)
+        if first is None:
+            continue  # as above: no config without data
+        cols = export_extra.columns_of(extra)
+        table = _table(root, extra.config, SINGLE_SPLIT, opts, cols)
+        for row in itertools.chain([first], got):
+            table.add(row)
+            progress.step(extra.config)
+        written[extra.config] = {SINGLE_SPLIT: _done(table)}
 
 
 def dataset_export(
@@ -377,6 +395,10 @@ def dataset_export(
         }
         if export_quality.CONFIG in written:
             columns[export_quality.CONFIG] = export_quality.quality_columns()
+        for extra in export_extra.tables():
+            if extra.config in written:
+                columns[extra.config] = export_extra.columns_of(extra)
+        stats["sections"] = export_extra.card_sections(written)
         card = export_card.card_render(
             study=study, options=opts, written=written, stats=stats, columns=columns
         )
@@ -417,6 +439,7 @@ def _report(study, out: Path, opts, counts, written, stats) -> dict:
         "images": counts["images"],
         "annotators": written["annotators"][SINGLE_SPLIT].rows,
         "quality_items": counts["quality_items"],
+        **{t.config: counts[t.config] for t in export_extra.tables()},
         "splits": {s: part.rows for s, part in written["ratings"].items()},
         "alpha_interval": stats["alpha"],
         "alpha_by_domain": stats["alpha_by_domain"],
