@@ -21,13 +21,21 @@ ratings. Timed:
   image and the crowd loaded);
 * ``warm``: renders with nothing new (the participant's adapted head cached);
 * ``after a rating``: the participant rates one more image through the engine
-  before each render, so the head and its spread are adapted again from all
-  their ratings (what the portrait costs right after the last rating);
+  before each render, so their head and its spread take that rating in (what
+  the portrait costs right after the last rating);
 * ``crowd rebuild``: a render that also rebuilds the crowd sums (each web
-  process does it once a minute).
+  process does it once a minute), and with them the participant's posterior
+  from all their ratings.
 
-Prints p50/p95/max in ms, the CPU time per render, the queries per render and
-the machine's load average before and after.
+Then the update a new rating costs the live newcomer path (``_update_cost``):
+``served`` (``Predictor.head`` right after the rating: the query of their
+ratings, the fold, the head), ``fold`` (folding one rating into the posterior
+and reading the head, ``posterior.LivePosterior``) and ``from scratch`` (the
+closed form from all their ratings, ``Model.adapt`` and ``Model.spread``: two
+decompositions of their n × n kernel, what serving did before).
+
+Prints p50/p95/max in ms, the CPU time, the queries and the machine's load
+average before and after.
 """
 
 import argparse
