@@ -256,7 +256,7 @@ class HeadSpread:
 
 # Ratings folded into a ``LivePosterior`` per block: a block of c costs
 # O(c d² + c² d + c³), so a whole history (a fresh start) goes in blocks.
-BLOCK = 128
+BLOCK = 64
 
 
 @dataclass

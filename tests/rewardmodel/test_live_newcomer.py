@@ -56,7 +56,9 @@ def test_each_new_rating_changes_the_next_prediction_at_once(rated_study):
     assert again["scores"] == before["scores"]
 
 
-def test_the_update_after_a_rating_equals_adapting_from_scratch(rated_study):
+def test_the_update_after_a_rating_equals_adapting_from_scratch(
+    rated_study, monkeypatch
+):
     """A newcomer's head and spread are updated in place after each rating
     (``posterior.LivePosterior``), not recomputed from all their ratings; over
     a random sequence of ratings they equal the closed form from scratch
@@ -98,6 +100,13 @@ def test_the_update_after_a_rating_equals_adapting_from_scratch(rated_study):
     pred.crowd_built = float("-inf")  # the crowd is rebuilt on the next read
     got = inference.predict(annotator=newcomer, image_ids=ids, spread=True)
     assert pred.live[(newcomer.pk, False)] is not kept
+    _assert_from_scratch(pred, newcomer, ids, got)
+    # A process keeps at most MAX_LIVE of them, the least recently used goes.
+    monkeypatch.setattr(inference, "MAX_LIVE", 1)
+    other = ann.annotator_create()
+    inference.predict(annotator=other, image_ids=ids)
+    assert list(pred.live) == [(other.pk, False)]
+    got = inference.predict(annotator=newcomer, image_ids=ids, spread=True)
     _assert_from_scratch(pred, newcomer, ids, got)
 
 
