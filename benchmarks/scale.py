@@ -86,6 +86,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="measure integrity, alpha, dashboard and export again on the study "
         "a --keep-db run left (no build, no fill, no load run)",
     )
+    p.add_argument(
+        "--fill-only",
+        action="store_true",
+        help="build and fill the study, measure nothing (with --keep-db, for a "
+        "later --reuse run)",
+    )
     p.add_argument("--tiny", action="store_true", help="seconds: the suite's size")
     p.add_argument("--pg-url", default="postgres://postgres@127.0.0.1:5432")
     p.add_argument("--db-name", default="palate_scale")
@@ -489,6 +495,9 @@ def run_size(args, name: str, images: int, annotators: int) -> None:
         plan, fill_s = refill(args, study, images, annotators, fill / 100)
         rec = {**base, "kind": "fill", "fill": fill, "ratings_before": plan.ratings}
         rec["fill_s"] = fill_s
+        if args.fill_only:
+            emit(args, rec)
+            continue
         rec.update(measure_load(args, env, study, tokens))
         rec.update(measure_integrity())
         rec.update(measure_alpha(study))

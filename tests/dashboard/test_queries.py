@@ -20,8 +20,10 @@ QUERIES = {
     "postgresql": {
         "home": 7,
         "study": 13,  # + dealing: deals by policy, ratings and rankings per person
-        "annotators": 10,
-        "annotators_htmx": 10,
+        # Sorted on light rows (participations, QC counts: 2), then the page's
+        # rows in full (QC rows, their ratings counted, participations: 3).
+        "annotators": 12,
+        "annotators_htmx": 12,
         "annotator": 14,  # + the held-out predictions (one row), their participation
         "quality": 8,  # alpha from per-image sums in one query
         "model": 10,
@@ -29,8 +31,10 @@ QUERIES = {
     "sqlite": {
         "home": 7,
         "study": 13,  # + dealing: deals by policy, ratings and rankings per person
-        "annotators": 10,
-        "annotators_htmx": 10,
+        # Sorted on light rows (participations, QC counts: 2), then the page's
+        # rows in full (QC rows, their ratings counted, participations: 3).
+        "annotators": 12,
+        "annotators_htmx": 12,
         "annotator": 14,
         "quality": 8,  # alpha from per-image sums in one query
         "model": 10,
