@@ -183,15 +183,7 @@ def _light_rows(study: Study, sort: str, flag: str, metrics, before) -> list[dic
         r["spearman"] = m.spearman if m else None
         r["mae"] = m.mae if m else None
         r["change"] = None
-        if (
-            m is not None
-            and p is not None
-            and None
-            not in (
-                m.pairwise_accuracy,
-                p.pairwise_accuracy,
-            )
-        ):
+        if m and p and None not in (m.pairwise_accuracy, p.pairwise_accuracy):
             r["change"] = m.pairwise_accuracy - p.pairwise_accuracy
     return rows
 
@@ -249,9 +241,11 @@ def _full_rows(study: Study, light: list[dict], metrics, before) -> list[dict]:
     full = studies_selectors.study_annotator_rows(
         study=study, annotator_ids=[r["id"] for r in light]
     )
+    by_id = {lr["id"]: lr for lr in light}
     shown = []
-    for r, lr in zip(full, light, strict=True):
+    for r in full:  # in the light rows' order (one that left meanwhile: gone)
         a = r["annotator"]
+        lr = by_id[a.pk]
         row = {
             **r,
             **_metric_cells(metrics.get(a.pk), before.get(a.pk)),
