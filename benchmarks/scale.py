@@ -22,6 +22,9 @@ child process (peak RSS of the whole process).
 
     .venv/bin/python benchmarks/scale.py --sizes S M              # minutes
     .venv/bin/python benchmarks/scale.py --sizes L --train 1000000 # the big one
+    .venv/bin/python benchmarks/scale.py --sizes L --fills 90 --fill-only --keep-db \
+        --db-name palate_scale_l                                   # the data alone
+    .venv/bin/python benchmarks/scale.py --sizes L --reuse --db-name palate_scale_l
     .venv/bin/python benchmarks/scale.py --tiny                    # seconds (suite)
 
 Results are appended as JSON lines to ``--out`` (one line per measurement) and
