@@ -206,14 +206,16 @@ def _image_rows(
         yield tuple(row), nbytes
 
 
-def _annotator_rows(annotators, study: Study, consented: set[int]) -> Iterator[tuple]:
+def _annotator_rows(
+    annotators, counts: dict[int, int], study: Study, consented: set[int]
+) -> Iterator[tuple]:
     fields = demographic_fields(study)
     excluded_here = selectors.export_excluded_annotator_ids(study=study)
     for a in annotators.iterator(chunk_size=2000):
         demo = (a.demographics or {}) if a.pk in consented else {}
         yield (
             a.public_id,
-            a.n_ratings or 0,
+            counts.get(a.pk, 0),
             a.status == Annotator.Status.EXCLUDED or a.pk in excluded_here,
             *[
                 (str(demo[f]) if demo.get(f) not in (None, "") else None)
@@ -317,9 +319,10 @@ def _write_tables(
     written["images"][SINGLE_SPLIT] = _done(table)
 
     annotators = selectors.export_annotator_queryset(ratings=ratings)
+    rated = selectors.export_rating_counts_by_annotator(ratings=ratings)
     consented = selectors.export_consented_annotator_ids(study=study)
     table = _table(root, "annotators", SINGLE_SPLIT, opts, annotators_columns(study))
-    for row in _annotator_rows(annotators, study, consented):
+    for row in _annotator_rows(annotators, rated, study, consented):
         table.add(row)
         progress.step("annotators")
     written["annotators"][SINGLE_SPLIT] = _done(table)
