@@ -79,6 +79,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="ratings to train on (e.g. 70000 300000 1000000)",
     )
     p.add_argument("--no-export", action="store_true")
+    p.add_argument(
+        "--claim-only",
+        action="store_true",
+        help="per fill only the load run and the probes (no integrity, alpha, "
+        "dashboard or export)",
+    )
     p.add_argument("--keep-db", action="store_true", help="leave the database")
     p.add_argument(
         "--reuse",
@@ -490,6 +496,9 @@ def run_size(args, name: str, images: int, annotators: int) -> None:
         rec = {**base, "kind": "fill", "fill": fill, "ratings_before": plan.ratings}
         rec["fill_s"] = fill_s
         rec.update(measure_load(args, env, study, tokens))
+        if args.claim_only:
+            emit(args, rec)
+            continue
         rec.update(measure_integrity())
         rec.update(measure_alpha(study))
         from annotation.models import Rating

@@ -54,6 +54,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from annotation.engine.selectors import annotator_rated
 from annotation.engine.services import engine_sql
 from annotation.engine.services.dealing import (
     ADAPTIVE,
@@ -341,7 +342,7 @@ def assignment_claim_for_page(
 
 
 def _top_up(annotator, study, live, hold: int, now, starts: Starts) -> None:
-    rated = Rating.objects.filter(annotator=annotator, study=study).count()
+    rated = annotator_rated(annotator_id=annotator.pk, study_id=study.pk)
     room = study.quota_per_annotator - rated - len(live)
     exclude = {a.image_id for a in live}
     swept = locked = False  # locked: this transaction holds an image's row lock
