@@ -23,6 +23,10 @@ child process (peak RSS of the whole process).
     .venv/bin/python benchmarks/scale.py --sizes S M              # minutes
     .venv/bin/python benchmarks/scale.py --sizes L --train 1000000 # the big one
     .venv/bin/python benchmarks/scale.py --tiny                    # seconds (suite)
+    .venv/bin/python benchmarks/scale.py --sizes S M L --claim-only # the claim alone
+
+``--claim-only``: per fill only the load run and the probes (the claim and the
+submit; no integrity check, alpha, dashboard or export).
 
 Results are appended as JSON lines to ``--out`` (one line per measurement) and
 ``--plot`` draws every cost against the number of ratings from that file into an
