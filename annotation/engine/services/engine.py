@@ -361,7 +361,8 @@ def _top_up(annotator, study, live, hold: int, now, starts: Starts) -> None:
                 "dealt_information": info,
             }
         else:
-            # Waiting for a locked image cannot close a cycle while we hold none.
+            # Only before this claim dealt an image: then "nothing left" is the
+            # answer at stake (picking._pick_waiting looks again, never waits).
             image = image_pick(annotator, study, exclude, starts, may_wait=not locked)
         if image is None and not swept and not locked:
             # Overdue leases still count against their images; only when nothing

@@ -24,6 +24,7 @@ DECLARE
     v_top int;
     v_rank int;
     v_info float8;
+    v_wait_until timestamp with time zone;
 BEGIN
     IF v_annotator IS NULL THEN
         -- Token -> active user -> annotator (the API's authentication).
@@ -216,17 +217,34 @@ BEGIN
                 v_floor := v_level;  -- strictly up: ends after the top level
             END LOOP;
             IF v_img IS NULL AND v_added = 0 THEN
-                -- No level gave one: one exact search that waits for locked
-                -- images (no cycle: this claim holds no image lock yet), so
-                -- "nothing left" is never said while an image is open to us.
-                SELECT i.id INTO v_img FROM annotation_image i
-                WHERE i.study_id = p_study AND i.open_slots > 0
-                  AND NOT EXISTS (SELECT 1 FROM annotation_assignment a
-                                  WHERE a.image_id = i.id
-                                    AND a.annotator_id = v_annotator)
-                  AND i.id <> ALL (v_exclude)
-                ORDER BY i.open_slots, i.shuffle LIMIT 1
-                FOR NO KEY UPDATE OF i;
+                -- No level gave one: the exact search, again while an image
+                -- open to us is held by another transaction (claims, sweeps
+                -- and ratings hold an image for milliseconds), for up to 2 s,
+                -- so "nothing left" is not said while an image is open to us.
+                -- Never waiting on the row lock itself: this claim may hold
+                -- locks on images it skipped (a row updated since the
+                -- statement's snapshot stays locked when it fails the
+                -- recheck), and two claims waiting so deadlocked.
+                v_wait_until := clock_timestamp() + interval '2 seconds';
+                LOOP
+                    SELECT i.id INTO v_img FROM annotation_image i
+                    WHERE i.study_id = p_study AND i.open_slots > 0
+                      AND NOT EXISTS (SELECT 1 FROM annotation_assignment a
+                                      WHERE a.image_id = i.id
+                                        AND a.annotator_id = v_annotator)
+                      AND i.id <> ALL (v_exclude)
+                    ORDER BY i.open_slots, i.shuffle LIMIT 1
+                    FOR NO KEY UPDATE OF i SKIP LOCKED;
+                    EXIT WHEN v_img IS NOT NULL OR NOT EXISTS (
+                        SELECT 1 FROM annotation_image i
+                        WHERE i.study_id = p_study AND i.open_slots > 0
+                          AND NOT EXISTS (SELECT 1 FROM annotation_assignment a
+                                          WHERE a.image_id = i.id
+                                            AND a.annotator_id = v_annotator)
+                          AND i.id <> ALL (v_exclude))
+                        OR clock_timestamp() > v_wait_until;
+                    PERFORM pg_sleep(0.005);
+                END LOOP;
             END IF;
             IF v_img IS NULL THEN
                 IF v_added = 0 THEN
