@@ -12,7 +12,12 @@ history (issue 29), and the adaptive claim reads a bounded number of rows
   page and API claim (a sequential scan of 100,000 images: 8,273 buffers,
   43 ms of PostgreSQL CPU per rating) and the annotator's ratings.
 * Adaptive: the level L is found among the first 32 images of the open queue
-  and the ranking is walked through its first 200 ranks only.
+  and the ranking is walked through its first 200 ranks only, each one
+  primary-key lookup.
+* The exact search before "nothing left" looks again with ``SKIP LOCKED`` (up
+  to 2 s) instead of waiting on a row lock: a claim may hold locks on images it
+  skipped (rows that failed the recheck stay locked), and two waiting claims
+  deadlocked.
 
 Text: ``sql/0025/`` (frozen copies of ``annotation/engine/sql/``); backwards,
 0024's ``palate_claim`` and no trigger.
