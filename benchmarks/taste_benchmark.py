@@ -318,6 +318,8 @@ def _chosen(hyper: dict, blend: dict) -> str:
     h = hyper
     w = blend.get("weights") or {}
     ws = ", ".join(f"{k} {x:.2f}" for k, x in w.items())
+    alpha = (blend.get("shrinkage") or {}).get("alpha")
+    ws += "" if alpha is None else f" (α {alpha:g} toward the best member)"
     return (
         f"base {h['base']}, τ² {h['tau2_rel']:.3g}, ρ {h['rho']:g}, γ {h['gamma']:g}; "
         f"blend {ws}; newcomers: base {h['new_base']}, τ² {h['new_tau2_rel']:.3g}"
@@ -508,6 +510,7 @@ def _plan(args) -> tuple[dict, list[int]]:
         if args.annotators:
             v["annotators"] = args.annotators
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    seeds += [s for s in args.seed_list or [] if s not in seeds]
     seeds += [1000 + secrets.randbelow(1_000_000) for _ in range(args.fresh)]
     print(f"seeds: {seeds}", file=sys.stderr)
     return variants, seeds
@@ -525,6 +528,12 @@ def parse_args():
         type=int,
         default=0,
         help="seeds first-seed … (checks on fresh draws)",
+    )
+    p.add_argument(
+        "--seed-list",
+        type=int,
+        nargs="*",
+        help="also these seeds (to re-run earlier fresh draws, paired)",
     )
     p.add_argument(
         "--fresh",
