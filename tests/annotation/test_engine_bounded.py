@@ -70,7 +70,7 @@ def buffers_counted():
             out.append(sum(int(n or 0) for n in found.groups()))
 
 
-def _rolled_back():
+def rolled_back():
     """A block whose writes are undone (the cached plans stay warm)."""
     block = transaction.atomic()
     block._from_testcase = True  # the engine's durable blocks may nest here
@@ -182,7 +182,7 @@ def claim_buffers(engine_path, study, people, who: str) -> int:
     writes are rolled back."""
     for _ in range(6):  # past PL/pgSQL's five custom plans
         try:
-            with _rolled_back():
+            with rolled_back():
                 page_claim(engine_path, people["warm"], study)
                 raise Undo
         except Undo:
