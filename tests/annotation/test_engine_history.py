@@ -98,10 +98,11 @@ def claim_cost(history: int) -> int:
 
 def test_a_long_history_costs_no_more_rows_than_a_short_one():
     short, long = claim_cost(100), claim_cost(2000)
-    # Reading past 2,000 dealt images would cost thousands of buffers; a window
-    # per level tried (two levels here, each way round) costs a bounded number
-    # whatever the history.
-    assert short <= WINDOWS and long <= WINDOWS, (short, long, WINDOWS)
-    # Not a ratio of the two: where the random start falls in the level moves
-    # either figure by a hundred buffers or so, the plan (first executions are
-    # planned afresh) by a few hundred.
+    # Reading past 2,000 dealt images would cost 6,000 buffers and more (an
+    # index entry, a heap visit and a probe each); a window per level tried
+    # (two levels here, each way round) costs a bounded number whatever the
+    # history: about 400-1,000 here alone, up to 1,600 late in the whole suite
+    # (where the first runs' planning reads index ends full of earlier tests'
+    # dead entries), for both histories alike.
+    assert short <= 2 * WINDOWS and long <= 2 * WINDOWS, (short, long)
+    assert long <= short + 400, (short, long)
