@@ -15,13 +15,16 @@ returns a dict with any of:
   page's button instead).
 
 ``participant_view`` gives such an app's own participant pages the checks and
-error pages of the study's pages. Like ``annotation.signals``, this module is
-part of ``annotation``'s public interface (docs/architecture.md).
+error pages of the study's pages. ``export_table_register`` adds a table of such
+an app's own to the study's dataset export (``ExportTable``). Like
+``annotation.signals``, this module is part of ``annotation``'s public interface
+(docs/architecture.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from functools import wraps
 
 _PROVIDERS: list[Callable[..., dict]] = []
@@ -64,3 +67,40 @@ def participant_view(view: Callable) -> Callable:
         )
 
     return friendly_errors(wrapper)
+
+
+@dataclass(frozen=True)
+class ExportTable:
+    """A table an app above ``annotation`` adds to a study's dataset export
+    (``annotation.datasets.services.export``): its own config, one split
+    ``train``, written only when it has rows; never counted as ratings.
+
+    * ``columns``: (name, dtype, description) triples, the dtype as `datasets`
+      names it: ``int16``, ``int64``, ``float64``, ``bool``, ``string`` or
+      ``timestamp[us, tz=UTC]``;
+    * ``rows(study=, annotators=)``: the rows as tuples in column order, in a
+      fixed order, of the annotators the export carries only (``annotators``:
+      their queryset; the export's filters and erasure decide who they are);
+      people appear by their pseudonymous ``public_id``, images by their id;
+    * ``count(study=, annotators=)``: how many rows that is;
+    * ``card(n)``: lines of Markdown for the dataset card, on what the table
+      holds (``n`` rows), under a heading of its own."""
+
+    config: str
+    columns: tuple[tuple[str, str, str], ...]
+    rows: Callable[..., Iterable[tuple]]
+    count: Callable[..., int]
+    card: Callable[[int], list[str]]
+
+
+_EXPORT_TABLES: dict[str, ExportTable] = {}
+
+
+def export_table_register(table: ExportTable) -> None:
+    """Add ``table`` to every export (once, by config name)."""
+    _EXPORT_TABLES[table.config] = table
+
+
+def export_tables() -> list[ExportTable]:
+    """The registered tables, by config name."""
+    return [_EXPORT_TABLES[k] for k in sorted(_EXPORT_TABLES)]

@@ -21,13 +21,21 @@ ratings. Timed:
   image and the crowd loaded);
 * ``warm``: renders with nothing new (the participant's adapted head cached);
 * ``after a rating``: the participant rates one more image through the engine
-  before each render, so the head and its spread are adapted again from all
-  their ratings (what the portrait costs right after the last rating);
+  before each render, so their head and its spread take that rating in (what
+  the portrait costs right after the last rating);
 * ``crowd rebuild``: a render that also rebuilds the crowd sums (each web
-  process does it once a minute).
+  process does it once a minute), and with them the participant's posterior
+  from all their ratings.
 
-Prints p50/p95/max in ms, the CPU time per render, the queries per render and
-the machine's load average before and after.
+Then the update a new rating costs the live newcomer path (``_update_cost``):
+``served`` (``Predictor.head`` right after the rating: the query of their
+ratings, the fold, the head), ``fold`` (folding one rating into the posterior
+and reading the head, ``posterior.LivePosterior``) and ``from scratch`` (the
+closed form from all their ratings, ``Model.adapt`` and ``Model.spread``: two
+decompositions of their n × n kernel, what serving did before).
+
+Prints p50/p95/max in ms, the CPU time, the queries and the machine's load
+average before and after.
 """
 
 import argparse
@@ -76,7 +84,7 @@ def _study(args, rng):
     study = StudyFactory(
         slug="portrait-bench",
         raters_per_image=args.raters,
-        quota_per_annotator=args.ratings + args.repeat + 10,
+        quota_per_annotator=args.ratings + 2 * args.repeat + 10,
     )
     pngs = [png_bytes(1_000_000 + i, size=(8, 8)) for i in range(args.images)]
 
@@ -183,6 +191,60 @@ def _measure(args, study, person, client, rng):
     _line("crowd rebuild", rebuild)
 
 
+def _timed(fn):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as q:
+        t0, c0 = time.perf_counter(), time.process_time()
+        fn()
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return wall * 1000, cpu * 1000, len(q.captured_queries)
+
+
+def _update_cost(args, study, person, rng):
+    """What a new rating costs the live newcomer path, after each of
+    ``--repeat`` more ratings: ``served`` (``Predictor.head`` right after it:
+    the one query of their ratings, the fold, the head), ``fold`` (the fold and
+    the head alone, into a copy of the state before the rating) and
+    ``from scratch`` (the closed form from all their ratings: ``Model.adapt`` and
+    ``Model.spread``, two decompositions of their kernel, as served before)."""
+    import copy
+
+    import numpy as np
+
+    from rewardmodel import inference
+    from rewardmodel import taste as T
+
+    pred = next(p for p in inference._LOADED.values() if p.version.study == study)
+    m, key = pred.model, (person.pk, False)
+    served, fold, scratch = [], [], []
+    for _ in range(args.repeat):
+        before = copy.deepcopy(pred.live[key].post)
+        _rate_one(person, study, rng)
+        served.append(_timed(lambda: pred.head(person)))
+        ratings = pred._own_ratings(person, fitted=False)[0]
+        rows = np.asarray([pred.rows[r[0]] for r in ratings], np.int64)
+        f = T.Features.full(pred.x[rows], pred.crowd_feature(rows, person.pk))
+        y = np.asarray([r[1] for r in ratings], np.float64)
+
+        def one(post=before, f=f, y=y):
+            post.add(f[:1], y[:1])  # ratings come newest first
+            inference._adapted(post, m)
+
+        fold.append(_timed(one))
+
+        def closed_form(f=f, y=y):
+            m.adapt(f, y)
+            m.spread(f, fitted=False)
+
+        scratch.append(_timed(closed_form))
+    print(f"update cost per rating (n = {len(ratings)} ratings, d = {f.shape[1]}):")
+    _line("served", served)
+    _line("fold", fold)
+    _line("from scratch", scratch)
+
+
 def main() -> None:
     args = _args()
     import numpy as np
@@ -220,6 +282,7 @@ def main() -> None:
         )
         print(f"load average before: {os.getloadavg()}")
         _measure(args, study, person, client, rng)
+        _update_cost(args, study, person, rng)
         print(f"load average after: {os.getloadavg()}")
     finally:
         connection.creation.destroy_test_db(old_name, verbosity=0)

@@ -22,6 +22,9 @@ child process (peak RSS of the whole process).
 
     .venv/bin/python benchmarks/scale.py --sizes S M              # minutes
     .venv/bin/python benchmarks/scale.py --sizes L --train 1000000 # the big one
+    .venv/bin/python benchmarks/scale.py --sizes L --fills 90 --fill-only --keep-db \
+        --db-name palate_scale_l                                   # the data alone
+    .venv/bin/python benchmarks/scale.py --sizes L --reuse --db-name palate_scale_l
     .venv/bin/python benchmarks/scale.py --tiny                    # seconds (suite)
     .venv/bin/python benchmarks/scale.py --sizes S M L --claim-only # the claim alone
 
@@ -95,6 +98,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         action="store_true",
         help="measure integrity, alpha, dashboard and export again on the study "
         "a --keep-db run left (no build, no fill, no load run)",
+    )
+    p.add_argument(
+        "--fill-only",
+        action="store_true",
+        help="build and fill the study, measure nothing (with --keep-db, for a "
+        "later --reuse run)",
     )
     p.add_argument("--tiny", action="store_true", help="seconds: the suite's size")
     p.add_argument("--pg-url", default="postgres://postgres@127.0.0.1:5432")
@@ -374,6 +383,9 @@ def measure_dashboard(args, study) -> dict:
         "study": reverse("dashboard:study", args=[study.pk]),
         "annotators": reverse("dashboard:annotators", args=[study.pk])
         + "?sort=accuracy&dir=desc",
+        # The sort that reads the most per annotator (running agreement sums).
+        "annotators_agreement": reverse("dashboard:annotators", args=[study.pk])
+        + "?sort=agreement&dir=desc",
         "annotator": reverse("dashboard:annotator", args=[study.pk, someone]),
         "quality": reverse("dashboard:quality", args=[study.pk]),
         "model": reverse("dashboard:model"),
@@ -381,7 +393,8 @@ def measure_dashboard(args, study) -> dict:
     out = {}
     for name, url in pages.items():
         m = dash.measure(client, url, args.repeat)
-        out[name] = {k: round(m[k], 1) for k in ("p50", "p95", "cpu", "kb")}
+        keys = ("p50", "p95", "cpu", "kb", "cold", "cold_cpu")
+        out[name] = {k: round(m[k], 1) for k in keys}
         out[name]["queries"] = m["queries"]
     return out
 
@@ -499,6 +512,9 @@ def run_size(args, name: str, images: int, annotators: int) -> None:
         plan, fill_s = refill(args, study, images, annotators, fill / 100)
         rec = {**base, "kind": "fill", "fill": fill, "ratings_before": plan.ratings}
         rec["fill_s"] = fill_s
+        if args.fill_only:
+            emit(args, rec)
+            continue
         rec.update(measure_load(args, env, study, tokens))
         if args.claim_only:
             emit(args, rec)

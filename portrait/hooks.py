@@ -4,16 +4,23 @@ the rating page's header while they rate, the completion page at the end."""
 from __future__ import annotations
 
 from django.urls import reverse
+from django.utils import translation
 from django.utils.translation import gettext as _
 
 from .selectors import portrait_settings, portrait_visible
 
 
 def participant_links(*, page: str, study, annotator, rated: int, **kwargs) -> dict:
-    """One query (the study's settings), on full page loads only."""
+    """One query (the study's settings), on full page loads only. The labels in
+    the study's language, as the portrait is."""
     settings = portrait_settings(study=study)
     if not portrait_visible(settings=settings, study=study, annotator=annotator):
         return {}
+    with translation.override(study.language):
+        return _links(page, study, settings, rated)
+
+
+def _links(page: str, study, settings, rated: int) -> dict:
     url = reverse("portrait:page", args=[study.slug])
     if page == "rate":
         # Shown from the start: the page says how many ratings are still needed

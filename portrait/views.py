@@ -9,6 +9,7 @@ from django.contrib.admin.views.decorators import staff_member_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import translation
 from django.views.decorators.http import (
     require_GET,
     require_http_methods,
@@ -28,9 +29,15 @@ from .tokens import feedback_image_id
 @require_GET
 @participant_view
 def page(request: HttpRequest, *, study, annotator, participation) -> HttpResponse:
+    """The participant's portrait, in the study's language (``Study.language``)."""
     settings = selectors.portrait_access_check(
         study=study, annotator=annotator, participation=participation
     )
+    with translation.override(study.language):
+        return _page(request, study, annotator, participation, settings)
+
+
+def _page(request, study, annotator, participation, settings) -> HttpResponse:
     portrait = selectors.portrait_build(
         study=study, annotator=annotator, min_ratings=settings.min_ratings
     )

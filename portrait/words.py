@@ -44,34 +44,40 @@ def certainty_level(separation: float) -> str:
 
 
 def certainty_words(level: str, n: int) -> str:
-    based = ngettext("Based on your %(n)d rating", "Based on your %(n)d ratings", n) % {
-        "n": n
-    }
+    """One whole sentence per level (translators get sentences, never parts
+    glued together), with the number of ratings it rests on."""
     if level == "sure":
-        return based + ", " + _("the model is fairly sure of what you like.")
-    if level == "somewhat":
-        return (
-            based
-            + ", "
-            + _(
-                "the model has a first idea of what you like, but it can still be "
-                "wrong."
-            )
+        text = ngettext(
+            "Based on your %(n)d rating, the model is fairly sure of what you like.",
+            "Based on your %(n)d ratings, the model is fairly sure of what you like.",
+            n,
         )
-    if level == "not_personal":
-        return (
-            based
-            + ", "
-            + _(
-                "this study's model does not learn individual taste yet: the images "
-                "below are what most people like, not yet what you like."
-            )
+    elif level == "somewhat":
+        text = ngettext(
+            "Based on your %(n)d rating, the model has a first idea of what you "
+            "like, but it can still be wrong.",
+            "Based on your %(n)d ratings, the model has a first idea of what you "
+            "like, but it can still be wrong.",
+            n,
         )
-    return (
-        based
-        + ", "
-        + _(
-            "the model cannot tell yet what you would like: it would only be "
-            "guessing, so it shows no predictions. Rating more images sharpens it."
+    elif level == "not_personal":
+        text = ngettext(
+            "Based on your %(n)d rating, this study's model does not learn "
+            "individual taste yet: the images below are what most people like, "
+            "not yet what you like.",
+            "Based on your %(n)d ratings, this study's model does not learn "
+            "individual taste yet: the images below are what most people like, "
+            "not yet what you like.",
+            n,
         )
-    )
+    else:
+        text = ngettext(
+            "Based on your %(n)d rating, the model cannot tell yet what you would "
+            "like: it would only be guessing, so it shows no predictions. Rating "
+            "more images sharpens it.",
+            "Based on your %(n)d ratings, the model cannot tell yet what you would "
+            "like: it would only be guessing, so it shows no predictions. Rating "
+            "more images sharpens it.",
+            n,
+        )
+    return text % {"n": n}

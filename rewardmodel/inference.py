@@ -30,6 +30,7 @@ import numpy as np
 from annotation.studies.models import Annotator
 from core.exceptions import Conflict, NotFound
 
+from . import posterior as P
 from . import taste as T
 from .models import ModelVersion
 
@@ -41,6 +42,44 @@ CROWD_TTL = 60.0
 VERSION_TTL = 5.0
 _VERSIONS: dict = {}
 MAX_ADAPT_RATINGS = 2000
+# Annotators whose head posterior a process keeps per version (``Predictor.live``;
+# d × d floats each, about 0.5 MB at d = 258), least recently used dropped first:
+# one dropped is rebuilt from all their ratings when next asked (about 10 ms of
+# CPU for 500 ratings).
+MAX_LIVE = 64
+
+
+@dataclass
+class Live:
+    """One annotator's head posterior (``posterior.LivePosterior``), the stamp
+    of the ratings in it (``Predictor._own_ratings``) and the crowd their
+    features were read from; for a newcomer, the head served from it."""
+
+    post: P.LivePosterior
+    stamp: tuple
+    crowd: object
+    out: tuple | None = None
+
+    def newcomer(self, model: T.Model) -> tuple:
+        """(head, mean, std, how) adapted from these ratings (``Model.adapt``:
+        their mean and std shrunk toward the global std, the posterior mean
+        around the newcomer base; cold start without ratings)."""
+        if self.out is None:
+            self.out = _adapted(self.post, model)
+        return self.out
+
+
+def _adapted(post: P.LivePosterior, model: T.Model) -> tuple:
+    if not post.n:
+        m = model
+        mean = float(np.mean(m.norm_mean[m.fitted])) if m.fitted.any() else 0.0
+        return m.newcomer_base.astype(np.float32), mean, m.global_std, "cold start"
+    y = np.asarray(post.scores)
+    r = T.Ratings(np.zeros(y.size, np.int64), np.zeros(y.size, np.int64), y)
+    mean, std = T.norm_stats(r, 1, fallback_std=model.global_std)
+    m, s = float(mean[0]), float(std[0])
+    head = (post.base + post.delta(m, s)).astype(np.float32)
+    return head, m, s, f"adapted from {post.n} ratings"
 
 
 @dataclass
@@ -52,10 +91,8 @@ class Predictor:
     x: np.ndarray | None = None
     crowd: T.Crowd | None = None  # own ratings keyed by annotator pk
     crowd_built: float = 0.0
-    # Adapted heads and spreads, each with the stamp of the ratings it was
-    # computed from (``_own_ratings``).
-    heads: dict[int, tuple] = field(default_factory=dict)
-    spreads: dict[int, tuple] = field(default_factory=dict)
+    # (annotator pk, fitted) -> their head posterior (``_live``).
+    live: dict[tuple, Live] = field(default_factory=dict)
 
     # --- images --------------------------------------------------------------
 
@@ -115,9 +152,10 @@ class Predictor:
     def crowd_feature(self, rows: np.ndarray, annotator_pk: int) -> np.ndarray:
         """The crowd feature of cache rows ``rows`` as this annotator sees it
         (``crowd.Crowd``; an image nobody else rated: the expected crowd)."""
-        return self.crowd_now().of_annotator(
-            annotator_pk, rows, fill=lambda r: self.model.crowd_expected(self.x[r])
-        )
+        return self.crowd_now().of_annotator(annotator_pk, rows, fill=self._fill)
+
+    def _fill(self, rows: np.ndarray) -> np.ndarray:
+        return self.model.crowd_expected(self.x[rows])
 
     # --- heads -----------------------------------------------------------------
 
@@ -127,23 +165,16 @@ class Predictor:
         if i is not None and self.model.fitted[i]:
             m = self.model
             return m.heads[i], float(m.norm_mean[i]), float(m.norm_std[i]), "trained"
-        ratings, stamp, complete = self._own_ratings(annotator, fitted=False)
-        cached = self.heads.get(annotator.pk)
-        if cached is not None and cached[-1] == stamp:
-            return cached[:-1]
-        out = self._adapt(annotator, ratings)
-        if complete:  # else an embedding is still missing: adapt again next time
-            self.heads[annotator.pk] = (*out, stamp)
-        return out
+        return self._live(annotator, fitted=False).newcomer(self.model)
 
     def _own_ratings(self, annotator: Annotator, *, fitted: bool) -> tuple:
         """(ratings, stamp, complete): (image id, score) of the annotator's
-        ratings that have an embedding (for a fitted annotator those the version
-        was trained on, up to the run's last rating; else their latest
-        ``MAX_ADAPT_RATINGS``), the ids of the ratings read (the key of what was
-        computed from them: a new rating, or one that stops counting, changes
-        it, so the next prediction reflects it at once; no timer), and whether
-        every one had an embedding. One indexed query."""
+        ratings that have an embedding, newest first (for a fitted annotator
+        those the version was trained on, up to the run's last rating; else
+        their latest ``MAX_ADAPT_RATINGS``), the ids of the ratings read (the
+        key of what was computed from them: a new rating, or one that stops
+        counting, changes it, so the next prediction reflects it at once; no
+        timer), and whether every one had an embedding. One indexed query."""
         from .snapshot import ratings_queryset
 
         qs = ratings_queryset(study_id=self.version.study_id).filter(
@@ -163,40 +194,67 @@ class Predictor:
         usable = [r[1:] for r in got if r[1] in self.rows]
         return usable, stamp, len(usable) == len(got)
 
-    def _adapt(self, annotator: Annotator, ratings: list) -> tuple:
-        """(head, mean, std, how) from the annotator's ratings (image, score)."""
+    def _live(self, annotator: Annotator, *, fitted: bool) -> Live:
+        """The annotator's head posterior given their ratings now (fitted: those
+        the version was trained on), kept with the stamp of those ratings and
+        the crowd their features were read from. Ratings added since (the new
+        stamp ends with the kept one) are folded into it in O(d²) each;
+        anything else (a rating that stopped counting, the crowd rebuilt, the
+        oldest rating past ``MAX_ADAPT_RATINGS``) starts it over from all of
+        them. Not kept while a rating's embedding is missing; at most
+        ``MAX_LIVE`` annotators kept."""
+        ratings, stamp, complete = self._own_ratings(annotator, fitted=fitted)
+        crowd = self.crowd_now()
+        key = (annotator.pk, fitted)
+        live = self.live.get(key)
+        new = len(stamp) - (0 if live is None else len(live.stamp))
+        if live is not None and live.crowd is crowd and complete and new >= 0:
+            self.live[key] = self.live.pop(key)  # the most recently used last
+            if new == 0 and stamp == live.stamp:
+                return live
+            if new > 0 and stamp[new:] == live.stamp:
+                self._fold(live, annotator, ratings[:new])
+                live.stamp = stamp
+                return live
+        zero = self.model.spread(np.zeros((0, self.model.w0.size)), fitted=fitted)
+        start = P.LivePosterior.start(zero.prior, zero.tau2, self.model.newcomer_base)
+        live = Live(start, stamp, crowd)
+        self._fold(live, annotator, ratings)
+        if complete:
+            self.live.pop(key, None)
+            self.live[key] = live
+            while len(self.live) > MAX_LIVE:
+                self.live.pop(next(iter(self.live)))
+        return live
+
+    def _fold(self, live: Live, annotator: Annotator, ratings: list) -> None:
+        """Add ratings (image, score), newest first, to ``live``."""
         if not ratings:
-            m = self.model
-            mean = float(np.mean(m.norm_mean[m.fitted])) if m.fitted.any() else 0.0
-            return m.newcomer_base.astype(np.float32), mean, m.global_std, "cold start"
-        rows = np.asarray([self.rows[r[0]] for r in ratings], dtype=np.int64)
-        f = T.Features.full(self.x[rows], self.crowd_feature(rows, annotator.pk))
-        y = np.asarray([r[1] for r in ratings], dtype=np.float64)
-        head, mean, std = self.model.adapt(f, y)
-        return head, mean, std, f"adapted from {len(ratings)} ratings"
+            return
+        rows = np.asarray([self.rows[r[0]] for r in ratings[::-1]], dtype=np.int64)
+        crowd = live.crowd.of_annotator(annotator.pk, rows, fill=self._fill)
+        f = T.Features.full(self.x[rows], crowd)
+        live.post.add(f, np.asarray([r[1] for r in ratings[::-1]], np.float64))
+        live.out = None
 
     def spread(self, annotator: Annotator, image_ids: list[int]) -> np.ndarray:
         """Posterior sd of the annotator's own part of each prediction, on their
-        scale (``posterior.HeadSpread``): how much their ratings pin down their taste
-        on these images. From at most ``MAX_ADAPT_RATINGS`` of their ratings (the
-        latest), so for someone with more it errs wide; one eigendecomposition
-        per annotator, kept until their ratings change (``_own_ratings``' stamp)."""
+        scale (``posterior.LivePosterior``, the state their head is read from):
+        how much their ratings pin down their taste on these images. From at
+        most ``MAX_ADAPT_RATINGS`` of their ratings (the latest), so for someone
+        with more it errs wide."""
         i = self.index.get(str(annotator.pk))
         fitted = i is not None and bool(self.model.fitted[i])
-        ratings, stamp, complete = self._own_ratings(annotator, fitted=fitted)
-        cached = self.spreads.get(annotator.pk)
-        if cached is None or cached[1] != stamp:
-            rows = np.asarray([self.rows[r[0]] for r in ratings], dtype=np.int64)
-            f = T.Features.full(self.x[rows], self.crowd_feature(rows, annotator.pk))
-            cached = (self.model.spread(f, fitted=fitted), stamp)
-            if complete:
-                self.spreads[annotator.pk] = cached
+        live = self._live(annotator, fitted=fitted)
         rows = np.fromiter(
             map(self.rows.__getitem__, image_ids), np.int64, len(image_ids)
         )
         g = T.Features.full(self.x[rows], self.crowd_feature(rows, annotator.pk))
-        std = self.head(annotator)[2]
-        return std * cached[0].sd(g)
+        if fitted:
+            std = float(self.model.norm_std[i])
+        else:
+            std = live.newcomer(self.model)[2]
+        return std * live.post.sd(g)
 
     # --- scoring ---------------------------------------------------------------
 

@@ -72,6 +72,14 @@ class Prior:
     def mean_diag(self, f: np.ndarray) -> float:
         return float(np.mean(self.row_diag(f)))
 
+    def dense(self) -> np.ndarray:
+        """D itself, (d, d) in float64."""
+        out = np.diag(self.iso * self.diag.astype(np.float64))
+        if self.lowrank is not None:
+            lr = self.lowrank.astype(np.float64)
+            out += lr @ lr.T
+        return out
+
 
 def prior_diag(k: int, rho: float) -> Prior:
     """The isotropic prior over d = k + 2 columns, the crowd column weighted ρ."""
@@ -243,4 +251,85 @@ class HeadSpread:
             proj = self.evecs.T @ self.prior.cross(self.f, g)  # (n_a, m)
             shrink = self.tau2**2 / (self.tau2 * self.evals + 1.0)
             var = var - np.einsum("i,ij->j", shrink, proj**2)
+        return np.sqrt(np.maximum(var, 0.0))
+
+
+# Ratings folded into a ``LivePosterior`` per block: a block of c costs
+# O(c d² + c² d + c³), so a whole history (a fresh start) goes in blocks.
+BLOCK = 64
+
+
+@dataclass
+class LivePosterior:
+    """One annotator's head posterior kept in feature space (d × d), updated
+    in place as they rate: a new rating costs O(d²) whatever they rated before,
+    where the dual form (``user_kernel``, ``HeadSpread``) decomposes their whole
+    n_a × n_a kernel again. The live newcomer path serves both the head and its
+    spread from this one state (``inference.Predictor``).
+
+    Prior δ_a ~ N(0, τ²D) and ratings y = F(w0 + δ_a) + unit noise: the
+    posterior covariance Σ starts at τ²D and each block of ratings F_b takes
+    Σ ← Σ − ΣF_bᵀ(F_bΣF_bᵀ + I)⁻¹F_bΣ (one rating: the Sherman–Morrison,
+    recursive least-squares step). Σ equals the dual form's
+    τ²D − τ⁴DFᵀ(τ²K + I)⁻¹FD, and the posterior mean Σ Fᵀr equals
+    ``user_delta``'s τ²DFᵀ(τ²K + I)⁻¹r (push-through identity). The residuals
+    r = (y_raw − m)/s − F w0 move with every rating (the annotator's mean m
+    and std s do), so Fᵀr is kept as sums that do not: Fᵀy_raw, Fᵀ1 and
+    FᵀF w0. The base head is taken as known, as in the dual form."""
+
+    tau2: float  # absolute
+    cov: np.ndarray  # (d, d) Σ, the posterior covariance of δ_a
+    base: np.ndarray  # (d,) w0, the head δ_a deviates from
+    ft_y: np.ndarray  # (d,) Fᵀ y_raw
+    ft_1: np.ndarray  # (d,) Fᵀ 1
+    ft_fb: np.ndarray  # (d,) Fᵀ F w0
+    scores: list[float]  # y_raw, in the order added
+
+    @classmethod
+    def start(cls, prior: Prior, tau2: float, base: np.ndarray) -> LivePosterior:
+        """The posterior before any rating: the prior."""
+        base = np.asarray(base, np.float64)
+        d = base.size
+        cov = tau2 * prior.dense() if tau2 > 0 else np.zeros((d, d))
+        z = np.zeros(d)
+        return cls(float(tau2), cov, base, z, z.copy(), z.copy(), [])
+
+    @property
+    def n(self) -> int:
+        return len(self.scores)
+
+    def add(self, f: np.ndarray, y_raw) -> None:
+        """Fold in ratings with features ``f`` (c, d) and raw scores ``y_raw``."""
+        f = np.asarray(f, np.float64).reshape(-1, self.base.size)
+        y = np.asarray(y_raw, np.float64).reshape(-1)
+        self.ft_y += f.T @ y
+        self.ft_1 += f.sum(axis=0)
+        self.ft_fb += f.T @ (f @ self.base)
+        self.scores.extend(y.tolist())
+        if self.tau2 <= 0:
+            return  # no personal part: Σ stays 0
+        for lo in range(0, f.shape[0], BLOCK):
+            b = f[lo : lo + BLOCK]
+            p = b @ self.cov  # (c, d) F_bΣ
+            if b.shape[0] == 1:
+                self.cov -= np.outer(p[0], p[0] / (1.0 + p[0] @ b[0]))
+                continue
+            m = p @ b.T
+            m[np.diag_indices_from(m)] += 1.0
+            self.cov -= p.T @ np.linalg.solve(m, p)
+            self.cov = 0.5 * (self.cov + self.cov.T)
+
+    def delta(self, mean: float, std: float) -> np.ndarray:
+        """The posterior mean of δ_a when the annotator's ratings are
+        normalised with ``mean`` and ``std``."""
+        if self.tau2 <= 0 or not self.scores:
+            return np.zeros(self.base.size)
+        ft_r = (self.ft_y - mean * self.ft_1) / std - self.ft_fb
+        return self.cov @ ft_r
+
+    def sd(self, g: np.ndarray) -> np.ndarray:
+        """Posterior sd of g · δ_a for each row of ``g`` (m, d), in normalised
+        units (``HeadSpread.sd``)."""
+        g = np.asarray(g, np.float64)
+        var = np.einsum("ij,ij->i", g @ self.cov, g)
         return np.sqrt(np.maximum(var, 0.0))

@@ -20,6 +20,7 @@ PRODUCT = [
     "core",
     "dashboard",
     "generation",
+    "portrait",
     "rewardmodel",
     "steering",
 ]
@@ -124,7 +125,15 @@ BELOW = {
     "generation": {"core", "annotation"},
     "rewardmodel": {"core", "annotation"},
 }
-APPS = {"core", "annotation", "generation", "rewardmodel", "dashboard", "steering"}
+APPS = {
+    "core",
+    "annotation",
+    "generation",
+    "rewardmodel",
+    "dashboard",
+    "portrait",
+    "steering",
+}
 
 
 def upward_imports(app: str, source: str) -> list[str]:
@@ -175,7 +184,16 @@ def test_no_product_function_over_60_lines():
 
 
 @pytest.mark.parametrize(
-    "app", ["config", "core", "dashboard", "generation", "rewardmodel", "steering"]
+    "app",
+    [
+        "config",
+        "core",
+        "dashboard",
+        "generation",
+        "portrait",
+        "rewardmodel",
+        "steering",
+    ],
 )
 def test_other_apps_use_annotation_rooms_public_modules(app):
     bad = {}

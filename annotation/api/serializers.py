@@ -25,6 +25,7 @@ class StudySerializer(serializers.ModelSerializer):
             "lease_seconds",
             "completion_url",
             "completion_code",
+            "language",
             "demographics_fields",
             "dealing_policy",
             "dealing_warmup",

@@ -10,13 +10,11 @@ from django.db.models import (
     Avg,
     Count,
     Exists,
-    IntegerField,
     Max,
     Min,
     OuterRef,
     Q,
     QuerySet,
-    Subquery,
 )
 
 from annotation.models import (
@@ -68,19 +66,22 @@ def export_image_queryset(*, study: Study) -> QuerySet[Image]:
 
 
 def export_annotator_queryset(*, ratings: QuerySet[Rating]) -> QuerySet[Annotator]:
-    """Annotators with at least one exported rating, by pseudonymous id, with
-    ``n_ratings`` (their exported ratings)."""
-    counts = (
-        ratings.filter(annotator=OuterRef("pk"))
-        .order_by()
-        .values("annotator")
-        .annotate(n=Count("pk"))
-        .values("n")
+    """Annotators with at least one exported rating, by pseudonymous id (their
+    counts: ``export_rating_counts_by_annotator``)."""
+    return Annotator.objects.filter(pk__in=ratings.values("annotator")).order_by(
+        "public_id"
     )
-    return (
-        Annotator.objects.filter(pk__in=ratings.values("annotator"))
-        .annotate(n_ratings=Subquery(counts, output_field=IntegerField()))
-        .order_by("public_id")
+
+
+def export_rating_counts_by_annotator(*, ratings: QuerySet[Rating]) -> dict[int, int]:
+    """{annotator id: exported ratings}, in one pass over the ratings (a count
+    per annotator, correlated, read them one annotator at a time through the
+    index: 11.5 s of the export's 55-70 s at 1.35 M ratings; issue 29)."""
+    return dict(
+        ratings.order_by()
+        .values_list("annotator_id")
+        .annotate(n=Count("pk"))
+        .values_list("annotator_id", "n")
     )
 
 

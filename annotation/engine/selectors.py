@@ -134,27 +134,38 @@ def image_token_resolve(*, token: str, purpose: bytes) -> int:
 # --- dealing (issue 27): the policy, how images were dealt, model uncertainty
 
 
-def dealing_overview(*, study: Study) -> dict:
-    """The study's policy, its settings, assignments by how they were dealt, and
-    one row per member with a ranking state, most uncertain first."""
+def dealing_dealt(*, study: Study) -> dict:
+    """How many of the study's assignments were dealt each way (one pass over
+    them; the dashboard keeps the result a while: ``dashboard/recent.py``)."""
     dealt = dict(
         Assignment.objects.filter(study=study)
         .values_list("dealt_by")
         .annotate(n=Count("pk"))
         .order_by()
     )
+    # Keys a template can read: how many assignments each way.
+    return {
+        "fullest_first": dealt.get("fullest-first", 0),
+        "adaptive": dealt.get("adaptive", 0),
+    }
+
+
+def dealing_overview(*, study: Study, dealt: dict | None = None) -> dict:
+    """The study's policy, its settings, assignments by how they were dealt
+    (``dealt``, else ``dealing_dealt``), and one row per member with a ranking
+    state, most uncertain first, with their ratings in the study (counted for
+    those members only)."""
+    members = Participation.objects.filter(study=study).values("annotator_id")
+    ranked = DealingState.objects.filter(study=study, annotator_id__in=members)
     rated = dict(
-        Rating.objects.filter(study=study)
+        Rating.objects.filter(
+            study=study, annotator_id__in=ranked.values("annotator_id")
+        )
         .values_list("annotator_id")
         .annotate(n=Count("pk"))
         .order_by()
     )
-    members = Participation.objects.filter(study=study).values("annotator_id")
-    states = (
-        DealingState.objects.filter(study=study, annotator_id__in=members)
-        .select_related("annotator")
-        .order_by("-uncertainty", "annotator_id")
-    )
+    states = ranked.select_related("annotator").order_by("-uncertainty", "annotator_id")
     rows = [
         {
             "annotator_id": s.annotator_id,
@@ -172,11 +183,7 @@ def dealing_overview(*, study: Study) -> dict:
         "policy": study.dealing_policy,
         "warmup": study.dealing_warmup,
         "band": study.dealing_band,
-        # Keys a template can read: how many assignments each way.
-        "dealt": {
-            "fullest_first": dealt.get("fullest-first", 0),
-            "adaptive": dealt.get("adaptive", 0),
-        },
+        "dealt": dealt if dealt is not None else dealing_dealt(study=study),
         "annotators": rows,
     }
 

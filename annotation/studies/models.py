@@ -118,6 +118,15 @@ class Study(models.Model):
         validators=[MaxValueValidator(1000)],
     )
     completion_url = models.URLField(blank=True, max_length=500)
+    # settings.LANGUAGES; the check below names the same codes.
+    language = models.CharField(
+        max_length=8,
+        choices=settings.LANGUAGES,
+        default="en",
+        db_default="en",
+        help_text="The language participants see the translated pages in (so far "
+        "the taste portrait; the other pages are in English).",
+    )
     completion_code = models.CharField(max_length=64, blank=True)
     invite_token = models.CharField(max_length=64, default=_token, unique=True)
     demographics_fields = models.JSONField(
@@ -163,6 +172,9 @@ class Study(models.Model):
                 & Q(dealing_warmup__lte=1000)
                 & Q(dealing_band__lte=1000),
                 name="study_dealing_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(language__in=["en", "de"]), name="study_language_valid"
             ),
         ]
 

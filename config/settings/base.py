@@ -160,6 +160,11 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LANGUAGE_CODE = "en-us"
+# The languages a study's participant pages can be shown in (``Study.language``;
+# so far the taste portrait is translated). Catalogues: locale/<code>/LC_MESSAGES,
+# the compiled .mo committed beside its .po (docs/i18n.md).
+LANGUAGES = [("en", "English"), ("de", "Deutsch")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True

@@ -26,8 +26,7 @@ def personal_newcomers(run) -> None:
 
     pred = inference.load(run.version)
     pred.model.hyper.new_tau2_rel = max(pred.model.hyper.tau2_rel, 1.0)
-    pred.heads.clear()
-    pred.spreads.clear()
+    pred.live.clear()
 
 
 def rate_some(annotator, study, n: int, score=lambda image: 4) -> list:

@@ -26,15 +26,7 @@ def test_each_new_rating_changes_the_next_prediction_at_once(rated_study):
         run_id=rm.training_run_create(study=study, promote="always").pk
     )
     assert run.status == "succeeded", run.error
-    fresh = [
-        ann.image_create(
-            study=study, data=png_bytes(91_000 + i, size=(32, 32)), filename=f"n{i}"
-        )
-        for i in range(6)
-    ]
-    embeddings.embeddings_compute(
-        backbone=run.version.backbone, image_ids=[im.pk for im in fresh]
-    )
+    _fresh_images(study, run, 6)
     newcomer = ann.annotator_create()
     ann.participation_consent(annotator=newcomer, study=study, token=study.invite_token)
     ids = list(study.images.values_list("pk", flat=True))
@@ -62,6 +54,91 @@ def test_each_new_rating_changes_the_next_prediction_at_once(rated_study):
     # Nothing new: the cached head serves (same answer, no re-adaptation).
     again = inference.predict(annotator=newcomer, image_ids=ids, spread=True)
     assert again["scores"] == before["scores"]
+
+
+def test_the_update_after_a_rating_equals_adapting_from_scratch(
+    rated_study, monkeypatch
+):
+    """A newcomer's head and spread are updated in place after each rating
+    (``posterior.LivePosterior``), not recomputed from all their ratings; over
+    a random sequence of ratings they equal the closed form from scratch
+    (``Model.adapt``, ``Model.spread``), and so do they after a rating stops
+    counting or the crowd is rebuilt (both start the state over)."""
+    from annotation.engine.models import Rating
+
+    study, _ = rated_study
+    run = rm.training_run_execute(
+        run_id=rm.training_run_create(study=study, promote="always").pk
+    )
+    assert run.status == "succeeded", run.error
+    _fresh_images(study, run, 10)
+    newcomer = ann.annotator_create()
+    ann.participation_consent(annotator=newcomer, study=study, token=study.invite_token)
+    ids = list(study.images.values_list("pk", flat=True))
+    pred = inference.load(run.version)
+    pred.model.hyper.new_tau2_rel = max(pred.model.hyper.tau2_rel, 1.0)
+    pred.live.clear()
+    rng = np.random.default_rng(2026)
+    kept = None
+    for n in range(1, 9):
+        _rate_one(newcomer, study, int(rng.integers(1, 8)))
+        got = inference.predict(annotator=newcomer, image_ids=ids, spread=True)
+        assert got["how"] == f"adapted from {n} ratings"
+        live = pred.live[(newcomer.pk, False)]
+        if kept is not None:
+            assert live is kept  # folded in, not started over
+        kept = live
+        _assert_from_scratch(pred, newcomer, ids, got)
+    Rating.objects.filter(pk=newcomer.ratings.order_by("pk").first().pk).update(
+        is_valid=False
+    )
+    got = inference.predict(annotator=newcomer, image_ids=ids, spread=True)
+    assert got["how"] == "adapted from 7 ratings"
+    assert pred.live[(newcomer.pk, False)] is not kept
+    _assert_from_scratch(pred, newcomer, ids, got)
+    kept = pred.live[(newcomer.pk, False)]
+    pred.crowd_built = float("-inf")  # the crowd is rebuilt on the next read
+    got = inference.predict(annotator=newcomer, image_ids=ids, spread=True)
+    assert pred.live[(newcomer.pk, False)] is not kept
+    _assert_from_scratch(pred, newcomer, ids, got)
+    # A process keeps at most MAX_LIVE of them, the least recently used goes.
+    monkeypatch.setattr(inference, "MAX_LIVE", 1)
+    other = ann.annotator_create()
+    inference.predict(annotator=other, image_ids=ids)
+    assert list(pred.live) == [(other.pk, False)]
+    got = inference.predict(annotator=newcomer, image_ids=ids, spread=True)
+    _assert_from_scratch(pred, newcomer, ids, got)
+
+
+def _fresh_images(study, run, n):
+    """``n`` images nobody has rated yet, with their embeddings."""
+    fresh = [
+        ann.image_create(
+            study=study, data=png_bytes(91_000 + i, size=(32, 32)), filename=f"n{i}"
+        )
+        for i in range(n)
+    ]
+    embeddings.embeddings_compute(
+        backbone=run.version.backbone, image_ids=[im.pk for im in fresh]
+    )
+
+
+def _assert_from_scratch(pred, newcomer, ids, got):
+    rated = list(
+        newcomer.ratings.filter(is_valid=True)
+        .order_by("pk")
+        .values_list("image_id", "score")
+    )
+    f = _features(pred, [r[0] for r in rated], newcomer)
+    head, mean, std = pred.model.adapt(f, np.asarray([r[1] for r in rated], float))
+    served = pred.head(newcomer)
+    assert (served[1], served[2]) == (mean, std)
+    assert np.allclose(served[0], head, rtol=1e-4, atol=1e-5)
+    g = _features(pred, ids, newcomer)
+    want = mean + std * T.forward(g[:, :-2], g[:, -2], head)
+    assert np.allclose([got["scores"][i] for i in ids], want, rtol=1e-4, atol=1e-4)
+    sd = std * pred.model.spread(f, fitted=False).sd(g)
+    assert np.allclose([got["spread"][i] for i in ids], sd, rtol=1e-6, atol=1e-9)
 
 
 def _features(pred, image_ids, annotator):

@@ -25,6 +25,7 @@ Three promises:
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -37,7 +38,7 @@ from pathlib import Path
 from django.core.files.storage import default_storage
 
 from annotation import selectors
-from annotation.datasets.services import export_card, export_quality
+from annotation.datasets.services import export_card, export_extra, export_quality
 from annotation.datasets.services.export_schemas import (
     annotators_columns,
     demographic_fields,
@@ -205,14 +206,16 @@ def _image_rows(
         yield tuple(row), nbytes
 
 
-def _annotator_rows(annotators, study: Study, consented: set[int]) -> Iterator[tuple]:
+def _annotator_rows(
+    annotators, counts: dict[int, int], study: Study, consented: set[int]
+) -> Iterator[tuple]:
     fields = demographic_fields(study)
     excluded_here = selectors.export_excluded_annotator_ids(study=study)
     for a in annotators.iterator(chunk_size=2000):
         demo = (a.demographics or {}) if a.pk in consented else {}
         yield (
             a.public_id,
-            a.n_ratings or 0,
+            counts.get(a.pk, 0),
             a.status == Annotator.Status.EXCLUDED or a.pk in excluded_here,
             *[
                 (str(demo[f]) if demo.get(f) not in (None, "") else None)
@@ -271,6 +274,7 @@ def _preflight(study: Study, ratings, images, opts: ExportOptions) -> dict:
         "images": n_images,
         "annotators": n_annotators,
         "quality_items": n_quality,
+        **export_extra.counts(study=study, ratings=ratings),
     }
 
 
@@ -315,9 +319,10 @@ def _write_tables(
     written["images"][SINGLE_SPLIT] = _done(table)
 
     annotators = selectors.export_annotator_queryset(ratings=ratings)
+    rated = selectors.export_rating_counts_by_annotator(ratings=ratings)
     consented = selectors.export_consented_annotator_ids(study=study)
     table = _table(root, "annotators", SINGLE_SPLIT, opts, annotators_columns(study))
-    for row in _annotator_rows(annotators, study, consented):
+    for row in _annotator_rows(annotators, rated, study, consented):
         table.add(row)
         progress.step("annotators")
     written["annotators"][SINGLE_SPLIT] = _done(table)
@@ -333,7 +338,23 @@ def _write_tables(
             table.add(row)
             progress.step(config)
         written[config] = {SINGLE_SPLIT: _done(table)}
+    _write_extra(root, study, ratings, opts, progress, written)
     return written
+
+
+def _write_extra(root: Path, study, ratings, opts, progress, written) -> None:
+    """The tables apps above add (``annotation.hooks.ExportTable``)."""
+    for extra in export_extra.tables():
+        got = iter(export_extra.rows(extra, study=study, ratings=ratings))
+        first = next(got, None)
+        if first is None:
+            continue  # as above: no config without data
+        cols = export_extra.columns_of(extra)
+        table = _table(root, extra.config, SINGLE_SPLIT, opts, cols)
+        for row in itertools.chain([first], got):
+            table.add(row)
+            progress.step(extra.config)
+        written[extra.config] = {SINGLE_SPLIT: _done(table)}
 
 
 def dataset_export(
@@ -377,6 +398,10 @@ def dataset_export(
         }
         if export_quality.CONFIG in written:
             columns[export_quality.CONFIG] = export_quality.quality_columns()
+        for extra in export_extra.tables():
+            if extra.config in written:
+                columns[extra.config] = export_extra.columns_of(extra)
+        stats["sections"] = export_extra.card_sections(written)
         card = export_card.card_render(
             study=study, options=opts, written=written, stats=stats, columns=columns
         )
@@ -417,6 +442,7 @@ def _report(study, out: Path, opts, counts, written, stats) -> dict:
         "images": counts["images"],
         "annotators": written["annotators"][SINGLE_SPLIT].rows,
         "quality_items": counts["quality_items"],
+        **{t.config: counts[t.config] for t in export_extra.tables()},
         "splits": {s: part.rows for s, part in written["ratings"].items()},
         "alpha_interval": stats["alpha"],
         "alpha_by_domain": stats["alpha_by_domain"],

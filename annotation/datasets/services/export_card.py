@@ -276,6 +276,7 @@ def _prose(study, options, split_counts, n_images, n_annotators, stats, columns)
         lines += [f"- `{c.name}`: {c.description}" for c in cols]
         lines.append("")
     lines += _collection(study, options, asked, stats)
+    lines += stats.get("sections", [])  # tables of apps above (``export_extra``)
     lines += _loading(options)
     return "\n".join(lines) + "\n"
 
