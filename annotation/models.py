@@ -7,7 +7,14 @@ migration history stays untouched.
 """
 
 from annotation.datasets.models import Export
-from annotation.engine.models import Assignment, DealingRank, DealingState, Rating
+from annotation.engine.models import (
+    Assignment,
+    DealingRank,
+    DealingState,
+    Rating,
+    RatingTally,
+    StudyTally,
+)
 from annotation.integrity.models import IntegrityAlert
 from annotation.participants.models import ErasedIdentifier, ModerationEvent
 from annotation.quality.models import (
@@ -48,8 +55,10 @@ __all__ = [
     "Participation",
     "QualityConfig",
     "Rating",
+    "RatingTally",
     "StreamItem",
     "Study",
+    "StudyTally",
     "_default_scale_labels",
     "_public_id",
     "_shuffle",

@@ -26,6 +26,10 @@ child process (peak RSS of the whole process).
         --db-name palate_scale_l                                   # the data alone
     .venv/bin/python benchmarks/scale.py --sizes L --reuse --db-name palate_scale_l
     .venv/bin/python benchmarks/scale.py --tiny                    # seconds (suite)
+    .venv/bin/python benchmarks/scale.py --sizes S M L --claim-only # the claim alone
+
+``--claim-only``: per fill only the load run and the probes (the claim and the
+submit; no integrity check, alpha, dashboard or export).
 
 Results are appended as JSON lines to ``--out`` (one line per measurement) and
 ``--plot`` draws every cost against the number of ratings from that file into an
@@ -82,6 +86,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="ratings to train on (e.g. 70000 300000 1000000)",
     )
     p.add_argument("--no-export", action="store_true")
+    p.add_argument(
+        "--claim-only",
+        action="store_true",
+        help="per fill only the load run and the probes (no integrity, alpha, "
+        "dashboard or export)",
+    )
     p.add_argument("--keep-db", action="store_true", help="leave the database")
     p.add_argument(
         "--reuse",
@@ -509,6 +519,9 @@ def run_size(args, name: str, images: int, annotators: int) -> None:
             emit(args, rec)
             continue
         rec.update(measure_load(args, env, study, tokens))
+        if args.claim_only:
+            emit(args, rec)
+            continue
         rec.update(measure_integrity())
         rec.update(measure_alpha(study))
         from annotation.models import Rating

@@ -14,6 +14,7 @@ from tests.factories import AnnotatorFactory, StudyFactory
 EMBEDDED_SUITES = {
     "annotation/test_engine.py",
     "annotation/test_engine_sql.py",
+    "annotation/test_engine_tally.py",
     "annotation/test_exclusion.py",
     "annotation/test_membership.py",
     "annotation/test_web_views.py",

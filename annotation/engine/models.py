@@ -200,3 +200,44 @@ class DealingState(models.Model):
 
     def __str__(self) -> str:
         return f"{self.annotator_id} in {self.study_id} ({self.ranked} ranked)"
+
+
+# Counts the claim reads instead of counting rows (issue 29): kept by the
+# database itself, by triggers on annotation_image and annotation_rating
+# (migration 0025, on PostgreSQL and SQLite alike), so every writer (the
+# engine, imports, bulk SQL) keeps them exact in its own transaction. Never
+# written from Python.
+
+
+class StudyTally(models.Model):
+    """How many images a study has (what the rating page's progress calls the
+    pool): one row per study with images."""
+
+    study = models.OneToOneField(
+        Study, on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    images = models.IntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.study_id}: {self.images} images"
+
+
+class RatingTally(models.Model):
+    """How many ratings (valid or not) an annotator has in a study: what the
+    claim's quota and the page's progress count."""
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="+")
+    annotator = models.ForeignKey(
+        Annotator, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    rated = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["annotator", "study"], name="ratingtally_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.annotator_id} in {self.study_id}: {self.rated} rated"

@@ -23,7 +23,9 @@ from annotation.models import (
     Image,
     Participation,
     Rating,
+    RatingTally,
     Study,
+    StudyTally,
 )
 from annotation.splits import SPLITS, split_validate
 from core.exceptions import InvalidInput
@@ -44,23 +46,34 @@ def annotator_may_get_more(*, annotator: Annotator, study: Study) -> bool:
 def annotator_progress(*, annotator: Annotator, study: Study) -> tuple[int, int]:
     """(images rated, images this annotator can rate at most) in a study.
 
-    One query (two counting subqueries): it runs on every rating round-trip."""
+    One query, two rows read whatever the study's size or the annotator's
+    history: the counts the database keeps (``RatingTally``, ``StudyTally``,
+    migration 0025), as ``palate_claim`` reads them; it runs on every rating
+    round-trip."""
 
-    def counted(qs):
-        n = qs.order_by().values("study").annotate(n=Count("pk")).values("n")
-        return Coalesce(Subquery(n, output_field=IntegerField()), 0)
+    def kept(qs, field):
+        return Coalesce(Subquery(qs.values(field)[:1], output_field=IntegerField()), 0)
 
-    mine = Rating.objects.filter(annotator=annotator, study=OuterRef("pk"))
+    tally = RatingTally.objects.filter(annotator=annotator, study=OuterRef("pk"))
+    images = StudyTally.objects.filter(study=OuterRef("pk"))
     rated, pool = (
         Study.objects.filter(pk=study.pk)
-        .annotate(
-            rated=counted(mine),
-            pool=counted(Image.objects.filter(study=OuterRef("pk"))),
-        )
+        .annotate(rated=kept(tally, "rated"), pool=kept(images, "images"))
         .values_list("rated", "pool")
         .get()
     )
     return rated, max(rated, min(study.quota_per_annotator, pool))
+
+
+def annotator_rated(*, annotator_id: int, study_id: int) -> int:
+    """How many ratings (valid or not) the annotator has in the study: the
+    count the database keeps (``RatingTally``), one row read."""
+    rated = (
+        RatingTally.objects.filter(annotator_id=annotator_id, study_id=study_id)
+        .values_list("rated", flat=True)
+        .first()
+    )
+    return rated or 0
 
 
 def assignment_timed_out(*, assignment_id: int, annotator: Annotator) -> bool:

@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("annotation", "0024_dealing_policy"),
+        ("annotation", "0025_claim_counters_bounded"),
     ]
 
     operations = [

@@ -7,22 +7,31 @@
   own taste first, computed by ``rewardmodel.dealing``), the claim deals
 
       among the images open to them whose open slots are at most
-      L + ``dealing_band`` (L: the fewest open slots of any image open to them,
-      the level fullest-first would deal from), the one ranked first in their
-      ranking that no other claim holds locked;
+      L + ``dealing_band``, the one ranked first in their ranking (within its
+      first ``RANK_WALK`` ranks) that no other claim holds locked;
 
-  and fullest-first when there is none (warm-up, no ranking yet, no ranked
-  image in the band, new images not ranked yet). The band keeps images
-  finishing: with band 0 adaptive only chooses among the images fullest-first
-  could have dealt; a band as large as the target chooses freely.
+  L is the level fullest-first would deal from, read from a bounded stretch
+  of the open queue: the open slots of the first image open to them among the
+  study's ``PICK_WINDOW`` fullest open images; when none of those is open to
+  them (an annotator far ahead, dealt all of them), the open slots of the
+  last of those, a lower bound of the true level (the band then starts lower:
+  never a wider choice). Fullest-first when there is none (warm-up, no
+  ranking yet, no ranked image in the band, new images not ranked yet). The
+  band keeps images finishing: with band 0 adaptive only chooses among the
+  images fullest-first could have dealt; a band as large as the target
+  chooses freely.
 
 "Open to them" is what it is for fullest-first: a free slot, never dealt to
 them, not already held by this claim. So the engine's guarantees do not move:
 the same conditional counter update, the same unique pair, the same leases. The
 ranking is precomputed (after every training run, and as a newcomer rates,
-asynchronously and throttled), so the claim stays one indexed walk of
-``dealingrank_walk`` in one statement on PostgreSQL (``palate_claim``, migration
-``0022_dealing_policy``). Each assignment records how it was dealt
+asynchronously and throttled), so the claim stays one statement on PostgreSQL
+(``palate_claim``, migrations ``0024_dealing_policy`` and
+``0025_claim_counters_bounded``) that reads a bounded number of rows whatever
+the study's size, the ranking's length and the annotator's history: at most
+``PICK_WINDOW`` rows of the open queue for L, then at most ``RANK_WALK`` ranks
+through ``dealingrank_walk``, each one image fetch and one probe of
+``assignment_unique_pair``. Each assignment records how it was dealt
 (``dealt_by``, and under adaptive the rank and the information at deal time):
 the export carries them, because under adaptive which images a person rated
 depends on their earlier ratings.
@@ -33,6 +42,7 @@ from __future__ import annotations
 from django.db import connection, transaction
 from django.utils import timezone
 
+from annotation.engine.services.picking import PICK_WINDOW
 from annotation.models import Assignment, DealingRank, DealingState, Image, Study
 from annotation.signals import dealing_refresh_wanted
 from core.exceptions import InvalidInput
@@ -136,57 +146,108 @@ def dealing_ranking_replace(
     return len(rows)
 
 
-def adaptive_level_top(*, cursor, candidates: str, params: list, band: int):
-    """L + band (see the module docstring), or None when nothing is open."""
+# How much of the open queue the adaptive claim reads to find the level L
+# (picking.PICK_WINDOW), and how many ranks of a ranking it walks at most
+# (rewardmodel.dealing.DEPTH writes no more): the same numbers are written in
+# palate_claim (annotation/engine/sql/palate_claim.sql).
+RANK_WALK = 200
+
+
+def adaptive_level(*, cursor, annotator_id: int, exclude_sql: str, params, study_id):
+    """L (see the module docstring), read from at most ``PICK_WINDOW`` rows:
+    the level of the first image open to the annotator among the first
+    ``PICK_WINDOW`` of the study's open queue (fullest first); when none of
+    them is, the level of the last of them (L is at least that, and the band
+    is then measured from there). None when nothing is open."""
+    img, ass = Image._meta.db_table, Assignment._meta.db_table
+    queue = (
+        f"SELECT i2.id, i2.open_slots, i2.shuffle FROM {img} i2 "
+        "WHERE i2.study_id = %s AND i2.open_slots > 0 "
+        f"ORDER BY i2.open_slots, i2.shuffle LIMIT {PICK_WINDOW}"
+    )
+    probe = " OFFSET 0" if connection.vendor == "postgresql" else ""
     cursor.execute(
-        f"SELECT i.open_slots {candidates} ORDER BY i.open_slots, i.shuffle LIMIT 1",
-        params,
+        f"SELECT q.open_slots FROM ({queue}) q WHERE NOT EXISTS (SELECT 1 "
+        f"FROM {ass} a WHERE a.image_id = q.id AND a.annotator_id = %s{probe})"
+        f"{exclude_sql.format(alias='q')} ORDER BY q.open_slots, q.shuffle LIMIT 1",
+        [study_id, annotator_id, *params],
     )
     row = cursor.fetchone()
-    return None if row is None else row[0] + band
+    if row is None:
+        cursor.execute(f"SELECT max(q.open_slots) FROM ({queue}) q", [study_id])
+        row = cursor.fetchone()
+    return row[0]
+
+
+def _ranked_sql(exclude_sql: str, lock: str, probe: str) -> str:
+    """The walk of the first ``RANK_WALK`` ranks: on PostgreSQL, as in
+    palate_claim, each rank one primary-key lookup (LATERAL; the slots written
+    from the counters rather than ``open_slots``, so no plan can walk the open
+    queue per rank), locked only when it passes; SQLite (no LATERAL, no row
+    locks) joins the same rows in the same order."""
+    img, ass = Image._meta.db_table, Assignment._meta.db_table
+    rank = DealingRank._meta.db_table
+    ranks = (
+        f"(SELECT r0.image_id, r0.rank, r0.information FROM {rank} r0 "
+        "WHERE r0.annotator_id = %s AND r0.study_id = %s "
+        f"ORDER BY r0.rank LIMIT {RANK_WALK}) r"
+    )
+    where = (
+        "i.study_id = %s "
+        "AND i.target_ratings - i.rating_count - i.lease_count BETWEEN 1 AND %s "
+        f"AND NOT EXISTS (SELECT 1 FROM {ass} a WHERE a.image_id = i.id "
+        f"AND a.annotator_id = %s{probe}){exclude_sql}"
+    )
+    if connection.vendor == "postgresql":
+        return (
+            f"SELECT c.id, c.file, c.width, c.height, r.rank, r.information "
+            f"FROM {ranks} CROSS JOIN LATERAL (SELECT i.id, i.file, i.width, "
+            f"i.height FROM {img} i WHERE i.id = r.image_id AND {where}{lock}) c "
+            "ORDER BY r.rank LIMIT 1"
+        )
+    return (
+        "SELECT i.id, i.file, i.width, i.height, r.rank, r.information "
+        f"FROM {ranks} JOIN {img} i ON i.id = r.image_id WHERE {where} "
+        f"ORDER BY r.rank LIMIT 1{lock}"
+    )
 
 
 def adaptive_pick(*, annotator, study, exclude: set[int], rated: int):
     """(image, rank, information) under the adaptive rule, or None (then the
     caller deals fullest-first). The Python twin of palate_claim's adaptive
-    step: same candidates, same order, same lock."""
+    step: same candidates, same order, same lock, the same bounded reads (at
+    most ``PICK_WINDOW`` rows of the open queue, ``RANK_WALK`` ranks)."""
     if study.dealing_policy != ADAPTIVE or rated < study.dealing_warmup:
         return None
-    img, ass, rank = (
-        Image._meta.db_table,
-        Assignment._meta.db_table,
-        DealingRank._meta.db_table,
-    )
-    # The images open to them: the same conditions as fullest-first's.
-    open_to = (
-        "i.study_id = %s AND i.open_slots > 0 "
-        f"AND NOT EXISTS (SELECT 1 FROM {ass} a "
-        "WHERE a.image_id = i.id AND a.annotator_id = %s)"
-    )
-    params = [study.pk, annotator.pk]
+    exclude_sql, params = "", sorted(exclude)
     if exclude:
-        open_to += f" AND i.id NOT IN ({', '.join(['%s'] * len(exclude))})"
-        params += sorted(exclude)
+        exclude_sql = f" AND {{alias}}.id NOT IN ({', '.join(['%s'] * len(exclude))})"
     lock = (
         " FOR NO KEY UPDATE OF i SKIP LOCKED"
         if connection.features.has_select_for_update_skip_locked
         else ""
     )
+    probe = " OFFSET 0" if connection.vendor == "postgresql" else ""
     with connection.cursor() as cursor:
-        top = adaptive_level_top(
+        level = adaptive_level(
             cursor=cursor,
-            candidates=f"FROM {img} i WHERE {open_to}",
+            annotator_id=annotator.pk,
+            exclude_sql=exclude_sql,
             params=params,
-            band=study.dealing_band,
+            study_id=study.pk,
         )
-        if top is None:
+        if level is None:
             return None
         cursor.execute(
-            f"SELECT i.id, i.file, i.width, i.height, r.rank, r.information "
-            f"FROM {rank} r JOIN {img} i ON i.id = r.image_id "
-            f"WHERE r.annotator_id = %s AND r.study_id = %s AND {open_to} "
-            f"AND i.open_slots <= %s ORDER BY r.rank LIMIT 1{lock}",
-            [annotator.pk, study.pk, *params, top],
+            _ranked_sql(exclude_sql.format(alias="i"), lock, probe),
+            [
+                annotator.pk,
+                study.pk,
+                study.pk,
+                level + study.dealing_band,
+                annotator.pk,
+                *params,
+            ],
         )
         row = cursor.fetchone()
     if row is None:

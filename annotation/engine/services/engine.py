@@ -54,6 +54,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from annotation.engine.selectors import annotator_rated
 from annotation.engine.services import engine_sql
 from annotation.engine.services.dealing import (
     ADAPTIVE,
@@ -341,7 +342,7 @@ def assignment_claim_for_page(
 
 
 def _top_up(annotator, study, live, hold: int, now, starts: Starts) -> None:
-    rated = Rating.objects.filter(annotator=annotator, study=study).count()
+    rated = annotator_rated(annotator_id=annotator.pk, study_id=study.pk)
     room = study.quota_per_annotator - rated - len(live)
     exclude = {a.image_id for a in live}
     swept = locked = False  # locked: this transaction holds an image's row lock
@@ -360,7 +361,8 @@ def _top_up(annotator, study, live, hold: int, now, starts: Starts) -> None:
                 "dealt_information": info,
             }
         else:
-            # Waiting for a locked image cannot close a cycle while we hold none.
+            # Only before this claim dealt an image: then "nothing left" is the
+            # answer at stake (picking._pick_waiting looks again, never waits).
             image = image_pick(annotator, study, exclude, starts, may_wait=not locked)
         if image is None and not swept and not locked:
             # Overdue leases still count against their images; only when nothing

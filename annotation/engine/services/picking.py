@@ -4,6 +4,7 @@ window per fill level (``image_pick``), and the dealer the randomness comes from
 (``annotation/engine/sql/palate_claim.sql``) does the same in PL/pgSQL."""
 
 import random
+import time
 
 from django.db import connection
 
@@ -111,9 +112,10 @@ def image_pick(
     next ``PICK_WINDOW`` images (wrapping round) that is neither dealt to the
     annotator nor locked by another claim; else the next level up. Each level
     tried reads at most 2 × ``PICK_WINDOW`` rows, however long the annotator's
-    history. ``may_wait`` (the claim holds no image lock yet): when no level
-    gives one, one exact search that waits for locked images, so a claim never
-    answers "nothing left" while an image is open to this annotator.
+    history. ``may_wait`` (the claim has dealt no image yet): when no level
+    gives one, the exact search (``_pick_waiting``), repeated while an image
+    open to the annotator is held by another transaction, so a claim does not
+    answer "nothing left" while an image is open to this annotator.
 
     Plain SQL rather than querysets: this runs on every claim, and building the
     equivalent ORM queries cost more CPU than PostgreSQL spends executing them.
@@ -147,19 +149,37 @@ def image_pick(
     return _pick_waiting(annotator, study, exclude) if may_wait else None
 
 
+# How long the exact search before "nothing left" keeps looking while an image
+# open to the annotator is held by another transaction (palate_claim: the same).
+WAIT_S = 2.0
+WAIT_STEP_S = 0.005
+
+
 def _pick_waiting(annotator: Annotator, study: Study, exclude: set[int]):
     """The exact search before "nothing left": the fullest image open to the
-    annotator, waiting for it if another transaction holds it (the caller
-    holds no image lock, so no cycle)."""
+    annotator, searched again while one is held by another transaction (they
+    hold an image for milliseconds), for up to ``WAIT_S``. Never waiting on the
+    row lock itself: this transaction may hold locks on images it skipped (a
+    row updated since the statement's snapshot stays locked when it fails the
+    recheck), and two claims waiting so deadlocked."""
     image = Image._meta.db_table
     where, params = _candidates(annotator, exclude, "i")
-    lock = connection.features.has_select_for_update
-    wait = " FOR NO KEY UPDATE OF i" if lock else ""
+    skip = ""
+    if connection.features.has_select_for_update_skip_locked:
+        skip = " FOR NO KEY UPDATE OF i SKIP LOCKED"
+    base = f"FROM {image} i WHERE i.study_id = %s AND i.open_slots > 0 AND {where}"
+    deadline = time.monotonic() + WAIT_S
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT i.id, i.file, i.width, i.height FROM {image} i "
-            f"WHERE i.study_id = %s AND i.open_slots > 0 AND {where} "
-            f"ORDER BY i.open_slots, i.shuffle LIMIT 1{wait}",
-            [study.pk, *params],
-        )
-        return _image_row(cursor.fetchone())
+        while True:
+            cursor.execute(
+                f"SELECT i.id, i.file, i.width, i.height {base} "
+                f"ORDER BY i.open_slots, i.shuffle LIMIT 1{skip}",
+                [study.pk, *params],
+            )
+            row = cursor.fetchone()
+            if row is not None or not skip:
+                return _image_row(row)
+            cursor.execute(f"SELECT 1 {base} LIMIT 1", [study.pk, *params])
+            if cursor.fetchone() is None or time.monotonic() > deadline:
+                return None
+            time.sleep(WAIT_STEP_S)

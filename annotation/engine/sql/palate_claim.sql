@@ -24,6 +24,7 @@ DECLARE
     v_top int;
     v_rank int;
     v_info float8;
+    v_wait_until timestamp with time zone;
 BEGIN
     IF v_annotator IS NULL THEN
         -- Token -> active user -> annotator (the API's authentication).
@@ -79,14 +80,21 @@ BEGIN
         ORDER BY a.leased_at, a.id);
     v_live := coalesce(array_length(v_ids, 1), 0);
     IF v_live < p_hold OR p_page THEN
-        SELECT count(*) INTO v_rated FROM annotation_rating r
-        WHERE r.annotator_id = v_annotator AND r.study_id = p_study;
+        -- Their ratings in the study, kept by the database (migration 0025's
+        -- trigger on annotation_rating): one row, however many they gave.
+        SELECT t.rated INTO v_rated FROM annotation_ratingtally t
+        WHERE t.annotator_id = v_annotator AND t.study_id = p_study;
+        v_rated := coalesce(v_rated, 0);
     END IF;
     IF p_page THEN
         -- What the page shows around the image (selectors.annotator_progress,
         -- and whether quality.stream_item_next has an item due).
         rated := v_rated;
-        SELECT count(*) INTO pool FROM annotation_image i WHERE i.study_id = p_study;
+        -- The study's images, kept by the database (0025's trigger on
+        -- annotation_image): one row, however large the study.
+        SELECT t.images INTO pool FROM annotation_studytally t
+        WHERE t.study_id = p_study;
+        pool := coalesce(pool, 0);
         item_due := EXISTS (
             SELECT 1 FROM annotation_streamitem si
             WHERE si.annotator_id = v_annotator AND si.study_id = p_study
@@ -109,26 +117,51 @@ BEGIN
             v_rank := NULL;
             v_info := NULL;
             IF v_adaptive THEN
-                -- services.dealing.adaptive_pick: their best-ranked image among
-                -- those open to them at most dealing_band above the fullest level.
-                SELECT i2.open_slots + v_study.dealing_band INTO v_top
-                FROM annotation_image i2
-                WHERE i2.study_id = p_study AND i2.open_slots > 0
-                  AND NOT EXISTS (SELECT 1 FROM annotation_assignment a
-                                  WHERE a.image_id = i2.id AND a.annotator_id = v_annotator)
-                  AND i2.id <> ALL (v_exclude)
-                ORDER BY i2.open_slots, i2.shuffle LIMIT 1;
-                IF FOUND THEN
-                    SELECT i.id, r.rank, r.information INTO v_img, v_rank, v_info
-                    FROM annotation_dealingrank r
-                    JOIN annotation_image i ON i.id = r.image_id
-                    WHERE r.annotator_id = v_annotator AND r.study_id = p_study
-                      AND i.study_id = p_study AND i.open_slots > 0
-                      AND NOT EXISTS (SELECT 1 FROM annotation_assignment a
-                                      WHERE a.image_id = i.id AND a.annotator_id = v_annotator)
-                      AND i.id <> ALL (v_exclude) AND i.open_slots <= v_top
-                    ORDER BY r.rank LIMIT 1
-                    FOR NO KEY UPDATE OF i SKIP LOCKED;
+                -- services.dealing.adaptive_pick. L: the level of the first
+                -- image open to them among the first PICK_WINDOW (32) of the
+                -- open queue, fullest first; when none of those is, the level
+                -- of the last of them (L is at least that). At most 32 rows.
+                v_top := NULL;
+                SELECT q.open_slots INTO v_top
+                FROM (SELECT i2.id, i2.open_slots, i2.shuffle
+                      FROM annotation_image i2
+                      WHERE i2.study_id = p_study AND i2.open_slots > 0
+                      ORDER BY i2.open_slots, i2.shuffle LIMIT 32) q
+                WHERE NOT EXISTS (SELECT 1 FROM annotation_assignment a
+                                  WHERE a.image_id = q.id
+                                    AND a.annotator_id = v_annotator OFFSET 0)
+                  AND q.id <> ALL (v_exclude)
+                ORDER BY q.open_slots, q.shuffle LIMIT 1;
+                IF NOT FOUND THEN
+                    SELECT max(q.open_slots) INTO v_top
+                    FROM (SELECT i2.open_slots FROM annotation_image i2
+                          WHERE i2.study_id = p_study AND i2.open_slots > 0
+                          ORDER BY i2.open_slots, i2.shuffle LIMIT 32) q;
+                END IF;
+                IF v_top IS NOT NULL THEN
+                    -- Their best-ranked image among those open to them at most
+                    -- dealing_band above L, in the first RANK_WALK (200) ranks.
+                    -- Each rank one primary-key lookup (LATERAL, the slots
+                    -- written from the counters rather than open_slots: no
+                    -- plan can walk the open queue per rank), locked only
+                    -- when it passes, the walk stopping at the first.
+                    SELECT c.id, r.rank, r.information INTO v_img, v_rank, v_info
+                    FROM (SELECT r0.image_id, r0.rank, r0.information
+                          FROM annotation_dealingrank r0
+                          WHERE r0.annotator_id = v_annotator
+                            AND r0.study_id = p_study
+                          ORDER BY r0.rank LIMIT 200) r
+                    CROSS JOIN LATERAL (
+                        SELECT i.id FROM annotation_image i
+                        WHERE i.id = r.image_id AND i.study_id = p_study
+                          AND i.target_ratings - i.rating_count - i.lease_count
+                              BETWEEN 1 AND v_top + v_study.dealing_band
+                          AND NOT EXISTS (SELECT 1 FROM annotation_assignment a
+                                          WHERE a.image_id = i.id
+                                            AND a.annotator_id = v_annotator OFFSET 0)
+                          AND i.id <> ALL (v_exclude)
+                        FOR NO KEY UPDATE OF i SKIP LOCKED) c
+                    ORDER BY r.rank LIMIT 1;
                 END IF;
             END IF;
             v_floor := 0;
@@ -184,17 +217,34 @@ BEGIN
                 v_floor := v_level;  -- strictly up: ends after the top level
             END LOOP;
             IF v_img IS NULL AND v_added = 0 THEN
-                -- No level gave one: one exact search that waits for locked
-                -- images (no cycle: this claim holds no image lock yet), so
-                -- "nothing left" is never said while an image is open to us.
-                SELECT i.id INTO v_img FROM annotation_image i
-                WHERE i.study_id = p_study AND i.open_slots > 0
-                  AND NOT EXISTS (SELECT 1 FROM annotation_assignment a
-                                  WHERE a.image_id = i.id
-                                    AND a.annotator_id = v_annotator)
-                  AND i.id <> ALL (v_exclude)
-                ORDER BY i.open_slots, i.shuffle LIMIT 1
-                FOR NO KEY UPDATE OF i;
+                -- No level gave one: the exact search, again while an image
+                -- open to us is held by another transaction (claims, sweeps
+                -- and ratings hold an image for milliseconds), for up to 2 s,
+                -- so "nothing left" is not said while an image is open to us.
+                -- Never waiting on the row lock itself: this claim may hold
+                -- locks on images it skipped (a row updated since the
+                -- statement's snapshot stays locked when it fails the
+                -- recheck), and two claims waiting so deadlocked.
+                v_wait_until := clock_timestamp() + interval '2 seconds';
+                LOOP
+                    SELECT i.id INTO v_img FROM annotation_image i
+                    WHERE i.study_id = p_study AND i.open_slots > 0
+                      AND NOT EXISTS (SELECT 1 FROM annotation_assignment a
+                                      WHERE a.image_id = i.id
+                                        AND a.annotator_id = v_annotator)
+                      AND i.id <> ALL (v_exclude)
+                    ORDER BY i.open_slots, i.shuffle LIMIT 1
+                    FOR NO KEY UPDATE OF i SKIP LOCKED;
+                    EXIT WHEN v_img IS NOT NULL OR NOT EXISTS (
+                        SELECT 1 FROM annotation_image i
+                        WHERE i.study_id = p_study AND i.open_slots > 0
+                          AND NOT EXISTS (SELECT 1 FROM annotation_assignment a
+                                          WHERE a.image_id = i.id
+                                            AND a.annotator_id = v_annotator)
+                          AND i.id <> ALL (v_exclude))
+                        OR clock_timestamp() > v_wait_until;
+                    PERFORM pg_sleep(0.005);
+                END LOOP;
             END IF;
             IF v_img IS NULL THEN
                 IF v_added = 0 THEN
