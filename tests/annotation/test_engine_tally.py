@@ -6,7 +6,7 @@ import hashlib
 from datetime import timedelta
 
 import pytest
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from annotation import selectors, services
@@ -39,6 +39,29 @@ def rated_kept() -> dict:
 def rated_counted() -> dict:
     rows = Rating.objects.values("annotator_id", "study_id").annotate(n=Count("pk"))
     return {(r["annotator_id"], r["study_id"]): r["n"] for r in rows}
+
+
+def both_kept() -> dict:
+    """(rated, valid) per (annotator, study) as the tally keeps them (rows with
+    nothing left aside)."""
+    return {
+        (t.annotator_id, t.study_id): (t.rated, t.valid)
+        for t in RatingTally.objects.all()
+        if t.rated or t.valid
+    }
+
+
+def both_counted() -> dict:
+    rows = Rating.objects.values("annotator_id", "study_id").annotate(
+        n=Count("pk"), v=Count("pk", filter=Q(is_valid=True))
+    )
+    return {(r["annotator_id"], r["study_id"]): (r["n"], r["v"]) for r in rows}
+
+
+def rate_all(study, who, n: int) -> None:
+    for _ in range(n):
+        (lease,) = services.assignment_claim(annotator=who, study=study)
+        services.rating_submit(assignment_id=lease.pk, annotator=who, score=1)
 
 
 def bulk_images(study, n: int, start: int = 0) -> list:
@@ -116,3 +139,48 @@ def test_ratings_are_counted_by_whoever_writes_them():
     rated, total = selectors.annotator_progress(annotator=people[0], study=study)
     assert (rated, total) == (5, 6)
     assert annotator_rated(annotator_id=people[1].pk, study_id=study.pk) == 5
+
+
+# The bulk UPDATE below flips is_valid behind the images' counters on purpose.
+@pytest.mark.allow_drift
+def test_valid_ratings_are_counted_through_every_way_they_are_invalidated():
+    """Migration 0027: ``RatingTally.valid`` follows ``is_valid`` whoever flips
+    it: exclusion from one study, exclusion everywhere (quality control's
+    ``annotator_moderate``), erasure, and a bulk UPDATE or DELETE."""
+    study = StudyFactory(raters_per_image=5, quota_per_annotator=50)
+    other = StudyFactory(raters_per_image=5, quota_per_annotator=50)
+    make_images(study, 6)
+    make_images(other, 6)
+    people = [join(join(AnnotatorFactory(), study), other) for _ in range(5)]
+    for who in people:
+        rate_all(study, who, 3)
+        rate_all(other, who, 2)
+    assert both_kept() == both_counted()
+    assert both_kept()[(people[0].pk, study.pk)] == (3, 3)
+    # Excluded from one study: invalid there, still valid in the other.
+    services.participation_exclude(annotator=people[0], study=study, reason="t")
+    assert both_kept()[(people[0].pk, study.pk)] == (3, 0)
+    assert both_kept()[(people[0].pk, other.pk)] == (2, 2)
+    # Quality control excludes everywhere.
+    services.annotator_moderate(
+        annotator=people[1], action="exclude_all", reason="failed checks"
+    )
+    assert both_kept()[(people[1].pk, study.pk)] == (3, 0)
+    assert both_kept()[(people[1].pk, other.pk)] == (2, 0)
+    # Erasure.
+    services.annotator_erase(annotator_id=people[2].pk, reason="asked")
+    assert both_kept()[(people[2].pk, other.pk)] == (2, 0)
+    assert both_kept() == both_counted()
+    # Bulk SQL: one statement flipping rows of several annotators both ways,
+    # an UPDATE that changes nothing counted, then deletions.
+    Rating.objects.filter(annotator__in=people[2:4]).update(is_valid=False)
+    Rating.objects.filter(annotator=people[0]).update(is_valid=True)
+    Rating.objects.filter(annotator=people[4]).update(score=2)
+    assert both_kept() == both_counted()
+    assert both_kept()[(people[0].pk, study.pk)] == (3, 3)
+    assert both_kept()[(people[3].pk, other.pk)] == (2, 0)
+    assert both_kept()[(people[4].pk, other.pk)] == (2, 2)
+    Rating.objects.filter(annotator=people[4], study=study).first().delete()
+    Rating.objects.filter(annotator=people[3], study=other).delete()
+    assert both_kept() == both_counted()
+    assert both_kept()[(people[4].pk, study.pk)] == (2, 2)
