@@ -6,6 +6,7 @@ import hashlib
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.db.models import Count, Q
 from django.utils import timezone
 
@@ -184,3 +185,74 @@ def test_valid_ratings_are_counted_through_every_way_they_are_invalidated():
     Rating.objects.filter(annotator=people[3], study=other).delete()
     assert both_kept() == both_counted()
     assert both_kept()[(people[4].pk, study.pk)] == (2, 2)
+
+
+def test_a_clean_database_has_no_tally_drift():
+    study = StudyFactory(raters_per_image=3, quota_per_annotator=50)
+    make_images(study, 4)
+    people = [join(AnnotatorFactory(), study) for _ in range(3)]
+    for who in people:
+        rate_all(study, who, 2)
+    services.participation_exclude(annotator=people[0], study=study, reason="t")
+    drift = services.integrity_check()
+    assert drift.study_tally == [] and drift.rating_tally == []
+    assert drift.ok
+
+
+def _sql(statement: str, params: list) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+
+
+# The tallies are corrupted by hand on purpose (the check's job is to see it).
+@pytest.mark.allow_drift
+def test_corrupted_tallies_are_reported_and_repaired():
+    """Every way a tally can disagree with its rows (too high, valid too low, a
+    missing row where there are rows, a row where there are none) is drift on
+    both databases, the study-scoped check sees only its study, and the repair
+    sets each one from the rows."""
+    study, other = StudyFactory(quota_per_annotator=50), StudyFactory()
+    make_images(study, 4)
+    make_images(other, 2)
+    a, b, c = (join(AnnotatorFactory(), study) for _ in range(3))
+    for who in (a, b):
+        rate_all(study, who, 2)
+    _sql(
+        "UPDATE annotation_studytally SET images = images + 5 WHERE study_id = %s",
+        [study.pk],
+    )
+    _sql("DELETE FROM annotation_studytally WHERE study_id = %s", [other.pk])
+    _sql(
+        "UPDATE annotation_ratingtally SET rated = 7 "
+        "WHERE annotator_id = %s AND study_id = %s",
+        [a.pk, study.pk],
+    )
+    _sql(
+        "DELETE FROM annotation_ratingtally WHERE annotator_id = %s AND study_id = %s",
+        [b.pk, study.pk],
+    )
+    _sql(
+        "INSERT INTO annotation_ratingtally (annotator_id, study_id, rated, valid) "
+        "VALUES (%s, %s, 0, 3)",
+        [c.pk, study.pk],
+    )
+    drift = services.integrity_check()
+    assert drift.study_tally == [(study.pk, 9, 4), (other.pk, 0, 2)]
+    assert drift.rating_tally == [
+        (a.pk, study.pk, 7, 2, 2, 2),
+        (b.pk, study.pk, 0, 2, 0, 2),
+        (c.pk, study.pk, 0, 0, 3, 0),
+    ]
+    assert "rating_tally: 3" in drift.summary()
+    assert services.integrity_check(study_id=other.pk).study_tally == [(other.pk, 0, 2)]
+    assert services.integrity_check(study_id=other.pk).rating_tally == []
+
+    assert services.integrity_repair() == drift
+    assert services.integrity_check().ok
+    assert images_kept(study) == 4 and images_kept(other) == 2
+    assert both_kept() == both_counted()
+    assert both_kept()[(b.pk, study.pk)] == (2, 2)
+    assert (c.pk, study.pk) not in both_kept()
+    # The repaired tallies go on counting.
+    services.participation_exclude(annotator=a, study=study, reason="t")
+    assert both_kept()[(a.pk, study.pk)] == (2, 0)
