@@ -1,10 +1,11 @@
 """The annotators page reads no rating at all: the counts it shows (all and
 valid) are the ones the database keeps in ``RatingTally`` (migration 0027).
 Before issue 29 it counted every rating of the study on every render, then
-only the ratings of the annotators it showed. Checked on PostgreSQL by the rows its scans of the ratings table
-return in this transaction (``pg_stat_xact_*``), with sequential scans off so
-the size of these tiny tables cannot make a scan of everything the cheapest
-plan. Nothing is timed."""
+only the ratings of the annotators it showed. Checked on PostgreSQL by the
+rows its scans of the ratings table return in this transaction
+(``pg_stat_xact_*``), with sequential scans off so the size of these tiny
+tables cannot make a scan of everything the cheapest plan. Nothing is
+timed."""
 
 import pytest
 from django.db import connection
