@@ -67,9 +67,7 @@ def page_reads(client, url) -> int:
     return rating_rows_read() - before
 
 
-def test_annotators_page_reads_no_rating(
-    staff_client, monkeypatch
-):
+def test_annotators_page_reads_no_rating(staff_client, monkeypatch):
     monkeypatch.setattr(selectors, "PAGE_SIZE", 2)
     with connection.cursor() as cur:
         cur.execute("SET LOCAL enable_seqscan = off")
