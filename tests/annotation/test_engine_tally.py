@@ -6,6 +6,8 @@ import hashlib
 from datetime import timedelta
 
 import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.db import connection
 from django.db.models import Count, Q
 from django.utils import timezone
@@ -206,7 +208,7 @@ def _sql(statement: str, params: list) -> None:
 
 # The tallies are corrupted by hand on purpose (the check's job is to see it).
 @pytest.mark.allow_drift
-def test_corrupted_tallies_are_reported_and_repaired():
+def test_corrupted_tallies_are_reported_and_repaired(capsys):
     """Every way a tally can disagree with its rows (too high, valid too low, a
     missing row where there are rows, a row where there are none) is drift on
     both databases, the study-scoped check sees only its study, and the repair
@@ -244,6 +246,11 @@ def test_corrupted_tallies_are_reported_and_repaired():
         (c.pk, study.pk, 0, 0, 3, 0),
     ]
     assert "rating_tally: 3" in drift.summary()
+    with pytest.raises(CommandError):
+        call_command("check_integrity")
+    out = capsys.readouterr().out
+    assert f"study {study.pk}: images tally 9, rows 4" in out
+    assert f"annotator {b.pk} in study {study.pk}: tally 0 rated (0 valid)" in out
     assert services.integrity_check(study_id=other.pk).study_tally == [(other.pk, 0, 2)]
     assert services.integrity_check(study_id=other.pk).rating_tally == []
 
