@@ -14,8 +14,11 @@ images and planted tastes:
 * tastes: w_a = shared·w₀ + personal·Σ_k z_ak v_k (``--directions`` taste
   directions v_k shared by everyone, z_ak ~ N(0, 1) per person); a score is
   round(4 + 1.5·u/sd(u) + N(0, ``--noise``)) clipped to 1..7, u = x·w_a.
-  Scenarios: ``diverse`` (personal 1.0, shared 0.5) and ``shared`` (personal
-  0.2, shared 1.0: tastes almost all shared);
+  Scenarios: ``diverse`` (personal 1.0, shared 0.5), ``shared`` (personal
+  0.2, shared 1.0: tastes almost all shared) and ``scale`` (``diverse``'s
+  tastes, but each annotator uses their own part of the scale: score
+  round(4 + c_a + 1.5·s_a·u/sd(u) + N(0, ``--noise``)), c_a ~ U(−1.5, 1.5),
+  s_a ~ U(0.5, 1.5); not in the default ``--scenarios``);
 * the run: every tick each simulated annotator (random order) claims one image
   and rates it at once; a retrain (promoted) after tick k for k in the
   schedule, then every annotator's accuracy (mean over annotators) and the
@@ -59,7 +62,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-SCENARIOS = {"diverse": (0.5, 1.0), "shared": (1.0, 0.2)}  # (shared, personal)
+# (shared, personal, scale use): with scale use, each annotator rates around
+# their own centre (4 + c_a, c_a ~ U(-1.5, 1.5)) with their own spread
+# (s_a ~ U(0.5, 1.5)), the same planted tastes as ``diverse`` otherwise.
+SCENARIOS = {
+    "diverse": (0.5, 1.0, False),
+    "shared": (1.0, 0.2, False),
+    "scale": (0.5, 1.0, True),
+}
 
 
 def parse_args(argv=None):
@@ -102,7 +112,7 @@ class World:
 
     def __init__(self, args, seed: int, scenario: str):
         rng = np.random.default_rng(seed)
-        shared, personal = SCENARIOS[scenario]
+        shared, personal, scale_use = SCENARIOS[scenario]
         n_img = args.pilot_images + args.images + args.probe
         self.x = rng.normal(size=(n_img, args.dim)).astype(np.float32)
         self.x /= np.linalg.norm(self.x, axis=1, keepdims=True)
@@ -114,12 +124,22 @@ class World:
         u = self.x @ self.w.T  # (images, annotators)
         self.u = (u - u.mean(0)) / u.std(0)
         self.noise = rng.normal(0, args.noise, size=u.shape)
+        # Drawn after everything else, so the other scenarios' worlds are
+        # unchanged by their presence.
+        self.centre = rng.uniform(-1.5, 1.5, n_ann) if scale_use else np.zeros(n_ann)
+        self.spread = rng.uniform(0.5, 1.5, n_ann) if scale_use else np.ones(n_ann)
         self.pilot = np.arange(args.pilot_images)
         self.open = np.arange(args.pilot_images, args.pilot_images + args.images)
         self.probe = np.arange(args.pilot_images + args.images, n_img)
 
     def score(self, image: int, annotator: int) -> int:
-        raw = 4 + 1.5 * self.u[image, annotator] + self.noise[image, annotator]
+        a = annotator
+        raw = (
+            4
+            + self.centre[a]
+            + 1.5 * self.spread[a] * self.u[image, a]
+            + self.noise[image, a]
+        )
         return int(np.clip(np.rint(raw), 1, 7))
 
 
