@@ -396,6 +396,20 @@ def summarise(runs: list[dict], schedule: list[int]) -> dict:
     return out
 
 
+# Student t 0.975 quantiles by degrees of freedom (no scipy here).
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
+T975 += (2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086)
+
+
+def seed_ci95(values) -> tuple[float, float, float]:
+    """Mean and t interval over a few seeds (between-run variation included)."""
+    v = np.asarray(values, float)
+    m = float(v.mean())
+    t = T975[v.size - 2] if v.size - 1 <= len(T975) else 1.96
+    h = t * float(v.std(ddof=1)) / math.sqrt(v.size)
+    return m, m - h, m + h
+
+
 def seed_lines(runs: list[dict], schedule: list[int]) -> str:
     """The issue's criteria per seed, as "n of N seeds": adaptive reaches
     fullest-first's final accuracy with at least 30% fewer ratings; or is at
@@ -409,6 +423,7 @@ def seed_lines(runs: list[dict], schedule: list[int]) -> str:
             if policy == "fullest-first":
                 continue
             fewer = higher = timely = n = met = met_held = 0
+            diffs = []
             for r in (r for r in mine if r["policy"] == policy):
                 ff = base.get(r["seed"])
                 if ff is None or not ff["curve"] or not r["curve"]:
@@ -436,6 +451,7 @@ def seed_lines(runs: list[dict], schedule: list[int]) -> str:
                 ]
                 early_held = bool(held) and held[0] <= 0.7 * int(last)
                 diff = np.mean(r["curve"][last]) - target
+                diffs.append(diff)
                 on_time = r["ticks_to_finish"] <= 1.1 * ff["ticks_to_finish"]
                 ok = on_time and r["every_image_at_target"]
                 fewer += early
@@ -460,6 +476,13 @@ def seed_lines(runs: list[dict], schedule: list[int]) -> str:
                 f"target, time within 10%) in {met} of {n} seeds; reading "
                 f"'reaches' as 'reaches and stays' in {met_held} of {n}"
             )
+            if n > 1:
+                m, lo, hi = seed_ci95(diffs)
+                lines.append(
+                    f"  {scenario} {policy}: difference at the quota over the {n} "
+                    f"seeds (each seed's mean over annotators; Student t 95%): "
+                    f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+                )
             total, met_all, held_all = total + n, met_all + met, held_all + met_held
     lines.append(
         f"  all scenarios: target met in {met_all} of {total} (scenario, seed) "
