@@ -24,7 +24,7 @@ CHART_POINTS = 2000  # most points the quality-against-ratings chart draws
 # How each column sorts, on the light rows of ``study_annotator_keys`` (with the
 # metric cells merged in): (AnnotatorQuality fields it needs, key). "ratings"
 # sorts by the ratings collected here as the submit counts them (the table shows
-# every rating, imported and invalid ones too, counted exactly for its page).
+# every rating, imported and invalid ones too, as the database's tally keeps them).
 SORT_KEYS = {
     "annotator": ((), lambda r: r["public_id"]),
     "ratings": ((), lambda r: r["n_ratings"]),
@@ -202,7 +202,8 @@ def annotator_table(
     out) and quality-control statistics; sorted and filtered on light rows (no
     rating read, no model instance: issue 29, 1.4 s of CPU and a count over
     every rating at 10,000 annotators before), then one page of ``PAGE_SIZE``
-    rows built in full, with their ratings counted exactly, and formatted."""
+    rows built in full, with their exact rating counts (all and valid, from the
+    database's ``RatingTally``: no rating read either), and formatted."""
     version = active_version(study=study)
     previous = rm.version_previous(version=version) if version else None
     metrics = rm.annotator_metric_map(version=version)

@@ -223,14 +223,16 @@ class StudyTally(models.Model):
 
 
 class RatingTally(models.Model):
-    """How many ratings (valid or not) an annotator has in a study: what the
-    claim's quota and the page's progress count."""
+    """How many ratings an annotator has in a study: ``rated`` valid or not
+    (what the claim's quota and the page's progress count), ``valid`` those
+    still valid (what the dashboard's annotators page shows; migration 0027)."""
 
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="+")
     annotator = models.ForeignKey(
         Annotator, on_delete=models.CASCADE, related_name="+", db_index=False
     )
     rated = models.IntegerField(default=0)
+    valid = models.IntegerField(default=0)
 
     class Meta:
         constraints = [

@@ -10,10 +10,13 @@ Invariants (per image, and across the rating table):
 * no (image, annotator) pair has two ratings or two assignments;
 * no valid rating and no live lease belongs to an excluded or erased annotator,
   or to an annotator excluded from that study (its participation); no live
-  lease to any annotator who is not active.
+  lease to any annotator who is not active;
+* the tallies the database keeps (``StudyTally.images``, ``RatingTally.rated``
+  and ``.valid``) equal the image and rating rows they count (``tallies``).
 
 ``integrity_repair`` fixes what can be fixed from the rows, image by image, under
-the engine's lock order (Assignment -> Rating -> Image).
+the engine's lock order (Assignment -> Rating -> Image), then sets drifted
+tallies from their rows.
 """
 
 import logging
@@ -23,6 +26,7 @@ from django.db import connection, transaction
 from django.db.models import Count, Exists, F, OuterRef, Q
 from django.utils import timezone
 
+from annotation.integrity.tallies import tally_drift, tally_repair
 from annotation.models import (
     Annotator,
     Assignment,
@@ -63,6 +67,10 @@ class Drift:
     # rating ids / assignment ids
     excluded_valid_ratings: list[int] = field(default_factory=list)
     inactive_leases: list[int] = field(default_factory=list)
+    # (study id, kept images, image rows)
+    study_tally: list[tuple[int, int, int]] = field(default_factory=list)
+    # (annotator id, study id, kept rated, rating rows, kept valid, valid rows)
+    rating_tally: list[tuple[int, ...]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -130,6 +138,7 @@ def integrity_check(*, study_id: int | None = None) -> Drift:
         .order_by("pk")
         .values_list("pk", flat=True)
     )
+    drift.study_tally, drift.rating_tally = tally_drift(study_id)
     return drift
 
 
@@ -209,10 +218,12 @@ def integrity_repair(*, study_id: int | None = None) -> Drift:
     live lease first, then newest valid rating (kept, marked invalid), and the
     counters are set from the rows. Duplicate pairs cannot be repaired here (the
     unique constraints forbid them; finding one means the schema was altered).
+    Last, each drifted tally is set from its rows (``tallies.tally_repair``).
     """
     drift = integrity_check(study_id=study_id)
     for image_id in sorted(drift.images()):
         _image_repair(image_id)
+    tally_repair(studies=drift.study_tally, ratings=drift.rating_tally)
     return drift
 
 

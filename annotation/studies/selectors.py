@@ -280,10 +280,10 @@ def study_annotator_keys(*, study: Study, fields: tuple = ()) -> list[dict]:
 def study_annotator_rows(*, study: Study, annotator_ids: list[int]) -> list[dict]:
     """The given annotators of the study (the dashboard's page of them, in the
     order given) with their participation, running quality statistics and
-    exact counts of their ratings here (three queries, each bounded by the
-    annotators asked for: the counts read the ``rating_by_annotator`` index for
-    those annotators only, never the study's other ratings)."""
-    from annotation.models import AnnotatorQuality, Participation
+    exact counts of their ratings here, all and valid (three queries, each
+    bounded by the annotators asked for; the counts are the ones the database
+    keeps in ``RatingTally``, one row per annotator: no rating is read)."""
+    from annotation.models import AnnotatorQuality, Participation, RatingTally
 
     quality = {
         q.annotator_id: q
@@ -293,12 +293,9 @@ def study_annotator_rows(*, study: Study, annotator_ids: list[int]) -> list[dict
     }
     counts = {
         a: (n, valid)
-        for a, n, valid in Rating.objects.filter(
+        for a, n, valid in RatingTally.objects.filter(
             study=study, annotator_id__in=annotator_ids
-        )
-        .values_list("annotator_id")
-        .annotate(n=Count("pk"), valid=Count("pk", filter=Q(is_valid=True)))
-        .order_by()
+        ).values_list("annotator_id", "rated", "valid")
     }
     found = {
         p.annotator_id: p

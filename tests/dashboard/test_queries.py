@@ -24,7 +24,8 @@ QUERIES = {
         # last hour, imported, annotators who rated (one more than the pass).
         "study": 14,
         # Sorted on light rows (participations, QC counts: 2), then the page's
-        # rows in full (QC rows, their ratings counted, participations: 3).
+        # rows in full (QC rows, their rating tallies, participations: 3; the
+        # tally replaced the count of their ratings one for one: same total).
         "annotators": 12,
         "annotators_htmx": 12,
         "annotator": 14,  # + the held-out predictions (one row), their participation
@@ -40,7 +41,8 @@ QUERIES = {
         # last hour, imported, annotators who rated (one more than the pass).
         "study": 14,
         # Sorted on light rows (participations, QC counts: 2), then the page's
-        # rows in full (QC rows, their ratings counted, participations: 3).
+        # rows in full (QC rows, their rating tallies, participations: 3; the
+        # tally replaced the count of their ratings one for one: same total).
         "annotators": 12,
         "annotators_htmx": 12,
         "annotator": 14,

@@ -11,7 +11,8 @@ class Command(BaseCommand):
         "Compare every image's rating_count and lease_count with its rows and "
         "report drift: counters that disagree, images over target, duplicate "
         "pairs, valid ratings or live leases of excluded, erased or inactive "
-        "annotators. --repair fixes what the rows allow, then checks again. "
+        "annotators, image and rating tallies that differ from their rows. "
+        "--repair fixes what the rows allow, then checks again. "
         "Exits 1 while drift remains."
     )
 
@@ -66,4 +67,11 @@ class Command(BaseCommand):
         if drift.inactive_leases:
             self.stdout.write(
                 f"  live leases of inactive annotators: {drift.inactive_leases[:20]}"
+            )
+        for study_id, kept, rows in drift.study_tally[:20]:
+            self.stdout.write(f"  study {study_id}: images tally {kept}, rows {rows}")
+        for annotator_id, study_id, rated, n, valid, v in drift.rating_tally[:20]:
+            self.stdout.write(
+                f"  annotator {annotator_id} in study {study_id}: tally "
+                f"{rated} rated ({valid} valid), rows {n} ({v} valid)"
             )
