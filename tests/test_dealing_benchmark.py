@@ -38,3 +38,22 @@ def test_tiny_dealing_benchmark_runs_to_the_end(tmp_path):
     assert "Per seed (adaptive vs fullest-first" in out
     assert (tmp_path / "out.json").exists()
     assert (tmp_path / "curves.png").exists() or (tmp_path / "curves.svg").exists()
+
+
+def test_scale_scenario_keeps_diverse_tastes_and_moves_each_annotators_centre():
+    """``scale``: the same planted tastes and noise as ``diverse`` for a seed,
+    but each annotator's scores sit around their own centre."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.dealing import World, parse_args
+
+    args = parse_args(["--tiny"])
+    diverse, scale = World(args, 3, "diverse"), World(args, 3, "scale")
+    assert np.array_equal(diverse.u, scale.u)
+    assert np.array_equal(diverse.noise, scale.noise)
+    assert not diverse.centre.any() and (diverse.spread == 1).all()
+    n_img, n_ann = scale.u.shape
+    mean = [np.mean([scale.score(i, a) for i in range(n_img)]) for a in range(n_ann)]
+    assert np.corrcoef(scale.centre, mean)[0, 1] > 0.9
+    assert all(1 <= scale.score(i, a) <= 7 for i in range(n_img) for a in range(n_ann))
