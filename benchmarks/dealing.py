@@ -112,6 +112,7 @@ class World:
 
     def __init__(self, args, seed: int, scenario: str):
         rng = np.random.default_rng(seed)
+        self.seed, self.key = seed, f"{scenario}-{seed}"  # names images, annotators
         shared, personal, scale_use = SCENARIOS[scenario]
         n_img = args.pilot_images + args.images + args.probe
         self.x = rng.normal(size=(n_img, args.dim)).astype(np.float32)
@@ -163,14 +164,24 @@ def _setup_study(args, world: World, policy: str, band: int, tag: str):
     )
     probe_study = ann.study_create(name=f"Probe {tag}", slug=f"probe-{tag}")
     rows, probe = [], set(world.probe.tolist())
+    # The images' places in the dealing order, from the world too (the product
+    # draws them at random): fullest-first then deals alike in every rerun.
+    shuffle = np.random.default_rng([world.seed, 1]).integers(
+        0, 2**31 - 1, len(world.x)
+    )
     for i in range(world.x.shape[0]):
         pilot = i < args.pilot_images
         rows.append(
             Image(
                 study=probe_study if i in probe else study,
                 file=f"synthetic/{tag}/{i}.png",
-                sha256=hashlib.sha256(f"{tag}-{i}".encode()).hexdigest(),
+                # The split of a rating hashes the image's key and the
+                # annotator's: both from the world alone (never the policy, never
+                # a database id or a random public id), so every policy's run of
+                # a seed trains on the same splits and a rerun repeats.
+                sha256=hashlib.sha256(f"{world.key}-{i}".encode()).hexdigest(),
                 target_ratings=args.pilot_raters if pilot else args.raters,
+                shuffle=int(shuffle[i]),
             )
         )
     images = Image.objects.bulk_create(rows, batch_size=2000)
@@ -188,7 +199,10 @@ def _setup_study(args, world: World, policy: str, band: int, tag: str):
         ],
         batch_size=2000,
     )
-    people = [ann.annotator_create() for _ in range(world.w.shape[0])]
+    people = [
+        ann.annotator_create(source=SIM_SOURCE, external_id=f"{world.key}-{a}")
+        for a in range(world.w.shape[0])
+    ]
     # The pilot: each pilot image rated by pilot_raters pilot annotators, rows
     # and counters as the engine leaves them (full images are never dealt).
     rng = np.random.default_rng(7)
@@ -313,6 +327,7 @@ def run_policy(args, world, policy: str, band: int, seed: int, tag: str) -> dict
     images = Image.objects.filter(study=study, pk__in=ids[world.open].tolist())
     exact = all(im.rating_count == args.raters for im in images)
     drift = ann.integrity_check(study_id=study.pk)
+    _retire(people, tag)
     return {
         "policy": policy if policy == "fullest-first" else f"adaptive:{band}",
         "seed": seed,
@@ -324,6 +339,19 @@ def run_policy(args, world, policy: str, band: int, seed: int, tag: str) -> dict
         "dealt": _dealt(study, ids[world.open].tolist()),
         "seconds": round(time.monotonic() - t0, 1),
     }
+
+
+def _retire(people, tag: str) -> None:
+    """Free the run's external ids (unique per source) for the next policy's run
+    of the same world; its ratings keep the splits they were given."""
+    from django.db.models import Value
+    from django.db.models.functions import Concat
+
+    from annotation.models import Annotator
+
+    Annotator.objects.filter(pk__in=[p.pk for p in people]).update(
+        external_id=Concat("external_id", Value(f"~{tag}"))
+    )
 
 
 def _dealt(study, open_ids) -> dict:
@@ -621,6 +649,7 @@ def svg(summary: dict) -> str:
     return "\n".join([*out, "</svg>"])
 
 
+SIM_SOURCE = "sim"  # the simulated annotators' source (their split keys)
 BACKBONE = "synthetic:dealing"
 
 

@@ -68,17 +68,19 @@ def tally_repair(*, studies: list, ratings: list) -> None:
     in flight either committed before (counted) or its trigger waits for this
     and adds its rows on top (never counted twice, never lost)."""
     for study_id, *_ in studies:
-        with transaction.atomic():
+        with transaction.atomic(durable=True):
             StudyTally.objects.get_or_create(study_id=study_id)
-            StudyTally.objects.select_for_update().filter(study_id=study_id).exists()
+            StudyTally.objects.select_for_update(no_key=True).filter(
+                study_id=study_id
+            ).exists()
             StudyTally.objects.filter(study_id=study_id).update(
                 images=Image.objects.filter(study_id=study_id).count()
             )
     for annotator_id, study_id, *_ in ratings:
         key = {"annotator_id": annotator_id, "study_id": study_id}
-        with transaction.atomic():
+        with transaction.atomic(durable=True):
             RatingTally.objects.get_or_create(**key)
-            RatingTally.objects.select_for_update().filter(**key).exists()
+            RatingTally.objects.select_for_update(no_key=True).filter(**key).exists()
             rows = Rating.objects.filter(**key)
             RatingTally.objects.filter(**key).update(
                 rated=rows.count(), valid=rows.filter(is_valid=True).count()
