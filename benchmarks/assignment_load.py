@@ -743,9 +743,12 @@ class Client(threading.Thread):
                     self.errors.append(f"submit {status}: {data[:200]!r}")
         if self.conn is not None:
             self.conn.close()
-        from django.db import connection
+        from django.conf import settings
 
-        connection.close()  # this thread's, opened only by open_for
+        if settings.configured:  # hot_floor's clients run without Django
+            from django.db import connection
+
+            connection.close()  # this thread's, opened only by open_for
 
 
 def run_clients(
