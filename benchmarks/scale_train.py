@@ -61,17 +61,7 @@ def build(n: int, annotators: int, rng) -> tuple:
             scale_fill.people_insert(
                 cur, study_id=study.pk, annotators=annotators, prefix=f"t{n}-"
             )
-            cur.execute(
-                "SELECT id FROM annotation_image WHERE study_id = %s ORDER BY id",
-                [study.pk],
-            )
-            image_ids = np.array([r[0] for r in cur.fetchall()], dtype=np.int64)
-            cur.execute(
-                "SELECT a.id FROM annotation_annotator a JOIN auth_user u "
-                "ON u.id = a.user_id WHERE u.username LIKE %s ORDER BY a.id",
-                [f"t{n}-%"],
-            )
-            people = np.array([r[0] for r in cur.fetchall()], dtype=np.int64)
+            image_ids, people = _ids(cur, study_id=study.pk, n=n)
             directions = rng.normal(size=(8, DIM)).astype(np.float32)
             feats = np.empty((images, 8), dtype=np.float32)
             for start in range(0, images, 5000):
@@ -152,18 +142,22 @@ def kept(n: int):
     if study is None:
         return None
     with connection.cursor() as cur:
-        cur.execute(
-            "SELECT id FROM annotation_image WHERE study_id = %s ORDER BY id",
-            [study.pk],
-        )
-        image_ids = np.array([r[0] for r in cur.fetchall()], dtype=np.int64)
-        cur.execute(
-            "SELECT a.id FROM annotation_annotator a JOIN auth_user u "
-            "ON u.id = a.user_id WHERE u.username LIKE %s ORDER BY a.id",
-            [f"t{n}-%"],
-        )
-        people = np.array([r[0] for r in cur.fetchall()], dtype=np.int64)
+        image_ids, people = _ids(cur, study_id=study.pk, n=n)
     return study, image_ids, people
+
+
+def _ids(cur, *, study_id: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The study's image ids and its simulated people's (``t{n}-`` users)."""
+    cur.execute(
+        "SELECT id FROM annotation_image WHERE study_id = %s ORDER BY id", [study_id]
+    )
+    image_ids = np.array([r[0] for r in cur.fetchall()], dtype=np.int64)
+    cur.execute(
+        "SELECT a.id FROM annotation_annotator a JOIN auth_user u "
+        "ON u.id = a.user_id WHERE u.username LIKE %s ORDER BY a.id",
+        [f"t{n}-%"],
+    )
+    return image_ids, np.array([r[0] for r in cur.fetchall()], dtype=np.int64)
 
 
 def run(n: int, annotators: int, *, reuse: bool = False) -> dict:
