@@ -83,7 +83,9 @@ def test_find_a_participant_by_prolific_pid_or_external_id(staff_client, rated_s
     study, annotators = rated_study
     pid = "5f8a9b0c1d2e3f4a5b6c7d8e"
     prolific = AnnotatorFactory(source="prolific", external_id=pid)
-    other = AnnotatorFactory(source="prolific", external_id="5f8a0000ffffeeee00001111")
+    # Queries are ten or more hex digits: a shorter one can also occur inside a
+    # random pseudonymous id (a-<12 hex>), which the search matches by substring.
+    other = AnnotatorFactory(source="prolific", external_id="5f8a9b0c1d00ffee00001111")
     lab = AnnotatorFactory(source="import", external_id="LAB-0042")
     rate_all(study, [], lambda i, img: 3)
     for a in (prolific, other, lab):
@@ -97,13 +99,13 @@ def test_find_a_participant_by_prolific_pid_or_external_id(staff_client, rated_s
     rows, body = found(pid)  # exact
     assert rows == [prolific.public_id]
     assert pid in body  # the row says which id matched
-    rows, _ = found("5F8A9B")  # prefix, any case
+    rows, _ = found("5F8A9B0C1D2E")  # prefix, any case
     assert rows == [prolific.public_id]
-    rows, _ = found("5f8a")  # a shorter prefix finds both
+    rows, _ = found("5f8a9b0c1d")  # a shorter prefix finds both
     assert sorted(rows) == sorted([prolific.public_id, other.public_id])
     rows, _ = found("lab-0042")
     assert rows == [lab.public_id]
-    rows, _ = found("9b0c1d")  # the middle of a PID is not a match
+    rows, _ = found("c1d2e3f4a5")  # the middle of a PID is not a match
     assert rows == []
     rows, _ = found(annotators[1].public_id)  # the pseudonymous id still works
     assert rows == [annotators[1].public_id]
