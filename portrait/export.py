@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from annotation.hooks import ExportTable
 
-from .models import PortraitFeedback
+from .models import ANSWER_FIELDS, PortraitFeedback
 
 CONFIG = "portrait_feedback"
 WHEN = "timestamp[us, tz=UTC]"
@@ -50,18 +50,7 @@ def feedback_export_rows(*, study, annotators):
     return (
         _answers(study=study, annotators=annotators)
         .order_by("annotator__public_id", "image_id")
-        .values_list(
-            "annotator__public_id",
-            "image_id",
-            "answer",
-            "side",
-            "predicted",
-            "spread",
-            "version_id",
-            "n_ratings",
-            "created_at",
-            "updated_at",
-        )
+        .values_list("annotator__public_id", "image_id", *ANSWER_FIELDS)
         .iterator(chunk_size=5000)
     )
 

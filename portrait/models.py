@@ -105,3 +105,17 @@ class PortraitFeedback(models.Model):
 
     def __str__(self) -> str:
         return f"{self.annotator_id} on image {self.image_id}: {self.answer}"
+
+
+# An answer's own fields, after its two keys (annotator, image), in the order both
+# readers (`export_portrait_feedback`'s CSV, the dataset export's config) write them.
+ANSWER_FIELDS = (
+    "answer",
+    "side",
+    "predicted",
+    "spread",
+    "version_id",
+    "n_ratings",
+    "created_at",
+    "updated_at",
+)

@@ -24,7 +24,7 @@ from rewardmodel import inference
 from rewardmodel.models import ModelVersion
 
 from . import words
-from .models import PortraitFeedback, PortraitSettings
+from .models import ANSWER_FIELDS, PortraitFeedback, PortraitSettings
 from .tokens import feedback_token, picture_url
 
 SHOWN = 4  # images per group
@@ -323,16 +323,5 @@ def feedback_rows(*, study: Study):
     return (
         PortraitFeedback.objects.filter(study=study)
         .order_by("created_at", "pk")
-        .values_list(
-            "annotator__public_id",
-            "image__sha256",
-            "answer",
-            "side",
-            "predicted",
-            "spread",
-            "version_id",
-            "n_ratings",
-            "created_at",
-            "updated_at",
-        )
+        .values_list("annotator__public_id", "image__sha256", *ANSWER_FIELDS)
     )
