@@ -45,7 +45,7 @@ deployed version: everything).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -261,6 +261,10 @@ class Hyper:
     # Fitted annotators' heads as a blend of the family's members (``stacking``):
     # weights (model, population, ridge, consensus) and the members' own λ / τ².
     blend: tuple | None = None
+    # (A, 4) per-annotator weights (``stacking.per_annotator_weights``) where
+    # selection chose them, rows in the fit's annotator order; else None. Kept
+    # out of ``as_dict`` (the checkpoint stores it as an array).
+    blend_annotators: np.ndarray | None = field(default=None, compare=False)
     ridge_tau2_rel: float | None = None
     blend_pop_lambda: float | None = None
     blend_crowd_lambda: float | None = None
@@ -276,6 +280,9 @@ class Hyper:
     def as_dict(self) -> dict:
         return {
             "blend": None if self.blend is None else [float(w) for w in self.blend],
+            "blend_mode": "global"
+            if self.blend_annotators is None
+            else "per_annotator",
             "ridge_tau2_rel": self.ridge_tau2_rel,
             "blend_pop_lambda": self.blend_pop_lambda,
             "blend_crowd_lambda": self.blend_crowd_lambda,
@@ -321,6 +328,11 @@ class Hyper:
     def iso_tau2_rel(self) -> float:
         return self.tau2_rel if self.tau2_rel_iso is None else self.tau2_rel_iso
 
+    @property
+    def blend_weights(self):
+        """What ``stacking.blend_heads`` takes: per annotator if chosen."""
+        return self.blend if self.blend_annotators is None else self.blend_annotators
+
 
 @dataclass
 class Model:
@@ -351,14 +363,24 @@ class Model:
         images no one else has rated."""
         return crowd_expected(self.crowd_fill, x)
 
-    def spread(self, f: np.ndarray, *, fitted: bool) -> HeadSpread:
+    def model_share(self, index: int | None = None) -> float:
+        """The model member's blend weight for fitted annotator ``index`` (their
+        own where per-annotator weights were chosen, else the pooled one)."""
+        h = self.hyper
+        if h.blend_annotators is not None and index is not None:
+            return float(h.blend_annotators[index, 0])
+        return float(h.blend[0]) if h.blend is not None else 1.0
+
+    def spread(
+        self, f: np.ndarray, *, fitted: bool, index: int | None = None
+    ) -> HeadSpread:
         """The posterior spread of an annotator's own head given the features
-        ``f`` (n_a, d) of the ratings it was fitted (``fitted``) or adapted
-        from."""
+        ``f`` (n_a, d) of the ratings it was fitted (``fitted``; ``index``: their
+        row, for their own blend weights) or adapted from."""
         prior = self.prior or prior_diag(self.w0.size - 2, self.hyper.rho)
         tau2_rel = self.hyper.tau2_rel if fitted else self.hyper.newcomer_tau2_rel
         if fitted and self.hyper.blend is not None:
-            tau2_rel *= float(self.hyper.blend[0]) ** 2  # the model member's share
+            tau2_rel *= self.model_share(index) ** 2
         return HeadSpread.build(f, tau2_rel * self.kscale, prior)
 
     def adapt(
@@ -481,7 +503,7 @@ def _blended(model, f, y, fit, n_ann, hyper: Hyper, gram, rhs) -> np.ndarray:
     ridge, _ = ridge_heads(f, y, fit.ann, n_ann, hyper.ridge_tau2_rel)
     pop = base_head(gram, rhs, "content", hyper.blend_pop_lambda)
     crowd = base_head(gram, rhs, "crowd_only", hyper.blend_crowd_lambda)
-    return blend_heads(hyper.blend, model, pop, ridge, crowd)
+    return blend_heads(hyper.blend_weights, model, pop, ridge, crowd)
 
 
 def _opt(value) -> float | None:
