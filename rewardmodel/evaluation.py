@@ -55,9 +55,7 @@ class Data:
     n_ann: int
     ks: list[int]
     seed: int
-    # Per-annotator blend weights: None = ``stacking.BLEND_MODE``; "auto",
-    # "global" or "per_annotator" (benchmarks and tests compare the forms).
-    blend_mode: str | None = None
+    blend_mode: str | None = None  # stacking.BLEND_MODES; None: its BLEND_MODE
     # Heads fitted on the train split, by (prior, base, τ²): the report reuses
     # what selection computed (same fit ratings, same features).
     heads_memo: dict = field(default_factory=dict)
@@ -325,7 +323,7 @@ def report(
     model = mine[0, 0]
     if hyper.blend is not None:  # the deployed form: the members' blend
         model = S.blend_heads(
-            hyper.blend_weights,
+            S.weights_of(hyper),
             model,
             ctx.base("content", hyper.blend_pop_lambda),
             ridge,

@@ -107,10 +107,6 @@ def select(data: Data, blend_mode: str | None = None) -> tuple[T.Hyper, P.Prior,
     weights, blend_info, per = S.blend_out_of_fold(
         search, pop=pop, ridge=ridge, consensus=bases["crowd_only"], mode=blend_mode
     )
-    per_annotator = None
-    if per is not None:  # everyone else (no val_seen ratings) the pooled weights
-        per_annotator = np.tile(np.asarray(weights, np.float64), (data.n_ann, 1))
-        per_annotator[per[0]] = per[1]
     # Newcomers adapt only if the personal part earns its place on val_seen
     # (selected τ² against τ² = 0 on the same base, out of fold).
     personal = search.personal_part() if chosen.tau2_rel > 0 else {"win": False}
@@ -125,7 +121,7 @@ def select(data: Data, blend_mode: str | None = None) -> tuple[T.Hyper, P.Prior,
         new_lambda=lams[new_base],
         new_tau2_rel=chosen.tau2_rel if personal["win"] else 0.0,
         blend=weights,
-        blend_annotators=per_annotator,
+        blend_annotators=S.weights_table(weights, per, data.n_ann),
         ridge_tau2_rel=tuned.ridge_tau2_rel,
         blend_pop_lambda=tuned.pop_lambda,
         blend_crowd_lambda=lams["crowd_only"],

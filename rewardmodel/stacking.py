@@ -56,7 +56,7 @@ from itertools import combinations
 import numpy as np
 
 from .metrics import PairScorer, mean_pairwise
-from .taste import forward
+from .taste import base_head, forward, ridge_heads
 
 MEMBERS = ("model", "population", "ridge", "consensus")
 SHRINK_GRID = np.round(np.linspace(0.0, 1.0, 11), 2)  # α: 0 = best member
@@ -221,6 +221,30 @@ def blend_heads(weights, model, pop, ridge, consensus) -> np.ndarray:
     )
 
 
+def weights_of(hyper):
+    """What ``blend_heads`` takes from a ``taste.Hyper``: the per-annotator
+    table where selection chose one, else the pooled weights."""
+    per = hyper.blend_annotators
+    return hyper.blend if per is None else per
+
+
+def model_share(hyper, index: int | None = None) -> float:
+    """The model member's blend weight (annotator ``index``'s own if any): the
+    spread of a fitted annotator's own part scales with it."""
+    if hyper.blend_annotators is not None and index is not None:
+        return float(hyper.blend_annotators[index, 0])
+    return float(hyper.blend[0]) if hyper.blend is not None else 1.0
+
+
+def refit_blend(model, f, y, fit, n_ann, hyper, gram, rhs) -> np.ndarray:
+    """The deployed blend: the members refitted on ``fit`` with the
+    hyper-parameters selection gave them (``taste.fit_heads``)."""
+    ridge, _ = ridge_heads(f, y, fit.ann, n_ann, hyper.ridge_tau2_rel)
+    pop = base_head(gram, rhs, "content", hyper.blend_pop_lambda)
+    crowd = base_head(gram, rhs, "crowd_only", hyper.blend_crowd_lambda)
+    return blend_heads(weights_of(hyper), model, pop, ridge, crowd)
+
+
 def member_columns(f, ann, model, pop, ridge, consensus) -> np.ndarray:
     """Each member's prediction of ratings with features ``f`` by annotators
     ``ann``: (n, 4) in ``MEMBERS`` order."""
@@ -249,7 +273,7 @@ def blend_out_of_fold(
     the shrinkage toward the best member (α and its nested-fold curve). Third:
     (annotators, their weights (P, M)) where per-annotator weights were chosen
     (``mode``, default ``BLEND_MODE``; ``choose_blend_mode`` under "auto"),
-    else None."""
+    else None (``weights_table`` makes the (n_ann, M) table)."""
     mode = BLEND_MODE if mode is None else mode
     if mode not in BLEND_MODES:
         raise ValueError(f"blend mode {mode!r}: one of {', '.join(BLEND_MODES)}")
@@ -284,26 +308,29 @@ def blend_out_of_fold(
     }
     per = None
     if mode != "global":
-        choice = (
-            choose_blend_mode(p, y, ann, shrink["alpha"])
-            if mode == "auto"
-            else {"mode": "per_annotator", "why": "forced"}
-        )
-        if choice["mode"] == "per_annotator":
-            who, wa, eb = per_annotator_weights(p, y, ann, w)
-            per = (who, wa)
-            choice["ratio"] = eb["ratio"]
-            choice["annotators"] = int(who.size)
-            choice["moved"] = int(np.any(np.abs(wa - w) > 1e-12, axis=1).sum())
-            choice["mean_weights"] = dict(
-                zip(MEMBERS, np.round(wa.mean(axis=0), 6).tolist(), strict=True)
-            )
-            choice["weights_sum"] = round(float(wa.sum()), 9)
-        info["per_annotator"] = choice
+        info["per_annotator"], per = _per_annotator_part(p, y, ann, w, mode, shrink)
     return tuple(float(x) for x in w), info, per
 
 
 # --- per-annotator weights shrunk toward the pooled ones ----------------------------
+
+
+def _per_annotator_part(p, y, ann, pooled, mode: str, shrink: dict) -> tuple:
+    """(the choice's info, (n_ann, M) weights or None) for ``blend_out_of_fold``."""
+    if mode == "auto":
+        choice = choose_blend_mode(p, y, ann, shrink["alpha"])
+    else:
+        choice = {"mode": "per_annotator", "why": "forced"}
+    if choice["mode"] != "per_annotator":
+        return choice, None
+    who, wa, eb = per_annotator_weights(p, y, ann, pooled)
+    moved = np.any(np.abs(wa - pooled) > 1e-12, axis=1)
+    choice.update(ratio=eb["ratio"], annotators=int(who.size), moved=int(moved.sum()))
+    choice["mean_weights"] = dict(
+        zip(MEMBERS, np.round(wa.mean(axis=0), 6).tolist(), strict=True)
+    )
+    choice["weights_sum"] = round(float(wa.sum()), 9)
+    return choice, (who, wa)
 
 
 def _annotator_sums(z: np.ndarray, r: np.ndarray, idx: np.ndarray, n_people: int):
@@ -370,6 +397,16 @@ def per_annotator_weights(p, y, ann, pooled) -> tuple[np.ndarray, np.ndarray, di
     ok = u.sum(axis=1) > 0
     out[np.ix_(ok, live)] = u[ok] / sd[live]
     return people, out, info
+
+
+def weights_table(pooled, per: tuple | None, n_ann: int) -> np.ndarray | None:
+    """(n_ann, M): ``per`` = (annotators, weights) on their rows, ``pooled``
+    on everyone else's (no val_seen ratings); None without ``per``."""
+    if per is None:
+        return None
+    table = np.tile(np.asarray(pooled, np.float64), (n_ann, 1))
+    table[per[0]] = per[1]
+    return table
 
 
 def rowwise(p: np.ndarray, ann: np.ndarray, people, weights, pooled) -> np.ndarray:

@@ -261,9 +261,8 @@ class Hyper:
     # Fitted annotators' heads as a blend of the family's members (``stacking``):
     # weights (model, population, ridge, consensus) and the members' own λ / τ².
     blend: tuple | None = None
-    # (A, 4) per-annotator weights (``stacking.per_annotator_weights``) where
-    # selection chose them, rows in the fit's annotator order; else None. Kept
-    # out of ``as_dict`` (the checkpoint stores it as an array).
+    # (A, 4) per-annotator weights where selection chose them (``stacking``),
+    # else None; not in ``as_dict`` (the checkpoint stores the array).
     blend_annotators: np.ndarray | None = field(default=None, compare=False)
     ridge_tau2_rel: float | None = None
     blend_pop_lambda: float | None = None
@@ -328,11 +327,6 @@ class Hyper:
     def iso_tau2_rel(self) -> float:
         return self.tau2_rel if self.tau2_rel_iso is None else self.tau2_rel_iso
 
-    @property
-    def blend_weights(self):
-        """What ``stacking.blend_heads`` takes: per annotator if chosen."""
-        return self.blend if self.blend_annotators is None else self.blend_annotators
-
 
 @dataclass
 class Model:
@@ -363,24 +357,16 @@ class Model:
         images no one else has rated."""
         return crowd_expected(self.crowd_fill, x)
 
-    def model_share(self, index: int | None = None) -> float:
-        """The model member's blend weight for fitted annotator ``index`` (their
-        own where per-annotator weights were chosen, else the pooled one)."""
-        h = self.hyper
-        if h.blend_annotators is not None and index is not None:
-            return float(h.blend_annotators[index, 0])
-        return float(h.blend[0]) if h.blend is not None else 1.0
-
-    def spread(
-        self, f: np.ndarray, *, fitted: bool, index: int | None = None
-    ) -> HeadSpread:
+    def spread(self, f: np.ndarray, *, fitted: bool, index=None) -> HeadSpread:
         """The posterior spread of an annotator's own head given the features
         ``f`` (n_a, d) of the ratings it was fitted (``fitted``; ``index``: their
         row, for their own blend weights) or adapted from."""
         prior = self.prior or prior_diag(self.w0.size - 2, self.hyper.rho)
         tau2_rel = self.hyper.tau2_rel if fitted else self.hyper.newcomer_tau2_rel
         if fitted and self.hyper.blend is not None:
-            tau2_rel *= self.model_share(index) ** 2
+            from .stacking import model_share
+
+            tau2_rel *= model_share(self.hyper, index) ** 2
         return HeadSpread.build(f, tau2_rel * self.kscale, prior)
 
     def adapt(
@@ -467,7 +453,9 @@ def fit_heads(
     grid, kscale = heads_grid(f, y, fit.ann, n_ann, prior, [w0], [hyper.tau2_rel])
     own = grid[0, 0]
     if hyper.blend is not None:
-        own = _blended(own, f, y, fit, n_ann, hyper, gram, rhs)
+        from .stacking import refit_blend
+
+        own = refit_blend(own, f, y, fit, n_ann, hyper, gram, rhs)
     heads = np.where((counts > 0)[:, None], own, w_new[None, :])
     return Model(
         feat,
@@ -493,17 +481,6 @@ def ridge_heads(f, y, ann, n_ann, tau2_rel: float, eig_cache=None):
     prior = prior_diag(f.shape[1] - 2, 0.0)
     grid, kscale = heads_grid(f, y, ann, n_ann, prior, [zero], [tau2_rel], eig_cache)
     return grid[0, 0], kscale
-
-
-def _blended(model, f, y, fit, n_ann, hyper: Hyper, gram, rhs) -> np.ndarray:
-    """The deployed blend (``stacking``): the members refitted on ``fit`` with
-    the hyper-parameters selection gave them."""
-    from .stacking import blend_heads
-
-    ridge, _ = ridge_heads(f, y, fit.ann, n_ann, hyper.ridge_tau2_rel)
-    pop = base_head(gram, rhs, "content", hyper.blend_pop_lambda)
-    crowd = base_head(gram, rhs, "crowd_only", hyper.blend_crowd_lambda)
-    return blend_heads(hyper.blend_weights, model, pop, ridge, crowd)
 
 
 def _opt(value) -> float | None:

@@ -128,6 +128,7 @@ def test_per_annotator_blend_weights_make_the_heads_and_survive_the_checkpoint(
     back bit for bit; a checkpoint without them loads with the pooled weights."""
     from dataclasses import replace
 
+    from rewardmodel import stacking as S
     from rewardmodel import taste as T
     from rewardmodel.checkpoint import checkpoint_load, checkpoint_save
 
@@ -153,7 +154,8 @@ def test_per_annotator_blend_weights_make_the_heads_and_survive_the_checkpoint(
     assert not np.allclose(model.heads[:2], glob.heads[:2])
     assert np.array_equal(model.heads[2:], glob.heads[2:])  # pooled rows: same
     f = np.ones((3, model.w0.size))
-    assert model.model_share(0) == 0.0 and model.model_share(5) == pooled[0]
+    assert S.model_share(model.hyper, 0) == 0.0
+    assert S.model_share(model.hyper, 5) == pooled[0]
     # the spread of one's own part scales with their own model share
     assert model.spread(f, fitted=True, index=0).tau2 == 0
     full = model.hyper.tau2_rel * model.kscale
@@ -164,7 +166,8 @@ def test_per_annotator_blend_weights_make_the_heads_and_survive_the_checkpoint(
     assert header["hyper"]["blend_mode"] == "per_annotator"
     assert np.array_equal(loaded.hyper.blend_annotators, per)
     assert np.array_equal(loaded.heads, model.heads)
-    assert loaded.model_share(0) == 0.0 and loaded.model_share(5) == pooled[0]
+    assert S.model_share(loaded.hyper, 0) == 0.0
+    assert S.model_share(loaded.hyper, 5) == pooled[0]
     assert np.allclose(fit(loaded.hyper).heads, model.heads)
     checkpoint_save(tmp_path / "g.npz", model=glob, keys=snap.annotator_keys, meta={})
     old, _, header = checkpoint_load(tmp_path / "g.npz")
