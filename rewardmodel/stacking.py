@@ -187,13 +187,19 @@ def choose_shrinkage(p: np.ndarray, y: np.ndarray, ann: np.ndarray) -> dict:
 
 
 def choose_weights(
-    p: np.ndarray, y: np.ndarray, ann: np.ndarray, alpha: float | None = None
+    p: np.ndarray,
+    y: np.ndarray,
+    ann: np.ndarray,
+    alpha: float | None = None,
+    *,
+    score: bool = True,
 ) -> tuple:
     """Blend weights of the columns of ``p`` (members' out-of-fold predictions
     of ratings ``y`` by annotators ``ann``): the least-squares blend shrunk
     toward the best member by ``alpha`` (chosen by ``choose_shrinkage`` if not
     given), then the least-squares scale of the blend. Returns (weights, mean
-    per-annotator pairwise accuracy of the blend on these ratings, α)."""
+    per-annotator pairwise accuracy of the blend on these ratings (nan unless
+    ``score``), α)."""
     y = np.asarray(y, np.float64)
     if alpha is None:
         alpha = choose_shrinkage(p, y, ann)["alpha"]
@@ -202,6 +208,8 @@ def choose_weights(
     blend = p @ direction
     s = max(float(blend @ y), 0.0) / max(float(blend @ blend), 1e-12)
     w = direction * (s if s > 0 else 1.0)
+    if not score:
+        return w, float("nan"), alpha
     acc = float(PairScorer(ann, y).of_matrix((p @ w)[:, None]).mean())
     return w, acc, alpha
 
@@ -442,7 +450,9 @@ def choose_blend_mode(p, y, ann, alpha: float) -> dict:
         first = rank % 2 == 0
         for fit in (first, ~first):
             held = ~fit
-            pooled, _, _ = choose_weights(p[fit], y[fit], ann[fit], alpha=alpha)
+            pooled, _, _ = choose_weights(
+                p[fit], y[fit], ann[fit], alpha=alpha, score=False
+            )
             who, w, info = per_annotator_weights(p[fit], y[fit], ann[fit], pooled)
             ratios.append(info["ratio"])
             both = np.stack(
