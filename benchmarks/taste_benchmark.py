@@ -255,7 +255,9 @@ def calibrate_noise(v: dict, util: np.ndarray, seed: int) -> float:
 # --- one run -----------------------------------------------------------------------
 
 
-def run_one(v: dict, emb: np.ndarray, taste_space, domains, seed: int) -> dict:
+def run_one(
+    v: dict, emb: np.ndarray, taste_space, domains, seed: int, paired: str = ""
+) -> dict:
     util, _ = utilities(v, taste_space, domains, seed)
     noise = calibrate_noise(v, util, seed)
     rows, anns, scores = draw_ratings(v, util, noise, seed)
@@ -281,17 +283,49 @@ def run_one(v: dict, emb: np.ndarray, taste_space, domains, seed: int) -> dict:
         sources=[],
     )
     t0 = time.monotonic()
+    if paired:
+        out = _paired(snap, emb, seed, paired)
+    else:
+        with compute_threads():
+            res = train_and_evaluate(snap=snap, emb=emb, cfg={"seed": seed})
+        out = {
+            "rows": res.per_annotator,
+            "hyper": res.summary["hyper"],
+            "versus": res.summary["selection"]["blend"],
+        }
+    out["fit_s"] = time.monotonic() - t0
+    out["ceil"] = per_annotator_ceilings(util, snap, seed)
+    out["noise"] = noise
+    return out
+
+
+def _paired(snap, emb, seed: int, mode: str) -> dict:
+    """Selection once (per-annotator blend weights allowed: ``mode`` "auto";
+    "per_annotator" forces them, for tuning), then the
+    test report twice: as selected, and with the per-annotator weights
+    dropped (the global blend, i.e. the option off). Same data, splits and
+    everything else, so the two are paired; no deployed refit."""
+    from dataclasses import replace
+
+    from rewardmodel import selection as Sel
+    from rewardmodel import training as TR
+
     with compute_threads():
-        res = train_and_evaluate(snap=snap, emb=emb, cfg={"seed": seed})
-    fit_s = time.monotonic() - t0
-    ceilings = per_annotator_ceilings(util, snap, seed)
+        data = TR._data(
+            snap, emb, {**TR.DEFAULT_CONFIG, "seed": seed, "blend_mode": mode}
+        )
+        hyper, prior, selection = TR.hyper_select(data, lambda m: None)
+        tuned = Sel.tune_baselines(data)
+        _, rows, _ = V.report(data, hyper, tuned, prior)
+        rows_off = rows
+        if hyper.blend_annotators is not None:
+            off = replace(hyper, blend_annotators=None)
+            _, rows_off, _ = V.report(data, off, tuned, prior)
     return {
-        "rows": res.per_annotator,
-        "ceil": ceilings,
-        "fit_s": fit_s,
-        "noise": noise,
-        "hyper": res.summary["hyper"],
-        "versus": res.summary["selection"]["blend"],
+        "rows": TR.json_clean(rows),
+        "rows_off": TR.json_clean(rows_off),
+        "hyper": hyper.as_dict(),
+        "versus": selection["blend"],
     }
 
 
@@ -320,6 +354,12 @@ def _chosen(hyper: dict, blend: dict) -> str:
     ws = ", ".join(f"{k} {x:.2f}" for k, x in w.items())
     alpha = (blend.get("shrinkage") or {}).get("alpha")
     ws += "" if alpha is None else f" (α {alpha:g} toward the best member)"
+    per = blend.get("per_annotator")
+    if per:
+        ws += (
+            f"; per-annotator {per['mode']} (gain {per.get('gain')} ± "
+            f"{per.get('se')}, τ²/σ² {per.get('ratio')})"
+        )
     return (
         f"base {h['base']}, τ² {h['tau2_rel']:.3g}, ρ {h['rho']:g}, γ {h['gamma']:g}; "
         f"blend {ws}; newcomers: base {h['new_base']}, τ² {h['new_tau2_rel']:.3g}"
@@ -495,6 +535,50 @@ def seed_table(per_cell: dict) -> str:
     return "\n".join(lines)
 
 
+def paired_table(per_cell: dict) -> str:
+    """Per-annotator weights as selected against the global blend, same runs:
+    seen, the model's paired per-annotator difference (95 % interval over the
+    annotators of every seed), seeds where selection chose per-annotator
+    weights, and the per-seed change (better / same within ±0.001 / worse)."""
+    lines = [
+        "| variant | backbone | seeds | per-annotator chosen | model, on − off "
+        "[95 % CI] | seeds better / same / worse | worst seed change |",
+        "|" + " --- |" * 7,
+    ]
+    for (variant, backbone), (seeds, runs) in per_cell.items():
+        diffs, per_seed = [], []
+        for run in runs:
+            off = {
+                r["annotator"]: r["model"]["pairwise_accuracy"]
+                for r in run["rows_off"]
+                if r["split"] == "seen"
+            }
+            d = [
+                r["model"]["pairwise_accuracy"] - off[r["annotator"]]
+                for r in run["rows"]
+                if r["split"] == "seen"
+                and r["model"]["pairwise_accuracy"] is not None
+                and off.get(r["annotator"]) is not None
+            ]
+            diffs += d
+            per_seed.append(float(np.mean(d)) if d else 0.0)
+        chosen = sum(
+            (r["versus"].get("per_annotator") or {}).get("mode") == "per_annotator"
+            for r in runs
+        )
+        m = _ci(diffs)
+        n = len(runs)
+        better = sum(x > TIE for x in per_seed)
+        same = sum(abs(x) <= TIE for x in per_seed)
+        worst = int(np.argmin(per_seed))
+        lines.append(
+            f"| {variant} | {backbone} | {n} | {chosen} of {n} | {m[0]:+.4f} "
+            f"[{m[1]:+.4f}, {m[2]:+.4f}] | {better} / {same} / {n - better - same} "
+            f"| {per_seed[worst]:+.4f} (seed {seeds[worst]}) |"
+        )
+    return "\n".join(lines)
+
+
 def _yes(ok: bool) -> str:
     return "yes" if ok else "**no**"
 
@@ -546,6 +630,16 @@ def parse_args():
     p.add_argument("--cache", default="/tmp/palate-taste-bench")
     p.add_argument("--json", help="write raw aggregates here")
     p.add_argument("--raw", help="write every run's per-annotator rows here")
+    p.add_argument(
+        "--paired",
+        nargs="?",
+        const="auto",
+        default="",
+        choices=["auto", "per_annotator"],
+        help="per-annotator blend weights allowed (selection's out-of-fold "
+        "choice; 'per_annotator' forces them) against the global blend on the "
+        "very same runs (no refit)",
+    )
     return p.parse_args()
 
 
@@ -576,7 +670,7 @@ def main() -> None:
                     space = emb
                 else:
                     emb, space, domains = spaces[backbone]
-                run = run_one(v, emb, space, domains, seed)
+                run = run_one(v, emb, space, domains, seed, paired=args.paired)
                 fits.append(run["fit_s"])
                 runs.append(run)
                 print(
@@ -591,9 +685,29 @@ def main() -> None:
     print(table(results))
     print()
     print(seed_table(per_cell))
+    if args.paired:
+        off = {
+            k: (s, [{**r, "rows": r["rows_off"]} for r in runs])
+            for k, (s, runs) in per_cell.items()
+        }
+        print("\nThe same runs with the per-annotator weights off (global blend):\n")
+        print(seed_table(off))
+        print()
+        print(paired_table(per_cell))
     if args.raw:  # every run's per-annotator rows, to re-read without re-running
         raw = {
-            f"{k[0]}|{k[1]}": {"seeds": s, "rows": [run["rows"] for run in runs]}
+            f"{k[0]}|{k[1]}": {
+                "seeds": s,
+                "rows": [run["rows"] for run in runs],
+                **(
+                    {
+                        "rows_off": [run["rows_off"] for run in runs],
+                        "blend": [run["versus"] for run in runs],
+                    }
+                    if args.paired
+                    else {}
+                ),
+            }
             for k, (s, runs) in per_cell.items()
         }
         Path(args.raw).write_text(json.dumps(raw, default=str))

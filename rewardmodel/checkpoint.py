@@ -49,6 +49,11 @@ def checkpoint_save(path: Path, *, model: T.Model, keys: list[str], meta: dict) 
             crowd_fill=(
                 model.crowd_fill if model.crowd_fill is not None else np.zeros(0)
             ),
+            blend_annotators=(
+                model.hyper.blend_annotators
+                if model.hyper.blend_annotators is not None
+                else np.zeros((0, 4))
+            ),
         )
 
 
@@ -63,6 +68,12 @@ def checkpoint_load(path: str | Path) -> tuple[T.Model, list[str], dict]:
         raise ValueError(f"{path} is not a {FORMAT} checkpoint ({exc}).") from None
     if header.get("format") != FORMAT:
         raise ValueError(f"{path}: format {header.get('format')!r}, need {FORMAT}.")
+    hyper = T.Hyper.from_dict(header["hyper"])
+    per = arrays.get("blend_annotators")  # absent before per-annotator weights
+    if per is not None and per.size:
+        if per.shape[0] != arrays["heads"].shape[0]:
+            raise ValueError(f"{path}: blend_annotators rows != heads rows.")
+        hyper.blend_annotators = per.astype(np.float64)
     model = T.Model(
         feat=T.Features(arrays["feat_mean"], arrays["feat_std"], arrays["feat_proj"]),
         w0=arrays["w0"].astype(np.float64),
@@ -70,7 +81,7 @@ def checkpoint_load(path: str | Path) -> tuple[T.Model, list[str], dict]:
         fitted=arrays["fitted"],
         norm_mean=arrays["norm_mean"],
         norm_std=arrays["norm_std"],
-        hyper=T.Hyper.from_dict(header["hyper"]),
+        hyper=hyper,
         kscale=float(header["kscale"]),
         global_std=float(header["global_std"]),
         prior=P.Prior(

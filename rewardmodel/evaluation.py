@@ -55,6 +55,7 @@ class Data:
     n_ann: int
     ks: list[int]
     seed: int
+    blend_mode: str | None = None  # stacking.BLEND_MODES; None: its BLEND_MODE
     # Heads fitted on the train split, by (prior, base, τ²): the report reuses
     # what selection computed (same fit ratings, same features).
     heads_memo: dict = field(default_factory=dict)
@@ -322,7 +323,7 @@ def report(
     model = mine[0, 0]
     if hyper.blend is not None:  # the deployed form: the members' blend
         model = S.blend_heads(
-            hyper.blend,
+            S.weights_of(hyper),
             model,
             ctx.base("content", hyper.blend_pop_lambda),
             ridge,

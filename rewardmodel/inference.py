@@ -216,7 +216,11 @@ class Predictor:
                 self._fold(live, annotator, ratings[:new])
                 live.stamp = stamp
                 return live
-        zero = self.model.spread(np.zeros((0, self.model.w0.size)), fitted=fitted)
+        zero = self.model.spread(
+            np.zeros((0, self.model.w0.size)),
+            fitted=fitted,
+            index=self.index.get(str(annotator.pk)),
+        )
         start = P.LivePosterior.start(zero.prior, zero.tau2, self.model.newcomer_base)
         live = Live(start, stamp, crowd)
         self._fold(live, annotator, ratings)
@@ -431,7 +435,7 @@ def posterior(
         ratings, _, _ = pred._own_ratings(annotator, fitted=fitted)
         own = np.asarray([pred.rows[r[0]] for r in ratings], dtype=np.int64)
         f = T.Features.full(pred.x[own], pred.crowd_feature(own, annotator.pk))
-        head = pred.model.spread(f, fitted=fitted)
+        head = pred.model.spread(f, fitted=fitted, index=i)
         rows = np.asarray([pred.rows[r] for r in ready], dtype=np.int64)
         g = T.Features.full(pred.x[rows], pred.crowd_feature(rows, annotator.pk))
         _, _, std, how = pred.head(annotator)

@@ -82,13 +82,15 @@ def selection_context(data: Data) -> Context:
     return data.heads_memo["selection_ctx"]
 
 
-def select(data: Data) -> tuple[T.Hyper, P.Prior, dict]:
+def select(data: Data, blend_mode: str | None = None) -> tuple[T.Hyper, P.Prior, dict]:
     """Hyper-parameters and the prior (reused by the deployed refit) from
     train, val_seen and val_unseen only. The grid (``_family_search``) holds
     the population baseline (content base, τ² = 0), the LOO consensus
     (crowd-only base, τ² = 0) and the per-annotator ridge (zero base, ρ = 0);
     its best configuration is blended with the three baseline members, weights
-    out of fold on val_seen (``stacking.blend_out_of_fold``)."""
+    out of fold on val_seen (``stacking.blend_out_of_fold``), per annotator
+    where ``blend_mode`` (default ``stacking.BLEND_MODE``) allows and the out-of-
+    fold choice picks it (``Hyper.blend_annotators``)."""
     val_seen = data.part(splits.VAL_SEEN)
     val_unseen = data.part(splits.VAL_UNSEEN)
     ctx = selection_context(data)
@@ -102,8 +104,8 @@ def select(data: Data) -> tuple[T.Hyper, P.Prior, dict]:
     chosen = search.best or Config("content", 0.0, 0.0)
     ridge, _ = ridge_on(ctx, tuned.ridge_tau2_rel)
     pop = ctx.base("content", tuned.pop_lambda)
-    weights, blend_info = S.blend_out_of_fold(
-        search, pop=pop, ridge=ridge, consensus=bases["crowd_only"]
+    weights, blend_info, per = S.blend_out_of_fold(
+        search, pop=pop, ridge=ridge, consensus=bases["crowd_only"], mode=blend_mode
     )
     # Newcomers adapt only if the personal part earns its place on val_seen
     # (selected τ² against τ² = 0 on the same base, out of fold).
@@ -119,6 +121,7 @@ def select(data: Data) -> tuple[T.Hyper, P.Prior, dict]:
         new_lambda=lams[new_base],
         new_tau2_rel=chosen.tau2_rel if personal["win"] else 0.0,
         blend=weights,
+        blend_annotators=S.weights_table(weights, per, data.n_ann),
         ridge_tau2_rel=tuned.ridge_tau2_rel,
         blend_pop_lambda=tuned.pop_lambda,
         blend_crowd_lambda=lams["crowd_only"],

@@ -34,6 +34,19 @@ Soft on purpose: the argmax of pairwise accuracy over a simplex of weights
 (even bagged) gave blends worse than the best member on tiny-clip, and an
 all-or-nothing "blend or best member" lost points on synthetic seeds where the
 two were close. Only train and validation ratings are read.
+
+**Per-annotator weights** (``per_annotator_weights``, 2026-12-07): each val_seen
+annotator's own weights, shrunk toward the pooled ones empirical-Bayes style.
+On the standardised, per-annotator centred columns Z_a, the annotator's weights
+u_a ~ N(u_pooled, τ² I) and their centred ratings y_a ~ N(Z_a u_a, σ² I); τ²/σ²
+(the between-annotator variance of the weights, relative) by type-II maximum
+likelihood over all val_seen annotators, and u_a its posterior mean
+u_pooled + (σ²/τ² I + Z_aᵀZ_a)⁻¹ Z_aᵀ(y_a − Z_a u_pooled), clipped at 0: few
+out-of-fold ratings or little spread between people leave u_a at the pooled
+weights. Whether to deploy them or the global blend is itself chosen out of
+fold (``choose_blend_mode``: each annotator's val_seen ratings halved, weights
+fitted on one half, both forms scored on the other). Newcomers and annotators
+without val_seen ratings keep the pooled weights.
 """
 
 from __future__ import annotations
@@ -43,13 +56,21 @@ from itertools import combinations
 import numpy as np
 
 from .metrics import PairScorer, mean_pairwise
-from .taste import forward
+from .taste import base_head, forward, ridge_heads
 
 MEMBERS = ("model", "population", "ridge", "consensus")
 SHRINK_GRID = np.round(np.linspace(0.0, 1.0, 11), 2)  # α: 0 = best member
 SPLITS, SPLIT_SEED = 10, 26  # seeded halvings of val_seen annotators for α
 BAGS, BAG_SEED = 30, 26  # bootstrap resamples behind the (soft) best member
 MIN_BLEND_ANNOTATORS = 20  # fewer val_seen annotators: the best member alone
+# Per-annotator weights: "auto" chooses them or the global blend out of fold
+# (``choose_blend_mode``); "global" never tries them; "per_annotator" forces them.
+BLEND_MODES = ("auto", "global", "per_annotator")
+BLEND_MODE = "auto"
+EB_RATIOS = np.logspace(-3, 1.5, 19)  # τ²/σ² grid for the type-II likelihood
+MODE_SPLITS, MODE_SEED = 5, 26  # seeded halvings of each annotator's ratings
+MODE_Z = 2.0  # per-annotator only if it wins by this many standard errors (tuned on
+# seeds 0-3 of taste_benchmark.py, RESULTS.md 2026-12-07: 0 and 1 lost 0.0032 on a seed)
 
 
 def centred(p: np.ndarray, ann: np.ndarray) -> np.ndarray:
@@ -166,13 +187,19 @@ def choose_shrinkage(p: np.ndarray, y: np.ndarray, ann: np.ndarray) -> dict:
 
 
 def choose_weights(
-    p: np.ndarray, y: np.ndarray, ann: np.ndarray, alpha: float | None = None
+    p: np.ndarray,
+    y: np.ndarray,
+    ann: np.ndarray,
+    alpha: float | None = None,
+    *,
+    score: bool = True,
 ) -> tuple:
     """Blend weights of the columns of ``p`` (members' out-of-fold predictions
     of ratings ``y`` by annotators ``ann``): the least-squares blend shrunk
     toward the best member by ``alpha`` (chosen by ``choose_shrinkage`` if not
     given), then the least-squares scale of the blend. Returns (weights, mean
-    per-annotator pairwise accuracy of the blend on these ratings, α)."""
+    per-annotator pairwise accuracy of the blend on these ratings (nan unless
+    ``score``), α)."""
     y = np.asarray(y, np.float64)
     if alpha is None:
         alpha = choose_shrinkage(p, y, ann)["alpha"]
@@ -181,22 +208,49 @@ def choose_weights(
     blend = p @ direction
     s = max(float(blend @ y), 0.0) / max(float(blend @ blend), 1e-12)
     w = direction * (s if s > 0 else 1.0)
+    if not score:
+        return w, float("nan"), alpha
     acc = float(PairScorer(ann, y).of_matrix((p @ w)[:, None]).mean())
     return w, acc, alpha
 
 
 def blend_heads(weights, model, pop, ridge, consensus) -> np.ndarray:
     """Per-annotator blended heads (n_ann, d) from the members' heads (model
-    and ridge per annotator, population and consensus shared)."""
-    w = np.asarray(weights, np.float64)
+    and ridge per annotator, population and consensus shared); ``weights``
+    (M,) for everyone, or (n_ann, M) per annotator."""
+    w = np.atleast_2d(np.asarray(weights, np.float64))
     ridge = np.asarray(ridge, np.float64).copy()
     ridge[:, -2] = 0.0  # the ridge sees content only
     return (
-        w[0] * np.asarray(model, np.float64)
-        + w[1] * np.asarray(pop, np.float64)[None, :]
-        + w[2] * ridge
-        + w[3] * np.asarray(consensus, np.float64)[None, :]
+        w[:, 0:1] * np.asarray(model, np.float64)
+        + w[:, 1:2] * np.asarray(pop, np.float64)[None, :]
+        + w[:, 2:3] * ridge
+        + w[:, 3:4] * np.asarray(consensus, np.float64)[None, :]
     )
+
+
+def weights_of(hyper):
+    """What ``blend_heads`` takes from a ``taste.Hyper``: the per-annotator
+    table where selection chose one, else the pooled weights."""
+    per = hyper.blend_annotators
+    return hyper.blend if per is None else per
+
+
+def model_share(hyper, index: int | None = None) -> float:
+    """The model member's blend weight (annotator ``index``'s own if any): the
+    spread of a fitted annotator's own part scales with it."""
+    if hyper.blend_annotators is not None and index is not None:
+        return float(hyper.blend_annotators[index, 0])
+    return float(hyper.blend[0]) if hyper.blend is not None else 1.0
+
+
+def refit_blend(model, f, y, fit, n_ann, hyper, gram, rhs) -> np.ndarray:
+    """The deployed blend: the members refitted on ``fit`` with the
+    hyper-parameters selection gave them (``taste.fit_heads``)."""
+    ridge, _ = ridge_heads(f, y, fit.ann, n_ann, hyper.ridge_tau2_rel)
+    pop = base_head(gram, rhs, "content", hyper.blend_pop_lambda)
+    crowd = base_head(gram, rhs, "crowd_only", hyper.blend_crowd_lambda)
+    return blend_heads(weights_of(hyper), model, pop, ridge, crowd)
 
 
 def member_columns(f, ann, model, pop, ridge, consensus) -> np.ndarray:
@@ -216,13 +270,21 @@ def member_columns(f, ann, model, pop, ridge, consensus) -> np.ndarray:
     )
 
 
-def blend_out_of_fold(search, *, pop, ridge, consensus) -> tuple[tuple, dict]:
+def blend_out_of_fold(
+    search, *, pop, ridge, consensus, mode: str | None = None
+) -> tuple[tuple, dict, tuple | None]:
     """Weights of (model, population, ridge, consensus) on val_seen, out of
     fold: each fold's model predictions come from the configuration chosen on
     the other fold (``search``: evaluation's val_seen search, with its folds,
     its per-fold choice and the heads of any configuration). Also the
     out-of-fold mean pairwise accuracy of each member and of the blend, and
-    the shrinkage toward the best member (α and its nested-fold curve)."""
+    the shrinkage toward the best member (α and its nested-fold curve). Third:
+    (annotators, their weights (P, M)) where per-annotator weights were chosen
+    (``mode``, default ``BLEND_MODE``; ``choose_blend_mode`` under "auto"),
+    else None (``weights_table`` makes the (n_ann, M) table)."""
+    mode = BLEND_MODE if mode is None else mode
+    if mode not in BLEND_MODES:
+        raise ValueError(f"blend mode {mode!r}: one of {', '.join(BLEND_MODES)}")
     v, sc = search.vs, search.sc
     cols, ys, anns = [], [], []
     for held in (search.fold, ~search.fold):
@@ -235,7 +297,11 @@ def blend_out_of_fold(search, *, pop, ridge, consensus) -> tuple[tuple, dict]:
         ys.append(v.y[idx])
         anns.append(ann)
     if not cols:
-        return (1.0, 0.0, 0.0, 0.0), {"weights": None, "why": "no val_seen folds"}
+        return (
+            (1.0, 0.0, 0.0, 0.0),
+            {"weights": None, "why": "no val_seen folds"},
+            None,
+        )
     p, y, ann = np.vstack(cols), np.concatenate(ys), np.concatenate(anns)
     shrink = choose_shrinkage(p, y, ann)
     w, _, _ = choose_weights(p, y, ann, alpha=shrink["alpha"])
@@ -248,4 +314,163 @@ def blend_out_of_fold(search, *, pop, ridge, consensus) -> tuple[tuple, dict]:
         "oof": oof,
         "shrinkage": shrink,
     }
-    return tuple(float(x) for x in w), info
+    per = None
+    if mode != "global":
+        info["per_annotator"], per = _per_annotator_part(p, y, ann, w, mode, shrink)
+    return tuple(float(x) for x in w), info, per
+
+
+# --- per-annotator weights shrunk toward the pooled ones ----------------------------
+
+
+def _per_annotator_part(p, y, ann, pooled, mode: str, shrink: dict) -> tuple:
+    """(the choice's info, (n_ann, M) weights or None) for ``blend_out_of_fold``."""
+    if mode == "auto":
+        choice = choose_blend_mode(p, y, ann, shrink["alpha"])
+    else:
+        choice = {"mode": "per_annotator", "why": "forced"}
+    if choice["mode"] != "per_annotator":
+        return choice, None
+    who, wa, eb = per_annotator_weights(p, y, ann, pooled)
+    moved = np.any(np.abs(wa - pooled) > 1e-12, axis=1)
+    choice.update(ratio=eb["ratio"], annotators=int(who.size), moved=int(moved.sum()))
+    choice["mean_weights"] = dict(
+        zip(MEMBERS, np.round(wa.mean(axis=0), 6).tolist(), strict=True)
+    )
+    choice["weights_sum"] = round(float(wa.sum()), 9)
+    return choice, (who, wa)
+
+
+def _annotator_sums(z: np.ndarray, r: np.ndarray, idx: np.ndarray, n_people: int):
+    """Per annotator (rows ``idx`` into 0..n_people): Zᵀ Z (P, M, M), Zᵀ r (P, M),
+    rᵀ r (P,), and the count of ratings (P,)."""
+    m = z.shape[1]
+    gram = np.zeros((n_people, m, m))
+    for i in range(m):
+        for j in range(i, m):
+            gram[:, i, j] = gram[:, j, i] = np.bincount(
+                idx, z[:, i] * z[:, j], minlength=n_people
+            )
+    zr = np.stack(
+        [np.bincount(idx, z[:, i] * r, minlength=n_people) for i in range(m)], 1
+    )
+    rr = np.bincount(idx, r * r, minlength=n_people)
+    return gram, zr, rr, np.bincount(idx, minlength=n_people)
+
+
+def eb_ratio(gram, zr, rr, n) -> tuple[float, list]:
+    """τ²/σ² of the hierarchical model by type-II maximum likelihood (σ²
+    profiled out) on the grid ``EB_RATIOS``, or 0 where no spread between
+    annotators is likelier than none. Determinant lemma and Woodbury: every
+    term is a per-annotator M × M system. Returns (ratio, log-likelihoods)."""
+    dof = float(np.maximum(n - 1, 0).sum())  # each annotator's mean is centred out
+    if dof <= 0:
+        return 0.0, []
+    eye = np.eye(gram.shape[1])
+    lls = [-0.5 * dof * np.log(max(rr.sum() / dof, 1e-300))]
+    for lam in EB_RATIOS:
+        sol = np.linalg.solve(eye / lam + gram, zr[..., None])[..., 0]
+        quad = float(rr.sum() - (zr * sol).sum())
+        logdet = float(np.linalg.slogdet(eye + lam * gram)[1].sum())
+        lls.append(-0.5 * (dof * np.log(max(quad / dof, 1e-300)) + logdet))
+    best = int(np.argmax(np.round(lls, 9)))
+    ratio = 0.0 if best == 0 else float(EB_RATIOS[best - 1])
+    return ratio, [round(float(v), 3) for v in lls]
+
+
+def per_annotator_weights(p, y, ann, pooled) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(annotators, their raw-scale weights (P, M), info) shrunk toward the
+    raw-scale ``pooled`` weights: the posterior mean of the hierarchical model
+    in the module docstring, τ²/σ² by ``eb_ratio``. Annotators whose weights all
+    clip to 0 keep the pooled ones."""
+    y = np.asarray(y, np.float64)
+    pooled = np.asarray(pooled, np.float64)
+    people, idx = np.unique(ann, return_inverse=True)
+    out = np.tile(pooled, (people.size, 1))
+    sd = _scales(p, ann)
+    live = np.flatnonzero(np.isfinite(sd))
+    if not live.size or not people.size:
+        return people, out, {"ratio": 0.0, "why": "no live member"}
+    z = centred(p[:, live], ann) / sd[live]
+    u0 = pooled[live] * sd[live]
+    r = centred(y, ann) - z @ u0
+    gram, zr, rr, n = _annotator_sums(z, r, idx, people.size)
+    ratio, lls = eb_ratio(gram, zr, rr, n)
+    info = {"ratio": ratio, "loglik": lls}
+    if ratio <= 0:
+        return people, out, info
+    eye = np.eye(live.size)
+    u = u0 + np.linalg.solve(eye / ratio + gram, zr[..., None])[..., 0]
+    u = np.maximum(u, 0.0)
+    ok = u.sum(axis=1) > 0
+    out[np.ix_(ok, live)] = u[ok] / sd[live]
+    return people, out, info
+
+
+def weights_table(pooled, per: tuple | None, n_ann: int) -> np.ndarray | None:
+    """(n_ann, M): ``per`` = (annotators, weights) on their rows, ``pooled``
+    on everyone else's (no val_seen ratings); None without ``per``."""
+    if per is None:
+        return None
+    table = np.tile(np.asarray(pooled, np.float64), (n_ann, 1))
+    table[per[0]] = per[1]
+    return table
+
+
+def rowwise(p: np.ndarray, ann: np.ndarray, people, weights, pooled) -> np.ndarray:
+    """Blend of the columns of ``p`` with each row's annotator's weights
+    (``people`` sorted, ``weights`` (P, M)); anyone else gets ``pooled``."""
+    w = np.tile(np.asarray(pooled, np.float64), (ann.size, 1))
+    pos = np.searchsorted(people, ann)
+    hit = (pos < people.size) & (people[np.minimum(pos, people.size - 1)] == ann)
+    w[hit] = weights[pos[hit]]
+    return (p * w).sum(axis=1)
+
+
+def choose_blend_mode(p, y, ann, alpha: float) -> dict:
+    """Global blend or per-annotator weights, out of fold: ``MODE_SPLITS``
+    seeded halvings of each annotator's ratings; on one half the pooled blend
+    (at α) and the per-annotator weights are fitted, both scored on the other
+    half (per-annotator pairwise accuracy), both ways. Per-annotator only if
+    its mean paired gain is at least ``MODE_Z`` standard errors above 0 (each
+    half has fewer ratings than the deployed weights will: a pessimistic
+    test). Returns mode, gain, its standard error, and the ratios found."""
+    y = np.asarray(y, np.float64)
+    people = np.unique(ann)
+    if people.size < MIN_BLEND_ANNOTATORS:
+        return {"mode": "global", "why": "too few annotators"}
+    rng = np.random.default_rng(MODE_SEED)
+    gains: dict[int, list] = {}
+    ratios = []
+    for _ in range(MODE_SPLITS):
+        order = np.lexsort((rng.random(ann.size), ann))
+        rank = np.empty(ann.size, np.int64)
+        starts = np.searchsorted(ann[order], ann[order])
+        rank[order] = np.arange(ann.size) - starts
+        first = rank % 2 == 0
+        for fit in (first, ~first):
+            held = ~fit
+            pooled, _, _ = choose_weights(
+                p[fit], y[fit], ann[fit], alpha=alpha, score=False
+            )
+            who, w, info = per_annotator_weights(p[fit], y[fit], ann[fit], pooled)
+            ratios.append(info["ratio"])
+            both = np.stack(
+                [p[held] @ pooled, rowwise(p[held], ann[held], who, w, pooled)], 1
+            )
+            sc = PairScorer(ann[held], y[held])
+            acc = sc.of_matrix(both)
+            for a, (g, q) in zip(sc.annotators.tolist(), acc, strict=True):
+                gains.setdefault(a, []).append(q - g)
+    per = np.asarray([np.mean(v) for v in gains.values()])
+    if not per.size:
+        return {"mode": "global", "why": "no held-out pairs"}
+    gain = float(per.mean())
+    se = float(per.std(ddof=1) / np.sqrt(per.size)) if per.size > 1 else np.inf
+    mode = "per_annotator" if gain > 0 and gain >= MODE_Z * se else "global"
+    return {
+        "mode": mode,
+        "gain": round(gain, 5),
+        "se": round(se, 5),
+        "ratios": [round(float(r), 4) for r in ratios],
+    }

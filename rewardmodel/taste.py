@@ -45,7 +45,7 @@ deployed version: everything).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -261,6 +261,9 @@ class Hyper:
     # Fitted annotators' heads as a blend of the family's members (``stacking``):
     # weights (model, population, ridge, consensus) and the members' own λ / τ².
     blend: tuple | None = None
+    # (A, 4) per-annotator weights where selection chose them (``stacking``),
+    # else None; not in ``as_dict`` (the checkpoint stores the array).
+    blend_annotators: np.ndarray | None = field(default=None, compare=False)
     ridge_tau2_rel: float | None = None
     blend_pop_lambda: float | None = None
     blend_crowd_lambda: float | None = None
@@ -276,6 +279,9 @@ class Hyper:
     def as_dict(self) -> dict:
         return {
             "blend": None if self.blend is None else [float(w) for w in self.blend],
+            "blend_mode": "global"
+            if self.blend_annotators is None
+            else "per_annotator",
             "ridge_tau2_rel": self.ridge_tau2_rel,
             "blend_pop_lambda": self.blend_pop_lambda,
             "blend_crowd_lambda": self.blend_crowd_lambda,
@@ -351,14 +357,16 @@ class Model:
         images no one else has rated."""
         return crowd_expected(self.crowd_fill, x)
 
-    def spread(self, f: np.ndarray, *, fitted: bool) -> HeadSpread:
+    def spread(self, f: np.ndarray, *, fitted: bool, index=None) -> HeadSpread:
         """The posterior spread of an annotator's own head given the features
-        ``f`` (n_a, d) of the ratings it was fitted (``fitted``) or adapted
-        from."""
+        ``f`` (n_a, d) of the ratings it was fitted (``fitted``; ``index``: their
+        row, for their own blend weights) or adapted from."""
         prior = self.prior or prior_diag(self.w0.size - 2, self.hyper.rho)
         tau2_rel = self.hyper.tau2_rel if fitted else self.hyper.newcomer_tau2_rel
         if fitted and self.hyper.blend is not None:
-            tau2_rel *= float(self.hyper.blend[0]) ** 2  # the model member's share
+            from .stacking import model_share
+
+            tau2_rel *= model_share(self.hyper, index) ** 2
         return HeadSpread.build(f, tau2_rel * self.kscale, prior)
 
     def adapt(
@@ -445,7 +453,9 @@ def fit_heads(
     grid, kscale = heads_grid(f, y, fit.ann, n_ann, prior, [w0], [hyper.tau2_rel])
     own = grid[0, 0]
     if hyper.blend is not None:
-        own = _blended(own, f, y, fit, n_ann, hyper, gram, rhs)
+        from .stacking import refit_blend
+
+        own = refit_blend(own, f, y, fit, n_ann, hyper, gram, rhs)
     heads = np.where((counts > 0)[:, None], own, w_new[None, :])
     return Model(
         feat,
@@ -471,17 +481,6 @@ def ridge_heads(f, y, ann, n_ann, tau2_rel: float, eig_cache=None):
     prior = prior_diag(f.shape[1] - 2, 0.0)
     grid, kscale = heads_grid(f, y, ann, n_ann, prior, [zero], [tau2_rel], eig_cache)
     return grid[0, 0], kscale
-
-
-def _blended(model, f, y, fit, n_ann, hyper: Hyper, gram, rhs) -> np.ndarray:
-    """The deployed blend (``stacking``): the members refitted on ``fit`` with
-    the hyper-parameters selection gave them."""
-    from .stacking import blend_heads
-
-    ridge, _ = ridge_heads(f, y, fit.ann, n_ann, hyper.ridge_tau2_rel)
-    pop = base_head(gram, rhs, "content", hyper.blend_pop_lambda)
-    crowd = base_head(gram, rhs, "crowd_only", hyper.blend_crowd_lambda)
-    return blend_heads(hyper.blend, model, pop, ridge, crowd)
 
 
 def _opt(value) -> float | None:

@@ -44,13 +44,14 @@ def _data(snap, emb: np.ndarray, cfg: dict) -> V.Data:
         n_ann=len(snap.annotator_keys),
         ks=[int(k) for k in cfg["ks"]],
         seed=int(cfg["seed"]),
+        blend_mode=cfg.get("blend_mode"),
     )
 
 
 def hyper_select(data: V.Data, log: Callable[[str], None]) -> tuple:
     """The validation-selected hyper-parameters and prior (the fallback where
     validation has nobody to choose with)."""
-    hyper, prior, selection = Sel.select(data)
+    hyper, prior, selection = Sel.select(data, blend_mode=data.blend_mode)
     if not _usable(selection["population_lambda"].values()):
         log("no usable validation pairs for the population head: default λ")
         hyper.pop_lambda = FALLBACK.pop_lambda

@@ -86,13 +86,20 @@ def test_without_learnable_individual_taste_the_model_stays_at_the_best_baseline
         ), k
 
 
-def test_selection_and_blend_never_read_test():
+@pytest.mark.parametrize("mode", ["auto", "per_annotator"])
+def test_selection_and_blend_never_read_test(mode):
     """Garbage in every test score leaves the selected hyper-parameters, the
-    blend weights and the validation figures bit for bit unchanged; garbage in
-    validation scores moves them (so the comparison can fail)."""
+    blend weights (per annotator too, and the out-of-fold choice between them
+    and the global blend) and the validation figures bit for bit unchanged;
+    garbage in validation scores moves them (so the comparison can fail)."""
     snap, emb = planted(12)
+    cfg = {"seed": 12, "blend_mode": mode}
     with compute_threads():
-        clean = train_and_evaluate(snap=snap, emb=emb, cfg={"seed": 12})
+        clean = train_and_evaluate(snap=snap, emb=emb, cfg=cfg)
+    per = clean.model.hyper.blend_annotators
+    assert "per_annotator" in clean.summary["selection"]["blend"]
+    if mode == "per_annotator":
+        assert per is not None and per.shape == (len(snap.annotator_keys), 4)
     rng = np.random.default_rng(5)
     for codes, same in (
         ([CODES["test_seen"], CODES["test_unseen"]], True),
@@ -103,8 +110,66 @@ def test_selection_and_blend_never_read_test():
         noisy.r_score = snap.r_score.copy()
         noisy.r_score[hit] = rng.integers(1, 8, size=int(hit.sum()))
         with compute_threads():
-            res = train_and_evaluate(snap=noisy, emb=emb, cfg={"seed": 12})
+            res = train_and_evaluate(snap=noisy, emb=emb, cfg=cfg)
         blend = res.summary["selection"]["blend"]
         assert (blend == clean.summary["selection"]["blend"]) is same
+        got = res.model.hyper.blend_annotators
+        if mode == "per_annotator":
+            assert np.array_equal(got, per) is same
         assert (res.summary["hyper"] == clean.summary["hyper"]) is same
         assert (res.summary["selection"] == clean.summary["selection"]) is same
+
+
+def test_per_annotator_blend_weights_make_the_heads_and_survive_the_checkpoint(
+    tmp_path,
+):
+    """Per-annotator weights (``Hyper.blend_annotators``) build each fitted
+    annotator's head from their own row, are saved with the checkpoint and come
+    back bit for bit; a checkpoint without them loads with the pooled weights."""
+    from dataclasses import replace
+
+    from rewardmodel import stacking as S
+    from rewardmodel import taste as T
+    from rewardmodel.checkpoint import checkpoint_load, checkpoint_save
+
+    snap, emb = planted(11)
+    with compute_threads():
+        res = train_and_evaluate(snap=snap, emb=emb, cfg={"seed": 11})
+    pooled = np.asarray(res.model.hyper.blend, np.float64)
+    n_ann = len(snap.annotator_keys)
+    per = np.tile(pooled, (n_ann, 1))
+    per[0] = (0.0, 0.0, 1.0, 0.0)  # annotator 0: the ridge alone
+    per[1] = (1.0, 0.0, 0.0, 0.0)  # annotator 1: the model member alone
+    hyper = replace(res.model.hyper, blend_annotators=per)
+    ratings = T.Ratings(snap.r_row, snap.r_ann, snap.r_score)
+
+    def fit(h):
+        with compute_threads():
+            return T.fit_heads(
+                emb=emb, fit=ratings, n_ann=n_ann, hyper=h, prior=res.model.prior
+            )
+
+    model, glob = fit(hyper), fit(replace(hyper, blend_annotators=None))
+    assert np.array_equal(glob.heads, res.model.heads)  # None: the global blend
+    assert not np.allclose(model.heads[:2], glob.heads[:2])
+    assert np.array_equal(model.heads[2:], glob.heads[2:])  # pooled rows: same
+    f = np.ones((3, model.w0.size))
+    assert S.model_share(model.hyper, 0) == 0.0
+    assert S.model_share(model.hyper, 5) == pooled[0]
+    # the spread of one's own part scales with their own model share
+    assert model.spread(f, fitted=True, index=0).tau2 == 0
+    full = model.hyper.tau2_rel * model.kscale
+    assert full > 0
+    assert np.isclose(model.spread(f, fitted=True, index=1).tau2, full)
+    checkpoint_save(tmp_path / "m.npz", model=model, keys=snap.annotator_keys, meta={})
+    loaded, keys, header = checkpoint_load(tmp_path / "m.npz")
+    assert header["hyper"]["blend_mode"] == "per_annotator"
+    assert np.array_equal(loaded.hyper.blend_annotators, per)
+    assert np.array_equal(loaded.heads, model.heads)
+    assert S.model_share(loaded.hyper, 0) == 0.0
+    assert S.model_share(loaded.hyper, 5) == pooled[0]
+    assert np.allclose(fit(loaded.hyper).heads, model.heads)
+    checkpoint_save(tmp_path / "g.npz", model=glob, keys=snap.annotator_keys, meta={})
+    old, _, header = checkpoint_load(tmp_path / "g.npz")
+    assert old.hyper.blend_annotators is None
+    assert header["hyper"]["blend_mode"] == "global"

@@ -115,3 +115,97 @@ def test_best_member_is_soft_between_close_members_and_sharp_otherwise():
     assert close[0] > 0 and close[1] > 0  # a mixture, not a coin toss
     sharp = S.best_member(np.stack([bad, truth, np.zeros(ann.size)], 1), truth, ann)
     assert np.allclose(sharp, [0.0, 1.0, 0.0])
+
+
+# --- per-annotator weights shrunk toward the pooled ones ----------------------------
+
+
+def _two_kinds(seed, n_ann=80, per=16, *, differ=True, noise=0.3):
+    """Two members: one sees each annotator's own taste, the other the crowd's.
+    With ``differ``, even annotators rate by their own taste and odd ones with
+    the crowd (each has a different best member); else everyone rates by the
+    same mixture of both."""
+    rng = np.random.default_rng(seed)
+    ann = np.repeat(np.arange(n_ann), per)
+    own, crowd = rng.normal(size=ann.size), rng.normal(size=ann.size)
+    even = (ann % 2 == 0) if differ else np.full(ann.size, 0.5)
+    y = even * own + (1 - even) * crowd + noise * rng.normal(size=ann.size)
+    p = np.stack(
+        [
+            own + 0.3 * rng.normal(size=ann.size),
+            2.0 * (crowd + 0.3 * rng.normal(size=ann.size)),  # another scale
+        ],
+        axis=1,
+    )
+    return p, y, ann
+
+
+def _share(w, sd):
+    """Weight on the first member, of the standardised weights."""
+    u = w * sd
+    return u[..., 0] / u.sum(axis=-1)
+
+
+def test_an_annotator_specific_best_member_gets_its_weight():
+    p, y, ann = _two_kinds(0)
+    pooled, _, _ = S.choose_weights(p, y, ann, alpha=1.0)
+    who, w, info = S.per_annotator_weights(p, y, ann, pooled)
+    assert info["ratio"] > 0  # the weights differ between people: τ² found
+    assert (w >= 0).all() and w.shape == (80, 2)
+    sd = S._scales(p, ann)
+    pooled_share = _share(pooled, sd)
+    shares = _share(w, sd)
+    even = who % 2 == 0
+    assert 0.3 < pooled_share < 0.7  # the pooled blend is a mixture
+    assert shares[even].mean() > pooled_share + 0.25  # own-taste raters: own member
+    assert shares[~even].mean() < pooled_share - 0.25  # crowd raters: the crowd's
+    # On fresh ratings of the same people, their own weights rank better.
+    q, z, ann2 = _two_kinds(1)
+    mine = M.mean_pairwise(ann2, z, S.rowwise(q, ann2, who, w, pooled))
+    assert mine > M.mean_pairwise(ann2, z, q @ pooled) + 0.05
+    # and the out-of-fold choice sees it
+    choice = S.choose_blend_mode(p, y, ann, alpha=1.0)
+    assert choice["mode"] == "per_annotator" and choice["gain"] > 0, choice
+
+
+def test_people_alike_keep_the_pooled_weights():
+    p, y, ann = _two_kinds(2, differ=False)
+    pooled, _, _ = S.choose_weights(p, y, ann, alpha=1.0)
+    who, w, info = S.per_annotator_weights(p, y, ann, pooled)
+    sd = S._scales(p, ann)
+    # Little or no spread found: everyone's share within a few points of pooled.
+    assert np.abs(_share(w, sd) - _share(pooled, sd)).max() < 0.1, info
+    assert S.choose_blend_mode(p, y, ann, alpha=1.0)["mode"] == "global"
+
+
+def test_few_ratings_shrink_harder_toward_the_pooled_weights():
+    """The same people with 4 ratings move less from the pooled weights than
+    with 32 (the shrinkage is driven by how many out-of-fold ratings they have)."""
+    p, y, ann = _two_kinds(3, n_ann=80, per=32, noise=1.5)
+    few_people = ann < 20
+    rank = np.arange(ann.size) - np.searchsorted(ann, ann)
+    keep = ~few_people | (rank < 4)  # annotators 0..19: 4 ratings each
+    pooled, _, _ = S.choose_weights(p, y, ann, alpha=1.0)
+    sd = S._scales(p, ann)
+    _, full, info = S.per_annotator_weights(p, y, ann, pooled)
+    _, few, _ = S.per_annotator_weights(p[keep], y[keep], ann[keep], pooled)
+    assert info["ratio"] > 0
+    moved = [np.abs((w[:20] - pooled) * sd).sum(axis=1).mean() for w in (few, full)]
+    assert moved[0] < 0.7 * moved[1], moved
+
+
+def test_blend_mode_global_and_bad_mode():
+    assert S.choose_blend_mode(*_two_kinds(4, n_ann=10), alpha=1.0)["mode"] == "global"
+    with pytest.raises(ValueError, match="blend mode"):
+        S.blend_out_of_fold(None, pop=None, ridge=None, consensus=None, mode="nope")
+
+
+def test_blend_heads_per_annotator_rows_equal_the_global_blend_of_that_row():
+    rng = np.random.default_rng(5)
+    model, ridge = rng.normal(size=(3, 6)), rng.normal(size=(3, 6))
+    pop, cons = rng.normal(size=6), rng.normal(size=6)
+    w = rng.random((3, 4))
+    got = S.blend_heads(w, model, pop, ridge, cons)
+    for a in range(3):
+        one = S.blend_heads(w[a], model, pop, ridge, cons)[a]
+        assert np.allclose(got[a], one)
