@@ -158,7 +158,10 @@ TINY: dict[str, Tiny] = {
 }
 
 # Scripts whose tiny run another test already makes (not run twice).
-ELSEWHERE = {"dealing.py": "tests/test_dealing_benchmark.py runs it with --tiny"}
+ELSEWHERE = {
+    "dealing.py": "tests/test_dealing_benchmark.py runs it with --tiny",
+    "compare_raw.py": "tests/benchmarks/test_compare_raw.py (on a tiny --raw)",
+}
 
 # Modules the scripts import, and the run that exercises each.
 HELPERS = {

@@ -1,0 +1,64 @@
+"""``benchmarks/compare_raw.py``'s tiny run: two ``taste_benchmark.py --raw``
+files of the same seeds (the benchmark's own rows against themselves, and its
+``--paired`` rows with the per-annotator weights on against off) compared."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "benchmarks"
+
+pytestmark = pytest.mark.slow
+
+
+def _run(*args: str) -> str:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    proc = subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    return proc.stdout
+
+
+def test_compare_raw_on_a_tiny_paired_run(tmp_path):
+    raw = tmp_path / "raw.json"
+    _run(
+        str(BENCH / "taste_benchmark.py"),
+        *("--variants", "linear", "--backbones", "synthetic", "--seeds", "1"),
+        *("--images", "60", "--annotators", "20", "--cache", str(tmp_path / "c")),
+        *("--paired", "--raw", str(raw)),
+    )
+    cells = json.loads(raw.read_text())
+    [(cell, data)] = cells.items()
+    seen = [
+        r
+        for r in data["rows"][0]
+        if r["split"] == "seen" and r["model"]["pairwise_accuracy"] is not None
+    ]
+    assert seen, "the tiny run has seen annotators with an accuracy"
+
+    # A file against itself: every value identical, a zero difference.
+    out = _run(str(BENCH / "compare_raw.py"), str(raw), str(raw))
+    row = next(line for line in out.splitlines() if line.startswith(f"| {cell} |"))
+    assert f"| {len(seen)} of {len(seen)} |" in row, out
+    assert "+0.0000 [+0.0000, +0.0000]" in row, out
+    assert row.rstrip().endswith("| 0 / 1 / 0 |"), out
+
+    # On against off, same fit: both sides read, one row for the cell.
+    out = _run(str(BENCH / "compare_raw.py"), f"{raw}:rows", f"{raw}:rows_off")
+    assert sum(line.startswith(f"| {cell} |") for line in out.splitlines()) == 1, out
