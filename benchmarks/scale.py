@@ -11,7 +11,9 @@ annotators far ahead of the others):
   CPU per rating; then a probe of the claim for a far-ahead annotator and for an
   ordinary one (30 claims + ratings each, one client, server-side times);
 * the integrity check (``integrity_check``, the whole database, as the beat task);
-* the dashboard pages (``benchmarks/dashboard.py``'s pages, p95 of ``--repeat``);
+* the dashboard pages (``benchmarks/dashboard.py``'s pages, p95 of ``--repeat``),
+  after the study and quality pages without kept figures and their refresh as
+  the Celery task runs it (``measure_figures``);
 * Krippendorff's alpha of the study (``study_alpha``);
 * the dataset export (Parquet, images referenced by id and sha256, not embedded)
   in a child process: wall time and peak RSS.
@@ -391,12 +393,35 @@ def measure_dashboard(args, study) -> dict:
         "quality": reverse("dashboard:quality", args=[study.pk]),
         "model": reverse("dashboard:model"),
     }
-    out = {}
+    out = {"figures": measure_figures(client, study, pages)}
     for name, url in pages.items():
         m = dash.measure(client, url, args.repeat)
         keys = ("p50", "p95", "cpu", "kb", "cold", "cold_cpu")
         out[name] = {k: round(m[k], 1) for k in keys}
         out[name]["queries"] = m["queries"]
+    return out
+
+
+def measure_figures(client, study, pages) -> dict:
+    """The dashboard's kept figures (dashboard/figures.py): the study and quality
+    pages rendered before any are kept (they queue a refresh and say "being
+    computed"), then the refresh as the Celery task runs it (off the request),
+    from scratch and again with the study unchanged. The pages measured next
+    read what it kept."""
+    from dashboard.figures import figures_refresh
+    from dashboard.models import StudyFigures
+
+    StudyFigures.objects.filter(study=study).delete()
+    out = {}
+    for name in ("study", "quality"):
+        t0 = time.perf_counter()
+        body = client.get(pages[name]).content.decode()
+        out[f"{name}_unkept_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+        assert "being computed" in body, name
+    for label in ("computed", "unchanged"):
+        t0 = time.perf_counter()
+        assert figures_refresh(study_id=study.pk) == label
+        out[f"refresh_{label}_s"] = round(time.perf_counter() - t0, 3)
     return out
 
 
