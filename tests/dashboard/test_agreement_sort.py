@@ -39,7 +39,7 @@ def varied_sums(rng: random.Random, i: int) -> list:
     if kind == 2:
         return sums_of([(4, rng.uniform(1, 7)) for _ in range(5)])  # x constant
     if kind == 3:
-        return [5, 10, 10, 20, 20, 20, 1]  # seven sums
+        return [5, 15, 15, 55, 55, 50, 1]  # seven sums (six would be defined)
     if kind == 4:  # ties: the same sums as the next annotator of this kind
         return sums_of([(1, 2.0), (2, 2.5), (5, 4.0), (7, 6.5)])
     n = rng.randint(3, 60)
