@@ -367,7 +367,8 @@ def measure_alpha(study) -> dict:
     }
 
 
-def measure_dashboard(args, study) -> dict:
+def measure_dashboard(args, study) -> tuple[dict, dict]:
+    """Each page's renders, and the kept figures' (``measure_figures``)."""
     from django.contrib.auth import get_user_model
     from django.test import Client
     from django.urls import reverse
@@ -393,13 +394,13 @@ def measure_dashboard(args, study) -> dict:
         "quality": reverse("dashboard:quality", args=[study.pk]),
         "model": reverse("dashboard:model"),
     }
-    out = {"figures": measure_figures(client, study, pages)}
+    figures, out = measure_figures(client, study, pages), {}
     for name, url in pages.items():
         m = dash.measure(client, url, args.repeat)
         keys = ("p50", "p95", "cpu", "kb", "cold", "cold_cpu")
         out[name] = {k: round(m[k], 1) for k in keys}
         out[name]["queries"] = m["queries"]
-    return out
+    return out, figures
 
 
 def measure_figures(client, study, pages) -> dict:
@@ -519,7 +520,7 @@ def remeasure(args, name: str, images: int, annotators: int) -> None:
     rec.update(kind="remeasure", ratings_after=Rating.objects.count())
     rec.update(measure_integrity())
     rec.update(measure_alpha(study))
-    rec["dashboard"] = measure_dashboard(args, study)
+    rec["dashboard"], rec["figures"] = measure_dashboard(args, study)
     if not args.no_export:
         connections.close_all()
         rec.update(measure_export(args, study))
@@ -552,7 +553,7 @@ def run_size(args, name: str, images: int, annotators: int) -> None:
         from annotation.models import Rating
 
         rec["ratings_after"] = Rating.objects.count()
-        rec["dashboard"] = measure_dashboard(args, study)
+        rec["dashboard"], rec["figures"] = measure_dashboard(args, study)
         if not args.no_export and rec["ratings_after"]:
             from django.db import connections
 

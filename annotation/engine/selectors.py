@@ -136,7 +136,7 @@ def image_token_resolve(*, token: str, purpose: bytes) -> int:
 
 def dealing_dealt(*, study: Study) -> dict:
     """How many of the study's assignments were dealt each way (one pass over
-    them; the dashboard keeps the result a while: ``dashboard/recent.py``)."""
+    them; the dashboard counts them off the request: ``dashboard/figures.py``)."""
     dealt = dict(
         Assignment.objects.filter(study=study)
         .values_list("dealt_by")
