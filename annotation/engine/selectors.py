@@ -153,17 +153,14 @@ def dealing_dealt(*, study: Study) -> dict:
 def dealing_overview(*, study: Study, dealt: dict | None = None) -> dict:
     """The study's policy, its settings, assignments by how they were dealt
     (``dealt``, else ``dealing_dealt``), and one row per member with a ranking
-    state, most uncertain first, with their ratings in the study (counted for
-    those members only)."""
+    state, most uncertain first, with their ratings in the study (the count
+    the database keeps, ``RatingTally.rated``: no rating read)."""
     members = Participation.objects.filter(study=study).values("annotator_id")
     ranked = DealingState.objects.filter(study=study, annotator_id__in=members)
     rated = dict(
-        Rating.objects.filter(
+        RatingTally.objects.filter(
             study=study, annotator_id__in=ranked.values("annotator_id")
-        )
-        .values_list("annotator_id")
-        .annotate(n=Count("pk"))
-        .order_by()
+        ).values_list("annotator_id", "rated")
     )
     states = ranked.select_related("annotator").order_by("-uncertainty", "annotator_id")
     rows = [

@@ -165,3 +165,31 @@ def test_a_study_without_ratings_shows_no_alpha(staff_client, eager, db):
     figures.figures_refresh(study_id=study.pk)
     body, passes = render(staff_client, "quality", study)
     assert passes == 0 and 'id="alpha">—' in body and "0 images" in body
+
+
+def test_the_dealing_card_counts_ratings_without_reading_them(staff_client, rated):
+    """Per ranked annotator, their ratings in the study: the database's tally,
+    the same number as counting their rows."""
+    from annotation.engine.models import DealingState
+    from annotation.engine.selectors import dealing_overview
+    from annotation.models import Participation, Rating
+
+    study = rated
+    for i, p in enumerate(Participation.objects.filter(study=study)):
+        DealingState.objects.create(
+            study=study,
+            annotator_id=p.annotator_id,
+            uncertainty=0.1 * i,
+            refreshed_at=timezone.now(),
+        )
+    with CaptureQueriesContext(connection) as ctx:
+        rows = dealing_overview(study=study, dealt={})["annotators"]
+    assert len(rows) == 3 and all(r["ratings"] for r in rows)
+    for r in rows:
+        assert (
+            r["ratings"]
+            == Rating.objects.filter(
+                study=study, annotator_id=r["annotator_id"]
+            ).count()
+        )
+    assert not any('FROM "annotation_rating"' in q["sql"] for q in ctx.captured_queries)
