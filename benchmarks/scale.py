@@ -11,7 +11,9 @@ annotators far ahead of the others):
   CPU per rating; then a probe of the claim for a far-ahead annotator and for an
   ordinary one (30 claims + ratings each, one client, server-side times);
 * the integrity check (``integrity_check``, the whole database, as the beat task);
-* the dashboard pages (``benchmarks/dashboard.py``'s pages, p95 of ``--repeat``);
+* the dashboard pages (``benchmarks/dashboard.py``'s pages, p95 of ``--repeat``),
+  after the study and quality pages without kept figures and their refresh as
+  the Celery task runs it (``measure_figures``);
 * Krippendorff's alpha of the study (``study_alpha``);
 * the dataset export (Parquet, images referenced by id and sha256, not embedded)
   in a child process: wall time and peak RSS.
@@ -365,7 +367,8 @@ def measure_alpha(study) -> dict:
     }
 
 
-def measure_dashboard(args, study) -> dict:
+def measure_dashboard(args, study) -> tuple[dict, dict]:
+    """Each page's renders, and the kept figures' (``measure_figures``)."""
     from django.contrib.auth import get_user_model
     from django.test import Client
     from django.urls import reverse
@@ -391,12 +394,35 @@ def measure_dashboard(args, study) -> dict:
         "quality": reverse("dashboard:quality", args=[study.pk]),
         "model": reverse("dashboard:model"),
     }
-    out = {}
+    figures, out = measure_figures(client, study, pages), {}
     for name, url in pages.items():
         m = dash.measure(client, url, args.repeat)
         keys = ("p50", "p95", "cpu", "kb", "cold", "cold_cpu")
         out[name] = {k: round(m[k], 1) for k in keys}
         out[name]["queries"] = m["queries"]
+    return out, figures
+
+
+def measure_figures(client, study, pages) -> dict:
+    """The dashboard's kept figures (dashboard/figures.py): the study and quality
+    pages rendered before any are kept (they queue a refresh and say "being
+    computed"), then the refresh as the Celery task runs it (off the request),
+    from scratch and again with the study unchanged. The pages measured next
+    read what it kept."""
+    from dashboard.figures import figures_refresh
+    from dashboard.models import StudyFigures
+
+    StudyFigures.objects.filter(study=study).delete()
+    out = {}
+    for name in ("study", "quality"):
+        t0 = time.perf_counter()
+        body = client.get(pages[name]).content.decode()
+        out[f"{name}_unkept_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+        assert "being computed" in body, name
+    for label in ("computed", "unchanged"):
+        t0 = time.perf_counter()
+        assert figures_refresh(study_id=study.pk) == label
+        out[f"refresh_{label}_s"] = round(time.perf_counter() - t0, 3)
     return out
 
 
@@ -494,7 +520,7 @@ def remeasure(args, name: str, images: int, annotators: int) -> None:
     rec.update(kind="remeasure", ratings_after=Rating.objects.count())
     rec.update(measure_integrity())
     rec.update(measure_alpha(study))
-    rec["dashboard"] = measure_dashboard(args, study)
+    rec["dashboard"], rec["figures"] = measure_dashboard(args, study)
     if not args.no_export:
         connections.close_all()
         rec.update(measure_export(args, study))
@@ -527,7 +553,7 @@ def run_size(args, name: str, images: int, annotators: int) -> None:
         from annotation.models import Rating
 
         rec["ratings_after"] = Rating.objects.count()
-        rec["dashboard"] = measure_dashboard(args, study)
+        rec["dashboard"], rec["figures"] = measure_dashboard(args, study)
         if not args.no_export and rec["ratings_after"]:
             from django.db import connections
 

@@ -8,23 +8,24 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.views.decorators.http import require_POST
 
-from annotation.engine.selectors import dealing_dealt, dealing_overview
+from annotation.engine.selectors import dealing_overview
 from annotation.engine.services import dealing_policy_set
 from annotation.studies.models import Study
 from core.exceptions import PalateError
 
+from .figures import figures_get
 from .forms import DealingForm
-from .recent import kept
 
 
 def dealing_context(study: Study, form: DealingForm | None = None) -> dict:
     """What the study page's dealing card shows. The assignments by how they
-    were dealt are a pass over them all: kept up to a minute (``recent``), the
-    card then says as of when."""
-    dealt = kept(study=study, name="dealt", compute=lambda: dealing_dealt(study=study))
+    were dealt are a pass over them all: read from the study's kept figures
+    (``figures``, computed off the request), which the card shows "as of" when,
+    or as being computed."""
+    figures = figures_get(study=study)
     return {
-        "dealing": dealing_overview(study=study, dealt=dealt.value),
-        "dealt_as_of": dealt,
+        "dealing": dealing_overview(study=study, dealt=figures.dealt or {}),
+        "figures": figures,
         "dealing_form": form
         or DealingForm(
             initial={

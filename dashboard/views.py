@@ -27,8 +27,9 @@ from rewardmodel import selectors as rm
 from rewardmodel import services as rm_services
 from rewardmodel.models import ModelVersion, TrainingRun
 
-from . import actions, charts, confirmations, recent, selectors
+from . import actions, charts, confirmations, selectors
 from .dealing_views import dealing_context
+from .figures import figures_get
 from .forms import ActionForm, AttentionCheckForm, NightlyForm, QualityConfigForm
 
 POLL_SECONDS = 1
@@ -265,8 +266,7 @@ def _quality_page(
         {
             "study": study,
             "tab": "quality",
-            "alpha": (alpha := _alpha(study)).value,
-            "alpha_as_of": alpha,
+            "figures": figures_get(study=study),
             "retest": quality_selectors.study_retest(study=study),
             "flagged": [(FLAG_LABELS.get(k, k), k, n) for k, n in flagged.items()],
             "checks": AttentionCheck.objects.filter(study=study).order_by("-pk"),
@@ -274,17 +274,6 @@ def _quality_page(
             "check_form": check_form or AttentionCheckForm(),
         },
         status=status,
-    )
-
-
-def _alpha(study: Study):
-    """Krippendorff's alpha, kept while the study's ratings do not change (and
-    up to a minute while they do: the page then says as of when)."""
-    return recent.kept(
-        study=study,
-        name="alpha",
-        compute=lambda: quality_selectors.study_alpha(study=study),
-        fingerprint=lambda: studies_selectors.study_fingerprint(study=study),
     )
 
 

@@ -25,6 +25,8 @@ EMBEDDED_SUITES = {
     "annotation/test_qc_bots.py",
     "annotation/test_qc_dealing.py",
     "annotation/test_qc_uniform.py",
+    "dashboard/test_kept_figures.py",
+    "dashboard/test_agreement_sort.py",
 }
 
 

@@ -136,7 +136,7 @@ def image_token_resolve(*, token: str, purpose: bytes) -> int:
 
 def dealing_dealt(*, study: Study) -> dict:
     """How many of the study's assignments were dealt each way (one pass over
-    them; the dashboard keeps the result a while: ``dashboard/recent.py``)."""
+    them; the dashboard counts them off the request: ``dashboard/figures.py``)."""
     dealt = dict(
         Assignment.objects.filter(study=study)
         .values_list("dealt_by")
@@ -153,17 +153,14 @@ def dealing_dealt(*, study: Study) -> dict:
 def dealing_overview(*, study: Study, dealt: dict | None = None) -> dict:
     """The study's policy, its settings, assignments by how they were dealt
     (``dealt``, else ``dealing_dealt``), and one row per member with a ranking
-    state, most uncertain first, with their ratings in the study (counted for
-    those members only)."""
+    state, most uncertain first, with their ratings in the study (the count
+    the database keeps, ``RatingTally.rated``: no rating read)."""
     members = Participation.objects.filter(study=study).values("annotator_id")
     ranked = DealingState.objects.filter(study=study, annotator_id__in=members)
     rated = dict(
-        Rating.objects.filter(
+        RatingTally.objects.filter(
             study=study, annotator_id__in=ranked.values("annotator_id")
-        )
-        .values_list("annotator_id")
-        .annotate(n=Count("pk"))
-        .order_by()
+        ).values_list("annotator_id", "rated")
     )
     states = ranked.select_related("annotator").order_by("-uncertainty", "annotator_id")
     rows = [

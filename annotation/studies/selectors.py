@@ -234,20 +234,30 @@ def study_dashboard(*, study: Study, now=None, hours: int = 48) -> dict:
     }
 
 
+# The correlations ``study_annotator_keys`` reads computed, by the sums they need.
+CORRELATIONS = {"agreement": "loo_sums", "retest": "retest_sums"}
+
+
 def study_annotator_keys(*, study: Study, fields: tuple = ()) -> list[dict]:
     """Every annotator who joined the study, light: what the dashboard's table
     sorts, filters and searches on (two queries, no model instances, no rating
     read), in annotator order. ``n_ratings`` is the ratings collected here as
     the submit counts them (``AnnotatorQuality.n_ratings``, 0 without a row);
     ``fields`` names further ``AnnotatorQuality`` fields to read (``flags``,
-    ``loo_sums``, ``retest_sums``, ``time_hist``), ``None`` without a row."""
+    ``loo_sums``, ``retest_sums``, ``time_hist``) or correlations the database
+    computes from their sums (``agreement``, ``retest``: ``pair_corr`` of
+    ``loo_sums``, ``retest_sums``), ``None`` without a row."""
     from annotation.models import AnnotatorQuality, Participation
+    from annotation.quality.selectors import pair_corr_expression
 
+    computed = {
+        f: pair_corr_expression(CORRELATIONS[f]) for f in fields if f in CORRELATIONS
+    }
     quality = {
         row[0]: row[1:]
-        for row in AnnotatorQuality.objects.filter(study=study).values_list(
-            "annotator_id", "n_ratings", *fields
-        )
+        for row in AnnotatorQuality.objects.filter(study=study)
+        .annotate(**computed)
+        .values_list("annotator_id", "n_ratings", *fields)
     }
     missing = (0, *(None for _ in fields))
     rows = []

@@ -323,6 +323,14 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": PALATE_JOB_SWEEP_S,
         "options": {"expires": PALATE_JOB_SWEEP_S},
     },
+    # The dashboard's kept figures (alpha, dealing counts) of every viewed
+    # study, recomputed off the request when the study changed
+    # (dashboard/figures.py).
+    "refresh-dashboard-figures": {
+        "task": "dashboard.refresh_figures",
+        "schedule": 60.0,
+        "options": {"expires": 60.0},
+    },
     "check-integrity": {
         "task": "annotation.check_integrity",
         "schedule": 900.0,

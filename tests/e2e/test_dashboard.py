@@ -3,7 +3,9 @@ live server) with a real Celery worker on Redis training the reward model.
 
 A staff user opens the dashboard, sorts annotators by prediction quality, opens
 one (their predicted-against-actual chart drawn from the stored held-out
-predictions), excludes them, presses Retrain now and watches the run finish. With
+predictions), excludes them, sees the study's alpha the worker counted (and
+counted again after the exclusion), presses Retrain now and watches the run
+finish. With
 PALATE_SCREENSHOTS=1 it also writes docs/screenshots/dashboard-*.png."""
 
 import os
@@ -14,6 +16,8 @@ import pytest
 
 from annotation import services as ann
 from annotation.models import Annotator, ModerationEvent, Rating, StreamItem
+from annotation.quality.selectors import study_alpha
+from dashboard.tasks import refresh_figures
 from rewardmodel import services as rm
 from rewardmodel.models import HeldOutPredictions, ModelVersion, TrainingRun
 from tests.celery_worker import redis_broker, running_worker  # noqa: F401
@@ -100,6 +104,14 @@ def _rated_study():
     return study, people
 
 
+def reload_until(page, done, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not done():
+        assert time.monotonic() < deadline, page.content()[-2000:]
+        page.wait_for_timeout(300)
+        page.reload()
+
+
 def test_staff_sorts_excludes_and_retrains(live_server, new_page, worker, staff_user):
     proc, log_path = worker
     study, people = _rated_study()
@@ -168,6 +180,14 @@ def test_staff_sorts_excludes_and_retrains(live_server, new_page, worker, staff_
 
     page.click("nav.staff-sub a:text('Quality control')")
     page.wait_for_selector("#alpha")
+    # Alpha is counted by the worker (the study page asked for it), never by a
+    # page: reloaded until it is there. The beat's refresh (sent here, run by the
+    # worker) then counts the exclusion in: the figure alpha gives directly.
+    reload_until(page, lambda: page.locator("#alpha[data-pending]").count() == 0)
+    assert "as of" in page.locator("#alpha").locator("..").inner_text()
+    refresh_figures.delay()
+    expected = f"{study_alpha(study=study)['alpha']:.3f}"
+    reload_until(page, lambda: page.locator("#alpha").inner_text() == expected)
     shot(page, "quality")
 
     # Retrain now: a real worker runs it; the page follows it until it is done.
