@@ -16,7 +16,7 @@ process's connection (``/proc/<pg_backend_pid()>/stat``, utime + stime; the
 server must run on this machine) before and after the timed turns: web CPU +
 backend CPU per rating is the application's CPU without a server or a client.
 ``--compare R`` alternates R rounds of "after" (the hot lane, the engine's live
-SQL) and "before" (every middleware, the functions of ``--before-sql DIR``).
+SQL) and "before" (every middleware, the function of ``--before-sql FILE``).
 ``--statements N`` then runs N turns timing the functions alone
 (``pg_stat_user_functions``) and N under ``auto_explain`` (nested statements,
 triggers, ``log_analyze`` without per-node timing: needs a superuser), printing
@@ -26,7 +26,7 @@ Needs PostgreSQL; builds its own database (``--db-name``, dropped at the end):
 
     .venv/bin/python benchmarks/hot_wsgi.py --requests 1000 [--profile 40]
     .venv/bin/python benchmarks/hot_wsgi.py --requests 300 --compare 8 \
-        --before-sql annotation/migrations/sql/0025 --statements 300
+        --before-sql annotation/migrations/sql/0025/palate_claim.sql --statements 300
 """
 
 import argparse
@@ -264,11 +264,14 @@ def measure(app, study_id, tokens, n, profiler) -> tuple[float, float]:
 LIVE_SQL = ROOT / "annotation" / "engine" / "sql"
 
 
-def install_sql(folder: Path) -> None:
+def install_sql(where: Path) -> None:
+    """The .sql files of a folder, or one file (a frozen copy of one function:
+    an older copy of a helper may not fit today's tables)."""
     from django.db import connection
 
+    files = sorted(where.glob("*.sql")) if where.is_dir() else [where]
     with connection.cursor() as cursor:
-        for path in sorted(folder.glob("*.sql")):
+        for path in files:
             cursor.execute(path.read_text(encoding="utf-8"))
 
 
@@ -336,9 +339,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--before-sql",
         type=Path,
-        metavar="DIR",
-        help="the 'before' rounds run the engine's functions from DIR's .sql files"
-        " (e.g. annotation/migrations/sql/0025); default: the live ones",
+        metavar="PATH",
+        help="the 'before' rounds run this .sql file (or a folder's), e.g."
+        " annotation/migrations/sql/0025/palate_claim.sql; default: the live ones",
     )
     p.add_argument(
         "--statements",
