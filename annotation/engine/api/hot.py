@@ -35,7 +35,7 @@ from annotation.api.authentication import token_key_plausible
 from annotation.engine.api import views as drf_views
 from annotation.engine.item_tokens import ASSIGNMENT, item_resolve
 from annotation.engine.services import engine_sql
-from annotation.engine.services.items import Answer, Shown, shown_lease
+from annotation.engine.services.items import Answer, Shown, shown_lease_row
 from annotation.models import Annotator, Study
 from core.exceptions import NotFound, PalateError
 
@@ -199,7 +199,7 @@ def assignment_next(request: HttpRequest, study_id: int) -> HttpResponse:
         return _next_python(request, study_id, sql_first=True)
     # One statement: token, annotator, locks, claim, and whether an uncounted
     # item is due (the rating page's schedule: items.items_deal).
-    outcome, annotator_id, leases, page = engine_sql.claim_with_progress(
+    outcome, annotator_id, rows, page = engine_sql.claim_with_progress(
         token=key,
         study_id=study_id,
         hold=1,
@@ -211,11 +211,12 @@ def assignment_next(request: HttpRequest, study_id: int) -> HttpResponse:
     if outcome == engine_sql.NEEDS_PYTHON_ENGINE:
         return _next_python(request, study_id, sql_first=False)
     if outcome == "ok" and not page[2]:
-        return _shown_response(request, shown_lease(leases[0]))
+        lease = engine_sql.lease_row(rows[0])
+        return _shown_response(request, shown_lease_row(study_id, lease))
     shown, _ = services.items_deal(
         annotator_id=annotator_id,
         study=Study.objects.get(pk=study_id),
-        leases=leases,
+        leases=engine_sql.leases_of(study_id, rows),
         rated=page[0],
         item_due=page[2],
     )
