@@ -1,17 +1,32 @@
 """CPU per request of the two hot API endpoints inside Django's WSGI application.
 
-``assignment_load.py`` measures the whole system (gunicorn, PostgreSQL, clients);
-this isolates what one worker's Python costs per claim and per submit: it calls
-``config.wsgi.application`` directly with a WSGI environ (production settings,
-every middleware, no HTTP server), one claim and one submit per turn, and prints
-CPU per request (``time.thread_time``, which excludes time waiting for PostgreSQL),
-wall time, queries per request and, with ``--profile N``, cProfile's N costliest
-functions by CPU time. ``--bare`` also times the same requests against the views
-alone (no middleware), so the difference is the middleware stack's cost.
+``assignment_load.py`` measures the whole system (a web server, PostgreSQL,
+clients); this isolates what the application costs per claim and per submit: it
+calls ``config.wsgi.application`` (the hot lane of ``core.hot_lane``;
+``--no-lane``: Django's own handler, every middleware) directly with a WSGI
+environ (production settings, no HTTP server), one claim and one submit per
+turn, and prints CPU per request (``time.thread_time``, which excludes time
+waiting for PostgreSQL), wall time, queries per request and, with ``--profile
+N``, cProfile's N costliest functions by CPU time. ``--bare`` also times the
+same requests against the views alone (no middleware).
+
+One client, one request at a time, so the machine's other work disturbs the
+figures little. It also reads the CPU of the PostgreSQL backend serving this
+process's connection (``/proc/<pg_backend_pid()>/stat``, utime + stime; the
+server must run on this machine) before and after the timed turns: web CPU +
+backend CPU per rating is the application's CPU without a server or a client.
+``--compare R`` alternates R rounds of "after" (the hot lane, the engine's live
+SQL) and "before" (every middleware, the function of ``--before-sql FILE``).
+``--statements N`` then runs N turns timing the functions alone
+(``pg_stat_user_functions``) and N under ``auto_explain`` (nested statements,
+triggers, ``log_analyze`` without per-node timing: needs a superuser), printing
+each statement inside the engine's functions with its mean duration per turn.
 
 Needs PostgreSQL; builds its own database (``--db-name``, dropped at the end):
 
     .venv/bin/python benchmarks/hot_wsgi.py --requests 1000 [--profile 40]
+    .venv/bin/python benchmarks/hot_wsgi.py --requests 300 --compare 8 \
+        --before-sql annotation/migrations/sql/0025/palate_claim.sql --statements 300
 """
 
 import argparse
@@ -122,6 +137,168 @@ def run(app, study_id, tokens, n, profiler=None, label="wsgi"):
     return stats
 
 
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def backend_cpu(pid: int) -> float:
+    """Seconds of CPU (user + system) the PostgreSQL backend ``pid`` has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def backend_pid() -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return cursor.fetchone()[0]
+
+
+def statements(app, study_id, tokens, n: int) -> None:
+    """Each statement the engine's functions run, by mean duration per turn
+    (``auto_explain``'s nested statements, as NOTICEs to this connection)."""
+    import re
+    from collections import defaultdict
+
+    from django.db import connection
+
+    connection.ensure_connection()
+    raw = connection.connection
+    with connection.cursor() as cursor:
+        cursor.execute("SET track_functions = 'pl'")
+        cursor.execute("SELECT pg_stat_reset()")
+    pid = backend_pid()
+    pg0 = backend_cpu(pid)
+    run(app, study_id, tokens, n, label="functions")
+    pg1 = backend_cpu(pid)
+    function_times("functions timed alone (no auto_explain)")
+    print(f"  backend CPU per turn {(pg1 - pg0) * 1000 / n:.3f} ms")
+    with connection.cursor() as cursor:
+        cursor.execute("LOAD 'auto_explain'")
+        for setting in (
+            "auto_explain.log_min_duration = 0",
+            "auto_explain.log_analyze = on",
+            "auto_explain.log_timing = off",
+            "auto_explain.log_triggers = on",
+            "auto_explain.log_nested_statements = on",
+            "auto_explain.log_level = notice",
+            "track_functions = 'pl'",
+            "client_min_messages = notice",
+        ):
+            cursor.execute(f"SET {setting}")
+        cursor.execute("SELECT pg_stat_reset()")
+    seen: dict[str, list[float]] = defaultdict(list)
+    triggers: dict[str, list[float]] = defaultdict(list)
+    duration = re.compile(r"duration: ([0-9.]+) ms")
+    trigger = re.compile(r"Trigger (\S+)(?: on \S+)?: (?:time=([0-9.]+) )?calls=(\d+)")
+
+    def collect(notice: str) -> None:
+        m = duration.search(notice)
+        if m is None:
+            return
+        text = notice.split("Query Text:", 1)[-1].split("\n")
+        query = " ".join(text[0].split())[:110]
+        # The request's own statement, whatever its arguments.
+        query = re.sub(r"^(SELECT \* FROM palate_\w+)\(.*", r"\1(...)", query)
+        seen[query].append(float(m.group(1)))
+        for t in trigger.finditer(notice):
+            if t.group(2):
+                triggers[t.group(1)].append(float(t.group(2)))
+
+    raw.notices = []
+    for turn in range(n):
+        run(app, study_id, tokens[turn:] + tokens[:turn], 1, label="explain")
+        for notice in raw.notices:
+            collect(notice)
+        raw.notices.clear()
+    print(f"statements inside the functions, {n} turns (ms per turn, auto_explain):")
+    for query, times in sorted(seen.items(), key=lambda kv: -sum(kv[1])):
+        print(f"  {sum(times) / n:7.3f} ({len(times) / n:4.2f}x)  {query}")
+    for name, times in triggers.items():
+        print(f"  trigger {name}: {sum(times) / n:.3f} ms per turn")
+    function_times("under auto_explain")
+
+
+def function_times(label: str) -> None:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_force_next_flush()")
+        cursor.execute(
+            "SELECT funcname, calls, total_time, self_time FROM"
+            " pg_stat_user_functions ORDER BY total_time DESC"
+        )
+        rows = cursor.fetchall()
+        cursor.execute("SELECT pg_stat_reset()")
+    print(f"pg_stat_user_functions, {label} (wall ms per call: total, self):")
+    for name, calls, total, own in rows:
+        print(f"  {name:<24} {calls:6d} calls  {total / calls:.3f}  {own / calls:.3f}")
+
+
+def measure(app, study_id, tokens, n, profiler) -> tuple[float, float]:
+    """n turns through ``app``: (web CPU, PostgreSQL backend CPU) per rating."""
+    pid = backend_pid()
+    pg0, w0 = backend_cpu(pid), time.perf_counter()
+    stats = run(app, study_id, tokens, n, profiler)
+    pg1, w1 = backend_cpu(pid), time.perf_counter()
+    if backend_pid() != pid:
+        raise SystemExit("the connection changed backend during the run")
+    print(
+        "through config.wsgi.application (hot lane):"
+        if hasattr(app, "in_lane")
+        else "through Django's WSGIHandler (every middleware):"
+    )
+    for name, (cpu, wall, queries) in stats.items():
+        print(line(name, cpu, wall, queries))
+    web = sum(statistics.fmean(cpu) for cpu, _, _ in stats.values())
+    pg = (pg1 - pg0) * 1000 / n
+    print(
+        f"per rating (claim + submit): web CPU {web:.3f} ms (mean) + PostgreSQL"
+        f" backend CPU {pg:.3f} ms = {web + pg:.3f} ms; wall"
+        f" {(w1 - w0) * 1000 / n:.3f} ms"
+        + (" (profiled: web CPU inflated)" if profiler else "")
+    )
+    return web, pg
+
+
+LIVE_SQL = ROOT / "annotation" / "engine" / "sql"
+
+
+def install_sql(where: Path) -> None:
+    """The .sql files of a folder, or one file (a frozen copy of one function:
+    an older copy of a helper may not fit today's tables)."""
+    from django.db import connection
+
+    files = sorted(where.glob("*.sql")) if where.is_dir() else [where]
+    with connection.cursor() as cursor:
+        for path in files:
+            cursor.execute(path.read_text(encoding="utf-8"))
+
+
+def compare(lane, full, study_id, tokens, args) -> None:
+    """Rounds alternating after and before, ABBA (neither always first), each
+    after a few unmeasured turns (the functions' plans made again)."""
+    arms = {"after": (lane, LIVE_SQL), "before": (full, args.before_sql or LIVE_SQL)}
+    totals = {name: [] for name in arms}
+    for r in range(args.compare):
+        names = list(arms) if r % 2 == 0 else list(arms)[::-1]
+        for name in names:
+            app, sql = arms[name]
+            install_sql(sql)
+            run(app, study_id, tokens, 5, label=name)
+            print(f"{name} (SQL from {sql}):")
+            totals[name].append(measure(app, study_id, tokens, args.requests, None))
+    for name, runs in totals.items():
+        web = statistics.median(w for w, _ in runs)
+        pg = statistics.median(p for _, p in runs)
+        print(
+            f"{name}: CPU per rating, median of {len(runs)} rounds: web {web:.3f} +"
+            f" PostgreSQL {pg:.3f} = {web + pg:.3f} ms"
+            f" (each round: {', '.join(f'{w + p:.2f}' for w, p in runs)})"
+        )
+    install_sql(LIVE_SQL)
+
+
 def bare_app():
     """The URL resolver and the view, no middleware: WSGIHandler with an empty
     middleware chain."""
@@ -136,7 +313,7 @@ def bare_app():
     return handler
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--requests", type=int, default=1000, help="claims (and submits)")
     p.add_argument("--warmup", type=int, default=50)
@@ -145,11 +322,49 @@ def main() -> None:
         "--sort", default="cumulative", help="the profile's order (e.g. tottime)"
     )
     p.add_argument("--bare", action="store_true", help="also time without middleware")
+    p.add_argument(
+        "--no-lane",
+        dest="lane",
+        action="store_false",
+        help="Django's WSGIHandler (every middleware) instead of config.wsgi's",
+    )
+    p.add_argument(
+        "--compare",
+        type=int,
+        default=0,
+        metavar="R",
+        help="R rounds alternating after (the hot lane, the engine's live SQL) and"
+        " before (every middleware, --before-sql)",
+    )
+    p.add_argument(
+        "--before-sql",
+        type=Path,
+        metavar="PATH",
+        help="the 'before' rounds run this .sql file (or a folder's), e.g."
+        " annotation/migrations/sql/0025/palate_claim.sql; default: the live ones",
+    )
+    p.add_argument(
+        "--statements",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N more turns with each inner statement timed (auto_explain)",
+    )
     p.add_argument("--db-name", default="palate_hot_wsgi")
+    p.add_argument("--keep-db", action="store_true", help="do not drop it at the end")
     p.add_argument("--data-dir", default="/tmp/palate-hot-wsgi")
     p.add_argument("--pg-url", default="postgres://postgres@127.0.0.1:5432")
-    args = p.parse_args()
-    n = args.requests + args.warmup
+    return p.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    n = (
+        args.requests * max(1, 2 * args.compare)
+        + args.warmup
+        + 2 * args.statements
+        + 10 * args.compare
+    )
     load_args = assignment_load.parse_args(
         [
             "--images",
@@ -168,6 +383,9 @@ def main() -> None:
     )
     load_args.quota = n
     env = assignment_load.server_env(load_args)
+    # One backend for the whole run: its CPU is read from /proc (production's
+    # 60 s would reconnect, and the old backend's CPU would be lost).
+    env["DATABASE_CONN_MAX_AGE"] = "86400"
     os.environ.update(env)
     subprocess.run(["rm", "-rf", str(Path(args.data_dir) / "media")], check=True)
     assignment_load.recreate_database(load_args)
@@ -181,23 +399,30 @@ def main() -> None:
         import django
 
         django.setup()
-        from django.core.wsgi import get_wsgi_application
+        from django.core.handlers.wsgi import WSGIHandler
+
+        from core.hot_lane import get_wsgi_application
 
         study_id, tokens = assignment_load.build_study(load_args)
-        app = get_wsgi_application()
+        # config.wsgi's application, or Django's own handler (every middleware
+        # for every request: the chain before the hot lane).
+        lane, full = get_wsgi_application(), WSGIHandler()
+        app = lane if args.lane else full
         run(app, study_id, tokens, args.warmup)
         print(f"load average {os.getloadavg()[0]:.2f}; {args.requests} turns")
         # CPU time, not wall time: waits for PostgreSQL and for the GIL drop out.
         profiler = cProfile.Profile(time.thread_time) if args.profile else None
-        stats = run(app, study_id, tokens, args.requests, profiler)
-        print("through config.wsgi.application (every middleware):")
-        for name, (cpu, wall, queries) in stats.items():
-            print(line(name, cpu, wall, queries))
+        if args.compare:
+            compare(lane, full, study_id, tokens, args)
+        else:
+            measure(app, study_id, tokens, args.requests, profiler)
         if args.bare:
             stats = run(bare_app(), study_id, tokens, args.requests, label="bare")
             print("views alone (no middleware):")
             for name, (cpu, wall, queries) in stats.items():
                 print(line(name, cpu, wall, queries))
+        if args.statements:
+            statements(app, study_id, tokens, args.statements)
         print(f"load average {os.getloadavg()[0]:.2f}")
         if profiler:
             pstats.Stats(profiler).sort_stats(args.sort).print_stats(args.profile)
@@ -205,7 +430,8 @@ def main() -> None:
         from django.db import connection
 
         connection.close()
-        assignment_load.drop_database(load_args)
+        if not args.keep_db:
+            assignment_load.drop_database(load_args)
 
 
 if __name__ == "__main__":

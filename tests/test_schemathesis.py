@@ -12,7 +12,6 @@ import os
 import pytest
 import schemathesis
 from django.core.signals import request_finished, request_started
-from django.core.wsgi import get_wsgi_application
 from django.db import close_old_connections
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
@@ -24,6 +23,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
 )
 
+from core.hot_lane import get_wsgi_application
 from tests.factories import AnnotatorFactory, StudyFactory, join, make_images
 
 pytestmark = [pytest.mark.django_db, pytest.mark.postgres, pytest.mark.slow]
@@ -32,7 +32,9 @@ EXAMPLES = int(os.environ.get("PALATE_FUZZ_EXAMPLES", "8"))
 CHECKS = [not_a_server_error, response_schema_conformance, content_type_conformance]
 
 
-# Loaded from the app itself at collection (the schema view needs no database).
+# Loaded from the app itself at collection (the schema view needs no database):
+# config.wsgi's handler, so token requests to the claim and rating endpoints
+# take the hot lane (core.hot_lane).
 schema = schemathesis.openapi.from_wsgi("/api/v1/schema/", get_wsgi_application())
 
 

@@ -71,8 +71,9 @@ TINY: dict[str, Tiny] = {
     ),
     "hot_wsgi.py": Tiny(
         ("--requests", "6", "--warmup", "2", "--bare", "--profile", "3")
+        + ("--statements", "2")
         + ("--pg-url", "{pg}", "--db-name", "{db}", "--data-dir", "{tmp}"),
-        "views alone",
+        "backend CPU per turn",
     ),
     # Label Studio is not installed here: the script's own arguments and its
     # Palate side (study, server, a round, the reset between rounds) run; the

@@ -67,6 +67,20 @@ class Answer(NamedTuple):
     created: bool
 
 
+def shown_lease_row(study_id: int, lease) -> Shown:
+    """``shown_lease`` of a lease read as ``engine_sql.LeaseRow`` (no model)."""
+    return Shown(
+        item_token(kind=ASSIGNMENT, pk=lease.id),
+        item_token(kind=ASSIGNMENT, pk=lease.id, purpose=MEDIA),
+        study_id,
+        lease.width,
+        lease.height,
+        Assignment.Status.LEASED,
+        lease.leased_at,
+        lease.expires_at,
+    )
+
+
 def shown_lease(lease: Assignment) -> Shown:
     return Shown(
         item_token(kind=ASSIGNMENT, pk=lease.pk),

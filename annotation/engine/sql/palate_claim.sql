@@ -25,6 +25,7 @@ DECLARE
     v_rank int;
     v_info float8;
     v_wait_until timestamp with time zone;
+    v_first record;
 BEGIN
     IF v_annotator IS NULL THEN
         -- Token -> active user -> annotator (the API's authentication).
@@ -105,8 +106,10 @@ BEGIN
         -- services.dealing: adaptive once past the warm-up.
         v_adaptive := v_study.dealing_policy = 'adaptive'
                       AND v_rated >= v_study.dealing_warmup;
-        v_exclude := ARRAY(SELECT a.image_id FROM annotation_assignment a
-                           WHERE a.id = ANY (v_ids));
+        -- (No query when they hold no lease: the common case.)
+        v_exclude := CASE WHEN v_live = 0 THEN '{}'::bigint[]
+                          ELSE ARRAY(SELECT a.image_id FROM annotation_assignment a
+                                     WHERE a.id = ANY (v_ids)) END;
         WHILE v_live + v_added < p_hold AND v_room > 0 LOOP
             -- picking.image_pick: the fullest level first; at each level the
             -- first of PICK_WINDOW (32) images from a random point in the
@@ -255,7 +258,10 @@ BEGIN
                 EXIT;
             END IF;
             UPDATE annotation_image SET lease_count = lease_count + 1
-            WHERE annotation_image.id = v_img AND open_slots > 0;
+            WHERE annotation_image.id = v_img AND open_slots > 0
+            RETURNING annotation_image.file::text AS file,
+                      annotation_image.width::int AS width,
+                      annotation_image.height::int AS height INTO v_first;
             v_exclude := v_exclude || v_img;
             CONTINUE WHEN NOT FOUND;  -- cannot happen under our row lock
             INSERT INTO annotation_assignment
@@ -267,6 +273,17 @@ BEGIN
                     CASE WHEN v_rank IS NULL THEN 'fullest-first'
                          ELSE 'adaptive' END, v_rank, v_info)
             RETURNING annotation_assignment.id INTO v_new;
+            IF v_live + v_added = 0 THEN
+                -- The lease shown now, kept for the answer (below).
+                id := v_new;
+                image_id := v_img;
+                file := v_first.file;
+                width := v_first.width;
+                height := v_first.height;
+                leased_at := p_now;
+                expires_at := p_now + make_interval(secs => v_study.lease_seconds);
+                shown_at := p_now;
+            END IF;
             v_ids := v_ids || v_new;
             v_added := v_added + 1;
             v_room := v_room - 1;
@@ -274,6 +291,12 @@ BEGIN
     END IF;
     IF coalesce(array_length(v_ids, 1), 0) = 0 THEN
         outcome := 'none'; RETURN NEXT; RETURN;
+    END IF;
+    IF v_live = 0 AND p_hold = 1 THEN
+        -- The one lease just made (shown_at set by its INSERT): answered from
+        -- what that INSERT wrote, no query (issue 29: this join's generic
+        -- plan could hash the whole assignment table).
+        outcome := 'ok'; RETURN NEXT; RETURN;
     END IF;
     -- The first lease is what the annotator sees now: its clock starts here.
     UPDATE annotation_assignment SET shown_at = p_now
