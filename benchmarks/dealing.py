@@ -291,7 +291,6 @@ def run_policy(args, world, policy: str, band: int, seed: int, tag: str) -> dict
     index = {int(pk): i for i, pk in enumerate(ids)}
     version = _train(study, seed)  # version 0: the pilot
     ann.engine_seed(seed=seed)  # fullest-first's draws alike in every policy's run
-    fitted = set()
     schedule = [int(k) for k in args.schedule.split(",")]
     rng = np.random.default_rng(seed + 1)
     curve, tick, t0 = {}, 0, time.monotonic()
@@ -310,13 +309,12 @@ def run_policy(args, world, policy: str, band: int, seed: int, tag: str) -> dict
             )
             given[a] += 1
             moved = True
-            if policy == "adaptive" and a not in fitted:
+            if policy == "adaptive":  # every rating asks (the product's signal)
                 dealing.dealing_refresh(study_id=study.pk, annotator_ids=[who.pk])
         if not moved:
             break
         if tick in schedule:
             version = _train(study, seed)
-            fitted = set(sims)
             if policy == "adaptive":
                 dealing.dealing_refresh(study_id=study.pk)
             curve[tick] = [

@@ -32,7 +32,7 @@ import numpy as np
 from django.core.cache import cache
 from django.db import transaction
 
-from annotation.engine.models import Rating
+from annotation.engine.selectors import annotator_rated
 from annotation.engine.services import (
     ADAPTIVE,
     dealing_candidates,
@@ -55,20 +55,15 @@ def greedy_information(
 ) -> list[tuple[int, float]]:
     """(image id, information in nats) best first, at most ``depth``: greedy in
     the posterior variance conditioned on the ratings ranked before (a pivoted
-    Cholesky of the images' posterior covariance plus unit noise)."""
-    head, g = post.head, np.asarray(post.features, np.float64)
+    Cholesky of the images' posterior covariance G Σ Gᵀ plus unit noise; Σ in
+    feature space, so each rank costs O(m·(d + r)) for m images)."""
+    g = np.asarray(post.features, np.float64)
+    cov = np.asarray(post.cov, np.float64)
     m = g.shape[0]
-    if m == 0 or head.tau2 <= 0:
+    if m == 0 or not np.any(cov):
         return []
-    prior = head.prior
-    if head.f.shape[0]:
-        proj = head.evecs.T @ prior.cross(head.f, g)  # (n_a, m)
-        shrink = head.tau2**2 / (head.tau2 * head.evals + 1.0)
-        var = head.tau2 * prior.row_diag(g) - np.einsum("i,ij->j", shrink, proj**2)
-    else:
-        proj, shrink = np.zeros((0, m)), np.zeros(0)
-        var = head.tau2 * prior.row_diag(g)
-    var = np.maximum(var, 0.0)
+    gs = g @ cov  # (m, d): G Σ
+    var = np.maximum(np.einsum("ij,ij->i", gs, g), 0.0)
     taken = np.zeros(m, bool)
     cols: list[np.ndarray] = []
     out = []
@@ -77,11 +72,10 @@ def greedy_information(
         vc = float(var[c])
         if vc <= 1e-12:
             break
-        cov = head.tau2 * prior.cross(g, g[c : c + 1])[:, 0]
-        cov -= (proj * shrink[:, None]).T @ proj[:, c]
+        cross = gs @ g[c]  # prior-to-now covariance of every image with c
         for col in cols:
-            cov -= col * col[c]
-        col = cov / np.sqrt(vc + 1.0)
+            cross -= col * col[c]
+        col = cross / np.sqrt(vc + 1.0)
         cols.append(col)
         var = np.maximum(var - col**2, 0.0)
         taken[c] = True
@@ -105,7 +99,7 @@ def dealing_rank(*, annotator: Annotator, study: Study, depth: int = DEPTH):
     except Conflict as exc:  # no version yet, no embedding yet
         log.info("dealing: no ranking for %s in %s: %s", annotator.pk, study.pk, exc)
         return [], None, None, ""
-    sd = post.head.sd(post.features) if post.features.shape[0] else np.zeros(0)
+    sd = post.sd() if post.features.shape[0] else np.zeros(0)
     uncertainty = float(np.mean(sd)) if sd.size else None
     return greedy_information(post, depth), uncertainty, version.pk, post.how
 
@@ -128,7 +122,7 @@ def dealing_refresh(
     for annotator in Annotator.objects.filter(
         pk__in=members.values("annotator_id"), erased_at__isnull=True
     ).order_by("pk"):
-        rated = Rating.objects.filter(annotator=annotator, study=study).count()
+        rated = annotator_rated(annotator_id=annotator.pk, study_id=study.pk)
         if rated < study.dealing_warmup:
             continue  # the claim deals fullest-first until then anyway
         ranked, uncertainty, version_id, how = dealing_rank(

@@ -247,3 +247,42 @@ def test_adaptive_claim_of_an_annotator_far_ahead_is_bounded(engine_path):
             engine_path, *study_of(20_000, history, policy_ranks=300), "ahead"
         )
         assert cost <= ADAPTIVE, (history, cost)
+
+
+def test_dealing_candidates_read_the_open_queue_not_the_history(engine_path):
+    """What a ranking refresh reads (``dealing_candidates``): the study's
+    fullest open images, each one probe of the annotator's pairs; 20,000 rated
+    images before (complete now) change nothing it reads, and neither does the
+    study's size beyond ``CANDIDATES``."""
+    from annotation.engine.services.dealing import CANDIDATES, dealing_candidates
+
+    def cost(study, people):
+        who = people["ahead"]
+        with buffers_counted() as counted:
+            got = dealing_candidates(study_id=study.pk, annotator_id=who.pk)
+        return sum(counted), got
+
+    # Both studies written first: the indexes are as deep for either.
+    fresh, ahead = study_of(25_000, 0, done=True), study_of(25_000, 20_000, done=True)
+    cost(*fresh)  # plans and catalogue warm
+    none, got = cost(*fresh)
+    many, got_many = cost(*ahead)
+    assert len(got) == CANDIDATES and len(got_many) == CANDIDATES
+    assert many <= none + 40, (none, many)
+    # Dealt images are left out; the rest are the open queue's first.
+    study, people = study_of(3_000, 300)
+    got = dealing_candidates(study_id=study.pk, annotator_id=people["ahead"].pk)
+    from annotation.models import Assignment, Image
+
+    dealt = set(
+        Assignment.objects.filter(annotator=people["ahead"]).values_list(
+            "image_id", flat=True
+        )
+    )
+    fullest = list(
+        Image.objects.filter(study=study, open_slots__gt=0)
+        .order_by("open_slots", "shuffle")
+        .values_list("pk", flat=True)[:CANDIDATES]
+    )
+    assert dealt and not dealt & set(got)
+    assert got == sorted(set(fullest) - dealt)
