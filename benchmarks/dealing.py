@@ -22,9 +22,12 @@ images and planted tastes:
 * the run: every tick each simulated annotator (random order) claims one image
   and rates it at once; a retrain (promoted) after tick k for k in the
   schedule, then every annotator's accuracy (mean over annotators) and the
-  rankings refreshed (the training-completion hook's work); a newcomer (not in
-  the active version) has their ranking refreshed after each of their ratings
-  (the live newcomer path; the product does it throttled in a Celery task);
+  rankings refreshed (the training-completion hook's work); every annotator
+  has their ranking refreshed after every ``--refresh-every``-th of their
+  ratings (the product asks after each rating and runs it throttled in a
+  Celery task, ``REFRESH_THROTTLE_S``; the posterior conditions on every
+  rating given, the live newcomer path for anyone the version was not fitted
+  on);
   the study runs until every image has its target;
 * accuracy: pairwise accuracy of ``inference.predict`` on the probe images
   against the planted (noiseless) utility, per annotator, at each k of the
@@ -91,6 +94,13 @@ def parse_args(argv=None):
     p.add_argument("--probe", type=int, default=80)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--schedule", default="10,15,20,25")
+    p.add_argument(
+        "--refresh-every",
+        type=int,
+        default=1,
+        help="refresh a ranking after every N-th rating of its annotator "
+        "(N > 1: a ranking as stale as the product's throttle leaves it)",
+    )
     p.add_argument("--json", default="", help="write every figure here")
     p.add_argument("--png", default="", help="draw the curves here")
     p.add_argument("--from-json", default="", help="summarise a recorded run")
@@ -309,7 +319,7 @@ def run_policy(args, world, policy: str, band: int, seed: int, tag: str) -> dict
             )
             given[a] += 1
             moved = True
-            if policy == "adaptive":  # every rating asks (the product's signal)
+            if policy == "adaptive" and given[a] % args.refresh_every == 0:
                 dealing.dealing_refresh(study_id=study.pk, annotator_ids=[who.pk])
         if not moved:
             break
