@@ -2,25 +2,33 @@
 informative about their own taste first.
 
 The model's uncertainty about annotator *a*'s own taste is the posterior of
-their head δ_a (``taste.HeadSpread``: prior N(0, τ²D), unit noise in their
-normalised units). A rating of image *i* is y = f(i)·δ_a + noise, so the
-information it brings about δ_a is ½ log(1 + v_i) nats, v_i the posterior
-variance of f(i)·δ_a. The ranking is **greedy in that information,
-conditioned on the ranking so far**: rank 1 is the image of largest variance;
-rank r the largest variance *given* ratings of ranks 1..r−1 (in this linear
-Gaussian model the variance after a rating does not depend on the score, so
-the whole ranking is known in advance). Conditioning matters: the top images
-by marginal variance tend to lie along one direction, and rating them all
-would teach the same thing many times. Each rank stores its conditional
-information (nats).
+their head δ_a (prior N(0, τ²D), unit noise in their normalised units; Σ its
+covariance in feature space, ``posterior.LivePosterior``). A rating of image
+*i* is y = f(i)·δ_a + noise, so the information it brings about δ_a is
+½ log(1 + v_i) nats, v_i = f(i) Σ f(i)ᵀ. The ranking is **greedy in that
+information, conditioned on the ranking so far**: rank 1 is the image of
+largest variance; rank r the largest variance *given* ratings of ranks
+1..r−1 (in this linear Gaussian model the variance after a rating does not
+depend on the score, so the whole ranking is known in advance). Conditioning
+matters: the top images by marginal variance tend to lie along one
+direction, and rating them all would teach the same thing many times. Each
+rank stores its conditional information (nats).
 
-What the ranking is computed from: the version serving the study
-(``inference.posterior``): for an annotator that version was fitted on, the
-ratings it was fitted on (refreshed after each training run, hooked on the
-run's completion); for anyone else the live newcomer path, their ratings now
-(refreshed as they rate: ``dealing_refresh_soon``, a Celery task at most once
-per ``REFRESH_THROTTLE_S`` per annotator per process, so the rating request
-never waits for it). The claim reads the ranking
+What the ranking is computed from (``inference.posterior``): the version
+serving the study, and Σ given **every** rating the annotator has given there
+(for an annotator the version was fitted on, the ratings it was fitted on
+and then those given since; for anyone else the live newcomer path, their
+ratings now). Before issue 27's second look a fitted annotator's ranking was
+the version's alone until the next training run, so between runs a refresh
+changed nothing but the images dealt. It is refreshed after each training
+run (hooked on the run's completion) and as anyone rates
+(``dealing_refresh_soon``: a Celery task at most once per
+``REFRESH_THROTTLE_S`` per annotator per process, so the rating request never
+waits for it). A ranking a rating or two stale still deals well: rank r was
+chosen as if ranks 1..r−1 had been rated, which is what happened when they
+were dealt in order. The candidates are the study's fullest open images
+(``dealing_candidates``, bounded), so a ranking lists the images the claim's
+band admits first. The claim reads the ranking
 (``annotation.engine.services.dealing``).
 """
 

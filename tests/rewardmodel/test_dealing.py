@@ -2,7 +2,8 @@
 the information a rating brings about the annotator's own head, conditioned on
 the ranks before; computed from the version serving the study (the live
 newcomer path for anyone it was not fitted on); refreshed after a training run
-and, throttled, as a newcomer rates."""
+and, throttled, as anyone rates (a fitted annotator: conditioned on the
+ratings given since the version)."""
 
 import numpy as np
 import pytest

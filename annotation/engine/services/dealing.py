@@ -24,7 +24,7 @@
 "Open to them" is what it is for fullest-first: a free slot, never dealt to
 them, not already held by this claim. So the engine's guarantees do not move:
 the same conditional counter update, the same unique pair, the same leases. The
-ranking is precomputed (after every training run, and as a newcomer rates,
+ranking is precomputed (after every training run, and as the annotator rates,
 asynchronously and throttled), so the claim stays one statement on PostgreSQL
 (``palate_claim``, migrations ``0024_dealing_policy`` and
 ``0025_claim_counters_bounded``) that reads a bounded number of rows whatever
