@@ -2,25 +2,33 @@
 informative about their own taste first.
 
 The model's uncertainty about annotator *a*'s own taste is the posterior of
-their head δ_a (``taste.HeadSpread``: prior N(0, τ²D), unit noise in their
-normalised units). A rating of image *i* is y = f(i)·δ_a + noise, so the
-information it brings about δ_a is ½ log(1 + v_i) nats, v_i the posterior
-variance of f(i)·δ_a. The ranking is **greedy in that information,
-conditioned on the ranking so far**: rank 1 is the image of largest variance;
-rank r the largest variance *given* ratings of ranks 1..r−1 (in this linear
-Gaussian model the variance after a rating does not depend on the score, so
-the whole ranking is known in advance). Conditioning matters: the top images
-by marginal variance tend to lie along one direction, and rating them all
-would teach the same thing many times. Each rank stores its conditional
-information (nats).
+their head δ_a (prior N(0, τ²D), unit noise in their normalised units; Σ its
+covariance in feature space, ``posterior.LivePosterior``). A rating of image
+*i* is y = f(i)·δ_a + noise, so the information it brings about δ_a is
+½ log(1 + v_i) nats, v_i = f(i) Σ f(i)ᵀ. The ranking is **greedy in that
+information, conditioned on the ranking so far**: rank 1 is the image of
+largest variance; rank r the largest variance *given* ratings of ranks
+1..r−1 (in this linear Gaussian model the variance after a rating does not
+depend on the score, so the whole ranking is known in advance). Conditioning
+matters: the top images by marginal variance tend to lie along one
+direction, and rating them all would teach the same thing many times. Each
+rank stores its conditional information (nats).
 
-What the ranking is computed from: the version serving the study
-(``inference.posterior``): for an annotator that version was fitted on, the
-ratings it was fitted on (refreshed after each training run, hooked on the
-run's completion); for anyone else the live newcomer path, their ratings now
-(refreshed as they rate: ``dealing_refresh_soon``, a Celery task at most once
-per ``REFRESH_THROTTLE_S`` per annotator per process, so the rating request
-never waits for it). The claim reads the ranking
+What the ranking is computed from (``inference.posterior``): the version
+serving the study, and Σ given **every** rating the annotator has given there
+(for an annotator the version was fitted on, the ratings it was fitted on
+and then those given since; for anyone else the live newcomer path, their
+ratings now). Before issue 27's second look a fitted annotator's ranking was
+the version's alone until the next training run, so between runs a refresh
+changed nothing but the images dealt. It is refreshed after each training
+run (hooked on the run's completion) and as anyone rates
+(``dealing_refresh_soon``: a Celery task at most once per
+``REFRESH_THROTTLE_S`` per annotator per process, so the rating request never
+waits for it). A ranking a rating or two stale still deals well: rank r was
+chosen as if ranks 1..r−1 had been rated, which is what happened when they
+were dealt in order. The candidates are the study's fullest open images
+(``dealing_candidates``, bounded), so a ranking lists the images the claim's
+band admits first. The claim reads the ranking
 (``annotation.engine.services.dealing``).
 """
 
@@ -32,7 +40,7 @@ import numpy as np
 from django.core.cache import cache
 from django.db import transaction
 
-from annotation.engine.models import Rating
+from annotation.engine.selectors import annotator_rated
 from annotation.engine.services import (
     ADAPTIVE,
     dealing_candidates,
@@ -55,20 +63,15 @@ def greedy_information(
 ) -> list[tuple[int, float]]:
     """(image id, information in nats) best first, at most ``depth``: greedy in
     the posterior variance conditioned on the ratings ranked before (a pivoted
-    Cholesky of the images' posterior covariance plus unit noise)."""
-    head, g = post.head, np.asarray(post.features, np.float64)
+    Cholesky of the images' posterior covariance G Σ Gᵀ plus unit noise; Σ in
+    feature space, so each rank costs O(m·(d + r)) for m images)."""
+    g = np.asarray(post.features, np.float64)
+    cov = np.asarray(post.cov, np.float64)
     m = g.shape[0]
-    if m == 0 or head.tau2 <= 0:
+    if m == 0 or not np.any(cov):
         return []
-    prior = head.prior
-    if head.f.shape[0]:
-        proj = head.evecs.T @ prior.cross(head.f, g)  # (n_a, m)
-        shrink = head.tau2**2 / (head.tau2 * head.evals + 1.0)
-        var = head.tau2 * prior.row_diag(g) - np.einsum("i,ij->j", shrink, proj**2)
-    else:
-        proj, shrink = np.zeros((0, m)), np.zeros(0)
-        var = head.tau2 * prior.row_diag(g)
-    var = np.maximum(var, 0.0)
+    gs = g @ cov  # (m, d): G Σ
+    var = np.maximum(np.einsum("ij,ij->i", gs, g), 0.0)
     taken = np.zeros(m, bool)
     cols: list[np.ndarray] = []
     out = []
@@ -77,11 +80,10 @@ def greedy_information(
         vc = float(var[c])
         if vc <= 1e-12:
             break
-        cov = head.tau2 * prior.cross(g, g[c : c + 1])[:, 0]
-        cov -= (proj * shrink[:, None]).T @ proj[:, c]
+        cross = gs @ g[c]  # prior-to-now covariance of every image with c
         for col in cols:
-            cov -= col * col[c]
-        col = cov / np.sqrt(vc + 1.0)
+            cross -= col * col[c]
+        col = cross / np.sqrt(vc + 1.0)
         cols.append(col)
         var = np.maximum(var - col**2, 0.0)
         taken[c] = True
@@ -105,7 +107,7 @@ def dealing_rank(*, annotator: Annotator, study: Study, depth: int = DEPTH):
     except Conflict as exc:  # no version yet, no embedding yet
         log.info("dealing: no ranking for %s in %s: %s", annotator.pk, study.pk, exc)
         return [], None, None, ""
-    sd = post.head.sd(post.features) if post.features.shape[0] else np.zeros(0)
+    sd = post.sd() if post.features.shape[0] else np.zeros(0)
     uncertainty = float(np.mean(sd)) if sd.size else None
     return greedy_information(post, depth), uncertainty, version.pk, post.how
 
@@ -128,7 +130,7 @@ def dealing_refresh(
     for annotator in Annotator.objects.filter(
         pk__in=members.values("annotator_id"), erased_at__isnull=True
     ).order_by("pk"):
-        rated = Rating.objects.filter(annotator=annotator, study=study).count()
+        rated = annotator_rated(annotator_id=annotator.pk, study_id=study.pk)
         if rated < study.dealing_warmup:
             continue  # the claim deals fullest-first until then anyway
         ranked, uncertainty, version_id, how = dealing_rank(

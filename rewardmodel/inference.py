@@ -405,38 +405,65 @@ def annotator_get(pk: int) -> Annotator:
 @dataclass
 class Posterior:
     """What ranking images by information needs (``rewardmodel.dealing``): the
-    posterior of the annotator's own head (``taste.HeadSpread``, normalised
-    units, the same one ``spread`` reads) and the features of the images asked
-    about that have an embedding, in the order asked."""
+    posterior covariance Σ of the annotator's own head δ_a (normalised units,
+    feature space: ``posterior.LivePosterior``, the state ``spread`` and a
+    newcomer's head are read from) given **every** rating they have given in
+    the version's study, and the features of the images asked about that have
+    an embedding, in the order asked."""
 
     image_ids: list[int]
     features: np.ndarray
-    head: T.HeadSpread
+    cov: np.ndarray  # (d, d) Σ
     std: float  # their scale: normalised units -> their scores
     how: str
+    rated: int  # the ratings Σ is conditioned on
+
+    def sd(self) -> np.ndarray:
+        """Posterior sd of f · δ_a for each image asked about."""
+        g = np.asarray(self.features, np.float64)
+        return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", g, self.cov, g), 0.0))
 
 
 def posterior(
     *, annotator: Annotator, image_ids: list[int], version: ModelVersion | None = None
 ) -> Posterior:
-    """The annotator's head posterior under the version serving these images
-    (fitted: the ratings it was trained on; anyone else: their current ratings,
-    the live newcomer path) and the images' features."""
+    """The annotator's head posterior under the version serving these images and
+    the images' features. Σ is the live one (``Predictor._live``: kept per
+    annotator, O(d²) per new rating, no n_a × n_a decomposition): for a newcomer
+    from their ratings now; for a fitted annotator from the ratings the version
+    was trained on, then conditioned on those they gave since. What a rating
+    teaches about δ_a does not depend on its score in this linear Gaussian
+    model, so conditioning on the later ratings is exact before the next
+    training run, and a ranking refreshed between runs does not keep asking
+    about what they have just rated."""
+    from .snapshot import ratings_queryset
+
     ids = [int(i) for i in image_ids]
     version = version_for(image_ids=ids, annotator=annotator, version=version)
     pred = load(version)
+    since: list[int] = []
+    i = pred.index.get(str(annotator.pk))
+    fitted = i is not None and bool(pred.model.fitted[i])
+    last = getattr(version.training_run, "last_rating_id", None)
+    if fitted and last is not None:
+        since = list(
+            ratings_queryset(study_id=version.study_id)
+            .filter(annotator=annotator, pk__gt=last)
+            .order_by("-pk")
+            .values_list("image_id", flat=True)[:MAX_ADAPT_RATINGS]
+        )
     with _LOCK:
-        pending = set(pred.add_images(ids))
+        pending = set(pred.add_images(ids + since))
         ready = [i for i in ids if i not in pending]
         if not ready:
             raise Conflict("None of these images has an embedding yet.")
-        i = pred.index.get(str(annotator.pk))
-        fitted = i is not None and bool(pred.model.fitted[i])
-        ratings, _, _ = pred._own_ratings(annotator, fitted=fitted)
-        own = np.asarray([pred.rows[r[0]] for r in ratings], dtype=np.int64)
-        f = T.Features.full(pred.x[own], pred.crowd_feature(own, annotator.pk))
-        head = pred.model.spread(f, fitted=fitted, index=i)
+        live = pred._live(annotator, fitted=fitted)
+        cov = live.post.cov.copy()  # the kept state stays the version's
+        later = np.asarray([pred.rows[r] for r in since if r in pred.rows], np.int64)
+        if later.size and live.post.tau2 > 0:
+            f = T.Features.full(pred.x[later], pred.crowd_feature(later, annotator.pk))
+            P.conditioned(cov, f)
         rows = np.asarray([pred.rows[r] for r in ready], dtype=np.int64)
         g = T.Features.full(pred.x[rows], pred.crowd_feature(rows, annotator.pk))
         _, _, std, how = pred.head(annotator)
-    return Posterior(ready, g, head, float(std), how)
+    return Posterior(ready, g, cov, float(std), how, live.post.n + int(later.size))

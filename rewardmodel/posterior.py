@@ -299,6 +299,25 @@ class HeadSpread:
 BLOCK = 64
 
 
+def conditioned(cov: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """Σ after ratings with features ``f`` (c, d) under unit noise:
+    Σ − ΣFᵀ(FΣFᵀ + I)⁻¹FΣ, in blocks of ``BLOCK``. Updates ``cov`` in place
+    and returns it. The scores do not enter: in this linear Gaussian model
+    what a rating teaches about δ_a is known before it is given."""
+    f = np.asarray(f, np.float64).reshape(-1, cov.shape[0])
+    for lo in range(0, f.shape[0], BLOCK):
+        b = f[lo : lo + BLOCK]
+        p = b @ cov  # (c, d) F_bΣ
+        if b.shape[0] == 1:
+            cov -= np.outer(p[0], p[0] / (1.0 + p[0] @ b[0]))
+            continue
+        m = p @ b.T
+        m[np.diag_indices_from(m)] += 1.0
+        cov -= p.T @ np.linalg.solve(m, p)
+        cov[...] = 0.5 * (cov + cov.T)
+    return cov
+
+
 @dataclass
 class LivePosterior:
     """One annotator's head posterior kept in feature space (d × d), updated
@@ -348,16 +367,7 @@ class LivePosterior:
         self.scores.extend(y.tolist())
         if self.tau2 <= 0:
             return  # no personal part: Σ stays 0
-        for lo in range(0, f.shape[0], BLOCK):
-            b = f[lo : lo + BLOCK]
-            p = b @ self.cov  # (c, d) F_bΣ
-            if b.shape[0] == 1:
-                self.cov -= np.outer(p[0], p[0] / (1.0 + p[0] @ b[0]))
-                continue
-            m = p @ b.T
-            m[np.diag_indices_from(m)] += 1.0
-            self.cov -= p.T @ np.linalg.solve(m, p)
-            self.cov = 0.5 * (self.cov + self.cov.T)
+        self.cov = conditioned(self.cov, f)
 
     def delta(self, mean: float, std: float) -> np.ndarray:
         """The posterior mean of δ_a when the annotator's ratings are

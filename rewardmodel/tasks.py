@@ -125,7 +125,7 @@ def nightly_train(self, plan: list) -> str:
 @shared_task(name="rewardmodel.dealing_refresh", time_limit=900, soft_time_limit=870)
 def dealing_refresh_task(study_id: int, annotator_ids: list[int] | None = None) -> int:
     """Recompute adaptive dealing's rankings (after a training run: the whole
-    study; as a newcomer rates: them)."""
+    study; as an annotator rates: them)."""
     from .dealing import dealing_refresh
 
     return dealing_refresh(study_id=study_id, annotator_ids=annotator_ids)

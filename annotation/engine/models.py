@@ -135,8 +135,8 @@ class Rating(models.Model):
 
 
 # Adaptive dealing's precomputed rankings (issue 27; services.dealing): derived
-# data, rewritten by rewardmodel.dealing after each training run and as a
-# newcomer rates; deleted with their study, annotator or image.
+# data, rewritten by rewardmodel.dealing after each training run and as
+# the annotator rates; deleted with their study, annotator or image.
 
 
 class DealingRank(models.Model):

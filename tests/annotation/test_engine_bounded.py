@@ -247,3 +247,40 @@ def test_adaptive_claim_of_an_annotator_far_ahead_is_bounded(engine_path):
             engine_path, *study_of(20_000, history, policy_ranks=300), "ahead"
         )
         assert cost <= ADAPTIVE, (history, cost)
+
+
+def test_dealing_candidates_read_the_open_queue_not_the_history(engine_path):
+    """What a ranking refresh reads (``dealing_candidates``): the study's
+    ``limit`` fullest open images, each one heap visit and one probe of the
+    annotator's pairs (a few buffers each, the indexes' depth); 20,000 rated
+    images before (complete now) add nothing to read. Before: every
+    assignment the annotator ever had in the study, then every open image."""
+    from annotation.engine.services.dealing import CANDIDATES, dealing_candidates
+
+    study, people = study_of(25_000, 20_000, done=True)
+    who = people["ahead"]
+    dealing_candidates(study_id=study.pk, annotator_id=who.pk, limit=50)  # warm
+    with buffers_counted() as counted:
+        got = dealing_candidates(study_id=study.pk, annotator_id=who.pk, limit=50)
+    assert len(got) == 50
+    assert sum(counted) <= 50 * 8 + 40, sum(counted)  # not the 20,000
+    with buffers_counted() as counted:
+        got = dealing_candidates(study_id=study.pk, annotator_id=who.pk)
+    assert len(got) == CANDIDATES and sum(counted) <= CANDIDATES * 8 + 40
+    # Dealt images are left out; the rest are the open queue's first.
+    from annotation.models import Assignment, Image
+
+    study, people = study_of(3_000, 300)
+    got = dealing_candidates(study_id=study.pk, annotator_id=people["ahead"].pk)
+    dealt = set(
+        Assignment.objects.filter(annotator=people["ahead"]).values_list(
+            "image_id", flat=True
+        )
+    )
+    fullest = list(
+        Image.objects.filter(study=study, open_slots__gt=0)
+        .order_by("open_slots", "shuffle")
+        .values_list("pk", flat=True)[:CANDIDATES]
+    )
+    assert dealt and not dealt & set(got)
+    assert got == sorted(set(fullest) - dealt)

@@ -2,9 +2,8 @@
 the information a rating brings about the annotator's own head, conditioned on
 the ranks before; computed from the version serving the study (the live
 newcomer path for anyone it was not fitted on); refreshed after a training run
-and, throttled, as a newcomer rates."""
-
-from types import SimpleNamespace
+and, throttled, as anyone rates (a fitted annotator: conditioned on the
+ratings given since the version)."""
 
 import numpy as np
 import pytest
@@ -14,6 +13,7 @@ from annotation import services as ann
 from annotation.engine.services.dealing import dealing_policy_set
 from annotation.models import Assignment, DealingRank, DealingState
 from rewardmodel import dealing, inference
+from rewardmodel import posterior as P
 from rewardmodel import services as rm
 from rewardmodel import taste as T
 
@@ -22,10 +22,17 @@ def _posterior(rng, n_rated=12, m=30, d=6, tau2=0.9):
     prior = T.Prior(rng.uniform(0.5, 2.0, d + 2), rng.normal(size=(d + 2, 2)), 0.7)
     f = rng.normal(size=(n_rated, d + 2))
     g = rng.normal(size=(m, d + 2))
-    head = T.HeadSpread.build(f, tau2, prior)
     sigma0 = tau2 * (prior.iso * np.diag(prior.diag) + prior.lowrank @ prior.lowrank.T)
-    post = SimpleNamespace(
-        image_ids=list(range(100, 100 + m)), features=g, head=head, std=1.0, how=""
+    # Σ the live way (posterior.conditioned, in blocks); the test below checks
+    # the ranking against the primal inverse written out.
+    cov = P.conditioned(tau2 * prior.dense(), f) if tau2 > 0 else np.zeros((d + 2,) * 2)
+    post = inference.Posterior(
+        image_ids=list(range(100, 100 + m)),
+        features=g,
+        cov=cov,
+        std=1.0,
+        how="",
+        rated=n_rated,
     )
     return post, sigma0, f, g
 
@@ -56,7 +63,7 @@ def test_conditioning_spreads_the_ranking_over_directions():
     both first; the conditional one ranks the copy below other images."""
     rng = np.random.default_rng(4)
     post, *_ = _posterior(rng, m=12)
-    var = post.head.sd(post.features) ** 2
+    var = post.sd() ** 2
     top = int(np.argmax(var))
     post.features = np.vstack([post.features, post.features[top]])
     post.image_ids = [*post.image_ids, 999]
@@ -167,3 +174,38 @@ def test_ratings_refresh_throttled_and_training_refreshes_everyone(
         ann.rating_submit(assignment_id=lease.pk, annotator=newcomer, score=4)
     state.refresh_from_db()
     assert state.how == "adapted from 3 ratings"
+
+
+@pytest.mark.django_db
+def test_a_fitted_annotators_ranking_follows_their_ratings_since_the_version(
+    rated_study,
+):
+    """Between training runs a fitted annotator's posterior is the version's
+    ratings *and* those they gave since (exact: the scores do not enter), so a
+    refreshed ranking stops asking about directions they have just rated; and
+    Σ is the live path's (``posterior.LivePosterior``) for the version's part."""
+    from annotation.models import Image
+
+    study, annotators = rated_study
+    run = rm.training_run_execute(
+        run_id=rm.training_run_create(study=study, promote="always").pk
+    )
+    assert run.status == "succeeded", run.error
+    pred = inference.load(run.version)
+    pred.model.hyper.tau2_rel = max(pred.model.hyper.tau2_rel, 1.0)  # personal
+    Image.objects.filter(study=study).update(target_ratings=10)
+    who = next(a for a in annotators if pred.model.fitted[pred.index[str(a.pk)]])
+    ids = list(Image.objects.filter(study=study).values_list("pk", flat=True))
+    before = inference.posterior(annotator=who, image_ids=ids, version=run.version)
+    live = pred._live(who, fitted=True)
+    assert np.allclose(before.cov, live.post.cov) and before.rated == live.post.n
+    lease = ann.assignment_claim(annotator=who, study=study)[0]
+    ann.rating_submit(assignment_id=lease.pk, annotator=who, score=7)
+    after = inference.posterior(annotator=who, image_ids=ids, version=run.version)
+    assert after.rated == before.rated + 1
+    j = after.image_ids.index(lease.image_id)
+    g = np.asarray(after.features[j], np.float64)
+    v = float(g @ before.cov @ g)
+    # One rating's update, written out (unit noise), on the image just rated.
+    assert float(g @ after.cov @ g) == pytest.approx(v - v * v / (1 + v), rel=1e-6)
+    assert np.allclose(pred._live(who, fitted=True).post.cov, live.post.cov)

@@ -24,7 +24,7 @@
 "Open to them" is what it is for fullest-first: a free slot, never dealt to
 them, not already held by this claim. So the engine's guarantees do not move:
 the same conditional counter update, the same unique pair, the same leases. The
-ranking is precomputed (after every training run, and as a newcomer rates,
+ranking is precomputed (after every training run, and as the annotator rates,
 asynchronously and throttled), so the claim stays one statement on PostgreSQL
 (``palate_claim``, migrations ``0024_dealing_policy`` and
 ``0025_claim_counters_bounded``) that reads a bounded number of rows whatever
@@ -88,16 +88,32 @@ def dealing_refresh_ask(*, study_id: int, annotator_id: int) -> None:
     )
 
 
-def dealing_candidates(*, study_id: int, annotator_id: int) -> list[int]:
-    """The images a ranking may hold: open in the study and never dealt to the
-    annotator (the claim checks both again at deal time)."""
-    dealt = Assignment.objects.filter(annotator_id=annotator_id, study_id=study_id)
-    return list(
-        Image.objects.filter(study_id=study_id, open_slots__gt=0)
-        .exclude(pk__in=dealt.values("image_id"))
-        .order_by("pk")
-        .values_list("pk", flat=True)
-    )
+# How many open images a ranking is computed over at most: the study's fullest
+# (``image_open_queue`` order), the ones the band admits first. Several times
+# ``RANK_WALK``, so a ranking is not cut short by the images dealt to them.
+CANDIDATES = 1000
+
+
+def dealing_candidates(
+    *, study_id: int, annotator_id: int, limit: int = CANDIDATES
+) -> list[int]:
+    """The images a ranking may hold: among the study's ``limit`` fullest open
+    images (``image_open_queue``), those never dealt to the annotator (the
+    claim checks both again at deal time). Bounded whatever the study's size
+    and the annotator's history: at most ``limit`` rows of the open queue, each
+    one probe of ``assignment_unique_pair`` (``OFFSET 0`` keeps PostgreSQL
+    from a hash anti-join over every assignment they ever had)."""
+    img, ass = Image._meta.db_table, Assignment._meta.db_table
+    probe = " OFFSET 0" if connection.vendor == "postgresql" else ""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT q.id FROM (SELECT i.id FROM {img} i WHERE i.study_id = %s "
+            "AND i.open_slots > 0 ORDER BY i.open_slots, i.shuffle LIMIT %s) q "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {ass} a WHERE a.image_id = q.id "
+            f"AND a.annotator_id = %s{probe}) ORDER BY q.id",
+            [study_id, int(limit), annotator_id],
+        )
+        return [row[0] for row in cursor.fetchall()]
 
 
 def dealing_ranking_replace(
