@@ -301,7 +301,7 @@ def run_one(
 
 def _paired(snap, emb, seed: int, mode: str) -> dict:
     """Selection once (per-annotator blend weights allowed: ``mode`` "auto";
-    "per_annotator" or "train_loo" forces one form, for tuning), then the
+    "per_annotator" forces them, for tuning), then the
     test report twice: as selected, and with the per-annotator weights
     dropped (the global blend, i.e. the option off). Same data, splits and
     everything else, so the two are paired; no deployed refit."""
@@ -563,8 +563,7 @@ def paired_table(per_cell: dict) -> str:
             diffs += d
             per_seed.append(float(np.mean(d)) if d else 0.0)
         chosen = sum(
-            (r["versus"].get("per_annotator") or {}).get("mode")
-            in ("per_annotator", "train_loo")
+            (r["versus"].get("per_annotator") or {}).get("mode") == "per_annotator"
             for r in runs
         )
         m = _ci(diffs)
@@ -636,11 +635,10 @@ def parse_args():
         nargs="?",
         const="auto",
         default="",
-        choices=["auto", "per_annotator", "train_loo"],
+        choices=["auto", "per_annotator"],
         help="per-annotator blend weights allowed (selection's out-of-fold "
-        "choice; 'per_annotator' forces the val_seen form, 'train_loo' the "
-        "train leave-one-out form) against the global blend on the very same "
-        "runs (no refit)",
+        "choice; 'per_annotator' forces them) against the global blend on the "
+        "very same runs (no refit)",
     )
     return p.parse_args()
 

@@ -30,7 +30,6 @@ from .evaluation import (
     scorer,
 )
 from .metrics import mean_pairwise
-from .train_loo import member_matrix, train_loo_part
 
 GAMMA_GRID = (0.8,)
 # Newcomers adapt (and take a base other than the population's) only where that
@@ -103,8 +102,11 @@ def select(data: Data, blend_mode: str | None = None) -> tuple[T.Hyper, P.Prior,
     new_base, new_scores = _newcomer_base(ctx, T.concat(val_seen, val_unseen), bases)
     search = _family_search(ctx, val_seen, bases, seed=data.seed)
     chosen = search.best or Config("content", 0.0, 0.0)
-    members = _members(ctx, search, chosen, tuned, lams, blend_mode)
-    weights, blend_info, per = S.blend_out_of_fold(search, **members, mode=blend_mode)
+    ridge, _ = ridge_on(ctx, tuned.ridge_tau2_rel)
+    pop = ctx.base("content", tuned.pop_lambda)
+    weights, blend_info, per = S.blend_out_of_fold(
+        search, pop=pop, ridge=ridge, consensus=bases["crowd_only"], mode=blend_mode
+    )
     # Newcomers adapt only if the personal part earns its place on val_seen
     # (selected τ² against τ² = 0 on the same base, out of fold).
     personal = search.personal_part() if chosen.tau2_rel > 0 else {"win": False}
@@ -140,38 +142,6 @@ def select(data: Data, blend_mode: str | None = None) -> tuple[T.Hyper, P.Prior,
             "val_unseen_annotators": int(np.unique(val_unseen.ann).size),
         },
     )
-
-
-def _members(ctx: Context, search, chosen: Config, tuned: Tuned, lams, mode) -> dict:
-    """The baseline members' heads for ``stacking.blend_out_of_fold`` (and the
-    train form of the per-annotator weights, ``_train_form``)."""
-    return {
-        "pop": ctx.base("content", tuned.pop_lambda),
-        "ridge": ridge_on(ctx, tuned.ridge_tau2_rel)[0],
-        "consensus": search.bases["crowd_only"],
-        "train_form": _train_form(ctx, search, chosen, tuned, lams, mode),
-    }
-
-
-def _train_form(ctx: Context, search, chosen: Config, tuned: Tuned, lams, mode):
-    """The train form of the per-annotator weights for ``blend_out_of_fold``
-    (``train_loo.train_loo_part`` on the members' leave-one-out predictions of
-    the train ratings) where the blend mode may use it, else None."""
-    if (S.BLEND_MODE if mode is None else mode) not in ("auto", "train_loo"):
-        return None
-    prior = search.priors.get(chosen) or P.prior_diag(ctx.x.shape[1], 0.0)
-    loo = member_matrix(
-        ctx,
-        model=(search.bases[chosen.base], lams[chosen.base], prior, chosen),
-        pop=(ctx.base("content", tuned.pop_lambda), tuned.pop_lambda),
-        ridge_tau2_rel=tuned.ridge_tau2_rel,
-        consensus=(search.bases["crowd_only"], lams["crowd_only"]),
-    )
-
-    def form(val, pooled, forced: bool):
-        return train_loo_part(val, pooled, loo, forced=forced)
-
-    return form
 
 
 def _family_search(ctx: Context, val_seen, bases: dict, *, seed: int) -> _Search:

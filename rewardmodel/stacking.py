@@ -55,7 +55,6 @@ from itertools import combinations
 
 import numpy as np
 
-from .eb import annotator_sums, eb_ratio
 from .metrics import PairScorer, mean_pairwise
 from .taste import base_head, forward, ridge_heads
 
@@ -64,19 +63,14 @@ SHRINK_GRID = np.round(np.linspace(0.0, 1.0, 11), 2)  # α: 0 = best member
 SPLITS, SPLIT_SEED = 10, 26  # seeded halvings of val_seen annotators for α
 BAGS, BAG_SEED = 30, 26  # bootstrap resamples behind the (soft) best member
 MIN_BLEND_ANNOTATORS = 20  # fewer val_seen annotators: the best member alone
-# Per-annotator weights: "auto" chooses them (fitted on the members' leave-one-
-# out train predictions, ``train_loo_part``, else on val_seen halves) or the
-# global blend out of fold; "global" never tries them; "per_annotator" forces
-# the val_seen form, "train_loo" the train form.
-BLEND_MODES = ("auto", "global", "per_annotator", "train_loo")
+# Per-annotator weights: "auto" chooses them or the global blend out of fold
+# (``choose_blend_mode``); "global" never tries them; "per_annotator" forces them.
+BLEND_MODES = ("auto", "global", "per_annotator")
 BLEND_MODE = "auto"
+EB_RATIOS = np.logspace(-3, 1.5, 19)  # τ²/σ² grid for the type-II likelihood
 MODE_SPLITS, MODE_SEED = 5, 26  # seeded halvings of each annotator's ratings
 MODE_Z = 2.0  # per-annotator only if it wins by this many standard errors (tuned on
 # seeds 0-3 of taste_benchmark.py, RESULTS.md 2026-12-07: 0 and 1 lost 0.0032 on a seed)
-# The train form (``train_loo_part``): kept where its gain within the train
-# predictions is at least LOO_TRAIN_Z standard errors and its gain on val_seen
-# above LOO_VAL_Z of them (seeds 0-3, RESULTS.md "train leave-one-out").
-LOO_TRAIN_Z, LOO_VAL_Z = 1.0, 0.0
 
 
 def centred(p: np.ndarray, ann: np.ndarray) -> np.ndarray:
@@ -277,7 +271,7 @@ def member_columns(f, ann, model, pop, ridge, consensus) -> np.ndarray:
 
 
 def blend_out_of_fold(
-    search, *, pop, ridge, consensus, mode: str | None = None, train_form=None
+    search, *, pop, ridge, consensus, mode: str | None = None
 ) -> tuple[tuple, dict, tuple | None]:
     """Weights of (model, population, ridge, consensus) on val_seen, out of
     fold: each fold's model predictions come from the configuration chosen on
@@ -287,9 +281,7 @@ def blend_out_of_fold(
     the shrinkage toward the best member (α and its nested-fold curve). Third:
     (annotators, their weights (P, M)) where per-annotator weights were chosen
     (``mode``, default ``BLEND_MODE``; ``choose_blend_mode`` under "auto"),
-    else None (``weights_table`` makes the (n_ann, M) table). ``train_form``:
-    (val_seen (p, y, ann), pooled weights, forced) → (info, per), the train
-    form of the weights (``train_loo.train_loo_part``), or None."""
+    else None (``weights_table`` makes the (n_ann, M) table)."""
     mode = BLEND_MODE if mode is None else mode
     if mode not in BLEND_MODES:
         raise ValueError(f"blend mode {mode!r}: one of {', '.join(BLEND_MODES)}")
@@ -324,26 +316,15 @@ def blend_out_of_fold(
     }
     per = None
     if mode != "global":
-        info["per_annotator"], per = _per_annotator_part(
-            (p, y, ann), w, mode, shrink, train_form
-        )
+        info["per_annotator"], per = _per_annotator_part(p, y, ann, w, mode, shrink)
     return tuple(float(x) for x in w), info, per
 
 
 # --- per-annotator weights shrunk toward the pooled ones ----------------------------
 
 
-def _per_annotator_part(val, pooled, mode: str, shrink: dict, train_form) -> tuple:
-    """(the choice's info, (people, weights) or None) for ``blend_out_of_fold``:
-    the train form first (forced, or under "auto" where it wins on val_seen),
-    then the val_seen form."""
-    p, y, ann = val
-    if train_form is not None and mode in ("auto", "train_loo"):
-        choice, per = train_form(val, pooled, mode == "train_loo")
-        if per is not None or mode == "train_loo":
-            return choice, per
-    if mode == "train_loo":
-        return {"mode": "global", "why": "no train predictions"}, None
+def _per_annotator_part(p, y, ann, pooled, mode: str, shrink: dict) -> tuple:
+    """(the choice's info, (n_ann, M) weights or None) for ``blend_out_of_fold``."""
     if mode == "auto":
         choice = choose_blend_mode(p, y, ann, shrink["alpha"])
     else:
@@ -358,6 +339,43 @@ def _per_annotator_part(val, pooled, mode: str, shrink: dict, train_form) -> tup
     )
     choice["weights_sum"] = round(float(wa.sum()), 9)
     return choice, (who, wa)
+
+
+def _annotator_sums(z: np.ndarray, r: np.ndarray, idx: np.ndarray, n_people: int):
+    """Per annotator (rows ``idx`` into 0..n_people): Zᵀ Z (P, M, M), Zᵀ r (P, M),
+    rᵀ r (P,), and the count of ratings (P,)."""
+    m = z.shape[1]
+    gram = np.zeros((n_people, m, m))
+    for i in range(m):
+        for j in range(i, m):
+            gram[:, i, j] = gram[:, j, i] = np.bincount(
+                idx, z[:, i] * z[:, j], minlength=n_people
+            )
+    zr = np.stack(
+        [np.bincount(idx, z[:, i] * r, minlength=n_people) for i in range(m)], 1
+    )
+    rr = np.bincount(idx, r * r, minlength=n_people)
+    return gram, zr, rr, np.bincount(idx, minlength=n_people)
+
+
+def eb_ratio(gram, zr, rr, n) -> tuple[float, list]:
+    """τ²/σ² of the hierarchical model by type-II maximum likelihood (σ²
+    profiled out) on the grid ``EB_RATIOS``, or 0 where no spread between
+    annotators is likelier than none. Determinant lemma and Woodbury: every
+    term is a per-annotator M × M system. Returns (ratio, log-likelihoods)."""
+    dof = float(np.maximum(n - 1, 0).sum())  # each annotator's mean is centred out
+    if dof <= 0:
+        return 0.0, []
+    eye = np.eye(gram.shape[1])
+    lls = [-0.5 * dof * np.log(max(rr.sum() / dof, 1e-300))]
+    for lam in EB_RATIOS:
+        sol = np.linalg.solve(eye / lam + gram, zr[..., None])[..., 0]
+        quad = float(rr.sum() - (zr * sol).sum())
+        logdet = float(np.linalg.slogdet(eye + lam * gram)[1].sum())
+        lls.append(-0.5 * (dof * np.log(max(quad / dof, 1e-300)) + logdet))
+    best = int(np.argmax(np.round(lls, 9)))
+    ratio = 0.0 if best == 0 else float(EB_RATIOS[best - 1])
+    return ratio, [round(float(v), 3) for v in lls]
 
 
 def per_annotator_weights(p, y, ann, pooled) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -376,7 +394,7 @@ def per_annotator_weights(p, y, ann, pooled) -> tuple[np.ndarray, np.ndarray, di
     z = centred(p[:, live], ann) / sd[live]
     u0 = pooled[live] * sd[live]
     r = centred(y, ann) - z @ u0
-    gram, zr, rr, n = annotator_sums(z, r, idx, people.size)
+    gram, zr, rr, n = _annotator_sums(z, r, idx, people.size)
     ratio, lls = eb_ratio(gram, zr, rr, n)
     info = {"ratio": ratio, "loglik": lls}
     if ratio <= 0:

@@ -86,7 +86,7 @@ def test_without_learnable_individual_taste_the_model_stays_at_the_best_baseline
         ), k
 
 
-@pytest.mark.parametrize("mode", ["auto", "per_annotator", "train_loo"])
+@pytest.mark.parametrize("mode", ["auto", "per_annotator"])
 def test_selection_and_blend_never_read_test(mode):
     """Garbage in every test score leaves the selected hyper-parameters, the
     blend weights (per annotator too, and the out-of-fold choice between them
@@ -98,7 +98,7 @@ def test_selection_and_blend_never_read_test(mode):
         clean = train_and_evaluate(snap=snap, emb=emb, cfg=cfg)
     per = clean.model.hyper.blend_annotators
     assert "per_annotator" in clean.summary["selection"]["blend"]
-    if mode in ("per_annotator", "train_loo"):
+    if mode == "per_annotator":
         assert per is not None and per.shape == (len(snap.annotator_keys), 4)
     rng = np.random.default_rng(5)
     for codes, same in (
@@ -114,7 +114,7 @@ def test_selection_and_blend_never_read_test(mode):
         blend = res.summary["selection"]["blend"]
         assert (blend == clean.summary["selection"]["blend"]) is same
         got = res.model.hyper.blend_annotators
-        if mode in ("per_annotator", "train_loo"):
+        if mode == "per_annotator":
             assert np.array_equal(got, per) is same
         assert (res.summary["hyper"] == clean.summary["hyper"]) is same
         assert (res.summary["selection"] == clean.summary["selection"]) is same
