@@ -420,8 +420,7 @@ class Posterior:
 
     def sd(self) -> np.ndarray:
         """Posterior sd of f · δ_a for each image asked about."""
-        g = np.asarray(self.features, np.float64)
-        return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", g, self.cov, g), 0.0))
+        return P.row_sd(self.cov, self.features)
 
 
 def posterior(

@@ -299,6 +299,13 @@ class HeadSpread:
 BLOCK = 64
 
 
+def row_sd(cov: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """sqrt(diag(G Σ Gᵀ)) for the rows of ``g`` (m, d): one (m, d) product,
+    never the (m, m) matrix."""
+    g = np.asarray(g, np.float64)
+    return np.sqrt(np.maximum(np.einsum("ij,ij->i", g @ cov, g), 0.0))
+
+
 def conditioned(cov: np.ndarray, f: np.ndarray) -> np.ndarray:
     """Σ after ratings with features ``f`` (c, d) under unit noise:
     Σ − ΣFᵀ(FΣFᵀ + I)⁻¹FΣ, in blocks of ``BLOCK``. Updates ``cov`` in place
@@ -380,6 +387,4 @@ class LivePosterior:
     def sd(self, g: np.ndarray) -> np.ndarray:
         """Posterior sd of g · δ_a for each row of ``g`` (m, d), in normalised
         units (``HeadSpread.sd``)."""
-        g = np.asarray(g, np.float64)
-        var = np.einsum("ij,ij->i", g @ self.cov, g)
-        return np.sqrt(np.maximum(var, 0.0))
+        return row_sd(self.cov, g)

@@ -69,9 +69,8 @@ class Answer(NamedTuple):
 
 def shown_lease_row(study_id: int, lease) -> Shown:
     """``shown_lease`` of a lease read as ``engine_sql.LeaseRow`` (no model)."""
-    return Shown(
-        item_token(kind=ASSIGNMENT, pk=lease.id),
-        item_token(kind=ASSIGNMENT, pk=lease.id, purpose=MEDIA),
+    return _shown_assignment(
+        lease.id,
         study_id,
         lease.width,
         lease.height,
@@ -81,10 +80,22 @@ def shown_lease_row(study_id: int, lease) -> Shown:
     )
 
 
-def shown_lease(lease: Assignment) -> Shown:
+def _shown_assignment(pk, study_id, width, height, status, leased_at, expires_at):
     return Shown(
-        item_token(kind=ASSIGNMENT, pk=lease.pk),
-        item_token(kind=ASSIGNMENT, pk=lease.pk, purpose=MEDIA),
+        item_token(kind=ASSIGNMENT, pk=pk),
+        item_token(kind=ASSIGNMENT, pk=pk, purpose=MEDIA),
+        study_id,
+        width,
+        height,
+        status,
+        leased_at,
+        expires_at,
+    )
+
+
+def shown_lease(lease: Assignment) -> Shown:
+    return _shown_assignment(
+        lease.pk,
         lease.study_id,
         lease.image.width,
         lease.image.height,
