@@ -161,7 +161,18 @@ def test_bad_score_is_refused_and_nothing_claimed(study, pair):
     assert got[0] == 400 and got[1]["code"] == "invalid"
     assert got == expected
     assert Assignment.objects.count() == before
+    # With the lease run out a claim would deal a new one: none is dealt.
+    _expire(b)
+    assert rate(new, item_b, 99, "?next=1") == expected
+    assert Assignment.objects.count() == before
     assert not Rating.objects.exists()
+
+
+def _expire(annotator):
+    past = timezone.now() - timedelta(minutes=10)
+    Assignment.objects.filter(annotator=annotator).update(
+        leased_at=past, shown_at=past, expires_at=past + timedelta(minutes=1)
+    )
 
 
 def test_wrong_annotator_is_refused_and_nothing_claimed(study, pair):
@@ -172,12 +183,17 @@ def test_wrong_annotator_is_refused_and_nothing_claimed(study, pair):
     got = rate(new, item_a, 3, "?next=1")
     assert got == expected == (404, {"detail": "No such item.", "code": "not_found"})
     assert list(Assignment.objects.values_list("pk", "status")) == before
+    # A member holding no lease, whom a claim would deal one: none is dealt.
+    other = join(AnnotatorFactory(), study)
+    assert rate(api(other), item_a, 3, "?next=1") == got
+    assert list(Assignment.objects.values_list("pk", "status")) == before
     assert not Rating.objects.exists()
 
 
 def test_closed_study_is_refused_and_nothing_claimed(study, pair):
     (a, b), (old, new), (item_a, item_b) = pair
     Study.objects.filter(pk=study.pk).update(status=Study.Status.CLOSED)
+    _expire(b)
     before = Assignment.objects.count()
     expected = two_requests(old, study, item_a, 3)
     got = rate(new, item_b, 3, "?next=1")
@@ -254,10 +270,7 @@ def test_each_part_runs_once_when_python_takes_over(settings):
     make_images(study, 2)
     a, b = (join(AnnotatorFactory(), study) for _ in range(2))
     item_a, item_b = claim(api(a), study)[1]["id"], claim(api(b), study)[1]["id"]
-    past = timezone.now() - timedelta(minutes=10)
-    Assignment.objects.filter(annotator=a).update(
-        leased_at=past, shown_at=past, expires_at=past + timedelta(minutes=1)
-    )
+    _expire(a)
     with CaptureQueriesContext(connection) as ctx:
         got = rate(api(b), item_b, 4, "?next=1")
     assert got[0] == 201
