@@ -798,7 +798,7 @@ def run_clients(
             deadline,
             random.Random(args.seed * 1000 + i),
             stats,
-            chain=args.chain,
+            chain=getattr(args, "chain", False),  # scale.py builds its own args
         )
         for i in range(args.clients)
     ]
