@@ -151,6 +151,11 @@ def test_repeat_rating_answers_200_and_the_lease_held(study, pair):
     assert {k: again[1][k] for k in first[1]} == first[1]
     assert Rating.objects.filter(annotator=b).count() == 1
     assert Assignment.objects.filter(annotator=b).count() == 2
+    # Another score: 409 as without ?next=1, and nothing more dealt.
+    expected = two_requests(old, study, item_a, 2)
+    other = rate(new, item_b, 2, "?next=1")
+    assert other == expected and other[0] == 409
+    assert Assignment.objects.filter(annotator=b).count() == 2
 
 
 def test_bad_score_is_refused_and_nothing_claimed(study, pair):
