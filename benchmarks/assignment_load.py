@@ -46,7 +46,8 @@ SERVER_TIME = {
     "uwsgi": "%(micros): from the parsed request to the written response",
 }
 CLAIM_RE = re.compile(r"^/api/v1/studies/\d+/assignments/next/$")
-RATE_RE = re.compile(r"^/api/v1/assignments/[\w-]+/rating/$")
+# uWSGI's access line has the query string (``?next=1``: rate and take the next).
+RATE_RE = re.compile(r"^/api/v1/assignments/[\w-]+/rating/(\?next=1)?$")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -113,6 +114,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Celery broker the server is configured with (nothing consumes it)",
     )
     p.add_argument("--rank-depth", type=int, default=200)
+    p.add_argument(
+        "--chain",
+        action="store_true",
+        help="one request per rating: each client rates with ?next=1 and takes "
+        "the next item from the answer (a claim only for an annotator's first)",
+    )
     p.add_argument("--keep-db", action="store_true", help="do not drop the database")
     p.add_argument("--seed", type=int, default=1)
     return p.parse_args(argv)
@@ -660,14 +667,19 @@ def open_for(token: str, study_id: int) -> int:
 
 class Client(threading.Thread):
     """One keep-alive connection that cycles through its annotators, one claim and
-    one submit each turn, dropping an annotator when a claim answers 204."""
+    one submit each turn, dropping an annotator when a claim answers 204.
+
+    ``chain``: one request per turn instead, the rating with ``?next=1``, whose
+    answer's ``next`` is the item of the annotator's next turn (a claim only
+    when they hold none yet); ``next`` null drops them as a 204 does."""
 
     timeout = 60  # seconds for one request
 
-    def __init__(self, port, study_id, tokens, deadline, rng, stats):
+    def __init__(self, port, study_id, tokens, deadline, rng, stats, *, chain=False):
         super().__init__(daemon=True)
         self.port, self.study_id, self.tokens = port, study_id, list(tokens)
         self.deadline, self.rng, self.stats = deadline, rng, stats
+        self.chain = chain
         self.claim_ms: list[float] = []
         self.submit_ms: list[float] = []
         self.statuses: dict[str, int] = defaultdict(int)
@@ -710,37 +722,57 @@ class Client(threading.Thread):
             return resp.status, data, ms
         raise AssertionError("unreachable")
 
+    def _claim(self, token: str, active: list[str]) -> str | None:
+        """The id of the item a claim deals, or None (the annotator dropped)."""
+        path = f"/api/v1/studies/{self.study_id}/assignments/next/"
+        status, data, ms = self._post(path, token, None)
+        self.claim_ms.append(ms)
+        self.statuses[f"claim {status}"] += 1
+        if status == 204:
+            self._nothing_left(token, active)
+            return None
+        if status != 200:
+            self.errors.append(f"claim {status}: {data[:200]!r}")
+            active.remove(token)
+            return None
+        return json.loads(data)["id"]
+
+    def _nothing_left(self, token: str, active: list[str]) -> None:
+        """A claim said "nothing left": drop the annotator, and count it when
+        images were still open to them (``open_for``)."""
+        active.remove(token)
+        if still_open := open_for(token, self.study_id):
+            self.false_empty.append(still_open)
+
     def run(self) -> None:
         active = list(self.tokens)
-        claim_path = f"/api/v1/studies/{self.study_id}/assignments/next/"
+        held: dict[str, str] = {}  # chain: the item each annotator rates next
+        query = "?next=1" if self.chain else ""
         while active and time.monotonic() < self.deadline:
             for token in list(active):
                 if time.monotonic() >= self.deadline:
                     break
-                status, data, ms = self._post(claim_path, token, None)
-                self.claim_ms.append(ms)
-                self.statuses[f"claim {status}"] += 1
-                if status == 204:
-                    active.remove(token)
-                    if still_open := open_for(token, self.study_id):
-                        self.false_empty.append(still_open)
+                assignment = held.pop(token, None) or self._claim(token, active)
+                if assignment is None:
                     continue
-                if status != 200:
-                    self.errors.append(f"claim {status}: {data[:200]!r}")
-                    active.remove(token)
-                    continue
-                assignment = json.loads(data)["id"]
                 body = json.dumps({"score": self.rng.randint(1, 7)}).encode()
                 status, data, ms = self._post(
-                    f"/api/v1/assignments/{assignment}/rating/", token, body
+                    f"/api/v1/assignments/{assignment}/rating/{query}", token, body
                 )
                 self.submit_ms.append(ms)
                 self.statuses[f"submit {status}"] += 1
-                if status == 201:
-                    with self.stats["lock"]:
-                        self.stats["ratings"] += 1
-                else:
+                if status != 201:
                     self.errors.append(f"submit {status}: {data[:200]!r}")
+                    continue
+                with self.stats["lock"]:
+                    self.stats["ratings"] += 1
+                if self.chain:
+                    following = json.loads(data)["next"]
+                    if following is None:
+                        self.statuses["next null"] += 1
+                        self._nothing_left(token, active)
+                    else:
+                        held[token] = following["id"]
         if self.conn is not None:
             self.conn.close()
         from django.conf import settings
@@ -766,6 +798,7 @@ def run_clients(
             deadline,
             random.Random(args.seed * 1000 + i),
             stats,
+            chain=getattr(args, "chain", False),  # scale.py builds its own args
         )
         for i in range(args.clients)
     ]
@@ -936,21 +969,24 @@ def main(argv: list[str] | None = None) -> int:
         f"load avg:   {load_before:.1f} before, {load_after:.1f} after "
         f"(1 min; {os.cpu_count()} CPUs; other processes share the machine)"
     )
+    per = "one rate+next request" if args.chain else "claim + submit"
     print(
-        "CPU per rating (claim + submit): "
+        f"CPU per rating ({per}): "
         + ", ".join(f"{k} {v / max(ratings, 1) * 1000:.2f} ms" for k, v in cpu.items())
         + f"; total {sum(cpu.values()) / max(ratings, 1) * 1000:.2f} ms"
     )
     print(
         f"server-side latency ({args.server}'s access log, {SERVER_TIME[args.server]}):"
     )
+    rated = "rate+next" if args.chain else "submit"
     print("  " + summary("claim", server_times["claim"]))
-    print("  " + summary("submit", server_times["submit"]))
+    print("  " + summary(rated, server_times["submit"]))
     print("client-side latency (includes queueing and client overhead):")
     print("  " + summary("claim", claim_client))
-    print("  " + summary("submit", submit_client))
+    print("  " + summary(rated, submit_client))
     print(
-        f"204 while images were open to the annotator: {len(false_empty)}"
+        "204 (or next null) while images were open to the annotator: "
+        f"{len(false_empty)}"
         + (f" (open images: {false_empty[:10]})" if false_empty else "")
     )
     if false_empty:

@@ -16,7 +16,10 @@ scratch database ``palate_floor`` that it creates and drops.
     .venv/bin/python benchmarks/hot_floor.py --seconds 40 [--pg] [--server uwsgi]
 
 ``--server`` (gunicorn, granian, uwsgi) puts another server in the same shape in
-front of the same function (``assignment_load.server_command``).
+front of the same function (``assignment_load.server_command``). ``--chain``:
+the client of ``assignment_load.py --chain`` (one ``?next=1`` rating per rating,
+answered with the rating and the next lease) and, with ``--pg``, one transaction
+per rating.
 
 Prints ratings/s and CPU per rating of gunicorn, of the clients and (``--pg``) of
 the PostgreSQL backends.
@@ -53,6 +56,9 @@ _LEASE = json.dumps(
     }
 ).encode()
 _RATING = b'{"id":1,"score":4}'
+# Rate and take the next (``?next=1``, assignment_load.py --chain): the rating
+# with the next lease, as Palate answers it.
+_RATING_NEXT = b'{"id":1,"score":4,"next":' + _LEASE + b"}"
 
 
 def application(environ, start_response):
@@ -61,7 +67,8 @@ def application(environ, start_response):
     if length:
         environ["wsgi.input"].read(length)
     claim = environ["PATH_INFO"].endswith("/next/")
-    body = _LEASE if claim else _RATING
+    chained = "next=1" in environ.get("QUERY_STRING", "")
+    body = _LEASE if claim else _RATING_NEXT if chained else _RATING
     start_response(
         "200 OK" if claim else "201 Created",
         [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
@@ -78,6 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--pg", action="store_true", help="also PostgreSQL's floor")
+    p.add_argument(
+        "--chain",
+        action="store_true",
+        help="the client rates with ?next=1, one request per rating "
+        "(assignment_load.py --chain); with --pg, one transaction per rating",
+    )
     p.add_argument("--pg-url", default="postgres://postgres@127.0.0.1:5432")
     args = p.parse_args(argv)
     status = http_floor(args)
@@ -88,10 +101,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def http_floor(args: argparse.Namespace) -> int:
     r = http_floor_round(args)
+    shape = "one rate+next request" if args.chain else "a claim and a rating"
     print(
         f"{args.server} {args.workers} x {args.threads}, {args.clients} clients, "
-        f"no application work: {r['ratings']} ratings in {r['seconds']:.1f}s = "
-        f"{r['rate']:.0f}/s"
+        f"{shape} per rating, no application work: {r['ratings']} ratings in "
+        f"{r['seconds']:.1f}s = {r['rate']:.0f}/s"
     )
     print(
         f"CPU per rating: {args.server} {r['web_ms']:.2f} ms, clients "
@@ -131,7 +145,13 @@ def http_floor_round(args: argparse.Namespace) -> dict:
     self0 = time.process_time()
     clients = [
         load.Client(
-            port, 1, tokens[i :: args.clients], deadline, random.Random(i), stats
+            port,
+            1,
+            tokens[i :: args.clients],
+            deadline,
+            random.Random(i),
+            stats,
+            chain=getattr(args, "chain", False),
         )
         for i in range(args.clients)
     ]
@@ -196,10 +216,11 @@ def pg_floor(args: argparse.Namespace) -> None:
         if line.startswith("tps =")
     )
     ms = 1000 * (cpu1 - cpu0) / (tps * (t1 - t0))
+    per = 1 if getattr(args, "chain", False) else 2  # transactions per rating
     print(
         f"PostgreSQL, {args.clients} clients, one durable single-row INSERT per "
-        f"transaction: {tps:.0f} transactions/s = {tps / 2:.0f} ratings/s at two "
-        f"per rating; backend CPU {2 * ms:.2f} ms per rating"
+        f"transaction: {tps:.0f} transactions/s = {tps / per:.0f} ratings/s at "
+        f"{per} per rating; backend CPU {per * ms:.2f} ms per rating"
     )
     with admin.cursor() as cur:
         cur.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")

@@ -22,11 +22,16 @@ SQL) and "before" (every middleware, the function of ``--before-sql FILE``).
 triggers, ``log_analyze`` without per-node timing: needs a superuser), printing
 each statement inside the engine's functions with its mean duration per turn.
 
+``--chain``: one request per rating (the rating with ``?next=1``, the next
+item taken from its answer); ``--compare-chain R``: R rounds alternating that
+and two requests per rating (ABBA), both through the hot lane.
+
 Needs PostgreSQL; builds its own database (``--db-name``, dropped at the end):
 
     .venv/bin/python benchmarks/hot_wsgi.py --requests 1000 [--profile 40]
     .venv/bin/python benchmarks/hot_wsgi.py --requests 300 --compare 8 \
         --before-sql annotation/migrations/sql/0025/palate_claim.sql --statements 300
+    .venv/bin/python benchmarks/hot_wsgi.py --requests 1000 --compare-chain 4
 """
 
 import argparse
@@ -48,12 +53,12 @@ sys.path.insert(0, str(ROOT))
 import assignment_load  # noqa: E402
 
 
-def environ(method: str, path: str, token: str, body: bytes) -> dict:
+def environ(method: str, path: str, token: str, body: bytes, query: str = "") -> dict:
     return {
         "REQUEST_METHOD": method,
         "PATH_INFO": path,
         "SCRIPT_NAME": "",
-        "QUERY_STRING": "",
+        "QUERY_STRING": query,
         "SERVER_NAME": "127.0.0.1",
         "SERVER_PORT": "8000",
         "SERVER_PROTOCOL": "HTTP/1.1",
@@ -97,7 +102,14 @@ def line(name: str, cpu: list[float], wall: list[float], queries: list[int]) -> 
     )
 
 
-def run(app, study_id, tokens, n, profiler=None, label="wsgi"):
+# --chain: the item each annotator rates next, from the last ?next=1 answer.
+HELD: dict[str, str] = {}
+
+
+def run(app, study_id, tokens, n, profiler=None, label="wsgi", chain=False):
+    """n ratings, each a claim and a submit, or (``chain``) one ``?next=1``
+    rating whose answer holds the next item (a claim only for an annotator
+    holding none yet)."""
     from django.db import connection
 
     counts: list[int] = []
@@ -106,11 +118,14 @@ def run(app, study_id, tokens, n, profiler=None, label="wsgi"):
         counts[-1] += 1
         return execute(sql, params, many, context)
 
-    stats = {k: ([], [], []) for k in ("claim", "submit")}
+    names = ("claim", "rate+next") if chain else ("claim", "submit")
+    stats = {k: ([], [], []) for k in names}
     claim_path = f"/api/v1/studies/{study_id}/assignments/next/"
+    if not chain:
+        HELD.clear()  # each claim returns the lease held, rated below
 
-    def one(name: str, path: str, token: str, body: bytes, expect: str) -> bytes:
-        env = environ("POST", path, token, body)
+    def one(name, path, token, body, expect, query="") -> bytes:
+        env = environ("POST", path, token, body, query)
         counts.append(0)
         if profiler:
             profiler.enable()
@@ -130,10 +145,18 @@ def run(app, study_id, tokens, n, profiler=None, label="wsgi"):
     with connection.execute_wrapper(count):
         for turn in range(n):
             token = tokens[turn % len(tokens)]
-            data = one("claim", claim_path, token, b"", "200")
-            assignment = json.loads(data)["id"]
+            assignment = HELD.pop(token, None)
+            if assignment is None:
+                data = one("claim", claim_path, token, b"", "200")
+                assignment = json.loads(data)["id"]
             path = f"/api/v1/assignments/{assignment}/rating/"
-            one("submit", path, token, b'{"score": 4}', "201")
+            if not chain:
+                one("submit", path, token, b'{"score": 4}', "201")
+                continue
+            data = one("rate+next", path, token, b'{"score": 4}', "201", "next=1")
+            following = json.loads(data)["next"]
+            if following is not None:
+                HELD[token] = following["id"]
     return stats
 
 
@@ -154,7 +177,7 @@ def backend_pid() -> int:
         return cursor.fetchone()[0]
 
 
-def statements(app, study_id, tokens, n: int) -> None:
+def statements(app, study_id, tokens, n: int, chain: bool = False) -> None:
     """Each statement the engine's functions run, by mean duration per turn
     (``auto_explain``'s nested statements, as NOTICEs to this connection)."""
     import re
@@ -169,7 +192,7 @@ def statements(app, study_id, tokens, n: int) -> None:
         cursor.execute("SELECT pg_stat_reset()")
     pid = backend_pid()
     pg0 = backend_cpu(pid)
-    run(app, study_id, tokens, n, label="functions")
+    run(app, study_id, tokens, n, label="functions", chain=chain)
     pg1 = backend_cpu(pid)
     function_times("functions timed alone (no auto_explain)")
     print(f"  backend CPU per turn {(pg1 - pg0) * 1000 / n:.3f} ms")
@@ -207,7 +230,8 @@ def statements(app, study_id, tokens, n: int) -> None:
 
     raw.notices = []
     for turn in range(n):
-        run(app, study_id, tokens[turn:] + tokens[:turn], 1, label="explain")
+        rotated = tokens[turn:] + tokens[:turn]
+        run(app, study_id, rotated, 1, label="explain", chain=chain)
         for notice in raw.notices:
             collect(notice)
         raw.notices.clear()
@@ -235,11 +259,11 @@ def function_times(label: str) -> None:
         print(f"  {name:<24} {calls:6d} calls  {total / calls:.3f}  {own / calls:.3f}")
 
 
-def measure(app, study_id, tokens, n, profiler) -> tuple[float, float]:
+def measure(app, study_id, tokens, n, profiler, chain=False) -> tuple[float, float]:
     """n turns through ``app``: (web CPU, PostgreSQL backend CPU) per rating."""
     pid = backend_pid()
     pg0, w0 = backend_cpu(pid), time.perf_counter()
-    stats = run(app, study_id, tokens, n, profiler)
+    stats = run(app, study_id, tokens, n, profiler, chain=chain)
     pg1, w1 = backend_cpu(pid), time.perf_counter()
     if backend_pid() != pid:
         raise SystemExit("the connection changed backend during the run")
@@ -249,11 +273,14 @@ def measure(app, study_id, tokens, n, profiler) -> tuple[float, float]:
         else "through Django's WSGIHandler (every middleware):"
     )
     for name, (cpu, wall, queries) in stats.items():
-        print(line(name, cpu, wall, queries))
-    web = sum(statistics.fmean(cpu) for cpu, _, _ in stats.values())
+        if cpu:
+            print(line(name, cpu, wall, queries))
+    # Every request's CPU over the ratings (chain: the few claims included).
+    web = sum(sum(cpu) for cpu, _, _ in stats.values()) / n
     pg = (pg1 - pg0) * 1000 / n
+    per = "one rate+next request" if chain else "claim + submit"
     print(
-        f"per rating (claim + submit): web CPU {web:.3f} ms (mean) + PostgreSQL"
+        f"per rating ({per}): web CPU {web:.3f} ms (mean) + PostgreSQL"
         f" backend CPU {pg:.3f} ms = {web + pg:.3f} ms; wall"
         f" {(w1 - w0) * 1000 / n:.3f} ms"
         + (" (profiled: web CPU inflated)" if profiler else "")
@@ -297,6 +324,28 @@ def compare(lane, full, study_id, tokens, args) -> None:
             f" (each round: {', '.join(f'{w + p:.2f}' for w, p in runs)})"
         )
     install_sql(LIVE_SQL)
+
+
+def compare_chain(app, study_id, tokens, args) -> None:
+    """Rounds alternating one request per rating (``?next=1``) and two, ABBA,
+    each after one unmeasured turn per annotator (the chain's first claims)."""
+    arms = {"chain": True, "two requests": False}
+    totals = {name: [] for name in arms}
+    for r in range(args.compare_chain):
+        names = list(arms) if r % 2 == 0 else list(arms)[::-1]
+        for name in names:
+            run(app, study_id, tokens, len(tokens), label=name, chain=arms[name])
+            print(f"{name}:")
+            got = measure(app, study_id, tokens, args.requests, None, arms[name])
+            totals[name].append(got)
+    for name, runs in totals.items():
+        web = statistics.median(w for w, _ in runs)
+        pg = statistics.median(p for _, p in runs)
+        print(
+            f"{name}: CPU per rating, median of {len(runs)} rounds: web {web:.3f} +"
+            f" PostgreSQL {pg:.3f} = {web + pg:.3f} ms"
+            f" (each round: {', '.join(f'{w + p:.2f}' for w, p in runs)})"
+        )
 
 
 def bare_app():
@@ -344,6 +393,19 @@ def parse_args() -> argparse.Namespace:
         " annotation/migrations/sql/0025/palate_claim.sql; default: the live ones",
     )
     p.add_argument(
+        "--chain",
+        action="store_true",
+        help="one request per rating: ratings with ?next=1, the next item taken "
+        "from the answer (assignment_load.py --chain)",
+    )
+    p.add_argument(
+        "--compare-chain",
+        type=int,
+        default=0,
+        metavar="R",
+        help="R rounds alternating --chain and two requests per rating (ABBA)",
+    )
+    p.add_argument(
         "--statements",
         type=int,
         default=0,
@@ -360,10 +422,11 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     n = (
-        args.requests * max(1, 2 * args.compare)
+        args.requests * max(1, 2 * args.compare, 2 * args.compare_chain)
         + args.warmup
         + 2 * args.statements
         + 10 * args.compare
+        + 40 * args.compare_chain
     )
     load_args = assignment_load.parse_args(
         [
@@ -408,21 +471,27 @@ def main() -> None:
         # for every request: the chain before the hot lane).
         lane, full = get_wsgi_application(), WSGIHandler()
         app = lane if args.lane else full
-        run(app, study_id, tokens, args.warmup)
+        run(app, study_id, tokens, args.warmup, chain=args.chain)
         print(f"load average {os.getloadavg()[0]:.2f}; {args.requests} turns")
         # CPU time, not wall time: waits for PostgreSQL and for the GIL drop out.
         profiler = cProfile.Profile(time.thread_time) if args.profile else None
         if args.compare:
             compare(lane, full, study_id, tokens, args)
+        elif args.compare_chain:
+            compare_chain(app, study_id, tokens, args)
         else:
-            measure(app, study_id, tokens, args.requests, profiler)
+            measure(app, study_id, tokens, args.requests, profiler, args.chain)
         if args.bare:
-            stats = run(bare_app(), study_id, tokens, args.requests, label="bare")
+            stats = run(
+                bare_app(), study_id, tokens, args.requests, label="bare",
+                chain=args.chain,
+            )  # fmt: skip
             print("views alone (no middleware):")
             for name, (cpu, wall, queries) in stats.items():
-                print(line(name, cpu, wall, queries))
+                if cpu:
+                    print(line(name, cpu, wall, queries))
         if args.statements:
-            statements(app, study_id, tokens, args.statements)
+            statements(app, study_id, tokens, args.statements, args.chain)
         print(f"load average {os.getloadavg()[0]:.2f}")
         if profiler:
             pstats.Stats(profiler).sort_stats(args.sort).print_stats(args.profile)

@@ -362,6 +362,10 @@ def run_round(args, kind, port, target_id, tokens, server, db_name, log: Path) -
     stats = {"lock": threading.Lock(), "ratings": 0}
     deadline = time.monotonic() + args.round_seconds
     cls = LsClient if kind == "labelstudio" else palate.Client
+    # servers.py's --chain: Palate's clients rate with ?next=1.
+    chain = (
+        {"chain": True} if kind == "palate" and getattr(args, "chain", False) else {}
+    )
     clients = [
         cls(
             port,
@@ -370,6 +374,7 @@ def run_round(args, kind, port, target_id, tokens, server, db_name, log: Path) -
             deadline,
             random.Random(args.seed * 1000 + i),
             stats,
+            **chain,
         )
         for i in range(args.clients)
     ]
@@ -390,9 +395,10 @@ def run_round(args, kind, port, target_id, tokens, server, db_name, log: Path) -
     for line in lines:
         parts = line.split()
         if len(parts) == 4 and parts[2] in ("200", "201"):
-            if parts[1].endswith("/next/"):
+            path = parts[1].split("?", 1)[0]  # uWSGI logs the query string
+            if path.endswith("/next/"):
                 claim.append(palate.log_ms(parts[3]))
-            elif parts[1].endswith(("/rating/", "/annotations/")):
+            elif path.endswith(("/rating/", "/annotations/")):
                 submit.append(palate.log_ms(parts[3]))
     errors = [e for c in clients for e in c.errors]
     return {

@@ -9,7 +9,9 @@ For each server in ``--servers`` (gunicorn gthread, granian, uWSGI; each with
    built once (``assignment_load.py``'s study and client), ``--round-seconds``,
    the study reset to no ratings afterwards (``labelstudio_peer.palate_reset``).
 
-Rounds rotate the servers' order, so each server runs early and late. Per run it
+Rounds rotate the servers' order, so each server runs early and late.
+``--chain``: both runs use the one-request client (ratings with ``?next=1``,
+``assignment_load.py --chain``); "submit" is then that request. Per run it
 prints ratings/s, server-side p50/p95 of claim and submit (each server's own
 access-log time: see ``assignment_load.SERVER_TIME``), CPU per rating of the
 server's processes, of the PostgreSQL backends and of the clients, and the load
@@ -63,6 +65,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="extra environment for Palate's server (repeatable): a settings trial",
     )
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--chain",
+        action="store_true",
+        help="one request per rating in both runs of a round (the floor and "
+        "Palate): ratings with ?next=1 (assignment_load.py --chain)",
+    )
     args = p.parse_args(argv)
     args.servers = args.servers.split(",")
     unknown = set(args.servers) - set(palate.SERVERS)
@@ -118,6 +126,7 @@ def one_round(args, pargs, env, server: str, study_id: int, tokens, n: int) -> d
             tokens=args.annotators,
             workers=args.workers,
             threads=args.threads,
+            chain=args.chain,
         )
     )
     pargs.server = server
@@ -177,7 +186,9 @@ def main(argv=None) -> int:
     print(
         f"servers {args.servers}, {args.rounds} rounds; {args.workers} workers x "
         f"{args.threads} threads, {args.clients} clients; study {args.images} "
-        f"images x {args.raters}, {args.annotators} annotators; extra env "
+        f"images x {args.raters}, {args.annotators} annotators; "
+        f"{'one rate+next request' if args.chain else 'a claim and a rating'} per "
+        "rating; extra env "
         f"{args.env or 'none'}; load {os.getloadavg()[0]:.1f}",
         flush=True,
     )

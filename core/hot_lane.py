@@ -2,11 +2,13 @@
 
 ``POST /api/v1/studies/{id}/assignments/next/`` and ``POST
 /api/v1/assignments/{token}/rating/`` with ``Authorization: Token ...`` and no
-cookie are what an API client sends per rating; through all eleven middleware
-they cost about 0.45 ms of CPU each outside the view (benchmarks/RESULTS.md,
-"Application CPU per rating, where it goes"). For exactly those requests the
-WSGI handler runs the views behind ``MIDDLEWARE`` less ``LANE_SKIPS``: the
-middleware whose work such a request can see (today six of eleven):
+cookie (the rating with or without ``?next=1``: the lane matches the path,
+not the query string) are what an API client sends per rating; through all
+eleven middleware they cost about 0.45 ms of CPU each outside the view
+(benchmarks/RESULTS.md, "Application CPU per rating, where it goes"). For
+exactly those requests the WSGI handler runs the views behind ``MIDDLEWARE``
+less ``LANE_SKIPS``: the middleware whose work such a request can see (today
+six of eleven):
 
 * ``SecurityMiddleware``: the HTTPS redirect, HSTS, nosniff, Referrer-Policy,
   Cross-Origin-Opener-Policy;

@@ -112,6 +112,9 @@ def test_lane_takes_only_token_posts_to_the_two_paths(study):
     assert not lane(environ("POST", "/api/v1/assignments/abc/skip/", token="k"))
     assert not lane(environ("POST", f"/api/v1/studies/{study.pk}/progress/", token="k"))
     assert not lane(environ("POST", claim + "x", token="k"))
+    # Rate and take the next: the same path, a query string.
+    assert lane(environ("POST", rate, token="k", QUERY_STRING="next=1"))
+    assert not lane(environ("POST", rate, QUERY_STRING="next=1"))
 
 
 def test_lane_paths_are_the_sites_own():
@@ -195,6 +198,51 @@ def test_lane_answers_as_every_middleware_does(study, caplog):
         call(lane, environ("POST", claim, token=tokens[0])),
         call(full, environ("POST", claim, token=tokens[1])),
     )
+
+
+def test_lane_answers_rate_and_next_as_every_middleware_does(study, caplog):
+    """``?next=1``: the rating with the next item (201), the retry (200), a
+    refused score (400, nothing claimed), a bad ``next`` (400), and the last
+    image (next null): the lane and the full chain answer alike, log alike."""
+    lane, full = PalateWSGIHandler(), WSGIHandler()
+    make_images(study, 3)
+    study.quota_per_annotator = 2
+    study.save(update_fields=["quota_per_annotator"])
+    people = [join(AnnotatorFactory(), study) for _ in range(2)]
+    tokens = [token_for(a) for a in people]
+    claim = f"/api/v1/studies/{study.pk}/assignments/next/"
+    answers = []
+    caplog.set_level(logging.WARNING, logger="django.request")
+    for app, key in ((lane, tokens[0]), (full, tokens[1])):
+        item = json.loads(call(app, environ("POST", claim, token=key))[2])["id"]
+        rate = f"/api/v1/assignments/{item}/rating/"
+
+        def chain(body, query="next=1", rate=rate, app=app, key=key):
+            env = environ("POST", rate, token=key, body=body, QUERY_STRING=query)
+            return call(app, env)
+
+        got = [chain(b'{"score": 4}')]
+        following = json.loads(got[0][2])["next"]["id"]
+        got.append(chain(b'{"score": 4}'))
+        got.append(chain(b'{"score": 99}'))
+        got.append(chain(b'{"score": 4}', query="next=maybe"))
+        rate = f"/api/v1/assignments/{following}/rating/"
+        got.append(chain(b'{"score": 2}', rate=rate))
+        answers.append(got)
+    assert [a[0] for a in answers[0]] == [201, 200, 400, 400, 201]
+    for one, other in zip(*answers, strict=True):
+        same_answer(one, other)
+    for got in answers:
+        assert (
+            json.loads(got[0][2])["next"]["id"] == json.loads(got[1][2])["next"]["id"]
+        )
+        assert json.loads(got[4][2])["next"] is None  # the quota reached
+    logged = [
+        r.getMessage().split(":")[0]
+        for r in caplog.records
+        if r.name == "django.request"
+    ]
+    assert logged == ["Bad Request"] * 4
 
 
 def test_lane_keeps_the_https_redirect(study, settings):

@@ -142,6 +142,34 @@ class RatingSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
+class NextErrorSerializer(serializers.Serializer):
+    """Why rate-and-next dealt nothing although the rating was recorded: the
+    error the claim would have answered on its own (``status`` its HTTP status)."""
+
+    detail = serializers.CharField()
+    code = serializers.CharField()
+    status = serializers.IntegerField()
+
+
+class RatingNextSerializer(RatingSerializer):
+    """The rating, and with ``?next=1`` the next item as ``assignments/next/``
+    answers it."""
+
+    next = AssignmentSerializer(
+        allow_null=True,
+        required=False,
+        help_text="With ?next=1 only: the next item as assignments/next/ answers "
+        "it (the lease the caller holds now, if any); null when nothing is left "
+        "(the claim's 204) or when the claim was refused (next_error).",
+    )
+    next_error = NextErrorSerializer(
+        required=False,
+        help_text="With ?next=1, only when the claim was refused after the rating "
+        "was recorded (e.g. the account was paused by this rating): the error "
+        "assignments/next/ would have answered.",
+    )
+
+
 class ProgressSerializer(serializers.Serializer):
     study = serializers.IntegerField()
     images = serializers.IntegerField()

@@ -42,6 +42,7 @@ class Tiny:
     # script that exits 1 on a missed quality target reports, it has not rotted.
     ok_codes: tuple[int, ...] = (0,)
     env: dict[str, str] = field(default_factory=dict)
+    script: str = ""  # the script, when the entry is a second run of one
 
 
 # {db}: a database name of this run; {pg}: the server's URL (no database);
@@ -50,7 +51,7 @@ TINY: dict[str, Tiny] = {
     "assignment_load.py": Tiny(
         ("--images", "12", "--annotators", "4", "--raters", "2", "--clients", "2")
         + ("--max-seconds", "60", "--pg-url", "{pg}", "--db-name", "{db}")
-        + ("--data-dir", "{tmp}", "--broker", "{broker}"),
+        + ("--data-dir", "{tmp}", "--broker", "{broker}", "--chain"),
         "verify:     OK",
         redis=True,
     ),
@@ -58,7 +59,8 @@ TINY: dict[str, Tiny] = {
         ("--servers", "gunicorn,granian,uwsgi", "--rounds", "1", "--images", "12")
         + ("--annotators", "4", "--raters", "2", "--clients", "2")
         + ("--round-seconds", "1", "--floor-seconds", "1", "--pg-url", "{pg}")
-        + ("--db-name", "{db}", "--data-dir", "{tmp}", "--broker", "{broker}"),
+        + ("--db-name", "{db}", "--data-dir", "{tmp}", "--broker", "{broker}")
+        + ("--chain",),
         "medians per server:",
         redis=True,
     ),
@@ -74,6 +76,14 @@ TINY: dict[str, Tiny] = {
         + ("--statements", "2")
         + ("--pg-url", "{pg}", "--db-name", "{db}", "--data-dir", "{tmp}"),
         "backend CPU per turn",
+    ),
+    # One request per rating (?next=1), and rounds against two requests.
+    "hot_wsgi.py --chain": Tiny(
+        ("--requests", "6", "--warmup", "2", "--chain", "--compare-chain", "2")
+        + ("--bare", "--statements", "2")
+        + ("--pg-url", "{pg}", "--db-name", "{db}", "--data-dir", "{tmp}"),
+        "backend CPU per turn",
+        script="hot_wsgi.py",
     ),
     # Label Studio is not installed here: the script's own arguments and its
     # Palate side (study, server, a round, the reset between rounds) run; the
@@ -192,6 +202,7 @@ def _pg_base() -> str:
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_benchmark_runs_tiny(name, tmp_path, request):
     tiny = TINY[name]
+    name = tiny.script or name
     if not (BENCH / name).exists():
         pytest.skip(f"benchmarks/{name} is not on this branch yet")
     if tiny.postgres and connection.vendor != "postgresql":

@@ -7,6 +7,11 @@ view: one raw query finds the token, its user and the annotator; the engine does
 its work; the answer is built by hand with exactly the fields, formats and status
 codes of the DRF views (``tests/annotation/test_api_hot.py`` compares them).
 
+``POST /assignments/{id}/rating/?next=1`` rates and takes the next: on
+PostgreSQL one statement (``palate_submit_next``: the submit, then the claim,
+one transaction, one commit) for the common case; the rating alone when the
+query string is empty or ``next=0``.
+
 Everything else (session authentication, a missing or unknown token, a body that
 is not a whole-number score, another content type, an ``Accept`` that does not
 take JSON, a study that does not exist, an account without an annotator) is handed
@@ -37,7 +42,7 @@ from annotation.engine.item_tokens import ASSIGNMENT, item_resolve
 from annotation.engine.services import engine_sql
 from annotation.engine.services.items import Answer, Shown, shown_lease_row
 from annotation.models import Annotator, Study
-from core.exceptions import NotFound, PalateError
+from core.exceptions import NotFound, NotPermitted, PalateError
 
 _JSON = "application/json"
 _WHOLE = re.compile(r"\s*-?\d{1,6}\s*")
@@ -210,9 +215,15 @@ def assignment_next(request: HttpRequest, study_id: int) -> HttpResponse:
         return drf_views.assignment_next(request, study_id=study_id)
     if outcome == engine_sql.NEEDS_PYTHON_ENGINE:
         return _next_python(request, study_id, sql_first=False)
+    return _shown_response(request, _dealt(study_id, outcome, annotator_id, rows, page))
+
+
+def _dealt(study_id: int, outcome: str, annotator_id: int, rows, page) -> Shown | None:
+    """What a claim that ``palate_claim`` answered (``ok`` or ``none``) shows:
+    its lease as it is when no uncounted item is due, else the rating page's
+    schedule (``items_deal``; with no lease, a pending item or nothing)."""
     if outcome == "ok" and not page[2]:
-        lease = engine_sql.lease_row(rows[0])
-        return _shown_response(request, shown_lease_row(study_id, lease))
+        return shown_lease_row(study_id, engine_sql.lease_row(rows[0]))
     shown, _ = services.items_deal(
         annotator_id=annotator_id,
         study=Study.objects.get(pk=study_id),
@@ -220,7 +231,7 @@ def assignment_next(request: HttpRequest, study_id: int) -> HttpResponse:
         rated=page[0],
         item_due=page[2],
     )
-    return _shown_response(request, shown)
+    return shown
 
 
 def _next_python(request: HttpRequest, study_id: int, *, sql_first: bool):
@@ -267,12 +278,25 @@ def _counted(token: str) -> int | None:
     return pk if kind == ASSIGNMENT else None
 
 
+def _chain(request: HttpRequest) -> bool | None:
+    """``?next=1`` (rate and take the next), absent or 0 (the rating alone), or
+    None for any other value: the DRF view refuses it."""
+    if not request.META.get("QUERY_STRING"):
+        return False
+    try:
+        return drf_views.next_wanted(request.GET)
+    except PalateError:
+        return None
+
+
 @_fast(drf_views.rating_create)
 def rating_create(request: HttpRequest, token: str) -> HttpResponse:
-    """As ``assignment_next``: ``palate_submit`` at most once per request."""
+    """As ``assignment_next``: ``palate_submit`` (or, with ``?next=1``,
+    ``palate_submit_next``) at most once per request."""
     score = _score(request) if _fast_request(request) else None
     key = _token_key(request) if score is not None else None
-    if key is None:
+    chain = _chain(request) if key is not None else None
+    if chain is None:
         return drf_views.rating_create(request, token=token)
     assignment_id = _counted(token)
     if not (
@@ -280,7 +304,9 @@ def rating_create(request: HttpRequest, token: str) -> HttpResponse:
         and engine_sql.enabled()
         and engine_sql.plain_score(score)
     ):
-        return _rate_python(request, token, score, sql_first=True)
+        return _rate_python(request, token, score, sql_first=True, chain=chain)
+    if chain:
+        return _rate_next_sql(request, token, key, assignment_id, score)
     try:
         # One statement, its own transaction (quality control's bookkeeping
         # included): no BEGIN/COMMIT round trips.
@@ -298,7 +324,11 @@ def rating_create(request: HttpRequest, token: str) -> HttpResponse:
         return drf_views.rating_create(request, token=token)
     if rating is None:
         return _rate_python(request, token, score, sql_first=False)
-    answer = Answer(
+    return _json(rating_data(_answer(token, rating)), status=201)
+
+
+def _answer(token: str, rating) -> Answer:
+    return Answer(
         token,
         rating.study_id,
         rating.score,
@@ -306,10 +336,56 @@ def rating_create(request: HttpRequest, token: str) -> HttpResponse:
         rating.created_at,
         True,
     )
-    return _json(rating_data(answer), status=201)
 
 
-def _rate_python(request: HttpRequest, token: str, score: int, *, sql_first: bool):
+def _rate_next_sql(request, token: str, key: str, assignment_id: int, score: int):
+    """Rate and take the next in one statement (``palate_submit_next``). When
+    the submit needs the Python engine, nothing was done: the Python path rates
+    and then claims. When the claim needs it (or did not run), the rating is
+    kept and only the claim runs in Python, ``palate_claim`` not again."""
+    try:
+        got = engine_sql.submit_next(
+            token=key,
+            assignment_id=assignment_id,
+            score=score,
+            now=timezone.now(),
+            starts=services.starts_draw(1),
+        )
+    except IntegrityError:
+        # One transaction, rolled back whole: the Python path does both.
+        return _rate_python(request, token, score, sql_first=False, chain=True)
+    if got.outcome == engine_sql.UNKNOWN_TOKEN_OR_STUDY:
+        return drf_views.rating_create(request, token=token)
+    if got.rating is None:
+        return _rate_python(request, token, score, sql_first=False, chain=True)
+    data = rating_data(_answer(token, got.rating))
+    study_id = got.rating.study_id
+    if got.claim in (None, engine_sql.NEEDS_PYTHON_ENGINE):
+        annotator = token_annotator(request)
+        if annotator is None:  # deactivated since the statement ran
+            shown, error = None, NotPermitted("User inactive or deleted.")
+        else:
+            shown, error = services.item_next_after_answer(
+                annotator=annotator, study_id=study_id, sql_first=got.claim is None
+            )
+    else:
+        rows, page = got.rows, got.page
+        shown = _dealt(study_id, got.claim, got.annotator_id, rows, page)
+        error = None
+    return _json(_with_next(request, data, shown, error), status=201)
+
+
+def _with_next(request, data: dict, shown: Shown | None, error) -> dict:
+    """The rating's fields with rate-and-next's ``next`` (and ``next_error``)."""
+    data["next"] = assignment_data(request, shown) if shown is not None else None
+    if error is not None:
+        data["next_error"] = drf_views.next_error_data(error)
+    return data
+
+
+def _rate_python(
+    request: HttpRequest, token: str, score: int, *, sql_first: bool, chain=False
+):
     annotator = token_annotator(request)
     if annotator is None:
         return drf_views.rating_create(request, token=token)
@@ -318,5 +394,11 @@ def _rate_python(request: HttpRequest, token: str, score: int, *, sql_first: boo
             token=token, annotator=annotator, score=score, sql_first=sql_first
         )
     except PalateError as exc:
-        return _error(exc)
-    return _json(rating_data(answer), status=201 if answer.created else 200)
+        return _error(exc)  # a refused rating: nothing claimed
+    data = rating_data(answer)
+    if chain:
+        shown, error = services.item_next_after_answer(
+            annotator=annotator, study_id=answer.study_id
+        )
+        data = _with_next(request, data, shown, error)
+    return _json(data, status=201 if answer.created else 200)

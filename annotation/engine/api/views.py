@@ -19,9 +19,11 @@ from annotation import services
 from annotation.api.serializers import (
     AssignmentSerializer,
     RatingInputSerializer,
+    RatingNextSerializer,
     RatingSerializer,
 )
 from annotation.models import Study
+from core.exceptions import InvalidInput, PalateError
 
 _ITEM_ID = OpenApiParameter(
     "token",
@@ -56,27 +58,80 @@ def assignment_next(request: Request, study_id: int) -> Response:
     return Response(AssignmentSerializer(shown, context={"request": request}).data)
 
 
+_NEXT = OpenApiParameter(
+    "next",
+    int,
+    OpenApiParameter.QUERY,
+    enum=[0, 1],
+    required=False,
+    description=(
+        "1: rate and take the next in one request. The rating is recorded "
+        "exactly as without it (same statuses and errors; a refused rating "
+        "claims nothing), then the caller's next item in the same study is "
+        "claimed as `POST /studies/{id}/assignments/next/` would claim it and "
+        "answered under `next` (null when nothing is left, the claim's 204). "
+        "A repeated rating (200) answers the item the caller would get now: "
+        "the lease they hold, or a new one. When the claim is refused after "
+        "the rating was recorded, `next` is null and `next_error` holds the "
+        "claim's error. Absent or 0: the rating alone."
+    ),
+)
+
+
+def next_wanted(query) -> bool:
+    """Whether a rating request asks for the next item too (``?next=1``); any
+    value but 0 or 1 is refused before anything is recorded."""
+    values = query.getlist("next")
+    if not values or values == ["0"]:
+        return False
+    if values == ["1"]:
+        return True
+    raise InvalidInput("next must be 0 or 1.")
+
+
+def next_error_data(exc: PalateError) -> dict:
+    """The claim's refusal as its own request would have answered it."""
+    return {"detail": exc.message, "code": exc.code, "status": exc.http_status}
+
+
 @extend_schema(
     request=RatingInputSerializer,
-    parameters=[_ITEM_ID],
+    parameters=[_ITEM_ID, _NEXT],
     responses={
-        201: RatingSerializer,
-        200: RatingSerializer,
+        201: RatingNextSerializer,
+        200: RatingNextSerializer,
         409: OpenApiResponse(description="Rated differently before, skipped, or full."),
     },
+    description=(
+        "Record a score for an item. With `?next=1`, also claim and answer the "
+        "caller's next item in the study (`next`, `next_error`): one request "
+        "per rating instead of two."
+    ),
 )
 @api_view(["POST"])
 @permission_classes([IsAuthenticated])
 @parser_classes([JSONParser, FormParser])
 def rating_create(request: Request, token: str) -> Response:
+    chain = next_wanted(request.query_params)
     serializer = RatingInputSerializer(data=request.data)
     serializer.is_valid(raise_exception=True)
     annotator = services.annotator_get_or_create_for_user(request.user)
     answer = services.item_answer(
         token=token, annotator=annotator, score=serializer.validated_data["score"]
     )
+    data = RatingSerializer(answer).data
+    if chain:
+        shown, error = services.item_next_after_answer(
+            annotator=annotator, study_id=answer.study_id
+        )
+        context = {"request": request}
+        data["next"] = (
+            AssignmentSerializer(shown, context=context).data if shown else None
+        )
+        if error is not None:
+            data["next_error"] = next_error_data(error)
     return Response(
-        RatingSerializer(answer).data,
+        data,
         status=status.HTTP_201_CREATED if answer.created else status.HTTP_200_OK,
     )
 

@@ -36,7 +36,7 @@ from annotation.engine.services.engine import assignment_claim
 from annotation.engine.services.ratings import assignment_skip, rating_submit
 from annotation.models import Annotator, Assignment, Image, Rating, StreamItem, Study
 from annotation.quality.services.quality import stream_item_answer, stream_item_skip
-from core.exceptions import AnnotatorNotActive, NotFound, StudyNotOpen
+from core.exceptions import AnnotatorNotActive, NotFound, PalateError, StudyNotOpen
 
 _STATUS = {
     StreamItem.Status.PENDING: Assignment.Status.LEASED,
@@ -202,6 +202,20 @@ def item_next(
         annotator_id=annotator.pk, study=study, leases=leases, rated=rated, now=now
     )
     return shown
+
+
+def item_next_after_answer(
+    *, annotator: Annotator, study_id: int, sql_first: bool = True
+) -> tuple[Shown | None, PalateError | None]:
+    """Rate-and-next's claim (``?next=1``), made once the rating is recorded:
+    ``item_next`` in the rating's study, and its refusal (a pause that rating
+    brought on, say) returned beside the rating, not raised instead of it, so
+    the client learns both what was recorded and why nothing follows."""
+    try:
+        study = Study.objects.get(pk=study_id)
+        return item_next(annotator=annotator, study=study, sql_first=sql_first), None
+    except PalateError as exc:
+        return None, exc
 
 
 def _check_can_answer(annotator: Annotator, study_id: int) -> None:
