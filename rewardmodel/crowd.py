@@ -143,3 +143,105 @@ def crowd_fill_fit(
         if err < best[0]:
             best = (err, w)
     return best[1]
+
+
+# --- a crowd that resembles the person (issue 26 experiment; evaluation only) -------
+
+
+@dataclass
+class Similar:
+    """User–user collaborative filtering: for annotator a and image i, the
+    others' normalised ratings of i weighted by how much each of them agreed
+    with a on the images both rated **in the fit (train) ratings** — never the
+    ratings being predicted, so the similarity of a and b cannot carry a's
+    held-out rating.
+
+    Agreement of a and b: the mean product of their normalised ratings over
+    their co-rated fit images, shrunk empirical-Bayes style toward the mean
+    agreement of all pairs (the plain consensus's equal weights): with n_ab
+    co-ratings the raw mean has sampling variance σ²/n_ab, the pairs' true
+    agreements spread τ² around the pooled mean m (both by moments over every
+    pair), and the weight is m + n_ab τ² / (n_ab τ² + σ²) · (raw − m). Pairs who
+    never co-rated get m; τ² ≤ 0 (no spread beyond noise) gives everyone m,
+    i.e. the plain mean. Negative posterior agreement is floored at 0: with
+    the handful of co-ratings a pair has here (~5), a negative estimate is more
+    often noise than opposed taste, and a negative weight in a normalised mean
+    lets its denominator approach 0. Evaluation only (``stacking`` uses it as
+    an optional fifth member; serving does not know it)."""
+
+    weights: np.ndarray  # (A, A), zero diagonal, ≥ 0
+    info: dict = field(default_factory=dict)
+
+    @classmethod
+    def fit(cls, r: Ratings, z: np.ndarray, n_ann: int, n_rows: int) -> Similar:
+        """From fit ratings ``r`` with normalised scores ``z`` only."""
+        zsum, cnt = _dense(r.ann, r.row, z, n_ann, n_rows)
+        zbar = np.divide(zsum, cnt, out=np.zeros_like(zsum), where=cnt > 0)
+        has = (cnt > 0).astype(np.float64)
+        prod = zbar @ zbar.T  # Σ over co-rated images of z_a z_b
+        prod2 = (zbar**2) @ (zbar**2).T
+        n = has @ has.T
+        off = ~np.eye(n_ann, dtype=bool)
+        pair = off & (n > 0)
+        if not pair.any():
+            w = np.zeros((n_ann, n_ann))
+            return cls(w, {"pairs": 0, "why": "no co-rated pairs"})
+        tot = float(n[pair].sum())
+        m = float(prod[pair].sum() / tot)
+        sigma2 = max(float(prod2[pair].sum() / tot) - m * m, 1e-12)
+        raw = prod[pair] / n[pair]
+        # One-way random-effects moments with unequal group sizes.
+        k = int(pair.sum())
+        ss = float((n[pair] * (raw - m) ** 2).sum())
+        denom = tot - float((n[pair] ** 2).sum()) / tot
+        tau2 = (ss - (k - 1) * sigma2) / denom if denom > 0 else 0.0
+        post = np.full((n_ann, n_ann), m)
+        if tau2 > 0:
+            nn = n[pair]
+            post[pair] = m + nn * tau2 / (nn * tau2 + sigma2) * (raw - m)
+        w = np.where(off, np.maximum(post, 0.0), 0.0)
+        info = {
+            "pairs": k,
+            "mean_co_rated": round(tot / k, 3),
+            "m": round(m, 5),
+            "sigma2": round(sigma2, 5),
+            "tau2": round(float(max(tau2, 0.0)), 6),
+            "floored": round(float((post[pair] < 0).mean()), 4),
+        }
+        return cls(w, info)
+
+    def predict(self, crowd: Crowd, r: Ratings) -> np.ndarray:
+        """The similarity-weighted mean of the others' normalised ratings (those
+        ``crowd`` holds: the visible ratings, each annotator's own left out by
+        the zero diagonal) of each rating's image, for its annotator; the plain
+        leave-one-out mean where no one with a positive weight rated it; 0
+        where nobody else did."""
+        n_ann, n_rows = self.weights.shape[0], crowd.sums.size
+        rows, anns, zs = [], [], []
+        for a, (rr, zz) in crowd.own.items():
+            rows.append(rr)
+            anns.append(np.full(rr.size, int(a)))
+            zs.append(zz)
+        if not rows:
+            return np.zeros(len(r))
+        zsum, cnt = _dense(
+            np.concatenate(anns),
+            np.concatenate(rows),
+            np.concatenate(zs),
+            n_ann,
+            n_rows,
+        )
+        num = (self.weights[r.ann] * zsum[:, r.row].T).sum(axis=1)
+        den = (self.weights[r.ann] * cnt[:, r.row].T).sum(axis=1)
+        plain = crowd.others_mean(r)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(den > 1e-12, num / den, plain)
+
+
+def _dense(ann, rows, z, n_ann: int, n_rows: int):
+    """(sum, count) of normalised ratings per (annotator, image row)."""
+    zsum = np.zeros((n_ann, n_rows))
+    cnt = np.zeros((n_ann, n_rows))
+    np.add.at(zsum, (ann, rows), z)
+    np.add.at(cnt, (ann, rows), 1.0)
+    return zsum, cnt

@@ -28,6 +28,7 @@ from .evaluation import (
     newcomers,
     ridge_on,
     scorer,
+    similar_member,
 )
 from .metrics import mean_pairwise
 
@@ -104,9 +105,24 @@ def select(data: Data, blend_mode: str | None = None) -> tuple[T.Hyper, P.Prior,
     chosen = search.best or Config("content", 0.0, 0.0)
     ridge, _ = ridge_on(ctx, tuned.ridge_tau2_rel)
     pop = ctx.base("content", tuned.pop_lambda)
+    similar = similar_member(ctx) if data.similar else None
     weights, blend_info, per = S.blend_out_of_fold(
-        search, pop=pop, ridge=ridge, consensus=bases["crowd_only"], mode=blend_mode
+        search,
+        pop=pop,
+        ridge=ridge,
+        consensus=bases["crowd_only"],
+        mode=blend_mode,
+        similar=None if similar is None else similar.predict(ctx.crowd, search.vs.r),
     )
+    table = S.weights_table(weights, per, data.n_ann)
+    blend_similar = None
+    if similar is not None:  # the fifth weight apart: the heads take four
+        blend_info["similar"] = similar.info
+        blend_similar = (
+            np.full(data.n_ann, weights[4]) if table is None else table[:, 4].copy()
+        )
+        weights = weights[:4]
+        table = None if table is None else table[:, :4].copy()
     # Newcomers adapt only if the personal part earns its place on val_seen
     # (selected τ² against τ² = 0 on the same base, out of fold).
     personal = search.personal_part() if chosen.tau2_rel > 0 else {"win": False}
@@ -121,7 +137,8 @@ def select(data: Data, blend_mode: str | None = None) -> tuple[T.Hyper, P.Prior,
         new_lambda=lams[new_base],
         new_tau2_rel=chosen.tau2_rel if personal["win"] else 0.0,
         blend=weights,
-        blend_annotators=S.weights_table(weights, per, data.n_ann),
+        blend_annotators=table,
+        blend_similar=blend_similar,
         ridge_tau2_rel=tuned.ridge_tau2_rel,
         blend_pop_lambda=tuned.pop_lambda,
         blend_crowd_lambda=lams["crowd_only"],

@@ -264,6 +264,11 @@ class Hyper:
     # (A, 4) per-annotator weights where selection chose them (``stacking``),
     # else None; not in ``as_dict`` (the checkpoint stores the array).
     blend_annotators: np.ndarray | None = field(default=None, compare=False)
+    # (A,) weight of the similarity-weighted consensus (``crowd.Similar``) per
+    # annotator: an evaluation-only experiment (``evaluation.Data.similar``),
+    # None everywhere else; neither ``fit_heads``, the checkpoint nor serving
+    # read it.
+    blend_similar: np.ndarray | None = field(default=None, compare=False)
     ridge_tau2_rel: float | None = None
     blend_pop_lambda: float | None = None
     blend_crowd_lambda: float | None = None
