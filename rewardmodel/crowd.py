@@ -238,6 +238,24 @@ class Similar:
             return np.where(den > 1e-12, num / den, plain)
 
 
+def similar_of(ctx) -> Similar:
+    """The ``Similar`` of an ``evaluation.Context``: agreements from its fit
+    ratings alone (train), normalised as every fitted annotator is."""
+    fit = ctx.fit
+    z = (fit.score - ctx.mean[fit.ann]) / ctx.std[fit.ann]  # taste.normalised
+    return Similar.fit(fit, z, ctx.data.n_ann, ctx.x.shape[0])
+
+
+def similar_part(hyper, ctx, r: Ratings):
+    """The fifth member's share of the model's prediction of ratings ``r``
+    (``Hyper.blend_similar`` × ``Similar.predict`` on ``ctx``'s crowd); 0
+    where selection did not use it (always, outside evaluation)."""
+    if hyper.blend_similar is None:
+        return 0.0
+    sim = similar_of(ctx).predict(ctx.crowd, r)
+    return np.asarray(hyper.blend_similar, np.float64)[r.ann] * sim
+
+
 def _dense(ann, rows, z, n_ann: int, n_rows: int):
     """(sum, count) of normalised ratings per (annotator, image row)."""
     zsum = np.zeros((n_ann, n_rows))

@@ -36,7 +36,7 @@ from annotation import splits
 from . import posterior as P
 from . import stacking as S
 from . import taste as T
-from .crowd import Similar, crowd_expected, crowd_fill_fit
+from .crowd import crowd_expected, crowd_fill_fit, similar_part
 from .metrics import PairScorer, all_metrics, by_annotator, mean_of
 
 if TYPE_CHECKING:
@@ -56,10 +56,7 @@ class Data:
     ks: list[int]
     seed: int
     blend_mode: str | None = None  # stacking.BLEND_MODES; None: its BLEND_MODE
-    # The similarity-weighted consensus as a fifth blend member (issue 26
-    # experiment): evaluation only, never from a training config (serving does
-    # not know it); benchmarks/taste_benchmark.py --paired similar sets it.
-    similar: bool = False
+    similar: bool = False  # crowd.Similar as a fifth member: evaluation only
     # Heads fitted on the train split, by (prior, base, τ²): the report reuses
     # what selection computed (same fit ratings, same features).
     heads_memo: dict = field(default_factory=dict)
@@ -293,14 +290,6 @@ def adapt_head(
     )
 
 
-def similar_member(ctx: Context) -> Similar:
-    """The similarity-weighted consensus (``crowd.Similar``) of a context: its
-    agreements from the context's fit ratings alone (train), normalised as
-    every fitted annotator is. Evaluation only (``Data.similar``)."""
-    z = T.normalised(ctx.fit, ctx.mean, ctx.std)
-    return Similar.fit(ctx.fit, z, ctx.data.n_ann, ctx.x.shape[0])
-
-
 def const(ctx: Context, value: float) -> np.ndarray:
     return np.full(ctx.data.n_ann, 0.0 if value != value else value)
 
@@ -314,8 +303,7 @@ def report(
     """Test metrics of the model fitted on train with ``hyper`` (and ``prior``,
     the one selection estimated on the same train fit; else estimated here), next
     to the baselines. Returns (summary, per-annotator rows, the model's held-out
-    predictions per annotator: test_seen images, or for newcomers the query images
-    at the largest k)."""
+    predictions: test_seen images, or newcomers' query images at the largest k)."""
     fit = data.part(splits.TRAIN)
     ctx = Context(data, fit, data.ratings)
     w0 = ctx.base(hyper.base, hyper.pop_lambda)
@@ -342,12 +330,8 @@ def report(
             ctx.base("crowd_only", hyper.blend_crowd_lambda),
         )
     v = ctx.view(data.part(splits.TEST_SEEN))
-    extra = 0.0
-    if hyper.blend_similar is not None:  # the evaluation-only fifth member
-        sim = similar_member(ctx).predict(ctx.crowd, v.r)
-        extra = np.asarray(hyper.blend_similar)[v.r.ann] * sim
     preds = {
-        "model": v.forward(model) + extra,
+        "model": v.forward(model) + similar_part(hyper, ctx, v.r),
         "population": v.forward(pop, per_annotator=False),
         "per_annotator_ridge": v.forward(ridge),
         "loo_consensus": ctx.loo_mean(v.r),

@@ -17,6 +17,7 @@ from annotation import splits
 from . import posterior as P
 from . import stacking as S
 from . import taste as T
+from .crowd import similar_of
 from .evaluation import (
     Context,
     Data,
@@ -28,7 +29,6 @@ from .evaluation import (
     newcomers,
     ridge_on,
     scorer,
-    similar_member,
 )
 from .metrics import mean_pairwise
 
@@ -65,6 +65,24 @@ class Tuned:
 
     pop_lambda: float  # content-only population ridge
     ridge_tau2_rel: float  # per-annotator ridge (prior variance, relative)
+
+
+def _blend(search: _Search, members: dict) -> tuple:
+    """``stacking.blend_out_of_fold`` with the evaluation-only fifth member
+    where ``Data.similar`` asks for it (``crowd.Similar``, agreements from
+    train): (the four heads' pooled weights, info, their (A, 4) table or None,
+    the fifth member's (A,) weight or None)."""
+    ctx = search.ctx
+    data = ctx.data
+    similar = similar_of(ctx) if data.similar else None
+    column = None if similar is None else similar.predict(ctx.crowd, search.vs.r)
+    weights, info, per = S.blend_out_of_fold(search, **members, similar=column)
+    table = S.weights_table(weights, per, data.n_ann)
+    if similar is None:
+        return weights, info, table, None
+    info["similar"] = similar.info  # the fifth weight apart: the heads take four
+    fifth = np.full(data.n_ann, weights[4]) if table is None else table[:, 4].copy()
+    return weights[:4], info, None if table is None else table[:, :4].copy(), fifth
 
 
 def _mean(values) -> float:
@@ -105,24 +123,8 @@ def select(data: Data, blend_mode: str | None = None) -> tuple[T.Hyper, P.Prior,
     chosen = search.best or Config("content", 0.0, 0.0)
     ridge, _ = ridge_on(ctx, tuned.ridge_tau2_rel)
     pop = ctx.base("content", tuned.pop_lambda)
-    similar = similar_member(ctx) if data.similar else None
-    weights, blend_info, per = S.blend_out_of_fold(
-        search,
-        pop=pop,
-        ridge=ridge,
-        consensus=bases["crowd_only"],
-        mode=blend_mode,
-        similar=None if similar is None else similar.predict(ctx.crowd, search.vs.r),
-    )
-    table = S.weights_table(weights, per, data.n_ann)
-    blend_similar = None
-    if similar is not None:  # the fifth weight apart: the heads take four
-        blend_info["similar"] = similar.info
-        blend_similar = (
-            np.full(data.n_ann, weights[4]) if table is None else table[:, 4].copy()
-        )
-        weights = weights[:4]
-        table = None if table is None else table[:, :4].copy()
+    blend = dict(pop=pop, ridge=ridge, consensus=bases["crowd_only"], mode=blend_mode)
+    weights, blend_info, table, blend_similar = _blend(search, blend)
     # Newcomers adapt only if the personal part earns its place on val_seen
     # (selected τ² against τ² = 0 on the same base, out of fold).
     personal = search.personal_part() if chosen.tau2_rel > 0 else {"win": False}

@@ -261,13 +261,9 @@ class Hyper:
     # Fitted annotators' heads as a blend of the family's members (``stacking``):
     # weights (model, population, ridge, consensus) and the members' own λ / τ².
     blend: tuple | None = None
-    # (A, 4) per-annotator weights where selection chose them (``stacking``),
-    # else None; not in ``as_dict`` (the checkpoint stores the array).
+    # (A, 4) per-annotator weights where selection chose them (``stacking``), else
+    # None, not in ``as_dict``; blend_similar (A,): crowd.Similar's, evaluation only.
     blend_annotators: np.ndarray | None = field(default=None, compare=False)
-    # (A,) weight of the similarity-weighted consensus (``crowd.Similar``) per
-    # annotator: an evaluation-only experiment (``evaluation.Data.similar``),
-    # None everywhere else; neither ``fit_heads``, the checkpoint nor serving
-    # read it.
     blend_similar: np.ndarray | None = field(default=None, compare=False)
     ridge_tau2_rel: float | None = None
     blend_pop_lambda: float | None = None
