@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .metrics import by_annotator
+from .similar import constants
 
 if TYPE_CHECKING:
     from .taste import Ratings
@@ -145,7 +146,7 @@ def crowd_fill_fit(
     return best[1]
 
 
-# --- a crowd that resembles the person (issue 26 experiment; evaluation only) -------
+# --- a crowd that resembles the person (issue 26) ----------------------------------
 
 
 @dataclass
@@ -166,8 +167,9 @@ class Similar:
     i.e. the plain mean. Negative posterior agreement is floored at 0: with
     the handful of co-ratings a pair has here (~5), a negative estimate is more
     often noise than opposed taste, and a negative weight in a normalised mean
-    lets its denominator approach 0. Evaluation only (``stacking`` uses it as
-    an optional fifth member; serving does not know it)."""
+    lets its denominator approach 0. ``stacking`` uses it as an optional fifth
+    member; serving computes the same weights one annotator at a time
+    (``rewardmodel.similar``: no (A, A) array there)."""
 
     weights: np.ndarray  # (A, A), zero diagonal, ≥ 0
     info: dict = field(default_factory=dict)
@@ -186,26 +188,17 @@ class Similar:
         if not pair.any():
             w = np.zeros((n_ann, n_ann))
             return cls(w, {"pairs": 0, "why": "no co-rated pairs"})
-        tot = float(n[pair].sum())
-        m = float(prod[pair].sum() / tot)
-        sigma2 = max(float(prod2[pair].sum() / tot) - m * m, 1e-12)
-        raw = prod[pair] / n[pair]
-        # One-way random-effects moments with unequal group sizes.
-        k = int(pair.sum())
-        ss = float((n[pair] * (raw - m) ** 2).sum())
-        denom = tot - float((n[pair] ** 2).sum()) / tot
-        tau2 = (ss - (k - 1) * sigma2) / denom if denom > 0 else 0.0
-        post = np.full((n_ann, n_ann), m)
-        if tau2 > 0:
-            nn = n[pair]
-            post[pair] = m + nn * tau2 / (nn * tau2 + sigma2) * (raw - m)
+        c = constants(n[pair], prod[pair], prod2[pair])
+        post = np.full((n_ann, n_ann), c.m)
+        post[pair] = c.posterior(n[pair], prod[pair])
         w = np.where(off, np.maximum(post, 0.0), 0.0)
+        k, tot = int(pair.sum()), float(n[pair].sum())
         info = {
             "pairs": k,
             "mean_co_rated": round(tot / k, 3),
-            "m": round(m, 5),
-            "sigma2": round(sigma2, 5),
-            "tau2": round(float(max(tau2, 0.0)), 6),
+            "m": round(c.m, 5),
+            "sigma2": round(c.sigma2, 5),
+            "tau2": round(float(max(c.tau2, 0.0)), 6),
             "floored": round(float((post[pair] < 0).mean()), 4),
         }
         return cls(w, info)

@@ -31,6 +31,7 @@ from annotation.studies.models import Annotator
 from core.exceptions import Conflict, NotFound
 
 from . import posterior as P
+from . import similar as S
 from . import taste as T
 from .models import ModelVersion
 
@@ -93,6 +94,7 @@ class Predictor:
     crowd_built: float = 0.0
     # (annotator pk, fitted) -> their head posterior (``_live``).
     live: dict[tuple, Live] = field(default_factory=dict)
+    similar: S.Served | None = None  # the similar crowd, where the version has it
 
     # --- images --------------------------------------------------------------
 
@@ -122,6 +124,9 @@ class Predictor:
         if self.crowd is None or time.monotonic() - self.crowd_built > CROWD_TTL:
             self.crowd = self._crowd_build()
             self.crowd_built = time.monotonic()
+        sim = self.similar  # its fit ratings: every CROWD_TTL, not per new image
+        if sim is not None and (sim.train is None or self.crowd_built > sim.due):
+            sim.train, sim.due = self._train_index(), self.crowd_built + CROWD_TTL
         return self.crowd
 
     def _crowd_build(self) -> T.Crowd:
@@ -148,6 +153,18 @@ class Predictor:
         r = T.Ratings(img, ann, score)
         keys = [int(pk) for pk in uniq]
         return T.Crowd.build(r, T.normalised(r, mean, std), n, keys=keys)
+
+    def _train_index(self) -> S.TrainIndex:
+        """The ratings the version was fitted on (up to its run's last rating;
+        those that stopped counting since are left out, as from the crowd)."""
+        from .snapshot import ratings_queryset
+
+        qs = ratings_queryset(study_id=self.version.study_id)
+        last = getattr(self.version.training_run, "last_rating_id", None)
+        if last is not None:
+            qs = qs.filter(pk__lte=last)
+        data = list(qs.values_list("image_id", "annotator_id", "score"))
+        return S.train_index(data, self.model, self.index)
 
     def crowd_feature(self, rows: np.ndarray, annotator_pk: int) -> np.ndarray:
         """The crowd feature of cache rows ``rows`` as this annotator sees it
@@ -270,6 +287,14 @@ class Predictor:
         crowd = self.crowd_feature(rows, annotator.pk)
         head = np.asarray(head, dtype=np.float32)
         norm = T.forward(self.x, crowd, head, rows=rows)  # the one forward pass
+        i = self.index.get(str(annotator.pk))
+        w = (
+            0.0
+            if self.similar is None or how != "trained"
+            else self.model.hyper.blend_similar[i]
+        )
+        if w:  # outside the head: a newcomer's is not the blend (weight 0)
+            norm = norm + w * self.similar.term(self.crowd_now(), annotator.pk, rows)
         return mean + std * norm, how
 
 
@@ -301,6 +326,8 @@ def load(version: ModelVersion) -> Predictor:
         pred = Predictor(
             version=version, model=model, index={k: i for i, k in enumerate(keys)}
         )
+        if model.similar is not None:
+            pred.similar = S.Served(model.similar, keep=MAX_LIVE)
         if len(_LOADED) >= 4:  # a few studies' versions at a time per process
             _LOADED.pop(next(iter(_LOADED)))
         _LOADED[key] = pred
