@@ -49,6 +49,12 @@ def parse_args():
     p.add_argument("--only", choices=["train", "embed"], help="run one part")
     p.add_argument("--gpu", action="store_true", help="embedding throughput on CUDA")
     p.add_argument("--cpu-batch", type=int, default=8)
+    p.add_argument(
+        "--similar",
+        choices=["default", "on", "off"],
+        default="default",
+        help="the similar crowd member (training config 'similar')",
+    )
     return p.parse_args()
 
 
@@ -128,9 +134,10 @@ def bench_train(args) -> dict:
     t_setup = time.monotonic() - t0
 
     rss_before = peak_rss_mb()
-    run = services.training_run_create(
-        study=study, config={"backbone": backbone, "seed": 0}
-    )
+    cfg = {"backbone": backbone, "seed": 0}
+    if args.similar != "default":
+        cfg["similar"] = args.similar == "on"
+    run = services.training_run_create(study=study, config=cfg)
     t1, c1 = time.monotonic(), time.process_time()
     run = services.training_run_execute(run_id=run.pk)
     t_train, c_train = time.monotonic() - t1, time.process_time() - c1
@@ -192,6 +199,7 @@ def bench_train(args) -> dict:
         "train_cpu_s": c_train,
         "load_average": os.getloadavg()[0],
         "fit_log": fit_line,
+        "similar_weight": _similar_weight(version, who),
         "torch_imported": "torch" in sys.modules,
         "primary_metric": version.primary_metric,
         "peak_rss_mb_before_training": rss_before,
@@ -203,6 +211,17 @@ def bench_train(args) -> dict:
         "newcomer_predict_after_rating_ms": _quantiles(update),
         "newcomer_update_ms": _quantiles(head_only),
     }
+
+
+def _similar_weight(version, who) -> float | None:
+    """The similar crowd's weight for ``who`` in the served model (None: the
+    version has no such member), so a timing says whether it ran."""
+    from rewardmodel import inference
+
+    pred = inference.load(version)
+    if pred.similar is None:
+        return None
+    return float(pred.model.hyper.blend_similar[pred.index[str(who.pk)]])
 
 
 def _quantiles(values: list[float]) -> dict:
@@ -328,7 +347,8 @@ def main() -> int:
             f"  predict 1 annotator × {r['images']} images: cold "
             f"{r['predict_cold_ms']:.0f} ms (loads checkpoint, image features), "
             f"warm median {r['predict_warm_median_ms']:.1f} ms, "
-            f"p90 {r['predict_warm_p90_ms']:.1f} ms   [target p50 <= 3 ms]"
+            f"p90 {r['predict_warm_p90_ms']:.1f} ms   [target p50 <= 3 ms]; "
+            f"similar crowd weight {r['similar_weight']}"
         )
         print(
             "  predict for an annotator the version never saw (one query for "

@@ -263,7 +263,8 @@ class Predictor:
         scale (``posterior.LivePosterior``, the state their head is read from):
         how much their ratings pin down their taste on these images. From at
         most ``MAX_ADAPT_RATINGS`` of their ratings (the latest), so for someone
-        with more it errs wide."""
+        with more it errs wide. The similar crowd (``similar.Served``) is not
+        in it: that term sits outside the head, from the others' ratings."""
         i = self.index.get(str(annotator.pk))
         fitted = i is not None and bool(self.model.fitted[i])
         live = self._live(annotator, fitted=fitted)

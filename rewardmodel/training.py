@@ -21,7 +21,7 @@ from . import taste as T
 
 # "similar": the similarity-weighted crowd as a fifth blend member (issue 26,
 # ``crowd.Similar``; served by ``similar.Served``).
-DEFAULT_CONFIG = {"ks": [0, 5, 10, 20], "seed": 0, "similar": False}
+DEFAULT_CONFIG = {"ks": [0, 5, 10, 20], "seed": 0, "similar": True}
 # Used where a split has too little data to choose from (tiny studies).
 FALLBACK = T.Hyper(pop_lambda=1.0, tau2_rel=1.0, rho=3.0)
 MIN_TRAIN = 10

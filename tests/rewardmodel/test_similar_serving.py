@@ -106,3 +106,34 @@ def test_checkpoint_round_trip_keeps_the_member_and_old_ones_load_without(tmp_pa
     np.savez(tmp_path / "bad.npz", **bad)
     with pytest.raises(ValueError, match="one weight per head"):
         checkpoint_load(tmp_path / "bad.npz")
+
+
+def test_promotion_scores_the_member_as_served_and_evaluated():
+    """``comparison.score_query`` (what promotion compares) adds the member
+    with agreements from the model's fit ratings, as the report does."""
+    from rewardmodel import comparison as C
+    from rewardmodel import evaluation as V
+    from rewardmodel.crowd import similar_part
+    from rewardmodel.training import train_and_evaluate
+
+    snap, emb = planted(13)
+    with compute_threads():
+        res = train_and_evaluate(snap=snap, emb=emb, cfg={"seed": 13, "similar": True})
+    keys, n_ann = snap.annotator_keys, len(snap.annotator_keys)
+    w = np.linspace(0.2, 0.8, n_ann)  # by hand: never 0, so dropping it shows
+    model = replace(res.model, hyper=replace(res.model.hyper, blend_similar=w))
+    r = T.Ratings(snap.r_row, snap.r_ann, snap.r_score)
+    query = np.arange(len(r)) % 7 == 0
+    x = model.feat.x(emb)
+    args = dict(x=x, ratings=r, keys=keys, query=query)
+    got = C.score_query(model, keys, **args, fit=np.ones(len(r), bool))
+    data = V.Data(emb=emb, ratings=r, split=snap.r_split, n_ann=n_ann, ks=[0], seed=0)
+    data._feat = model.feat
+    ctx = V.Context(data, r, r)
+    q = r.take(query)
+    part = similar_part(model.hyper, ctx, q)
+    want = ctx.view(q).forward(model.heads) + part
+    assert np.abs(part).max() > 0.05
+    assert np.allclose(got, want, rtol=0, atol=1e-5)
+    without = C.score_query(model, keys, **args)  # no fit ratings: no member
+    assert not np.allclose(without, want, rtol=0, atol=1e-3)
