@@ -137,3 +137,14 @@ def test_promotion_scores_the_member_as_served_and_evaluated():
     assert np.allclose(got, want, rtol=0, atol=1e-5)
     without = C.score_query(model, keys, **args)  # no fit ratings: no member
     assert not np.allclose(without, want, rtol=0, atol=1e-3)
+
+
+@pytest.mark.django_db
+def test_a_run_refuses_a_similar_setting_that_is_not_true_or_false():
+    from core.exceptions import InvalidInput
+    from rewardmodel import services as rm
+    from rewardmodel.models import TrainingRun
+
+    with pytest.raises(InvalidInput, match="similar must be true or false"):
+        rm.training_run_create(config={"similar": "yes"})
+    assert not TrainingRun.objects.exists()
