@@ -15,7 +15,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .metrics import by_annotator
-from .similar import constants
+from .similar import (
+    NO_PAIRS,
+    Agreement,
+    TrainIndex,
+    constants,
+    pair_sums,
+    weighted_mean,
+    weighted_sums,
+)
 
 if TYPE_CHECKING:
     from .taste import Ratings
@@ -167,68 +175,60 @@ class Similar:
     i.e. the plain mean. Negative posterior agreement is floored at 0: with
     the handful of co-ratings a pair has here (~5), a negative estimate is more
     often noise than opposed taste, and a negative weight in a normalised mean
-    lets its denominator approach 0. ``stacking`` uses it as an optional fifth
-    member; serving computes the same weights one annotator at a time
-    (``rewardmodel.similar``: no (A, A) array there)."""
+    lets its denominator approach 0. ``stacking`` uses it as the fifth member.
+    No (A, A) or (A, images) array: the constants from sparse pairs, the
+    weights read one annotator at a time, by the code serving uses
+    (``rewardmodel.similar``)."""
 
-    weights: np.ndarray  # (A, A), zero diagonal, ≥ 0
+    agreement: Agreement
+    train: TrainIndex  # the fit ratings, by image and by annotator
+    n_ann: int
     info: dict = field(default_factory=dict)
 
     @classmethod
     def fit(cls, r: Ratings, z: np.ndarray, n_ann: int, n_rows: int) -> Similar:
         """From fit ratings ``r`` with normalised scores ``z`` only."""
-        zsum, cnt = _dense(r.ann, r.row, z, n_ann, n_rows)
-        zbar = np.divide(zsum, cnt, out=np.zeros_like(zsum), where=cnt > 0)
-        has = (cnt > 0).astype(np.float64)
-        prod = zbar @ zbar.T  # Σ over co-rated images of z_a z_b
-        prod2 = (zbar**2) @ (zbar**2).T
-        n = has @ has.T
-        off = ~np.eye(n_ann, dtype=bool)
-        pair = off & (n > 0)
-        if not pair.any():
-            w = np.zeros((n_ann, n_ann))
-            return cls(w, {"pairs": 0, "why": "no co-rated pairs"})
-        c = constants(n[pair], prod[pair], prod2[pair])
-        post = np.full((n_ann, n_ann), c.m)
-        post[pair] = c.posterior(n[pair], prod[pair])
-        w = np.where(off, np.maximum(post, 0.0), 0.0)
-        k, tot = int(pair.sum()), float(n[pair].sum())
+        train = TrainIndex(r.ann, r.row, z, n_rows)
+        sums = pair_sums(r.ann, r.row, z, n_ann, n_rows)
+        if sums is None:
+            return cls(NO_PAIRS, train, n_ann, {"pairs": 0, "why": "no co-rated pairs"})
+        _, n, prod, prod2 = sums
+        c = constants(n, prod, prod2)
+        k, tot = int(n.size), float(n.sum())
         info = {
             "pairs": k,
             "mean_co_rated": round(tot / k, 3),
             "m": round(c.m, 5),
             "sigma2": round(c.sigma2, 5),
             "tau2": round(float(max(c.tau2, 0.0)), 6),
-            "floored": round(float((post[pair] < 0).mean()), 4),
+            "floored": round(float((c.posterior(n, prod) < 0).mean()), 4),
         }
-        return cls(w, info)
+        return cls(c, train, n_ann, info)
+
+    @property
+    def weights(self) -> np.ndarray:
+        """The (A, A) weights, zero diagonal (for tests and small studies:
+        prediction reads one annotator's row at a time)."""
+        w = np.full((self.n_ann, self.n_ann), self.agreement.base)
+        for a in range(self.n_ann):
+            who, wa = self.train.agreements(a, self.agreement)
+            w[a, who] = wa
+        np.fill_diagonal(w, 0.0)
+        return w
 
     def predict(self, crowd: Crowd, r: Ratings) -> np.ndarray:
         """The similarity-weighted mean of the others' normalised ratings (those
-        ``crowd`` holds: the visible ratings, each annotator's own left out by
-        the zero diagonal) of each rating's image, for its annotator; the plain
-        leave-one-out mean where no one with a positive weight rated it; 0
-        where nobody else did."""
-        n_ann, n_rows = self.weights.shape[0], crowd.sums.size
-        rows, anns, zs = [], [], []
-        for a, (rr, zz) in crowd.own.items():
-            rows.append(rr)
-            anns.append(np.full(rr.size, int(a)))
-            zs.append(zz)
-        if not rows:
-            return np.zeros(len(r))
-        zsum, cnt = _dense(
-            np.concatenate(anns),
-            np.concatenate(rows),
-            np.concatenate(zs),
-            n_ann,
-            n_rows,
-        )
-        num = (self.weights[r.ann] * zsum[:, r.row].T).sum(axis=1)
-        den = (self.weights[r.ann] * cnt[:, r.row].T).sum(axis=1)
-        plain = crowd.others_mean(r)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(den > 1e-12, num / den, plain)
+        ``crowd`` holds: the visible ratings, each annotator's own left out) of
+        each rating's image, for its annotator; the plain leave-one-out mean
+        where no one with a positive weight rated it; 0 where nobody else did.
+        One annotator at a time (``similar.weighted_sums``, as serving)."""
+        out = np.zeros(len(r))
+        base = self.agreement.base
+        for a, idx in by_annotator(r.ann):
+            who, w = self.train.agreements(a, self.agreement)
+            sums = weighted_sums(crowd, a, who, w, base)
+            out[idx] = weighted_mean(crowd, a, r.row[idx], sums)
+        return out
 
 
 def similar_of(ctx) -> Similar:
@@ -247,12 +247,3 @@ def similar_part(hyper, ctx, r: Ratings):
         return 0.0
     sim = similar_of(ctx).predict(ctx.crowd, r)
     return np.asarray(hyper.blend_similar, np.float64)[r.ann] * sim
-
-
-def _dense(ann, rows, z, n_ann: int, n_rows: int):
-    """(sum, count) of normalised ratings per (annotator, image row)."""
-    zsum = np.zeros((n_ann, n_rows))
-    cnt = np.zeros((n_ann, n_rows))
-    np.add.at(zsum, (ann, rows), z)
-    np.add.at(cnt, (ann, rows), 1.0)
-    return zsum, cnt

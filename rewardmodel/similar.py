@@ -83,30 +83,56 @@ def mean_per_cell(ann, row, z, n_rows: int):
     return uniq // n_rows, uniq % n_rows, zbar
 
 
-def agreement_fit(ann, row, z, n_ann: int, n_rows: int) -> Agreement:
-    """``Agreement`` from fit ratings (normalised scores ``z``); where no two
-    annotators co-rated an image, every weight 0 (``crowd.Similar``: the plain
-    leave-one-out mean). Pairs are enumerated per image (Σ over
-    images of raters², sparse), never as an (A, A) array."""
+# Pairs enumerated per chunk of images at most this many (Σ raters² per chunk).
+PAIR_CHUNK = 2_000_000
+
+
+def pair_sums(ann, row, z, n_ann: int, n_rows: int):
+    """(pair keys a · n_ann + b, co-rated images n, Σ z_a z_b, Σ (z_a z_b)²) of
+    every ordered pair a ≠ b who co-rated an image in these ratings (a repeated
+    rating at its mean), None without any. Enumerated per image in chunks
+    (memory ~ the pairs, never an (A, A) or (A, images) array)."""
     a, r, zb = mean_per_cell(ann, row, z, n_rows)
     order = np.argsort(r, kind="stable")
     a, r, zb = a[order], r[order], zb[order]
     ptr = np.searchsorted(r, np.arange(n_rows + 1))
     size = np.diff(ptr)
-    # Every ordered pair (i, j) of ratings of one image, i ≠ j.
-    first = np.repeat(np.arange(r.size), size[r])
-    second = ptr[r[first]] + _ranks(size[r])
-    keep = first != second
-    i, j = first[keep], second[keep]
-    if not i.size:
-        return NO_PAIRS
-    key, inv = np.unique(a[i] * n_ann + a[j], return_inverse=True)
-    p = zb[i] * zb[j]
-    return constants(
-        np.bincount(inv).astype(np.float64),
-        np.bincount(inv, weights=p),
-        np.bincount(inv, weights=p * p),
+    cost = np.cumsum(size.astype(np.int64) ** 2)
+    parts, lo = [], 0
+    while lo < n_rows:
+        before = int(cost[lo - 1]) if lo else 0
+        hi = max(int(np.searchsorted(cost, before + PAIR_CHUNK, "right")), lo + 1)
+        take = np.arange(ptr[lo], ptr[min(hi, n_rows)])
+        # Every ordered pair (i, j) of ratings of one image, i ≠ j.
+        first = np.repeat(take, size[r[take]])
+        second = ptr[r[first]] + _ranks(size[r[take]])
+        keep = first != second
+        i, j = first[keep], second[keep]
+        if i.size:
+            parts.append(_summed(a[i] * n_ann + a[j], zb[i] * zb[j]))
+        lo = hi
+    if not parts:
+        return None
+    key = np.concatenate([q[0] for q in parts])
+    uniq, inv = np.unique(key, return_inverse=True)
+    return (
+        uniq,
+        *(np.bincount(inv, np.concatenate([q[c] for q in parts])) for c in (1, 2, 3)),
     )
+
+
+def _summed(key, p) -> tuple:
+    uniq, inv = np.unique(key, return_inverse=True)
+    n = np.bincount(inv).astype(np.float64)
+    return uniq, n, np.bincount(inv, weights=p), np.bincount(inv, weights=p * p)
+
+
+def agreement_fit(ann, row, z, n_ann: int, n_rows: int) -> Agreement:
+    """``Agreement`` from fit ratings (normalised scores ``z``); where no two
+    annotators co-rated an image, every weight 0 (``crowd.Similar``: the plain
+    leave-one-out mean)."""
+    sums = pair_sums(ann, row, z, n_ann, n_rows)
+    return NO_PAIRS if sums is None else constants(*sums[1:])
 
 
 def _ranks(sizes: np.ndarray) -> np.ndarray:

@@ -18,29 +18,71 @@ from tests.rewardmodel.test_learning import planted
 from tests.rewardmodel.test_similar_crowd import _two_camps
 
 
-@pytest.mark.parametrize("seed", [0, 3])
-def test_sparse_agreements_and_predictions_equal_the_dense_ones(seed):
-    r, z, _, _ = _two_camps(seed=seed)
+def _dense_reference(ann, row, z, n_ann, n_rows, crowd, r):
+    """The member written out with (A, A) and (A, images) arrays (as it was
+    first built): the weights and the predictions of ratings ``r``."""
+    zsum, cnt = np.zeros((n_ann, n_rows)), np.zeros((n_ann, n_rows))
+    np.add.at(zsum, (ann, row), z)
+    np.add.at(cnt, (ann, row), 1.0)
+    zbar = np.divide(zsum, cnt, out=np.zeros_like(zsum), where=cnt > 0)
+    has = (cnt > 0).astype(np.float64)
+    prod, prod2, n = zbar @ zbar.T, (zbar**2) @ (zbar**2).T, has @ has.T
+    off = ~np.eye(n_ann, dtype=bool)
+    pair = off & (n > 0)
+    tot = n[pair].sum()
+    m = prod[pair].sum() / tot
+    sigma2 = prod2[pair].sum() / tot - m * m
+    raw = prod[pair] / n[pair]
+    ss = (n[pair] * (raw - m) ** 2).sum()
+    tau2 = (ss - (pair.sum() - 1) * sigma2) / (tot - (n[pair] ** 2).sum() / tot)
+    post = np.full((n_ann, n_ann), m)
+    if tau2 > 0:  # else no spread beyond noise: everyone m
+        post[pair] = m + n[pair] * tau2 / (n[pair] * tau2 + sigma2) * (raw - m)
+    w = np.where(off, np.maximum(post, 0.0), 0.0)
+    zs, cs = np.zeros((n_ann, crowd.sums.size)), np.zeros((n_ann, crowd.sums.size))
+    for a, (rr, zz) in crowd.own.items():
+        np.add.at(zs[a], rr, zz)
+        np.add.at(cs[a], rr, 1.0)
+    num = (w[r.ann] * zs[:, r.row].T).sum(axis=1)
+    den = (w[r.ann] * cs[:, r.row].T).sum(axis=1)
+    return w, np.where(
+        den > 1e-12, num / np.where(den > 0, den, 1), crowd.others_mean(r)
+    )
+
+
+@pytest.mark.parametrize("seed, camps", [(0, 2), (3, 1)])
+def test_sparse_agreements_and_predictions_equal_the_dense_ones(seed, camps):
+    """Two camps: the mean agreement m is about 0 (pairs who never co-rated
+    get 0); one camp: m > 0, so everyone else has a weight."""
+    r, z, _, _ = _two_camps(seed=seed, camps=camps)
     fit = r.row < 200
     # a repeated rating (counted once, at its mean, by both sides)
     rows = np.append(r.row[fit], r.row[0])
     anns = np.append(r.ann[fit], r.ann[0])
     zs = np.append(z[fit], z[0] + 1.0)
-    dense = Similar.fit(T.Ratings(rows, anns, zs), zs, 40, 300)
-    agree = S.agreement_fit(anns, rows, zs, 40, 300)
-    assert agree.tau2 > 0 and dense.info["m"] == round(agree.m, 5)
-    index = S.TrainIndex(anns, rows, zs, 300)
     crowd = Crowd.build(r, z, 300)
-    want = dense.predict(crowd, r)
-    for a in range(40):
-        who, w = index.agreements(a, agree)
-        row = np.full(40, agree.base)
-        row[who], row[a] = w, 0.0
-        assert np.allclose(row, dense.weights[a], rtol=0, atol=1e-12), a
+    dense_w, want = _dense_reference(anns, rows, zs, 40, 300, crowd, r)
+    sim = Similar.fit(T.Ratings(rows, anns, zs), zs, 40, 300)
+    agree = S.agreement_fit(anns, rows, zs, 40, 300)
+    assert agree == sim.agreement and (agree.base > 0.1) is (camps == 1)
+    assert np.allclose(sim.weights, dense_w, rtol=0, atol=1e-12)
+    assert np.allclose(sim.predict(crowd, r), want, rtol=0, atol=1e-9)
+    index = S.TrainIndex(anns, rows, zs, 300)
+    for a in range(40):  # serving's path, one annotator at a time
         mine = r.ann == a
-        sums = S.weighted_sums(crowd, a, who, w, agree.base)
+        sums = S.weighted_sums(crowd, a, *index.agreements(a, agree), agree.base)
         got = S.weighted_mean(crowd, a, r.row[mine], sums)
         assert np.allclose(got, want[mine], rtol=0, atol=1e-9), a
+
+
+def test_pairs_are_the_same_in_chunks(monkeypatch):
+    r, z, _, _ = _two_camps(seed=4)
+    whole = S.pair_sums(r.ann, r.row, z, 40, 300)
+    monkeypatch.setattr(S, "PAIR_CHUNK", 150)  # a chunk every ~1.5 images
+    parts = S.pair_sums(r.ann, r.row, z, 40, 300)
+    assert np.array_equal(whole[0], parts[0])
+    for a, b in zip(whole[1:], parts[1:], strict=True):
+        assert np.allclose(a, b, rtol=1e-12, atol=0)
 
 
 def test_without_co_ratings_serving_gives_the_plain_mean():
