@@ -223,24 +223,25 @@ def agreement_for(hyper, fit, y, n_ann: int, n_rows: int) -> Agreement | None:
 
 @dataclass
 class Served:
-    """The member as one web process serves it (``inference.Predictor``): the
-    version's fit ratings (``TrainIndex``, read with the crowd and rebuilt with
-    it) and, per annotator, the weighted sums over the crowd they were read
-    from (recomputed when the crowd is rebuilt; at most ``keep`` annotators)."""
+    """The member as one web process serves it (``inference.Predictor``): per
+    annotator, the weighted sums over the crowd they were computed on, from
+    their agreements (``fit_ratings(key)``: their fit ratings and those of
+    everyone who rated the same images, one query), both read again when the
+    crowd is rebuilt (every ``inference.CROWD_TTL``, so a rating that stopped
+    counting, e.g. an erased person's, leaves within it); at most ``keep``
+    annotators kept."""
 
     agreement: Agreement
-    train: TrainIndex | None = None
     sums: dict | None = None
     keep: int = 64
-    due: float = 0.0  # when ``train`` is next read again (``inference.Predictor``)
 
-    def term(self, crowd, key: int, rows: np.ndarray) -> np.ndarray:
+    def term(self, crowd, key: int, rows: np.ndarray, fit_ratings) -> np.ndarray:
         """The similarity-weighted crowd of image rows ``rows`` for annotator
         ``key`` (normalised units; the weight is the caller's)."""
         self.sums = {} if self.sums is None else self.sums
         hit = self.sums.pop(key, None)
         if hit is None or hit[0] is not crowd:
-            who, w = self.train.agreements(key, self.agreement)
+            who, w = fit_ratings(key).agreements(key, self.agreement)
             hit = (crowd, weighted_sums(crowd, key, who, w, self.agreement.base))
         self.sums[key] = hit  # the most recently used last
         while len(self.sums) > self.keep:
