@@ -206,10 +206,14 @@ def weighted_mean(crowd, key, rows, sums: tuple) -> np.ndarray:
     """The mean at image rows ``rows`` from ``weighted_sums``; the plain
     leave-one-out mean where the weights sum to 0, 0 where nobody else rated."""
     num, den = sums[0][rows], sums[1][rows]
-    s, c = crowd._others(rows, crowd.own_scores(key, rows))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        plain = np.where(c > 0, s / c, 0.0)
-        return np.where(den > 1e-12, num / den, plain)
+    ok = den > 1e-12
+    out = np.zeros(rows.size)
+    out[ok] = num[ok] / den[ok]
+    if not ok.all():  # the plain mean only where needed (a per-call search)
+        few = rows[~ok]
+        s, c = crowd._others(few, crowd.own_scores(key, few))
+        out[~ok] = np.where(c > 0, s / np.where(c > 0, c, 1.0), 0.0)
+    return out
 
 
 def agreement_for(hyper, fit, y, n_ann: int, n_rows: int) -> Agreement | None:
