@@ -292,17 +292,12 @@ class Predictor:
         crowd = self.crowd_feature(rows, annotator.pk)
         head = np.asarray(head, dtype=np.float32)
         norm = T.forward(self.x, crowd, head, rows=rows)  # the one forward pass
-        i = self.index.get(str(annotator.pk))
-        w = (
-            0.0
-            if self.similar is None or how != "trained"
-            else self.model.hyper.blend_similar[i]
-        )
-        if w:  # outside the head: a newcomer's is not the blend (weight 0)
-            sim = self.similar.term(
-                self.crowd_now(), annotator.pk, rows, self._fit_ratings
-            )
-            norm = norm + w * sim
+        sim, w = self.similar, 0.0  # outside the head; newcomers: weight 0
+        if sim is not None and how == "trained":
+            w = self.model.hyper.blend_similar[self.index[str(annotator.pk)]]
+        if w:
+            now = self.crowd_now()
+            norm = norm + w * sim.term(now, annotator.pk, rows, self._fit_ratings)
         return mean + std * norm, how
 
 
