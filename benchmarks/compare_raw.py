@@ -38,6 +38,7 @@ def main() -> None:
         f"| cell | seeds | identical values | {ka} A − {kb} B [95 % CI] | "
         "seeds better / same / worse |\n| --- | --- | --- | --- | --- |"
     )
+    pooled, pooled_same, pooled_seeds = [], 0, []
     for cell in a:
         if cell not in b or a[cell]["seeds"] != b[cell]["seeds"]:
             print(f"| {cell} | seeds differ or missing | | | |")
@@ -49,14 +50,23 @@ def main() -> None:
             same += sum(sa[k] == sb[k] for k in sa if k in sb)
             diffs += d
             per_seed.append(float(np.mean(d)) if d else 0.0)
-        m = float(np.mean(diffs))
-        h = 1.96 * float(np.std(diffs, ddof=1)) / math.sqrt(len(diffs))
-        up = sum(x > TIE for x in per_seed)
-        eq = sum(abs(x) <= TIE for x in per_seed)
-        print(
-            f"| {cell} | {len(per_seed)} | {same} of {len(diffs)} | {m:+.4f} "
-            f"[{m - h:+.4f}, {m + h:+.4f}] | {up} / {eq} / {len(per_seed) - up - eq} |"
-        )
+        _row(cell, per_seed, same, diffs)
+        pooled += diffs
+        pooled_same += same
+        pooled_seeds += per_seed
+    if pooled:  # every cell's (seed, annotator) differences together
+        _row("pooled", pooled_seeds, pooled_same, pooled)
+
+
+def _row(cell: str, per_seed: list, same: int, diffs: list) -> None:
+    m = float(np.mean(diffs))
+    h = 1.96 * float(np.std(diffs, ddof=1)) / math.sqrt(len(diffs))
+    up = sum(x > TIE for x in per_seed)
+    eq = sum(abs(x) <= TIE for x in per_seed)
+    print(
+        f"| {cell} | {len(per_seed)} | {same} of {len(diffs)} | {m:+.4f} "
+        f"[{m - h:+.4f}, {m + h:+.4f}] | {up} / {eq} / {len(per_seed) - up - eq} |"
+    )
 
 
 if __name__ == "__main__":

@@ -310,6 +310,8 @@ def _paired(snap, emb, seed: int, mode: str) -> dict:
     from rewardmodel import selection as Sel
     from rewardmodel import training as TR
 
+    if mode == "similar":
+        return _paired_similar(snap, emb, seed)
     with compute_threads():
         data = TR._data(
             snap, emb, {**TR.DEFAULT_CONFIG, "seed": seed, "blend_mode": mode}
@@ -321,6 +323,32 @@ def _paired(snap, emb, seed: int, mode: str) -> dict:
         if hyper.blend_annotators is not None:
             off = replace(hyper, blend_annotators=None)
             _, rows_off, _ = V.report(data, off, tuned, prior)
+    return {
+        "rows": TR.json_clean(rows),
+        "rows_off": TR.json_clean(rows_off),
+        "hyper": hyper.as_dict(),
+        "versus": selection["blend"],
+    }
+
+
+def _paired_similar(snap, emb, seed: int) -> dict:
+    """The similarity-weighted consensus as a fifth blend member (issue 26
+    experiment, ``crowd.Similar``): selection and test report with it, then
+    selection and report without it (main's default) on the same data and
+    splits, so the two arms are paired; no deployed refit. The off arm is
+    ``rows_off``."""
+    from rewardmodel import selection as Sel
+    from rewardmodel import training as TR
+
+    with compute_threads():
+        data = TR._data(snap, emb, {**TR.DEFAULT_CONFIG, "seed": seed})
+        data.similar = True
+        hyper, prior, selection = TR.hyper_select(data, lambda m: None)
+        tuned = Sel.tune_baselines(data)
+        _, rows, _ = V.report(data, hyper, tuned, prior)
+        data.similar = False
+        off, prior_off, _ = TR.hyper_select(data, lambda m: None)
+        _, rows_off, _ = V.report(data, off, tuned, prior_off)
     return {
         "rows": TR.json_clean(rows),
         "rows_off": TR.json_clean(rows_off),
@@ -635,10 +663,11 @@ def parse_args():
         nargs="?",
         const="auto",
         default="",
-        choices=["auto", "per_annotator"],
+        choices=["auto", "per_annotator", "similar"],
         help="per-annotator blend weights allowed (selection's out-of-fold "
         "choice; 'per_annotator' forces them) against the global blend on the "
-        "very same runs (no refit)",
+        "very same runs (no refit); 'similar': the similarity-weighted "
+        "consensus as a fifth member against main's four (issue 26 experiment)",
     )
     return p.parse_args()
 

@@ -49,6 +49,12 @@ def parse_args():
     p.add_argument("--only", choices=["train", "embed"], help="run one part")
     p.add_argument("--gpu", action="store_true", help="embedding throughput on CUDA")
     p.add_argument("--cpu-batch", type=int, default=8)
+    p.add_argument(
+        "--similar",
+        choices=["default", "on", "off"],
+        default="default",
+        help="the similar crowd member (training config 'similar')",
+    )
     return p.parse_args()
 
 
@@ -128,9 +134,10 @@ def bench_train(args) -> dict:
     t_setup = time.monotonic() - t0
 
     rss_before = peak_rss_mb()
-    run = services.training_run_create(
-        study=study, config={"backbone": backbone, "seed": 0}
-    )
+    cfg = {"backbone": backbone, "seed": 0}
+    if args.similar != "default":
+        cfg["similar"] = args.similar == "on"
+    run = services.training_run_create(study=study, config=cfg)
     t1, c1 = time.monotonic(), time.process_time()
     run = services.training_run_execute(run_id=run.pk)
     t_train, c_train = time.monotonic() - t1, time.process_time() - c1
@@ -166,6 +173,12 @@ def bench_train(args) -> dict:
         t3 = time.perf_counter()
         inference.predict(annotator=who, image_ids=ids)
         warm.append(time.perf_counter() - t3)
+    rebuilt = []  # the first call after the crowd's 60 s rebuild (forced here)
+    for _ in range(5):
+        inference.load(version).crowd_built = -1e9
+        t3 = time.perf_counter()
+        inference.predict(annotator=who, image_ids=ids)
+        rebuilt.append(time.perf_counter() - t3)
     adapted = []
     for _ in range(10):
         t3 = time.perf_counter()
@@ -192,6 +205,7 @@ def bench_train(args) -> dict:
         "train_cpu_s": c_train,
         "load_average": os.getloadavg()[0],
         "fit_log": fit_line,
+        "similar_weight": _similar_weight(version, who),
         "torch_imported": "torch" in sys.modules,
         "primary_metric": version.primary_metric,
         "peak_rss_mb_before_training": rss_before,
@@ -199,10 +213,22 @@ def bench_train(args) -> dict:
         "predict_cold_ms": t_cold * 1000,
         "predict_warm_median_ms": statistics.median(warm) * 1000,
         "predict_warm_p90_ms": sorted(warm)[int(0.9 * len(warm))] * 1000,
+        "predict_after_crowd_rebuild_ms": statistics.median(rebuilt) * 1000,
         "predict_adapted_median_ms": statistics.median(adapted) * 1000,
         "newcomer_predict_after_rating_ms": _quantiles(update),
         "newcomer_update_ms": _quantiles(head_only),
     }
+
+
+def _similar_weight(version, who) -> float | None:
+    """The similar crowd's weight for ``who`` in the served model (None: the
+    version has no such member), so a timing says whether it ran."""
+    from rewardmodel import inference
+
+    pred = inference.load(version)
+    if pred.similar is None:
+        return None
+    return float(pred.model.hyper.blend_similar[pred.index[str(who.pk)]])
 
 
 def _quantiles(values: list[float]) -> dict:
@@ -328,7 +354,13 @@ def main() -> int:
             f"  predict 1 annotator × {r['images']} images: cold "
             f"{r['predict_cold_ms']:.0f} ms (loads checkpoint, image features), "
             f"warm median {r['predict_warm_median_ms']:.1f} ms, "
-            f"p90 {r['predict_warm_p90_ms']:.1f} ms   [target p50 <= 3 ms]"
+            f"p90 {r['predict_warm_p90_ms']:.1f} ms   [target p50 <= 3 ms]; "
+            f"similar crowd weight {r['similar_weight']}"
+        )
+        print(
+            "  the first predict after each 60 s crowd rebuild (crowd query, and "
+            "the similar crowd's fit ratings where on): median "
+            f"{r['predict_after_crowd_rebuild_ms']:.0f} ms"
         )
         print(
             "  predict for an annotator the version never saw (one query for "

@@ -12,6 +12,7 @@ import numpy as np
 
 from . import posterior as P
 from . import taste as T
+from .similar import Agreement
 
 FORMAT = "palate-taste-npz/1"
 
@@ -54,6 +55,13 @@ def checkpoint_save(path: Path, *, model: T.Model, keys: list[str], meta: dict) 
                 if model.hyper.blend_annotators is not None
                 else np.zeros((0, 4))
             ),
+            # The similar crowd's weight per head and its constants (issue 26).
+            blend_similar=(
+                model.hyper.blend_similar
+                if model.hyper.blend_similar is not None and model.similar is not None
+                else np.zeros(0)
+            ),
+            similar=model.similar.as_array() if model.similar else np.zeros(0),
         )
 
 
@@ -74,6 +82,15 @@ def checkpoint_load(path: str | Path) -> tuple[T.Model, list[str], dict]:
         if per.shape[0] != arrays["heads"].shape[0]:
             raise ValueError(f"{path}: blend_annotators rows != heads rows.")
         hyper.blend_annotators = per.astype(np.float64)
+    # Absent or empty before the similar crowd (or without it): weight 0.
+    similar = Agreement.from_array(arrays.get("similar"))
+    sim_w = arrays.get("blend_similar")
+    if similar is not None and sim_w is not None and sim_w.size:
+        if sim_w.shape != (arrays["heads"].shape[0],):
+            raise ValueError(f"{path}: blend_similar is not one weight per head.")
+        hyper.blend_similar = sim_w.astype(np.float64)
+    else:
+        similar = None
     model = T.Model(
         feat=T.Features(arrays["feat_mean"], arrays["feat_std"], arrays["feat_proj"]),
         w0=arrays["w0"].astype(np.float64),
@@ -98,5 +115,6 @@ def checkpoint_load(path: str | Path) -> tuple[T.Model, list[str], dict]:
         ),
         # Checkpoints from before the newcomer base existed: newcomers used w0.
         w_new=arrays["w_new"].astype(np.float64) if "w_new" in arrays else None,
+        similar=similar,
     )
     return model, [str(k) for k in arrays["keys"]], header

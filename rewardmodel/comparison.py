@@ -18,9 +18,11 @@ newer than the active version's training data** (rating id above its run's
 Both are scored the way ``inference`` serves them: the crowd feature from every
 snapshot rating but the annotator's own, an annotator the model was fitted on
 with their head, anyone else adapted from their ratings outside the comparison
-set (none: the newcomer base). The figure is the mean over annotators of
-pairwise accuracy (annotators with at least one pair rated differently), with
-95 % normal intervals over annotators, and the paired difference per annotator.
+set (none: the newcomer base), plus, where the model has it, the similar
+crowd with agreements from the ratings that model was fitted on. The figure is
+the mean over annotators of pairwise accuracy (annotators with at least one
+pair rated differently), with 95 % normal intervals over annotators, and the
+paired difference per annotator.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import numpy as np
 
 from annotation import splits
 
+from . import similar as S
 from . import taste as T
 from .evaluation import CODES
 from .metrics import by_annotator, per_annotator_pairwise
@@ -65,10 +68,13 @@ def score_query(
     ratings: T.Ratings,
     keys: list[str],
     query: np.ndarray,
+    fit: np.ndarray | None = None,
 ) -> np.ndarray:
     """``model``'s predictions (its normalised units) for the ratings in
     ``query``. ``x``: the model's standardised features of every embedding row;
-    ``keys``: the annotator key of each annotator index in ``ratings``."""
+    ``keys``: the annotator key of each annotator index in ``ratings``;
+    ``fit``: the ratings the model was fitted on, where its similar crowd reads
+    agreements (``similar``; without ``fit`` the member is left out)."""
     n_ann = len(keys)
     pos = {k: i for i, k in enumerate(model_keys)}
     row = np.asarray([pos.get(k, -1) for k in keys], dtype=np.int64)
@@ -83,6 +89,10 @@ def score_query(
     c = crowd.feature(ratings.row, z, fill=lambda rows: model.crowd_expected(x[rows]))
     f = T.Features.full(x[ratings.row], c)
     out = np.zeros(ratings.score.size)
+    agree = model.similar if fit is not None else None
+    if agree is not None:  # agreements of the model's fitted annotators' fit ratings
+        keep = fit & fitted[ratings.ann]
+        train = S.TrainIndex(ratings.ann[keep], ratings.row[keep], z[keep], x.shape[0])
     for a, idx in by_annotator(ratings.ann):
         q = idx[query[idx]]
         if not q.size:
@@ -93,6 +103,10 @@ def score_query(
             support = idx[~query[idx]]
             head, _, _ = model.adapt(f[support], ratings.score[support])
         out[q] = T.forward(x[ratings.row[q]], c[q], head)
+        w = model.hyper.blend_similar[row[a]] if agree and fitted[a] else 0.0
+        if w:  # as ``inference.Predictor.scores`` adds it
+            sums = S.weighted_sums(crowd, a, *train.agreements(a, agree), agree.base)
+            out[q] += w * S.weighted_mean(crowd, a, ratings.row[q], sums)
     return out[query]
 
 

@@ -15,6 +15,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .metrics import by_annotator
+from .similar import (
+    NO_PAIRS,
+    Agreement,
+    TrainIndex,
+    constants,
+    pair_sums,
+    weighted_mean,
+    weighted_sums,
+)
 
 if TYPE_CHECKING:
     from .taste import Ratings
@@ -143,3 +152,98 @@ def crowd_fill_fit(
         if err < best[0]:
             best = (err, w)
     return best[1]
+
+
+# --- a crowd that resembles the person (issue 26) ----------------------------------
+
+
+@dataclass
+class Similar:
+    """User–user collaborative filtering: for annotator a and image i, the
+    others' normalised ratings of i weighted by how much each of them agreed
+    with a on the images both rated **in the fit (train) ratings** — never the
+    ratings being predicted, so the similarity of a and b cannot carry a's
+    held-out rating.
+
+    Agreement of a and b: the mean product of their normalised ratings over
+    their co-rated fit images, shrunk empirical-Bayes style toward the mean
+    agreement of all pairs (the plain consensus's equal weights): with n_ab
+    co-ratings the raw mean has sampling variance σ²/n_ab, the pairs' true
+    agreements spread τ² around the pooled mean m (both by moments over every
+    pair), and the weight is m + n_ab τ² / (n_ab τ² + σ²) · (raw − m). Pairs who
+    never co-rated get m; τ² ≤ 0 (no spread beyond noise) gives everyone m,
+    i.e. the plain mean. Negative posterior agreement is floored at 0: with
+    the handful of co-ratings a pair has here (~5), a negative estimate is more
+    often noise than opposed taste, and a negative weight in a normalised mean
+    lets its denominator approach 0. ``stacking`` uses it as the fifth member.
+    No (A, A) or (A, images) array: the constants from sparse pairs, the
+    weights read one annotator at a time, by the code serving uses
+    (``rewardmodel.similar``)."""
+
+    agreement: Agreement
+    train: TrainIndex  # the fit ratings, by image and by annotator
+    n_ann: int
+    info: dict = field(default_factory=dict)
+
+    @classmethod
+    def fit(cls, r: Ratings, z: np.ndarray, n_ann: int, n_rows: int) -> Similar:
+        """From fit ratings ``r`` with normalised scores ``z`` only."""
+        train = TrainIndex(r.ann, r.row, z, n_rows)
+        sums = pair_sums(r.ann, r.row, z, n_ann, n_rows)
+        if sums is None:
+            return cls(NO_PAIRS, train, n_ann, {"pairs": 0, "why": "no co-rated pairs"})
+        _, n, prod, prod2 = sums
+        c = constants(n, prod, prod2)
+        k, tot = int(n.size), float(n.sum())
+        info = {
+            "pairs": k,
+            "mean_co_rated": round(tot / k, 3),
+            "m": round(c.m, 5),
+            "sigma2": round(c.sigma2, 5),
+            "tau2": round(float(max(c.tau2, 0.0)), 6),
+            "floored": round(float((c.posterior(n, prod) < 0).mean()), 4),
+        }
+        return cls(c, train, n_ann, info)
+
+    @property
+    def weights(self) -> np.ndarray:
+        """The (A, A) weights, zero diagonal (for tests and small studies:
+        prediction reads one annotator's row at a time)."""
+        w = np.full((self.n_ann, self.n_ann), self.agreement.base)
+        for a in range(self.n_ann):
+            who, wa = self.train.agreements(a, self.agreement)
+            w[a, who] = wa
+        np.fill_diagonal(w, 0.0)
+        return w
+
+    def predict(self, crowd: Crowd, r: Ratings) -> np.ndarray:
+        """The similarity-weighted mean of the others' normalised ratings (those
+        ``crowd`` holds: the visible ratings, each annotator's own left out) of
+        each rating's image, for its annotator; the plain leave-one-out mean
+        where no one with a positive weight rated it; 0 where nobody else did.
+        One annotator at a time (``similar.weighted_sums``, as serving)."""
+        out = np.zeros(len(r))
+        base = self.agreement.base
+        for a, idx in by_annotator(r.ann):
+            who, w = self.train.agreements(a, self.agreement)
+            sums = weighted_sums(crowd, a, who, w, base)
+            out[idx] = weighted_mean(crowd, a, r.row[idx], sums)
+        return out
+
+
+def similar_of(ctx) -> Similar:
+    """The ``Similar`` of an ``evaluation.Context``: agreements from its fit
+    ratings alone (train), normalised as every fitted annotator is."""
+    fit = ctx.fit
+    z = (fit.score - ctx.mean[fit.ann]) / ctx.std[fit.ann]  # taste.normalised
+    return Similar.fit(fit, z, ctx.data.n_ann, ctx.x.shape[0])
+
+
+def similar_part(hyper, ctx, r: Ratings):
+    """The fifth member's share of the model's prediction of ratings ``r``
+    (``Hyper.blend_similar`` × ``Similar.predict`` on ``ctx``'s crowd); 0
+    where selection did not use it (always, outside evaluation)."""
+    if hyper.blend_similar is None:
+        return 0.0
+    sim = similar_of(ctx).predict(ctx.crowd, r)
+    return np.asarray(hyper.blend_similar, np.float64)[r.ann] * sim

@@ -36,7 +36,7 @@ from annotation import splits
 from . import posterior as P
 from . import stacking as S
 from . import taste as T
-from .crowd import crowd_expected, crowd_fill_fit
+from .crowd import crowd_expected, crowd_fill_fit, similar_part
 from .metrics import PairScorer, all_metrics, by_annotator, mean_of
 
 if TYPE_CHECKING:
@@ -56,6 +56,7 @@ class Data:
     ks: list[int]
     seed: int
     blend_mode: str | None = None  # stacking.BLEND_MODES; None: its BLEND_MODE
+    similar: bool = False  # crowd.Similar as a fifth member (training.DEFAULT_CONFIG)
     # Heads fitted on the train split, by (prior, base, τ²): the report reuses
     # what selection computed (same fit ratings, same features).
     heads_memo: dict = field(default_factory=dict)
@@ -302,8 +303,7 @@ def report(
     """Test metrics of the model fitted on train with ``hyper`` (and ``prior``,
     the one selection estimated on the same train fit; else estimated here), next
     to the baselines. Returns (summary, per-annotator rows, the model's held-out
-    predictions per annotator: test_seen images, or for newcomers the query images
-    at the largest k)."""
+    predictions: test_seen images, or newcomers' query images at the largest k)."""
     fit = data.part(splits.TRAIN)
     ctx = Context(data, fit, data.ratings)
     w0 = ctx.base(hyper.base, hyper.pop_lambda)
@@ -331,7 +331,7 @@ def report(
         )
     v = ctx.view(data.part(splits.TEST_SEEN))
     preds = {
-        "model": v.forward(model),
+        "model": v.forward(model) + similar_part(hyper, ctx, v.r),
         "population": v.forward(pop, per_annotator=False),
         "per_annotator_ridge": v.forward(ridge),
         "loo_consensus": ctx.loo_mean(v.r),

@@ -17,6 +17,7 @@ from annotation import splits
 from . import posterior as P
 from . import stacking as S
 from . import taste as T
+from .crowd import similar_of
 from .evaluation import (
     Context,
     Data,
@@ -66,6 +67,24 @@ class Tuned:
     ridge_tau2_rel: float  # per-annotator ridge (prior variance, relative)
 
 
+def _blend(search: _Search, members: dict) -> tuple:
+    """``stacking.blend_out_of_fold`` with the evaluation-only fifth member
+    where ``Data.similar`` asks for it (``crowd.Similar``, agreements from
+    train): (the four heads' pooled weights, info, their (A, 4) table or None,
+    the fifth member's (A,) weight or None)."""
+    ctx = search.ctx
+    data = ctx.data
+    similar = similar_of(ctx) if data.similar else None
+    column = None if similar is None else similar.predict(ctx.crowd, search.vs.r)
+    weights, info, per = S.blend_out_of_fold(search, **members, similar=column)
+    table = S.weights_table(weights, per, data.n_ann)
+    if similar is None:
+        return weights, info, table, None
+    info["similar"] = similar.info  # the fifth weight apart: the heads take four
+    fifth = np.full(data.n_ann, weights[4]) if table is None else table[:, 4].copy()
+    return weights[:4], info, None if table is None else table[:, :4].copy(), fifth
+
+
 def _mean(values) -> float:
     vals = np.asarray(list(values), np.float64)
     return float(vals.mean()) if vals.size else math.nan
@@ -104,9 +123,8 @@ def select(data: Data, blend_mode: str | None = None) -> tuple[T.Hyper, P.Prior,
     chosen = search.best or Config("content", 0.0, 0.0)
     ridge, _ = ridge_on(ctx, tuned.ridge_tau2_rel)
     pop = ctx.base("content", tuned.pop_lambda)
-    weights, blend_info, per = S.blend_out_of_fold(
-        search, pop=pop, ridge=ridge, consensus=bases["crowd_only"], mode=blend_mode
-    )
+    blend = dict(pop=pop, ridge=ridge, consensus=bases["crowd_only"], mode=blend_mode)
+    weights, blend_info, table, blend_similar = _blend(search, blend)
     # Newcomers adapt only if the personal part earns its place on val_seen
     # (selected τ² against τ² = 0 on the same base, out of fold).
     personal = search.personal_part() if chosen.tau2_rel > 0 else {"win": False}
@@ -121,7 +139,8 @@ def select(data: Data, blend_mode: str | None = None) -> tuple[T.Hyper, P.Prior,
         new_lambda=lams[new_base],
         new_tau2_rel=chosen.tau2_rel if personal["win"] else 0.0,
         blend=weights,
-        blend_annotators=S.weights_table(weights, per, data.n_ann),
+        blend_annotators=table,
+        blend_similar=blend_similar,
         ridge_tau2_rel=tuned.ridge_tau2_rel,
         blend_pop_lambda=tuned.pop_lambda,
         blend_crowd_lambda=lams["crowd_only"],

@@ -59,6 +59,10 @@ from .metrics import PairScorer, mean_pairwise
 from .taste import base_head, forward, ridge_heads
 
 MEMBERS = ("model", "population", "ridge", "consensus")
+# The optional fifth member (evaluation only, off by default): the
+# similarity-weighted consensus (``crowd.Similar``), RESULTS.md "Issue 26:
+# similarity-weighted crowd".
+SIMILAR_MEMBERS = (*MEMBERS, "similar")
 SHRINK_GRID = np.round(np.linspace(0.0, 1.0, 11), 2)  # α: 0 = best member
 SPLITS, SPLIT_SEED = 10, 26  # seeded halvings of val_seen annotators for α
 BAGS, BAG_SEED = 30, 26  # bootstrap resamples behind the (soft) best member
@@ -271,7 +275,7 @@ def member_columns(f, ann, model, pop, ridge, consensus) -> np.ndarray:
 
 
 def blend_out_of_fold(
-    search, *, pop, ridge, consensus, mode: str | None = None
+    search, *, pop, ridge, consensus, mode: str | None = None, similar=None
 ) -> tuple[tuple, dict, tuple | None]:
     """Weights of (model, population, ridge, consensus) on val_seen, out of
     fold: each fold's model predictions come from the configuration chosen on
@@ -281,8 +285,11 @@ def blend_out_of_fold(
     the shrinkage toward the best member (α and its nested-fold curve). Third:
     (annotators, their weights (P, M)) where per-annotator weights were chosen
     (``mode``, default ``BLEND_MODE``; ``choose_blend_mode`` under "auto"),
-    else None (``weights_table`` makes the (n_ann, M) table)."""
+    else None (``weights_table`` makes the (n_ann, M) table). ``similar``: the
+    fifth member's prediction of every val_seen rating (``search.vs`` order),
+    or None for the four members."""
     mode = BLEND_MODE if mode is None else mode
+    names = MEMBERS if similar is None else SIMILAR_MEMBERS
     if mode not in BLEND_MODES:
         raise ValueError(f"blend mode {mode!r}: one of {', '.join(BLEND_MODES)}")
     v, sc = search.vs, search.sc
@@ -293,12 +300,15 @@ def blend_out_of_fold(
         model = search.heads_of(search._pick(~held))
         idx = np.flatnonzero(np.isin(v.r.ann, sc.annotators[held]))
         ann = v.r.ann[idx]
-        cols.append(member_columns(v.f[idx], ann, model, pop, ridge, consensus))
+        col = member_columns(v.f[idx], ann, model, pop, ridge, consensus)
+        if similar is not None:
+            col = np.column_stack([col, similar[idx]])
+        cols.append(col)
         ys.append(v.y[idx])
         anns.append(ann)
     if not cols:
         return (
-            (1.0, 0.0, 0.0, 0.0),
+            (1.0,) + (0.0,) * (len(names) - 1),
             {"weights": None, "why": "no val_seen folds"},
             None,
         )
@@ -306,24 +316,29 @@ def blend_out_of_fold(
     shrink = choose_shrinkage(p, y, ann)
     w, _, _ = choose_weights(p, y, ann, alpha=shrink["alpha"])
     if not w.any():
-        w = np.asarray([1.0, 0.0, 0.0, 0.0])
-    oof = {m: mean_pairwise(ann, y, p[:, j]) for j, m in enumerate(MEMBERS)}
+        w = np.zeros(len(names))
+        w[0] = 1.0
+    oof = {m: mean_pairwise(ann, y, p[:, j]) for j, m in enumerate(names)}
     oof["blend"] = mean_pairwise(ann, y, p @ w)
     info = {
-        "weights": dict(zip(MEMBERS, w.tolist(), strict=True)),
+        "weights": dict(zip(names, w.tolist(), strict=True)),
         "oof": oof,
         "shrinkage": shrink,
     }
     per = None
     if mode != "global":
-        info["per_annotator"], per = _per_annotator_part(p, y, ann, w, mode, shrink)
+        info["per_annotator"], per = _per_annotator_part(
+            p, y, ann, w, mode, shrink, names
+        )
     return tuple(float(x) for x in w), info, per
 
 
 # --- per-annotator weights shrunk toward the pooled ones ----------------------------
 
 
-def _per_annotator_part(p, y, ann, pooled, mode: str, shrink: dict) -> tuple:
+def _per_annotator_part(
+    p, y, ann, pooled, mode: str, shrink: dict, names=MEMBERS
+) -> tuple:
     """(the choice's info, (n_ann, M) weights or None) for ``blend_out_of_fold``."""
     if mode == "auto":
         choice = choose_blend_mode(p, y, ann, shrink["alpha"])
@@ -335,7 +350,7 @@ def _per_annotator_part(p, y, ann, pooled, mode: str, shrink: dict) -> tuple:
     moved = np.any(np.abs(wa - pooled) > 1e-12, axis=1)
     choice.update(ratio=eb["ratio"], annotators=int(who.size), moved=int(moved.sum()))
     choice["mean_weights"] = dict(
-        zip(MEMBERS, np.round(wa.mean(axis=0), 6).tolist(), strict=True)
+        zip(names, np.round(wa.mean(axis=0), 6).tolist(), strict=True)
     )
     choice["weights_sum"] = round(float(wa.sum()), 9)
     return choice, (who, wa)

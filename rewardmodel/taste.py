@@ -39,8 +39,7 @@ k content columns (principal components kept, ≤ ``MAX_DIM``), d = k + 2 featur
 columns [x, crowd, 1], B bases, T values of τ², C candidate heads.
 
 Hyper-parameters come from fixed grids on the validation splits only
-(``selection``); ``fit_heads`` refits on whatever ratings it is given (the
-deployed version: everything).
+(``selection``); ``fit_heads`` refits on the ratings given (deployed: all).
 """
 
 from __future__ import annotations
@@ -59,6 +58,7 @@ from .posterior import (
     user_delta,
     user_kernel,
 )
+from .similar import Agreement, agreement_for
 
 # Relative grids (scaled by the data): fixed here, not per benchmark variant.
 POP_GRID = tuple(10.0 ** np.arange(-3.0, 2.01, 0.5))  # × mean diagonal of F'F
@@ -117,9 +117,9 @@ def normalised(r: Ratings, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
 
 def global_std(std: np.ndarray, counts: np.ndarray) -> float:
     """The typical spread of one annotator's ratings, behind a newcomer's few:
-    the median std of the annotators with at least two ratings; 1.0 (the
-    default of ``norm_stats``) when nobody has two (a median of nothing is NaN,
-    which would turn every newcomer's prediction into NaN)."""
+    the median std of the annotators with at least two ratings; 1.0 (``norm_stats``'s
+    default) when nobody has two (a median of nothing, NaN, would reach every
+    newcomer's prediction)."""
     many = np.asarray(counts) > 1
     return float(np.median(np.asarray(std)[many])) if many.any() else 1.0
 
@@ -127,11 +127,9 @@ def global_std(std: np.ndarray, counts: np.ndarray) -> float:
 @dataclass
 class Features:
     """Image features: the embedding standardised per column and projected on its
-    top ``MAX_DIM`` principal components (all of them when the embedding is
-    smaller), plus the crowd and intercept columns.
-
-    Built from the embeddings alone (every image of the snapshot, no rating), so
-    selection, report and the deployed refit share one feature space."""
+    top ``MAX_DIM`` principal components (all when fewer), plus the crowd and
+    intercept columns. From the embeddings alone (every image of the snapshot,
+    no rating): selection, report and the deployed refit share one space."""
 
     mean: np.ndarray  # (e,)
     std: np.ndarray  # (e,)
@@ -261,9 +259,10 @@ class Hyper:
     # Fitted annotators' heads as a blend of the family's members (``stacking``):
     # weights (model, population, ridge, consensus) and the members' own λ / τ².
     blend: tuple | None = None
-    # (A, 4) per-annotator weights where selection chose them (``stacking``),
-    # else None; not in ``as_dict`` (the checkpoint stores the array).
+    # Not in ``as_dict`` (arrays): (A, 4) per-annotator weights where selection chose
+    # them, else None; (A,) the similar crowd's (``crowd.Similar``), else None.
     blend_annotators: np.ndarray | None = field(default=None, compare=False)
+    blend_similar: np.ndarray | None = field(default=None, compare=False)
     ridge_tau2_rel: float | None = None
     blend_pop_lambda: float | None = None
     blend_crowd_lambda: float | None = None
@@ -344,9 +343,9 @@ class Model:
     global_std: float  # ``global_std`` of the fit ratings
     prior: Prior | None = None
     w_new: np.ndarray | None = None  # (d,) newcomers' base head (None: w0)
-    # (k + 1,): E[crowd feature | x] = [x, 1] · crowd_fill, for images nobody
-    # else rated; None (older checkpoints): 0, as before.
+    # (k + 1,): E[crowd | x] = [x, 1] · crowd_fill (unrated images); None: 0
     crowd_fill: np.ndarray | None = None
+    similar: Agreement | None = None  # the similar crowd's constants (None: off)
 
     @property
     def newcomer_base(self) -> np.ndarray:
@@ -457,6 +456,7 @@ def fit_heads(
 
         own = refit_blend(own, f, y, fit, n_ann, hyper, gram, rhs)
     heads = np.where((counts > 0)[:, None], own, w_new[None, :])
+    agree = agreement_for(hyper, fit, y, n_ann, emb.shape[0])
     return Model(
         feat,
         w0,
@@ -470,6 +470,7 @@ def fit_heads(
         prior,
         w_new=w_new,
         crowd_fill=fill,
+        similar=agree,
     )
 
 

@@ -19,7 +19,9 @@ from . import posterior as P
 from . import selection as Sel
 from . import taste as T
 
-DEFAULT_CONFIG = {"ks": [0, 5, 10, 20], "seed": 0}
+# "similar": the similarity-weighted crowd as a fifth blend member (issue 26,
+# ``crowd.Similar``; served by ``similar.Served``).
+DEFAULT_CONFIG = {"ks": [0, 5, 10, 20], "seed": 0, "similar": True}
 # Used where a split has too little data to choose from (tiny studies).
 FALLBACK = T.Hyper(pop_lambda=1.0, tau2_rel=1.0, rho=3.0)
 MIN_TRAIN = 10
@@ -45,6 +47,7 @@ def _data(snap, emb: np.ndarray, cfg: dict) -> V.Data:
         ks=[int(k) for k in cfg["ks"]],
         seed=int(cfg["seed"]),
         blend_mode=cfg.get("blend_mode"),
+        similar=bool(cfg.get("similar", DEFAULT_CONFIG["similar"])),
     )
 
 

@@ -45,11 +45,23 @@ def _scored(snap, emb, result, query, *, old) -> dict:
         pop_extra=external_targets(snap),
     )
     new = C.score_query(
-        cand, keys, x=cand.feat.x(emb), ratings=ratings, keys=keys, query=query
+        cand,
+        keys,
+        x=cand.feat.x(emb),
+        ratings=ratings,
+        keys=keys,
+        query=query,
+        fit=~query,
     )
-    old_model, old_keys, x_old = old
+    old_model, old_keys, x_old, after = old
     prev = C.score_query(
-        old_model, old_keys, x=x_old, ratings=ratings, keys=keys, query=query
+        old_model,
+        old_keys,
+        x=x_old,
+        ratings=ratings,
+        keys=keys,
+        query=query,
+        fit=snap.r_id <= after,
     )
     return C.paired_accuracy(snap.r_ann[query], snap.r_score[query], new, prev)
 
@@ -87,7 +99,7 @@ def version_compare_with_active(*, run, snap, emb, result, backbone, log) -> dic
         x_old = _active_features(active, old_model, snap, emb=emb, backbone=backbone)
     except (KeyError, ValueError) as exc:  # unreadable, or its backbone cannot embed
         return _impossible(base, f"v{active.pk} cannot be scored here ({exc})")
-    paired = _scored(snap, emb, result, query, old=(old_model, old_keys, x_old))
+    paired = _scored(snap, emb, result, query, old=(old_model, old_keys, x_old, after))
     out = {**base, **paired}
     if not paired["n_annotators"]:
         return _impossible(

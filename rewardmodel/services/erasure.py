@@ -43,6 +43,11 @@ def checkpoints_drop_annotator(*, annotator_id: int) -> int:
         model.fitted = _without(model.fitted, i)
         model.norm_mean = _without(model.norm_mean, i)
         model.norm_std = _without(model.norm_std, i)
+        hyper = model.hyper  # per-head weights: one row per head too
+        if hyper.blend_annotators is not None:
+            hyper.blend_annotators = _without(hyper.blend_annotators, i)
+        if hyper.blend_similar is not None:
+            hyper.blend_similar = _without(hyper.blend_similar, i)
         meta = {k: v for k, v in header.items() if k not in _DERIVED}
         tmp = f"{path}.partial"
         checkpoint_save(tmp, model=model, keys=keys[:i] + keys[i + 1 :], meta=meta)

@@ -104,6 +104,8 @@ def _validate(promote: str, trigger: str, config: dict) -> None:
         isinstance(config["seed"], bool) or not isinstance(config["seed"], int)
     ):
         raise InvalidInput("seed must be an integer.")
+    if not isinstance(config.get("similar", False), bool):
+        raise InvalidInput("similar must be true or false.")
     ks = config.get("ks")
     if ks is not None and not (
         isinstance(ks, list) and all(isinstance(k, int) and k >= 0 for k in ks)

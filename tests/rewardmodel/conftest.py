@@ -75,14 +75,15 @@ def rated_study(db, rm_settings):
     return study, annotators
 
 
-def trained_with_unrated_image(study, *, seed: int):
-    """Train and promote a version on the study, then add one image nobody has
-    rated (as prompt steering's candidates are) with its embedding."""
+def trained_with_unrated_image(study, *, seed: int, config: dict | None = None):
+    """Train and promote a version on the study (training ``config``), then add
+    one image nobody has rated (as prompt steering's candidates are) with its
+    embedding."""
     from rewardmodel import embeddings
     from rewardmodel import services as rm
 
     run = rm.training_run_execute(
-        run_id=rm.training_run_create(study=study, promote="always").pk
+        run_id=rm.training_run_create(study=study, promote="always", config=config).pk
     )
     assert run.status == "succeeded", run.error
     image = ann.image_create(

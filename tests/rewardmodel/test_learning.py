@@ -72,7 +72,9 @@ def test_without_learnable_individual_taste_the_model_stays_at_the_best_baseline
     with compute_threads():
         res = train_and_evaluate(snap=snap, emb=emb, cfg={"seed": 14})
     weights = res.summary["selection"]["blend"]["weights"]
-    assert weights["population"] + weights["consensus"] > weights["model"], weights
+    # the crowd members: the consensus, and the similar crowd where it is on
+    crowd = weights["consensus"] + weights.get("similar", 0.0)
+    assert weights["population"] + crowd > weights["model"], weights
     seen = res.summary["seen"]
     best = max(
         seen[w]["pairwise_accuracy"]

@@ -3,17 +3,20 @@ process (``inference.Predictor``: checkpoint, embedding cache, crowd from the
 database) and evaluation (``evaluation.Context``: the training snapshot's
 arrays) score the same (annotator, image) pairs through the one forward pass
 (``taste.forward``) with the one crowd feature (``crowd.Crowd``) and its fill;
-they must agree within 1e-6 on the annotator's scale."""
+they must agree within 1e-6 on the annotator's scale, with the similar crowd
+(issue 26, ``crowd.Similar``: a fifth member outside the head) on and off."""
 
 import numpy as np
 import pytest
 
 from rewardmodel import evaluation as V
 from rewardmodel import taste as T
+from rewardmodel.crowd import similar_part
 
 
 @pytest.mark.django_db
-def test_served_scores_equal_evaluated_scores(rated_study):
+@pytest.mark.parametrize("similar", [False, True])
+def test_served_scores_equal_evaluated_scores(rated_study, similar):
     from rewardmodel import inference
     from rewardmodel.checkpoint import checkpoint_load
     from rewardmodel.embeddings import embedding_matrix
@@ -23,8 +26,12 @@ def test_served_scores_equal_evaluated_scores(rated_study):
 
     study, annotators = rated_study
     # The product's training path: a training run, checkpoint written, promoted.
-    run, unrated = trained_with_unrated_image(study, seed=31_337)
+    config = {"similar": similar}
+    run, unrated = trained_with_unrated_image(study, seed=31_337, config=config)
     model, keys, _ = checkpoint_load(run.version.checkpoint_path)
+    assert (model.similar is not None) is similar
+    if similar:
+        model = _with_similar_weights(run.version, model, keys)
 
     # Evaluation's side: the training snapshot's arrays, the deployed model's
     # feature space and heads, the crowd of every rating (as deployed).
@@ -50,7 +57,12 @@ def test_served_scores_equal_evaluated_scores(rated_study):
         np.zeros(n_img * n_ann),
     )
     view = ctx.view(pairs)
-    norm = view.forward(model.heads)
+    # The member as the report adds it (agreements from the fit ratings: here,
+    # as deployed, every rating), 0 without it.
+    part = similar_part(model.hyper, ctx, pairs)
+    if similar:
+        assert np.abs(part).max() > 0.05  # so serving without it would differ
+    norm = view.forward(model.heads) + part
     evaluated = model.norm_mean[pairs.ann] + model.norm_std[pairs.ann] * norm
     assert np.allclose(ctx.mean, model.norm_mean) and np.allclose(
         ctx.std, model.norm_std
@@ -71,3 +83,27 @@ def test_served_scores_equal_evaluated_scores(rated_study):
     # left out of the crowd), rated only by others, and rated by nobody.
     counts = np.bincount(ratings.row, minlength=n_img)
     assert counts[-1] == 0 and counts[:-1].min() > 0
+
+
+def _with_similar_weights(version, model, keys):
+    """The version's model with the member's weights set by hand (selection
+    gives it 0 on this eight-annotator study, where serving without it would
+    pass too), saved as the version's checkpoint: its heads and constants are
+    the trained ones (the member rides outside the head)."""
+    import hashlib
+    from dataclasses import replace
+    from pathlib import Path
+
+    from rewardmodel.checkpoint import checkpoint_save
+    from rewardmodel.models import ModelVersion
+
+    w = np.linspace(0.3, 0.9, len(keys))
+    model = replace(model, hyper=replace(model.hyper, blend_similar=w))
+    path = Path(version.checkpoint_path).with_suffix(".similar.npz")
+    checkpoint_save(path, model=model, keys=keys, meta={})
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    ModelVersion.objects.filter(pk=version.pk).update(
+        checkpoint_path=str(path), checkpoint_sha256=sha
+    )
+    version.refresh_from_db()
+    return model
