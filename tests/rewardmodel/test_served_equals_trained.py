@@ -3,7 +3,7 @@ process (``inference.Predictor``: checkpoint, embedding cache, crowd from the
 database) and evaluation (``evaluation.Context``: the training snapshot's
 arrays) score the same (annotator, image) pairs through the one forward pass
 (``taste.forward``) with the one crowd feature (``crowd.Crowd``) and its fill;
-they must agree within 1e-6 on the annotator's scale, with the similar crowd
+they must agree within 1e-5 on the annotator's scale, with the similar crowd
 (issue 26, ``crowd.Similar``: a fifth member outside the head) on and off."""
 
 import numpy as np
@@ -78,7 +78,12 @@ def test_served_scores_equal_evaluated_scores(rated_study, similar):
         served = np.asarray([got["scores"][i] for i in image_ids])
         want = evaluated[pairs.ann == j]
         worst = max(worst, float(np.abs(served - want).max()))
-    assert worst <= 1e-6, worst
+    # 1e-5, not 1e-6: both sides use the float32 embedding cache, and the two
+    # forward passes sum in different orders; differences of 1.7e-6 to 2.9e-6
+    # were seen on main in about 1 run of 3 (the study's ids, and so its splits,
+    # differ between runs). Serving without a part of the model is off by 0.05
+    # or more (the member alone: 1.56).
+    assert worst <= 1e-5, worst
     # Pairs of every kind were compared: rated by the annotator (own rating
     # left out of the crowd), rated only by others, and rated by nobody.
     counts = np.bincount(ratings.row, minlength=n_img)
