@@ -190,3 +190,31 @@ def test_a_run_refuses_a_similar_setting_that_is_not_true_or_false():
     with pytest.raises(InvalidInput, match="similar must be true or false"):
         rm.training_run_create(config={"similar": "yes"})
     assert not TrainingRun.objects.exists()
+
+
+@pytest.mark.django_db
+def test_serving_reads_agreements_from_the_fitted_ratings_only(rated_study):
+    """Agreements are the fitted model's: ratings given after the training run
+    (here two annotators co-rating a new image) must not enter them until the
+    next run (``Predictor._fit_ratings`` reads up to the run's last rating)."""
+    from annotation import services as ann
+    from rewardmodel import inference
+
+    from .conftest import trained_with_unrated_image
+
+    study, annotators = rated_study
+    run, new_image = trained_with_unrated_image(
+        study, seed=4_242, config={"similar": True}
+    )
+    pred = inference.load(run.version)
+    x, y = annotators[0], annotators[1]
+    before = pred._fit_ratings(x.pk)
+    assert x.pk in before.mine  # they were fitted and rated
+    for a in (x, y):  # the only open image now: the new one
+        (lease,) = ann.assignment_claim(annotator=a, study=study)
+        assert lease.image_id == new_image.pk
+        ann.rating_submit(assignment_id=lease.pk, annotator=a, score=6)
+    after = pred._fit_ratings(x.pk)
+    np.testing.assert_array_equal(after.mine[x.pk][0], before.mine[x.pk][0])
+    np.testing.assert_array_equal(after.mine[x.pk][1], before.mine[x.pk][1])
+    np.testing.assert_array_equal(after.row_ann, before.row_ann)
