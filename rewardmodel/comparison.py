@@ -105,8 +105,7 @@ def score_query(
         out[q] = T.forward(x[ratings.row[q]], c[q], head)
         w = model.hyper.blend_similar[row[a]] if agree and fitted[a] else 0.0
         if w:  # as ``inference.Predictor.scores`` adds it
-            sums = S.weighted_sums(crowd, a, *train.agreements(a, agree), agree.base)
-            out[q] += w * S.weighted_mean(crowd, a, ratings.row[q], sums)
+            out[q] += w * S.term_of(crowd, a, ratings.row[q], train, agree)
     return out[query]
 
 

@@ -21,8 +21,7 @@ from .similar import (
     TrainIndex,
     constants,
     pair_sums,
-    weighted_mean,
-    weighted_sums,
+    term_of,
 )
 
 if TYPE_CHECKING:
@@ -221,13 +220,10 @@ class Similar:
         ``crowd`` holds: the visible ratings, each annotator's own left out) of
         each rating's image, for its annotator; the plain leave-one-out mean
         where no one with a positive weight rated it; 0 where nobody else did.
-        One annotator at a time (``similar.weighted_sums``, as serving)."""
+        One annotator at a time (``similar.term_of``, as serving)."""
         out = np.zeros(len(r))
-        base = self.agreement.base
         for a, idx in by_annotator(r.ann):
-            who, w = self.train.agreements(a, self.agreement)
-            sums = weighted_sums(crowd, a, who, w, base)
-            out[idx] = weighted_mean(crowd, a, r.row[idx], sums)
+            out[idx] = term_of(crowd, a, r.row[idx], self.train, self.agreement)
         return out
 
 
@@ -242,7 +238,7 @@ def similar_of(ctx) -> Similar:
 def similar_part(hyper, ctx, r: Ratings):
     """The fifth member's share of the model's prediction of ratings ``r``
     (``Hyper.blend_similar`` × ``Similar.predict`` on ``ctx``'s crowd); 0
-    where selection did not use it (always, outside evaluation)."""
+    where selection did not use it (``Data.similar`` off)."""
     if hyper.blend_similar is None:
         return 0.0
     sim = similar_of(ctx).predict(ctx.crowd, r)

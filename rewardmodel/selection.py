@@ -68,8 +68,8 @@ class Tuned:
 
 
 def _blend(search: _Search, members: dict) -> tuple:
-    """``stacking.blend_out_of_fold`` with the evaluation-only fifth member
-    where ``Data.similar`` asks for it (``crowd.Similar``, agreements from
+    """``stacking.blend_out_of_fold`` with the fifth member where
+    ``Data.similar`` asks for it (``crowd.Similar``, agreements from
     train): (the four heads' pooled weights, info, their (A, 4) table or None,
     the fifth member's (A,) weight or None)."""
     ctx = search.ctx

@@ -14,7 +14,7 @@ evaluated ones.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -216,6 +216,15 @@ def weighted_mean(crowd, key, rows, sums: tuple) -> np.ndarray:
     return out
 
 
+def term_of(crowd, key, rows: np.ndarray, train: TrainIndex, agreement) -> np.ndarray:
+    """Annotator ``key``'s similarity-weighted crowd at image rows ``rows``
+    from their agreements in ``train`` (what ``Served.term`` keeps per
+    annotator; evaluation and promotion read it once)."""
+    who, w = train.agreements(key, agreement)
+    sums = weighted_sums(crowd, key, who, w, agreement.base)
+    return weighted_mean(crowd, key, rows, sums)
+
+
 def agreement_for(hyper, fit, y, n_ann: int, n_rows: int) -> Agreement | None:
     """What the deployed model keeps of the member (``taste.fit_heads``): the
     constants on its fit ratings ``fit`` (normalised ``y``), where selection
@@ -236,13 +245,12 @@ class Served:
     annotators kept."""
 
     agreement: Agreement
-    sums: dict | None = None
+    sums: dict = field(default_factory=dict)  # key -> (crowd, weighted sums)
     keep: int = 64
 
     def term(self, crowd, key: int, rows: np.ndarray, fit_ratings) -> np.ndarray:
         """The similarity-weighted crowd of image rows ``rows`` for annotator
         ``key`` (normalised units; the weight is the caller's)."""
-        self.sums = {} if self.sums is None else self.sums
         hit = self.sums.pop(key, None)
         if hit is None or hit[0] is not crowd:
             who, w = fit_ratings(key).agreements(key, self.agreement)
