@@ -176,6 +176,13 @@ def backend_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
+def backend_run_ms(pid: int) -> float:
+    """Milliseconds the process ``pid`` has run on a CPU, from the scheduler's
+    own clock (``/proc/<pid>/schedstat``, nanoseconds; ``backend_cpu``'s ticks
+    are 10 ms, too coarse to compare short stretches)."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e6
+
+
 def backend_pid() -> int:
     from django.db import connection
 
@@ -416,9 +423,9 @@ def interleave(app, study_id, tokens, args) -> None:
     copies of ``--before-sql`` (installed under other names), both with
     ``?next=1`` through the hot lane, alternating every round of one rating
     per annotator (ABBA), so that the machine's changing load falls on both
-    alike. Per arm: web CPU (thread time), PostgreSQL backend CPU (/proc
-    ticks: coarse per request, unbiased summed over many) and the wall time
-    inside ``palate_submit_next`` (``pg_stat_user_functions``, microseconds)."""
+    alike. Per arm: web CPU (thread time), PostgreSQL backend CPU (the
+    scheduler's run time of the backend, ``backend_run_ms``) and the wall time
+    inside ``palate_submit_next`` (``pg_stat_user_functions``)."""
     from django.db import connection
 
     from annotation.engine.services import engine_sql
@@ -443,12 +450,12 @@ def interleave(app, study_id, tokens, args) -> None:
             name = "after" if (turn // k) % 4 in (0, 3) else "before"
             engine_sql._SUBMIT_NEXT = arms[name]
             rotated = tokens[turn % k :] + tokens[: turn % k]
-            pg0 = backend_cpu(pid)
+            pg0 = backend_run_ms(pid)
             stats = run(app, study_id, rotated, 1, label=name, chain=True)
-            pg1 = backend_cpu(pid)
+            pg1 = backend_run_ms(pid)
             got = totals[name]
             got[0] += sum(sum(cpu) for cpu, _, _ in stats.values())
-            got[1] += (pg1 - pg0) * 1000
+            got[1] += pg1 - pg0
             got[2] += 1
     finally:
         engine_sql._SUBMIT_NEXT = live

@@ -9,8 +9,6 @@ DECLARE
     v_key text;
     v_study bigint;
     v_part text;
-    s record;
-    c record;
 BEGIN
     -- Rate and take the next (issue 29): palate_submit, then palate_claim for
     -- the same annotator in the rating's study, one statement and one
@@ -52,38 +50,24 @@ BEGIN
     -- p_held: the submit's checks of the annotator (active) and of the
     -- participation (active, or none), made here on the rows just locked.
     -- Otherwise (rare) the submit checks them itself and refuses.
-    SELECT * INTO s
+    -- Straight into the answer's columns (one assignment each copied from a
+    -- record cost a per-transaction expression set-up each).
+    SELECT * INTO outcome, annotator_id, id, study_id, image_id, time_on_item_ms,
+                  created_at, split, police, dealing
     FROM palate_submit(v_annotator, NULL, p_assignment, p_score, p_now, p_created,
                        v_study IS NOT NULL AND v_status = 'active'
                        AND coalesce(v_part, 'active') = 'active', v_key);
-    outcome := s.outcome;
-    annotator_id := v_annotator;
-    id := s.id;
-    study_id := s.study_id;
-    image_id := s.image_id;
-    time_on_item_ms := s.time_on_item_ms;
-    created_at := s.created_at;
-    split := s.split;
-    police := s.police;
-    dealing := s.dealing;
-    IF s.outcome <> 'created' OR s.police THEN
+    IF outcome <> 'created' OR police THEN
         RETURN NEXT; RETURN;
     END IF;
     -- The API's claim (p_page: what dealing an uncounted item needs too).
-    SELECT * INTO c
-    FROM palate_claim(v_annotator, NULL, s.study_id, 1, p_now, p_starts, true, true);
-    next_outcome := c.outcome;
-    next_id := c.id;
-    next_image_id := c.image_id;
-    next_file := c.file;
-    next_width := c.width;
-    next_height := c.height;
-    next_leased_at := c.leased_at;
-    next_expires_at := c.expires_at;
-    next_shown_at := c.shown_at;
-    next_rated := c.rated;
-    next_pool := c.pool;
-    next_item_due := c.item_due;
+    SELECT c.outcome, c.id, c.image_id, c.file, c.width, c.height, c.leased_at,
+           c.expires_at, c.shown_at, c.rated, c.pool, c.item_due
+    INTO next_outcome, next_id, next_image_id, next_file, next_width, next_height,
+         next_leased_at, next_expires_at, next_shown_at, next_rated, next_pool,
+         next_item_due
+    FROM palate_claim(v_annotator, NULL, palate_submit_next.study_id, 1, p_now,
+                      p_starts, true, true) c;
     RETURN NEXT;
 END
 $function$
