@@ -129,6 +129,12 @@ def test_lane_paths_are_the_sites_own():
         assert hot_match.func is view
         assert hot_match.url_name == resolve(url).url_name
         assert hot_match.kwargs == resolve(url).kwargs
+        # The lane's match stands for the lane URLconf's (_Lane.resolve_request
+        # resolves once): the same in every attribute a view or log reads.
+        lane_match = app._lane_resolver.resolve(url)
+        for attr in ("func", "args", "kwargs", "url_name", "route", "tried"):
+            assert getattr(lane_match, attr) == getattr(hot_match, attr), attr
+        assert repr(lane_match) == repr(hot_match)
 
 
 def test_lane_middleware_is_middleware_less_the_skipped(settings):
