@@ -25,6 +25,11 @@ each statement inside the engine's functions with its mean duration per turn.
 ``--chain``: one request per rating (the rating with ``?next=1``, the next
 item taken from its answer); ``--compare-chain R``: R rounds alternating that
 and two requests per rating (ABBA), both through the hot lane.
+``--compare-sql R`` (with ``--before-sql``): R rounds alternating the live
+SQL and the older copies, both through the hot lane (with ``--chain``, one
+request per rating): only the SQL differs. ``--interleave N`` compares the
+same finer: the older copies installed beside the live ones under other
+names, the two alternating every 20 ratings (see ``interleave``).
 
 Needs PostgreSQL; builds its own database (``--db-name``, dropped at the end):
 
@@ -32,6 +37,8 @@ Needs PostgreSQL; builds its own database (``--db-name``, dropped at the end):
     .venv/bin/python benchmarks/hot_wsgi.py --requests 300 --compare 8 \
         --before-sql annotation/migrations/sql/0025/palate_claim.sql --statements 300
     .venv/bin/python benchmarks/hot_wsgi.py --requests 1000 --compare-chain 4
+    .venv/bin/python benchmarks/hot_wsgi.py --requests 1000 --chain --compare-sql 8 \
+        --before-sql /tmp/older-sql-folder
 """
 
 import argparse
@@ -169,6 +176,13 @@ def backend_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
+def backend_run_ms(pid: int) -> float:
+    """Milliseconds the process ``pid`` has run on a CPU, from the scheduler's
+    own clock (``/proc/<pid>/schedstat``, nanoseconds; ``backend_cpu``'s ticks
+    are 10 ms, too coarse to compare short stretches)."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e6
+
+
 def backend_pid() -> int:
     from django.db import connection
 
@@ -293,28 +307,58 @@ LIVE_SQL = ROOT / "annotation" / "engine" / "sql"
 
 def install_sql(where: Path) -> None:
     """The .sql files of a folder, or one file (a frozen copy of one function:
-    an older copy of a helper may not fit today's tables)."""
+    an older copy of a helper may not fit today's tables). Each function is
+    dropped first whatever its arguments: a copy from before an argument was
+    added would otherwise be installed beside the newer one (an overload)."""
+    import re
+
     from django.db import connection
 
     files = sorted(where.glob("*.sql")) if where.is_dir() else [where]
     with connection.cursor() as cursor:
         for path in files:
-            cursor.execute(path.read_text(encoding="utf-8"))
+            text = path.read_text(encoding="utf-8")
+            name = re.search(r"FUNCTION (?:public\.)?(\w+)\(", text)
+            if name and "RETURNS trigger" not in text:
+                cursor.execute(
+                    "SELECT oid::regprocedure::text FROM pg_proc WHERE proname = %s",
+                    [name.group(1)],
+                )
+                for (signature,) in cursor.fetchall():
+                    cursor.execute(f"DROP FUNCTION {signature}")
+            cursor.execute(text)
 
 
 def compare(lane, full, study_id, tokens, args) -> None:
     """Rounds alternating after and before, ABBA (neither always first), each
-    after a few unmeasured turns (the functions' plans made again)."""
-    arms = {"after": (lane, LIVE_SQL), "before": (full, args.before_sql or LIVE_SQL)}
+    after a few unmeasured turns (the functions' plans made again).
+    ``--compare-sql``: both arms through the hot lane (``--chain``: one
+    request per rating), only the SQL differs."""
+    rounds = args.compare or args.compare_sql
+    before_app = lane if args.compare_sql else full
+    arms = {
+        "after": (lane, LIVE_SQL),
+        "before": (before_app, args.before_sql or LIVE_SQL),
+    }
     totals = {name: [] for name in arms}
-    for r in range(args.compare):
+    for r in range(rounds):
         names = list(arms) if r % 2 == 0 else list(arms)[::-1]
         for name in names:
             app, sql = arms[name]
             install_sql(sql)
-            run(app, study_id, tokens, 5, label=name)
-            print(f"{name} (SQL from {sql}):")
-            totals[name].append(measure(app, study_id, tokens, args.requests, None))
+            warm = len(tokens) if args.chain else 5
+            run(app, study_id, tokens, warm, label=name, chain=args.chain)
+            print(f"{name} (SQL from {sql}), load {os.getloadavg()[0]:.2f}:")
+            got = measure(app, study_id, tokens, args.requests, None, args.chain)
+            totals[name].append(got)
+    summary(totals)
+    install_sql(LIVE_SQL)
+
+
+def summary(totals: dict[str, list[tuple[float, float]]]) -> None:
+    """Each arm's medians, then the rounds paired (the two arms of one round
+    ran back to back): the median difference and how many rounds favour the
+    first arm, for web, PostgreSQL and the total."""
     for name, runs in totals.items():
         web = statistics.median(w for w, _ in runs)
         pg = statistics.median(p for _, p in runs)
@@ -323,7 +367,19 @@ def compare(lane, full, study_id, tokens, args) -> None:
             f" PostgreSQL {pg:.3f} = {web + pg:.3f} ms"
             f" (each round: {', '.join(f'{w + p:.2f}' for w, p in runs)})"
         )
-    install_sql(LIVE_SQL)
+    (a, first), (b, second) = totals.items()
+    pairs = list(zip(first, second, strict=True))
+    for part, pick in (
+        ("web", lambda x: x[0]),
+        ("PostgreSQL", lambda x: x[1]),
+        ("total", lambda x: x[0] + x[1]),
+    ):
+        diff = [pick(x) - pick(y) for x, y in pairs]
+        mid = statistics.median(diff)
+        print(
+            f"  {part}, {a} - {b} paired by round: median {mid:+.3f} ms,"
+            f" {a} lower in {sum(d < 0 for d in diff)} of {len(diff)}"
+        )
 
 
 def compare_chain(app, study_id, tokens, args) -> None:
@@ -338,13 +394,76 @@ def compare_chain(app, study_id, tokens, args) -> None:
             print(f"{name}:")
             got = measure(app, study_id, tokens, args.requests, None, arms[name])
             totals[name].append(got)
-    for name, runs in totals.items():
-        web = statistics.median(w for w, _ in runs)
-        pg = statistics.median(p for _, p in runs)
+    summary(totals)
+
+
+def install_renamed(where: Path, suffix: str) -> dict[str, str]:
+    """The functions of ``where`` (a folder of .sql files) under new names
+    (``<name><suffix>``, in their definitions and in the calls between them),
+    beside the live ones: {old name: new name}."""
+    import re
+
+    from django.db import connection
+
+    texts = [path.read_text(encoding="utf-8") for path in sorted(where.glob("*.sql"))]
+    names = {
+        m.group(1): m.group(1) + suffix
+        for text in texts
+        if (m := re.search(r"FUNCTION (?:public\.)?(\w+)\(", text))
+    }
+    call = re.compile(r"\b(" + "|".join(map(re.escape, names)) + r")\(")
+    with connection.cursor() as cursor:
+        for text in texts:
+            cursor.execute(call.sub(lambda m: names[m.group(1)] + "(", text))
+    return names
+
+
+def interleave(app, study_id, tokens, args) -> None:
+    """``--interleave N``: N ratings with the live SQL and N with the older
+    copies of ``--before-sql`` (installed under other names), both with
+    ``?next=1`` through the hot lane, alternating every round of one rating
+    per annotator (ABBA), so that the machine's changing load falls on both
+    alike. Per arm: web CPU (thread time), PostgreSQL backend CPU (the
+    scheduler's run time of the backend, ``backend_run_ms``) and the wall time
+    inside ``palate_submit_next`` (``pg_stat_user_functions``)."""
+    from django.db import connection
+
+    from annotation.engine.services import engine_sql
+
+    names = install_renamed(args.before_sql, "_b")
+    live = engine_sql._SUBMIT_NEXT
+    arms = {"after": live, "before": live.replace("palate_submit_next(", names[
+        "palate_submit_next"] + "(")}  # fmt: skip
+    with connection.cursor() as cursor:
+        cursor.execute("SET track_functions = 'pl'")
+    pid = backend_pid()
+    totals = {name: [0.0, 0.0, 0] for name in arms}
+    k = len(tokens)
+    try:
+        run(app, study_id, tokens, 2 * k, label="warm", chain=True)
+        for name, sql in arms.items():  # each function compiled and planned
+            engine_sql._SUBMIT_NEXT = sql
+            run(app, study_id, tokens, 2 * k, label=name, chain=True)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_stat_reset()")
+        for turn in range(2 * args.interleave):
+            name = "after" if (turn // k) % 4 in (0, 3) else "before"
+            engine_sql._SUBMIT_NEXT = arms[name]
+            rotated = tokens[turn % k :] + tokens[: turn % k]
+            pg0 = backend_run_ms(pid)
+            stats = run(app, study_id, rotated, 1, label=name, chain=True)
+            pg1 = backend_run_ms(pid)
+            got = totals[name]
+            got[0] += sum(sum(cpu) for cpu, _, _ in stats.values())
+            got[1] += pg1 - pg0
+            got[2] += 1
+    finally:
+        engine_sql._SUBMIT_NEXT = live
+    function_times(f"interleaved, {args.interleave} ratings each")
+    for name, (web, pg, n) in totals.items():
         print(
-            f"{name}: CPU per rating, median of {len(runs)} rounds: web {web:.3f} +"
-            f" PostgreSQL {pg:.3f} = {web + pg:.3f} ms"
-            f" (each round: {', '.join(f'{w + p:.2f}' for w, p in runs)})"
+            f"{name}: CPU per rating web {web / n:.3f} + PostgreSQL {pg / n:.3f}"
+            f" = {(web + pg) / n:.3f} ms ({n} ratings)"
         )
 
 
@@ -386,6 +505,22 @@ def parse_args() -> argparse.Namespace:
         " before (every middleware, --before-sql)",
     )
     p.add_argument(
+        "--compare-sql",
+        type=int,
+        default=0,
+        metavar="R",
+        help="R rounds alternating the live SQL and --before-sql, both through the"
+        " hot lane (with --chain: one request per rating)",
+    )
+    p.add_argument(
+        "--interleave",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N ratings each with the live SQL and with --before-sql's (renamed),"
+        " alternating every round of one rating per annotator (ABBA)",
+    )
+    p.add_argument(
         "--before-sql",
         type=Path,
         metavar="PATH",
@@ -422,11 +557,13 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     n = (
-        args.requests * max(1, 2 * args.compare, 2 * args.compare_chain)
+        args.requests
+        * max(1, 2 * args.compare, 2 * args.compare_chain, 2 * args.compare_sql)
         + args.warmup
         + 2 * args.statements
         + 10 * args.compare
-        + 40 * args.compare_chain
+        + 40 * (args.compare_chain + args.compare_sql)
+        + 2 * args.interleave
     )
     load_args = assignment_load.parse_args(
         [
@@ -475,7 +612,9 @@ def main() -> None:
         print(f"load average {os.getloadavg()[0]:.2f}; {args.requests} turns")
         # CPU time, not wall time: waits for PostgreSQL and for the GIL drop out.
         profiler = cProfile.Profile(time.thread_time) if args.profile else None
-        if args.compare:
+        if args.interleave:
+            interleave(lane, study_id, tokens, args)
+        elif args.compare or args.compare_sql:
             compare(lane, full, study_id, tokens, args)
         elif args.compare_chain:
             compare_chain(app, study_id, tokens, args)

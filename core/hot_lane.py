@@ -86,6 +86,15 @@ class _Lane(BaseHandler):
             handler = convert_exception_to_response(mw)
         self._middleware_chain = handler
 
+    def resolve_request(self, request):
+        """As ``BaseHandler.resolve_request`` with the lane's URLconf, whose
+        match for a lane request is the one ``in_lane`` made already (its two
+        patterns come first there: ``tests/test_hot_lane.py`` compares them),
+        so the path is resolved once, not twice."""
+        set_urlconf(request.urlconf)
+        request.resolver_match = request.lane_match
+        return request.lane_match
+
 
 def lane_middleware() -> list[str]:
     """The lane's chain: ``MIDDLEWARE`` without ``LANE_SKIPS``, in its order."""
@@ -115,6 +124,7 @@ class PalateWSGIHandler(WSGIHandler):
             match = self._lane_resolver.resolve(request.path_info)
         except Resolver404:
             return False
+        request.lane_match = match
         return match.func in self._lane_views
 
     def get_response(self, request):

@@ -129,6 +129,12 @@ def test_lane_paths_are_the_sites_own():
         assert hot_match.func is view
         assert hot_match.url_name == resolve(url).url_name
         assert hot_match.kwargs == resolve(url).kwargs
+        # The lane's match stands for the lane URLconf's (_Lane.resolve_request
+        # resolves once): the same in every attribute a view or log reads.
+        lane_match = app._lane_resolver.resolve(url)
+        for attr in ("func", "args", "kwargs", "url_name", "route", "tried"):
+            assert getattr(lane_match, attr) == getattr(hot_match, attr), attr
+        assert repr(lane_match) == repr(hot_match)
 
 
 def test_lane_middleware_is_middleware_less_the_skipped(settings):
@@ -285,3 +291,32 @@ def test_media_path_is_reverse(settings):
     finally:
         set_script_prefix("/")
         set_urlconf(None)
+
+
+def test_media_url_is_build_absolute_uri(settings):
+    """hot.media_url: request.build_absolute_uri of the media path, for any
+    token, scheme and host, under script prefixes Django quotes or joins
+    (a dot segment: its urljoin) as well as plain ones."""
+    from django.test import RequestFactory
+    from django.urls import set_script_prefix
+
+    from annotation.engine.item_tokens import ASSIGNMENT, MEDIA, item_token
+
+    settings.ALLOWED_HOSTS = ["*"]
+    tokens = [item_token(kind=ASSIGNMENT, pk=pk, purpose=MEDIA) for pk in range(20)]
+    tokens += ["-_", "a" * 22]
+    factory = RequestFactory()
+    requests = [
+        factory.post("/", HTTP_HOST=host, secure=secure)
+        for host in ("testserver", "127.0.0.1:8000", "[::1]:8443", "Example.ORG")
+        for secure in (False, True)
+    ]
+    try:
+        for prefix in ("/", "/palate/", "/pa lat\u00e9/", "/a/./b/", "/a/../b/"):
+            set_script_prefix(prefix)
+            for request in requests:
+                for token in tokens:
+                    expected = request.build_absolute_uri(hot.media_path(token))
+                    assert hot.media_url(request, token) == expected
+    finally:
+        set_script_prefix("/")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import threading
 from functools import lru_cache
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -46,10 +47,24 @@ def _cipher(secret: str) -> Cipher:
     return Cipher(algorithms.AES(key), modes.ECB())  # noqa: S305
 
 
+_contexts = threading.local()
+
+
+def _aes(block: bytes, decrypt: bool = False) -> bytes:
+    """One block through this thread's context for the current key. ECB keeps
+    no state from block to block, so one context serves every token (making
+    one per token cost more than the encryption): never finalised, never
+    shared between threads (an OpenSSL context is not thread-safe)."""
+    secret = settings.SECRET_KEY
+    kept = getattr(_contexts, "kept", None)
+    if kept is None or kept[0] != secret:
+        cipher = _cipher(secret)
+        kept = _contexts.kept = (secret, cipher.encryptor(), cipher.decryptor())
+    return kept[2 if decrypt else 1].update(block)
+
+
 def item_token(*, kind: bytes, pk: int, purpose: bytes = ITEM) -> str:
-    block = purpose + kind + pk.to_bytes(8, "big") + _TAIL
-    enc = _cipher(settings.SECRET_KEY).encryptor()
-    raw = enc.update(block) + enc.finalize()
+    raw = _aes(purpose + kind + pk.to_bytes(8, "big") + _TAIL)
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
@@ -67,8 +82,7 @@ def item_resolve(
         raise missing from None
     if len(raw) != 16 or item_token_raw(raw) != token:
         raise missing  # a non-canonical spelling of some block
-    dec = _cipher(settings.SECRET_KEY).decryptor()
-    block = dec.update(raw) + dec.finalize()
+    block = _aes(raw, decrypt=True)
     if block[:1] != purpose or block[1:2] not in kinds:
         raise missing
     if block[10:] != _TAIL:

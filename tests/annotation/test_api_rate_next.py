@@ -25,10 +25,12 @@ from annotation.models import (
     Annotator,
     Assignment,
     Image,
+    Participation,
     Rating,
     StreamItem,
     Study,
 )
+from annotation.splits import split_assign
 from tests.annotation.test_concurrency import assert_exact
 from tests.factories import AnnotatorFactory, StudyFactory, join, make_images, png_bytes
 
@@ -206,6 +208,33 @@ def test_closed_study_is_refused_and_nothing_claimed(study, pair):
     assert got[0] == 403 and "not open" in got[1]["detail"]
     assert Assignment.objects.count() == before
     assert not Rating.objects.exists()
+
+
+@pytest.mark.parametrize("row", ["annotator", "participation"])
+def test_a_paused_or_excluded_annotator_is_refused_and_nothing_claimed(
+    study, pair, row
+):
+    """Paused, or excluded from the study, in the row only (no slot
+    released): only the checks of the annotator's and the participation's
+    status can refuse, which ``palate_submit_next`` makes on the rows it
+    locks (``p_held``) and the Python path makes itself."""
+    (a, b), (old, new), (item_a, item_b) = pair
+    if row == "annotator":
+        Annotator.objects.filter(pk__in=[a.pk, b.pk]).update(status="paused")
+    else:
+        Participation.objects.filter(study=study).update(
+            status="excluded", excluded_at=timezone.now()
+        )
+    before = list(Assignment.objects.values_list("pk", "status"))
+    expected = two_requests(old, study, item_a, 3)
+    got = rate(new, item_b, 3, "?next=1")
+    assert got == expected
+    assert got[0] == 403 and got[1]["code"] == "annotator_not_active"
+    assert list(Assignment.objects.values_list("pk", "status")) == before
+    assert not Rating.objects.exists()
+    # The rows back, so the integrity check after the test has nothing to say.
+    Annotator.objects.filter(pk__in=[a.pk, b.pk]).update(status="active")
+    Participation.objects.filter(study=study).update(status="active", excluded_at=None)
 
 
 @pytest.mark.django_db(transaction=True)  # the pause runs on commit
@@ -398,3 +427,12 @@ def test_many_threads_rating_and_taking_the_next_fill_exactly():
     assert counts["ratings"] == 40 * 15
     assert not Image.objects.filter(study=study, rating_count__gt=15).exists()
     assert_exact(study, 15)
+    # Each rating's split from the keys the one statement read (its split key,
+    # the image's sha256 its UPDATE returned): the splits' rule, as in Python.
+    ratings = Rating.objects.filter(study=study).select_related("annotator", "image")
+    assert len({r.split for r in ratings}) > 1
+    assert all(
+        r.split
+        == split_assign(image_key=r.image.sha256, annotator_key=r.annotator.split_key)
+        for r in ratings
+    )

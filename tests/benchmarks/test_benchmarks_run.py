@@ -85,6 +85,21 @@ TINY: dict[str, Tiny] = {
         "backend CPU per turn",
         script="hot_wsgi.py",
     ),
+    # Older SQL against the live one: in rounds, and interleaved (renamed).
+    "hot_wsgi.py --compare-sql": Tiny(
+        ("--requests", "6", "--warmup", "2", "--chain", "--compare-sql", "2")
+        + ("--before-sql", "annotation/migrations/sql/0029")
+        + ("--pg-url", "{pg}", "--db-name", "{db}", "--data-dir", "{tmp}"),
+        "paired by round",
+        script="hot_wsgi.py",
+    ),
+    "hot_wsgi.py --interleave": Tiny(
+        ("--requests", "2", "--warmup", "2", "--interleave", "45")
+        + ("--before-sql", "annotation/migrations/sql/0029")
+        + ("--pg-url", "{pg}", "--db-name", "{db}", "--data-dir", "{tmp}"),
+        "palate_submit_next_b",
+        script="hot_wsgi.py",
+    ),
     # Label Studio is not installed here: the script's own arguments and its
     # Palate side (study, server, a round, the reset between rounds) run; the
     # Label Studio rounds need ``--ls-venv`` with label-studio in it.

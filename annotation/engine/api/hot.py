@@ -32,6 +32,7 @@ from django.db import IntegrityError, connection
 from django.http import HttpRequest, HttpResponse
 from django.urls import get_script_prefix, get_urlconf, reverse
 from django.utils import timezone
+from django.utils.encoding import iri_to_uri
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework.authtoken.models import Token
 
@@ -102,11 +103,12 @@ def _accepts_json(request: HttpRequest) -> bool:
     return not accept or "*/*" in accept or _JSON in accept
 
 
-def _iso(value: datetime | None) -> str | None:
-    """DRF's DateTimeField output: ISO 8601 in the current time zone, UTC as Z."""
+def _iso(value: datetime | None, tz) -> str | None:
+    """DRF's DateTimeField output: ISO 8601 in the current time zone ``tz``
+    (looked up once per answer: the lookup was most of this), UTC as Z."""
     if value is None:
         return None
-    text = timezone.localtime(value).isoformat()
+    text = timezone.localtime(value, tz).isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
@@ -120,44 +122,71 @@ def _error(exc: PalateError) -> HttpResponse:
 
 
 _SENTINEL = "PalateMediaToken0"
-_media_paths: dict[tuple, tuple[str, str]] = {}
+_media_paths: dict[tuple, tuple[str, str, bool]] = {}
 
 
-def media_path(media_token: str) -> str:
-    """``reverse("media_item", args=[media_token])``, the URL pattern reversed
-    once per script prefix and URLconf (a ``reverse()`` was about a tenth of the
-    claim view's CPU). Media tokens are URL-safe base64, which ``reverse()``
-    leaves as they are."""
+def _media_parts(media_token: str) -> tuple[str, str, bool]:
+    """``reverse("media_item")`` around the token, reversed once per script
+    prefix and URLconf (a ``reverse()`` was about a tenth of the claim view's
+    CPU). Media tokens are URL-safe base64, which ``reverse()`` leaves as they
+    are. The flag: whether ``build_absolute_uri`` of such a path is the
+    request's scheme and host before it (one leading slash, no dot segment,
+    query or fragment, nothing ``iri_to_uri`` would change)."""
     key = (get_script_prefix(), get_urlconf())
     parts = _media_paths.get(key)
     if parts is None:
         head, tail = reverse("media_item", args=[_SENTINEL]).split(_SENTINEL)
-        parts = _media_paths[key] = (head, tail)
-    return parts[0] + media_token + parts[1]
+        path = head + _SENTINEL + tail
+        plain = (
+            path[:1] == "/"
+            and path[1:2] != "/"
+            and not any(s in path for s in ("/./", "/../", "?", "#"))
+            and iri_to_uri(path) == path
+        )
+        parts = _media_paths[key] = (head, tail, plain)
+    return parts
 
 
-def assignment_data(request: HttpRequest, shown: Shown) -> dict:
+def media_path(media_token: str) -> str:
+    """``reverse("media_item", args=[media_token])``."""
+    head, tail, _ = _media_parts(media_token)
+    return head + media_token + tail
+
+
+def media_url(request: HttpRequest, media_token: str) -> str:
+    """``request.build_absolute_uri(media_path(media_token))``: for a plain
+    path (``_media_parts``) what Django's "simple, most common case" returns
+    (the request's scheme and validated host, then the path, which
+    ``iri_to_uri`` leaves as it is), without its URL parsing and quoting."""
+    head, tail, plain = _media_parts(media_token)
+    if plain:
+        return request._current_scheme_host + head + media_token + tail
+    return request.build_absolute_uri(head + media_token + tail)
+
+
+def assignment_data(request: HttpRequest, shown: Shown, tz=None) -> dict:
     """``AssignmentSerializer``'s fields, built without it."""
+    tz = tz or timezone.get_current_timezone()
     return {
         "id": shown.token,
         "study": shown.study_id,
-        "image_url": request.build_absolute_uri(media_path(shown.media_token)),
+        "image_url": media_url(request, shown.media_token),
         "image_width": shown.width,
         "image_height": shown.height,
         "status": shown.status,
-        "leased_at": _iso(shown.leased_at),
-        "expires_at": _iso(shown.expires_at),
+        "leased_at": _iso(shown.leased_at, tz),
+        "expires_at": _iso(shown.expires_at, tz),
     }
 
 
-def rating_data(answer: Answer) -> dict:
+def rating_data(answer: Answer, tz=None) -> dict:
     """``RatingSerializer``'s fields, built without it."""
     return {
         "assignment": answer.token,
         "study": answer.study_id,
         "score": answer.score,
         "time_on_item_ms": answer.time_on_item_ms,
-        "created_at": _iso(answer.created_at),
+        "created_at": _iso(answer.created_at, tz or timezone.get_current_timezone()),
     }
 
 
@@ -281,8 +310,11 @@ def _counted(token: str) -> int | None:
 def _chain(request: HttpRequest) -> bool | None:
     """``?next=1`` (rate and take the next), absent or 0 (the rating alone), or
     None for any other value: the DRF view refuses it."""
-    if not request.META.get("QUERY_STRING"):
+    query = request.META.get("QUERY_STRING")
+    if not query:
         return False
+    if query == "next=1":  # what clients send: no QueryDict to parse
+        return True
     try:
         return drf_views.next_wanted(request.GET)
     except PalateError:
@@ -358,7 +390,8 @@ def _rate_next_sql(request, token: str, key: str, assignment_id: int, score: int
         return drf_views.rating_create(request, token=token)
     if got.rating is None:
         return _rate_python(request, token, score, sql_first=False, chain=True)
-    data = rating_data(_answer(token, got.rating))
+    tz = timezone.get_current_timezone()
+    data = rating_data(_answer(token, got.rating), tz)
     study_id = got.rating.study_id
     if got.claim in (None, engine_sql.NEEDS_PYTHON_ENGINE):
         annotator = token_annotator(request)
@@ -372,12 +405,12 @@ def _rate_next_sql(request, token: str, key: str, assignment_id: int, score: int
         rows, page = got.rows, got.page
         shown = _dealt(study_id, got.claim, got.annotator_id, rows, page)
         error = None
-    return _json(_with_next(request, data, shown, error), status=201)
+    return _json(_with_next(request, data, shown, error, tz), status=201)
 
 
-def _with_next(request, data: dict, shown: Shown | None, error) -> dict:
+def _with_next(request, data: dict, shown: Shown | None, error, tz=None) -> dict:
     """The rating's fields with rate-and-next's ``next`` (and ``next_error``)."""
-    data["next"] = assignment_data(request, shown) if shown is not None else None
+    data["next"] = assignment_data(request, shown, tz) if shown is not None else None
     if error is not None:
         data["next_error"] = drf_views.next_error_data(error)
     return data

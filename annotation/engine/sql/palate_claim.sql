@@ -1,4 +1,4 @@
-CREATE OR REPLACE FUNCTION public.palate_claim(p_annotator bigint, p_token text, p_study bigint, p_hold integer, p_now timestamp with time zone, p_starts integer[], p_page boolean DEFAULT false)
+CREATE OR REPLACE FUNCTION public.palate_claim(p_annotator bigint, p_token text, p_study bigint, p_hold integer, p_now timestamp with time zone, p_starts integer[], p_page boolean DEFAULT false, p_held boolean DEFAULT false)
  RETURNS TABLE(outcome text, annotator_id bigint, id bigint, image_id bigint, file text, width integer, height integer, leased_at timestamp with time zone, expires_at timestamp with time zone, shown_at timestamp with time zone, rated integer, pool integer, item_due boolean)
  LANGUAGE plpgsql
 AS $function$
@@ -40,9 +40,15 @@ BEGIN
     END IF;
     annotator_id := v_annotator;
     -- Lock order: Annotator (FOR SHARE: a status change waits for us) ->
-    -- Participation -> Image (SKIP LOCKED) -> new Assignment.
-    SELECT a.status INTO v_status FROM annotation_annotator a
-    WHERE a.id = v_annotator FOR SHARE;
+    -- Participation -> Image (SKIP LOCKED) -> new Assignment. p_held
+    -- (palate_submit_next): the caller holds the annotator FOR SHARE and
+    -- found it active; it is not read again.
+    IF p_held THEN
+        v_status := 'active';
+    ELSE
+        SELECT a.status INTO v_status FROM annotation_annotator a
+        WHERE a.id = v_annotator FOR SHARE;
+    END IF;
     SELECT s.status, s.raters_per_image, s.quota_per_annotator, s.lease_seconds,
            s.dealing_policy, s.dealing_warmup, s.dealing_band
     INTO v_study FROM annotation_study s WHERE s.id = p_study;

@@ -1,4 +1,4 @@
-CREATE OR REPLACE FUNCTION public.palate_submit(p_annotator bigint, p_token text, p_assignment bigint, p_score integer, p_now timestamp with time zone, p_created timestamp with time zone)
+CREATE OR REPLACE FUNCTION public.palate_submit(p_annotator bigint, p_token text, p_assignment bigint, p_score integer, p_now timestamp with time zone, p_created timestamp with time zone, p_held boolean DEFAULT false, p_split_key text DEFAULT NULL::text)
  RETURNS TABLE(outcome text, annotator_id bigint, id bigint, study_id bigint, image_id bigint, time_on_item_ms integer, created_at timestamp with time zone, split text, police boolean, dealing text)
  LANGUAGE plpgsql
 AS $function$
@@ -6,6 +6,8 @@ AS $function$
 DECLARE
     v_annotator bigint := p_annotator;
     v_status text;
+    v_key text := p_split_key;
+    v_sha text;
     v record;
     c annotation_qualityconfig%ROWTYPE;
     q annotation_annotatorquality%ROWTYPE;
@@ -32,8 +34,19 @@ BEGIN
     annotator_id := v_annotator;
     -- Lock order: Annotator (FOR SHARE) -> Assignment -> Image -> new Rating
     -- -> AnnotatorQuality (quality.py locks its rows after the engine's).
-    SELECT a.status INTO v_status FROM annotation_annotator a
-    WHERE a.id = v_annotator FOR SHARE;
+    -- p_held (palate_submit_next): the caller holds the annotator FOR SHARE
+    -- and found it active, holds their participation in the assignment's
+    -- study and found it active or absent, and passes the annotator's split
+    -- key (Annotator.split_key): neither is read again here.
+    IF p_held THEN
+        v_status := 'active';
+    ELSE
+        SELECT a.status,
+               CASE WHEN a.external_id <> '' THEN a.source || ':' || a.external_id
+                    ELSE a.public_id END
+        INTO v_status, v_key FROM annotation_annotator a
+        WHERE a.id = v_annotator FOR SHARE;
+    END IF;
     SELECT a.id, a.status, a.annotator_id, a.image_id, a.study_id, a.leased_at,
            a.shown_at, s.status AS study_status, s.scale_min, s.scale_max,
            s.dealing_policy
@@ -43,9 +56,10 @@ BEGIN
     FOR NO KEY UPDATE OF a;
     IF NOT FOUND OR v.annotator_id <> v_annotator OR v.status <> 'leased'
        OR v_status IS DISTINCT FROM 'active' OR v.study_status <> 'open'
-       OR EXISTS (SELECT 1 FROM annotation_participation p
-                  WHERE p.annotator_id = v_annotator AND p.study_id = v.study_id
-                    AND p.status <> 'active')
+       OR (NOT p_held AND EXISTS (
+               SELECT 1 FROM annotation_participation p
+               WHERE p.annotator_id = v_annotator AND p.study_id = v.study_id
+                 AND p.status <> 'active'))
        OR p_score < v.scale_min OR p_score > v.scale_max THEN
         -- Not a plain rating of a live lease: the Python path answers (retry,
         -- conflict, not found, not active, not a member, off the scale...).
@@ -54,7 +68,8 @@ BEGIN
     -- The lease still holds its slot (even if overdue and not yet swept).
     UPDATE annotation_image
     SET lease_count = lease_count - 1, rating_count = rating_count + 1
-    WHERE annotation_image.id = v.image_id;
+    WHERE annotation_image.id = v.image_id
+    RETURNING annotation_image.sha256 INTO v_sha;
     -- engine._elapsed_ms, bit for bit: int(microseconds / 1e6 * 1000), >= 0.
     v_ms := greatest(0, trunc(
         (extract(epoch FROM p_now - coalesce(v.shown_at, v.leased_at)) * 1000000)::float8
@@ -63,7 +78,7 @@ BEGIN
         (study_id, image_id, annotator_id, assignment_id, score, time_on_item_ms,
          is_valid, split, created_at)
     VALUES (v.study_id, v.image_id, v_annotator, v.id, p_score, v_ms, true,
-            palate_split(v.study_id, v.image_id, v_annotator), p_created)
+            palate_split_of(v_key, v_sha), p_created)
     RETURNING annotation_rating.id, annotation_rating.split INTO v_rating, split;
     UPDATE annotation_assignment SET status = 'submitted', finished_at = p_now
     WHERE annotation_assignment.id = v.id;
@@ -95,7 +110,7 @@ BEGIN
     v_hist := CASE WHEN jsonb_typeof(q.time_hist) = 'array'
                         AND jsonb_array_length(q.time_hist) > 0
                    THEN q.time_hist
-                   ELSE (SELECT jsonb_agg(0) FROM generate_series(0, 14)) END;
+                   ELSE '[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]'::jsonb END;
     v_bucket := palate_time_bucket(v_ms);
     q.time_hist := jsonb_set(v_hist, ARRAY[v_bucket::text],
                              to_jsonb((v_hist ->> v_bucket)::bigint + 1));
