@@ -67,6 +67,8 @@ from rewardmodel.threads import compute_threads  # noqa: E402
 from rewardmodel.training import train_and_evaluate  # noqa: E402
 
 WHO = ("model", "population", "per_annotator_ridge", "loo_consensus")
+# --paired lowrank: the agreement prior's factor rank and ridge λ (--lowrank).
+LOWRANK = (4, 1.0)
 PROMPTS = [
     "a fox in a forest",
     "a city at night",
@@ -310,8 +312,8 @@ def _paired(snap, emb, seed: int, mode: str) -> dict:
     from rewardmodel import selection as Sel
     from rewardmodel import training as TR
 
-    if mode == "similar":
-        return _paired_similar(snap, emb, seed)
+    if mode in ("similar", "lowrank"):
+        return _paired_similar(snap, emb, seed, mode)
     with compute_threads():
         data = TR._data(
             snap, emb, {**TR.DEFAULT_CONFIG, "seed": seed, "blend_mode": mode}
@@ -331,22 +333,24 @@ def _paired(snap, emb, seed: int, mode: str) -> dict:
     }
 
 
-def _paired_similar(snap, emb, seed: int) -> dict:
+def _paired_similar(snap, emb, seed: int, mode: str = "similar") -> dict:
     """The similarity-weighted consensus as a fifth blend member (issue 26
     experiment, ``crowd.Similar``): selection and test report with it, then
     selection and report without it (main's default) on the same data and
     splits, so the two arms are paired; no deployed refit. The off arm is
-    ``rows_off``."""
+    ``rows_off``. ``mode`` "lowrank": the member with its agreements shrunk
+    toward the low-rank prior (``LOWRANK``: rank, λ; ``rewardmodel.lowrank``)
+    against the member as it is (today's default)."""
     from rewardmodel import selection as Sel
     from rewardmodel import training as TR
 
     with compute_threads():
         data = TR._data(snap, emb, {**TR.DEFAULT_CONFIG, "seed": seed})
-        data.similar = True
+        data.similar = LOWRANK if mode == "lowrank" else True
         hyper, prior, selection = TR.hyper_select(data, lambda m: None)
         tuned = Sel.tune_baselines(data)
         _, rows, _ = V.report(data, hyper, tuned, prior)
-        data.similar = False
+        data.similar = mode == "lowrank"
         off, prior_off, _ = TR.hyper_select(data, lambda m: None)
         _, rows_off, _ = V.report(data, off, tuned, prior_off)
     return {
@@ -663,17 +667,29 @@ def parse_args():
         nargs="?",
         const="auto",
         default="",
-        choices=["auto", "per_annotator", "similar"],
+        choices=["auto", "per_annotator", "similar", "lowrank"],
         help="per-annotator blend weights allowed (selection's out-of-fold "
         "choice; 'per_annotator' forces them) against the global blend on the "
         "very same runs (no refit); 'similar': the similarity-weighted "
-        "consensus as a fifth member against main's four (issue 26 experiment)",
+        "consensus as a fifth member against main's four (issue 26 experiment); "
+        "'lowrank': that member with the low-rank agreement prior against it",
+    )
+    p.add_argument(
+        "--lowrank",
+        nargs="+",
+        type=float,
+        default=LOWRANK,
+        metavar="RANK LAMBDA [CROSS]",
+        help="--paired lowrank's factor rank and ridge λ (CROSS 1: calibrated "
+        "across image halves)",
     )
     return p.parse_args()
 
 
 def main() -> None:
+    global LOWRANK
     args = parse_args()
+    LOWRANK = (int(args.lowrank[0]), *map(float, args.lowrank[1:]))
     variants, seeds = _plan(args)
     per_cell: dict = {}
     results: dict = {}

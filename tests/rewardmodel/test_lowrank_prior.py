@@ -1,0 +1,65 @@
+"""The low-rank agreement prior of the similar crowd (``rewardmodel.lowrank``,
+issue 26 experiment behind ``taste_benchmark.py --paired lowrank``): factors
+and agreements from the train ratings only (garbage in validation or test
+scores leaves them bit for bit), the same ratings give the same factors, and
+on two opposed camps the prior separates them where a pair's own co-ratings
+are too few to."""
+
+import numpy as np
+
+from rewardmodel import evaluation as V
+from rewardmodel import lowrank as LR
+from rewardmodel import selection as Sel
+from rewardmodel.crowd import Crowd, Similar, similar_of
+from rewardmodel.metrics import mean_pairwise
+from tests.rewardmodel.test_learning import planted
+from tests.rewardmodel.test_similar_crowd import _data, _noisy, _two_camps
+
+LOW = (3, 1.0)
+
+
+def test_factors_are_deterministic_and_recover_two_camps():
+    r, z, camp, _ = _two_camps(seed=3, per=4)  # ~1 co-rating per pair
+    u, g = LR.factors(r.ann, r.row, z, 40, 300, *LOW)
+    u2, g2 = LR.factors(r.ann, r.row, z, 40, 300, *LOW)
+    assert np.array_equal(u, u2) and np.array_equal(g, g2)
+    s = u @ g @ u.T
+    same = camp[:, None] == camp[None, :]
+    off = ~np.eye(40, dtype=bool)
+    assert s[same & off].mean() > 0.2 > -0.2 > s[~same].mean()
+
+
+def test_the_prior_predicts_better_than_shrinking_toward_one_mean():
+    r, z, camp, truth = _two_camps(seed=4, per=4)
+    fit = r.row < 200
+    plain = Similar.fit(r.take(fit), z[fit], 40, 300)
+    low = Similar.fit(r.take(fit), z[fit], 40, 300, LOW)
+    assert isinstance(low.agreement, LR.PairPrior) and low.info["c1"] > 0
+    q = r.take(~fit)
+    crowd = Crowd.build(r, z, 300)
+    acc = [mean_pairwise(q.ann, truth[~fit], s.predict(crowd, q)) for s in (plain, low)]
+    assert acc[1] > acc[0] + 0.03  # 0.729 against 0.686
+    assert (low.weights >= 0).all() and not np.diag(low.weights).any()
+
+
+def test_factors_and_agreements_are_read_from_train_ratings_only():
+    """Garbage in every validation and test score leaves the prior's factors,
+    constants and weights bit for bit in selection's and the report's
+    contexts; garbage in train moves them (so the comparison can fail)."""
+    snap, emb = planted(12)
+    clean = _data(snap, emb, similar=LOW)
+    ref = similar_of(Sel.selection_context(clean))
+    assert isinstance(ref.agreement, LR.PairPrior)
+    report_ctx = V.Context(clean, clean.part("train"), clean.ratings)
+    assert np.array_equal(similar_of(report_ctx).weights, ref.weights)
+    held = [V.CODES[s] for s in ("val_seen", "val_unseen", "test_seen", "test_unseen")]
+    for codes, same in ((held, True), ([V.CODES["train"]], False)):
+        data = _data(_noisy(snap, codes), emb, similar=LOW)
+        for ctx in (
+            Sel.selection_context(data),
+            V.Context(data, data.part("train"), data.ratings),
+        ):
+            got = similar_of(ctx)
+            assert np.array_equal(got.agreement.u, ref.agreement.u) is same
+            assert (got.info == ref.info) is same
+            assert np.array_equal(got.weights, ref.weights) is same
