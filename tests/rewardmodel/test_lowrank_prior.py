@@ -6,14 +6,17 @@ on two opposed camps the prior separates them where a pair's own co-ratings
 are too few to."""
 
 import numpy as np
+import pytest
 
 from rewardmodel import evaluation as V
 from rewardmodel import lowrank as LR
 from rewardmodel import selection as Sel
+from rewardmodel import taste as T
 from rewardmodel.crowd import Crowd, Similar, similar_of
 from rewardmodel.metrics import mean_pairwise
 from tests.rewardmodel.test_learning import planted
 from tests.rewardmodel.test_similar_crowd import _data, _noisy, _two_camps
+from tests.rewardmodel.test_training_memory import peak_bytes, sparse_study
 
 LOW = (3, 1.0)
 
@@ -42,19 +45,20 @@ def test_the_prior_predicts_better_than_shrinking_toward_one_mean():
     assert (low.weights >= 0).all() and not np.diag(low.weights).any()
 
 
-def test_factors_and_agreements_are_read_from_train_ratings_only():
+@pytest.mark.parametrize("low", [LOW, (3, 1.0, 1, 1)], ids=["in_sample", "cross"])
+def test_factors_and_agreements_are_read_from_train_ratings_only(low):
     """Garbage in every validation and test score leaves the prior's factors,
     constants and weights bit for bit in selection's and the report's
     contexts; garbage in train moves them (so the comparison can fail)."""
     snap, emb = planted(12)
-    clean = _data(snap, emb, similar=LOW)
+    clean = _data(snap, emb, similar=low)
     ref = similar_of(Sel.selection_context(clean))
     assert isinstance(ref.agreement, LR.PairPrior)
     report_ctx = V.Context(clean, clean.part("train"), clean.ratings)
     assert np.array_equal(similar_of(report_ctx).weights, ref.weights)
     held = [V.CODES[s] for s in ("val_seen", "val_unseen", "test_seen", "test_unseen")]
     for codes, same in ((held, True), ([V.CODES["train"]], False)):
-        data = _data(_noisy(snap, codes), emb, similar=LOW)
+        data = _data(_noisy(snap, codes), emb, similar=low)
         for ctx in (
             Sel.selection_context(data),
             V.Context(data, data.part("train"), data.ratings),
@@ -63,3 +67,22 @@ def test_factors_and_agreements_are_read_from_train_ratings_only():
             assert np.array_equal(got.agreement.u, ref.agreement.u) is same
             assert (got.info == ref.info) is same
             assert np.array_equal(got.weights, ref.weights) is same
+
+
+def test_memory_follows_the_ratings_at_ten_thousand_annotators():
+    """10,000 annotators × 3,000 images, 30,000 ratings: the prior (factors,
+    cross-fitted calibration) and predictions with a weight for everyone hold
+    memory ~ ratings + (A, k); a dense (A, A) array alone would be 800 MB and
+    (A, images) 240 MB."""
+    snap, _ = sparse_study(0, n_img=3000, n_ann=10_000, per_image=10, dim=8)
+    r = T.Ratings(snap.r_row, snap.r_ann, snap.r_score)
+    z = (r.score - 4.0) / 1.5
+
+    def run():
+        sim = Similar.fit(r, z, 10_000, 3000, (4, 1.0, 1, 1))
+        crowd = Crowd.build(r, z, 3000)
+        return sim, sim.predict(crowd, r.take(r.ann < 20))
+
+    peak, (sim, pred) = peak_bytes(run)
+    assert sim.agreement.everyone and np.isfinite(pred).all()
+    assert peak < 60e6, peak / 1e6
