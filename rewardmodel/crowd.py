@@ -199,13 +199,14 @@ class Similar:
         keys, n, prod, prod2 = sums
         c = constants(n, prod, prod2)
         k, tot = int(n.size), float(n.sum())
-        if lowrank:
-            if len(lowrank) > 2 and lowrank[2]:  # calibrated across image halves
-                c = LR.cross_fitted(c, r.ann, r.row, z, n_ann, n_rows, *lowrank[:2])
+        if lowrank:  # (rank, λ, cross-fitted, everyone, capped): lowrank.py
+            rank, lam, cross, everyone, cap = (*lowrank, 0, 0, 0)[:5]
+            if cross:  # calibrated across image halves
+                c = LR.cross_fitted(c, r.ann, r.row, z, n_ann, n_rows, rank, lam, cap)
             else:
-                u, g = LR.factors(r.ann, r.row, z, n_ann, n_rows, *lowrank[:2])
-                c = LR.pair_prior(c, keys, n, prod, u, g, n_ann)
-            if len(lowrank) > 3 and lowrank[3]:  # the prior for non-co-raters too
+                u, g = LR.factors(r.ann, r.row, z, n_ann, n_rows, rank, lam)
+                c = LR.pair_prior(c, keys, n, prod, u, g, n_ann, cap=bool(cap))
+            if everyone:  # the prior for non-co-raters too
                 c = replace(c, everyone=True)
             post = c.pair_posterior(keys // n_ann, keys % n_ann, n, prod)
             info = {"pairs": k, "c0": round(c.c0, 5), "c1": round(c.c1, 5)}

@@ -91,11 +91,18 @@ class PairPrior(Agreement):
         return np.maximum(self.pair_posterior(a, who, n, prod), 0.0)
 
 
-def pair_prior(base: Agreement, keys, n, prod, u, g, n_ann: int, s=None) -> PairPrior:
+def pair_prior(
+    base: Agreement, keys, n, prod, u, g, n_ann: int, s=None, cap=False
+) -> PairPrior:
     """``PairPrior`` from the co-rating pairs (``similar.pair_sums``: keys
     a · n_ann + b, counts, Σ products) and the factors; ``base`` (today's
-    constants on the same pairs) gives m and σ². ``s``: the pairs' predicted
-    agreements to calibrate on (default from ``u``, ``g``: in-sample)."""
+    constants on the same pairs) gives m, σ² and τ². ``s``: the pairs'
+    predicted agreements to calibrate on (default from ``u``, ``g``:
+    in-sample). ``cap``: c1 ≥ 0 (agreeing factors cannot predict less
+    agreement) and the prior's spread over the pairs at most ``base.tau2``
+    (a predictor of the true agreements cannot vary more than they do; τ² ≤ 0
+    gives the plain mean, as ``Agreement``), c0 then keeping the n-weighted
+    mean at m."""
     a, b = keys // n_ann, keys % n_ann
     if s is None:
         s = np.einsum("pk,kl,pl->p", u[a], g, u[b])
@@ -103,6 +110,13 @@ def pair_prior(base: Agreement, keys, n, prod, u, g, n_ann: int, s=None) -> Pair
     x = np.stack([np.ones_like(s), s], 1)
     sw = np.sqrt(n)
     coef, *_ = np.linalg.lstsq(x * sw[:, None], raw * sw, rcond=None)
+    if cap:
+        sbar = float((n * s).sum() / n.sum())
+        spread = coef[1] ** 2 * float((n * (s - sbar) ** 2).sum() / n.sum())
+        c1 = max(float(coef[1]), 0.0)
+        if spread > max(base.tau2, 0.0):
+            c1 *= np.sqrt(max(base.tau2, 0.0) / spread)
+        coef = np.asarray([base.m - c1 * sbar, c1])
     resid = raw - x @ coef
     tot = float(n.sum())
     ss = float((n * resid**2).sum())
@@ -147,7 +161,9 @@ def weighted_sums_all(crowd, flat_crowd, w: np.ndarray) -> tuple:
     )
 
 
-def cross_fitted(base: Agreement, ann, row, z, n_ann: int, n_rows: int, rank, lam):
+def cross_fitted(
+    base: Agreement, ann, row, z, n_ann: int, n_rows: int, rank, lam, cap=False
+):
     """``PairPrior`` with the full fit's factors but c0, c1 and τ² calibrated
     honestly: factors from the images of one half (by row parity), pairs'
     raw agreements from the other half's co-ratings, both ways round (so a
@@ -165,9 +181,10 @@ def cross_fitted(base: Agreement, ann, row, z, n_ann: int, n_rows: int, rank, la
         a, b = sums[0] // n_ann, sums[0] % n_ann
         parts.append((*sums[:3], np.einsum("pk,kl,pl->p", uh[a], gh, uh[b])))
     if not parts:
-        return pair_prior(base, *_full(ann, row, z, n_ann, n_rows), u, g, n_ann)
+        full = _full(ann, row, z, n_ann, n_rows)
+        return pair_prior(base, *full, u, g, n_ann, cap=cap)
     keys, n, prod, s = (np.concatenate([q[c] for q in parts]) for c in range(4))
-    return pair_prior(base, keys, n, prod, u, g, n_ann, s=s)
+    return pair_prior(base, keys, n, prod, u, g, n_ann, s=s, cap=cap)
 
 
 def _full(ann, row, z, n_ann, n_rows):
