@@ -11,7 +11,18 @@ agreement s_ab = u_a' G u_b with G the mean v v' over the rated images (the
 mean over images of the reconstructions' product), calibrated by weighted
 least squares over the co-rating pairs, prior_ab = c0 + c1 s_ab, and the
 random-effects moments (σ², τ²) re-estimated around it. Pairs who never
-co-rated keep ``Agreement.base``, as today (the served path's sparse sums).
+co-rated keep ``Agreement.base``, as today (the served path's sparse sums),
+unless ``everyone``.
+
+Options (``crowd.Similar.fit``'s ``lowrank`` tuple), chosen on tuning seeds
+0–3 (RESULTS.md "Issue 26: low-rank agreement prior"): calibrated in sample
+(the pair's own co-ratings in both s_ab and its raw agreement: c1 rides on
+their noise, τ² around the prior came out 0 and ``noisy_idiosyncratic``
+lost) or **cross-fitted** (``cross_fitted``: factors of one half of the
+images against raw agreements on the other); **capped** (c1 ≥ 0, the
+prior's spread ≤ the pairs' τ²; without it ``consensus_heavy``, where τ² is
+0, got a negative c1). The product does not use it: serving and training's
+default are ``similar.Agreement``.
 
 Memory follows the ratings: (A, k) and (images, k) factors, per-cell
 products, never an (A, A) or (A, images) array.
