@@ -32,6 +32,10 @@ pooled over seeds with a 95% interval over annotators, the ceiling, and the gain
     .venv/bin/python benchmarks/taste_benchmark.py --first-seed 3   # fresh seeds
     .venv/bin/python benchmarks/taste_benchmark.py --seeds 6 --fresh 4 \
         --images 800 --annotators 150 --backbones synthetic   # issue 26's check
+    .venv/bin/python benchmarks/taste_benchmark.py --paired lowrank --seeds 4 \
+        --images 800 --annotators 150 --backbones tiny-clip --raw t.json
+        # the similar crowd with the low-rank agreement prior against today's
+        # (``rows`` against ``rows_off``; then benchmarks/compare_raw.py)
 
 Then, per variant × backbone, issue 26's criteria as "n of N seeds" with the
 pooled paired interval (``seed_table``).
