@@ -30,7 +30,7 @@ products, never an (A, A) or (A, images) array.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -80,14 +80,58 @@ class PairPrior(Agreement):
 
     c0: float = 0.0
     c1: float = 0.0
-    u: np.ndarray | None = None  # (A, k) by annotator key
-    g: np.ndarray | None = None  # (k, k)
+    # (A, k) by the model's annotator index, (k, k): not in ==, compare them apart
+    u: np.ndarray | None = field(default=None, compare=False)
+    g: np.ndarray | None = field(default=None, compare=False)
     everyone: bool = False  # pairs who never co-rated: the prior, not the base
+    config: tuple = ()  # the (rank, λ, cross, everyone, cap) it was fitted with
+    # Annotator key -> row of ``u``, where keys are not the model's index
+    # (serving: pks; promotion's comparison: its own indices). None: the index.
+    key_index: dict | None = field(default=None, compare=False)
+
+    def keyed(self, key_index: dict) -> PairPrior:
+        return replace(self, key_index=key_index)
+
+    def _rows(self, keys) -> np.ndarray:
+        keys = np.asarray(keys, np.int64).reshape(-1)
+        if self.key_index is None:
+            return keys
+        return np.fromiter(map(self.key_index.__getitem__, keys.tolist()), np.int64)
 
     def prior(self, a, b) -> np.ndarray:
-        ua = self.u[np.asarray(a)]
-        ub = self.u[np.asarray(b)]
+        ua = self.u[self._rows(a)]
+        ub = self.u[self._rows(b)]
         return self.c0 + self.c1 * np.einsum("pk,kl,pl->p", ua, self.g, ub)
+
+    def arrays(self) -> dict:
+        """What a checkpoint stores besides ``Agreement.as_array``."""
+        return {
+            "similar_prior": np.asarray([self.c0, self.c1, *self.config], np.float64),
+            "similar_u": self.u,
+            "similar_g": self.g,
+        }
+
+    @classmethod
+    def from_arrays(cls, base: Agreement, arrays: dict) -> Agreement:
+        """``base`` where the checkpoint has no prior (older ones, or today's)."""
+        p = arrays.get("similar_prior")
+        if p is None or not p.size:
+            return base
+        u, g = arrays["similar_u"], arrays["similar_g"]
+        if u.ndim != 2 or g.shape != (u.shape[1], u.shape[1]) or p.size != 7:
+            raise ValueError("similar prior: inconsistent shapes.")
+        cfg = (int(p[2]), *(float(v) for v in p[3:]))
+        return cls(
+            base.m,
+            base.sigma2,
+            base.tau2,
+            float(p[0]),
+            float(p[1]),
+            u,
+            g,
+            bool(p[5]),
+            cfg,
+        )
 
     def pair_posterior(self, a, b, n, prod) -> np.ndarray:
         prior = self.prior(a, b)
@@ -202,3 +246,20 @@ def _full(ann, row, z, n_ann, n_rows):
     from .similar import pair_sums
 
     return pair_sums(ann, row, z, n_ann, n_rows)[:3]
+
+
+def with_prior(model, fit, n_rows: int, config):
+    """The fitted ``model`` (``taste.fit_heads`` on ``fit``) with its similar
+    crowd's agreements under the prior (``config``: the training config's
+    ``similar`` list), refitted on the same fit ratings as the heads; the model
+    as it is without the member or without a config."""
+    if not isinstance(config, tuple) or model.similar is None:
+        return model
+    from .crowd import Similar
+
+    y = (fit.score - model.norm_mean[fit.ann]) / model.norm_std[fit.ann]
+    sim = Similar.fit(fit, y, model.norm_mean.size, n_rows, config)
+    agree = sim.agreement
+    if isinstance(agree, PairPrior):
+        agree = replace(agree, config=(*config, 0, 0, 0)[:5])
+    return replace(model, similar=agree)

@@ -56,6 +56,10 @@ class Agreement:
         """Their weight: the posterior agreement floored at 0."""
         return np.maximum(self.posterior(n, prod), 0.0)
 
+    def keyed(self, key_index: dict) -> Agreement:
+        """The same for other annotator keys (``lowrank.PairPrior`` maps them)."""
+        return self
+
     def weights_of(self, ann: int, who, n: np.ndarray, prod: np.ndarray):
         """Annotator ``ann``'s weights of co-raters ``who`` (the same for
         every pair here; ``lowrank.PairPrior`` reads the pair)."""

@@ -14,6 +14,7 @@ from rewardmodel import selection as Sel
 from rewardmodel import taste as T
 from rewardmodel.crowd import Crowd, Similar, similar_of
 from rewardmodel.metrics import mean_pairwise
+from rewardmodel.similar import Agreement
 from tests.rewardmodel.test_learning import planted
 from tests.rewardmodel.test_similar_crowd import _data, _noisy, _two_camps
 from tests.rewardmodel.test_training_memory import peak_bytes, sparse_study
@@ -86,3 +87,39 @@ def test_memory_follows_the_ratings_at_ten_thousand_annotators():
     peak, (sim, pred) = peak_bytes(run)
     assert sim.agreement.everyone and np.isfinite(pred).all()
     assert peak < 60e6, peak / 1e6
+
+
+def test_the_checkpoint_keeps_the_prior_and_older_ones_load_without_it(tmp_path):
+    """Training config ``similar: [rank, λ, cross, 0, cap]`` gives the deployed
+    model the prior, refitted on every rating; the checkpoint stores what
+    serving needs (factors, G, c0, c1, config) and gives it back; a checkpoint
+    without those arrays (today's member, or older) loads with today's
+    ``Agreement``; inconsistent arrays are refused."""
+    from rewardmodel.checkpoint import checkpoint_load, checkpoint_save
+    from rewardmodel.threads import compute_threads
+    from rewardmodel.training import train_and_evaluate
+
+    snap, emb = planted(14)
+    with compute_threads():
+        res = train_and_evaluate(
+            snap=snap, emb=emb, cfg={"seed": 14, "similar": [3, 5.0, 1, 0, 1]}
+        )
+    model = res.model
+    assert isinstance(model.similar, LR.PairPrior)
+    assert model.similar.config == (3, 5.0, 1.0, 0.0, 1.0)
+    assert model.similar.u.shape == (len(snap.annotator_keys), 3)
+    keys = snap.annotator_keys
+    checkpoint_save(tmp_path / "m.npz", model=model, keys=keys, meta={})
+    loaded, _, _ = checkpoint_load(tmp_path / "m.npz")
+    assert loaded.similar == model.similar  # constants and config
+    assert np.array_equal(loaded.similar.u, model.similar.u)
+    assert np.array_equal(loaded.similar.g, model.similar.g)
+    with np.load(tmp_path / "m.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    today = {k: v for k, v in arrays.items() if not k.startswith("similar_")}
+    np.savez(tmp_path / "today.npz", **today)
+    plain, _, _ = checkpoint_load(tmp_path / "today.npz")
+    assert type(plain.similar) is Agreement and plain.similar.m == model.similar.m
+    np.savez(tmp_path / "bad.npz", **dict(arrays, similar_g=np.ones((2, 2))))
+    with pytest.raises(ValueError, match="inconsistent"):
+        checkpoint_load(tmp_path / "bad.npz")
