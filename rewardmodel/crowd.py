@@ -179,9 +179,10 @@ class Similar:
     lets its denominator approach 0. ``stacking`` uses it as the fifth member.
     No (A, A) or (A, images) array: the constants from sparse pairs, the
     weights read one annotator at a time, by the code serving uses
-    (``rewardmodel.similar``). Evaluation only (``taste_benchmark.py
-    --paired lowrank``): ``lowrank.PairPrior`` shrinks each pair toward a
-    prior of its own from low-rank taste factors instead of toward m."""
+    (``rewardmodel.similar``). ``lowrank`` (training config ``similar`` as a
+    list; ``taste_benchmark.py --paired lowrank``): ``lowrank.PairPrior``
+    shrinks each pair toward a prior of its own from low-rank taste factors
+    instead of toward m."""
 
     agreement: Agreement
     train: TrainIndex  # the fit ratings, by image and by annotator

@@ -1,5 +1,5 @@
-"""A pair-specific prior for the similar crowd's agreements (issue 26
-experiment, evaluation only: ``evaluation.Data.lowrank``).
+"""A pair-specific prior for the similar crowd's agreements (issue 26;
+``evaluation.Data.similar`` as a (rank, λ, cross, everyone, cap) tuple).
 
 ``similar.Agreement`` shrinks each pair's raw agreement (the mean product of
 their normalised fit ratings over the ~5 images both rated) toward one global
@@ -21,8 +21,11 @@ their noise, τ² around the prior came out 0 and ``noisy_idiosyncratic``
 lost) or **cross-fitted** (``cross_fitted``: factors of one half of the
 images against raw agreements on the other); **capped** (c1 ≥ 0, the
 prior's spread ≤ the pairs' τ²; without it ``consensus_heavy``, where τ² is
-0, got a negative c1). The product does not use it: serving and training's
-default are ``similar.Agreement``.
+0, got a negative c1). Training's default is ``similar.Agreement``; the
+training config ``"similar": [rank, λ, cross, 0, cap]`` serves the prior
+(``with_prior`` on the deployed refit and promotion's comparison,
+``PairPrior.arrays`` in the checkpoint, ``PairPrior.keyed`` for serving's
+annotator keys); ``everyone`` is evaluation only.
 
 Memory follows the ratings: (A, k) and (images, k) factors, per-cell
 products, never an (A, A) or (A, images) array.
