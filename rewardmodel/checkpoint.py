@@ -88,6 +88,9 @@ def checkpoint_load(path: str | Path) -> tuple[T.Model, list[str], dict]:
     similar = Agreement.from_array(arrays.get("similar"))
     if similar is not None:  # with the low-rank prior where it was fitted with it
         similar = PairPrior.from_arrays(similar, arrays)
+        u = getattr(similar, "u", None)
+        if u is not None and u.shape[0] != arrays["heads"].shape[0]:
+            raise ValueError(f"{path}: similar_u rows != heads rows.")
     sim_w = arrays.get("blend_similar")
     if similar is not None and sim_w is not None and sim_w.size:
         if sim_w.shape != (arrays["heads"].shape[0],):

@@ -123,3 +123,6 @@ def test_the_checkpoint_keeps_the_prior_and_older_ones_load_without_it(tmp_path)
     np.savez(tmp_path / "bad.npz", **dict(arrays, similar_g=np.ones((2, 2))))
     with pytest.raises(ValueError, match="inconsistent"):
         checkpoint_load(tmp_path / "bad.npz")
+    np.savez(tmp_path / "rows.npz", **dict(arrays, similar_u=np.ones((2, 3))))
+    with pytest.raises(ValueError, match="similar_u rows"):
+        checkpoint_load(tmp_path / "rows.npz")
