@@ -32,6 +32,10 @@ pooled over seeds with a 95% interval over annotators, the ceiling, and the gain
     .venv/bin/python benchmarks/taste_benchmark.py --first-seed 3   # fresh seeds
     .venv/bin/python benchmarks/taste_benchmark.py --seeds 6 --fresh 4 \
         --images 800 --annotators 150 --backbones synthetic   # issue 26's check
+    .venv/bin/python benchmarks/taste_benchmark.py --paired lowrank --seeds 4 \
+        --images 800 --annotators 150 --backbones tiny-clip --raw t.json
+        # the similar crowd with the low-rank agreement prior against today's
+        # (``rows`` against ``rows_off``; then benchmarks/compare_raw.py)
 
 Then, per variant × backbone, issue 26's criteria as "n of N seeds" with the
 pooled paired interval (``seed_table``).
@@ -67,6 +71,9 @@ from rewardmodel.threads import compute_threads  # noqa: E402
 from rewardmodel.training import train_and_evaluate  # noqa: E402
 
 WHO = ("model", "population", "per_annotator_ridge", "loo_consensus")
+# --paired lowrank: (rank, λ, cross-fitted, prior for everyone, capped), --lowrank;
+# chosen on tuning seeds 0-3 (RESULTS.md "Issue 26: low-rank agreement prior").
+LOWRANK = (4, 5.0, 1, 0, 1)
 PROMPTS = [
     "a fox in a forest",
     "a city at night",
@@ -310,8 +317,8 @@ def _paired(snap, emb, seed: int, mode: str) -> dict:
     from rewardmodel import selection as Sel
     from rewardmodel import training as TR
 
-    if mode == "similar":
-        return _paired_similar(snap, emb, seed)
+    if mode in ("similar", "lowrank"):
+        return _paired_similar(snap, emb, seed, mode)
     with compute_threads():
         data = TR._data(
             snap, emb, {**TR.DEFAULT_CONFIG, "seed": seed, "blend_mode": mode}
@@ -331,22 +338,24 @@ def _paired(snap, emb, seed: int, mode: str) -> dict:
     }
 
 
-def _paired_similar(snap, emb, seed: int) -> dict:
+def _paired_similar(snap, emb, seed: int, mode: str = "similar") -> dict:
     """The similarity-weighted consensus as a fifth blend member (issue 26
     experiment, ``crowd.Similar``): selection and test report with it, then
     selection and report without it (main's default) on the same data and
     splits, so the two arms are paired; no deployed refit. The off arm is
-    ``rows_off``."""
+    ``rows_off``. ``mode`` "lowrank": the member with its agreements shrunk
+    toward the low-rank prior (``LOWRANK``: rank, λ; ``rewardmodel.lowrank``)
+    against the member as it is (today's default)."""
     from rewardmodel import selection as Sel
     from rewardmodel import training as TR
 
     with compute_threads():
         data = TR._data(snap, emb, {**TR.DEFAULT_CONFIG, "seed": seed})
-        data.similar = True
+        data.similar = LOWRANK if mode == "lowrank" else True
         hyper, prior, selection = TR.hyper_select(data, lambda m: None)
         tuned = Sel.tune_baselines(data)
         _, rows, _ = V.report(data, hyper, tuned, prior)
-        data.similar = False
+        data.similar = mode == "lowrank"
         off, prior_off, _ = TR.hyper_select(data, lambda m: None)
         _, rows_off, _ = V.report(data, off, tuned, prior_off)
     return {
@@ -663,17 +672,30 @@ def parse_args():
         nargs="?",
         const="auto",
         default="",
-        choices=["auto", "per_annotator", "similar"],
+        choices=["auto", "per_annotator", "similar", "lowrank"],
         help="per-annotator blend weights allowed (selection's out-of-fold "
         "choice; 'per_annotator' forces them) against the global blend on the "
         "very same runs (no refit); 'similar': the similarity-weighted "
-        "consensus as a fifth member against main's four (issue 26 experiment)",
+        "consensus as a fifth member against main's four (issue 26 experiment); "
+        "'lowrank': that member with the low-rank agreement prior against it",
+    )
+    p.add_argument(
+        "--lowrank",
+        nargs="+",
+        type=float,
+        default=LOWRANK,
+        metavar="RANK LAMBDA [CROSS EVERYONE CAP]",
+        help="--paired lowrank's factor rank and ridge λ; CROSS 1: calibrated "
+        "across image halves; EVERYONE 1: the prior for pairs who never "
+        "co-rated too; CAP 1: c1 >= 0 and the prior's spread <= τ²",
     )
     return p.parse_args()
 
 
 def main() -> None:
+    global LOWRANK
     args = parse_args()
+    LOWRANK = (int(args.lowrank[0]), *map(float, args.lowrank[1:]))
     variants, seeds = _plan(args)
     per_cell: dict = {}
     results: dict = {}

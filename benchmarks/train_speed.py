@@ -51,9 +51,10 @@ def parse_args():
     p.add_argument("--cpu-batch", type=int, default=8)
     p.add_argument(
         "--similar",
-        choices=["default", "on", "off"],
+        choices=["default", "on", "off", "lowrank"],
         default="default",
-        help="the similar crowd member (training config 'similar')",
+        help="the similar crowd member (training config 'similar'); lowrank: "
+        "with the low-rank agreement prior [4, 5, 1, 0, 1]",
     )
     return p.parse_args()
 
@@ -135,7 +136,9 @@ def bench_train(args) -> dict:
 
     rss_before = peak_rss_mb()
     cfg = {"backbone": backbone, "seed": 0}
-    if args.similar != "default":
+    if args.similar == "lowrank":
+        cfg["similar"] = [4, 5.0, 1, 0, 1]
+    elif args.similar != "default":
         cfg["similar"] = args.similar == "on"
     run = services.training_run_create(study=study, config=cfg)
     t1, c1 = time.monotonic(), time.process_time()

@@ -12,6 +12,7 @@ import numpy as np
 
 from . import posterior as P
 from . import taste as T
+from .lowrank import PairPrior
 from .similar import Agreement
 
 FORMAT = "palate-taste-npz/1"
@@ -62,6 +63,7 @@ def checkpoint_save(path: Path, *, model: T.Model, keys: list[str], meta: dict) 
                 else np.zeros(0)
             ),
             similar=model.similar.as_array() if model.similar else np.zeros(0),
+            **(model.similar.arrays() if isinstance(model.similar, PairPrior) else {}),
         )
 
 
@@ -84,6 +86,11 @@ def checkpoint_load(path: str | Path) -> tuple[T.Model, list[str], dict]:
         hyper.blend_annotators = per.astype(np.float64)
     # Absent or empty before the similar crowd (or without it): weight 0.
     similar = Agreement.from_array(arrays.get("similar"))
+    if similar is not None:  # with the low-rank prior where it was fitted with it
+        similar = PairPrior.from_arrays(similar, arrays)
+        u = getattr(similar, "u", None)
+        if u is not None and u.shape[0] != arrays["heads"].shape[0]:
+            raise ValueError(f"{path}: similar_u rows != heads rows.")
     sim_w = arrays.get("blend_similar")
     if similar is not None and sim_w is not None and sim_w.size:
         if sim_w.shape != (arrays["heads"].shape[0],):

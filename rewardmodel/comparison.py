@@ -33,6 +33,7 @@ import numpy as np
 
 from annotation import splits
 
+from . import lowrank as LR
 from . import similar as S
 from . import taste as T
 from .evaluation import CODES
@@ -49,15 +50,18 @@ def query_mask(r_split: np.ndarray, r_id: np.ndarray, *, after: int) -> np.ndarr
 def comparison_fit(*, emb, ratings: T.Ratings, query, n_ann, model, pop_extra):
     """The candidate refit like its deployed model (same hyper-parameters,
     prior and feature space), on every rating but the compared ones."""
-    return T.fit_heads(
+    fit = ratings.take(~query)
+    refit = T.fit_heads(
         emb=emb,
-        fit=ratings.take(~query),
+        fit=fit,
         n_ann=n_ann,
         hyper=model.hyper,
         pop_extra=pop_extra,
         prior=model.prior,
         feat=model.feat,
     )
+    config = getattr(model.similar, "config", None)  # lowrank.PairPrior's
+    return LR.with_prior(refit, fit, emb.shape[0], tuple(config) if config else None)
 
 
 def score_query(
@@ -93,6 +97,7 @@ def score_query(
     if agree is not None:  # agreements of the model's fitted annotators' fit ratings
         keep = fit & fitted[ratings.ann]
         train = S.TrainIndex(ratings.ann[keep], ratings.row[keep], z[keep], x.shape[0])
+        agree = agree.keyed({a: int(row[a]) for a in np.flatnonzero(fitted).tolist()})
     for a, idx in by_annotator(ratings.ann):
         q = idx[query[idx]]
         if not q.size:

@@ -9,11 +9,12 @@ for an image nobody else rated. Shape letters as in ``taste``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from . import lowrank as LR
 from .metrics import by_annotator
 from .similar import (
     NO_PAIRS,
@@ -22,6 +23,7 @@ from .similar import (
     constants,
     pair_sums,
     term_of,
+    weighted_mean,
 )
 
 if TYPE_CHECKING:
@@ -177,7 +179,10 @@ class Similar:
     lets its denominator approach 0. ``stacking`` uses it as the fifth member.
     No (A, A) or (A, images) array: the constants from sparse pairs, the
     weights read one annotator at a time, by the code serving uses
-    (``rewardmodel.similar``)."""
+    (``rewardmodel.similar``). ``lowrank`` (training config ``similar`` as a
+    list; ``taste_benchmark.py --paired lowrank``): ``lowrank.PairPrior``
+    shrinks each pair toward a prior of its own from low-rank taste factors
+    instead of toward m."""
 
     agreement: Agreement
     train: TrainIndex  # the fit ratings, by image and by annotator
@@ -185,15 +190,32 @@ class Similar:
     info: dict = field(default_factory=dict)
 
     @classmethod
-    def fit(cls, r: Ratings, z: np.ndarray, n_ann: int, n_rows: int) -> Similar:
-        """From fit ratings ``r`` with normalised scores ``z`` only."""
+    def fit(
+        cls, r: Ratings, z: np.ndarray, n_ann: int, n_rows: int, lowrank=None
+    ) -> Similar:
+        """From fit ratings ``r`` with normalised scores ``z`` only;
+        ``lowrank`` (rank, λ): shrink toward ``lowrank.PairPrior``."""
         train = TrainIndex(r.ann, r.row, z, n_rows)
         sums = pair_sums(r.ann, r.row, z, n_ann, n_rows)
         if sums is None:
             return cls(NO_PAIRS, train, n_ann, {"pairs": 0, "why": "no co-rated pairs"})
-        _, n, prod, prod2 = sums
+        keys, n, prod, prod2 = sums
         c = constants(n, prod, prod2)
         k, tot = int(n.size), float(n.sum())
+        if lowrank:  # (rank, λ, cross-fitted, everyone, capped): lowrank.py
+            rank, lam, cross, everyone, cap = (*lowrank, 0, 0, 0)[:5]
+            if cross:  # calibrated across image halves
+                c = LR.cross_fitted(c, r.ann, r.row, z, n_ann, n_rows, rank, lam, cap)
+            else:
+                u, g = LR.factors(r.ann, r.row, z, n_ann, n_rows, rank, lam)
+                c = LR.pair_prior(c, keys, n, prod, u, g, n_ann, cap=bool(cap))
+            if everyone:  # the prior for non-co-raters too
+                c = replace(c, everyone=True)
+            post = c.pair_posterior(keys // n_ann, keys % n_ann, n, prod)
+            info = {"pairs": k, "c0": round(c.c0, 5), "c1": round(c.c1, 5)}
+            info["tau2"] = round(float(max(c.tau2, 0.0)), 6)
+            info["floored"] = round(float((post < 0).mean()), 4)
+            return cls(c, train, n_ann, info)
         info = {
             "pairs": k,
             "mean_co_rated": round(tot / k, 3),
@@ -208,6 +230,13 @@ class Similar:
     def weights(self) -> np.ndarray:
         """The (A, A) weights, zero diagonal (for tests and small studies:
         prediction reads one annotator's row at a time)."""
+        if getattr(self.agreement, "everyone", False):
+            return np.stack(
+                [
+                    LR.weight_row(a, self.train, self.agreement)
+                    for a in range(self.n_ann)
+                ]
+            )
         w = np.full((self.n_ann, self.n_ann), self.agreement.base)
         for a in range(self.n_ann):
             who, wa = self.train.agreements(a, self.agreement)
@@ -222,6 +251,13 @@ class Similar:
         where no one with a positive weight rated it; 0 where nobody else did.
         One annotator at a time (``similar.term_of``, as serving)."""
         out = np.zeros(len(r))
+        if getattr(self.agreement, "everyone", False):  # lowrank.py, all pairs
+            every = LR.flat(crowd)
+            for a, idx in by_annotator(r.ann):
+                w = LR.weight_row(a, self.train, self.agreement)
+                sums = LR.weighted_sums_all(crowd, every, w)
+                out[idx] = weighted_mean(crowd, a, r.row[idx], sums)
+            return out
         for a, idx in by_annotator(r.ann):
             out[idx] = term_of(crowd, a, r.row[idx], self.train, self.agreement)
         return out
@@ -232,7 +268,8 @@ def similar_of(ctx) -> Similar:
     ratings alone (train), normalised as every fitted annotator is."""
     fit = ctx.fit
     z = (fit.score - ctx.mean[fit.ann]) / ctx.std[fit.ann]  # taste.normalised
-    return Similar.fit(fit, z, ctx.data.n_ann, ctx.x.shape[0])
+    low = ctx.data.similar if isinstance(ctx.data.similar, tuple) else None
+    return Similar.fit(fit, z, ctx.data.n_ann, ctx.x.shape[0], low)
 
 
 def similar_part(hyper, ctx, r: Ratings):

@@ -56,9 +56,8 @@ class Data:
     ks: list[int]
     seed: int
     blend_mode: str | None = None  # stacking.BLEND_MODES; None: its BLEND_MODE
-    similar: bool = False  # crowd.Similar as a fifth member (training.DEFAULT_CONFIG)
-    # Heads fitted on the train split, by (prior, base, τ²): the report reuses
-    # what selection computed (same fit ratings, same features).
+    similar: bool | tuple = False  # crowd.Similar; (rank, λ): lowrank.py's prior
+    # Heads fitted on the train split, by (prior, base, τ²), reused by the report.
     heads_memo: dict = field(default_factory=dict)
     _feat: T.Features | None = None
 

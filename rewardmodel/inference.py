@@ -330,7 +330,8 @@ def load(version: ModelVersion) -> Predictor:
             version=version, model=model, index={k: i for i, k in enumerate(keys)}
         )
         if model.similar is not None:
-            pred.similar = S.Served(model.similar, keep=MAX_LIVE)
+            agree = model.similar.keyed({int(k): i for i, k in enumerate(keys)})
+            pred.similar = S.Served(agree, keep=MAX_LIVE)
         if len(_LOADED) >= 4:  # a few studies' versions at a time per process
             _LOADED.pop(next(iter(_LOADED)))
         _LOADED[key] = pred

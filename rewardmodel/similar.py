@@ -56,6 +56,15 @@ class Agreement:
         """Their weight: the posterior agreement floored at 0."""
         return np.maximum(self.posterior(n, prod), 0.0)
 
+    def keyed(self, key_index: dict) -> Agreement:
+        """The same for other annotator keys (``lowrank.PairPrior`` maps them)."""
+        return self
+
+    def weights_of(self, ann: int, who, n: np.ndarray, prod: np.ndarray):
+        """Annotator ``ann``'s weights of co-raters ``who`` (the same for
+        every pair here; ``lowrank.PairPrior`` reads the pair)."""
+        return self.shrunk(n, prod)
+
 
 NO_PAIRS = Agreement(0.0, 1.0, 0.0)
 
@@ -174,7 +183,8 @@ class TrainIndex:
         keep = b != ann
         who, inv = np.unique(b[keep], return_inverse=True)
         n = np.bincount(inv).astype(np.float64)
-        return who, agreement.shrunk(n, np.bincount(inv, weights=p[keep]))
+        prod = np.bincount(inv, weights=p[keep])
+        return who, agreement.weights_of(ann, who, n, prod)
 
 
 def weighted_sums(crowd, key, who, weights, base: float) -> tuple:

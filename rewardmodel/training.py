@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import evaluation as V
+from . import lowrank as LR
 from . import posterior as P
 from . import selection as Sel
 from . import taste as T
@@ -47,8 +48,28 @@ def _data(snap, emb: np.ndarray, cfg: dict) -> V.Data:
         ks=[int(k) for k in cfg["ks"]],
         seed=int(cfg["seed"]),
         blend_mode=cfg.get("blend_mode"),
-        similar=bool(cfg.get("similar", DEFAULT_CONFIG["similar"])),
+        similar=similar_config(cfg.get("similar", DEFAULT_CONFIG["similar"])),
     )
+
+
+def similar_config(value) -> bool | tuple:
+    """Training config ``similar``: true / false, or [rank, λ, cross, 0, cap]:
+    the member with ``lowrank``'s agreement prior (RESULTS.md "Issue 26:
+    low-rank agreement prior"). ValueError for anything else."""
+    if isinstance(value, bool):
+        return value
+    cfg = tuple(value) if isinstance(value, list | tuple) else ()
+    if not 2 <= len(cfg) <= 5 or not all(isinstance(v, int | float) for v in cfg):
+        raise ValueError(
+            "similar must be true or false, or [rank, λ, cross, 0, cap]; "
+            f"got {value!r}."
+        )
+    if int(cfg[0]) < 1 or cfg[1] <= 0 or (len(cfg) > 3 and cfg[3]):
+        raise ValueError(
+            f"similar {value!r}: the prior needs rank ≥ 1, λ > 0 and everyone 0 "
+            "(the served path weighs pairs who never co-rated by the base)."
+        )
+    return (int(cfg[0]), *(float(v) for v in cfg[1:]))
 
 
 def hyper_select(data: V.Data, log: Callable[[str], None]) -> tuple:
@@ -152,6 +173,7 @@ def train_and_evaluate(
         feat=data.feat,
         x=x,
     )
+    model = LR.with_prior(model, data.ratings, emb.shape[0], data.similar)
     log(f"deployed model refit on all {len(data.ratings)} ratings")
     return Result(
         model=model,

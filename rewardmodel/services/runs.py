@@ -104,8 +104,13 @@ def _validate(promote: str, trigger: str, config: dict) -> None:
         isinstance(config["seed"], bool) or not isinstance(config["seed"], int)
     ):
         raise InvalidInput("seed must be an integer.")
-    if not isinstance(config.get("similar", False), bool):
-        raise InvalidInput("similar must be true or false.")
+    if "similar" in config:  # true / false, or the low-rank prior's list
+        from rewardmodel.training import similar_config
+
+        try:
+            similar_config(config["similar"])
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
     ks = config.get("ks")
     if ks is not None and not (
         isinstance(ks, list) and all(isinstance(k, int) and k >= 0 for k in ks)

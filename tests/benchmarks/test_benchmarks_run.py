@@ -170,6 +170,15 @@ TINY: dict[str, Tiny] = {
         "1 runs,",
         postgres=False,
     ),
+    # The low-rank agreement prior's paired arm (issue 26 experiment).
+    "taste_benchmark.py --paired lowrank": Tiny(
+        ("--variants", "linear", "--backbones", "synthetic", "--seeds", "1")
+        + ("--images", "60", "--annotators", "20", "--cache", "{tmp}")
+        + ("--paired", "lowrank", "--lowrank", "2", "5", "1", "0", "1"),
+        "1 runs,",
+        postgres=False,
+        script="taste_benchmark.py",
+    ),
     # Scripts of other branches, given by their authors (the exit code is the
     # check; each skips until its script is merged).
     "portrait.py": Tiny(

@@ -12,10 +12,13 @@ import pytest
 from rewardmodel import evaluation as V
 from rewardmodel import taste as T
 from rewardmodel.crowd import similar_part
+from rewardmodel.lowrank import PairPrior
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("similar", [False, True])
+# [3, 5, 1, 0, 1]: the similar crowd with the low-rank agreement prior
+# (``rewardmodel.lowrank``, rank 3, λ 5, cross-fitted, capped).
+@pytest.mark.parametrize("similar", [False, True, [3, 5.0, 1, 0, 1]])
 def test_served_scores_equal_evaluated_scores(rated_study, similar):
     from rewardmodel import inference
     from rewardmodel.checkpoint import checkpoint_load
@@ -29,7 +32,8 @@ def test_served_scores_equal_evaluated_scores(rated_study, similar):
     config = {"similar": similar}
     run, unrated = trained_with_unrated_image(study, seed=31_337, config=config)
     model, keys, _ = checkpoint_load(run.version.checkpoint_path)
-    assert (model.similar is not None) is similar
+    assert (model.similar is not None) is bool(similar)
+    assert isinstance(model.similar, PairPrior) is isinstance(similar, list)
     if similar:
         model = _with_similar_weights(run.version, model, keys)
 
@@ -47,6 +51,7 @@ def test_served_scores_equal_evaluated_scores(rated_study, similar):
         n_ann=len(keys),
         ks=[0],
         seed=0,
+        similar=tuple(similar) if isinstance(similar, list) else bool(similar),
         _feat=model.feat,
     )
     ctx = V.Context(data, ratings, ratings)

@@ -150,9 +150,11 @@ def test_checkpoint_round_trip_keeps_the_member_and_old_ones_load_without(tmp_pa
         checkpoint_load(tmp_path / "bad.npz")
 
 
-def test_promotion_scores_the_member_as_served_and_evaluated():
+@pytest.mark.parametrize("similar", [True, [3, 5.0, 1, 0, 1]], ids=["m", "lowrank"])
+def test_promotion_scores_the_member_as_served_and_evaluated(similar):
     """``comparison.score_query`` (what promotion compares) adds the member
-    with agreements from the model's fit ratings, as the report does."""
+    with agreements from the model's fit ratings, as the report does (also
+    under the low-rank prior, ``lowrank.PairPrior``)."""
     from rewardmodel import comparison as C
     from rewardmodel import evaluation as V
     from rewardmodel.crowd import similar_part
@@ -160,7 +162,9 @@ def test_promotion_scores_the_member_as_served_and_evaluated():
 
     snap, emb = planted(13)
     with compute_threads():
-        res = train_and_evaluate(snap=snap, emb=emb, cfg={"seed": 13, "similar": True})
+        res = train_and_evaluate(
+            snap=snap, emb=emb, cfg={"seed": 13, "similar": similar}
+        )
     keys, n_ann = snap.annotator_keys, len(snap.annotator_keys)
     w = np.linspace(0.2, 0.8, n_ann)  # by hand: never 0, so dropping it shows
     model = replace(res.model, hyper=replace(res.model.hyper, blend_similar=w))
@@ -171,6 +175,7 @@ def test_promotion_scores_the_member_as_served_and_evaluated():
     got = C.score_query(model, keys, **args, fit=np.ones(len(r), bool))
     data = V.Data(emb=emb, ratings=r, split=snap.r_split, n_ann=n_ann, ks=[0], seed=0)
     data._feat = model.feat
+    data.similar = tuple(similar) if isinstance(similar, list) else True
     ctx = V.Context(data, r, r)
     q = r.take(query)
     part = similar_part(model.hyper, ctx, q)
@@ -189,6 +194,11 @@ def test_a_run_refuses_a_similar_setting_that_is_not_true_or_false():
 
     with pytest.raises(InvalidInput, match="similar must be true or false"):
         rm.training_run_create(config={"similar": "yes"})
+    # The low-rank prior's list (``lowrank``): served only without "everyone".
+    with pytest.raises(InvalidInput, match="everyone 0"):
+        rm.training_run_create(config={"similar": [4, 5.0, 1, 1, 1]})
+    with pytest.raises(InvalidInput, match="similar must be true or false"):
+        rm.training_run_create(config={"similar": [4]})
     assert not TrainingRun.objects.exists()
 
 
