@@ -192,14 +192,20 @@ def test_a_run_refuses_a_similar_setting_that_is_not_true_or_false():
     from rewardmodel import services as rm
     from rewardmodel.models import TrainingRun
 
-    with pytest.raises(InvalidInput, match="similar must be true or false"):
+    with pytest.raises(InvalidInput, match="similar must be true, false"):
         rm.training_run_create(config={"similar": "yes"})
     # The low-rank prior's list (``lowrank``): served only without "everyone".
     with pytest.raises(InvalidInput, match="everyone 0"):
         rm.training_run_create(config={"similar": [4, 5.0, 1, 1, 1]})
-    with pytest.raises(InvalidInput, match="similar must be true or false"):
+    with pytest.raises(InvalidInput, match="similar must be true, false"):
         rm.training_run_create(config={"similar": [4]})
     assert not TrainingRun.objects.exists()
+    # The named setting is the tuned list, and a run takes it.
+    from rewardmodel.training import LOWRANK, similar_config
+
+    assert similar_config("lowrank") == LOWRANK == similar_config([4, 5, 1, 0, 1])
+    rm.training_run_create(config={"similar": "lowrank"})
+    assert TrainingRun.objects.count() == 1
 
 
 @pytest.mark.django_db
