@@ -69,7 +69,7 @@ def similar_config(value) -> bool | tuple:
     cfg = tuple(value) if isinstance(value, list | tuple) else ()
     if not 2 <= len(cfg) <= 5 or not all(isinstance(v, int | float) for v in cfg):
         raise ValueError(
-            "similar must be true, false, \"lowrank\" or [rank, λ, cross, 0, cap]; "
+            'similar must be true, false, "lowrank" or [rank, λ, cross, 0, cap]; '
             f"got {value!r}."
         )
     if int(cfg[0]) < 1 or cfg[1] <= 0 or (len(cfg) > 3 and cfg[3]):
