@@ -122,8 +122,9 @@ def claim_with_progress(
     """The API's claim with what dealing an uncounted item needs (``rated``, the
     images in the study, whether an item is due), as ``claim_page`` answers it,
     for the annotator behind ``token``: the API deals checks and repeats on the
-    rating page's schedule. ``NEEDS_PYTHON_ENGINE`` also for an annotator not
-    started yet or finished (the Python path then answers).
+    rating page's schedule. ``NEEDS_PYTHON_ENGINE`` also for an annotator who
+    finished (the Python path then answers); one not started yet is started here,
+    as the Python path would (the API has no instructions page: migration 0031).
 
     The leases come as the function's rows, not models (building two model
     instances was about 4% of the hot claim's CPU, issue 29): ``lease_row``
