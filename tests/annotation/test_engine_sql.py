@@ -170,9 +170,7 @@ def _first_api_claim(client, settings, sql: bool):
     )
 
 
-def test_api_first_claim_starts_the_participant_in_one_statement(
-    client, settings, db
-):
+def test_api_first_claim_starts_the_participant_in_one_statement(client, settings, db):
     """Migration 0031: the API's first claim no longer leaves the statement for
     the Python path (~20 ms of CPU per participant), and leaves what it did."""
     by_sql = _first_api_claim(client, settings, sql=True)
