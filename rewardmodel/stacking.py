@@ -57,8 +57,7 @@ from .taste import base_head, forward, ridge_heads
 
 MEMBERS = ("model", "population", "ridge", "consensus")
 # The fifth member where ``Data.similar`` asks for it (training's default):
-# the similarity-weighted consensus (``crowd.Similar``), RESULTS.md "Issue 26:
-# the similar crowd served and on by default".
+# the similarity-weighted consensus (``crowd.Similar``; RESULTS.md, issue 26).
 SIMILAR_MEMBERS = (*MEMBERS, "similar")
 SHRINK_GRID = np.round(np.linspace(0.0, 1.0, 11), 2)  # α: 0 = best member
 SPLITS, SPLIT_SEED = 10, 26  # seeded halvings of val_seen annotators for α
