@@ -34,8 +34,8 @@ pooled over seeds with a 95% interval over annotators, the ceiling, and the gain
         --images 800 --annotators 150 --backbones synthetic   # issue 26's check
     .venv/bin/python benchmarks/taste_benchmark.py --paired lowrank --seeds 4 \
         --images 800 --annotators 150 --backbones tiny-clip --raw t.json
-        # the similar crowd with the low-rank agreement prior against today's
-        # (``rows`` against ``rows_off``; then benchmarks/compare_raw.py)
+        # the similar crowd with the low-rank agreement prior (the default)
+        # against "similar": true (``rows`` against ``rows_off``; compare_raw.py)
 
 Then, per variant × backbone, issue 26's criteria as "n of N seeds" with the
 pooled paired interval (``seed_table``).
@@ -341,11 +341,11 @@ def _paired(snap, emb, seed: int, mode: str) -> dict:
 def _paired_similar(snap, emb, seed: int, mode: str = "similar") -> dict:
     """The similarity-weighted consensus as a fifth blend member (issue 26
     experiment, ``crowd.Similar``): selection and test report with it, then
-    selection and report without it (main's default) on the same data and
-    splits, so the two arms are paired; no deployed refit. The off arm is
-    ``rows_off``. ``mode`` "lowrank": the member with its agreements shrunk
-    toward the low-rank prior (``LOWRANK``: rank, λ; ``rewardmodel.lowrank``)
-    against the member as it is (today's default)."""
+    selection and report without it on the same data and splits, so the two
+    arms are paired; no deployed refit. The off arm is ``rows_off``. ``mode``
+    "lowrank": the member with its agreements shrunk toward the low-rank prior
+    (``LOWRANK``, training's default; ``rewardmodel.lowrank``) against the
+    member shrunk toward one global mean ("similar": true)."""
     from rewardmodel import selection as Sel
     from rewardmodel import training as TR
 

@@ -53,8 +53,9 @@ def parse_args():
         "--similar",
         choices=["default", "on", "off", "lowrank"],
         default="default",
-        help="the similar crowd member (training config 'similar'); lowrank: "
-        "with the low-rank agreement prior [4, 5, 1, 0, 1]",
+        help="the similar crowd member (training config 'similar'); default "
+        "and lowrank: with the low-rank agreement prior [4, 5, 1, 0, 1]; on: "
+        "shrunk toward one global mean",
     )
     return p.parse_args()
 

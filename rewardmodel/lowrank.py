@@ -21,8 +21,8 @@ their noise, τ² around the prior came out 0 and ``noisy_idiosyncratic``
 lost) or **cross-fitted** (``cross_fitted``: factors of one half of the
 images against raw agreements on the other); **capped** (c1 ≥ 0, the
 prior's spread ≤ the pairs' τ²; without it ``consensus_heavy``, where τ² is
-0, got a negative c1). Training's default is ``similar.Agreement``; the
-training config ``"similar": [rank, λ, cross, 0, cap]`` serves the prior
+0, got a negative c1). Training's default (``"similar": "lowrank"``, the
+tuned setting) and ``"similar": [rank, λ, cross, 0, cap]`` serve the prior
 (``with_prior`` on the deployed refit and promotion's comparison,
 ``PairPrior.arrays`` in the checkpoint, ``PairPrior.keyed`` for serving's
 annotator keys); ``everyone`` is evaluation only.

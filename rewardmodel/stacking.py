@@ -24,16 +24,13 @@ so the grid's optimism on the data that chose it buys the model no weight):
   bagged: the share of bootstrap resamples of the annotators each member wins,
   so two members that are close both count instead of one by a coin toss;
 * the blend **shrunk toward the best member** (``choose_weights``): the
-  direction (1 − α) · best + α · least squares, α on a 0.1 grid chosen on
-  nested folds (``choose_shrinkage``: the blend and the best member fitted on
-  half of the val_seen annotators, every α scored on the other half, both ways,
-  over ``SPLITS`` seeded halvings; the α with the best mean, the smaller on
-  ties), then one least-squares scale (for MAE).
+  direction (1 − α) · best + α · least squares, α = 1 unless a smaller α
+  beats it by ``SHRINK_Z`` standard errors on nested folds of the val_seen
+  annotators (``choose_shrinkage``), then one least-squares scale (for MAE).
 
-Soft on purpose: the argmax of pairwise accuracy over a simplex of weights
-(even bagged) gave blends worse than the best member on tiny-clip, and an
-all-or-nothing "blend or best member" lost points on synthetic seeds where the
-two were close. Only train and validation ratings are read.
+Soft on purpose: a bagged argmax over a simplex of weights and an
+all-or-nothing "blend or best member" both lost points (RESULTS.md). Only
+train and validation ratings are read.
 
 **Per-annotator weights** (``per_annotator_weights``, 2026-12-07): each val_seen
 annotator's own weights, shrunk toward the pooled ones empirical-Bayes style.
@@ -60,11 +57,11 @@ from .taste import base_head, forward, ridge_heads
 
 MEMBERS = ("model", "population", "ridge", "consensus")
 # The fifth member where ``Data.similar`` asks for it (training's default):
-# the similarity-weighted consensus (``crowd.Similar``), RESULTS.md "Issue 26:
-# the similar crowd served and on by default".
+# the similarity-weighted consensus (``crowd.Similar``; RESULTS.md, issue 26).
 SIMILAR_MEMBERS = (*MEMBERS, "similar")
 SHRINK_GRID = np.round(np.linspace(0.0, 1.0, 11), 2)  # α: 0 = best member
 SPLITS, SPLIT_SEED = 10, 26  # seeded halvings of val_seen annotators for α
+SHRINK_Z = 2.0  # α < 1 only if it beats α = 1 by this many SEs (as MODE_Z; not tuned)
 BAGS, BAG_SEED = 30, 26  # bootstrap resamples behind the (soft) best member
 MIN_BLEND_ANNOTATORS = 20  # fewer val_seen annotators: the best member alone
 # Per-annotator weights: "auto" chooses them or the global blend out of fold
@@ -164,30 +161,41 @@ def shrink_path(p, y, ann, per_ann: np.ndarray | None = None) -> np.ndarray:
 
 
 def choose_shrinkage(p: np.ndarray, y: np.ndarray, ann: np.ndarray) -> dict:
-    """α chosen on nested folds: ``SPLITS`` seeded halvings of the annotators;
-    on each half the path (best member, least-squares blend) is fitted and
-    every α scored on the other half's annotators (mean pairwise accuracy).
-    Returns α and the curve (mean over every held-out annotator score). The
-    members are scored per annotator once (a half's scores are its rows)."""
+    """α on nested folds: ``SPLITS`` seeded halvings of the annotators, the
+    path fitted on one half, every α scored on the other (the curve: mean
+    held-out pairwise accuracy). α = 1 (least squares) unless the curve's best
+    α beats it by ``SHRINK_Z`` paired per-annotator standard errors: the curve
+    is flat within its noise, and its argmax (ties to the smaller α) fell on
+    the best member by chance and cost seeds (RESULTS.md, helper lowrank2).
+    Fewer than ``MIN_BLEND_ANNOTATORS`` annotators: the best member (α 0)."""
     scorer = PairScorer(ann, y)
     people = scorer.annotators
     if people.size < MIN_BLEND_ANNOTATORS:
         return {"alpha": 0.0, "curve": None, "why": "too few annotators"}
     members = scorer.of_matrix(p)
     rng = np.random.default_rng(SPLIT_SEED)
-    total, count = np.zeros(SHRINK_GRID.size), 0
+    per, seen = np.zeros((people.size, SHRINK_GRID.size)), np.zeros(people.size)
     for _ in range(SPLITS):
         half = np.zeros(people.size, bool)
         half[rng.permutation(people.size)[: people.size // 2]] = True
         for held in (half, ~half):
             rows = np.isin(ann, people[~held])
             path = shrink_path(p[rows], y[rows], ann[rows], members[~held])
-            acc = scorer.of_matrix(p @ path)[held]
-            total += acc.sum(axis=0)
-            count += acc.shape[0]
-    curve = total / max(count, 1)
-    alpha = float(SHRINK_GRID[int(np.argmax(np.round(curve, 12)))])
-    return {"alpha": alpha, "curve": [round(float(c), 5) for c in curve]}
+            per[held] += scorer.of_matrix(p @ path)[held]
+            seen[held] += 1
+    curve = per.sum(axis=0) / max(seen.sum(), 1)
+    best = int(np.argmax(np.round(curve, 12)))
+    d = (per[:, best] - per[:, -1])[seen > 0] / seen[seen > 0]
+    gain = float(d.mean()) if d.size else 0.0
+    se = float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else np.inf
+    shrink = gain > 0 and gain >= SHRINK_Z * se
+    return {
+        "alpha": float(SHRINK_GRID[best]) if shrink else 1.0,
+        "curve": [round(float(c), 5) for c in curve],
+        "best_alpha": float(SHRINK_GRID[best]),
+        "gain": round(gain, 5),
+        "se": round(se, 5),
+    }
 
 
 def choose_weights(

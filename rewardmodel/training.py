@@ -21,8 +21,10 @@ from . import selection as Sel
 from . import taste as T
 
 # "similar": the similarity-weighted crowd as a fifth blend member (issue 26,
-# ``crowd.Similar``; served by ``similar.Served``).
-DEFAULT_CONFIG = {"ks": [0, 5, 10, 20], "seed": 0, "similar": True}
+# ``crowd.Similar``; served by ``similar.Served``), its agreements shrunk toward
+# the low-rank prior (``LOWRANK``; RESULTS.md "Issue 26: … helper lowrank2");
+# true: toward one global mean, as before 2026-12-07.
+DEFAULT_CONFIG = {"ks": [0, 5, 10, 20], "seed": 0, "similar": "lowrank"}
 # Used where a split has too little data to choose from (tiny studies).
 FALLBACK = T.Hyper(pop_lambda=1.0, tau2_rel=1.0, rho=3.0)
 MIN_TRAIN = 10

@@ -1,8 +1,8 @@
 """The blend of the family's members (``stacking``): non-negative least
 squares on per-annotator centred, standardised predictions, shrunk toward the
-best single member by an amount chosen on nested folds; a useless member left
-out, the blend of members that err differently better than each, and the best
-member alone where blending only adds noise."""
+best single member only where nested folds show it pays by two standard
+errors; a useless member left out, the blend of members that err differently
+better than each, and the best member alone where blending only adds noise."""
 
 import numpy as np
 import pytest
@@ -70,6 +70,28 @@ def test_shrinkage_path_goes_from_best_member_to_least_squares():
     assert np.allclose(ls.sum(), 1.0) and (ls >= 0).all()
     assert np.allclose(path[:, -1] * sd, ls)  # α = 1: the least-squares blend
     assert np.allclose((path * sd[:, None]).sum(0), 1.0)  # on standardised columns
+
+
+def _twins(seed):
+    """Two near-copies of one noisy view (their blend ≈ each) and a junk
+    member: the nested-fold curve over α is flat within its noise."""
+    rng = np.random.default_rng(seed)
+    ann = np.repeat(np.arange(60), 10)
+    truth, shared = rng.normal(size=ann.size), rng.normal(size=ann.size)
+    twins = [truth + 1.5 * shared + 0.3 * rng.normal(size=ann.size) for _ in "ab"]
+    return np.stack([*twins, rng.normal(size=ann.size)], 1), truth, ann
+
+
+def test_alpha_is_the_least_squares_blend_unless_shrinking_wins_by_two_se():
+    # Seed 13: the curve peaks at α = 0 (the best member) by less than one
+    # standard error; the argmax took it, now the least-squares blend stays.
+    out = S.choose_shrinkage(*_twins(13))
+    assert out["best_alpha"] == 0.0 and out["gain"] < S.SHRINK_Z * out["se"]
+    assert out["alpha"] == 1.0
+    # Seed 7: α = 0.2 wins by more than two standard errors and is kept.
+    out = S.choose_shrinkage(*_twins(7))
+    assert out["gain"] >= S.SHRINK_Z * out["se"] > 0
+    assert out["alpha"] == out["best_alpha"] == 0.2
 
 
 def test_few_annotators_give_the_best_member():
