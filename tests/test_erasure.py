@@ -13,6 +13,7 @@ import subprocess
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from axes.models import AccessAttempt, AccessFailureLog, AccessLog
@@ -168,8 +169,11 @@ def test_erasure_leaves_no_identifier_anywhere(world, staff_user, settings):
     assert any("database dump" in f for f in found)
     assert any(".zip:" in f and "public id" in f for f in found)
     assert any(".zip:" in f and "demographic" in f for f in found)
-    keys = checkpoint_load(version.checkpoint_path)[1]
+    before, keys, _ = checkpoint_load(version.checkpoint_path)
     assert str(person.pk) in keys
+    # Trained with the default config: the similar crowd's low-rank prior, whose
+    # factors have one row per head and must lose the person's row with it.
+    assert before.similar.u.shape[0] == len(keys)
 
     api = APIClient()
     api.force_authenticate(staff_user)
@@ -189,7 +193,10 @@ def test_erasure_leaves_no_identifier_anywhere(world, staff_user, settings):
     assert not AnnotatorQuality.objects.filter(annotator=person).exists()
     assert not Optimization.objects.filter(annotator=person).exists()
     version.refresh_from_db()
-    assert str(person.pk) not in checkpoint_load(version.checkpoint_path)[1]
+    after, kept, _ = checkpoint_load(version.checkpoint_path)
+    assert str(person.pk) not in kept
+    i = keys.index(str(person.pk))
+    assert np.array_equal(after.similar.u, np.delete(before.similar.u, i, axis=0))
     other = Annotator.objects.exclude(pk=person.pk).filter(ratings__study=study)[0]
     still = api.post(  # the rewritten checkpoint loads and serves the others
         "/api/v1/rewardmodel/predict/",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 
 from django.db import transaction
 
@@ -48,6 +49,11 @@ def checkpoints_drop_annotator(*, annotator_id: int) -> int:
             hyper.blend_annotators = _without(hyper.blend_annotators, i)
         if hyper.blend_similar is not None:
             hyper.blend_similar = _without(hyper.blend_similar, i)
+        if getattr(model.similar, "u", None) is not None:
+            # The low-rank prior's taste factors: one row per head. What the
+            # others' rows and G learnt from their ratings stays until the next
+            # training, as for the shared weights.
+            model.similar = replace(model.similar, u=_without(model.similar.u, i))
         meta = {k: v for k, v in header.items() if k not in _DERIVED}
         tmp = f"{path}.partial"
         checkpoint_save(tmp, model=model, keys=keys[:i] + keys[i + 1 :], meta=meta)
