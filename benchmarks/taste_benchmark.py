@@ -38,7 +38,12 @@ pooled over seeds with a 95% interval over annotators, the ceiling, and the gain
         # against "similar": true (``rows`` against ``rows_off``; compare_raw.py)
 
 Then, per variant × backbone, issue 26's criteria as "n of N seeds" with the
-pooled paired interval (``seed_table``).
+pooled paired interval (``seed_table``), and the headroom over the best
+baseline: to the ceiling, to the *crowd ceiling* (the part of each utility the
+crowd shares, noiseless: the most a model with no personal signal from the
+images could reach with infinitely many raters per image), and what knowing
+everyone's true taste group adds to the LOO consensus of the actual 14 others
+(``known_group_gain``, an optimistic diagnostic).
 """
 
 from __future__ import annotations
@@ -169,7 +174,13 @@ def tiny_clip(blobs: list[bytes]) -> np.ndarray:
 
 
 def utilities(v: dict, taste_space: np.ndarray, domains: np.ndarray, seed: int):
-    """Noiseless utility (n_annotators × n_images) and the annotators' groups."""
+    """Noiseless utility (n_annotators × n_images), the annotators' groups, and
+    the crowd's part of each utility: its expectation over the annotator's own
+    draws (individual direction, ideal point, domain preferences, interaction
+    coefficient) given the shared and group taste, i.e. what anyone could know
+    of the person from the crowd alone (the contrarian flip kept: their own
+    ratings reveal it). Its pairwise accuracy bounds a model that has no
+    personal signal from the images (``crowd ceiling``)."""
     rng = np.random.default_rng(seed)
     n_img = taste_space.shape[0]
     n_ann, lat = int(v["annotators"]), int(v["latent"])
@@ -182,42 +193,48 @@ def utilities(v: dict, taste_space: np.ndarray, domains: np.ndarray, seed: int):
     shared = rng.normal(size=lat)
     groups = rng.normal(size=(int(v["groups"]), lat))
     own = rng.normal(size=(n_ann, lat))
-    lin = (
-        v["shared"] * shared[None, :]
-        + v["group"] * groups[group]
-        + v["individual"] * own
-    ) / math.sqrt(lat)
-    util = lin @ z.T
+    common = v["shared"] * shared[None, :] + v["group"] * groups[group]
+    # Written as before the crowd part existed, so the draws stay bit-identical.
+    util = ((common + v["individual"] * own) / math.sqrt(lat)) @ z.T
+    crowd = (common / math.sqrt(lat)) @ z.T
     if v["ideal_point"]:
         p = z[:, :3]
         ideal = rng.normal(size=(n_ann, 3))
         dist = ((p[None, :, :] - ideal[:, None, :]) ** 2).sum(-1)
         util = util - v["ideal_point"] * (dist - dist.mean()) / dist.std()
+        # E over the ideal point ~ N(0, I₃) of |p − ideal|² is |p|² + 3.
+        expected = (p**2).sum(-1) + 3
+        crowd = crowd - v["ideal_point"] * (expected - dist.mean()) / dist.std()
     if v["domain"]:
         pref = rng.normal(size=(n_ann, int(domains.max()) + 1))
-        util = util + v["domain"] * pref[:, domains]
-    util = _extras(v, util, z, rng)
-    util = (util - util.mean()) / util.std()
-    assert util.shape == (n_ann, n_img)
-    return util, group
+        util = util + v["domain"] * pref[:, domains]  # mean 0: nothing for crowd
+    util, crowd = _extras(v, util, crowd, z, rng)
+    mean, sd = util.mean(), util.std()
+    util, crowd = (util - mean) / sd, (crowd - mean) / sd
+    assert util.shape == crowd.shape == (n_ann, n_img)
+    return util, group, crowd
 
 
-def _extras(v: dict, util: np.ndarray, z: np.ndarray, rng) -> np.ndarray:
+def _extras(v: dict, util: np.ndarray, crowd: np.ndarray, z: np.ndarray, rng):
     """The variants added for issue 26 (drawn after the others, so the older
     variants' draws are unchanged): a taste on the *interaction* of two
     attributes (each annotator's own sign and size on z₀·z₁, invisible to any
     linear head on z), and *contrarians*, annotators whose shared and group
-    taste is reversed (a crowd that disagrees with the person)."""
+    taste is reversed (a crowd that disagrees with the person). ``crowd``
+    follows along (the interaction's mean coefficient 0.5)."""
     n_ann = util.shape[0]
     if v.get("interaction"):
         inter = z[:, 0] * z[:, 1]
         inter = (inter - inter.mean()) / inter.std()
         coef = 0.5 + rng.normal(size=n_ann)
-        util = util / util.std() + v["interaction"] * coef[:, None] * inter[None, :]
+        sd = util.std()
+        util = util / sd + v["interaction"] * coef[:, None] * inter[None, :]
+        crowd = crowd / sd + v["interaction"] * 0.5 * inter[None, :]
     if v.get("contrarian"):
         flip = rng.random(n_ann) < v["contrarian"]
         util = np.where(flip[:, None], -util, util)
-    return util
+        crowd = np.where(flip[:, None], -crowd, crowd)
+    return util, crowd
 
 
 def draw_ratings(v: dict, util: np.ndarray, noise: float, seed: int):
@@ -265,7 +282,7 @@ def calibrate_noise(v: dict, util: np.ndarray, seed: int) -> float:
 def run_one(
     v: dict, emb: np.ndarray, taste_space, domains, seed: int, paired: str = ""
 ) -> dict:
-    util, _ = utilities(v, taste_space, domains, seed)
+    util, group, crowd = utilities(v, taste_space, domains, seed)
     noise = calibrate_noise(v, util, seed)
     rows, anns, scores = draw_ratings(v, util, noise, seed)
     study = 10_000 + seed
@@ -302,6 +319,8 @@ def run_one(
         }
     out["fit_s"] = time.monotonic() - t0
     out["ceil"] = per_annotator_ceilings(util, snap, seed)
+    out["ceil_crowd"] = per_annotator_ceilings(crowd, snap, seed)
+    out["known_groups"] = known_group_gain(snap, group)
     out["noise"] = noise
     return out
 
@@ -382,6 +401,39 @@ def per_annotator_ceilings(util, snap, seed) -> dict:
         q = p.query
         out[("unseen", p.ann)] = pairwise_accuracy(q.score, util[p.ann, q.row])
     return out
+
+
+def known_group_gain(snap, group: np.ndarray) -> float:
+    """What knowing everyone's true taste group would add to the LOO
+    consensus of the 14 others, on test_seen (mean per-annotator pairwise
+    accuracy): the others' mean moved toward the mean of the same-group others
+    by β, the best β of a grid *chosen on test* (an optimistic bound, a
+    diagnostic of the simulator, never a model), minus β = 0. Ratings
+    z-scored per annotator on their train ratings."""
+    row, ann, score = snap.r_row, snap.r_ann, snap.r_score
+    z = np.zeros(score.size)
+    train = snap.r_split == V.CODES["train"]
+    for _a, idx in by_annotator(ann):
+        own = idx[train[idx]] if train[idx].sum() > 1 else idx
+        z[idx] = (score[idx] - score[own].mean()) / max(score[own].std(), 1e-3)
+    n_rows = int(row.max()) + 1
+    g = group[ann]
+    total = np.bincount(row, weights=z, minlength=n_rows)
+    count = np.bincount(row, minlength=n_rows).astype(np.float64)
+    g_total = np.zeros((int(group.max()) + 1, n_rows))
+    g_count = np.zeros_like(g_total)
+    np.add.at(g_total, (g, row), z)
+    np.add.at(g_count, (g, row), 1.0)
+    t = snap.r_split == V.CODES["test_seen"]
+    r, a, zt, gt = row[t], ann[t], z[t], g[t]
+    others = (total[r] - zt) / np.maximum(count[r] - 1, 1)
+    same_n = g_count[gt, r] - 1
+    same = np.where(same_n > 0, (g_total[gt, r] - zt) / np.maximum(same_n, 1), others)
+    accs = [
+        mean_pairwise(a, snap.r_score[t], others + beta * (same - others))
+        for beta in (0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
+    ]
+    return float(max(accs) - accs[0])
 
 
 def _chosen(hyper: dict, blend: dict) -> str:
@@ -521,8 +573,9 @@ def seed_table(per_cell: dict) -> str:
     lines = [
         "| variant | backbone | seeds | best baseline | pooled model − best "
         "[95 % CI] | seeds beat / tie / below | below by > 0.01 | worst seed | "
-        "unseen ≥ pop. every k | unseen non-decreasing in k |",
-        "|" + " --- |" * 10,
+        "unseen ≥ pop. every k | unseen non-decreasing in k | headroom: ceiling "
+        "/ crowd ceiling − best | known groups add to LOO |",
+        "|" + " --- |" * 12,
     ]
     for (variant, backbone), (seeds, runs) in per_cell.items():
         seen = [
@@ -545,6 +598,7 @@ def seed_table(per_cell: dict) -> str:
             for r in rs
         ]
         d = _ci(diffs)
+        room = [_headroom(run, rs, best) for run, rs in zip(runs, seen, strict=True)]
         per_seed = []
         for rs in seen:
             means = {
@@ -567,9 +621,25 @@ def seed_table(per_cell: dict) -> str:
             f"| {variant} | {backbone} | {n} | {best} | {d[0]:+.4f} "
             f"[{d[1]:+.4f}, {d[2]:+.4f}] | {beat} / {tie} / {n - beat - tie} of {n} "
             f"| {sum(x < -0.01 for x in per_seed)} of {n} | {per_seed[worst]:+.4f} "
-            f"(seed {seeds[worst]}) | {_yes(pop_ok)} | {_yes(mono)} |"
+            f"(seed {seeds[worst]}) | {_yes(pop_ok)} | {_yes(mono)} | "
+            f"{np.mean([x for r in room for x in r[0]]):+.4f} / "
+            f"{np.mean([x for r in room for x in r[1]]):+.4f} | "
+            f"{np.mean([run['known_groups'] for run in runs]):+.4f} |"
         )
     return "\n".join(lines)
+
+
+def _headroom(run: dict, seen_rows: list, best: str) -> tuple[list, list]:
+    """Per seen annotator: the ceiling and the crowd ceiling (see
+    ``utilities``) minus the best baseline, on the rows evaluated: how much a
+    model could beat it by at all, and without a personal signal."""
+    out: tuple[list, list] = ([], [])
+    for r in seen_rows:
+        key = ("seen", None, r["annotator"])
+        for i, ceil in enumerate((run["ceil"], run["ceil_crowd"])):
+            if ceil.get(key) is not None:
+                out[i].append(ceil[key] - r[best]["pairwise_accuracy"])
+    return out
 
 
 def paired_table(per_cell: dict) -> str:
