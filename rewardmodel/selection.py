@@ -125,11 +125,9 @@ def select(data: Data, blend_mode: str | None = None) -> tuple[T.Hyper, P.Prior,
     pop = ctx.base("content", tuned.pop_lambda)
     blend = dict(pop=pop, ridge=ridge, consensus=bases["crowd_only"], mode=blend_mode)
     weights, blend_info, table, blend_similar = _blend(search, blend)
-    # Newcomers adapt only if the personal part earns its place on val_seen
-    # (selected τ² against τ² = 0 on the same base, out of fold), and with the
-    # τ² that val_seen gives deviations around *their* base.
+    # Newcomers adapt only if the personal part earns its place on val_seen (τ²
+    # against 0 on the same base, out of fold), with ``tau2_around``'s τ².
     personal = search.personal_part() if chosen.tau2_rel > 0 else {"win": False}
-    new_tau2 = search.tau2_around(new_base, chosen) if personal["win"] else 0.0
     hyper = T.Hyper(
         pop_lambda=lams[chosen.base],
         tau2_rel=chosen.tau2_rel,
@@ -139,7 +137,7 @@ def select(data: Data, blend_mode: str | None = None) -> tuple[T.Hyper, P.Prior,
         base=chosen.base,
         new_base=new_base,
         new_lambda=lams[new_base],
-        new_tau2_rel=new_tau2,
+        new_tau2_rel=search.tau2_around(new_base, chosen) if personal["win"] else 0.0,
         blend=weights,
         blend_annotators=table,
         blend_similar=blend_similar,
