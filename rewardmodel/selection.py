@@ -280,19 +280,16 @@ class _Search:
         0.566 at k = 5 on one seed)."""
         if base == chosen.base:
             return chosen.tau2_rel
+        kept = self.scores.get(Config(base, chosen.rho, chosen.tau2_rel).label)
+        none = self.scores.get(Config(base, chosen.rho, 0.0).label)
+        if kept is None or none is None or kept >= none:
+            return chosen.tau2_rel
         among = [
             c
             for c in self.acc
             if c.base == base and c.rho == chosen.rho and not c.gamma
         ]
-        mask = np.ones(len(self.sc.groups), bool)
-        kept = Config(base, chosen.rho, chosen.tau2_rel)
-        none = Config(base, chosen.rho, 0.0)
-        if kept not in self.acc or none not in self.acc:
-            return chosen.tau2_rel
-        if _mean(self.acc[kept]) >= _mean(self.acc[none]):
-            return chosen.tau2_rel
-        return self._pick(mask, among).tau2_rel
+        return self._pick(np.ones(len(self.sc.groups), bool), among).tau2_rel
 
     def personal_part(self) -> dict:
         """Whether the personal heads earn their place: selecting against the

@@ -12,6 +12,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from rewardmodel.selection import Config, _Search
 
@@ -21,11 +22,19 @@ def _search(scores: dict[Config, float], n_ann: int = 6) -> _Search:
     every annotator alike), without fitting anything."""
     s = _Search.__new__(_Search)
     s.acc = {c: np.full(n_ann, v) for c, v in scores.items()}
+    s.scores = {c.label: v for c, v in scores.items()}
     s.sc = SimpleNamespace(groups=[None] * n_ann)
     return s
 
 
-def test_the_newcomers_tau2_is_the_best_around_their_own_base():
+@pytest.mark.parametrize(
+    ("seen_tau2_there", "expected"),
+    [
+        (0.600, 0.0316),  # the seen τ² loses to τ² = 0 there: the best there
+        (0.603, 0.316),  # it does not: kept, though 0.0316 scores higher
+    ],
+)
+def test_the_newcomers_tau2_around_their_own_base(seen_tau2_there, expected):
     chosen = Config("crowd", 10.0, 0.316)
     search = _search(
         {
@@ -33,12 +42,12 @@ def test_the_newcomers_tau2_is_the_best_around_their_own_base():
             Config("crowd", 10.0, 0.0316): 0.640,
             Config("content", 10.0, 0.0): 0.602,
             Config("content", 10.0, 0.0316): 0.616,
-            Config("content", 10.0, 0.316): 0.600,  # the seen τ², here a loss
+            Config("content", 10.0, 0.316): seen_tau2_there,
             Config("content", 0.0, 1.0): 0.650,  # another ρ: not a candidate
             Config("content", 10.0, 3.16, 0.8): 0.700,  # a γ prior: not either
         }
     )
-    assert search.tau2_around("content", chosen) == 0.0316
+    assert search.tau2_around("content", chosen) == expected
     assert search.tau2_around("crowd", chosen) == 0.316  # the chosen base
 
 
@@ -55,16 +64,3 @@ def test_no_adaptation_where_every_tau2_loses_around_that_base():
     assert search.tau2_around("content", chosen) == 0.0
     # Never searched around that base: nothing says the chosen τ² is wrong.
     assert search.tau2_around("crowd_only", chosen) == 0.1
-
-
-def test_the_seen_tau2_is_kept_where_it_does_not_lose_around_their_base():
-    chosen = Config("crowd", 10.0, 0.316)
-    search = _search(
-        {
-            chosen: 0.647,
-            Config("content", 10.0, 0.0): 0.602,
-            Config("content", 10.0, 0.0316): 0.616,
-            Config("content", 10.0, 0.316): 0.603,
-        }
-    )
-    assert search.tau2_around("content", chosen) == 0.316
