@@ -409,13 +409,11 @@ def known_group_gain(snap, group: np.ndarray) -> float:
     accuracy): the others' mean moved toward the mean of the same-group others
     by β, the best β of a grid *chosen on test* (an optimistic bound, a
     diagnostic of the simulator, never a model), minus β = 0. Ratings
-    z-scored per annotator on their train ratings."""
+    normalised per annotator on their train ratings, as training does."""
     row, ann, score = snap.r_row, snap.r_ann, snap.r_score
-    z = np.zeros(score.size)
     train = snap.r_split == V.CODES["train"]
-    for _a, idx in by_annotator(ann):
-        own = idx[train[idx]] if train[idx].sum() > 1 else idx
-        z[idx] = (score[idx] - score[own].mean()) / max(score[own].std(), 1e-3)
+    fit = T.Ratings(row[train], ann[train], score[train])
+    z = T.normalised(T.Ratings(row, ann, score), *T.norm_stats(fit, int(ann.max()) + 1))
     n_rows = int(row.max()) + 1
     g = group[ann]
     total = np.bincount(row, weights=z, minlength=n_rows)
