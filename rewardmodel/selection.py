@@ -31,6 +31,7 @@ from .evaluation import (
     scorer,
 )
 from .metrics import mean_pairwise
+from .newcomer_tau import newcomer_tau2
 
 GAMMA_GRID = (0.8,)
 # Newcomers adapt (and take a base other than the population's) only where that
@@ -125,9 +126,8 @@ def select(data: Data, blend_mode: str | None = None) -> tuple[T.Hyper, P.Prior,
     pop = ctx.base("content", tuned.pop_lambda)
     blend = dict(pop=pop, ridge=ridge, consensus=bases["crowd_only"], mode=blend_mode)
     weights, blend_info, table, blend_similar = _blend(search, blend)
-    # Newcomers adapt only if the personal part earns its place on val_seen (τ²
-    # against 0 on the same base, out of fold), with ``tau2_around``'s τ².
-    personal = search.personal_part() if chosen.tau2_rel > 0 else {"win": False}
+    prior = search.priors.get(chosen) or P.prior_diag(ctx.x.shape[1], 0.0)
+    new_tau2, personal, kshot = _newcomer_tau2(search, chosen, new_base, prior)
     hyper = T.Hyper(
         pop_lambda=lams[chosen.base],
         tau2_rel=chosen.tau2_rel,
@@ -137,7 +137,7 @@ def select(data: Data, blend_mode: str | None = None) -> tuple[T.Hyper, P.Prior,
         base=chosen.base,
         new_base=new_base,
         new_lambda=lams[new_base],
-        new_tau2_rel=search.tau2_around(new_base, chosen) if personal["win"] else 0.0,
+        new_tau2_rel=new_tau2,
         blend=weights,
         blend_annotators=table,
         blend_similar=blend_similar,
@@ -145,7 +145,6 @@ def select(data: Data, blend_mode: str | None = None) -> tuple[T.Hyper, P.Prior,
         blend_pop_lambda=tuned.pop_lambda,
         blend_crowd_lambda=lams["crowd_only"],
     )
-    prior = search.priors.get(chosen) or P.prior_diag(ctx.x.shape[1], 0.0)
     return (
         hyper,
         prior,
@@ -154,6 +153,7 @@ def select(data: Data, blend_mode: str | None = None) -> tuple[T.Hyper, P.Prior,
             "user": search.scores,
             "blend": blend_info,
             "personal_part": personal,
+            "newcomer_tau2": kshot,
             "newcomer_base": new_scores,
             "newcomer": _newcomer_check(ctx, val_unseen, hyper, prior, bases),
             "val_seen_pairwise_accuracy": search.scores.get(chosen.label, math.nan),
@@ -295,6 +295,26 @@ class _Search:
         """Whether the personal heads earn their place: selecting against the
         same base with τ = 0, out of fold (``crossfit``)."""
         return self.crossfit(lambda c, m: Config(c.base, 0.0, 0.0))
+
+
+def _newcomer_tau2(search: _Search, chosen: Config, new_base: str, prior):
+    """(τ², the personal part's check, the simulated newcomers' info).
+    Newcomers adapt only if the personal part earns its place on val_seen (τ²
+    against 0 on the same base, out of fold), with ``tau2_around``'s τ²; then
+    simulated newcomers may replace it (``newcomer_tau``)."""
+    personal = search.personal_part() if chosen.tau2_rel > 0 else {"win": False}
+    tau2 = search.tau2_around(new_base, chosen) if personal["win"] else 0.0
+    tau2, info = newcomer_tau2(
+        search.ctx,
+        search.vs.r,
+        base=search.bases[new_base],
+        prior=prior,
+        chosen=chosen,
+        w0=search.bases[chosen.base],
+        current=tau2,
+        z=PREFER_BASELINE_Z,
+    )
+    return tau2, personal, info
 
 
 def _newcomer_base(ctx: Context, val: T.Ratings, bases: dict) -> tuple[str, dict]:

@@ -4,8 +4,7 @@ For annotator *a* and image *i*, in the annotator's normalised units:
 
     s(a, i) = f(i) · (w0 + δ_a)        f(i) = [x_i, crowd_i^(-a), 1]
 
-(``forward``: the one forward pass; evaluation, comparison and serving all
-score through it).
+(``forward``: the one forward pass, which every prediction goes through).
 
 * ``x_i`` — the embedding standardised per column and projected on its top
   ``MAX_DIM`` principal components (``Features``);
@@ -29,9 +28,9 @@ Every simple baseline is a member of this family (population: content base,
 zero base, ρ = 0), and the fitted annotators' deployed head is a blend of the
 members (``stacking``).
 
-**Newcomers** (annotators a version was not fitted on) get the empirical-Bayes
-posterior from their k ratings: the same prior as the fitted annotators, around
-a **newcomer base** chosen for k = 0 on validation (``Model.adapt``).
+**Newcomers** (annotators a version was not fitted on) get the posterior from
+their k ratings under the fitted annotators' prior, around a **newcomer base**
+chosen for k = 0, with a τ² scored on simulated newcomers (``newcomer_tau``).
 
 Shape letters, here and in every module of the model (docs/rewardmodel.md):
 n ratings, n_a one annotator's ratings, A annotators, e embedding width,
@@ -117,9 +116,8 @@ def normalised(r: Ratings, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
 
 def global_std(std: np.ndarray, counts: np.ndarray) -> float:
     """The typical spread of one annotator's ratings, behind a newcomer's few:
-    the median std of the annotators with at least two ratings; 1.0 (``norm_stats``'s
-    default) when nobody has two (a median of nothing, NaN, would reach every
-    newcomer's prediction)."""
+    the median std of those with two ratings or more; 1.0 when nobody has two
+    (a median of nothing, NaN, would reach every newcomer's prediction)."""
     many = np.asarray(counts) > 1
     return float(np.median(np.asarray(std)[many])) if many.any() else 1.0
 
@@ -395,22 +393,24 @@ def adapted_head(
     *,
     base: np.ndarray,
     prior: Prior,
-    tau2: float,
+    tau2: float | np.ndarray,
     fallback_std: float,
 ) -> tuple[np.ndarray, float, float]:
     """(head, mean, std) of someone from their ratings alone (features ``f``
     (n_a, d), raw scores): their mean and std (shrunk toward ``fallback_std``),
-    and the posterior mean around ``base`` at absolute τ² ``tau2``. The one
-    adaptation: served newcomers (``Model.adapt``) and the report's
-    (``evaluation.adapt_head``) both come here."""
-    n = y_raw.size
+    and the posterior mean around ``base`` at absolute τ² ``tau2`` (T values:
+    heads (T, d), one decomposition). The one adaptation: served newcomers
+    (``Model.adapt``), the report's and selection's simulated (``newcomer_tau``)."""
+    n, many = y_raw.size, np.ndim(tau2) > 0
     if n == 0:
-        return np.asarray(base), float("nan"), fallback_std
+        head = np.tile(base, (len(tau2), 1)) if many else np.asarray(base)
+        return head, float("nan"), fallback_std
     r = Ratings(np.zeros(n, np.int64), np.zeros(n, np.int64), y_raw)
     m, s = norm_stats(r, 1, fallback_std=fallback_std)
     y = (y_raw - m[0]) / s[0]
     uk = user_kernel(f, y - f @ base, prior)
-    return base + user_delta(uk, tau2, prior), float(m[0]), float(s[0])
+    delta = [user_delta(uk, float(t), prior) for t in (tau2 if many else [tau2])]
+    return base + (np.stack(delta) if many else delta[0]), float(m[0]), float(s[0])
 
 
 def fit_heads(
