@@ -8,9 +8,9 @@ and learned little from 20 ratings in others). So every val_seen annotator is
 also scored as a **simulated newcomer**: k of their train ratings (k in
 ``Data.ks``) adapt the newcomer base exactly as a newcomer's would
 (``taste.adapted_head``), and their val_seen ratings judge it, for every τ² of
-the grid. The selected τ² stays unless another beats it by ``z`` paired
-standard errors (``pick``): a grid maximum is optimistic on the data that chose
-it.
+the grid. The selected τ² stays unless it does worse there than no adaptation
+(then the best τ² replaces it) or another beats it by ``z`` paired standard
+errors (``pick``): a grid maximum is optimistic on the data that chose it.
 
 With taste directions in the prior (γ > 0) the directions come from the fitted
 annotators' heads, these annotators' own among them, which would make their own
@@ -50,9 +50,10 @@ def newcomer_tau2(
 
 def pick(grid: np.ndarray, acc: np.ndarray, current: float, z: float):
     """``acc`` (people, ks, T): each simulated newcomer's accuracy per k and τ²
-    (NaN: not scored). Their mean over k is compared per person: the best τ²
-    replaces ``current`` only if the mean paired gain exceeds ``z`` standard
-    errors."""
+    (NaN: not scored), averaged over k per person. The best τ² replaces
+    ``current`` if ``current`` does worse than no adaptation at all (τ² = 0),
+    as ``_Search.tau2_around`` does around a base, or else if its mean paired
+    gain exceeds ``z`` standard errors."""
     acc = acc[~np.isnan(acc).any(axis=(1, 2))].mean(axis=1)  # (people, T)
     cur = int(np.argmin(np.abs(grid - current)))
     if not math.isclose(grid[cur], current, rel_tol=1e-9, abs_tol=1e-12):
@@ -64,7 +65,9 @@ def pick(grid: np.ndarray, acc: np.ndarray, current: float, z: float):
     best = int(np.argmax(means))
     d = acc[:, best] - acc[:, cur]
     se = float(np.std(d, ddof=1) / math.sqrt(d.size))
-    win = float(d.mean()) > z * se
+    zero = np.flatnonzero(grid == 0.0)
+    worse = zero.size > 0 and means[cur] < means[zero[0]]
+    win = worse or float(d.mean()) > z * se
     info |= {
         "scores": {f"{t:.3g}": float(m) for t, m in zip(grid, means, strict=True)},
         "gain": float(d.mean()),

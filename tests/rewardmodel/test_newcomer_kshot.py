@@ -42,6 +42,21 @@ def test_a_win_inside_two_standard_errors_keeps_it():
     assert tau2 == 0.1  # … but not by enough
 
 
+def test_a_tau2_worse_than_no_adaptation_gives_way_to_the_best():
+    """As around a base (``tau2_around``): below τ² = 0 the selected τ² is
+    replaced by the best, though that best wins by less than two SE."""
+    spread = np.random.default_rng(1).normal(0, 0.03, size=(40, 1))
+    acc = np.empty((40, 2, 3))
+    acc[:, :, 0] = 0.600  # no adaptation
+    acc[:, :, 1] = 0.602  # τ² 0.1, the best
+    acc[:, :, 2] = 0.598 + spread - spread.mean()  # τ² 1, the selected one
+    tau2, info = NT.pick(GRID, acc, current=1.0, z=2.0)
+    assert info["gain"] < 2 * info["se"]
+    assert tau2 == 0.1
+    acc[:, :, 2] += 0.003  # now 0.601: above no adaptation, kept
+    assert NT.pick(GRID, acc, current=1.0, z=2.0)[0] == 1.0
+
+
 def test_people_not_scored_are_left_out_and_too_few_keep_it():
     acc = _acc(0.02, 0.01, people=3)
     acc[1:, 0, 0] = np.nan
