@@ -27,23 +27,28 @@ import numpy as np
 
 from . import posterior as P
 from . import taste as T
-from .evaluation import Context, const
-from .metrics import by_annotator, mean_pairwise
+from .evaluation import Context, View
+from .metrics import PairScorer, by_annotator
 
 # Seeds apart from selection's other draws (``_Search`` folds use seed + 11).
-_SUPPORT_SEED, _HALF_SEED = 13, 17
+_SUPPORT_SEED, _HALF_SEED, _PEOPLE_SEED = 13, 17, 19
+# At most this many simulated newcomers (a seeded subset beyond): the standard
+# error of a mean gain over 200 people is already small next to the gains that
+# matter, and the cost stays flat as a study grows (issue 29).
+MAX_SIMULATED = 200
 
 
 def newcomer_tau2(
-    ctx: Context, val_seen: T.Ratings, *, base, prior, chosen, w0, current, z
+    ctx: Context, v: View, sc: PairScorer, *, base, prior, chosen, w0, current, z
 ) -> tuple[float, dict]:
     """(τ², info): ``current`` (the selected τ² for newcomers) or the grid's
-    best for simulated newcomers where it wins by ``z`` standard errors.
-    ``base``: the newcomer base head; ``prior``: the model's (its directions
-    around ``w0``, the seen annotators' base, ``chosen``'s ρ, γ and iso τ²)."""
+    best for simulated newcomers (``pick``). ``v``, ``sc``: val_seen's view and
+    pair scorer; ``base``: the newcomer base head; ``prior``: the model's (its
+    directions around ``w0``, the seen annotators' base, ``chosen``'s ρ, γ and
+    iso τ²)."""
     grid = np.asarray(P.TAU2_REL_GRID)
     acc = simulated_accuracies(
-        ctx, val_seen, base=base, prior=prior, chosen=chosen, w0=w0, grid=grid
+        ctx, v, sc, base=base, prior=prior, chosen=chosen, w0=w0, grid=grid
     )
     return pick(grid, acc, current, z)
 
@@ -77,42 +82,63 @@ def pick(grid: np.ndarray, acc: np.ndarray, current: float, z: float):
 
 
 def simulated_accuracies(
-    ctx: Context, val_seen: T.Ratings, *, base, prior, chosen, w0, grid
+    ctx: Context, v: View, sc: PairScorer, *, base, prior, chosen, w0, grid
 ) -> np.ndarray:
-    """(people, ks, T): val_seen annotators as newcomers with k of their train
-    ratings (one draw, seeded), scored on their val_seen ratings; NaN for those
-    with fewer than max k train ratings."""
+    """(people, ks, T): val_seen's annotators (``v``, in annotator order) as
+    newcomers adapted from k of their train ratings (one draw, seeded), scored
+    on their val_seen ratings (``sc``, every τ² at once); NaN for those with
+    fewer than max k train ratings or no untied pair, or beyond
+    ``MAX_SIMULATED``."""
     ks = [k for k in ctx.data.ks if k > 0]
-    people = list(by_annotator(val_seen.ann))
+    people = [a for a, _ in by_annotator(v.r.ann)]
     out = np.full((len(people), len(ks), grid.size), np.nan)
     if not ks:
         return out
     train = dict(by_annotator(ctx.fit.ann))
-    priors, half = half_priors(ctx, prior, chosen, w0, [a for a, _ in people])
+    priors, half = half_priors(ctx, prior, chosen, w0, people)
     kscales = [P.kernel_scale(ctx.fit_view().f, p) for p in priors]
     rng = np.random.default_rng(ctx.data.seed + _SUPPORT_SEED)
-    for i, (a, qidx) in enumerate(people):
-        own = train.get(a)
-        if own is None or own.size < max(ks):
-            continue
-        own = own[rng.permutation(own.size)]
-        query = val_seen.take(qidx)
-        for j, k in enumerate(ks):
-            support = ctx.fit.take(own[:k])
-            heads, m, s = T.adapted_head(
-                ctx.view(support).f,
-                support.score,
+    heads = {}  # annotator → (ks, T, d)
+    for i in _simulated(people, train, max(ks), ctx.data.seed):
+        a, own = people[i], train[people[i]]
+        support = ctx.fit.take(own[rng.permutation(own.size)[: max(ks)]])
+        f = ctx.view(support).f  # a rating's features do not depend on k
+        heads[a] = [
+            T.adapted_head(
+                f[:k],
+                support.score[:k],
                 base=base,
                 prior=priors[half[i]],
                 tau2=grid * kscales[half[i]],
                 fallback_std=ctx.global_std,
-            )
-            v = ctx.view(query, mean=const(ctx, m), std=const(ctx, s))
-            pred = v.forward(heads, per_annotator=False)
-            out[i, j] = [
-                mean_pairwise(v.r.ann, v.y, pred[:, c]) for c in range(grid.size)
-            ]
+            )[0]
+            for k in ks
+        ]
+    row = {a: i for i, a in enumerate(people)}
+    scored = [row[a] for a in sc.annotators if a in heads]
+    for j in range(len(ks)):
+
+        def pred(a, idx, j=j):
+            own = heads.get(a)
+            if own is None:  # not scored: any prediction, dropped below
+                return np.zeros((idx.size, grid.size))
+            return T.forward(v.f[idx, :-2], v.f[idx, -2], own[j])
+
+        acc = sc.accuracies(pred, grid.size)
+        keep = np.isin(sc.annotators, list(heads))
+        out[scored, j] = acc[keep]
     return out
+
+
+def _simulated(people: list[int], train: dict, kmax: int, seed: int) -> np.ndarray:
+    """Indices of ``people`` simulated: those with ``kmax`` train ratings, at
+    most ``MAX_SIMULATED`` of them (seeded), in order."""
+    able = [i for i, a in enumerate(people) if len(train.get(a, ())) >= kmax]
+    able = np.asarray(able, np.int64)
+    if able.size <= MAX_SIMULATED:
+        return able
+    rng = np.random.default_rng(seed + _PEOPLE_SEED)
+    return np.sort(rng.choice(able, MAX_SIMULATED, replace=False))
 
 
 def half_priors(ctx: Context, prior, chosen, w0, people: list[int]):

@@ -306,7 +306,8 @@ def _newcomer_tau2(search: _Search, chosen: Config, new_base: str, prior):
     tau2 = search.tau2_around(new_base, chosen) if personal["win"] else 0.0
     tau2, info = newcomer_tau2(
         search.ctx,
-        search.vs.r,
+        search.vs,
+        search.sc,
         base=search.bases[new_base],
         prior=prior,
         chosen=chosen,

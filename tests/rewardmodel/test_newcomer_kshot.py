@@ -14,7 +14,7 @@ from annotation import splits
 from rewardmodel import newcomer_tau as NT
 from rewardmodel import selection as Sel
 from rewardmodel import training as TR
-from rewardmodel.evaluation import CODES, model_prior
+from rewardmodel.evaluation import CODES, model_prior, scorer
 from tests.rewardmodel.test_learning import planted
 
 GRID = np.array([0.0, 0.1, 1.0])
@@ -79,8 +79,9 @@ def test_the_simulation_learns_with_k_and_tau2_zero_is_the_base():
     chosen = Sel.Config("content", 0.0, 1.0)
     prior = model_prior(ctx, base, rho=0.0, gamma=0.0, tau2_rel_iso=1.0)
     grid = np.asarray([0.0, 1.0])
+    v, sc = scorer(ctx, "val_seen", val_seen)
     acc = NT.simulated_accuracies(
-        ctx, val_seen, base=base, prior=prior, chosen=chosen, w0=base, grid=grid
+        ctx, v, sc, base=base, prior=prior, chosen=chosen, w0=base, grid=grid
     )
     scored = ~np.isnan(acc).any(axis=(1, 2))
     assert scored.sum() >= 30 and acc.shape[1] == 3  # ks 5, 10, 20
