@@ -117,3 +117,18 @@ def test_nobody_is_scored_with_directions_from_their_own_head():
     assert np.array_equal(half2, half)
     assert np.array_equal(q0.lowrank, p0.lowrank)
     assert not np.allclose(q1.lowrank, p1.lowrank, atol=1e-3)
+
+
+def test_at_most_max_simulated_people_all_able_and_the_same_each_time():
+    """The simulation's cost stays flat as a study grows: a seeded subset of
+    the people with enough train ratings, never one without."""
+    people = list(range(500))
+    train = {a: np.arange(25 if a % 3 else 7) for a in people}  # every 3rd: 7
+    chosen = NT._simulated(people, train, 20, seed=4)
+    assert chosen.size == NT.MAX_SIMULATED
+    assert all(i % 3 for i in chosen) and np.all(np.diff(chosen) > 0)
+    assert np.array_equal(chosen, NT._simulated(people, train, 20, seed=4))
+    few = {a: train[a] for a in people[:90]}
+    assert NT._simulated(people[:90], few, 20, seed=4).tolist() == [
+        i for i in range(90) if i % 3
+    ]
