@@ -5,6 +5,12 @@ many (seed, annotator) values are bit-identical, the mean paired difference
 with its 95 % interval, and seeds better / same (±0.001) / worse.
 
     python benchmarks/compare_raw.py A.json[:rows|rows_off] B.json[:rows|rows_off]
+
+With ``--newcomers`` first: the unseen annotators instead, per variant ×
+backbone: the model's mean accuracy at every k in A and in B, the paired
+difference B − A over (seed, newcomer, k > 0) with its 95 % interval, and the
+benchmark's two criteria (≥ the population at every k, non-decreasing in k)
+in A → B.
 """
 
 from __future__ import annotations
@@ -32,8 +38,67 @@ def _seen(rows: list) -> dict:
     }
 
 
+def _unseen(rows: list) -> dict:
+    """{k: {annotator: (model, population)}} of one run's newcomers."""
+    out: dict = {}
+    for r in rows:
+        acc = r["model"]["pairwise_accuracy"]
+        if r["split"] == "unseen" and acc is not None:
+            pop = r["population"]["pairwise_accuracy"]
+            out.setdefault(r["k"], {})[r["annotator"]] = (acc, pop)
+    return out
+
+
+def _criteria(means: list, pop: float) -> str:
+    low = "yes" if min(means) >= pop - 1e-12 else "**no**"
+    up = all(y >= x - 1e-12 for x, y in zip(means, means[1:], strict=False))
+    return f"{low} / {'yes' if up else '**no**'}"
+
+
+def newcomers(a: dict, ka: str, b: dict, kb: str) -> None:
+    print(
+        "| cell | k | A | B | B − A at k > 0 [95 % CI] | ≥ population / "
+        "non-decreasing, A → B |\n| --- | --- | --- | --- | --- | --- |"
+    )
+    for cell in a:
+        if cell not in b or a[cell]["seeds"] != b[cell]["seeds"]:
+            print(f"| {cell} | seeds differ or missing | | | | |")
+            continue
+        runs = [
+            (_unseen(ra), _unseen(rb))
+            for ra, rb in zip(a[cell][ka], b[cell][kb], strict=True)
+        ]
+        ks = sorted({k for ua, _ in runs for k in ua})
+        side = {0: {k: [] for k in ks}, 1: {k: [] for k in ks}}
+        pop, diffs = [], []
+        for ua, ub in runs:
+            for k in ks:
+                for who, (m, p) in ua.get(k, {}).items():
+                    side[0][k].append(m)
+                    pop += [p] if k == ks[0] else []
+                    if who in ub.get(k, {}):
+                        side[1][k].append(ub[k][who][0])
+                        diffs += [ub[k][who][0] - m] if k > 0 else []
+        mean = [[float(np.mean(side[s][k])) for k in ks] for s in (0, 1)]
+        m, h = float(np.mean(diffs or [0.0])), 0.0
+        if len(diffs) > 1:
+            h = 1.96 * float(np.std(diffs, ddof=1)) / math.sqrt(len(diffs))
+        crit = [_criteria(x, float(np.mean(pop))) for x in mean]
+        print(
+            f"| {cell} | {' / '.join(map(str, ks))} | "
+            f"{' / '.join(f'{x:.4f}' for x in mean[0])} | "
+            f"{' / '.join(f'{x:.4f}' for x in mean[1])} | {m:+.4f} "
+            f"[{m - h:+.4f}, {m + h:+.4f}] | {crit[0]} → {crit[1]} |"
+        )
+
+
 def main() -> None:
-    (a, ka), (b, kb) = _load(sys.argv[1]), _load(sys.argv[2])
+    args = sys.argv[1:]
+    mode = args.pop(0) if args and args[0] == "--newcomers" else ""
+    (a, ka), (b, kb) = _load(args[0]), _load(args[1])
+    if mode:
+        newcomers(a, ka, b, kb)
+        return
     print(
         f"| cell | seeds | identical values | {ka} A − {kb} B [95 % CI] | "
         "seeds better / same / worse |\n| --- | --- | --- | --- | --- |"

@@ -62,3 +62,15 @@ def test_compare_raw_on_a_tiny_paired_run(tmp_path):
     # On against off, same fit: both sides read, one row for the cell.
     out = _run(str(BENCH / "compare_raw.py"), f"{raw}:rows", f"{raw}:rows_off")
     assert sum(line.startswith(f"| {cell} |") for line in out.splitlines()) == 1, out
+
+    # Newcomers, a file against itself: every k read, no difference, and the
+    # two criteria the same on both sides.
+    unseen = [r for r in data["rows"][0] if r["split"] == "unseen"]
+    assert {r["k"] for r in unseen} == {0, 5, 10, 20}, "the tiny run has newcomers"
+    out = _run(str(BENCH / "compare_raw.py"), "--newcomers", str(raw), str(raw))
+    row = next(line for line in out.splitlines() if line.startswith(f"| {cell} |"))
+    cols = [c.strip() for c in row[len(f"| {cell} |") :].strip(" |").split("|")]
+    assert cols[0] == "0 / 5 / 10 / 20" and cols[1] == cols[2], out
+    assert cols[3] == "+0.0000 [+0.0000, +0.0000]", out
+    before, after = cols[4].split(" → ")
+    assert before == after and before.count("yes") + before.count("no") == 2, out
