@@ -1,8 +1,10 @@
 """Newcomers' τ² scored on simulated newcomers (``rewardmodel.newcomer_tau``,
 issue 26): val_seen annotators adapted from k of their train ratings, as a
-newcomer would be. The rule keeps the selected τ² unless another wins by two
-paired standard errors; the simulation learns with k where people differ; and
-nobody is scored with taste directions that were learned from their own head.
+newcomer would be. The rule keeps the selected τ² unless it does worse than no
+adaptation or another wins by two paired standard errors; the simulation
+learns with k where people differ; nobody is scored with taste directions
+learned from their own head; and at most ``MAX_SIMULATED`` people are
+simulated.
 """
 
 from __future__ import annotations
