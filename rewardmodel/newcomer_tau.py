@@ -116,6 +116,7 @@ def simulated_accuracies(
         ]
     row = {a: i for i, a in enumerate(people)}
     scored = [row[a] for a in sc.annotators if a in heads]
+    keep = np.isin(sc.annotators, list(heads))
     for j in range(len(ks)):
 
         def pred(a, idx, j=j):
@@ -124,9 +125,7 @@ def simulated_accuracies(
                 return np.zeros((idx.size, grid.size))
             return T.forward(v.f[idx, :-2], v.f[idx, -2], own[j])
 
-        acc = sc.accuracies(pred, grid.size)
-        keep = np.isin(sc.annotators, list(heads))
-        out[scored, j] = acc[keep]
+        out[scored, j] = sc.accuracies(pred, grid.size)[keep]
     return out
 
 

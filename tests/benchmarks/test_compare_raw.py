@@ -74,3 +74,14 @@ def test_compare_raw_on_a_tiny_paired_run(tmp_path):
     assert cols[3] == "+0.0000 [+0.0000, +0.0000]", out
     before, after = cols[4].split(" → ")
     assert before == after and before.count("yes") + before.count("no") == 2, out
+
+    # B's newcomers 0.01 better at k > 0: the paired change says so exactly.
+    shifted = json.loads(raw.read_text())
+    for r in shifted[cell]["rows"][0]:
+        if r["split"] == "unseen" and r["k"] and r["model"]["pairwise_accuracy"]:
+            r["model"]["pairwise_accuracy"] += 0.01
+    better = tmp_path / "better.json"
+    better.write_text(json.dumps(shifted))
+    out = _run(str(BENCH / "compare_raw.py"), "--newcomers", str(raw), str(better))
+    row = next(line for line in out.splitlines() if line.startswith(f"| {cell} |"))
+    assert "| +0.0100 [+0.0100, +0.0100] |" in row, out
