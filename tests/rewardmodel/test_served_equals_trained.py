@@ -3,8 +3,10 @@ process (``inference.Predictor``: checkpoint, embedding cache, crowd from the
 database) and evaluation (``evaluation.Context``: the training snapshot's
 arrays) score the same (annotator, image) pairs through the one forward pass
 (``taste.forward``) with the one crowd feature (``crowd.Crowd``) and its fill;
-they must agree within 1e-5 on the annotator's scale, with the similar crowd
-(issue 26, ``crowd.Similar``: a fifth member outside the head) on and off."""
+they must agree up to float32 rounding (a tolerance from the magnitudes
+summed, at most 5e-5 on these studies) on the annotator's scale, with the
+similar crowd (issue 26, ``crowd.Similar``: a fifth member outside the head)
+on and off."""
 
 import numpy as np
 import pytest
@@ -73,22 +75,31 @@ def test_served_scores_equal_evaluated_scores(rated_study, similar):
         ctx.std, model.norm_std
     )
 
+    # Both sides multiply float32 embeddings by float32 heads, in different
+    # orders, so they differ by rounding that grows with the magnitudes
+    # summed, Σ |f_i h_i| (u: float32's unit roundoff). A fixed 1e-5 failed
+    # where heads were large (5e-4 in one CI run). The tolerance is
+    # 2 √d u Σ |f_i h_i| on the annotator's scale (the usual √n bound on a sum
+    # of n rounded terms, doubled for two sides); over 120 studies the
+    # largest difference was 0.15 of it, and scaling the member by 0.999 in
+    # serving fails.
+    heads = model.heads[pairs.ann].astype(np.float64)
+    summed = (np.abs(view.f.astype(np.float64) * heads)).sum(1)
+    tol = 1e-6 + 2 * np.sqrt(heads.shape[1]) * 2.0**-24 * summed
+    tol *= model.norm_std[pairs.ann]
     by_pk = {a.pk: a for a in annotators}
-    worst = 0.0
+    worst = 0.0  # the largest difference, in units of its tolerance
     for j, key in enumerate(keys):
         got = inference.predict(
             annotator=by_pk[int(key)], image_ids=image_ids, version=run.version
         )
         assert got["how"] == "trained" and not got["pending"]
         served = np.asarray([got["scores"][i] for i in image_ids])
-        want = evaluated[pairs.ann == j]
-        worst = max(worst, float(np.abs(served - want).max()))
-    # 1e-5, not 1e-6: both sides use the float32 embedding cache, and the two
-    # forward passes sum in different orders; differences of 1.7e-6 to 2.9e-6
-    # were seen on main in about 1 run of 3 (the study's ids, and so its splits,
-    # differ between runs). Serving without a part of the model is off by 0.05
-    # or more (the member alone: 1.56).
-    assert worst <= 1e-5, worst
+        mine = pairs.ann == j
+        worst = max(worst, float((np.abs(served - evaluated[mine]) / tol[mine]).max()))
+    # Serving without a part of the model is off by 0.05 or more (the member
+    # alone: 1.56), beyond the tolerance of every pair of these studies.
+    assert worst <= 1.0, worst
     # Pairs of every kind were compared: rated by the annotator (own rating
     # left out of the crowd), rated only by others, and rated by nobody.
     counts = np.bincount(ratings.row, minlength=n_img)
