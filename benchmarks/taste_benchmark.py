@@ -575,6 +575,7 @@ def seed_table(per_cell: dict) -> str:
         "/ crowd ceiling − best | known groups add to LOO |",
         "|" + " --- |" * 12,
     ]
+    benchmark: dict = {}  # backbone -> (seen differences, per-seed ones, runs)
     for (variant, backbone), (seeds, runs) in per_cell.items():
         seen = [
             [
@@ -615,6 +616,10 @@ def seed_table(per_cell: dict) -> str:
         )
         mono = all(b >= a - 1e-9 for a, b in zip(model_k, model_k[1:], strict=False))
         n = len(per_seed)
+        whole = benchmark.setdefault(backbone, ([], [], []))
+        whole[0].extend(diffs)
+        whole[1].extend(per_seed)
+        whole[2].extend(runs)
         lines.append(
             f"| {variant} | {backbone} | {n} | {best} | {d[0]:+.4f} "
             f"[{d[1]:+.4f}, {d[2]:+.4f}] | {beat} / {tie} / {n - beat - tie} of {n} "
@@ -624,7 +629,34 @@ def seed_table(per_cell: dict) -> str:
             f"{np.mean([x for r in room for x in r[1]]):+.4f} | "
             f"{np.mean([run['known_groups'] for run in runs]):+.4f} |"
         )
+    if len(per_cell) > len(benchmark):  # several variants: the whole benchmark too
+        lines += [_pooled_row(b, *whole) for b, whole in benchmark.items()]
     return "\n".join(lines)
+
+
+def _pooled_row(backbone: str, diffs: list, per_seed: list, runs: list) -> str:
+    """``seed_table``'s row for the whole benchmark on one backbone, as issue
+    26 words its target: every variant's seen annotators against that
+    variant's best baseline, pooled; every (variant, seed) counted; the unseen
+    annotators of every variant pooled per k (their population alongside)."""
+    d = _ci(diffs)
+    n = len(per_seed)
+    beat = sum(x > TIE for x in per_seed)
+    tie = sum(abs(x) <= TIE for x in per_seed)
+    agg = aggregate(runs)
+    ks = sorted(k for sp, k in agg if sp == "unseen")
+    model_k = [agg[("unseen", k)]["model"][0] for k in ks]
+    pop_ok = all(
+        agg[("unseen", k)]["model"][0] >= agg[("unseen", k)]["population"][0] - 1e-9
+        for k in ks
+    )
+    mono = all(b >= a - 1e-9 for a, b in zip(model_k, model_k[1:], strict=False))
+    return (
+        f"| **all variants, pooled** | {backbone} | {n} (variant × seed) | each "
+        f"variant's | {d[0]:+.4f} [{d[1]:+.4f}, {d[2]:+.4f}] | {beat} / {tie} / "
+        f"{n - beat - tie} of {n} | {sum(x < -0.01 for x in per_seed)} of {n} | "
+        f"{min(per_seed):+.4f} | {_yes(pop_ok)} | {_yes(mono)} | | |"
+    )
 
 
 def _headroom(run: dict, seen_rows: list, best: str) -> tuple[list, list]:

@@ -164,10 +164,11 @@ TINY: dict[str, Tiny] = {
     "pixelstats_probe.py": Tiny(
         ("--images", "12", "--size", "32"), "pixelstats:v2", postgres=False
     ),
+    # Two variants: the whole benchmark's pooled row (issue 26's target) too.
     "taste_benchmark.py": Tiny(
-        ("--variants", "linear", "--backbones", "synthetic", "--seeds", "1")
+        ("--variants", "linear", "domain", "--backbones", "synthetic", "--seeds", "1")
         + ("--images", "60", "--annotators", "20", "--cache", "{tmp}"),
-        "1 runs,",
+        "| **all variants, pooled** | synthetic | 2 (variant × seed) |",
         postgres=False,
     ),
     # The low-rank agreement prior's paired arm (issue 26 experiment).
