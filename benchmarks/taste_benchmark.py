@@ -38,7 +38,9 @@ pooled over seeds with a 95% interval over annotators, the ceiling, and the gain
         # against "similar": true (``rows`` against ``rows_off``; compare_raw.py)
 
 Then, per variant × backbone, issue 26's criteria as "n of N seeds" with the
-pooled paired interval (``seed_table``), and the headroom over the best
+pooled paired interval (``seed_table``; with several variants, a last row per
+backbone pools the whole benchmark, as issue 26 words its target), and the
+headroom over the best
 baseline: to the ceiling, to the *crowd ceiling* (the part of each utility the
 crowd shares, noiseless: the most a model with no personal signal from the
 images could reach with infinitely many raters per image), and what knowing
