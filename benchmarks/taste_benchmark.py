@@ -609,14 +609,7 @@ def seed_table(per_cell: dict) -> str:
         beat = sum(x > TIE for x in per_seed)
         tie = sum(abs(x) <= TIE for x in per_seed)
         worst = int(np.argmin(per_seed))
-        agg = aggregate(runs)
-        ks = sorted(k for sp, k in agg if sp == "unseen")
-        model_k = [agg[("unseen", k)]["model"][0] for k in ks]
-        pop_ok = all(
-            agg[("unseen", k)]["model"][0] >= agg[("unseen", k)]["population"][0] - 1e-9
-            for k in ks
-        )
-        mono = all(b >= a - 1e-9 for a, b in zip(model_k, model_k[1:], strict=False))
+        pop_ok, mono = _unseen_criteria(runs)
         n = len(per_seed)
         whole = benchmark.setdefault(backbone, ([], [], []))
         whole[0].extend(diffs)
@@ -645,6 +638,18 @@ def _pooled_row(backbone: str, diffs: list, per_seed: list, runs: list) -> str:
     n = len(per_seed)
     beat = sum(x > TIE for x in per_seed)
     tie = sum(abs(x) <= TIE for x in per_seed)
+    pop_ok, mono = _unseen_criteria(runs)
+    return (
+        f"| **all variants, pooled** | {backbone} | {n} (variant × seed) | each "
+        f"variant's | {d[0]:+.4f} [{d[1]:+.4f}, {d[2]:+.4f}] | {beat} / {tie} / "
+        f"{n - beat - tie} of {n} | {sum(x < -0.01 for x in per_seed)} of {n} | "
+        f"{min(per_seed):+.4f} | {_yes(pop_ok)} | {_yes(mono)} | | |"
+    )
+
+
+def _unseen_criteria(runs: list) -> tuple[bool, bool]:
+    """(the model ≥ the population at every k, non-decreasing in k): the
+    unseen annotators of ``runs`` pooled per k."""
     agg = aggregate(runs)
     ks = sorted(k for sp, k in agg if sp == "unseen")
     model_k = [agg[("unseen", k)]["model"][0] for k in ks]
@@ -653,12 +658,7 @@ def _pooled_row(backbone: str, diffs: list, per_seed: list, runs: list) -> str:
         for k in ks
     )
     mono = all(b >= a - 1e-9 for a, b in zip(model_k, model_k[1:], strict=False))
-    return (
-        f"| **all variants, pooled** | {backbone} | {n} (variant × seed) | each "
-        f"variant's | {d[0]:+.4f} [{d[1]:+.4f}, {d[2]:+.4f}] | {beat} / {tie} / "
-        f"{n - beat - tie} of {n} | {sum(x < -0.01 for x in per_seed)} of {n} | "
-        f"{min(per_seed):+.4f} | {_yes(pop_ok)} | {_yes(mono)} | | |"
-    )
+    return pop_ok, mono
 
 
 def _headroom(run: dict, seen_rows: list, best: str) -> tuple[list, list]:
