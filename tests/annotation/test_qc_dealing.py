@@ -46,7 +46,9 @@ WAYS = ["token-sql", "token-python", "session"]
 @pytest.mark.parametrize("way", WAYS)
 def test_the_api_deals_checks_and_repeats(way, settings, staff_user):
     settings.PALATE_SQL_ENGINE = way != "token-python"
-    study = _study(n_images=30, attention_check_rate=0.3, repeat_rate=0.3, repeat_gap=3)
+    # Rates of one half: over 29 draws each, fewer than 3 checks (or repeats)
+    # has a chance of about 1e-6 (at 0.3 it was 0.3 %, and CI once dealt 2).
+    study = _study(n_images=30, attention_check_rate=0.5, repeat_rate=0.5, repeat_gap=3)
     api, annotator = _api(way, study, staff_user)
     run = run_bot(api, annotator, informed, dwell_ms=3000, max_items=1000)
     # To the end (204): every item dealt was shown and answered on the way.
