@@ -79,8 +79,11 @@ def newcomers(a: dict, ka: str, b: dict, kb: str) -> None:
                     if who in ub.get(k, {}):
                         side[1][k].append(ub[k][who][0])
                         diffs += [ub[k][who][0] - m] if k > 0 else []
+        if not diffs:  # no newcomer at k > 0 in both: nothing to compare
+            print(f"| {cell} | no paired newcomers | | | | |")
+            continue
         mean = [[float(np.mean(side[s][k])) for k in ks] for s in (0, 1)]
-        m, h = float(np.mean(diffs or [0.0])), 0.0
+        m, h = float(np.mean(diffs)), 0.0
         if len(diffs) > 1:
             h = 1.96 * float(np.std(diffs, ddof=1)) / math.sqrt(len(diffs))
         crit = [_criteria(x, float(np.mean(pop))) for x in mean]
