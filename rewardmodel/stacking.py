@@ -33,18 +33,13 @@ Soft on purpose: a bagged argmax over a simplex of weights and an
 all-or-nothing "blend or best member" both lost points (RESULTS.md). Only
 train and validation ratings are read.
 
-**Per-annotator weights** (``per_annotator_weights``, 2026-12-07): each val_seen
-annotator's own weights, shrunk toward the pooled ones empirical-Bayes style.
-On the standardised, per-annotator centred columns Z_a, the annotator's weights
-u_a ~ N(u_pooled, τ² I) and their centred ratings y_a ~ N(Z_a u_a, σ² I); τ²/σ²
-(the between-annotator variance of the weights, relative) by type-II maximum
-likelihood over all val_seen annotators, and u_a its posterior mean
-u_pooled + (σ²/τ² I + Z_aᵀZ_a)⁻¹ Z_aᵀ(y_a − Z_a u_pooled), clipped at 0: few
-out-of-fold ratings or little spread between people leave u_a at the pooled
-weights. Whether to deploy them or the global blend is itself chosen out of
-fold (``choose_blend_mode``: each annotator's val_seen ratings halved, weights
-fitted on one half, both forms scored on the other). Newcomers and annotators
-without val_seen ratings keep the pooled weights.
+**Per-annotator weights** (``per_annotator_weights``): on the standardised,
+per-annotator centred columns Z_a, weights u_a ~ N(u_pooled, τ² I), centred
+ratings y_a ~ N(Z_a u_a, σ² I); τ²/σ² by type-II maximum likelihood over the
+val_seen annotators, u_a its posterior mean u_pooled + (σ²/τ² I + Z_aᵀZ_a)⁻¹
+Z_aᵀ(y_a − Z_a u_pooled), clipped at 0. Deployed only if out of fold they beat
+the global blend (``choose_blend_mode``: each annotator's val_seen ratings
+halved). Newcomers and annotators without val_seen ratings: pooled weights.
 """
 
 from __future__ import annotations
@@ -61,10 +56,9 @@ MEMBERS = ("model", "population", "ridge", "consensus")
 # the similarity-weighted consensus (``crowd.Similar``; RESULTS.md, issue 26).
 SIMILAR_MEMBERS = (*MEMBERS, "similar")
 SHRINK_GRID = np.round(np.linspace(0.0, 1.0, 11), 2)  # α: 0 = best member
-SPLITS, SPLIT_SEED = 10, 26  # seeded halvings of val_seen annotators for α
-SHRINK_Z = 1.0  # α < 1 only if it beats α = 1 by this many SEs (tuned on seeds 0-9 of
-# taste_benchmark.py at 600 × 80 with the folds over images: 0 lost 0.0010 on synthetic,
-# 2 kept a tiny-clip seed at -0.028; RESULTS.md, "the blend's folds over images")
+SPLITS, SPLIT_SEED = 10, 26  # seeded halvings of the val_seen images for α
+SHRINK_Z = 1.0  # α < 1 only if it beats α = 1 by this many SEs (seeds 0-9, 600 × 80:
+# 0 lost 0.0010 on synthetic, 2 kept a tiny-clip seed at -0.028; RESULTS.md)
 BAGS, BAG_SEED = 30, 26  # bootstrap resamples behind the (soft) best member
 MIN_BLEND_ANNOTATORS = 20  # fewer val_seen annotators: the best member alone
 # Per-annotator weights: "auto" chooses them or the global blend out of fold
@@ -166,17 +160,14 @@ def shrink_path(p, y, ann, per_ann: np.ndarray | None = None) -> np.ndarray:
 def choose_shrinkage(
     p: np.ndarray, y: np.ndarray, ann: np.ndarray, img: np.ndarray | None = None
 ) -> dict:
-    """α on nested folds over the **images** (``img``: each rating's image;
-    None: every rating its own): ``SPLITS`` seeded halvings of the images,
-    the path fitted on every annotator's ratings of one half, every α scored
-    on their ratings of the other (the curve: mean held-out pairwise
-    accuracy). The deployed blend meets new images (test_seen is known people
-    on new images); halving the annotators instead left both sides on the
-    same few images, so a member that happened to rank those images well
-    looked safe to weight and lost on the test images (RESULTS.md, "the
-    blend's folds over images"). α = 1 (least squares) unless the curve's best
-    α beats it by ``SHRINK_Z`` paired per-annotator standard errors. Fewer
-    than ``MIN_BLEND_ANNOTATORS`` annotators: the best member (α 0)."""
+    """α on nested folds over the **images** (``img``; None: each rating its
+    own): ``SPLITS`` seeded halvings, the path fitted on everyone's ratings of
+    one half, every α scored on the other (the curve: mean held-out pairwise
+    accuracy). The blend meets new images; halving the annotators left both
+    sides on the same few images, where a member that ranked them well by
+    chance looked safe (RESULTS.md, "the blend's folds over images"). α = 1
+    unless the best α beats it by ``SHRINK_Z`` paired per-annotator standard
+    errors. Fewer than ``MIN_BLEND_ANNOTATORS`` annotators: α 0."""
     scorer = PairScorer(ann, y)
     people = scorer.annotators
     if people.size < MIN_BLEND_ANNOTATORS:
@@ -298,17 +289,13 @@ def member_columns(f, ann, model, pop, ridge, consensus) -> np.ndarray:
 def blend_out_of_fold(
     search, *, pop, ridge, consensus, mode: str | None = None, similar=None
 ) -> tuple[tuple, dict, tuple | None]:
-    """Weights of (model, population, ridge, consensus) on val_seen, out of
-    fold: each fold's model predictions come from the configuration chosen on
-    the other fold (``search``: evaluation's val_seen search, with its folds,
-    its per-fold choice and the heads of any configuration). Also the
-    out-of-fold mean pairwise accuracy of each member and of the blend, and
-    the shrinkage toward the best member (α and its nested-fold curve). Third:
-    (annotators, their weights (P, M)) where per-annotator weights were chosen
-    (``mode``, default ``BLEND_MODE``; ``choose_blend_mode`` under "auto"),
-    else None (``weights_table`` makes the (n_ann, M) table). ``similar``: the
-    fifth member's prediction of every val_seen rating (``search.vs`` order),
-    or None for the four members."""
+    """Weights of the members on val_seen, out of fold: each fold's model
+    predictions from the configuration chosen on the other fold (``search``:
+    evaluation's val_seen search). Also each member's and the blend's
+    out-of-fold accuracy and the shrinkage (α, its curve). Third: (annotators,
+    their weights (P, M)) where per-annotator weights were chosen (``mode``,
+    default ``BLEND_MODE``), else None. ``similar``: the fifth member's
+    prediction of every val_seen rating (``search.vs`` order), or None."""
     mode = BLEND_MODE if mode is None else mode
     names = MEMBERS if similar is None else SIMILAR_MEMBERS
     if mode not in BLEND_MODES:
