@@ -171,6 +171,12 @@ TINY: dict[str, Tiny] = {
         "| **all variants, pooled** | synthetic | 2 (variant × seed) |",
         postgres=False,
     ),
+    "crowd_by_split.py": Tiny(
+        ("--variant", "linear", "--backbone", "synthetic", "--seeds", "1")
+        + ("--images", "60", "--annotators", "20", "--cache", "{tmp}"),
+        "crowd_by_split: 1 seed(s) of linear",
+        postgres=False,
+    ),
     # The low-rank agreement prior's paired arm (issue 26 experiment).
     "taste_benchmark.py --paired lowrank": Tiny(
         ("--variants", "linear", "--backbones", "synthetic", "--seeds", "1")
