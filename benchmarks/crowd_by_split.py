@@ -2,12 +2,13 @@
 ``taste_benchmark.py`` run (issue 26): where a seed falls below its best
 baseline, is validation the unlucky side or test the lucky one?
 
-The consensus needs no fit (each annotator's ratings ranked by the mean of the
-other raters' z-scored ratings of the image), so its accuracy on the train
-images is as honest as on validation or test, with 6-7x their images. The
-product's crowd feature divides by count + 1 instead of count, which ranks the
-same among the raters of an image. The ratings are the benchmark's own (same
-simulator, same seed, same stored splits).
+The consensus needs no fit (each annotator's ratings ranked by the plain mean
+of the other raters' normalised ratings of the image: ``Crowd.others_mean``,
+the baseline's own definition), so its accuracy on the train images is as
+honest as on validation or test, with 6-7x their images. Ratings are
+normalised by each annotator's mean and spread over all their ratings (the
+product uses the fit ratings'), on the benchmark's own data
+(``taste_benchmark.simulate``: same simulator, seed and stored splits).
 
     python benchmarks/crowd_by_split.py --variant noisy_idiosyncratic \
         --seeds 157484 572980 --images 800 --annotators 150
@@ -21,44 +22,33 @@ from pathlib import Path
 import numpy as np
 import taste_benchmark as tb  # sets up Django
 
+from rewardmodel.crowd import Crowd
+from rewardmodel.evaluation import CODES
 from rewardmodel.metrics import mean_pairwise
-
-
-def loo_consensus(rows, anns, scores) -> np.ndarray:
-    """Each rating's image: the mean z-score of its other raters."""
-    s = np.asarray(scores, np.float64)
-    n = np.bincount(anns)
-    mu = np.bincount(anns, s) / n
-    sd = np.sqrt(np.bincount(anns, (s - mu[anns]) ** 2) / n)
-    z = (s - mu[anns]) / np.where(sd > 0, sd, 1.0)[anns]
-    tot, cnt = np.bincount(rows, z), np.bincount(rows)
-    return (tot[rows] - z) / np.maximum(cnt[rows] - 1, 1)
+from rewardmodel.taste import Ratings, normalised
 
 
 def by_split(v: dict, backbone: str, seed: int, cache: Path) -> list[tuple]:
+    """(split, ratings, images, the consensus's mean pairwise accuracy)."""
     n = int(v["images"])
     if backbone == "synthetic":
         space, domains = tb.synthetic_embeddings(n, seed)
-    else:  # tiny-clip and generic rate on the generic taste space
+    else:  # tiny-clip and generic rate on the generic taste space (as main())
         blobs, domains = tb.procedural_images(n, cache)
         space = tb.whiten(np.stack([tb.generic_features(b) for b in blobs]))
-    util, _, _ = tb.utilities(v, space, domains, seed)
-    noise = tb.calibrate_noise(v, util, seed)
-    rows, anns, scores = tb.draw_ratings(v, util, noise, seed)
-    study = 10_000 + seed  # as run_one keys them
-    split = np.asarray(
-        [
-            tb.split_assign(image_key=f"{study}:{r}", annotator_key=f"{study}:{a}")
-            for r, a in zip(rows, anns, strict=True)
-        ]
-    )
-    cons = loo_consensus(rows, anns, scores)
+    sim = tb.simulate(v, space, domains, seed)
+    r = Ratings(sim.rows, sim.anns, sim.scores.astype(np.float64))
+    cnt = np.bincount(r.ann)
+    mean = np.bincount(r.ann, r.score) / cnt
+    std = np.sqrt(np.bincount(r.ann, (r.score - mean[r.ann]) ** 2) / cnt)
+    z = normalised(r, mean, np.where(std > 0, std, 1.0))
+    cons = Crowd.build(r, z, n).others_mean(r)
     out = []
-    for name in ("train", "val_seen", "val_unseen", "test_seen", "test_unseen"):
-        m = split == name
+    for name, code in CODES.items():
+        m = sim.split == code
         if m.any():
-            acc = mean_pairwise(anns[m], scores[m].astype(np.float64), cons[m])
-            out.append((name, int(m.sum()), np.unique(rows[m]).size, acc))
+            acc = mean_pairwise(r.ann[m], r.score[m], cons[m])
+            out.append((name, int(m.sum()), np.unique(r.row[m]).size, acc))
     return out
 
 

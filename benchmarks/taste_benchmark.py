@@ -281,9 +281,9 @@ def calibrate_noise(v: dict, util: np.ndarray, seed: int) -> float:
 # --- one run -----------------------------------------------------------------------
 
 
-def run_one(
-    v: dict, emb: np.ndarray, taste_space, domains, seed: int, paired: str = ""
-) -> dict:
+def simulate(v: dict, taste_space, domains, seed: int) -> SimpleNamespace:
+    """One run's data: utilities (and each rater's group, the crowd's part),
+    the calibrated noise, the ratings and their stored split codes."""
     util, group, crowd = utilities(v, taste_space, domains, seed)
     noise = calibrate_noise(v, util, seed)
     rows, anns, scores = draw_ratings(v, util, noise, seed)
@@ -296,6 +296,24 @@ def run_one(
             for r, a in zip(rows, anns, strict=True)
         ]
     )
+    return SimpleNamespace(
+        util=util,
+        group=group,
+        crowd=crowd,
+        noise=noise,
+        rows=rows,
+        anns=anns,
+        scores=scores,
+        split=split,
+    )
+
+
+def run_one(
+    v: dict, emb: np.ndarray, taste_space, domains, seed: int, paired: str = ""
+) -> dict:
+    sim = simulate(v, taste_space, domains, seed)
+    util, group, crowd, noise = sim.util, sim.group, sim.crowd, sim.noise
+    rows, anns, scores, split = sim.rows, sim.anns, sim.scores, sim.split
     snap = SimpleNamespace(
         r_row=rows,
         r_ann=anns,

@@ -120,15 +120,13 @@ def ls_direction(p: np.ndarray, y: np.ndarray, ann: np.ndarray) -> np.ndarray:
     return d / d.sum() if d.sum() > 0 else d
 
 
-def best_member(p, y, ann, per_ann: np.ndarray | None = None) -> np.ndarray:
+def best_member(p, y, ann) -> np.ndarray:
     """The best single member, softly: for each of ``BAGS`` seeded bootstrap
     resamples of the annotators, the column with the best mean per-annotator
     pairwise accuracy (first of equals, ``MEMBERS`` order; constant columns
     never); the share of resamples each column won (sums to 1). Where two
-    members are close this is a mixture of both rather than a coin toss.
-    ``per_ann``: the members' per-annotator accuracies if already scored."""
-    if per_ann is None:
-        per_ann = PairScorer(ann, y).of_matrix(p)
+    members are close this is a mixture of both rather than a coin toss."""
+    per_ann = PairScorer(ann, y).of_matrix(p)
     ok = np.isfinite(_scales(p, ann))
     share = np.zeros(p.shape[1])
     if not per_ann.size or not ok.any():
@@ -143,11 +141,11 @@ def best_member(p, y, ann, per_ann: np.ndarray | None = None) -> np.ndarray:
     return share / share.sum()
 
 
-def shrink_path(p, y, ann, per_ann: np.ndarray | None = None) -> np.ndarray:
+def shrink_path(p, y, ann) -> np.ndarray:
     """(M, len(SHRINK_GRID)): for each α the raw-scale weights of
     (1 − α) · best member + α · least-squares blend (standardised columns)."""
     sd = _scales(p, ann)
-    best = best_member(p, y, ann, per_ann)
+    best = best_member(p, y, ann)
     ls = ls_direction(p, y, ann)
     if not ls.any():
         ls = best
