@@ -17,6 +17,7 @@ from annotation import splits
 from . import posterior as P
 from . import stacking as S
 from . import taste as T
+from .crossfit import train_rows
 from .crowd import similar_of
 from .evaluation import (
     Context,
@@ -68,7 +69,7 @@ class Tuned:
     ridge_tau2_rel: float  # per-annotator ridge (prior variance, relative)
 
 
-def _blend(search: _Search, members: dict) -> tuple:
+def _blend(search: _Search, members: dict, train) -> tuple:
     """``stacking.blend_out_of_fold`` with the fifth member where
     ``Data.similar`` asks for it (``crowd.Similar``, agreements from
     train): (the four heads' pooled weights, info, their (A, 4) table or None,
@@ -77,7 +78,9 @@ def _blend(search: _Search, members: dict) -> tuple:
     data = ctx.data
     similar = similar_of(ctx) if data.similar else None
     column = None if similar is None else similar.predict(ctx.crowd, search.vs.r)
-    weights, info, per = S.blend_out_of_fold(search, **members, similar=column)
+    weights, info, per = S.blend_out_of_fold(
+        search, **members, similar=column, train=train
+    )
     table = S.weights_table(weights, per, data.n_ann)
     if similar is None:
         return weights, info, table, None
@@ -108,7 +111,8 @@ def select(data: Data, blend_mode: str | None = None) -> tuple[T.Hyper, P.Prior,
     the population baseline (content base, τ² = 0), the LOO consensus
     (crowd-only base, τ² = 0) and the per-annotator ridge (zero base, ρ = 0);
     its best configuration is blended with the three baseline members, weights
-    out of fold on val_seen (``stacking.blend_out_of_fold``), per annotator
+    out of fold on val_seen (``stacking.blend_out_of_fold``) and on the train
+    images, every member refitted without them (``crossfit``), per annotator
     where ``blend_mode`` (default ``stacking.BLEND_MODE``) allows and the out-of-
     fold choice picks it (``Hyper.blend_annotators``)."""
     val_seen = data.part(splits.VAL_SEEN)
@@ -116,8 +120,7 @@ def select(data: Data, blend_mode: str | None = None) -> tuple[T.Hyper, P.Prior,
     ctx = selection_context(data)
     tuned = tune_baselines(data)
     crowd_scores = _pop_grid(ctx, T.concat(val_seen, val_unseen), kind="crowd")
-    lam = _argmax(crowd_scores)
-    lams = {"content": tuned.pop_lambda, "crowd": lam, "crowd_only": lam, "zero": lam}
+    lams = dict.fromkeys(T.BASES, _argmax(crowd_scores)) | {"content": tuned.pop_lambda}
     bases = {b: ctx.base(b, lams[b]) for b in T.BASES}
     new_base, new_scores = _newcomer_base(ctx, T.concat(val_seen, val_unseen), bases)
     search = _family_search(ctx, val_seen, bases, seed=data.seed)
@@ -125,7 +128,8 @@ def select(data: Data, blend_mode: str | None = None) -> tuple[T.Hyper, P.Prior,
     ridge, _ = ridge_on(ctx, tuned.ridge_tau2_rel)
     pop = ctx.base("content", tuned.pop_lambda)
     blend = dict(pop=pop, ridge=ridge, consensus=bases["crowd_only"], mode=blend_mode)
-    weights, blend_info, table, blend_similar = _blend(search, blend)
+    train = train_rows(ctx, chosen, lams, tuned.ridge_tau2_rel)
+    weights, blend_info, table, blend_similar = _blend(search, blend, train)
     prior = search.priors.get(chosen) or P.prior_diag(ctx.x.shape[1], 0.0)
     new_tau2, personal, kshot = _newcomer_tau2(search, chosen, new_base, prior)
     hyper = T.Hyper(

@@ -11,10 +11,11 @@ features [x, crowd, 1], so the blend is itself one head per annotator:
 (``model``: the grid configuration chosen on val_seen; ``population``: the
 content ridge at the population baseline's λ; ``ridge``: the per-annotator ridge
 on content, crowd weight 0; ``consensus``: the crowd column and intercept, the
-leave-one-out consensus's form). Everything is learnt on val_seen, from the
-members' predictions **out of fold** (its annotators in two seeded folds; each
-fold's model predictions come from the configuration chosen on the other fold,
-so the grid's optimism on the data that chose it buys the model no weight):
+leave-one-out consensus's form). Everything is learnt from the members'
+predictions **out of fold**: on val_seen (two seeded folds of its annotators,
+each fold's model from the configuration chosen on the other, so the grid's
+optimism buys the model no weight) and on the train images (``crossfit``:
+every member refitted without the held images):
 
 * the **least-squares blend** (``ls_direction``): non-negative least squares of
   the ratings on the members' predictions, both centred per annotator
@@ -25,13 +26,12 @@ so the grid's optimism on the data that chose it buys the model no weight):
   so two members that are close both count instead of one by a coin toss;
 * the blend **shrunk toward the best member** (``choose_weights``): the
   direction (1 − α) · best + α · least squares, α = 1 unless a smaller α
-  beats it by ``SHRINK_Z`` standard errors on nested folds of the val_seen
-  **images** (``choose_shrinkage``: the blend is deployed on new images), then
-  one least-squares scale (for MAE).
+  beats it by ``SHRINK_Z`` standard errors on nested folds of the **images**
+  (``choose_shrinkage``: the blend meets new images), then one least-squares
+  scale (for MAE).
 
-Soft on purpose: a bagged argmax over a simplex of weights and an
-all-or-nothing "blend or best member" both lost points (RESULTS.md). Only
-train and validation ratings are read.
+Soft on purpose: a bagged argmax over a simplex of weights and an all-or-nothing
+"blend or best member" both lost points (RESULTS.md). Reads train and validation.
 
 **Per-annotator weights** (``per_annotator_weights``): on the standardised,
 per-annotator centred columns Z_a, weights u_a ~ N(u_pooled, τ² I), centred
@@ -285,15 +285,15 @@ def member_columns(f, ann, model, pop, ridge, consensus) -> np.ndarray:
 
 
 def blend_out_of_fold(
-    search, *, pop, ridge, consensus, mode: str | None = None, similar=None
+    search, *, pop, ridge, consensus, mode=None, similar=None, train=None
 ) -> tuple[tuple, dict, tuple | None]:
-    """Weights of the members on val_seen, out of fold: each fold's model
-    predictions from the configuration chosen on the other fold (``search``:
-    evaluation's val_seen search). Also each member's and the blend's
-    out-of-fold accuracy and the shrinkage (α, its curve). Third: (annotators,
-    their weights (P, M)) where per-annotator weights were chosen (``mode``,
-    default ``BLEND_MODE``), else None. ``similar``: the fifth member's
-    prediction of every val_seen rating (``search.vs`` order), or None."""
+    """The members' weights out of fold: on val_seen, each fold's model from
+    the configuration chosen on the other (``search``: the val_seen search),
+    and on ``train`` (``crossfit.train_rows``' (p, y, ann, img)) if given.
+    Also the members' and the blend's accuracy on val_seen and the shrinkage.
+    Third: (annotators, weights (P, M)) where per-annotator weights were
+    chosen on val_seen (``mode``, default ``BLEND_MODE``), else None.
+    ``similar``: the fifth member on val_seen (``search.vs`` order) or None."""
     mode = BLEND_MODE if mode is None else mode
     names = MEMBERS if similar is None else SIMILAR_MEMBERS
     if mode not in BLEND_MODES:
@@ -314,14 +314,14 @@ def blend_out_of_fold(
         anns.append(ann)
         imgs.append(v.r.row[idx])
     if not cols:
-        return (
-            (1.0,) + (0.0,) * (len(names) - 1),
-            {"weights": None, "why": "no val_seen folds"},
-            None,
-        )
+        only = (1.0,) + (0.0,) * (len(names) - 1)
+        return only, {"weights": None, "why": "no val_seen folds"}, None
     p, y, ann = np.vstack(cols), np.concatenate(ys), np.concatenate(anns)
-    shrink = choose_shrinkage(p, y, ann, np.concatenate(imgs))
-    w, _, _ = choose_weights(p, y, ann, alpha=shrink["alpha"])
+    every = (p, y, ann, np.concatenate(imgs))
+    if train is not None:
+        every = tuple(map(np.concatenate, zip(every, train, strict=True)))
+    shrink = choose_shrinkage(*every)
+    w, _, _ = choose_weights(*every[:3], alpha=shrink["alpha"])
     if not w.any():
         w = np.zeros(len(names))
         w[0] = 1.0
@@ -331,6 +331,7 @@ def blend_out_of_fold(
         "weights": dict(zip(names, w.tolist(), strict=True)),
         "oof": oof,
         "shrinkage": shrink,
+        "train_ratings": 0 if train is None else int(train[1].size),
     }
     per = None
     if mode != "global":
