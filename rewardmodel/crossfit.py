@@ -33,7 +33,7 @@ FOLDS = 2
 FOLD_SEED = 29  # added to the run's seed
 # Only where val_seen has fewer images (set a priori, not tuned): with more, it
 # weighs the members well alone, and the refits cost time in proportion to the
-# data (70,000 ratings: about 500 val_seen images, +6 s of training's 15 s).
+# data (70,000 ratings: 586 val_seen images; the refits would add about 6 s).
 MAX_VAL_IMAGES = 200
 # Each annotator's train rows kept (seeded draw, a priori, not tuned): the rows
 # are there for their images, and pairwise scoring costs n² per annotator (at
@@ -84,6 +84,8 @@ def _at_most(ann: np.ndarray, n: int, rng) -> np.ndarray:
 
 
 def _members(c: Context, held: T.Ratings, cfg, lams: dict, ridge_tau2_rel: float):
+    """The members fitted on ``c`` (as ``selection.select`` fits them), their
+    predictions of ``held`` (n, 4 or 5) and its normalised scores."""
     bases = {b: c.base(b, lams[b]) for b in T.BASES}
     if cfg.gamma:
         prior = model_prior(
