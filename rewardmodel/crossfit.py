@@ -50,13 +50,13 @@ def train_rows(ctx: Context, cfg, lams: dict, ridge_tau2_rel: float):
     where val_seen has ``MAX_VAL_IMAGES`` images or more, or train too few."""
     data, train = ctx.data, ctx.fit
     images = np.unique(train.row)
-    val = np.unique(data.part(splits.VAL_SEEN).row).size
-    if images.size < 2 * FOLDS or val >= MAX_VAL_IMAGES:
+    val_seen = data.part(splits.VAL_SEEN)
+    if images.size < 2 * FOLDS or np.unique(val_seen.row).size >= MAX_VAL_IMAGES:
         return None
     part = np.empty(images.size, np.int64)
     rng = np.random.default_rng(data.seed + FOLD_SEED)
     part[rng.permutation(images.size)] = np.arange(images.size) % FOLDS
-    visible = T.concat(train, data.part(splits.VAL_SEEN), data.part(splits.VAL_UNSEEN))
+    visible = T.concat(train, val_seen, data.part(splits.VAL_UNSEEN))
     kept = np.zeros(len(train), bool)
     kept[_at_most(train.ann, PER_ANNOTATOR, rng)] = True
     cols, ys, parts = [], [], []
@@ -86,7 +86,7 @@ def _at_most(ann: np.ndarray, n: int, rng) -> np.ndarray:
 def _members(c: Context, held: T.Ratings, cfg, lams: dict, ridge_tau2_rel: float):
     """The members fitted on ``c`` (as ``selection.select`` fits them), their
     predictions of ``held`` (n, 4 or 5) and its normalised scores."""
-    bases = {b: c.base(b, lams[b]) for b in T.BASES}
+    bases = {b: c.base(b, lams[b]) for b in {cfg.base, "content", "crowd_only"}}
     if cfg.gamma:
         prior = model_prior(
             c,
