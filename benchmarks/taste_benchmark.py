@@ -244,10 +244,7 @@ def draw_ratings(v: dict, util: np.ndarray, noise: float, seed: int):
     rng = np.random.default_rng(seed + 1)
     n_ann, n_img = util.shape
     lo, hi = v["scale"]
-    # Where on the scale each annotator rates ("offset": annotators on different
-    # parts of the scale, e.g. one only uses the top half).
-    offset = rng.normal(0, v.get("offset", v["scale_use"]), size=n_ann)
-    spread = np.exp(rng.normal(0, v["scale_use"], size=n_ann))
+    offset, spread = rater_scales(v, n_ann, rng)
     rows, anns = [], []
     for i in range(n_img):
         rows += [i] * int(v["per_image"])
@@ -255,8 +252,19 @@ def draw_ratings(v: dict, util: np.ndarray, noise: float, seed: int):
     rows, anns = np.asarray(rows), np.asarray(anns)
     latent = util[anns, rows] + rng.normal(0, noise, size=rows.size)
     mid, half = (lo + hi) / 2, (hi - lo) / 2
-    raw = mid + half * np.tanh(0.8 * (spread[anns] * latent + offset[anns]))
+    raw = mid + half * np.tanh(SQUASH * (spread[anns] * latent + offset[anns]))
     return rows, anns, np.clip(np.rint(raw), lo, hi)
+
+
+SQUASH = 0.8  # latent → scale: mid + half · tanh(SQUASH · (spread · latent + offset))
+
+
+def rater_scales(v: dict, n_ann: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Where on the scale each annotator rates (offset; "offset": annotators
+    on different parts of the scale, e.g. one only uses the top half) and how
+    widely (spread): ``draw_ratings``' first draws from its generator."""
+    offset = rng.normal(0, v.get("offset", v["scale_use"]), size=n_ann)
+    return offset, np.exp(rng.normal(0, v["scale_use"], size=n_ann))
 
 
 def ceiling_of(util, rows, anns, scores) -> float:
@@ -313,19 +321,7 @@ def run_one(
 ) -> dict:
     sim = simulate(v, taste_space, domains, seed)
     util, group, crowd, noise = sim.util, sim.group, sim.crowd, sim.noise
-    rows, anns, scores, split = sim.rows, sim.anns, sim.scores, sim.split
-    snap = SimpleNamespace(
-        r_row=rows,
-        r_ann=anns,
-        r_score=scores.astype(np.float64),
-        r_split=split,
-        annotator_keys=[str(a) for a in range(util.shape[0])],
-        counts={"ratings_train": int((split == 0).sum())},
-        e_score=np.zeros(0),
-        e_row=np.zeros(0, np.int64),
-        e_src=np.zeros(0, np.int64),
-        sources=[],
-    )
+    snap = snapshot_of(sim)
     t0 = time.monotonic()
     if paired:
         out = _paired(snap, emb, seed, paired)
@@ -343,6 +339,23 @@ def run_one(
     out["known_groups"] = known_group_gain(snap, group)
     out["noise"] = noise
     return out
+
+
+def snapshot_of(sim: SimpleNamespace) -> SimpleNamespace:
+    """What training reads from the database (``training.snapshot``'s fields),
+    for a simulated run: annotator and image ids are the simulator's indices."""
+    return SimpleNamespace(
+        r_row=sim.rows,
+        r_ann=sim.anns,
+        r_score=sim.scores.astype(np.float64),
+        r_split=sim.split,
+        annotator_keys=[str(a) for a in range(sim.util.shape[0])],
+        counts={"ratings_train": int((sim.split == 0).sum())},
+        e_score=np.zeros(0),
+        e_row=np.zeros(0, np.int64),
+        e_src=np.zeros(0, np.int64),
+        sources=[],
+    )
 
 
 def _paired(snap, emb, seed: int, mode: str) -> dict:

@@ -37,7 +37,7 @@ from . import posterior as P
 from . import stacking as S
 from . import taste as T
 from .crowd import crowd_expected, crowd_fill_fit, similar_part
-from .metrics import PairScorer, all_metrics, by_annotator, mean_of
+from .metrics import PairScorer, all_metrics, by_annotator, mae_bootstrap, mean_of
 
 if TYPE_CHECKING:
     from .selection import Tuned
@@ -303,17 +303,35 @@ def report(
     the one selection estimated on the same train fit; else estimated here), next
     to the baselines. Returns (summary, per-annotator rows, the model's held-out
     predictions: test_seen images, or newcomers' query images at the largest k)."""
-    fit = data.part(splits.TRAIN)
-    ctx = Context(data, fit, data.ratings)
+    ctx = Context(data, data.part(splits.TRAIN), data.ratings)
+    m = test_members(ctx, hyper, tuned, prior)
+    v = ctx.view(data.part(splits.TEST_SEEN))
+    heldout: list[HeldOut] = []
+    preds = seen_predictions(ctx, hyper, m, v)
+    rows = _rows(ctx, v, preds, split="seen", k=None, heldout=heldout)
+    people = newcomers(data.part(splits.TEST_UNSEEN), ks=data.ks, seed=data.seed)
+    ridge_prior = P.prior_diag(ctx.x.shape[1], 0.0)
+    for k in data.ks:
+        rows += _newcomer_rows(
+            ctx,
+            people,
+            k,
+            heads=(m["w_new"], m["population"], np.zeros_like(m["w_new"])),
+            tau2_rel=(hyper.newcomer_tau2_rel, tuned.ridge_tau2_rel),
+            priors=(m["prior"], ridge_prior),
+            kscales=(m["kscale"], m["kscale_ridge"]),
+            heldout=heldout if k == max(data.ks) else None,
+        )
+    return summarise(rows, data.ks), rows, heldout
+
+
+def test_members(ctx: Context, hyper: T.Hyper, tuned: Tuned, prior=None) -> dict:
+    """The report's heads on ``ctx`` (train): the model (the members' blend
+    where selection blended), the population and ridge baselines, the newcomer
+    base, the prior and both kernel scales."""
     w0 = ctx.base(hyper.base, hyper.pop_lambda)
-    w_new = ctx.base(hyper.new_base, hyper.newcomer_lambda)
-    pop = ctx.base("content", tuned.pop_lambda)
     prior = prior or model_prior(
-        ctx,
-        w0,
-        rho=hyper.rho,
-        gamma=hyper.gamma,
-        tau2_rel_iso=hyper.iso_tau2_rel,
+        ctx, w0, rho=hyper.rho, gamma=hyper.gamma, tau2_rel_iso=hyper.iso_tau2_rel
     )
     mine, kscale = heads_on(ctx, [w0], prior=prior, tau2_rel=[hyper.tau2_rel])
     # Same call shape as the model's heads: a model that selection left at the
@@ -328,29 +346,27 @@ def report(
             ridge,
             ctx.base("crowd_only", hyper.blend_crowd_lambda),
         )
-    v = ctx.view(data.part(splits.TEST_SEEN))
-    preds = {
-        "model": v.forward(model) + similar_part(hyper, ctx, v.r),
-        "population": v.forward(pop, per_annotator=False),
-        "per_annotator_ridge": v.forward(ridge),
+    return {
+        "model": model,
+        "population": ctx.base("content", tuned.pop_lambda),
+        "ridge": ridge,
+        "w_new": ctx.base(hyper.new_base, hyper.newcomer_lambda),
+        "prior": prior,
+        "kscale": kscale,
+        "kscale_ridge": kscale_r,
+    }
+
+
+def seen_predictions(ctx: Context, hyper: T.Hyper, m: dict, v: View) -> dict:
+    """The model's and the baselines' predictions of the ratings of ``v``
+    (fitted annotators; ``test_members``' heads ``m``). Any (annotator, image)
+    pairs will do, rated or not (benchmarks/expected_gap.py scores every one)."""
+    return {
+        "model": v.forward(m["model"]) + similar_part(hyper, ctx, v.r),
+        "population": v.forward(m["population"], per_annotator=False),
+        "per_annotator_ridge": v.forward(m["ridge"]),
         "loo_consensus": ctx.loo_mean(v.r),
     }
-    heldout: list[HeldOut] = []
-    rows = _rows(ctx, v, preds, split="seen", k=None, heldout=heldout)
-    people = newcomers(data.part(splits.TEST_UNSEEN), ks=data.ks, seed=data.seed)
-    ridge_prior = P.prior_diag(ctx.x.shape[1], 0.0)
-    for k in data.ks:
-        rows += _newcomer_rows(
-            ctx,
-            people,
-            k,
-            heads=(w_new, pop, np.zeros_like(w0)),
-            tau2_rel=(hyper.newcomer_tau2_rel, tuned.ridge_tau2_rel),
-            priors=(prior, ridge_prior),
-            kscales=(kscale, kscale_r),
-            heldout=heldout if k == max(data.ks) else None,
-        )
-    return summarise(rows, data.ks), rows, heldout
 
 
 def _newcomer_rows(
@@ -439,31 +455,6 @@ def _rows(
         if heldout is not None:
             heldout.append(HeldOut(a, split, k, v.r.row[idx], y, back["model"]))
     return out
-
-
-BOOTSTRAP_RESAMPLES = 1000
-# Below this many images a bootstrap only replays the few errors there are: no
-# interval rather than a misleading one.
-BOOTSTRAP_MIN_IMAGES = 5
-
-
-def mae_bootstrap(y, pred, *, seed, resamples: int = BOOTSTRAP_RESAMPLES):
-    """95% percentile-bootstrap interval of the MAE, resampling the images (the
-    absolute errors are skewed and n is small, where a normal interval would be
-    too narrow on the high side). Seeded: the same run gives the same interval.
-    None under ``BOOTSTRAP_MIN_IMAGES`` images."""
-    err = np.abs(np.asarray(y, dtype=np.float64) - np.asarray(pred, dtype=np.float64))
-    n = err.size
-    if n < BOOTSTRAP_MIN_IMAGES:
-        return None
-    rng = np.random.default_rng([int(x) for x in seed])
-    means = np.empty(resamples)
-    chunk = max(1, 2_000_000 // n)  # bounded memory for annotators with many images
-    for start in range(0, resamples, chunk):
-        stop = min(resamples, start + chunk)
-        means[start:stop] = err[rng.integers(0, n, size=(stop - start, n))].mean(1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return [float(lo), float(hi)]
 
 
 def _ci(values: list[float]) -> list[float] | None:

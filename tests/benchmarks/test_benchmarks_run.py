@@ -177,6 +177,12 @@ TINY: dict[str, Tiny] = {
         "crowd_by_split: 1 seed(s) of linear",
         postgres=False,
     ),
+    "expected_gap.py": Tiny(
+        ("--variants", "linear", "--backbone", "synthetic", "--seeds", "1")
+        + ("--images", "60", "--annotators", "20", "--cache", "{tmp}"),
+        "runs below their best baseline by > 0.01: on the ratings",
+        postgres=False,
+    ),
     # The low-rank agreement prior's paired arm (issue 26 experiment).
     "taste_benchmark.py --paired lowrank": Tiny(
         ("--variants", "linear", "--backbones", "synthetic", "--seeds", "1")

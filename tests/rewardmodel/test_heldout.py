@@ -9,8 +9,7 @@ from django.db import IntegrityError, transaction
 
 from annotation.models import Rating
 from rewardmodel import selectors, services
-from rewardmodel.evaluation import mae_bootstrap
-from rewardmodel.metrics import mae, pairwise_accuracy
+from rewardmodel.metrics import mae, mae_bootstrap, pairwise_accuracy
 from rewardmodel.models import AnnotatorMetric, HeldOutPredictions, ModelVersion
 
 from .conftest import make_study, rate_study
