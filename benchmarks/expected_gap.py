@@ -4,7 +4,7 @@
 ratings (600 images × 200 annotators: about 8 each), and a run's "best
 baseline" is the best of three such noisy means, picked on test. This script
 re-runs the benchmark's runs (its simulator, seeds, stored splits, training
-and report code) and scores every member twice:
+and report code) and scores every member three ways:
 
 * **on the ratings**, as the benchmark does (``evaluation.report``'s rows);
 * **over the rating noise**: on the same test ratings' images, the
@@ -14,8 +14,9 @@ and report code) and scores every member twice:
   ratings differ) over the pairs, per annotator;
 * **over the test draw**: the same over every pair of test_seen images, rated
   by the annotator or not (the crowd leaves their own rating out where there
-  is one): which ~8 of the test images each person happened to rate no
-  longer matters either.
+  is one, so on the others it has one rater more than the LOO consensus of
+  the benchmark): which ~8 of the test images each person happened to rate
+  no longer matters either.
 
 The last is what the benchmark would report with unlimited ratings of the
 same test images by the same people, from the same fitted model: a run below
@@ -97,7 +98,7 @@ def run(v: dict, emb, space, domains, seed: int) -> dict:
         tuned = Sel.tune_baselines(data)
         _, rows, _ = V.report(data, hyper, tuned, prior)
         ctx = V.Context(data, data.part(splits.TRAIN), data.ratings)
-        heads = V.test_members(ctx, hyper, tuned, prior)
+        heads = V.report_heads(ctx, hyper, tuned, prior)
     who = ("model", *BASELINES)
     seen = [
         r

@@ -304,7 +304,7 @@ def report(
     to the baselines. Returns (summary, per-annotator rows, the model's held-out
     predictions: test_seen images, or newcomers' query images at the largest k)."""
     ctx = Context(data, data.part(splits.TRAIN), data.ratings)
-    m = test_members(ctx, hyper, tuned, prior)
+    m = report_heads(ctx, hyper, tuned, prior)
     v = ctx.view(data.part(splits.TEST_SEEN))
     heldout: list[HeldOut] = []
     preds = seen_predictions(ctx, hyper, m, v)
@@ -325,7 +325,7 @@ def report(
     return summarise(rows, data.ks), rows, heldout
 
 
-def test_members(ctx: Context, hyper: T.Hyper, tuned: Tuned, prior=None) -> dict:
+def report_heads(ctx: Context, hyper: T.Hyper, tuned: Tuned, prior=None) -> dict:
     """The report's heads on ``ctx`` (train): the model (the members' blend
     where selection blended), the population and ridge baselines, the newcomer
     base, the prior and both kernel scales."""
@@ -359,7 +359,7 @@ def test_members(ctx: Context, hyper: T.Hyper, tuned: Tuned, prior=None) -> dict
 
 def seen_predictions(ctx: Context, hyper: T.Hyper, m: dict, v: View) -> dict:
     """The model's and the baselines' predictions of the ratings of ``v``
-    (fitted annotators; ``test_members``' heads ``m``). Any (annotator, image)
+    (fitted annotators; ``report_heads``' heads ``m``). Any (annotator, image)
     pairs will do, rated or not (benchmarks/expected_gap.py scores every one)."""
     return {
         "model": v.forward(m["model"]) + similar_part(hyper, ctx, v.r),
