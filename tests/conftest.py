@@ -16,7 +16,7 @@ EMBEDDED_SUITES = {
     "annotation/test_engine_sql.py",
     "annotation/test_engine_tally.py",
     "annotation/test_exclusion.py",
-    "annotation/report_headship.py",
+    "annotation/test_membership.py",
     "annotation/test_web_views.py",
     "annotation/test_api.py",
     "annotation/test_api_hot.py",

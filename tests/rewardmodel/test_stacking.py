@@ -19,7 +19,7 @@ def _views(seed, n_ann=60, per=20):
     return rng, ann, truth
 
 
-def report_heads_that_err_differently_blend_better_than_each():
+def test_members_that_err_differently_blend_better_than_each():
     rng, ann, truth = _views(0)
     a = truth + rng.normal(size=ann.size)  # two noisy views of the same taste
     b = 3.0 * (truth + rng.normal(size=ann.size))  # on another scale
