@@ -23,7 +23,6 @@ import numpy as np
 
 from annotation import splits
 
-from . import posterior as P
 from . import stacking as S
 from . import taste as T
 from .crowd import similar_of
@@ -87,16 +86,10 @@ def _members(c: Context, held: T.Ratings, cfg, lams: dict, ridge_tau2_rel: float
     """The members fitted on ``c`` (as ``selection.select`` fits them), their
     predictions of ``held`` (n, 4 or 5) and its normalised scores."""
     bases = {b: c.base(b, lams[b]) for b in {cfg.base, "content", "crowd_only"}}
-    if cfg.gamma:
-        prior = model_prior(
-            c,
-            bases[cfg.base],
-            rho=cfg.rho,
-            gamma=cfg.gamma,
-            tau2_rel_iso=cfg.tau2_rel_iso,
-        )
-    else:
-        prior = P.prior_diag(c.x.shape[1], cfg.rho)
+    # Isotropic where γ = 0 (``posterior.prior_for``, the prior's one definition).
+    prior = model_prior(
+        c, bases[cfg.base], rho=cfg.rho, gamma=cfg.gamma, tau2_rel_iso=cfg.tau2_rel_iso
+    )
     grid, _ = heads_on(c, [bases[cfg.base]], prior=prior, tau2_rel=[cfg.tau2_rel])
     ridge, _ = ridge_on(c, ridge_tau2_rel)
     v = c.view(held)
